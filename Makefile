@@ -1,0 +1,35 @@
+# Entry points for a fresh Debian 12 machine (run as root: installs Debian packages).
+#   make demo    set up, build the NPB workloads, run them on KVM x86-64 and emulated arm64
+#   make test    set up and run the test suite
+#   make bench   set up and run the pyperf benchmarks
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv
+PYTEST_ARGS ?= -n 2
+
+.PHONY: deps demo test bench clean
+
+deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if ! dpkg -s $(DEBS) >/dev/null 2>&1; then \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+	    --no-install-recommends $(DEBS); fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+demo: deps
+	$(PY) -m hexo.demo
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build $(VENV)

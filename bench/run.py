@@ -1,0 +1,101 @@
+"""hexo benchmarks (pyperf). Each target is a ratio of two things measured side by side in
+this one run; absolute times are only context.
+
+    .venv/bin/python bench/run.py [-o results.json] [pyperf options]
+
+Pairs: VM creation -> guest main() on KVM (target <= 10 ms); whole-process `uhyve-ctl run`
+of hello vs a bare interpreter start (target <= 1.5x); an NPB kernel in the KVM guest vs the
+same kernel built natively (target <= 1.05x); the emulated arm64 build vs native (reported).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyperf
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IMAGES = ROOT / "build" / "bench"
+WORKLOADS = [("hello", None), ("npb-ep", "W"), ("npb-cg", "W"), ("npb-cg", "S")]
+
+
+def _path(workload, klass, native=False):
+    return IMAGES / f"{workload}{'.' + klass if klass else ''}.{'native' if native else 'hexo'}"
+
+
+def build_images() -> None:
+    """Once per run, in the parent process only (pyperf workers re-run this script)."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for workload, klass in WORKLOADS:
+        for native in (False, True):
+            cmd = [BIN / "hexo", "build", "--workload", workload, "-o",
+                   _path(workload, klass, native)] + (["--class", klass] if klass else [])
+            subprocess.run(cmd + (["--native"] if native else []), check=True,
+                           stdout=subprocess.DEVNULL)
+
+
+def boot_to_main(loops: int) -> float:
+    """VM creation until the guest's first output, which its main() makes."""
+    from hexo.image import Image
+    from uhyve_ctl import abi
+    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.vm import VirtualMachine
+
+    image = Image(_path("hello", None))
+    write = abi.NR["WRITE"]
+    total = 0.0
+    for _ in range(loops):
+        t0 = time.perf_counter()
+        vm = VirtualMachine(image, "x86_64", backend="kvm")
+        stop = vm.backend.run(lambda nr, arg: Exited(0) if nr == write else vm.hypercalls(nr, arg))
+        total += time.perf_counter() - t0
+        vm.close()
+        assert stop == Exited(0)
+    return total
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=4, values=2, warmups=1)
+    runner.parse_args()
+    if not runner.args.worker:
+        build_images()
+    uhyve = str(BIN / "uhyve-ctl")
+    results = {
+        "boot-to-main-kvm": runner.bench_time_func("boot-to-main-kvm", boot_to_main),
+        "python-start": runner.bench_command("python-start", [sys.executable, "-c", "pass"]),
+        "uhyve-ctl-run-hello": runner.bench_command(
+            "uhyve-ctl-run-hello", [uhyve, "run", str(_path("hello", None))]),
+        "npb-ep-W-native": runner.bench_command("npb-ep-W-native",
+                                                [str(_path("npb-ep", "W", True))]),
+        "npb-ep-W-kvm": runner.bench_command("npb-ep-W-kvm",
+                                             [uhyve, "run", str(_path("npb-ep", "W"))]),
+        "npb-cg-W-native": runner.bench_command("npb-cg-W-native",
+                                                [str(_path("npb-cg", "W", True))]),
+        "npb-cg-W-kvm": runner.bench_command("npb-cg-W-kvm",
+                                             [uhyve, "run", str(_path("npb-cg", "W"))]),
+        "npb-cg-S-native": runner.bench_command("npb-cg-S-native",
+                                                [str(_path("npb-cg", "S", True))]),
+        "npb-cg-S-emu-aarch64": runner.bench_command(
+            "npb-cg-S-emu-aarch64", [uhyve, "run", "--isa", "aarch64", str(_path("npb-cg", "S"))]),
+    }
+    if runner.args.worker or any(b is None for b in results.values()):
+        return
+    t = {k: b.mean() for k, b in results.items()}
+    print("\nratios (measured side by side in this run):")
+    print(f"  boot to main() on KVM           {t['boot-to-main-kvm'] * 1e3:6.2f} ms "
+          f"(target <= 10 ms; HEXO's Uhyve ~25 ms)")
+    rows = [("uhyve-ctl run hello / python start", "uhyve-ctl-run-hello", "python-start", 1.5),
+            ("NPB EP.W KVM guest / native", "npb-ep-W-kvm", "npb-ep-W-native", 1.05),
+            ("NPB CG.W KVM guest / native", "npb-cg-W-kvm", "npb-cg-W-native", 1.05),
+            ("NPB CG.S emulated arm64 / native", "npb-cg-S-emu-aarch64", "npb-cg-S-native", None)]
+    for label, a, b, target in rows:
+        goal = f"(target <= {target}x)" if target else "(reported)"
+        print(f"  {label:34} {t[a] / t[b]:6.2f}x {goal}")
+
+
+if __name__ == "__main__":
+    main()

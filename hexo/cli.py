@@ -1,0 +1,113 @@
+"""hexo: build multi-ISA unikernel images and inspect them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hexo", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("workloads", help="list the built-in workloads")
+    b = sub.add_parser("build", help="build a .hexo image (or a native executable)",
+                       description="Build C sources, or a built-in workload, into one image "
+                                   "holding an x86-64 and an aarch64 build at one layout.")
+    b.add_argument("sources", nargs="*", type=Path)
+    b.add_argument("--workload", help="a built-in workload instead of sources")
+    b.add_argument("--class", dest="klass", help="NPB problem class (S, W, A)")
+    b.add_argument("-o", "--output", type=Path, required=True)
+    b.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME[=VALUE]")
+    b.add_argument("-I", dest="include_dirs", action="append", default=[], type=Path)
+    b.add_argument("--native", action="store_true",
+                   help="build an ordinary Linux executable for this host instead")
+    b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
+    i = sub.add_parser("inspect", help="show what an image holds")
+    i.add_argument("image", type=Path)
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    return p
+
+
+def _workloads() -> int:
+    from .workloads import WORKLOADS
+    for w in WORKLOADS.values():
+        classes = f" [classes {','.join(w.classes)}]" if w.classes else ""
+        print(f"{w.name:14} {w.description}{classes}")
+    return 0
+
+
+def _build(args) -> int:
+    from .toolchain.build import BuildRequest, build, build_native
+    from . import workloads
+
+    sources, defines, name, extra = list(args.sources), list(args.defines), None, {}
+    if args.workload:
+        if sources:
+            raise ValueError("give either --workload or source files, not both")
+        w = workloads.get(args.workload)
+        sources = w.paths()
+        wdefs = w.defines(args.klass)
+        defines += wdefs
+        name = w.name + (f".{wdefs[0][-1]}" if wdefs else "")
+        extra = {"workload": {"name": w.name, "class": wdefs[0][-1] if wdefs else None}}
+    elif not sources:
+        raise ValueError("nothing to build: give C sources or --workload")
+    if args.native:
+        build_native(sources, args.output, defines, args.include_dirs)
+        print(f"{args.output}: native x86-64 executable")
+        return 0
+    req = BuildRequest(sources, args.output, name or args.output.stem, defines,
+                       args.include_dirs, extra)
+    m = build(req, keep=args.keep_build_dir)
+    lay = m["layout"]
+    print(f"{args.output}: {', '.join(m['isas'])}; {lay['symbols_at_same_address']} symbols "
+          f"at the same address on every ISA; needs {m['memory']['min_mem'] >> 20} MiB")
+    return 0
+
+
+def _inspect(args) -> int:
+    from .image import Image
+    img = Image(args.image)
+    m = img.manifest
+    if args.json:
+        json.dump(m, sys.stdout, indent=1, sort_keys=True)
+        print()
+        return 0
+    for isa in img.isas:
+        img.elf(isa)    # verifies the payload checksum
+    print(f"image      {args.image} ({m['name']}), format {m['format']}, "
+          f"built by {m['created_by']}")
+    print(f"build id   {m['build_id']}")
+    print(f"ABI        {m['abi_version'] >> 16}.{m['abi_version'] & 0xffff}")
+    for isa, info in m["isas"].items():
+        segs = ", ".join(f"{s['flags']}@{s['vaddr']:#x}+{s['memsz']:#x}" for s in info["segments"])
+        print(f"{isa:10} entry {info['entry']:#x}; {segs}; sha256 {info['elf_sha256'][:16]}")
+    lay = m["layout"]
+    print(f"layout     {lay['symbols_at_same_address']} symbols and {lay['shared_sections']} "
+          f"sections at the same address on every ISA (checked at build time)")
+    for isa, syms in lay["isa_private_symbols"].items():
+        print(f"           {isa}-only: {', '.join(syms) or 'nothing'}")
+    for region, (lo, hi) in lay["areas"].items():
+        print(f"  {region:8} [{lo:#x}, {hi:#x}) {hi - lo} bytes")
+    mem = m["memory"]
+    print(f"memory     image ends at {mem['image_end']:#x}; needs at least "
+          f"{mem['min_mem'] >> 20} MiB of guest RAM")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .image import ImageError
+    from .toolchain.sysroot import ToolchainError
+    args = _parser().parse_args(argv)
+    try:
+        return {"workloads": _workloads, "build": _build, "inspect": _inspect}[args.cmd](
+            *([args] if args.cmd != "workloads" else []))
+    except (ToolchainError, ImageError, ValueError) as e:
+        print(f"hexo: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Per-ISA sysroots: newlib (built once from Debian's newlib-source) and the library OS.
+
+Both live under the hexo home (`$HEXO_HOME`, default `build/` in the source tree). The
+library OS archive is rebuilt whenever its sources change; a file lock makes concurrent
+builds (parallel tests) wait for one another instead of racing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .targets import COMMON_CFLAGS, TARGETS
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+KERNEL_IMAGES = SOURCE_ROOT / "kernel-images"
+LIBOS = KERNEL_IMAGES / "libos"
+ABI_INCLUDE = KERNEL_IMAGES / "include"
+
+
+class ToolchainError(Exception):
+    """A build step failed; the message says which and why."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("HEXO_HOME", SOURCE_ROOT / "build"))
+
+
+def run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
+    try:
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ToolchainError(f"{what}: '{cmd[0]}' is not installed") from None
+    if p.returncode != 0:
+        raise ToolchainError(f"{what} failed:\n{p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@dataclass(frozen=True)
+class Sysroot:
+    isa: str
+    root: Path
+
+    @property
+    def include(self) -> Path:
+        return self.root / "newlib" / "include"
+
+    @property
+    def libs(self) -> list[Path]:
+        lib = self.root / "newlib" / "lib"
+        return [self.root / "libhexo-os.a", lib / "libc.a", lib / "libm.a", lib / "libgcc.a"]
+
+    def cflags(self) -> list[str]:
+        t = TARGETS[self.isa]
+        return [f"--target={t.clang_target}", *COMMON_CFLAGS, *t.cflags,
+                "-isystem", str(self.include), "-I", str(ABI_INCLUDE)]
+
+
+def _libos_sources(isa: str) -> list[Path]:
+    return sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / isa).glob("*.S"))
+
+
+def _build_libos(sr: Sysroot) -> None:
+    srcs = _libos_sources(sr.isa)
+    h = hashlib.sha256(" ".join(sr.cflags()).encode())
+    for p in srcs + sorted(LIBOS.glob("*.h")) + sorted(ABI_INCLUDE.glob("*.h")):
+        h.update(p.name.encode() + p.read_bytes())
+    stamp = sr.root / "libhexo-os.stamp"
+    if stamp.exists() and stamp.read_text() == h.hexdigest() and sr.libs[0].exists():
+        return
+    objdir = sr.root / "libos-obj"
+    objdir.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for src in srcs:
+        obj = objdir / (src.stem + ".o")
+        run(["clang", *sr.cflags(), "-I", str(LIBOS), "-Wall", "-Werror", "-c", str(src),
+             "-o", str(obj)], f"compiling library OS {src.name} for {sr.isa}")
+        objs.append(str(obj))
+    sr.libs[0].unlink(missing_ok=True)
+    run(["llvm-ar", "rcs", str(sr.libs[0]), *objs], "archiving the library OS")
+    stamp.write_text(h.hexdigest())
+
+
+def ensure(isa: str) -> Sysroot:
+    """The sysroot for `isa`, building whatever is missing or stale."""
+    sr = Sysroot(isa, home() / "sysroot" / isa)
+    with _locked(home() / "sysroot" / f".{isa}.lock"):
+        if not (sr.root / "newlib" / ".hexo-newlib").exists():
+            script = KERNEL_IMAGES / "newlib" / "build.sh"
+            run(["bash", str(script), isa, str(sr.root / "newlib")],
+                f"building newlib for {isa} (takes a few minutes once)")
+        _build_libos(sr)
+    return sr

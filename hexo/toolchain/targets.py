@@ -1,0 +1,40 @@
+"""Per-ISA compiler and linker settings, declared once for the whole toolchain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ISAS = ("x86_64", "aarch64")
+
+
+@dataclass(frozen=True)
+class Target:
+    isa: str
+    clang_target: str
+    llc_triple: str
+    datalayout: str
+    llc_flags: tuple[str, ...]
+    cflags: tuple[str, ...]          # for code compiled per ISA (library OS)
+    ldflags: tuple[str, ...]
+
+
+# Flags every guest translation unit shares: per-symbol sections for the layout tool, no
+# unwind tables, and no FMA contraction, so floating-point results do not depend on the ISA.
+COMMON_CFLAGS = ("-O2", "-ffunction-sections", "-fdata-sections", "-fno-pic", "-fno-common",
+                 "-ffp-contract=off", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
+                 "-fsigned-char", "-fno-stack-protector", "-nostdlibinc")
+
+TARGETS = {
+    "x86_64": Target(
+        "x86_64", "x86_64-unknown-none-elf", "x86_64-unknown-none-elf",
+        "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-f80:128-n8:16:32:64-S128",
+        ("-mcpu=x86-64",),
+        ("-mno-red-zone",),
+        ()),
+    "aarch64": Target(
+        "aarch64", "aarch64-none-elf", "aarch64-none-elf",
+        "e-m:e-i8:8:32-i16:16:32-i64:64-i128:128-n32:64-S128",
+        ("-mcpu=generic",),
+        (),
+        ("-z", "max-page-size=4096")),
+}

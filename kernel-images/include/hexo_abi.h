@@ -1,0 +1,191 @@
+/* Generated from uhyve_ctl/abi.py; do not edit. */
+#ifndef HEXO_ABI_H
+#define HEXO_ABI_H
+#ifndef __ASSEMBLER__
+#include <stdint.h>
+#endif
+
+#define HEXO_ABI_MAJOR 1
+#define HEXO_ABI_MINOR 0
+#define HEXO_ABI_VERSION 0x10000
+#define HEXO_PAGE_SIZE 0x1000
+#define HEXO_BOOT_INFO_ADDR 0x1000
+#define HEXO_SHARED_PAGE_ADDR 0x2000
+#define HEXO_DOORBELL_ADDR 0x3000
+#define HEXO_ARGS_ADDR 0x4000
+#define HEXO_ARGS_SIZE 0xb000
+#define HEXO_GDT_ADDR 0xf000
+#define HEXO_PAGE_TABLE_ADDR 0x10000
+#define HEXO_PAGE_TABLE_END 0x100000
+#define HEXO_STACK_BOTTOM 0x100000
+#define HEXO_STACK_TOP 0x800000
+#define HEXO_IMAGE_BASE 0x800000
+#define HEXO_BOOT_INFO_MAGIC 0x49425848
+#define HEXO_SHARED_PAGE_MAGIC 0x50535848
+#define HEXO_ISA_X86_64 1
+#define HEXO_ISA_AARCH64 2
+#define HEXO_MAX_PATH 0x1000
+#define HEXO_HC_EXIT 0
+#define HEXO_HC_WRITE 1
+#define HEXO_HC_READ 2
+#define HEXO_HC_OPEN 3
+#define HEXO_HC_CLOSE 4
+#define HEXO_HC_LSEEK 5
+#define HEXO_HC_FSTAT 6
+#define HEXO_HC_CLOCK 7
+#define HEXO_HC_UNLINK 8
+#define HEXO_HC_PANIC 9
+#define HEXO_O_RDONLY 0
+#define HEXO_O_WRONLY 1
+#define HEXO_O_RDWR 2
+#define HEXO_O_ACCMODE 3
+#define HEXO_O_CREAT 256
+#define HEXO_O_TRUNC 512
+#define HEXO_O_APPEND 1024
+#define HEXO_O_EXCL 2048
+#define HEXO_S_IFREG 0x8000
+#define HEXO_S_IFDIR 0x4000
+#define HEXO_S_IFCHR 0x2000
+#define HEXO_E_PERM 1
+#define HEXO_E_NOENT 2
+#define HEXO_E_IO 5
+#define HEXO_E_BADF 9
+#define HEXO_E_NOMEM 12
+#define HEXO_E_ACCES 13
+#define HEXO_E_FAULT 14
+#define HEXO_E_EXIST 17
+#define HEXO_E_NOTDIR 20
+#define HEXO_E_ISDIR 21
+#define HEXO_E_INVAL 22
+#define HEXO_E_MFILE 24
+#define HEXO_E_NOSPC 28
+#define HEXO_E_SPIPE 29
+#define HEXO_E_ROFS 30
+#define HEXO_E_NAMETOOLONG 91
+#define HEXO_E_NOSYS 88
+
+/* Field offsets for assembly code. */
+#define HEXO_OFF_BOOT_INFO_MAGIC 0
+#define HEXO_OFF_BOOT_INFO_ABI_VERSION 4
+#define HEXO_OFF_BOOT_INFO_ISA 8
+#define HEXO_OFF_BOOT_INFO_FLAGS 12
+#define HEXO_OFF_BOOT_INFO_MEM_SIZE 16
+#define HEXO_OFF_BOOT_INFO_IMAGE_START 24
+#define HEXO_OFF_BOOT_INFO_IMAGE_END 32
+#define HEXO_OFF_BOOT_INFO_HEAP_START 40
+#define HEXO_OFF_BOOT_INFO_HEAP_END 48
+#define HEXO_OFF_BOOT_INFO_STACK_BOTTOM 56
+#define HEXO_OFF_BOOT_INFO_STACK_TOP 64
+#define HEXO_OFF_BOOT_INFO_PAGE_TABLE_ROOT 72
+#define HEXO_OFF_BOOT_INFO_SHARED_PAGE 80
+#define HEXO_OFF_BOOT_INFO_ARGC 88
+#define HEXO_OFF_BOOT_INFO_ARGV 96
+
+#ifndef __ASSEMBLER__
+
+/* Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first argument register). */
+struct hexo_boot_info {
+    uint32_t magic;
+    uint32_t abi_version;
+    uint32_t isa;
+    uint32_t flags;
+    uint64_t mem_size;
+    uint64_t image_start;
+    uint64_t image_end;
+    uint64_t heap_start;
+    uint64_t heap_end;
+    uint64_t stack_bottom;
+    uint64_t stack_top;
+    uint64_t page_table_root;
+    uint64_t shared_page;
+    uint64_t argc;
+    uint64_t argv;
+};
+_Static_assert(sizeof(struct hexo_boot_info) == 104, "ABI size");
+
+/* Flags the host sets atomically and the guest polls at migration points. */
+struct hexo_shared_page {
+    uint32_t magic;
+    uint32_t abi_version;
+    uint32_t migrate_request;
+    uint32_t migrate_target_isa;
+    uint32_t guest_state;
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct hexo_shared_page) == 24, "ABI size");
+
+/* exit(status) */
+struct hexo_args_exit {
+    int64_t status;
+};
+_Static_assert(sizeof(struct hexo_args_exit) == 8, "ABI size");
+
+/* read/write len bytes at buf on a guest fd */
+struct hexo_args_rw {
+    int64_t fd;
+    uint64_t buf;
+    uint64_t len;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_rw) == 32, "ABI size");
+
+/* open a host file inside a mapped directory; flags are HEXO_O_* bits */
+struct hexo_args_open {
+    uint64_t path;
+    uint64_t path_len;
+    uint32_t flags;
+    uint32_t mode;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_open) == 32, "ABI size");
+
+/* close a guest fd */
+struct hexo_args_close {
+    int64_t fd;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_close) == 16, "ABI size");
+
+/* lseek; whence is 0/1/2 (SET/CUR/END) */
+struct hexo_args_lseek {
+    int64_t fd;
+    int64_t offset;
+    int64_t whence;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_lseek) == 32, "ABI size");
+
+/* file size and HEXO_S_* type bits of a guest fd */
+struct hexo_args_fstat {
+    int64_t fd;
+    int64_t ret;
+    int64_t size;
+    uint32_t mode;
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct hexo_args_fstat) == 32, "ABI size");
+
+/* host clocks in nanoseconds */
+struct hexo_args_clock {
+    uint64_t monotonic_ns;
+    uint64_t realtime_ns;
+};
+_Static_assert(sizeof(struct hexo_args_clock) == 16, "ABI size");
+
+/* remove a host file inside a mapped directory */
+struct hexo_args_unlink {
+    uint64_t path;
+    uint64_t path_len;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_unlink) == 24, "ABI size");
+
+/* the library OS gives up with a message */
+struct hexo_args_panic {
+    uint64_t msg;
+    uint64_t len;
+};
+_Static_assert(sizeof(struct hexo_args_panic) == 16, "ABI size");
+
+#endif
+#endif

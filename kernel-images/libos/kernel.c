@@ -1,0 +1,41 @@
+/* Boot: validate the hand-off, set up the heap and the C library, run main(). */
+#include <stdlib.h>
+#include <string.h>
+#include "hypercall.h"
+#include "kernel.h"
+
+struct hexo_boot_info hexo_boot;
+uintptr_t hexo_brk;
+
+extern int main(int argc, char **argv, char **envp);
+extern void __libc_init_array(void);
+extern void __libc_fini_array(void);
+
+static char *empty_env[] = { 0 };
+char **environ = empty_env;
+
+_Noreturn void hexo_panic(const char *msg)
+{
+    struct hexo_args_panic a = { (uint64_t)(uintptr_t)msg, strlen(msg) };
+    hexo_hypercall(HEXO_HC_PANIC, &a);
+    for (;;)
+        ;
+}
+
+/* newlib's __libc_init_array calls these around the init/fini arrays. */
+void _init(void) {}
+void _fini(void) {}
+
+_Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
+{
+    if (bi->magic != HEXO_BOOT_INFO_MAGIC)
+        hexo_panic("boot info has a wrong magic number");
+    if ((bi->abi_version >> 16) != HEXO_ABI_MAJOR)
+        hexo_panic("hypervisor speaks another major version of the hypercall ABI");
+    hexo_boot = *bi;
+    hexo_brk = bi->heap_start;
+    hexo_monotonic_ns();
+    atexit(__libc_fini_array);
+    __libc_init_array();
+    exit(main((int)bi->argc, (char **)(uintptr_t)bi->argv, environ));
+}

@@ -1,0 +1,15 @@
+/* Library OS internals shared by its translation units. All of this is kernel state: the
+   layout tool places libos data on pages of its own, apart from application data. */
+#ifndef HEXO_KERNEL_H
+#define HEXO_KERNEL_H
+#include <stdint.h>
+#include "hexo_abi.h"
+
+extern struct hexo_boot_info hexo_boot;
+extern uintptr_t hexo_brk;
+
+_Noreturn void hexo_panic(const char *msg);
+uint64_t hexo_monotonic_ns(void);
+uint64_t hexo_realtime_ns(void);
+
+#endif

@@ -1,0 +1,188 @@
+/* The system-call layer newlib expects (_write, _sbrk, ...), mapped onto hypercalls.
+   Flags and errno values are translated here, so the hypercall ABI depends on neither
+   newlib's nor the host's numbering. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/times.h>
+#include <sys/types.h>
+#include <time.h>
+#include "hypercall.h"
+#include "kernel.h"
+
+#undef errno
+extern int errno;
+
+static int64_t result(int64_t ret)
+{
+    if (ret < 0) {
+        errno = (int)-ret;
+        return -1;
+    }
+    return ret;
+}
+
+static uint64_t clock_base_ns;
+
+uint64_t hexo_monotonic_ns(void)
+{
+    struct hexo_args_clock a = { 0, 0 };
+    hexo_hypercall(HEXO_HC_CLOCK, &a);
+    if (!clock_base_ns)
+        clock_base_ns = a.monotonic_ns;
+    return a.monotonic_ns - clock_base_ns;
+}
+
+uint64_t hexo_realtime_ns(void)
+{
+    struct hexo_args_clock a = { 0, 0 };
+    hexo_hypercall(HEXO_HC_CLOCK, &a);
+    return a.realtime_ns;
+}
+
+_Noreturn void _exit(int status)
+{
+    struct hexo_args_exit a = { status };
+    hexo_hypercall(HEXO_HC_EXIT, &a);
+    hexo_panic("EXIT hypercall returned");
+}
+
+int _write(int fd, const void *buf, size_t len)
+{
+    struct hexo_args_rw a = { fd, (uint64_t)(uintptr_t)buf, len, 0 };
+    hexo_hypercall(HEXO_HC_WRITE, &a);
+    return (int)result(a.ret);
+}
+
+int _read(int fd, void *buf, size_t len)
+{
+    struct hexo_args_rw a = { fd, (uint64_t)(uintptr_t)buf, len, 0 };
+    hexo_hypercall(HEXO_HC_READ, &a);
+    return (int)result(a.ret);
+}
+
+static uint32_t abi_open_flags(int flags)
+{
+    uint32_t f = 0;
+    switch (flags & O_ACCMODE) {
+    case O_WRONLY: f = HEXO_O_WRONLY; break;
+    case O_RDWR: f = HEXO_O_RDWR; break;
+    default: f = HEXO_O_RDONLY; break;
+    }
+    if (flags & O_CREAT) f |= HEXO_O_CREAT;
+    if (flags & O_TRUNC) f |= HEXO_O_TRUNC;
+    if (flags & O_APPEND) f |= HEXO_O_APPEND;
+    if (flags & O_EXCL) f |= HEXO_O_EXCL;
+    return f;
+}
+
+int _open(const char *path, int flags, ...)
+{
+    va_list ap;
+    int mode = 0;
+    if (flags & O_CREAT) {
+        va_start(ap, flags);
+        mode = va_arg(ap, int);
+        va_end(ap);
+    }
+    struct hexo_args_open a = { (uint64_t)(uintptr_t)path, strlen(path),
+                                abi_open_flags(flags), (uint32_t)mode, 0 };
+    hexo_hypercall(HEXO_HC_OPEN, &a);
+    return (int)result(a.ret);
+}
+
+int _close(int fd)
+{
+    struct hexo_args_close a = { fd, 0 };
+    hexo_hypercall(HEXO_HC_CLOSE, &a);
+    return (int)result(a.ret);
+}
+
+off_t _lseek(int fd, off_t offset, int whence)
+{
+    struct hexo_args_lseek a = { fd, offset, whence, 0 };
+    hexo_hypercall(HEXO_HC_LSEEK, &a);
+    return (off_t)result(a.ret);
+}
+
+int _fstat(int fd, struct stat *st)
+{
+    struct hexo_args_fstat a = { fd, 0, 0, 0, 0 };
+    hexo_hypercall(HEXO_HC_FSTAT, &a);
+    if (result(a.ret) < 0)
+        return -1;
+    memset(st, 0, sizeof *st);
+    st->st_size = a.size;
+    st->st_mode = (a.mode & HEXO_S_IFDIR) ? S_IFDIR : (a.mode & HEXO_S_IFCHR) ? S_IFCHR : S_IFREG;
+    st->st_blksize = 4096;
+    return 0;
+}
+
+int _isatty(int fd)
+{
+    struct stat st;
+    if (_fstat(fd, &st) < 0)
+        return 0;
+    return S_ISCHR(st.st_mode);
+}
+
+int _unlink(const char *path)
+{
+    struct hexo_args_unlink a = { (uint64_t)(uintptr_t)path, strlen(path), 0 };
+    hexo_hypercall(HEXO_HC_UNLINK, &a);
+    return (int)result(a.ret);
+}
+
+int _link(const char *old, const char *new)
+{
+    (void)old; (void)new;
+    errno = ENOSYS;
+    return -1;
+}
+
+void *_sbrk(ptrdiff_t incr)
+{
+    uintptr_t old = hexo_brk;
+    if ((incr > 0 && (uintptr_t)incr > hexo_boot.heap_end - old) ||
+        (incr < 0 && (uintptr_t)-incr > old - hexo_boot.heap_start)) {
+        errno = ENOMEM;
+        return (void *)-1;
+    }
+    hexo_brk = old + incr;
+    return (void *)old;
+}
+
+int _gettimeofday(struct timeval *tv, void *tz)
+{
+    (void)tz;
+    uint64_t ns = hexo_realtime_ns();
+    tv->tv_sec = (time_t)(ns / 1000000000u);
+    tv->tv_usec = (suseconds_t)((ns % 1000000000u) / 1000u);
+    return 0;
+}
+
+/* clock() is built on times(); the unikernel's only task uses all of the CPU time. */
+clock_t _times(struct tms *t)
+{
+    clock_t ticks = (clock_t)(hexo_monotonic_ns() / (1000000000u / CLOCKS_PER_SEC));
+    t->tms_utime = ticks;
+    t->tms_stime = 0;
+    t->tms_cutime = 0;
+    t->tms_cstime = 0;
+    return ticks;
+}
+
+int _getpid(void) { return 1; }
+
+int _kill(int pid, int sig)
+{
+    (void)sig;
+    if (pid == 1)
+        _exit(128 + sig);
+    errno = EINVAL;
+    return -1;
+}

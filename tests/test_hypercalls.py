@@ -1,0 +1,177 @@
+"""A hostile or buggy guest cannot reach past its memory, its files or the ABI."""
+
+import os
+
+import pytest
+
+from uhyve_ctl import abi
+from uhyve_ctl.backends.base import Crashed, Exited
+from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
+from uhyve_ctl.memory import GuestMemory
+
+from conftest import HEXO, UHYVE, run
+
+ARG = abi.IMAGE_BASE          # where these tests put argument structs
+BUF = abi.IMAGE_BASE + 0x1000
+
+
+@pytest.fixture
+def guest(tmp_path):
+    mem = GuestMemory(16 << 20)
+    r, w = os.pipe()
+    data = tmp_path / "data"
+    data.mkdir()
+    files = FileTable((Mount.parse(f"{data}:/data"),), stdio=(r, w, w))
+    yield mem, Hypercalls(mem, files), r, data
+    files.close_all()
+    os.close(r)
+    os.close(w)
+    mem.close()
+
+
+def call(hc, mem, name, **args):
+    struct = abi.HYPERCALL_BY_NR[abi.NR[name]].args
+    mem.write(ARG, struct.pack(**args))
+    stop = hc(abi.NR[name], ARG)
+    return stop, struct.unpack(mem.read(ARG, struct.size))
+
+
+def test_write_reaches_the_host(guest):
+    mem, hc, r, _ = guest
+    mem.write(BUF, b"hello")
+    stop, res = call(hc, mem, "WRITE", fd=1, buf=BUF, len=5)
+    assert stop is None and res["ret"] == 5
+    assert os.read(r, 100) == b"hello"
+
+
+@pytest.mark.parametrize("buf,length", [
+    (16 << 20, 1),                      # just past guest RAM
+    ((16 << 20) - 4, 8),                # straddles the end
+    (abi.DOORBELL_ADDR - 8, 16),        # overlaps the doorbell hole
+    (BUF, (1 << 64) - 1),               # absurd length
+])
+def test_wild_buffers_stop_the_guest(guest, buf, length):
+    mem, hc, _, _ = guest
+    stop, _ = call(hc, mem, "WRITE", fd=1, buf=buf, len=length)
+    assert isinstance(stop, Crashed) and "WRITE buffer" in stop.reason
+
+
+def test_wild_argument_pointer(guest):
+    mem, hc, _, _ = guest
+    stop = hc(abi.NR["READ"], 0xFFFF_FFF0)
+    assert isinstance(stop, Crashed) and "READ arguments" in stop.reason
+
+
+def test_unknown_hypercall(guest):
+    mem, hc, _, _ = guest
+    stop = hc(999, ARG)
+    assert isinstance(stop, Crashed) and "unknown hypercall 999" in stop.reason
+
+
+def test_guest_cannot_use_host_fds(guest):
+    mem, hc, _, _ = guest
+    host_fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        _, res = call(hc, mem, "READ", fd=host_fd, buf=BUF, len=4)
+        assert res["ret"] == -abi.ERRNO["EBADF"]
+    finally:
+        os.close(host_fd)
+
+
+def _open(hc, mem, path: bytes, flags=0):
+    mem.write(BUF, path)
+    return call(hc, mem, "OPEN", path=BUF, path_len=len(path), flags=flags, mode=0o644)
+
+
+def test_open_inside_mount_and_read_back(guest):
+    mem, hc, _, data = guest
+    (data / "in.txt").write_bytes(b"payload")
+    _, res = _open(hc, mem, b"/data/in.txt")
+    fd = res["ret"]
+    assert fd >= 3
+    _, res = call(hc, mem, "READ", fd=fd, buf=BUF + 0x100, len=100)
+    assert res["ret"] == 7 and mem.read(BUF + 0x100, 7) == b"payload"
+    _, res = call(hc, mem, "FSTAT", fd=fd)
+    assert res["size"] == 7 and res["mode"] == abi.FILE_TYPES["S_IFREG"]
+
+
+@pytest.mark.parametrize("path,err", [
+    (b"/etc/passwd", "ENOENT"),               # not under any mount
+    (b"/data/../etc/passwd", "ENOENT"),       # normalized first, still outside
+    (b"/data/escape/passwd", "EACCES"),       # symlink leading out of the mount
+    (b"/data/a\0b", "EINVAL"),                # embedded NUL
+])
+def test_paths_outside_mounts_are_refused(guest, path, err):
+    mem, hc, _, data = guest
+    os.symlink("/etc", data / "escape")
+    _, res = _open(hc, mem, path)
+    assert res["ret"] == -abi.ERRNO[err]
+
+
+def test_overlong_path_stops_the_guest(guest):
+    mem, hc, _, _ = guest
+    stop, _ = call(hc, mem, "OPEN", path=BUF, path_len=abi.MAX_PATH + 1)
+    assert isinstance(stop, Crashed) and "path longer than" in stop.reason
+
+
+def test_read_only_mount(tmp_path):
+    mem = GuestMemory(16 << 20)
+    try:
+        files = FileTable((Mount.parse(f"{tmp_path}:/ro:ro"),))
+        hc = Hypercalls(mem, files)
+        _, res = _open(hc, mem, b"/ro/new", abi.OPEN_FLAGS["O_WRONLY"] | abi.OPEN_FLAGS["O_CREAT"])
+        assert res["ret"] == -abi.ERRNO["EROFS"]
+        assert not (tmp_path / "new").exists()
+    finally:
+        mem.close()
+
+
+def test_exit_and_panic(guest):
+    mem, hc, _, _ = guest
+    stop, _ = call(hc, mem, "EXIT", status=7)
+    assert stop == Exited(7)
+    mem.write(BUF, b"out of cheese")
+    stop, _ = call(hc, mem, "PANIC", msg=BUF, len=13)
+    assert isinstance(stop, Crashed) and stop.reason == "guest panic: out of cheese"
+
+
+WILD = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "write")) write(1, (const void *)0x7f0000000000UL, 16);
+    if (!strcmp(what, "read")) read(0, (void *)0x3000, 16);
+    if (!strcmp(what, "null")) { volatile int *p = 0; *p = 1; }
+    printf("survived %s\n", what);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wild_image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wild")
+    (d / "wild.c").write_text(WILD)
+    p = run([HEXO, "build", d / "wild.c", "-o", d / "wild.hexo"])
+    assert p.returncode == 0, p.stderr
+    return d / "wild.hexo"
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
+@pytest.mark.parametrize("what,message", [
+    ("write", "hypercall WRITE rejected"),
+    ("read", "hypercall READ rejected"),
+    ("null", ""),
+])
+def test_misbehaving_guest_is_stopped_with_a_report(wild_image, isa, what, message):
+    p = run([UHYVE, "run", wild_image, "--isa", isa, "--", what], timeout=120)
+    assert p.returncode == 125, p.stdout + p.stderr
+    assert "uhyve-ctl: guest stopped:" in p.stderr and message in p.stderr
+    assert "survived" not in p.stdout
+
+
+def test_well_behaved_run_of_the_same_image(wild_image):
+    p = run([UHYVE, "run", wild_image, "--", "nothing"])
+    assert p.returncode == 0 and p.stdout == "survived nothing\n"

@@ -1,0 +1,211 @@
+"""The guest/host ABI: guest memory map, boot hand-off, shared page and hypercalls.
+
+Declared once, here. The library OS includes `kernel-images/include/hexo_abi.h`, which is
+generated from these tables (`python -m uhyve_ctl.abi > kernel-images/include/hexo_abi.h`);
+tests check that the committed header is current and that clang lays every struct out for
+x86-64 and aarch64 exactly as the Python side packs it. docs/formats.md describes the ABI.
+
+A hypercall is a 32-bit store of the guest-physical address of its argument struct to
+`DOORBELL + 4 * nr`. The doorbell page is not RAM, so the store exits to the host on KVM
+(MMIO exit) and on the emulator (MMIO callback); one mechanism for both ISAs and both
+x86 privilege modes. Results are written back into the argument struct.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+ABI_MAJOR = 1
+ABI_MINOR = 0
+ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
+
+PAGE_SIZE = 0x1000
+
+# Guest-physical memory map; guest virtual addresses are identical (identity mapping).
+BOOT_INFO_ADDR = 0x1000      # struct hexo_boot_info, written by the host, kernel state
+SHARED_PAGE_ADDR = 0x2000    # struct hexo_shared_page, host and guest both write it
+DOORBELL_ADDR = 0x3000       # hypercall doorbell page: MMIO, not backed by RAM
+ARGS_ADDR = 0x4000           # argv pointer array and strings
+ARGS_SIZE = 0xB000
+GDT_ADDR = 0xF000            # x86-64 descriptor table built by the host
+PAGE_TABLE_ADDR = 0x10000    # page tables built by the host (x86-64 and aarch64)
+PAGE_TABLE_END = 0x100000
+STACK_BOTTOM = 0x100000      # the single task stack, at the same address on every ISA
+STACK_TOP = 0x800000
+IMAGE_BASE = 0x800000        # link address of every image; heap follows the image
+MEM_ALIGN = 2 << 20          # guest RAM size granule (one large page)
+MAX_MEM_SIZE = 64 << 30       # limited by the page-table area
+
+BOOT_INFO_MAGIC = 0x49425848      # "HXBI"
+SHARED_PAGE_MAGIC = 0x50535848    # "HXSP"
+
+ISA_X86_64 = 1
+ISA_AARCH64 = 2
+ISA_IDS = {"x86_64": ISA_X86_64, "aarch64": ISA_AARCH64}
+
+_CTYPES = {"u32": ("I", "uint32_t"), "i32": ("i", "int32_t"),
+           "u64": ("Q", "uint64_t"), "i64": ("q", "int64_t")}
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A little-endian C struct with naturally aligned fixed-width fields."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    doc: str
+    codec: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        fmt = "<" + "".join(_CTYPES[t][0] for _, t in self.fields)
+        object.__setattr__(self, "codec", struct.Struct(fmt))
+        offset = 0
+        for fname, ftype in self.fields:
+            size = struct.calcsize(_CTYPES[ftype][0])
+            if offset % size:
+                raise ValueError(f"{self.name}.{fname} is not naturally aligned")
+            offset += size
+        if offset % 8:
+            raise ValueError(f"{self.name} size {offset} is not a multiple of 8")
+
+    @property
+    def size(self) -> int:
+        return self.codec.size
+
+    def offset(self, name: str) -> int:
+        off = 0
+        for fname, ftype in self.fields:
+            if fname == name:
+                return off
+            off += struct.calcsize(_CTYPES[ftype][0])
+        raise KeyError(name)
+
+    def unpack(self, data) -> dict[str, int]:
+        return dict(zip((f for f, _ in self.fields), self.codec.unpack(data)))
+
+    def pack(self, **values: int) -> bytes:
+        return self.codec.pack(*(values.get(f, 0) for f, _ in self.fields))
+
+
+BOOT_INFO = Struct("hexo_boot_info", (
+    ("magic", "u32"), ("abi_version", "u32"), ("isa", "u32"), ("flags", "u32"),
+    ("mem_size", "u64"), ("image_start", "u64"), ("image_end", "u64"),
+    ("heap_start", "u64"), ("heap_end", "u64"),
+    ("stack_bottom", "u64"), ("stack_top", "u64"),
+    ("page_table_root", "u64"), ("shared_page", "u64"),
+    ("argc", "u64"), ("argv", "u64"),
+), "Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first "
+   "argument register).")
+
+SHARED_PAGE = Struct("hexo_shared_page", (
+    ("magic", "u32"), ("abi_version", "u32"),
+    ("migrate_request", "u32"), ("migrate_target_isa", "u32"),
+    ("guest_state", "u32"), ("reserved", "u32"),
+), "Flags the host sets atomically and the guest polls at migration points.")
+
+# Hypercall argument structs. Pointers are guest addresses; `ret` is >= 0 on success and
+# -errno (newlib errno numbering, see ERRNO) on failure.
+ARGS_EXIT = Struct("hexo_args_exit", (("status", "i64"),), "exit(status)")
+ARGS_RW = Struct("hexo_args_rw", (("fd", "i64"), ("buf", "u64"), ("len", "u64"), ("ret", "i64")),
+                 "read/write len bytes at buf on a guest fd")
+ARGS_OPEN = Struct("hexo_args_open", (
+    ("path", "u64"), ("path_len", "u64"), ("flags", "u32"), ("mode", "u32"), ("ret", "i64"),
+), "open a host file inside a mapped directory; flags are HEXO_O_* bits")
+ARGS_CLOSE = Struct("hexo_args_close", (("fd", "i64"), ("ret", "i64")), "close a guest fd")
+ARGS_LSEEK = Struct("hexo_args_lseek", (
+    ("fd", "i64"), ("offset", "i64"), ("whence", "i64"), ("ret", "i64"),
+), "lseek; whence is 0/1/2 (SET/CUR/END)")
+ARGS_FSTAT = Struct("hexo_args_fstat", (
+    ("fd", "i64"), ("ret", "i64"), ("size", "i64"), ("mode", "u32"), ("reserved", "u32"),
+), "file size and HEXO_S_* type bits of a guest fd")
+ARGS_CLOCK = Struct("hexo_args_clock", (("monotonic_ns", "u64"), ("realtime_ns", "u64")),
+                    "host clocks in nanoseconds")
+ARGS_UNLINK = Struct("hexo_args_unlink", (("path", "u64"), ("path_len", "u64"), ("ret", "i64")),
+                     "remove a host file inside a mapped directory")
+ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
+                    "the library OS gives up with a message")
+
+
+@dataclass(frozen=True)
+class Hypercall:
+    nr: int
+    name: str
+    args: Struct
+
+
+HYPERCALLS = (
+    Hypercall(0, "EXIT", ARGS_EXIT),
+    Hypercall(1, "WRITE", ARGS_RW),
+    Hypercall(2, "READ", ARGS_RW),
+    Hypercall(3, "OPEN", ARGS_OPEN),
+    Hypercall(4, "CLOSE", ARGS_CLOSE),
+    Hypercall(5, "LSEEK", ARGS_LSEEK),
+    Hypercall(6, "FSTAT", ARGS_FSTAT),
+    Hypercall(7, "CLOCK", ARGS_CLOCK),
+    Hypercall(8, "UNLINK", ARGS_UNLINK),
+    Hypercall(9, "PANIC", ARGS_PANIC),
+)
+HYPERCALL_BY_NR = {h.nr: h for h in HYPERCALLS}
+NR = {h.name: h.nr for h in HYPERCALLS}
+
+# Open flags and file types of the ABI (not the host's, not newlib's).
+OPEN_FLAGS = {"O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2, "O_ACCMODE": 3,
+              "O_CREAT": 0x100, "O_TRUNC": 0x200, "O_APPEND": 0x400, "O_EXCL": 0x800}
+FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000}
+
+# errno values as the guest's C library (newlib) numbers them.
+ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "ENOMEM": 12, "EACCES": 13,
+         "EFAULT": 14, "EEXIST": 17, "ENOTDIR": 20, "EISDIR": 21, "EINVAL": 22,
+         "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "ENAMETOOLONG": 91,
+         "ENOSYS": 88}
+
+MAX_PATH = 4096
+
+_STRUCTS = [BOOT_INFO, SHARED_PAGE] + list(dict.fromkeys(h.args for h in HYPERCALLS))
+
+
+def _constants() -> list[tuple[str, int]]:
+    names = ["ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "BOOT_INFO_ADDR",
+             "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR", "PAGE_TABLE_ADDR",
+             "PAGE_TABLE_END", "STACK_BOTTOM", "STACK_TOP", "IMAGE_BASE", "BOOT_INFO_MAGIC",
+             "SHARED_PAGE_MAGIC", "ISA_X86_64", "ISA_AARCH64", "MAX_PATH"]
+    g = globals()
+    out = [(n, g[n]) for n in names]
+    out += [(f"HC_{h.name}", h.nr) for h in HYPERCALLS]
+    out += sorted(OPEN_FLAGS.items(), key=lambda kv: kv[1])
+    out += list(FILE_TYPES.items())
+    out += [(f"E_{k[1:]}", v) for k, v in ERRNO.items()]
+    return out
+
+
+def c_header() -> str:
+    """The C view of this module, for the library OS."""
+    lines = ["/* Generated from uhyve_ctl/abi.py; do not edit. */",
+             "#ifndef HEXO_ABI_H", "#define HEXO_ABI_H", "#ifndef __ASSEMBLER__",
+             "#include <stdint.h>", "#endif", ""]
+    lines += [f"#define HEXO_{n} 0x{v:x}" if v >= PAGE_SIZE else f"#define HEXO_{n} {v}"
+              for n, v in _constants()]
+    lines += ["", "/* Field offsets for assembly code. */"]
+    lines += [f"#define HEXO_OFF_BOOT_INFO_{f.upper()} {BOOT_INFO.offset(f)}" for f, _ in BOOT_INFO.fields]
+    lines += ["", "#ifndef __ASSEMBLER__"]
+    for s in _STRUCTS:
+        lines += ["", f"/* {s.doc} */", f"struct {s.name} {{"]
+        lines += [f"    {_CTYPES[t][1]} {f};" for f, t in s.fields]
+        lines += ["};", f"_Static_assert(sizeof(struct {s.name}) == {s.size}, \"ABI size\");"]
+    lines += ["", "#endif", "#endif", ""]
+    return "\n".join(lines)
+
+
+def c_layout_check() -> str:
+    """C source that compiles only if clang agrees with every struct offset declared here."""
+    lines = ['#include <stddef.h>', '#include "hexo_abi.h"']
+    for s in _STRUCTS:
+        for f, _ in s.fields:
+            lines.append(f"_Static_assert(offsetof(struct {s.name}, {f}) == {s.offset(f)}, "
+                         f"\"{s.name}.{f}\");")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(c_header(), end="")

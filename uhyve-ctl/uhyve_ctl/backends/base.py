@@ -1,0 +1,69 @@
+"""What every CPU backend offers the VM: boot a vCPU at an entry point, run it until a stop.
+
+A backend owns CPU state only. Guest RAM (memory.GuestMemory), the page tables
+(paging.py) and hypercall semantics (hypercalls.py) are shared by all backends, so a KVM
+backend for arm64 boards can be added next to the x86-64 one without touching them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The guest called the EXIT hypercall."""
+    status: int
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The guest faulted, or broke the hypercall ABI, and was stopped."""
+    reason: str
+    pc: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    seconds: float
+
+
+StopReason = Union[Exited, Crashed, TimedOut]
+
+# Called for each doorbell store: (hypercall number, guest address of its argument struct).
+# Returns a StopReason to end the run, or None to resume the guest.
+HypercallHandler = Callable[[int, int], Optional[StopReason]]
+
+
+@dataclass(frozen=True)
+class BootState:
+    """CPU state at the first guest instruction, identical in meaning on every ISA."""
+    entry: int
+    stack_top: int
+    boot_info: int          # passed in the first argument register (rdi / x0)
+    page_table_root: int    # CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
+
+
+class Backend(ABC):
+    name: str
+
+    def __init__(self, memory, isa: str):
+        self.memory = memory
+        self.isa = isa
+
+    @abstractmethod
+    def boot(self, state: BootState) -> None:
+        """Create the vCPU and put it at `state`."""
+
+    @abstractmethod
+    def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
+        """Run until a hypercall handler, a fault or the timeout stops the guest."""
+
+    @abstractmethod
+    def registers(self) -> dict[str, int]:
+        """General-purpose registers, pc and sp, by their ISA names (for reports)."""
+
+    def close(self) -> None:
+        pass

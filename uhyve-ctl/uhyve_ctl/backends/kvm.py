@@ -1,0 +1,175 @@
+"""x86-64 guests on KVM, entered directly in 64-bit long mode.
+
+Two entry modes. "user" runs the guest at CPL3 (CS 0x33, SS/DS 0x2b): on PVM hosts
+(kvm_pvm, no VT-x) that is the only way to run natively, a CPL0 guest is emulated instruction
+by instruction. "kernel" is the classic CPL0 entry (CS 0x08, SS/DS 0x10) for VT-x/SVM hosts.
+"auto" picks user on PVM. Either way the guest has no IDT: an exception ends the run.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from typing import Optional
+
+from .. import abi
+from .. import kvm
+from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
+
+MODES = ("auto", "user", "kernel")
+
+CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1, 2, 0x10, 0x20, 1 << 16, 1 << 31
+CR4_PAE, CR4_OSFXSR, CR4_OSXMMEXCPT = 0x20, 0x200, 0x400
+EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1, 0x100, 0x400, 0x800
+
+# GDT slot -> (selector without RPL, descriptor). The user slots follow the SYSRET layout
+# (32-bit code, data, 64-bit code) that gives the Linux selectors 0x2b/0x33 PVM expects.
+_CODE64, _CODE32, _DATA = 0x00AF9B000000FFFF, 0x00CF9B000000FFFF, 0x00CF93000000FFFF
+_DPL3 = 3 << 45
+KERNEL_CS, KERNEL_DS, USER_CS32, USER_DS, USER_CS = 0x08, 0x10, 0x23, 0x2B, 0x33
+_GDT = {KERNEL_CS: _CODE64, KERNEL_DS: _DATA, USER_CS32: _CODE32 | _DPL3,
+        USER_DS: _DATA | _DPL3, USER_CS: _CODE64 | _DPL3}
+_GDT_ENTRIES = max(_GDT) // 8 + 1
+
+_REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+              "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
+
+_INTERNAL_ERRORS = {1: "instruction emulation failed", 2: "exception during exception delivery",
+                    3: "event delivery failed", 4: "unexpected exit"}
+
+
+def is_pvm_host() -> bool:
+    return os.path.exists("/sys/module/kvm_pvm")
+
+
+def resolve_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"KVM entry mode {mode!r} is not one of {MODES}")
+    if mode == "auto":
+        return "user" if is_pvm_host() else "kernel"
+    return mode
+
+
+class KvmBackend(Backend):
+    name = "kvm"
+
+    def __init__(self, memory, isa: str = "x86_64", mode: str = "auto"):
+        if isa != "x86_64":
+            raise ValueError(f"the KVM backend runs x86_64 guests, not {isa}")
+        super().__init__(memory, isa)
+        self.mode = resolve_mode(mode)
+        self.kvm = kvm.Kvm()
+        self.vm: Optional[kvm.Vm] = None
+        self.vcpu: Optional[kvm.Vcpu] = None
+        try:
+            self.vm = self.kvm.create_vm()
+            for slot, (addr, size) in enumerate(memory.ram_regions()):
+                self.vm.set_user_memory_region(slot, addr, size, memory.host_address + addr)
+        except BaseException:
+            self.close()
+            raise
+
+    def boot(self, state: BootState) -> None:
+        self.memory.write(abi.GDT_ADDR, b"".join(
+            struct.pack("<Q", _GDT.get(i * 8, 0)) for i in range(_GDT_ENTRIES)))
+        self.vcpu = self.vm.create_vcpu(0)
+        self.vcpu.set_cpuid2(self.kvm.supported_cpuid())
+        self.vcpu.set_sregs(self._sregs(self.vcpu.get_sregs(), state.page_table_root))
+        regs = kvm.KvmRegs(rip=state.entry, rsp=state.stack_top, rdi=state.boot_info,
+                           rflags=0x2)
+        self.vcpu.set_regs(regs)
+
+    def _sregs(self, sregs: kvm.KvmSregs, cr3: int) -> kvm.KvmSregs:
+        """Long mode with paging, SSE enabled, flat segments at the mode's privilege level."""
+        user = self.mode == "user"
+        cs_sel, ds_sel = (USER_CS, USER_DS) if user else (KERNEL_CS, KERNEL_DS)
+        dpl = 3 if user else 0
+        code = kvm.KvmSegment(base=0, limit=0xFFFFFFFF, selector=cs_sel, type=11, present=1,
+                              dpl=dpl, db=0, s=1, l=1, g=1)
+        data = kvm.KvmSegment(base=0, limit=0xFFFFFFFF, selector=ds_sel, type=3, present=1,
+                              dpl=dpl, db=1, s=1, l=0, g=1)
+        sregs.cs = code
+        for name in ("ds", "es", "fs", "gs", "ss"):
+            setattr(sregs, name, data)
+        sregs.gdt.base, sregs.gdt.limit = abi.GDT_ADDR, _GDT_ENTRIES * 8 - 1
+        sregs.idt.base, sregs.idt.limit = 0, 0
+        sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
+        sregs.cr3 = cr3
+        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
+        sregs.efer = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
+        return sregs
+
+    def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
+        if self.vcpu is None:
+            raise RuntimeError("boot() the guest before run()")
+        vcpu = self.vcpu
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timer = None
+        if timeout is not None:
+            kvm.ensure_kick_handler()
+            timer = threading.Timer(timeout, vcpu.kick)
+            timer.daemon = True
+            timer.start()
+        bell_lo, bell_hi = abi.DOORBELL_ADDR, abi.DOORBELL_ADDR + abi.PAGE_SIZE
+        try:
+            while True:
+                ex = vcpu.run()
+                if (type(ex) is kvm.MmioExit and ex.is_write and len(ex.data) == 4
+                        and bell_lo <= ex.addr < bell_hi and ex.addr % 4 == 0):
+                    arg = int.from_bytes(ex.data, "little")
+                    stop = on_hypercall((ex.addr - bell_lo) // 4, arg)
+                    if stop is not None:
+                        return stop
+                elif type(ex) is kvm.Interrupted:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return TimedOut(timeout)
+                else:
+                    rip = vcpu.get_regs().rip
+                    return Crashed(self._describe(ex, rip), rip)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _describe(self, ex: kvm.VcpuExit, rip: int) -> str:
+        at = f"at rip 0x{rip:x}"
+        if isinstance(ex, kvm.Shutdown):
+            why = ("a CPL3 guest on PVM has no exception handling, so a page fault, #GP, #UD, "
+                   "hlt or privileged instruction ends it" if self.mode == "user"
+                   else "triple fault: the guest has no IDT")
+            return (f"guest hit an exception or triple fault {at} ({why}; last page-fault "
+                    f"address cr2=0x{self._cr2():x})")
+        if isinstance(ex, kvm.MmioExit):
+            kind = "store to" if ex.is_write else "load from"
+            return (f"guest {kind} non-RAM address 0x{ex.addr:x} ({len(ex.data)} bytes) {at}; "
+                    f"only 4-byte stores to the doorbell page are hypercalls")
+        if isinstance(ex, kvm.IoExit):
+            kind = "out to" if ex.is_out else "in from"
+            return f"guest port I/O ({kind} port 0x{ex.port:x}) {at}; use hypercalls"
+        if isinstance(ex, kvm.Hlt):
+            return f"guest executed hlt {at}; end a guest with the EXIT hypercall"
+        if isinstance(ex, kvm.InternalError):
+            what = _INTERNAL_ERRORS.get(ex.suberror, f"suberror {ex.suberror}")
+            return f"KVM internal error {at}: {what}"
+        if isinstance(ex, kvm.FailEntry):
+            return f"KVM could not enter the guest {at}: hardware reason 0x{ex.reason:x}"
+        return f"unexpected KVM exit {ex} {at}"
+
+    def _cr2(self) -> int:
+        return self.vcpu.get_sregs().cr2 if self.vcpu else 0
+
+    def registers(self) -> dict[str, int]:
+        if self.vcpu is None:
+            return {}
+        regs = self.vcpu.get_regs()
+        return {name: getattr(regs, name) for name in _REG_NAMES}
+
+    def close(self) -> None:
+        if self.vcpu is not None:
+            self.vcpu.close()
+            self.vcpu = None
+        if self.vm is not None:
+            self.vm.close()
+            self.vm = None
+        self.kvm.close()

@@ -1,0 +1,201 @@
+"""Host side of the hypercalls: every guest argument is checked before it is used.
+
+A guest can only name guest-physical ranges (checked against guest RAM by GuestMemory), its
+own small file descriptor numbers (never host fds), and paths below the directories the
+user mounted. Anything else ends the guest with a Crashed report, or returns -errno where a
+real OS would.
+"""
+
+from __future__ import annotations
+
+import errno as host_errno
+import os
+import posixpath
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import abi
+from .backends.base import Crashed, Exited, StopReason
+from .memory import GuestMemoryError
+
+MAX_FILES = 64
+MAX_IO = 1 << 30
+
+
+def _guest_errno(e: OSError) -> int:
+    name = host_errno.errorcode.get(e.errno or 0, "EIO")
+    return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory visible to the guest under `guest_dir`."""
+    host_dir: Path
+    guest_dir: str
+    read_only: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> "Mount":
+        """HOST_DIR[:GUEST_DIR[:ro]]; GUEST_DIR defaults to HOST_DIR's absolute path."""
+        parts = spec.split(":")
+        read_only = parts[-1] == "ro" and len(parts) > 1
+        if read_only:
+            parts = parts[:-1]
+        if len(parts) > 2 or not parts[0]:
+            raise ValueError(f"bad mount '{spec}': expected HOST_DIR[:GUEST_DIR[:ro]]")
+        host = Path(parts[0]).resolve()
+        if not host.is_dir():
+            raise ValueError(f"bad mount '{spec}': {host} is not a directory")
+        guest = posixpath.normpath(parts[1] if len(parts) == 2 else str(host))
+        if not guest.startswith("/"):
+            raise ValueError(f"bad mount '{spec}': guest directory must be absolute")
+        return cls(host, guest, read_only)
+
+
+class FileTable:
+    """Guest file descriptors -> host fds; 0-2 are the hypervisor's own stdio."""
+
+    def __init__(self, mounts: tuple[Mount, ...] = (), stdio: tuple[int, int, int] = (0, 1, 2)):
+        self.mounts = sorted(mounts, key=lambda m: -len(m.guest_dir))
+        self.fds: dict[int, tuple[int, bool]] = {i: (fd, False) for i, fd in enumerate(stdio)}
+
+    def resolve(self, guest_path: str, writing: bool) -> Path:
+        path = posixpath.normpath(posixpath.join("/", guest_path))
+        for m in self.mounts:
+            if path == m.guest_dir or path.startswith(m.guest_dir.rstrip("/") + "/"):
+                host = (m.host_dir / posixpath.relpath(path, m.guest_dir)).resolve()
+                if host != m.host_dir and m.host_dir not in host.parents:
+                    raise PermissionError(host_errno.EACCES, "path escapes its mount")
+                if writing and m.read_only:
+                    raise PermissionError(host_errno.EROFS, "read-only mount")
+                return host
+        raise FileNotFoundError(host_errno.ENOENT, "not under any mounted directory")
+
+    def open(self, guest_path: str, flags: int, mode: int) -> int:
+        acc = flags & abi.OPEN_FLAGS["O_ACCMODE"]
+        host_flags = {0: os.O_RDONLY, 1: os.O_WRONLY, 2: os.O_RDWR}.get(acc)
+        if host_flags is None:
+            return -abi.ERRNO["EINVAL"]
+        for name in ("O_CREAT", "O_TRUNC", "O_APPEND", "O_EXCL"):
+            if flags & abi.OPEN_FLAGS[name]:
+                host_flags |= getattr(os, name)
+        writing = acc != 0 or bool(flags & (abi.OPEN_FLAGS["O_CREAT"] | abi.OPEN_FLAGS["O_TRUNC"]))
+        if len(self.fds) >= MAX_FILES:
+            return -abi.ERRNO["EMFILE"]
+        try:
+            host = self.resolve(guest_path, writing)
+            fd = os.open(host, host_flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode & 0o777)
+        except OSError as e:
+            return _guest_errno(e)
+        guest_fd = next(i for i in range(3, MAX_FILES + 3) if i not in self.fds)
+        self.fds[guest_fd] = (fd, True)
+        return guest_fd
+
+    def host_fd(self, guest_fd: int) -> int | None:
+        entry = self.fds.get(guest_fd)
+        return entry[0] if entry else None
+
+    def close(self, guest_fd: int) -> int:
+        entry = self.fds.pop(guest_fd, None)
+        if entry is None:
+            return -abi.ERRNO["EBADF"]
+        if entry[1]:
+            os.close(entry[0])
+        return 0
+
+    def close_all(self) -> None:
+        for guest_fd in [g for g, (_, owned) in self.fds.items() if owned]:
+            self.close(guest_fd)
+
+
+class Hypercalls:
+    """Dispatches doorbell stores; returns a StopReason when the guest must stop."""
+
+    def __init__(self, memory, files: FileTable):
+        self.memory = memory
+        self.files = files
+        self.count = 0
+        self._table = {abi.NR[name]: getattr(self, f"_{name.lower()}") for name in abi.NR}
+
+    def __call__(self, nr: int, arg: int) -> StopReason | None:
+        self.count += 1
+        call = abi.HYPERCALL_BY_NR.get(nr)
+        if call is None:
+            return Crashed(f"guest made unknown hypercall {nr} (ABI {abi.ABI_MAJOR}.{abi.ABI_MINOR})")
+        try:
+            args = call.args.unpack(self.memory.read(arg, call.args.size, f"{call.name} arguments"))
+            stop, results = self._table[nr](**args)
+            if results:
+                args.update(results)
+                self.memory.write(arg, call.args.pack(**args), f"{call.name} results")
+            return stop
+        except GuestMemoryError as e:
+            return Crashed(f"hypercall {call.name} rejected: {e}")
+
+    def _exit(self, status):
+        return Exited(status), None
+
+    def _panic(self, msg, len):
+        text = self.memory.read_string(msg, len, 4096, "panic message")
+        return Crashed("guest panic: " + text.decode("utf-8", "replace")), None
+
+    def _io(self, fd, length, op):
+        host = self.files.host_fd(fd)
+        if host is None:
+            return -abi.ERRNO["EBADF"]
+        if length > MAX_IO:
+            length = MAX_IO
+        try:
+            return op(host, length)
+        except OSError as e:
+            return _guest_errno(e)
+
+    def _write(self, fd, buf, len, ret):
+        view = self.memory.slice(buf, len, "WRITE buffer")
+        return None, {"ret": self._io(fd, len, lambda h, n: os.write(h, view[:n]))}
+
+    def _read(self, fd, buf, len, ret):
+        view = self.memory.slice(buf, len, "READ buffer")
+        return None, {"ret": self._io(fd, len, lambda h, n: os.readv(h, [view[:n]]))}
+
+    def _path(self, path, path_len) -> str | None:
+        raw = self.memory.read_string(path, path_len, abi.MAX_PATH, "path")
+        if b"\0" in raw:
+            return None
+        return raw.decode("utf-8", "surrogateescape")
+
+    def _open(self, path, path_len, flags, mode, ret):
+        p = self._path(path, path_len)
+        return None, {"ret": -abi.ERRNO["EINVAL"] if p is None else self.files.open(p, flags, mode)}
+
+    def _close(self, fd, ret):
+        return None, {"ret": self.files.close(fd)}
+
+    def _lseek(self, fd, offset, whence, ret):
+        if whence not in (0, 1, 2):
+            return None, {"ret": -abi.ERRNO["EINVAL"]}
+        return None, {"ret": self._io(fd, 0, lambda h, _: os.lseek(h, offset, whence))}
+
+    def _fstat(self, fd, ret, size, mode, reserved):
+        def stat(h, _):
+            return os.fstat(h)
+        st = self._io(fd, 0, stat)
+        if isinstance(st, int):
+            return None, {"ret": st}
+        kind = ("S_IFDIR" if os.path.stat.S_ISDIR(st.st_mode) else
+                "S_IFCHR" if os.path.stat.S_ISCHR(st.st_mode) else "S_IFREG")
+        return None, {"ret": 0, "size": st.st_size, "mode": abi.FILE_TYPES[kind]}
+
+    def _clock(self, monotonic_ns, realtime_ns):
+        return None, {"monotonic_ns": time.monotonic_ns(), "realtime_ns": time.time_ns()}
+
+    def _unlink(self, path, path_len, ret):
+        p = self._path(path, path_len)
+        if p is None:
+            return None, {"ret": -abi.ERRNO["EINVAL"]}
+        try:
+            os.unlink(self.files.resolve(p, writing=True))
+            return None, {"ret": 0}
+        except OSError as e:
+            return None, {"ret": _guest_errno(e)}

@@ -1,0 +1,414 @@
+"""A thin, typed layer over the Linux KVM ioctl API, in the style of rust-vmm's kvm-ioctls.
+
+Every ioctl number and struct is declared once, here. Objects are created only by their
+parent (Kvm -> Vm -> Vcpu), each ioctl has one method, failures raise KvmError with errno and
+the ioctl name, and a vCPU exit is a typed value. Ioctls go through ctypes, which releases
+the GIL, so another thread can kick a vCPU that sits in KVM_RUN (Vcpu.kick).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import mmap
+import os
+import signal
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Optional, Union
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.restype = ctypes.c_int
+_libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+
+API_VERSION = 12
+KICK_SIGNAL = signal.SIGRTMIN
+
+
+class KvmError(OSError):
+    """An ioctl failed; `errno` is the kernel's error, `ioctl` the request's name."""
+
+    def __init__(self, err: int, ioctl: str, detail: str = ""):
+        msg = f"{ioctl}: {os.strerror(err)}" + (f" ({detail})" if detail else "")
+        super().__init__(err, msg)
+        self.ioctl = ioctl
+
+
+# --- structs (linux/kvm.h, x86 layouts) ----------------------------------------------------
+
+class KvmRegs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")]
+
+
+class KvmSegment(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint32),
+                ("selector", ctypes.c_uint16)] + [(n, ctypes.c_uint8) for n in (
+                    "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable",
+                    "padding")]
+
+
+class KvmDtable(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint16),
+                ("padding", ctypes.c_uint16 * 3)]
+
+
+class KvmSregs(ctypes.Structure):
+    _fields_ = ([(n, KvmSegment) for n in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")]
+                + [("gdt", KvmDtable), ("idt", KvmDtable)]
+                + [(n, ctypes.c_uint64) for n in (
+                    "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")]
+                + [("interrupt_bitmap", ctypes.c_uint64 * 4)])
+
+
+class KvmUserspaceMemoryRegion(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("guest_phys_addr", ctypes.c_uint64), ("memory_size", ctypes.c_uint64),
+                ("userspace_addr", ctypes.c_uint64)]
+
+
+class KvmCpuidEntry2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in (
+        "function", "index", "flags", "eax", "ebx", "ecx", "edx")] + [
+        ("padding", ctypes.c_uint32 * 3)]
+
+
+class KvmCpuid2Header(ctypes.Structure):
+    _fields_ = [("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32)]
+
+
+def _cpuid2(n: int) -> ctypes.Structure:
+    """kvm_cpuid2 with room for n entries (a flexible array member in C)."""
+    cls = type("KvmCpuid2", (ctypes.Structure,), {"_fields_": [
+        ("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32),
+        ("entries", KvmCpuidEntry2 * n)]})
+    return cls(nent=n)
+
+
+_STATS_HEADER = struct.Struct("<6I")   # flags, name_size, num_desc, id/desc/data offsets
+_STATS_DESC = struct.Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; name
+
+# --- ioctl numbers -------------------------------------------------------------------------
+
+_KVMIO = 0xAE
+
+
+def _ioc(direction: int, nr: int, size: int = 0) -> int:
+    return (direction << 30) | (size << 16) | (_KVMIO << 8) | nr
+
+
+def _io(nr: int) -> int:
+    return _ioc(0, nr)
+
+
+def _ior(nr: int, t) -> int:
+    return _ioc(2, nr, ctypes.sizeof(t))
+
+
+def _iow(nr: int, t) -> int:
+    return _ioc(1, nr, ctypes.sizeof(t))
+
+
+def _iowr(nr: int, t) -> int:
+    return _ioc(3, nr, ctypes.sizeof(t))
+
+
+KVM_GET_API_VERSION = _io(0x00)
+KVM_CREATE_VM = _io(0x01)
+KVM_CHECK_EXTENSION = _io(0x03)
+KVM_GET_VCPU_MMAP_SIZE = _io(0x04)
+KVM_GET_SUPPORTED_CPUID = _iowr(0x05, KvmCpuid2Header)
+KVM_CREATE_VCPU = _io(0x41)
+KVM_SET_USER_MEMORY_REGION = _iow(0x46, KvmUserspaceMemoryRegion)
+KVM_SET_TSS_ADDR = _io(0x47)
+KVM_RUN = _io(0x80)
+KVM_GET_REGS = _ior(0x81, KvmRegs)
+KVM_SET_REGS = _iow(0x82, KvmRegs)
+KVM_GET_SREGS = _ior(0x83, KvmSregs)
+KVM_SET_SREGS = _iow(0x84, KvmSregs)
+KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
+KVM_GET_STATS_FD = _io(0xCE)
+
+_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("KVM_") and isinstance(v, int)}
+
+
+def _ioctl(fd: int, request: int, arg=None) -> int:
+    """Issue one ioctl; raise KvmError on failure. ctypes drops the GIL for the call."""
+    if isinstance(arg, ctypes.Structure):
+        arg = ctypes.addressof(arg)
+    ret = _libc.ioctl(fd, request, arg)
+    if ret < 0:
+        raise KvmError(ctypes.get_errno(), _NAMES.get(request, hex(request)))
+    return ret
+
+
+# --- exits ---------------------------------------------------------------------------------
+
+_EXIT_IO, _EXIT_HLT, _EXIT_MMIO, _EXIT_SHUTDOWN = 2, 5, 6, 8
+_EXIT_FAIL_ENTRY, _EXIT_INTR, _EXIT_INTERNAL_ERROR = 9, 10, 17
+_RUN_EXIT_REASON = 8            # offsets into struct kvm_run
+_RUN_IMMEDIATE_EXIT = 1
+_RUN_UNION = 32
+_EXIT_IO_FMT = struct.Struct("<BBHIQ")   # direction, size, port, count, data_offset
+_EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
+
+
+@dataclass(frozen=True)
+class IoExit:
+    port: int
+    size: int
+    is_out: bool
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MmioExit:
+    addr: int
+    data: bytes        # the stored bytes for a write; the host fills reads (unsupported here)
+    is_write: bool
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Triple fault, or any exception of a CPL3 guest on PVM."""
+
+
+@dataclass(frozen=True)
+class Hlt:
+    pass
+
+
+@dataclass(frozen=True)
+class InternalError:
+    suberror: int
+
+
+@dataclass(frozen=True)
+class FailEntry:
+    reason: int
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
+
+
+@dataclass(frozen=True)
+class UnknownExit:
+    reason: int
+
+
+VcpuExit = Union[IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted,
+                 UnknownExit]
+
+
+# --- objects -------------------------------------------------------------------------------
+
+class _Fd:
+    """Owns one file descriptor."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def ensure_kick_handler() -> None:
+    """Install a Python no-op handler for KICK_SIGNAL unless one is set. Its C part is
+    async-signal-safe and turns the default action (terminate) into an EINTR from KVM_RUN.
+    Only the main thread may install it: elsewhere, raise if it is missing."""
+    if signal.getsignal(KICK_SIGNAL) not in (signal.SIG_DFL, None):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("no vCPU kick handler: create a Kvm() in the main thread first")
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+
+
+class Kvm(_Fd):
+    """/dev/kvm."""
+
+    def __init__(self, path: str = "/dev/kvm"):
+        try:
+            super().__init__(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+        except OSError as e:
+            raise KvmError(e.errno, "open", path) from e
+        version = _ioctl(self.fd, KVM_GET_API_VERSION)
+        if version != API_VERSION:
+            self.close()
+            raise KvmError(_errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
+        if threading.current_thread() is threading.main_thread():
+            ensure_kick_handler()
+
+    def check_extension(self, cap: int) -> int:
+        return _ioctl(self.fd, KVM_CHECK_EXTENSION, cap)
+
+    def vcpu_mmap_size(self) -> int:
+        return _ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE)
+
+    def supported_cpuid(self, max_entries: int = 256) -> ctypes.Structure:
+        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2."""
+        while True:
+            cpuid = _cpuid2(max_entries)
+            try:
+                _ioctl(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
+                return cpuid
+            except KvmError as e:
+                if e.errno != _errno.E2BIG or max_entries >= 4096:
+                    raise
+                max_entries *= 2
+
+    def create_vm(self) -> "Vm":
+        return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
+
+
+class Vm(_Fd):
+    def __init__(self, kvm: Kvm, fd: int):
+        super().__init__(fd)
+        self.kvm = kvm
+
+    def set_user_memory_region(self, slot: int, guest_addr: int, size: int, host_addr: int,
+                               flags: int = 0) -> None:
+        region = KvmUserspaceMemoryRegion(slot=slot, flags=flags, guest_phys_addr=guest_addr,
+                                          memory_size=size, userspace_addr=host_addr)
+        _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+
+    def set_tss_addr(self, addr: int) -> None:
+        """Three pages KVM on VT-x needs for real-mode emulation; unused by long-mode boots."""
+        _ioctl(self.fd, KVM_SET_TSS_ADDR, addr)
+
+    def create_vcpu(self, vcpu_id: int = 0) -> "Vcpu":
+        return Vcpu(self, _ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id))
+
+
+class Stats:
+    """A binary stats fd (KVM_GET_STATS_FD): descriptors parsed once, values read by pread."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        head = os.pread(fd, _STATS_HEADER.size, 0)
+        _, name_size, num_desc, _, desc_off, data_off = _STATS_HEADER.unpack(head)
+        step = _STATS_DESC.size + name_size
+        raw = os.pread(fd, step * num_desc, desc_off)
+        self._fields: dict[str, tuple[int, int]] = {}
+        for i in range(num_desc):
+            _, _, size, offset, _ = _STATS_DESC.unpack_from(raw, i * step)
+            name = raw[i * step + _STATS_DESC.size:(i + 1) * step].split(b"\0", 1)[0]
+            self._fields[name.decode()] = (data_off + offset, size)
+
+    def names(self) -> list[str]:
+        return list(self._fields)
+
+    def read(self, *names: str) -> dict[str, int]:
+        """Current values of `names` (all single-value stats when none are given)."""
+        wanted = names or [n for n, (_, size) in self._fields.items() if size == 1]
+        out = {}
+        for n in wanted:
+            offset, _ = self._fields[n]
+            out[n] = struct.unpack("<Q", os.pread(self.fd, 8, offset))[0]
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Vcpu(_Fd):
+    def __init__(self, vm: Vm, fd: int):
+        super().__init__(fd)
+        self.vm = vm
+        self._run = mmap.mmap(fd, vm.kvm.vcpu_mmap_size(), mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._thread: Optional[int] = None
+        self._lock = threading.Lock()
+        self._stats: Optional[Stats] = None
+
+    def close(self) -> None:
+        if self._stats:
+            self._stats.close()
+        if not self._run.closed:
+            self._run.close()
+        super().close()
+
+    def get_regs(self) -> KvmRegs:
+        regs = KvmRegs()
+        _ioctl(self.fd, KVM_GET_REGS, regs)
+        return regs
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        _ioctl(self.fd, KVM_SET_REGS, regs)
+
+    def get_sregs(self) -> KvmSregs:
+        sregs = KvmSregs()
+        _ioctl(self.fd, KVM_GET_SREGS, sregs)
+        return sregs
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        _ioctl(self.fd, KVM_SET_SREGS, sregs)
+
+    def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
+        _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
+
+    def stats(self) -> Stats:
+        if self._stats is None:
+            self._stats = Stats(_ioctl(self.fd, KVM_GET_STATS_FD))
+        return self._stats
+
+    def run(self) -> VcpuExit:
+        """Enter the guest until the next exit; thread-safe against kick()."""
+        with self._lock:
+            self._thread = threading.get_ident()
+        try:
+            _ioctl(self.fd, KVM_RUN)
+        except KvmError as e:
+            if e.errno != _errno.EINTR:
+                raise
+            self._run[_RUN_IMMEDIATE_EXIT] = 0
+            return Interrupted()
+        finally:
+            with self._lock:
+                self._thread = None
+        return self._decode_exit()
+
+    def kick(self) -> None:
+        """Make run() return Interrupted soon; callable from any thread.
+
+        immediate_exit covers a thread that is about to enter KVM_RUN; the signal covers
+        one already inside it. Without a vCPU thread, the next run() returns at once."""
+        ensure_kick_handler()
+        with self._lock:
+            self._run[_RUN_IMMEDIATE_EXIT] = 1
+            if self._thread is not None:
+                signal.pthread_kill(self._thread, KICK_SIGNAL)
+
+    def _decode_exit(self) -> VcpuExit:
+        run = self._run
+        reason = struct.unpack_from("<I", run, _RUN_EXIT_REASON)[0]
+        if reason == _EXIT_MMIO:
+            addr, data, length, is_write = _EXIT_MMIO_FMT.unpack_from(run, _RUN_UNION)
+            return MmioExit(addr, data[:length], bool(is_write))
+        if reason == _EXIT_IO:
+            direction, size, port, count, offset = _EXIT_IO_FMT.unpack_from(run, _RUN_UNION)
+            return IoExit(port, size, direction == 1, bytes(run[offset:offset + size * count]))
+        if reason == _EXIT_SHUTDOWN:
+            return Shutdown()
+        if reason == _EXIT_HLT:
+            return Hlt()
+        if reason == _EXIT_INTR:
+            return Interrupted()
+        if reason == _EXIT_INTERNAL_ERROR:
+            return InternalError(struct.unpack_from("<I", run, _RUN_UNION)[0])
+        if reason == _EXIT_FAIL_ENTRY:
+            return FailEntry(struct.unpack_from("<Q", run, _RUN_UNION)[0])
+        return UnknownExit(reason)

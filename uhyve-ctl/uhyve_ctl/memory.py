@@ -1,0 +1,98 @@
+"""Guest RAM: one anonymous host mapping shared by every backend.
+
+Guest-physical address == offset into the mapping. The doorbell page is a hole: it is never
+registered as RAM with a backend, so guest stores to it exit to the host. Every access made on
+a guest's behalf goes through the bounds-checked methods here, so a wild pointer from a guest
+becomes a GuestMemoryError, never a host crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+from . import abi
+
+
+class GuestMemoryError(Exception):
+    """A guest-supplied address range that is not guest RAM."""
+
+    def __init__(self, addr: int, length: int, what: str = "access"):
+        super().__init__(f"{what}: guest range [0x{addr:x}, +0x{length:x}) is outside guest RAM")
+        self.addr = addr
+        self.length = length
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class GuestMemory:
+    """`size` bytes of zeroed guest RAM, lazily backed by the host kernel."""
+
+    def __init__(self, size: int):
+        if size % abi.MEM_ALIGN or size <= abi.IMAGE_BASE or size > abi.MAX_MEM_SIZE:
+            raise ValueError(f"guest memory size 0x{size:x} must be a multiple of 2 MiB, above "
+                             f"0x{abi.IMAGE_BASE:x} and at most 0x{abi.MAX_MEM_SIZE:x}")
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0x4000)
+        addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0)
+        if addr in (None, _MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot map {size} bytes of guest memory: {os.strerror(err)}")
+        self.size = size
+        self.host_address = addr
+        self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
+        self._holes = ((abi.DOORBELL_ADDR, abi.DOORBELL_ADDR + abi.PAGE_SIZE),)
+
+    def close(self) -> None:
+        if self.host_address:
+            self.view.release()
+            _libc.munmap(self.host_address, self.size)
+            self.host_address = 0
+
+    def ram_regions(self) -> list[tuple[int, int]]:
+        """(guest address, size) of each RAM range a backend must register."""
+        regions, start = [], 0
+        for lo, hi in self._holes:
+            regions.append((start, lo - start))
+            start = hi
+        regions.append((start, self.size - start))
+        return regions
+
+    def check(self, addr: int, length: int, what: str = "access") -> None:
+        """Raise GuestMemoryError unless [addr, addr+length) is RAM."""
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise GuestMemoryError(addr, length, what)
+        for lo, hi in self._holes:
+            if addr < hi and addr + length > lo:
+                raise GuestMemoryError(addr, length, what)
+
+    def read(self, addr: int, length: int, what: str = "read") -> bytes:
+        self.check(addr, length, what)
+        return bytes(self.view[addr:addr + length])
+
+    def slice(self, addr: int, length: int, what: str = "access") -> memoryview:
+        """A writable view of guest RAM, for zero-copy host I/O."""
+        self.check(addr, length, what)
+        return self.view[addr:addr + length]
+
+    def write(self, addr: int, data: bytes, what: str = "write") -> None:
+        self.check(addr, len(data), what)
+        self.view[addr:addr + len(data)] = data
+
+    def read_string(self, addr: int, length: int, limit: int, what: str = "string") -> bytes:
+        """A guest string given by pointer and length, refused above `limit` bytes."""
+        if length > limit:
+            raise GuestMemoryError(addr, length, f"{what} longer than {limit} bytes")
+        return self.read(addr, length, what)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,138 @@
+"""A unikernel VM: guest memory laid out per the ABI, one vCPU on a chosen backend."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Optional, Sequence
+
+from hexo.image import Image, ImageError
+
+from . import abi, paging
+from .backends.base import Backend, BootState, StopReason
+from .hypercalls import FileTable, Hypercalls, Mount
+from .memory import GuestMemory
+
+DEFAULT_MEM = 256 << 20
+HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
+            "arm64": "aarch64"}.get(platform.machine().lower())
+
+
+def pick_backend(isa: str, requested: str = "auto") -> str:
+    """KVM when the guest ISA is the host's and /dev/kvm is usable, else the emulator."""
+    if requested not in ("auto", "kvm", "emu"):
+        raise ValueError(f"unknown backend '{requested}' (auto, kvm, emu)")
+    native = isa == HOST_ISA and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if requested == "kvm" and isa != HOST_ISA:
+        raise ValueError(f"the kvm backend runs {HOST_ISA} guests on this host, not {isa}")
+    if requested == "kvm" and isa != "x86_64":
+        raise ValueError("the kvm backend supports x86_64 guests only so far")
+    if requested == "auto":
+        return "kvm" if native and isa == "x86_64" else "emu"
+    return requested
+
+
+def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
+    if kind == "kvm":
+        from .backends.kvm import KvmBackend
+        return KvmBackend(memory, isa, mode=x86_entry)
+    from .backends.emu import EmuBackend
+    return EmuBackend(memory, isa)
+
+
+def parse_size(text: str) -> int:
+    """'256M', '1G', '65536' -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise ValueError(f"bad size '{text}' (examples: 512M, 2G)") from None
+
+
+class VirtualMachine:
+    """Boots one ISA build of an image; `run()` returns why the guest stopped."""
+
+    def __init__(self, image: Image, isa: str, *, backend: str = "auto",
+                 mem_size: Optional[int] = None, argv: Sequence[str] = (),
+                 mounts: Sequence[Mount] = (), x86_entry: str = "auto",
+                 stdio: tuple[int, int, int] = (0, 1, 2)):
+        self.image = image
+        self.isa = isa
+        self.build = image.build(isa)
+        if image.manifest.get("abi_version", 0) >> 16 != abi.ABI_MAJOR:
+            raise ImageError(f"{image.path}: built for hypercall ABI "
+                             f"{image.manifest.get('abi_version', 0) >> 16}.x, this uhyve-ctl "
+                             f"speaks {abi.ABI_MAJOR}.x")
+        needed = image.manifest["memory"]["min_mem"]
+        mem_size = mem_size or max(DEFAULT_MEM, needed)
+        mem_size = -(-mem_size // abi.MEM_ALIGN) * abi.MEM_ALIGN
+        if mem_size < needed:
+            raise ValueError(f"--mem {mem_size >> 20} MiB is below the {needed >> 20} MiB "
+                             f"this image needs")
+        self.backend_kind = pick_backend(isa, backend)
+        self.memory = GuestMemory(mem_size)
+        try:
+            self._load(image.elf(isa))
+            self.files = FileTable(tuple(mounts), stdio)
+            self.hypercalls = Hypercalls(self.memory, self.files)
+            root = paging.BUILDERS[isa](self.memory)
+            argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
+            self._write_boot_info(root, argv_addr, len(argv) + 1)
+            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
+                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
+            self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
+            self.backend.boot(BootState(self.build.entry, abi.STACK_TOP, abi.BOOT_INFO_ADDR, root))
+        except BaseException:
+            self.memory.close()
+            raise
+
+    def _load(self, elf: bytes) -> None:
+        for s in self.build.segments:
+            if (s.vaddr < abi.IMAGE_BASE or s.vaddr + s.memsz > self.memory.size
+                    or s.offset + s.filesz > len(elf) or s.filesz > s.memsz):
+                raise ImageError(f"{self.image.path}: {self.isa} segment at 0x{s.vaddr:x} "
+                                 f"does not fit the guest memory map")
+            self.memory.write(s.vaddr, elf[s.offset:s.offset + s.filesz])
+
+    @property
+    def image_end(self) -> int:
+        end = max(s.vaddr + s.memsz for s in self.build.segments)
+        return -(-end // abi.PAGE_SIZE) * abi.PAGE_SIZE
+
+    def _write_args(self, argv: list[str]) -> int:
+        strings = [a.encode() + b"\0" for a in argv]
+        table = 8 * (len(argv) + 1)
+        if table + sum(map(len, strings)) > abi.ARGS_SIZE:
+            raise ValueError(f"guest arguments exceed {abi.ARGS_SIZE} bytes")
+        ptr, addr = abi.ARGS_ADDR + table, abi.ARGS_ADDR
+        for s in strings:
+            self.memory.write(addr, ptr.to_bytes(8, "little"))
+            self.memory.write(ptr, s)
+            addr, ptr = addr + 8, ptr + len(s)
+        self.memory.write(addr, bytes(8))
+        return abi.ARGS_ADDR
+
+    def _write_boot_info(self, root: int, argv: int, argc: int) -> None:
+        self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
+            magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
+            mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
+            heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
+            stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
+            argc=argc, argv=argv))
+
+    def run(self, timeout: Optional[float] = None) -> StopReason:
+        return self.backend.run(self.hypercalls, timeout)
+
+    def close(self) -> None:
+        self.backend.close()
+        self.files.close_all()
+        self.memory.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
