@@ -68,7 +68,9 @@ def _build(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .image import Image
+    import hashlib
+
+    from .image import Image, ImageError
     img = Image(args.image)
     m = img.manifest
     if args.json:
@@ -76,7 +78,8 @@ def _inspect(args) -> int:
         print()
         return 0
     for isa in img.isas:
-        img.elf(isa)    # verifies the payload checksum
+        if hashlib.sha256(img.elf(isa)).hexdigest() != m["isas"][isa]["elf_sha256"]:
+            raise ImageError(f"{args.image}: the {isa} ELF does not match its recorded SHA-256")
     print(f"image      {args.image} ({m['name']}), format {m['format']}, "
           f"built by {m['created_by']}")
     print(f"build id   {m['build_id']}")

@@ -4,28 +4,28 @@ Layout (little-endian; docs/formats.md is the reference):
 
     header   magic "HEXOIMG\\0", u16 major, u16 minor, u32 entry count, u32 CRC32 of the
              header's first 16 bytes and the entry table, 12 reserved bytes
-    entries  count x (name[16], u64 offset, u64 size, sha256[32])
+    entries  count x (name[16], u64 offset, u64 size, u32 CRC32, 4 reserved bytes)
     payloads each at a 4 KiB-aligned offset: "manifest" (JSON), "elf.<isa>", ...
 
 The manifest carries each ISA's entry point and load segments, precomputed at build time, so
-the hypervisor boots an image without parsing ELF. Readers refuse a newer major version.
+the hypervisor boots an image without parsing ELF, and each ELF's SHA-256 as its identity.
+Loading checks CRC32s only: zlib is cheap to import, hashlib's OpenSSL is not, and boot time
+is measured in milliseconds. Readers refuse a newer major version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 _HEADER = struct.Struct("<8sHHII12x")
-_ENTRY = struct.Struct("<16sQQ32s")
+_ENTRY = struct.Struct("<16sQQI4x")
 _ALIGN = 4096
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
@@ -34,8 +34,7 @@ class ImageError(Exception):
     """A file that is not a usable hexo image, with the reason."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     vaddr: int
     offset: int     # within the ELF payload
     filesz: int
@@ -43,8 +42,7 @@ class Segment:
     flags: str      # "r", "rw", "rx"
 
 
-@dataclass(frozen=True)
-class IsaBuild:
+class IsaBuild(NamedTuple):
     isa: str
     entry: int
     segments: tuple[Segment, ...]
@@ -54,9 +52,10 @@ class Image:
     """A validated image file; payloads are read and checksummed on demand."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = os.fspath(path)
         try:
-            self._data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                self._data = f.read()
         except OSError as e:
             raise ImageError(f"{self.path}: cannot read image: {e.strerror}") from None
         self.entries = self._parse_header()
@@ -66,7 +65,7 @@ class Image:
             raise ImageError(f"{self.path}: manifest is not valid JSON: {e}") from None
         self.isas = tuple(sorted(self.manifest.get("isas", {})))
 
-    def _parse_header(self) -> dict[str, tuple[int, int, bytes]]:
+    def _parse_header(self) -> dict[str, tuple[int, int, int]]:
         data, where = self._data, self.path
         if len(data) < _HEADER.size or data[:8] != MAGIC:
             raise ImageError(f"{where}: not a hexo image (no HEXOIMG magic)")
@@ -81,12 +80,12 @@ class Image:
             raise ImageError(f"{where}: header checksum mismatch (corrupt image)")
         entries = {}
         for i in range(count):
-            raw, off, size, digest = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
+            raw, off, size, crc = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
             name = raw.rstrip(b"\0").decode("ascii", "replace")
             if off + size > len(data):
                 raise ImageError(f"{where}: truncated: '{name}' ends at byte {off + size}, "
                                  f"file has {len(data)}")
-            entries[name] = (off, size, digest)
+            entries[name] = (off, size, crc)
         if "manifest" not in entries:
             raise ImageError(f"{where}: image has no manifest")
         return entries
@@ -94,9 +93,9 @@ class Image:
     def payload(self, name: str) -> bytes:
         if name not in self.entries:
             raise ImageError(f"{self.path}: image has no '{name}' entry")
-        off, size, digest = self.entries[name]
+        off, size, crc = self.entries[name]
         blob = self._data[off:off + size]
-        if hashlib.sha256(blob).digest() != digest:
+        if zlib.crc32(blob) != crc:
             raise ImageError(f"{self.path}: checksum mismatch in '{name}' (corrupt image)")
         return blob
 
@@ -131,15 +130,14 @@ def write_image(path: str | os.PathLike, manifest: dict, payloads: dict[str, byt
     for name, blob in blobs.items():
         if len(name.encode()) > 16:
             raise ValueError(f"entry name too long: {name}")
-        table += _ENTRY.pack(name.encode(), offset + len(body), len(blob),
-                             hashlib.sha256(blob).digest())
+        table += _ENTRY.pack(name.encode(), offset + len(body), len(blob), zlib.crc32(blob))
         body += blob + b"\0" * (-len(blob) % _ALIGN)
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(blobs), 0)
     crc = zlib.crc32(head[:16] + table)
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(blobs), crc)
     data = head + table + b"\0" * (offset - table_end) + body
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -14,7 +14,7 @@ x86 privilege modes. Results are written back into the argument struct.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 ABI_MAJOR = 1
 ABI_MINOR = 0
@@ -48,18 +48,14 @@ _CTYPES = {"u32": ("I", "uint32_t"), "i32": ("i", "int32_t"),
            "u64": ("Q", "uint64_t"), "i64": ("q", "int64_t")}
 
 
-@dataclass(frozen=True)
 class Struct:
     """A little-endian C struct with naturally aligned fixed-width fields."""
 
-    name: str
-    fields: tuple[tuple[str, str], ...]
-    doc: str
-    codec: struct.Struct = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        fmt = "<" + "".join(_CTYPES[t][0] for _, t in self.fields)
-        object.__setattr__(self, "codec", struct.Struct(fmt))
+    def __init__(self, name: str, fields: tuple[tuple[str, str], ...], doc: str):
+        self.name = name
+        self.fields = fields
+        self.doc = doc
+        self.codec = struct.Struct("<" + "".join(_CTYPES[t][0] for _, t in fields))
         offset = 0
         for fname, ftype in self.fields:
             size = struct.calcsize(_CTYPES[ftype][0])
@@ -127,8 +123,7 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-@dataclass(frozen=True)
-class Hypercall:
+class Hypercall(NamedTuple):
     nr: int
     name: str
     args: Struct

@@ -12,8 +12,7 @@ import errno as host_errno
 import os
 import posixpath
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 from . import abi
 from .backends.base import Crashed, Exited, StopReason
@@ -28,10 +27,9 @@ def _guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-@dataclass(frozen=True)
-class Mount:
-    """A host directory visible to the guest under `guest_dir`."""
-    host_dir: Path
+class Mount(NamedTuple):
+    """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
+    host_dir: str
     guest_dir: str
     read_only: bool = False
 
@@ -44,10 +42,10 @@ class Mount:
             parts = parts[:-1]
         if len(parts) > 2 or not parts[0]:
             raise ValueError(f"bad mount '{spec}': expected HOST_DIR[:GUEST_DIR[:ro]]")
-        host = Path(parts[0]).resolve()
-        if not host.is_dir():
+        host = os.path.realpath(parts[0])
+        if not os.path.isdir(host):
             raise ValueError(f"bad mount '{spec}': {host} is not a directory")
-        guest = posixpath.normpath(parts[1] if len(parts) == 2 else str(host))
+        guest = posixpath.normpath(parts[1] if len(parts) == 2 else host)
         if not guest.startswith("/"):
             raise ValueError(f"bad mount '{spec}': guest directory must be absolute")
         return cls(host, guest, read_only)
@@ -60,12 +58,13 @@ class FileTable:
         self.mounts = sorted(mounts, key=lambda m: -len(m.guest_dir))
         self.fds: dict[int, tuple[int, bool]] = {i: (fd, False) for i, fd in enumerate(stdio)}
 
-    def resolve(self, guest_path: str, writing: bool) -> Path:
+    def resolve(self, guest_path: str, writing: bool) -> str:
         path = posixpath.normpath(posixpath.join("/", guest_path))
         for m in self.mounts:
             if path == m.guest_dir or path.startswith(m.guest_dir.rstrip("/") + "/"):
-                host = (m.host_dir / posixpath.relpath(path, m.guest_dir)).resolve()
-                if host != m.host_dir and m.host_dir not in host.parents:
+                host = os.path.realpath(os.path.join(m.host_dir,
+                                                     posixpath.relpath(path, m.guest_dir)))
+                if os.path.commonpath((host, m.host_dir)) != m.host_dir:
                     raise PermissionError(host_errno.EACCES, "path escapes its mount")
                 if writing and m.read_only:
                     raise PermissionError(host_errno.EROFS, "read-only mount")

@@ -15,8 +15,7 @@ import os
 import signal
 import struct
 import threading
-from dataclasses import dataclass
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.restype = ctypes.c_int
@@ -155,48 +154,40 @@ _EXIT_IO_FMT = struct.Struct("<BBHIQ")   # direction, size, port, count, data_of
 _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 
 
-@dataclass(frozen=True)
-class IoExit:
+class IoExit(NamedTuple):
     port: int
     size: int
     is_out: bool
     data: bytes
 
 
-@dataclass(frozen=True)
-class MmioExit:
+class MmioExit(NamedTuple):
     addr: int
     data: bytes        # the stored bytes for a write; the host fills reads (unsupported here)
     is_write: bool
 
 
-@dataclass(frozen=True)
-class Shutdown:
+class Shutdown(NamedTuple):
     """Triple fault, or any exception of a CPL3 guest on PVM."""
 
 
-@dataclass(frozen=True)
-class Hlt:
+class Hlt(NamedTuple):
     pass
 
 
-@dataclass(frozen=True)
-class InternalError:
+class InternalError(NamedTuple):
     suberror: int
 
 
-@dataclass(frozen=True)
-class FailEntry:
+class FailEntry(NamedTuple):
     reason: int
 
 
-@dataclass(frozen=True)
-class Interrupted:
+class Interrupted(NamedTuple):
     """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
 
 
-@dataclass(frozen=True)
-class UnknownExit:
+class UnknownExit(NamedTuple):
     reason: int
 
 

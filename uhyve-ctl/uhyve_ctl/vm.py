@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from typing import Optional, Sequence
 
 from hexo.image import Image, ImageError
@@ -15,7 +14,7 @@ from .memory import GuestMemory
 
 DEFAULT_MEM = 256 << 20
 HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
-            "arm64": "aarch64"}.get(platform.machine().lower())
+            "arm64": "aarch64"}.get(os.uname().machine.lower())
 
 
 def pick_backend(isa: str, requested: str = "auto") -> str:

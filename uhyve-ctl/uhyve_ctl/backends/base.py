@@ -8,25 +8,21 @@ backend for arm64 boards can be added next to the x86-64 one without touching th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 
-@dataclass(frozen=True)
-class Exited:
+class Exited(NamedTuple):
     """The guest called the EXIT hypercall."""
     status: int
 
 
-@dataclass(frozen=True)
-class Crashed:
+class Crashed(NamedTuple):
     """The guest faulted, or broke the hypercall ABI, and was stopped."""
     reason: str
     pc: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class TimedOut:
+class TimedOut(NamedTuple):
     seconds: float
 
 
@@ -37,8 +33,7 @@ StopReason = Union[Exited, Crashed, TimedOut]
 HypercallHandler = Callable[[int, int], Optional[StopReason]]
 
 
-@dataclass(frozen=True)
-class BootState:
+class BootState(NamedTuple):
     """CPU state at the first guest instruction, identical in meaning on every ISA."""
     entry: int
     stack_top: int
