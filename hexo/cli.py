@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--native", action="store_true",
                    help="build an ordinary Linux executable for this host instead")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
-    i = sub.add_parser("inspect", help="show what an image holds")
+    i = sub.add_parser("inspect", help="show what an image or a checkpoint holds")
     i.add_argument("image", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     return p
@@ -67,10 +67,35 @@ def _build(args) -> int:
     return 0
 
 
+def _inspect_checkpoint(args) -> int:
+    from .checkpoint import Checkpoint
+    ck = Checkpoint(args.image)
+    m = ck.meta
+    if args.json:
+        json.dump(m, sys.stdout, indent=1, sort_keys=True)
+        print()
+        return 0
+    ck.verify()
+    print(f"checkpoint {ck.path}, format {'.'.join(map(str, m['version']))} (checksums verified)")
+    print(f"image      {m['image']['path']} ({m['image']['name']}, build {m['image']['build_id']})")
+    print(f"registers  {m['isa']} (to resume on {m['target_isa']}); pc {m['context']['pc']:#x} "
+          f"sp {m['context']['sp']:#x}")
+    print(f"kernel     heap break {m['kernel']['brk']:#x}, guest clock "
+          f"{m['kernel']['monotonic_ns'] / 1e9:.3f} s, {len(m['files'])} open file(s)")
+    for a in ck.areas:
+        print(f"  {a.kind:6} [{a.start:#x}, {a.start + a.size:#x}) {a.size} bytes, stored "
+              f"{a.stored_size} ({a.compression}), crc32 {a.crc32:08x}")
+    print(f"total      {sum(a.size for a in ck.areas)} bytes of application state, "
+          f"{ck.stored_bytes} stored; guest RAM {m['mem_size'] >> 20} MiB")
+    return 0
+
+
 def _inspect(args) -> int:
     import hashlib
 
     from .image import Image, ImageError
+    if args.image.is_dir():
+        return _inspect_checkpoint(args)
     img = Image(args.image)
     m = img.manifest
     if args.json:
@@ -101,13 +126,14 @@ def _inspect(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .checkpoint import CheckpointError
     from .image import ImageError
     from .toolchain.sysroot import ToolchainError
     args = _parser().parse_args(argv)
     try:
         return {"workloads": _workloads, "build": _build, "inspect": _inspect}[args.cmd](
             *([args] if args.cmd != "workloads" else []))
-    except (ToolchainError, ImageError, ValueError) as e:
+    except (ToolchainError, ImageError, CheckpointError, ValueError) as e:
         print(f"hexo: error: {e}", file=sys.stderr)
         return 1
 

@@ -6,8 +6,8 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 0
-#define HEXO_ABI_VERSION 0x10000
+#define HEXO_ABI_MINOR 1
+#define HEXO_ABI_VERSION 0x10001
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
 #define HEXO_SHARED_PAGE_ADDR 0x2000
@@ -25,6 +25,10 @@
 #define HEXO_ISA_X86_64 1
 #define HEXO_ISA_AARCH64 2
 #define HEXO_MAX_PATH 0x1000
+#define HEXO_RESTORE_CONTEXT_ADDR 0x1400
+#define HEXO_RESTORE_KERNEL_ADDR 0x1600
+#define HEXO_CALLEE_SLOTS 20
+#define HEXO_MIGRATE_REQUESTED 1
 #define HEXO_HC_EXIT 0
 #define HEXO_HC_WRITE 1
 #define HEXO_HC_READ 2
@@ -35,6 +39,7 @@
 #define HEXO_HC_CLOCK 7
 #define HEXO_HC_UNLINK 8
 #define HEXO_HC_PANIC 9
+#define HEXO_HC_MIGRATE 10
 #define HEXO_O_RDONLY 0
 #define HEXO_O_WRONLY 1
 #define HEXO_O_RDWR 2
@@ -46,10 +51,14 @@
 #define HEXO_S_IFREG 0x8000
 #define HEXO_S_IFDIR 0x4000
 #define HEXO_S_IFCHR 0x2000
+#define HEXO_AREA_DATA 1
+#define HEXO_AREA_HEAP 2
+#define HEXO_AREA_STACK 3
 #define HEXO_E_PERM 1
 #define HEXO_E_NOENT 2
 #define HEXO_E_IO 5
 #define HEXO_E_BADF 9
+#define HEXO_E_AGAIN 11
 #define HEXO_E_NOMEM 12
 #define HEXO_E_ACCES 13
 #define HEXO_E_FAULT 14
@@ -80,6 +89,41 @@
 #define HEXO_OFF_BOOT_INFO_SHARED_PAGE 80
 #define HEXO_OFF_BOOT_INFO_ARGC 88
 #define HEXO_OFF_BOOT_INFO_ARGV 96
+#define HEXO_OFF_BOOT_INFO_APP_DATA_START 104
+#define HEXO_OFF_BOOT_INFO_APP_DATA_END 112
+#define HEXO_OFF_BOOT_INFO_RESTORE_CONTEXT 120
+#define HEXO_OFF_BOOT_INFO_RESTORE_KERNEL 128
+#define HEXO_OFF_CPU_CONTEXT_ISA 0
+#define HEXO_OFF_CPU_CONTEXT_RESERVED 4
+#define HEXO_OFF_CPU_CONTEXT_PC 8
+#define HEXO_OFF_CPU_CONTEXT_SP 16
+#define HEXO_OFF_CPU_CONTEXT_CALLEE0 24
+#define HEXO_OFF_CPU_CONTEXT_CALLEE1 32
+#define HEXO_OFF_CPU_CONTEXT_CALLEE2 40
+#define HEXO_OFF_CPU_CONTEXT_CALLEE3 48
+#define HEXO_OFF_CPU_CONTEXT_CALLEE4 56
+#define HEXO_OFF_CPU_CONTEXT_CALLEE5 64
+#define HEXO_OFF_CPU_CONTEXT_CALLEE6 72
+#define HEXO_OFF_CPU_CONTEXT_CALLEE7 80
+#define HEXO_OFF_CPU_CONTEXT_CALLEE8 88
+#define HEXO_OFF_CPU_CONTEXT_CALLEE9 96
+#define HEXO_OFF_CPU_CONTEXT_CALLEE10 104
+#define HEXO_OFF_CPU_CONTEXT_CALLEE11 112
+#define HEXO_OFF_CPU_CONTEXT_CALLEE12 120
+#define HEXO_OFF_CPU_CONTEXT_CALLEE13 128
+#define HEXO_OFF_CPU_CONTEXT_CALLEE14 136
+#define HEXO_OFF_CPU_CONTEXT_CALLEE15 144
+#define HEXO_OFF_CPU_CONTEXT_CALLEE16 152
+#define HEXO_OFF_CPU_CONTEXT_CALLEE17 160
+#define HEXO_OFF_CPU_CONTEXT_CALLEE18 168
+#define HEXO_OFF_CPU_CONTEXT_CALLEE19 176
+#define HEXO_OFF_SHARED_PAGE_MAGIC 0
+#define HEXO_OFF_SHARED_PAGE_ABI_VERSION 4
+#define HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST 8
+#define HEXO_OFF_SHARED_PAGE_MIGRATE_TARGET_ISA 12
+#define HEXO_OFF_SHARED_PAGE_GUEST_STATE 16
+#define HEXO_OFF_SHARED_PAGE_RESERVED 20
+#define HEXO_CPU_CONTEXT_SIZE 184
 
 #ifndef __ASSEMBLER__
 
@@ -100,8 +144,12 @@ struct hexo_boot_info {
     uint64_t shared_page;
     uint64_t argc;
     uint64_t argv;
+    uint64_t app_data_start;
+    uint64_t app_data_end;
+    uint64_t restore_context;
+    uint64_t restore_kernel;
 };
-_Static_assert(sizeof(struct hexo_boot_info) == 104, "ABI size");
+_Static_assert(sizeof(struct hexo_boot_info) == 136, "ABI size");
 
 /* Flags the host sets atomically and the guest polls at migration points. */
 struct hexo_shared_page {
@@ -113,6 +161,51 @@ struct hexo_shared_page {
     uint32_t reserved;
 };
 _Static_assert(sizeof(struct hexo_shared_page) == 24, "ABI size");
+
+/* Application registers at a migration point: pc is the return address of the call to hexo_check_migrate, sp the caller's stack pointer after it returns, callee<i> the callee-saved registers in CALLEE_SAVED order */
+struct hexo_cpu_context {
+    uint32_t isa;
+    uint32_t reserved;
+    uint64_t pc;
+    uint64_t sp;
+    uint64_t callee0;
+    uint64_t callee1;
+    uint64_t callee2;
+    uint64_t callee3;
+    uint64_t callee4;
+    uint64_t callee5;
+    uint64_t callee6;
+    uint64_t callee7;
+    uint64_t callee8;
+    uint64_t callee9;
+    uint64_t callee10;
+    uint64_t callee11;
+    uint64_t callee12;
+    uint64_t callee13;
+    uint64_t callee14;
+    uint64_t callee15;
+    uint64_t callee16;
+    uint64_t callee17;
+    uint64_t callee18;
+    uint64_t callee19;
+};
+_Static_assert(sizeof(struct hexo_cpu_context) == 184, "ABI size");
+
+/* The library OS state a migration carries: heap break and the guest's monotonic clock */
+struct hexo_kernel_state {
+    uint64_t brk;
+    uint64_t monotonic_ns;
+};
+_Static_assert(sizeof(struct hexo_kernel_state) == 16, "ABI size");
+
+/* a range of application state */
+struct hexo_area {
+    uint64_t start;
+    uint64_t size;
+    uint32_t kind;
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct hexo_area) == 24, "ABI size");
 
 /* exit(status) */
 struct hexo_args_exit {
@@ -186,6 +279,16 @@ struct hexo_args_panic {
     uint64_t len;
 };
 _Static_assert(sizeof(struct hexo_args_panic) == 16, "ABI size");
+
+/* checkpoint at a migration point; areas is an array of hexo_area */
+struct hexo_args_migrate {
+    uint64_t context;
+    uint64_t kernel;
+    uint64_t areas;
+    uint64_t nareas;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_migrate) == 40, "ABI size");
 
 #endif
 #endif

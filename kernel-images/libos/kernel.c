@@ -1,4 +1,5 @@
-/* Boot: validate the hand-off, set up the heap and the C library, run main(). */
+/* Boot: validate the hand-off, then either set up the heap and the C library and run
+   main(), or restore a checkpoint's kernel state and resume the application. */
 #include <stdlib.h>
 #include <string.h>
 #include "hypercall.h"
@@ -34,6 +35,15 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
         hexo_panic("hypervisor speaks another major version of the hypercall ABI");
     hexo_boot = *bi;
     hexo_brk = bi->heap_start;
+    if (bi->restore_context) {
+        const struct hexo_kernel_state *k =
+            (const struct hexo_kernel_state *)(uintptr_t)bi->restore_kernel;
+        if (k->brk < bi->heap_start || k->brk > bi->heap_end)
+            hexo_panic("restored heap break is outside the heap");
+        hexo_brk = k->brk;
+        hexo_clock_resume(k->monotonic_ns);
+        hexo_resume((const struct hexo_cpu_context *)(uintptr_t)bi->restore_context);
+    }
     hexo_monotonic_ns();
     atexit(__libc_fini_array);
     __libc_init_array();

@@ -11,5 +11,7 @@ extern uintptr_t hexo_brk;
 _Noreturn void hexo_panic(const char *msg);
 uint64_t hexo_monotonic_ns(void);
 uint64_t hexo_realtime_ns(void);
+void hexo_clock_resume(uint64_t guest_ns);
+_Noreturn void hexo_resume(const struct hexo_cpu_context *ctx);
 
 #endif

@@ -26,15 +26,32 @@ static int64_t result(int64_t ret)
     return ret;
 }
 
+/* Guest monotonic time = host monotonic time - base (mod 2^64). The base is set at boot,
+   and at restore so that the guest's clock continues where it stopped on the source. */
 static uint64_t clock_base_ns;
+static int clock_ready;
 
-uint64_t hexo_monotonic_ns(void)
+static uint64_t host_monotonic_ns(void)
 {
     struct hexo_args_clock a = { 0, 0 };
     hexo_hypercall(HEXO_HC_CLOCK, &a);
-    if (!clock_base_ns)
-        clock_base_ns = a.monotonic_ns;
-    return a.monotonic_ns - clock_base_ns;
+    return a.monotonic_ns;
+}
+
+uint64_t hexo_monotonic_ns(void)
+{
+    uint64_t now = host_monotonic_ns();
+    if (!clock_ready) {
+        clock_base_ns = now;
+        clock_ready = 1;
+    }
+    return now - clock_base_ns;
+}
+
+void hexo_clock_resume(uint64_t guest_ns)
+{
+    clock_base_ns = host_monotonic_ns() - guest_ns;
+    clock_ready = 1;
 }
 
 uint64_t hexo_realtime_ns(void)

@@ -17,7 +17,7 @@ import struct
 from typing import NamedTuple
 
 ABI_MAJOR = 1
-ABI_MINOR = 0
+ABI_MINOR = 1
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -91,8 +91,14 @@ BOOT_INFO = Struct("hexo_boot_info", (
     ("stack_bottom", "u64"), ("stack_top", "u64"),
     ("page_table_root", "u64"), ("shared_page", "u64"),
     ("argc", "u64"), ("argv", "u64"),
+    ("app_data_start", "u64"), ("app_data_end", "u64"),
+    ("restore_context", "u64"), ("restore_kernel", "u64"),
 ), "Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first "
    "argument register).")
+
+# A restored guest finds its saved CPU context and kernel state here (boot info page).
+RESTORE_CONTEXT_ADDR = BOOT_INFO_ADDR + 0x400
+RESTORE_KERNEL_ADDR = BOOT_INFO_ADDR + 0x600
 
 SHARED_PAGE = Struct("hexo_shared_page", (
     ("magic", "u32"), ("abi_version", "u32"),
@@ -119,6 +125,35 @@ ARGS_CLOCK = Struct("hexo_args_clock", (("monotonic_ns", "u64"), ("realtime_ns",
                     "host clocks in nanoseconds")
 ARGS_UNLINK = Struct("hexo_args_unlink", (("path", "u64"), ("path_len", "u64"), ("ret", "i64")),
                      "remove a host file inside a mapped directory")
+CALLEE_SLOTS = 20
+CPU_CONTEXT = Struct("hexo_cpu_context", (
+    ("isa", "u32"), ("reserved", "u32"), ("pc", "u64"), ("sp", "u64"),
+    *((f"callee{i}", "u64") for i in range(CALLEE_SLOTS)),
+), "Application registers at a migration point: pc is the return address of the call to "
+   "hexo_check_migrate, sp the caller's stack pointer after it returns, callee<i> the "
+   "callee-saved registers in CALLEE_SAVED order")
+
+# What each callee<i> slot of hexo_cpu_context holds, per ISA. fpctl packs the x87 control
+# word (high 32 bits) and MXCSR (low 32 bits).
+CALLEE_SAVED = {
+    "x86_64": ("rbx", "rbp", "r12", "r13", "r14", "r15", "fpctl"),
+    "aarch64": tuple(f"x{i}" for i in range(19, 30)) + tuple(f"d{i}" for i in range(8, 16))
+    + ("fpcr",),
+}
+
+KERNEL_STATE = Struct("hexo_kernel_state", (
+    ("brk", "u64"), ("monotonic_ns", "u64"),
+), "The library OS state a migration carries: heap break and the guest's monotonic clock")
+
+ARGS_MIGRATE = Struct("hexo_args_migrate", (
+    ("context", "u64"), ("kernel", "u64"), ("areas", "u64"), ("nareas", "u64"), ("ret", "i64"),
+), "checkpoint at a migration point; areas is an array of hexo_area")
+
+AREA = Struct("hexo_area", (("start", "u64"), ("size", "u64"), ("kind", "u32"), ("reserved", "u32")),
+              "a range of application state")
+AREA_KINDS = {"AREA_DATA": 1, "AREA_HEAP": 2, "AREA_STACK": 3}
+MIGRATE_REQUESTED = 1       # shared page migrate_request value
+
 ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
@@ -140,6 +175,7 @@ HYPERCALLS = (
     Hypercall(7, "CLOCK", ARGS_CLOCK),
     Hypercall(8, "UNLINK", ARGS_UNLINK),
     Hypercall(9, "PANIC", ARGS_PANIC),
+    Hypercall(10, "MIGRATE", ARGS_MIGRATE),
 )
 HYPERCALL_BY_NR = {h.nr: h for h in HYPERCALLS}
 NR = {h.name: h.nr for h in HYPERCALLS}
@@ -150,26 +186,28 @@ OPEN_FLAGS = {"O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2, "O_ACCMODE": 3,
 FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000}
 
 # errno values as the guest's C library (newlib) numbers them.
-ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "ENOMEM": 12, "EACCES": 13,
+ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
          "EFAULT": 14, "EEXIST": 17, "ENOTDIR": 20, "EISDIR": 21, "EINVAL": 22,
          "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "ENAMETOOLONG": 91,
          "ENOSYS": 88}
 
 MAX_PATH = 4096
 
-_STRUCTS = [BOOT_INFO, SHARED_PAGE] + list(dict.fromkeys(h.args for h in HYPERCALLS))
+_STRUCTS = [BOOT_INFO, SHARED_PAGE, CPU_CONTEXT, KERNEL_STATE, AREA] + list(
+    dict.fromkeys(h.args for h in HYPERCALLS))
 
 
 def _constants() -> list[tuple[str, int]]:
     names = ["ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "BOOT_INFO_ADDR",
              "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR", "PAGE_TABLE_ADDR",
              "PAGE_TABLE_END", "STACK_BOTTOM", "STACK_TOP", "IMAGE_BASE", "BOOT_INFO_MAGIC",
-             "SHARED_PAGE_MAGIC", "ISA_X86_64", "ISA_AARCH64", "MAX_PATH"]
+             "SHARED_PAGE_MAGIC", "ISA_X86_64", "ISA_AARCH64", "MAX_PATH",
+             "RESTORE_CONTEXT_ADDR", "RESTORE_KERNEL_ADDR", "CALLEE_SLOTS", "MIGRATE_REQUESTED"]
     g = globals()
     out = [(n, g[n]) for n in names]
     out += [(f"HC_{h.name}", h.nr) for h in HYPERCALLS]
     out += sorted(OPEN_FLAGS.items(), key=lambda kv: kv[1])
-    out += list(FILE_TYPES.items())
+    out += list(FILE_TYPES.items()) + list(AREA_KINDS.items())
     out += [(f"E_{k[1:]}", v) for k, v in ERRNO.items()]
     return out
 
@@ -183,6 +221,11 @@ def c_header() -> str:
               for n, v in _constants()]
     lines += ["", "/* Field offsets for assembly code. */"]
     lines += [f"#define HEXO_OFF_BOOT_INFO_{f.upper()} {BOOT_INFO.offset(f)}" for f, _ in BOOT_INFO.fields]
+    lines += [f"#define HEXO_OFF_CPU_CONTEXT_{f.upper()} {CPU_CONTEXT.offset(f)}"
+              for f, _ in CPU_CONTEXT.fields]
+    lines += [f"#define HEXO_OFF_SHARED_PAGE_{f.upper()} {SHARED_PAGE.offset(f)}"
+              for f, _ in SHARED_PAGE.fields]
+    lines.append(f"#define HEXO_CPU_CONTEXT_SIZE {CPU_CONTEXT.size}")
     lines += ["", "#ifndef __ASSEMBLER__"]
     for s in _STRUCTS:
         lines += ["", f"/* {s.doc} */", f"struct {s.name} {{"]

@@ -1,7 +1,8 @@
-"""uhyve-ctl: run a hexo unikernel image on KVM or on an emulated CPU.
+"""uhyve-ctl: run hexo unikernel images on KVM or an emulated CPU; checkpoint and restore them.
 
-Exit status: the guest's own exit status; 124 when --timeout expired; 125 when the guest
-crashed or broke the hypercall ABI; 126 when the VM could not be started.
+Exit status of run/restore: the guest's own exit status; 0 after a checkpoint; 124 when
+--timeout expired; 125 when the guest crashed or broke the hypercall ABI; 126 when the VM
+could not be started.
 """
 
 from __future__ import annotations
@@ -13,48 +14,115 @@ import time
 EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 124, 125, 126
 
 
+def _vm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isa", choices=("x86_64", "aarch64"), help="which build to run "
+                   "(default: this host's ISA)")
+    p.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto",
+                   help="kvm: hardware virtualization; emu: emulated CPU (default: kvm when "
+                        "the ISA is the host's, else emu)")
+    p.add_argument("--mount", action="append", default=[], metavar="HOST_DIR[:GUEST_DIR[:ro]]",
+                   help="let the guest open files below HOST_DIR (repeatable)")
+    p.add_argument("--timeout", type=float, help="stop the guest after this many seconds")
+    p.add_argument("--x86-entry", choices=("auto", "user", "kernel"), default="auto",
+                   help="x86-64 KVM guest privilege: user (CPL3, needed on PVM hosts) or "
+                        "kernel (CPL0, VT-x hosts); auto detects")
+    p.add_argument("--name", help="name the VM so that `ps` and `checkpoint` can reach it")
+    p.add_argument("--stats", action="store_true", help="print timing and exit counts to stderr")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uhyve-ctl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="boot an image and run it to completion",
+    r = sub.add_parser("run", help="boot an image and run it",
                        description="Boot IMAGE and run it; arguments after -- go to the guest.")
     r.add_argument("image")
-    r.add_argument("--isa", choices=("x86_64", "aarch64"), help="which build to run "
-                   "(default: this host's ISA)")
-    r.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto",
-                   help="kvm: hardware virtualization; emu: emulated CPU (default: kvm when "
-                        "the ISA is the host's, else emu)")
     r.add_argument("--mem", help="guest RAM, e.g. 512M or 2G (default: 256M or what the "
                    "image needs)")
-    r.add_argument("--mount", action="append", default=[], metavar="HOST_DIR[:GUEST_DIR[:ro]]",
-                   help="let the guest open files below HOST_DIR (repeatable)")
-    r.add_argument("--timeout", type=float, help="stop the guest after this many seconds")
-    r.add_argument("--x86-entry", choices=("auto", "user", "kernel"), default="auto",
-                   help="x86-64 KVM guest privilege: user (CPL3, needed on PVM hosts) or "
-                        "kernel (CPL0, VT-x hosts); auto detects")
-    r.add_argument("--stats", action="store_true", help="print timing and exit counts to stderr")
+    _vm_options(r)
+    s = sub.add_parser("restore", help="resume a checkpoint")
+    s.add_argument("checkpoint")
+    s.add_argument("--image", help="the image (default: the path the checkpoint records)")
+    _vm_options(s)
+    c = sub.add_parser("checkpoint", help="checkpoint a named VM at its next migration point")
+    c.add_argument("name")
+    c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
+    c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
+                   help="ISA the job will resume on (default: the VM's own)")
+    c.add_argument("--timeout", type=float, default=30.0,
+                   help="give up (the job keeps running) if no migration point is reached")
+    c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
+    sub.add_parser("ps", help="list named VMs")
     return p
 
 
-def _run(args) -> int:
-    from hexo.image import Image, ImageError
+def _start_vm(args, restore=None):
+    from hexo.image import Image
 
-    from .backends.base import Crashed, Exited, TimedOut
     from .hypercalls import Mount
     from .vm import HOST_ISA, VirtualMachine, parse_size
 
-    t0 = time.perf_counter()
-    guest_args = args.guest_args
-    try:
+    if restore is not None:
+        image = Image(args.image or restore.meta["image"]["path"])
+        isa = args.isa or restore.meta["isa"]
+        mem = None
+    else:
         image = Image(args.image)
-        vm = VirtualMachine(image, args.isa or HOST_ISA, backend=args.backend,
-                            mem_size=parse_size(args.mem) if args.mem else None,
-                            argv=guest_args, mounts=[Mount.parse(m) for m in args.mount],
-                            x86_entry=args.x86_entry)
-    except (ImageError, ValueError, OSError) as e:
+        isa = args.isa or HOST_ISA
+        mem = parse_size(args.mem) if args.mem else None
+    return VirtualMachine(image, isa, backend=args.backend, mem_size=mem, argv=args.guest_args,
+                          mounts=[Mount.parse(m) for m in args.mount],
+                          x86_entry=args.x86_entry, restore=restore)
+
+
+def _control(vm, name: str):
+    from . import control
+    from .migration import MigrationError, Request
+
+    def handle(req: dict) -> dict:
+        if req.get("op") == "status":
+            return {"ok": True, **server.info}
+        if req.get("op") != "checkpoint":
+            return {"ok": False, "error": f"unknown request {req.get('op')!r}"}
+        server.set_state("checkpointing")
+        try:
+            path = vm.migrator.request(Request(str(req["output"]),
+                                               req.get("target_isa") or vm.isa,
+                                               bool(req.get("compress"))),
+                                       float(req.get("timeout", 30)))
+        except MigrationError as e:
+            server.set_state("running")
+            return {"ok": False, "error": str(e)}
+        t = vm.migrator.timings
+        return {"ok": True, "path": path,
+                "stop_ms": 1e3 * (t["stopped"] - t["requested"]),
+                "checkpoint_ms": 1e3 * (t["written"] - t["stopped"])}
+
+    server = control.ControlServer(name, {"isa": vm.isa, "backend": vm.backend_kind,
+                                          "mem": vm.memory.size, "image": vm.image.path}, handle)
+    return server
+
+
+def _execute(args, restore=None) -> int:
+    from hexo.checkpoint import CheckpointError
+    from hexo.image import ImageError
+
+    from .control import ControlError
+
+    t0 = time.perf_counter()
+    try:
+        vm = _start_vm(args, restore)
+    except (ImageError, CheckpointError, ValueError, OSError) as e:
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
     with vm:
+        server = None
+        if args.name:
+            try:
+                server = _control(vm, args.name)
+            except (ControlError, OSError) as e:
+                print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
+                return EXIT_NOSTART
+            server.set_state("running")
         t1 = time.perf_counter()
         stop = vm.run(args.timeout)
         t2 = time.perf_counter()
@@ -62,19 +130,71 @@ def _run(args) -> int:
             print(f"uhyve-ctl: {vm.isa} on {vm.backend_kind}: setup {1e3 * (t1 - t0):.1f} ms, "
                   f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls",
                   file=sys.stderr)
-        if isinstance(stop, Exited):
-            return stop.status & 0xFF
-        if isinstance(stop, TimedOut):
-            print(f"uhyve-ctl: guest stopped after the {stop.seconds:g} s timeout",
-                  file=sys.stderr)
-            return EXIT_TIMEOUT
-        assert isinstance(stop, Crashed)
-        pc = f" at pc 0x{stop.pc:x}" if stop.pc is not None else ""
-        print(f"uhyve-ctl: guest stopped: {stop.reason}{pc}", file=sys.stderr)
-        regs = vm.backend.registers()
-        print("uhyve-ctl: registers: " + " ".join(f"{k}={v:#x}" for k, v in regs.items()),
+        code, state = _report(vm, stop)
+        if server:
+            server.close(state, exit_status=code)
+        return code
+
+
+def _report(vm, stop) -> tuple[int, str]:
+    """Tell the user why the guest stopped; returns (exit status, final state)."""
+    from .backends.base import Checkpointed, Crashed, Exited, TimedOut
+    if isinstance(stop, Exited):
+        return stop.status & 0xFF, "exited"
+    if isinstance(stop, Checkpointed):
+        print(f"uhyve-ctl: checkpointed to {stop.path}; the job has stopped here",
               file=sys.stderr)
-        return EXIT_CRASH
+        return 0, "checkpointed"
+    if isinstance(stop, TimedOut):
+        print(f"uhyve-ctl: guest stopped after the {stop.seconds:g} s timeout", file=sys.stderr)
+        return EXIT_TIMEOUT, "timed-out"
+    assert isinstance(stop, Crashed)
+    pc = f" at pc 0x{stop.pc:x}" if stop.pc is not None else ""
+    print(f"uhyve-ctl: guest stopped: {stop.reason}{pc}", file=sys.stderr)
+    regs = vm.backend.registers()
+    print("uhyve-ctl: registers: " + " ".join(f"{k}={v:#x}" for k, v in regs.items()),
+          file=sys.stderr)
+    return EXIT_CRASH, "crashed"
+
+
+def _restore(args) -> int:
+    from hexo.checkpoint import Checkpoint, CheckpointError
+    try:
+        ckpt = Checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        print(f"uhyve-ctl: cannot restore: {e}", file=sys.stderr)
+        return EXIT_NOSTART
+    return _execute(args, ckpt)
+
+
+def _checkpoint(args) -> int:
+    import os
+
+    from . import control
+    try:
+        reply = control.request(args.name, {
+            "op": "checkpoint", "output": os.path.abspath(args.output),
+            "target_isa": args.target_isa, "timeout": args.timeout,
+            "compress": args.compress}, timeout=args.timeout + 600)
+    except control.ControlError as e:
+        print(f"uhyve-ctl: {e}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"uhyve-ctl: checkpoint failed: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, written and verified in "
+          f"{reply['checkpoint_ms']:.1f} ms")
+    return 0
+
+
+def _ps(args) -> int:
+    from . import control
+    vms = control.list_vms()
+    print(f"{'NAME':16} {'PID':>7} {'ISA':8} {'BACKEND':7} {'MEM':>7} STATE")
+    for v in vms:
+        print(f"{v['name']:16} {v['pid']:>7} {v['isa']:8} {v['backend']:7} "
+              f"{v['mem'] >> 20:>5}Mi {v['state']}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -83,8 +203,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv[:split])
     args.guest_args = argv[split + 1:]
     if args.cmd == "run":
-        return _run(args)
-    return 2
+        return _execute(args)
+    return {"restore": _restore, "checkpoint": _checkpoint, "ps": _ps}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .backends.base import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 
 MAX_FILES = 64
+MAX_AREAS = 16
 MAX_IO = 1 << 30
 
 
@@ -56,7 +57,9 @@ class FileTable:
 
     def __init__(self, mounts: tuple[Mount, ...] = (), stdio: tuple[int, int, int] = (0, 1, 2)):
         self.mounts = sorted(mounts, key=lambda m: -len(m.guest_dir))
-        self.fds: dict[int, tuple[int, bool]] = {i: (fd, False) for i, fd in enumerate(stdio)}
+        # guest fd -> (host fd, owned by us, guest path, ABI open flags)
+        self.fds: dict[int, tuple[int, bool, str, int]] = {
+            i: (fd, False, "", 0) for i, fd in enumerate(stdio)}
 
     def resolve(self, guest_path: str, writing: bool) -> str:
         path = posixpath.normpath(posixpath.join("/", guest_path))
@@ -88,8 +91,25 @@ class FileTable:
         except OSError as e:
             return _guest_errno(e)
         guest_fd = next(i for i in range(3, MAX_FILES + 3) if i not in self.fds)
-        self.fds[guest_fd] = (fd, True)
+        self.fds[guest_fd] = (fd, True, guest_path, flags)
         return guest_fd
+
+    def describe(self) -> list[dict]:
+        """Open files with their offsets, for a checkpoint."""
+        return [{"fd": g, "path": path, "flags": flags, "offset": os.lseek(fd, 0, os.SEEK_CUR)}
+                for g, (fd, owned, path, flags) in sorted(self.fds.items()) if owned]
+
+    def reopen(self, files: list[dict]) -> None:
+        """Reopen a checkpoint's files under this table's mounts, at their offsets."""
+        keep = ~(abi.OPEN_FLAGS["O_CREAT"] | abi.OPEN_FLAGS["O_TRUNC"] | abi.OPEN_FLAGS["O_EXCL"])
+        for f in files:
+            fd = self.open(f["path"], f["flags"] & keep, 0)
+            if fd < 0:
+                raise OSError(-fd, f"cannot reopen the guest's file {f['path']} "
+                                   f"(is its directory mounted?)")
+            entry = self.fds.pop(fd)
+            os.lseek(entry[0], f["offset"], os.SEEK_SET)
+            self.fds[f["fd"]] = entry
 
     def host_fd(self, guest_fd: int) -> int | None:
         entry = self.fds.get(guest_fd)
@@ -104,17 +124,19 @@ class FileTable:
         return 0
 
     def close_all(self) -> None:
-        for guest_fd in [g for g, (_, owned) in self.fds.items() if owned]:
+        for guest_fd in [g for g, entry in self.fds.items() if entry[1]]:
             self.close(guest_fd)
 
 
 class Hypercalls:
     """Dispatches doorbell stores; returns a StopReason when the guest must stop."""
 
-    def __init__(self, memory, files: FileTable):
+    def __init__(self, memory, files: FileTable, on_migrate=None):
         self.memory = memory
         self.files = files
         self.count = 0
+        # (context, kernel state, areas) -> StopReason to stop, or -errno to resume the guest
+        self.on_migrate = on_migrate
         self._table = {abi.NR[name]: getattr(self, f"_{name.lower()}") for name in abi.NR}
 
     def __call__(self, nr: int, arg: int) -> StopReason | None:
@@ -188,6 +210,24 @@ class Hypercalls:
 
     def _clock(self, monotonic_ns, realtime_ns):
         return None, {"monotonic_ns": time.monotonic_ns(), "realtime_ns": time.time_ns()}
+
+    def _migrate(self, context, kernel, areas, nareas, ret):
+        if self.on_migrate is None:
+            return None, {"ret": -abi.ERRNO["ENOSYS"]}
+        if nareas > MAX_AREAS:
+            return Crashed(f"MIGRATE with {nareas} areas (at most {MAX_AREAS})"), None
+        ctx = abi.CPU_CONTEXT.unpack(self.memory.read(context, abi.CPU_CONTEXT.size, "context"))
+        state = abi.KERNEL_STATE.unpack(self.memory.read(kernel, abi.KERNEL_STATE.size, "kernel"))
+        raw = self.memory.read(areas, abi.AREA.size * nareas, "area list")
+        found = []
+        for i in range(nareas):
+            a = abi.AREA.unpack(raw[i * abi.AREA.size:(i + 1) * abi.AREA.size])
+            self.memory.check(a["start"], a["size"], "migration area")
+            found.append(a)
+        outcome = self.on_migrate(ctx, state, found)
+        if isinstance(outcome, int):
+            return None, {"ret": outcome}
+        return outcome, None
 
     def _unlink(self, path, path_len, ret):
         p = self._path(path, path_len)

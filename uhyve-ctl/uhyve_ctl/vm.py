@@ -11,6 +11,7 @@ from . import abi, paging
 from .backends.base import Backend, BootState, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .memory import GuestMemory
+from .migration import Migrator
 
 DEFAULT_MEM = 256 << 20
 HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
@@ -52,15 +53,18 @@ def parse_size(text: str) -> int:
 
 
 class VirtualMachine:
-    """Boots one ISA build of an image; `run()` returns why the guest stopped."""
+    """Boots one ISA build of an image, fresh or from a checkpoint; `run()` returns why the
+    guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
                  mem_size: Optional[int] = None, argv: Sequence[str] = (),
                  mounts: Sequence[Mount] = (), x86_entry: str = "auto",
-                 stdio: tuple[int, int, int] = (0, 1, 2)):
+                 stdio: tuple[int, int, int] = (0, 1, 2), restore=None):
         self.image = image
         self.isa = isa
         self.build = image.build(isa)
+        if restore is not None:
+            mem_size = self._check_restore(restore)
         if image.manifest.get("abi_version", 0) >> 16 != abi.ABI_MAJOR:
             raise ImageError(f"{image.path}: built for hypercall ABI "
                              f"{image.manifest.get('abi_version', 0) >> 16}.x, this uhyve-ctl "
@@ -76,14 +80,18 @@ class VirtualMachine:
         try:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
-            self.hypercalls = Hypercalls(self.memory, self.files)
+            self.migrator = Migrator(self)
+            self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate)
             root = paging.BUILDERS[isa](self.memory)
             argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
-            self._write_boot_info(root, argv_addr, len(argv) + 1)
+            self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
+            if restore is not None:
+                self._restore(restore)
             self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
                 magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
             self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
-            self.backend.boot(BootState(self.build.entry, abi.STACK_TOP, abi.BOOT_INFO_ADDR, root))
+            self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
+                                        abi.BOOT_INFO_ADDR, root))
         except BaseException:
             self.memory.close()
             raise
@@ -114,13 +122,66 @@ class VirtualMachine:
         self.memory.write(addr, bytes(8))
         return abi.ARGS_ADDR
 
-    def _write_boot_info(self, root: int, argv: int, argc: int) -> None:
+    @property
+    def app_data(self) -> tuple[int, int]:
+        areas = self.image.manifest["layout"]["areas"]
+        return areas["data"][0], areas["bss"][1]
+
+    def check_areas(self, areas: list[tuple[str, int, int]], sp: int, brk: int) -> None:
+        """Refuse migration areas outside where application state can live."""
+        heap = (self.image_end, self.memory.size)
+        allowed = {"data": self.app_data, "heap": heap, "stack": (abi.STACK_BOTTOM, abi.STACK_TOP)}
+        if not (abi.STACK_BOTTOM <= sp <= abi.STACK_TOP and heap[0] <= brk <= heap[1]):
+            raise ValueError(f"stack pointer 0x{sp:x} or heap break 0x{brk:x} out of range")
+        for kind, start, size in areas:
+            lo, hi = allowed.get(kind, (0, 0))
+            if not (lo <= start and start + size <= hi):
+                raise ValueError(f"{kind} area [0x{start:x}, +0x{size:x}) is outside "
+                                 f"[0x{lo:x}, 0x{hi:x})")
+
+    @staticmethod
+    def _boot_stack(restore) -> int:
+        """A restoring kernel boots on stack below the restored frames, not over them."""
+        if restore is None:
+            return abi.STACK_TOP
+        top = (restore.meta["context"]["sp"] - abi.PAGE_SIZE) & ~0xF
+        if top - abi.STACK_BOTTOM < 4 * abi.PAGE_SIZE:
+            raise ValueError("the restored stack leaves no room to boot the kernel")
+        return top
+
+    def _check_restore(self, ckpt) -> int:
+        meta = ckpt.meta
+        if meta["image"]["build_id"] != self.image.manifest["build_id"]:
+            raise ValueError(f"{ckpt.path} is a checkpoint of image {meta['image']['name']} "
+                             f"(build {meta['image']['build_id'][:12]}), not of "
+                             f"{self.image.path} (build {self.image.manifest['build_id'][:12]})")
+        if meta["isa"] != self.isa:
+            raise ValueError(f"{ckpt.path} holds {meta['isa']} registers; transform it for "
+                             f"{self.isa} first")
+        return meta["mem_size"]
+
+    def _restore(self, ckpt) -> None:
+        meta = ckpt.meta
+        ctx, kernel = meta["context"], meta["kernel"]
+        self.check_areas([(a.kind, a.start, a.size) for a in ckpt.areas], ctx["sp"],
+                         kernel["brk"])
+        for area in ckpt.areas:
+            self.memory.write(area.start, ckpt.read(area))
+        callee = {f"callee{i}": ctx[n] for i, n in enumerate(abi.CALLEE_SAVED[self.isa])}
+        self.memory.write(abi.RESTORE_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
+            isa=abi.ISA_IDS[self.isa], pc=ctx["pc"], sp=ctx["sp"], **callee))
+        self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
+        self.files.reopen(meta["files"])
+
+    def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
             mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
-            argc=argc, argv=argv))
+            argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],
+            restore_context=abi.RESTORE_CONTEXT_ADDR if restoring else 0,
+            restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
 
     def run(self, timeout: Optional[float] = None) -> StopReason:
         return self.backend.run(self.hypercalls, timeout)

@@ -26,7 +26,12 @@ class TimedOut(NamedTuple):
     seconds: float
 
 
-StopReason = Union[Exited, Crashed, TimedOut]
+class Checkpointed(NamedTuple):
+    """The guest reached a migration point and its checkpoint is durably written."""
+    path: str
+
+
+StopReason = Union[Exited, Crashed, TimedOut, Checkpointed]
 
 # Called for each doorbell store: (hypercall number, guest address of its argument struct).
 # Returns a StopReason to end the run, or None to resume the guest.

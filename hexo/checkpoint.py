@@ -1,0 +1,149 @@
+"""The semantic checkpoint: application memory areas plus a small state record.
+
+A checkpoint is a directory (docs/formats.md, section 3):
+
+    checkpoint.json   format version, image identity, ISA of the saved registers, CPU
+                      context, kernel state, open files, and one entry per memory area
+                      (guest range, file, compression, CRC32 of the raw bytes); the JSON
+                      carries a CRC32 of itself
+    area-<n>.bin      the bytes of area n, raw or zlib-compressed
+
+It is written into a temporary sibling directory, every file fsynced, then renamed into
+place, so a reader sees no checkpoint or a complete one. Readers refuse a newer major
+version, a checksum mismatch, a truncated area, or a checkpoint of another image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from typing import Iterable, NamedTuple
+
+FORMAT = "hexo-checkpoint"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+MANIFEST = "checkpoint.json"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with the reason."""
+
+
+class Area(NamedTuple):
+    kind: str           # "data", "heap", "stack"
+    start: int
+    size: int
+    file: str
+    compression: str    # "none" or "zlib"
+    stored_size: int
+    crc32: int
+
+
+def _manifest_crc(meta: dict) -> int:
+    body = {k: v for k, v in meta.items() if k != "manifest_crc32"}
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, bytes]],
+          compress: bool = False) -> "Checkpoint":
+    """Write a checkpoint atomically and return it re-opened and fully verified."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise CheckpointError(f"{path} exists and is not an empty directory")
+    parent = os.path.dirname(path)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    try:
+        entries = []
+        for n, (kind, start, data) in enumerate(areas):
+            raw = bytes(data)
+            stored = zlib.compress(raw, 1) if compress else raw
+            name = f"area-{n}.bin"
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(stored)
+                os.fsync(f.fileno())
+            entries.append(Area(kind, start, len(raw), name, "zlib" if compress else "none",
+                                len(stored), zlib.crc32(raw))._asdict())
+        meta = {"format": FORMAT, "version": [VERSION_MAJOR, VERSION_MINOR], **state,
+                "areas": entries}
+        meta["manifest_crc32"] = _manifest_crc(meta)
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        os.rename(tmp, path)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ckpt = Checkpoint(path)
+    ckpt.verify()
+    return ckpt
+
+
+class Checkpoint:
+    """A checkpoint directory whose manifest has been validated; areas load on demand."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        mpath = os.path.join(self.path, MANIFEST)
+        try:
+            with open(mpath) as f:
+                meta = json.load(f)
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.path}: not a checkpoint (no {MANIFEST})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{mpath}: unreadable or corrupt manifest: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{mpath}: not a hexo checkpoint manifest")
+        major = (meta.get("version") or [None])[0]
+        if major != VERSION_MAJOR:
+            raise CheckpointError(f"{self.path}: checkpoint format {major}.x is not readable "
+                                  f"by this hexo (format {VERSION_MAJOR}.x)")
+        if meta.get("manifest_crc32") != _manifest_crc(meta):
+            raise CheckpointError(f"{mpath}: manifest checksum mismatch (corrupt checkpoint)")
+        self.meta = meta
+        try:
+            self.areas = [Area(**a) for a in meta["areas"]]
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{mpath}: malformed area list: {e}") from None
+
+    def read(self, area: Area) -> bytes:
+        fpath = os.path.join(self.path, os.path.basename(area.file))
+        try:
+            with open(fpath, "rb") as f:
+                stored = f.read()
+        except OSError as e:
+            raise CheckpointError(f"{fpath}: cannot read area: {e.strerror}") from None
+        if len(stored) != area.stored_size:
+            raise CheckpointError(f"{fpath}: truncated ({len(stored)} of {area.stored_size} "
+                                  f"bytes)")
+        try:
+            raw = zlib.decompress(stored) if area.compression == "zlib" else stored
+        except zlib.error as e:
+            raise CheckpointError(f"{fpath}: corrupt compressed data: {e}") from None
+        if len(raw) != area.size or zlib.crc32(raw) != area.crc32:
+            raise CheckpointError(f"{fpath}: checksum mismatch in the {area.kind} area "
+                                  f"(corrupt checkpoint)")
+        return raw
+
+    def verify(self) -> None:
+        for area in self.areas:
+            self.read(area)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(a.stored_size for a in self.areas)

@@ -1,0 +1,174 @@
+"""Checkpoint/restore at migration points: the job keeps its progress; nothing is lost."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from hexo import checkpoint
+from hexo.checkpoint import Checkpoint, CheckpointError
+
+from conftest import HEXO, ROOT, UHYVE, run
+
+PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
+ROUNDS = {"x86_64": "40000", "aarch64": "4000"}     # ~1.2 s and ~2.4 s of work here
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mig")
+    p = run([HEXO, "build", PROGRAM, "-o", d / "migratable.hexo"])
+    assert p.returncode == 0, p.stderr
+    return d / "migratable.hexo"
+
+
+@pytest.fixture
+def env(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    return dict(os.environ, HEXO_RUN_DIR=str(run_dir))
+
+
+def _expected(image, isa):
+    p = run([UHYVE, "run", image, "--isa", isa, "--", ROUNDS[isa]])
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _wait_running(env, name, proc):
+    state = os.path.join(env["HEXO_RUN_DIR"], f"{name}.json")
+    for _ in range(500):
+        if proc.poll() is not None:
+            raise AssertionError(f"job ended early: {proc.communicate()}")
+        if os.path.exists(state) and json.load(open(state))["state"] == "running":
+            return
+        time.sleep(0.01)
+    raise AssertionError("job did not start")
+
+
+def _checkpoint(image, isa, env, out, delay):
+    proc = subprocess.Popen([UHYVE, "run", image, "--isa", isa, "--name", "job", "--",
+                             ROUNDS[isa]],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    time.sleep(delay)
+    ck = run([UHYVE, "checkpoint", "job", "-o", out], env=env)
+    src_out, src_err = proc.communicate(timeout=120)
+    return proc.returncode, src_out, src_err, ck
+
+
+@pytest.mark.parametrize("isa,delay", [("x86_64", 0.0), ("x86_64", 0.5), ("x86_64", 1.0),
+                                       ("aarch64", 0.2), ("aarch64", 1.5)])
+def test_same_isa_checkpoint_restore_continues_the_job(image, env, tmp_path, isa, delay):
+    out = tmp_path / "ckpt"
+    rc, src_out, src_err, ck = _checkpoint(image, isa, env, out, delay)
+    assert ck.returncode == 0, ck.stderr
+    assert rc == 0 and "checkpointed to" in src_err
+    assert src_out == ""                          # stopped before it could finish
+    ps = run([UHYVE, "ps"], env=env)
+    assert "checkpointed" in ps.stdout
+    restored = run([UHYVE, "restore", out, "--isa", isa], env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout == _expected(image, isa)
+
+
+def test_checkpoint_contents(image, env, tmp_path):
+    out = tmp_path / "ckpt"
+    _checkpoint(image, "x86_64", env, out, 0.1)
+    ck = Checkpoint(out)
+    kinds = [a.kind for a in ck.areas]
+    assert kinds == ["data", "heap", "stack"]
+    assert ck.meta["isa"] == "x86_64" and ck.meta["context"]["pc"] > 0x800000
+    stack = next(a for a in ck.areas if a.kind == "stack")
+    assert stack.start + stack.size == 0x800000 and stack.size < 64 * 1024
+    inspect = run([HEXO, "inspect", out])
+    assert inspect.returncode == 0 and "stack" in inspect.stdout
+
+
+def _damage(path, offset=10):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def saved(image, env, tmp_path):
+    out = tmp_path / "ckpt"
+    rc, _, _, ck = _checkpoint(image, "x86_64", env, out, 0.1)
+    assert rc == 0 and ck.returncode == 0
+    return out
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: _damage(d / "area-0.bin"), "checksum mismatch in the data area"),
+    (lambda d: (d / "area-2.bin").write_bytes((d / "area-2.bin").read_bytes()[:-8]),
+     "truncated"),
+    (lambda d: (d / "area-1.bin").unlink(), "cannot read area"),
+    (lambda d: _damage(d / "checkpoint.json", 40), "checkpoint"),
+    (lambda d: (d / "checkpoint.json").write_text(
+        (d / "checkpoint.json").read_text().replace('"version": [\n  1,', '"version": [\n  9,')),
+     "format 9.x is not readable"),
+])
+def test_bad_checkpoints_are_refused_and_left_intact(image, env, saved, damage, message):
+    damage(saved)
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    p = run([UHYVE, "restore", saved], env=env)
+    assert p.returncode == 126 and message in p.stderr, p.stderr
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def test_wrong_image_and_wrong_isa_then_retry(image, env, saved, images):
+    p = run([UHYVE, "restore", saved, "--image", images.get("hello")], env=env)
+    assert p.returncode == 126 and "is a checkpoint of image" in p.stderr
+    p = run([UHYVE, "restore", saved, "--isa", "aarch64"], env=env)
+    assert p.returncode == 126 and "holds x86_64 registers" in p.stderr
+    p = run([UHYVE, "restore", saved], env=env)          # the checkpoint is still good
+    assert p.returncode == 0 and p.stdout == _expected(image, "x86_64")
+
+
+def test_job_without_migration_points_times_out_and_keeps_running(images, env, tmp_path):
+    proc = subprocess.Popen([UHYVE, "run", images.get("npb-ep", "S"), "--name", "job"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    ck = run([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck", "--timeout", "0.3"], env=env)
+    assert ck.returncode == 1 and "reached no migration point within 0.3 s" in ck.stderr
+    assert "keeps running" in ck.stderr
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "SUCCESSFUL" in out
+    assert not (tmp_path / "ck").exists()
+
+
+def test_control_socket_refuses_other_users(image, env):
+    proc = subprocess.Popen([UHYVE, "run", image, "--name", "job", "--", "40000"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_running(env, "job", proc)
+        sock = os.path.join(env["HEXO_RUN_DIR"], "job.sock")
+        code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "s.sendall(b'{\"op\": \"status\"}\\n'); print(s.recv(999))")
+        p = subprocess.run(["/usr/bin/python3", "-c", code, sock], capture_output=True,
+                           text=True, user=65534)
+        assert "PermissionError" in p.stderr or "permission denied" in p.stdout, p.stderr
+        assert "x86_64" not in p.stdout
+        ok = subprocess.run(["/usr/bin/python3", "-c", code, sock], capture_output=True,
+                            text=True)
+        assert "x86_64" in ok.stdout                 # the owner is answered
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_checkpoint_writer_is_atomic(tmp_path):
+    def areas():
+        yield ("data", 0x900000, b"x" * 100)
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        checkpoint.write(tmp_path / "ck", {}, areas())
+    assert list(tmp_path.iterdir()) == []
+    ck = checkpoint.write(tmp_path / "ck", {"isa": "x86_64"}, [("heap", 0x1000000, b"y" * 5000)],
+                          compress=True)
+    assert ck.read(ck.areas[0]) == b"y" * 5000 and ck.stored_bytes < 5000
+    with pytest.raises(CheckpointError, match="exists and is not an empty directory"):
+        checkpoint.write(tmp_path / "ck", {}, [])

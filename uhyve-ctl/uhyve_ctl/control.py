@@ -1,0 +1,175 @@
+"""Named VMs: a state file and a control socket per running VM.
+
+Both live in the runtime directory ($HEXO_RUN_DIR, else $XDG_RUNTIME_DIR/hexo, else
+/run/hexo for root, else /tmp/hexo-<uid>), created mode 0700. The socket serves one JSON
+request per connection and answers only peers of the same user (or root), checked with
+SO_PEERCRED, so another local user can neither stop nor checkpoint a job. The state file is
+what `uhyve-ctl ps` and the scheduler read: name, pid, ISA, backend, memory, state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Callable
+
+MAX_REQUEST = 1 << 16
+
+
+class ControlError(Exception):
+    pass
+
+
+def run_dir() -> str:
+    d = os.environ.get("HEXO_RUN_DIR")
+    if not d:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        d = os.path.join(xdg, "hexo") if xdg else (
+            "/run/hexo" if os.geteuid() == 0 else f"/tmp/hexo-{os.geteuid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    st = os.stat(d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ControlError(f"runtime directory {d} must be owned by you with mode 0700")
+    return d
+
+
+def _valid_name(name: str) -> str:
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name) \
+            or name.startswith("."):
+        raise ControlError(f"bad VM name '{name}': use letters, digits, '-', '_' and '.'")
+    return name
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _peer_allowed(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid in (0, os.geteuid())
+
+
+class ControlServer:
+    """The VM side: state file plus a socket thread calling `handler(request) -> reply`."""
+
+    def __init__(self, name: str, info: dict, handler: Callable[[dict], dict]):
+        self.name = _valid_name(name)
+        d = run_dir()
+        self.sock_path = os.path.join(d, f"{name}.sock")
+        self.state_path = os.path.join(d, f"{name}.json")
+        if os.path.exists(self.state_path) and _alive(self.state_path):
+            raise ControlError(f"a VM named '{name}' is already running")
+        for p in (self.sock_path,):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.info = {"name": name, "pid": os.getpid(), "started": time.time(), **info}
+        self.set_state("booting")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.sock_path)
+        os.chmod(self.sock_path, 0o600)
+        self.sock.listen(4)
+        self.handler = handler
+        self._clients: list[threading.Thread] = []
+        threading.Thread(target=self._serve, daemon=True, name=f"control-{name}").start()
+
+    def set_state(self, state: str, **extra) -> None:
+        self.info.update(state=state, updated=time.time(), **extra)
+        _write_json(self.state_path, self.info)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._one, args=(conn,), daemon=True)
+            self._clients.append(t)
+            t.start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not _peer_allowed(conn):
+                    conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+                    return
+                request = json.loads(_recv_line(conn))
+                reply = self.handler(request)
+            except Exception as e:              # any bad request gets an answer, not a crash
+                reply = {"ok": False, "error": str(e)}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self, final_state: str, **extra) -> None:
+        """Record the final state, finish answering requesters, remove the socket."""
+        self.set_state(final_state, **extra)
+        self.sock.close()
+        for t in self._clients:
+            t.join(5)
+        if os.path.exists(self.sock_path):
+            os.unlink(self.sock_path)
+
+
+def _recv_line(conn: socket.socket) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST:
+            raise ControlError("request too large")
+    return buf
+
+
+def _alive(state_path: str) -> bool:
+    try:
+        with open(state_path) as f:
+            pid = json.load(f)["pid"]
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def request(name: str, req: dict, timeout: float = 60.0) -> dict:
+    """Send one request to the named VM and return its reply."""
+    path = os.path.join(run_dir(), f"{_valid_name(name)}.sock")
+    if not os.path.exists(path):
+        raise ControlError(f"no running VM named '{name}'")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            s.sendall(json.dumps(req).encode() + b"\n")
+            reply = _recv_line(s)
+        except OSError as e:
+            raise ControlError(f"VM '{name}' did not answer: {e}") from None
+    if not reply:
+        raise ControlError(f"VM '{name}' closed the connection")
+    return json.loads(reply)
+
+
+def list_vms() -> list[dict]:
+    """State of every VM that has a state file; dead ones are reported as such."""
+    d = run_dir()
+    out = []
+    for entry in sorted(os.listdir(d)):
+        if not entry.endswith(".json"):
+            continue
+        path = os.path.join(d, entry)
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if info.get("state") in ("running", "booting", "checkpointing") and not _alive(path):
+            info["state"] = "dead"
+        out.append(info)
+    return out

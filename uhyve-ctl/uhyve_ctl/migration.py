@@ -1,0 +1,110 @@
+"""Checkpointing a running guest at its next migration point.
+
+A control thread calls `Migrator.request()`: it raises the flag in the shared page and waits.
+The guest sees the flag at its next `hexo_check_migrate()`, saves its registers and makes the
+MIGRATE hypercall, which lands in `Migrator.on_migrate()` on the vCPU thread. That writes and
+verifies the checkpoint and only then stops the guest. If writing fails, or the request
+timed out meanwhile, the guest is told so and keeps running: the source copy of a job is
+never discarded before its checkpoint is durable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import NamedTuple, Optional
+
+from . import abi
+from .backends.base import Checkpointed
+
+_KIND_NAMES = {v: k.removeprefix("AREA_").lower() for k, v in abi.AREA_KINDS.items()}
+
+
+class MigrationError(Exception):
+    """A checkpoint request that did not produce a checkpoint; the guest keeps running."""
+
+
+class Request(NamedTuple):
+    output: str
+    target_isa: str
+    compress: bool
+
+
+class Migrator:
+    def __init__(self, vm):
+        self.vm = vm
+        self._lock = threading.Lock()
+        self._pending: Optional[Request] = None
+        self._done = threading.Event()
+        self._result: Optional[str | Exception] = None
+        offset = abi.SHARED_PAGE.offset("migrate_request")
+        base = vm.memory.host_address + abi.SHARED_PAGE_ADDR
+        self._flag = ctypes.c_uint32.from_address(base + offset)
+        self._target = ctypes.c_uint32.from_address(
+            base + abi.SHARED_PAGE.offset("migrate_target_isa"))
+        self.timings: dict[str, float] = {}
+
+    def request(self, req: Request, timeout: float) -> str:
+        """Checkpoint at the next migration point; returns the checkpoint path."""
+        with self._lock:
+            if self._pending is not None:
+                raise MigrationError("a checkpoint of this VM is already in progress")
+            self._pending, self._result = req, None
+            self._done.clear()
+            self.timings = {"requested": time.perf_counter()}
+            self._target.value = abi.ISA_IDS[req.target_isa]
+            self._flag.value = abi.MIGRATE_REQUESTED    # one aligned 32-bit store
+        if not self._done.wait(timeout):
+            with self._lock:
+                if self._pending is req:                # the guest has not started yet
+                    self._flag.value = 0
+                    self._pending = None
+                    raise MigrationError(
+                        f"the guest reached no migration point within {timeout:g} s; "
+                        f"it keeps running")
+            self._done.wait()
+        if isinstance(self._result, Exception):
+            raise MigrationError(str(self._result))
+        return self._result
+
+    def on_migrate(self, ctx: dict, kernel: dict, areas: list[dict]):
+        with self._lock:
+            req, self._pending = self._pending, None
+            self._flag.value = 0
+        if req is None:
+            return -abi.ERRNO["EAGAIN"]                  # request withdrawn: keep running
+        t0 = time.perf_counter()
+        self.timings["stopped"] = t0
+        try:
+            path = self._write(req, ctx, kernel, areas)
+        except Exception as e:                           # reported to the requester
+            self._result = e
+            self._done.set()
+            return -abi.ERRNO["EIO"]
+        self.timings["written"] = time.perf_counter()
+        self._result = path
+        self._done.set()
+        return Checkpointed(path)
+
+    def _write(self, req: Request, ctx: dict, kernel: dict, areas: list[dict]) -> str:
+        vm = self.vm
+        isa = vm.isa
+        if ctx["isa"] != abi.ISA_IDS[isa]:
+            raise MigrationError(f"guest context claims ISA {ctx['isa']}, VM runs {isa}")
+        names = abi.CALLEE_SAVED[isa]
+        regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
+        regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(names)})
+        state = {
+            "image": {"path": vm.image.path, "build_id": vm.image.manifest["build_id"],
+                      "name": vm.image.manifest.get("name")},
+            "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
+            "abi_version": abi.ABI_VERSION, "created": time.time(),
+            "context": regs, "kernel": kernel, "files": vm.files.describe(),
+        }
+        from hexo import checkpoint     # only when checkpointing: keeps VM start-up lean
+        mem = vm.memory
+        data = [(_KIND_NAMES.get(a["kind"], "unknown"), a["start"],
+                 mem.slice(a["start"], a["size"])) for a in areas]
+        vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+        return checkpoint.write(req.output, state, data, req.compress).path
