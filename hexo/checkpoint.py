@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import zlib
 from typing import Iterable, NamedTuple
 
@@ -58,6 +56,8 @@ def _fsync_dir(path: str) -> None:
 def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, bytes]],
           compress: bool = False) -> "Checkpoint":
     """Write a checkpoint atomically and return it re-opened and fully verified."""
+    import shutil
+    import tempfile
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise CheckpointError(f"{path} exists and is not an empty directory")

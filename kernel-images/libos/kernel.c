@@ -8,7 +8,7 @@
 struct hexo_boot_info hexo_boot;
 uintptr_t hexo_brk;
 
-extern int main(int argc, char **argv, char **envp);
+_Noreturn void hexo_main_trampoline(int argc, char **argv, char **envp);
 extern void __libc_init_array(void);
 extern void __libc_fini_array(void);
 
@@ -47,5 +47,5 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
     hexo_monotonic_ns();
     atexit(__libc_fini_array);
     __libc_init_array();
-    exit(main((int)bi->argc, (char **)(uintptr_t)bi->argv, environ));
+    hexo_main_trampoline((int)bi->argc, (char **)(uintptr_t)bi->argv, environ);
 }

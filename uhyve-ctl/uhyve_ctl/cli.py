@@ -106,8 +106,6 @@ def _execute(args, restore=None) -> int:
     from hexo.checkpoint import CheckpointError
     from hexo.image import ImageError
 
-    from .control import ControlError
-
     t0 = time.perf_counter()
     try:
         vm = _start_vm(args, restore)
@@ -117,6 +115,7 @@ def _execute(args, restore=None) -> int:
     with vm:
         server = None
         if args.name:
+            from .control import ControlError
             try:
                 server = _control(vm, args.name)
             except (ControlError, OSError) as e:

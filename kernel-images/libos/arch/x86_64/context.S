@@ -48,3 +48,18 @@ hexo_resume:
     movq CTX(SP)(%rdi), %rsp
     jmpq *CTX(PC)(%rdi)
     .size hexo_resume, . - hexo_resume
+
+/* hexo_main_trampoline(argc, argv, envp): main's caller. hexo_main_return is the one return
+   address below main on every stack, so a cross-ISA transform can map it by name. */
+    .section .text.hexo_main_trampoline, "ax", @progbits
+    .globl hexo_main_trampoline
+    .type hexo_main_trampoline, @function
+hexo_main_trampoline:
+    subq $8, %rsp
+    call main
+    .globl hexo_main_return
+hexo_main_return:
+    movl %eax, %edi
+    call exit
+    ud2
+    .size hexo_main_trampoline, . - hexo_main_trampoline
