@@ -67,14 +67,18 @@ def _build(args) -> int:
     return 0
 
 
+def _print_json(data: dict) -> int:
+    json.dump(data, sys.stdout, indent=1, sort_keys=True)
+    print()
+    return 0
+
+
 def _inspect_checkpoint(args) -> int:
     from .checkpoint import Checkpoint
     ck = Checkpoint(args.image)
     m = ck.meta
     if args.json:
-        json.dump(m, sys.stdout, indent=1, sort_keys=True)
-        print()
-        return 0
+        return _print_json(m)
     ck.verify()
     print(f"checkpoint {ck.path}, format {'.'.join(map(str, m['version']))} (checksums verified)")
     print(f"image      {m['image']['path']} ({m['image']['name']}, build {m['image']['build_id']})")
@@ -99,9 +103,7 @@ def _inspect(args) -> int:
     img = Image(args.image)
     m = img.manifest
     if args.json:
-        json.dump(m, sys.stdout, indent=1, sort_keys=True)
-        print()
-        return 0
+        return _print_json(m)
     for isa in img.isas:
         if hashlib.sha256(img.elf(isa)).hexdigest() != m["isas"][isa]["elf_sha256"]:
             raise ImageError(f"{args.image}: the {isa} ELF does not match its recorded SHA-256")
