@@ -1,8 +1,10 @@
-"""The README's main job: build the NPB kernels into multi-ISA images and run each image on
-KVM (x86-64) and on the emulated arm64 CPU, showing NPB's own verification."""
+"""The README's main job: build the NPB kernels into multi-ISA images, run each on KVM (x86-64)
+and on the emulated arm64 CPU, then stop running jobs at a migration point, checkpoint them
+and resume them from the checkpoint; every run must end with NPB's verification."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,28 +14,70 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 RUNS = [("x86_64", "kvm"), ("aarch64", "emu")]
+MIGRATIONS = [("npb-cg", "W", "x86_64", 0.1), ("npb-ep", "S", "x86_64", 0.4),
+              ("npb-cg", "S", "aarch64", 0.5)]
+
+
+def _verdict(out: str) -> str:
+    m = re.search(r"Verification\s+=\s+(\S+)", out)
+    return m[1] if m else "no result"
+
+
+def _build(tmp: Path, workload: str, klass: str) -> Path:
+    image = tmp / f"{workload}.{klass}.hexo"
+    if not image.exists():
+        print(f"== hexo build --workload {workload} --class {klass}", flush=True)
+        subprocess.run([BIN / "hexo", "build", "--workload", workload, "--class", klass,
+                        "-o", image], check=True)
+    return image
+
+
+def _migrate(tmp: Path, image: Path, isa: str, delay: float, env: dict) -> bool:
+    """Run, checkpoint after `delay` s, restore; True when the restored job verifies."""
+    ckpt = tmp / f"{image.stem}.{isa}.ckpt"
+    job = subprocess.Popen([BIN / "uhyve-ctl", "run", image, "--isa", isa, "--name", "demo"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = Path(env["HEXO_RUN_DIR"]) / "demo.sock"
+    deadline = time.monotonic() + 10
+    while not sock.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    ck = subprocess.run([BIN / "uhyve-ctl", "checkpoint", "demo", "-o", ckpt], env=env,
+                        capture_output=True, text=True)
+    job.communicate()
+    if ck.returncode != 0:
+        print(f"   checkpoint failed: {ck.stderr.strip()}")
+        return False
+    print(f"   {isa:8} checkpoint: {ck.stdout.strip()}")
+    t0 = time.perf_counter()
+    p = subprocess.run([BIN / "uhyve-ctl", "restore", ckpt], env=env, capture_output=True,
+                       text=True)
+    verdict = _verdict(p.stdout)
+    print(f"   {isa:8} restored and finished in {time.perf_counter() - t0:.2f} s: "
+          f"Verification = {verdict}", flush=True)
+    return p.returncode == 0 and verdict == "SUCCESSFUL"
 
 
 def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="hexo-demo-") as tmp:
+        tmp = Path(tmp)
+        env = dict(os.environ, HEXO_RUN_DIR=str(tmp / "run"))
         for kernel in ("ep", "is", "cg"):
-            image = Path(tmp) / f"{kernel}.S.hexo"
-            print(f"== hexo build --workload npb-{kernel} --class S", flush=True)
-            subprocess.run([BIN / "hexo", "build", "--workload", f"npb-{kernel}", "--class", "S",
-                            "-o", image], check=True)
+            image = _build(tmp, f"npb-{kernel}", "S")
             for isa, backend in RUNS:
                 t0 = time.perf_counter()
                 p = subprocess.run([BIN / "uhyve-ctl", "run", image, "--isa", isa,
                                     "--backend", backend], capture_output=True, text=True)
-                took = time.perf_counter() - t0
-                verdict = re.search(r"Verification\s+=\s+(\S+)", p.stdout)
-                verdict = verdict[1] if verdict else "no result"
+                verdict = _verdict(p.stdout)
                 ok = p.returncode == 0 and verdict == "SUCCESSFUL"
                 failures += not ok
-                print(f"   {isa:8} on {backend:4} {took:7.2f} s  Verification = {verdict}"
-                      + ("" if ok else f"  (exit {p.returncode}) {p.stderr.strip()}"),
-                      flush=True)
+                print(f"   {isa:8} on {backend:4} {time.perf_counter() - t0:7.2f} s  "
+                      f"Verification = {verdict}"
+                      + ("" if ok else f"  (exit {p.returncode}) {p.stderr.strip()}"), flush=True)
+        print("== checkpoint running jobs at a migration point and resume them")
+        for workload, klass, isa, delay in MIGRATIONS:
+            failures += not _migrate(tmp, _build(tmp, workload, klass), isa, delay, env)
     print("all runs verified" if not failures else f"{failures} run(s) failed")
     return 1 if failures else 0
 

@@ -217,6 +217,7 @@ static double conj_grad(void)
         rho += r[j] * r[j];
 
     for (it = 1; it <= CGITMAX; it++) {
+        hexo_check_migrate();
         for (j = 0; j < NA; j++) {              /* q = A p */
             sum = 0.0;
             for (k = rowstart[j]; k < rowstart[j + 1]; k++)
@@ -303,6 +304,7 @@ int main(void)
 
     npb_timer_start(0);
     for (it = 1; it <= NITER; it++) {
+        hexo_check_migrate();
         zeta = power_step(&rnorm);
         if (it == 1)
             printf("\n   iteration           ||r||                 zeta\n");

@@ -73,6 +73,7 @@ int main(void)
         qcount[i] = 0.0;
 
     for (batch = 0; batch < NN; batch++) {
+        hexo_check_migrate();
         /* seed = SEED * an^batch (mod 2^46), right-to-left binary powering */
         seed = SEED;
         mult = an;

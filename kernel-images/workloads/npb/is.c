@@ -191,6 +191,7 @@ int main(void)
 
     npb_timer_start(0);
     for (it = 1; it <= MAX_ITERATIONS; it++) {
+        hexo_check_migrate();
         if (NPB_CLASS != 'S')
             printf("        %d\n", it);
         rank_pass(it);

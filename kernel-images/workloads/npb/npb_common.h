@@ -29,6 +29,18 @@
 #endif /* NPB_NO_CLASS */
 
 /* Multiplier of the NPB linear congruential generator: 5^13. */
+/* Migration points: in a hexo unikernel hexo_check_migrate() may checkpoint the job; in a
+   native build it does nothing. */
+#if defined(__has_include)
+#if __has_include(<hexo.h>)
+#include <hexo.h>
+#define NPB_HAVE_HEXO 1
+#endif
+#endif
+#ifndef NPB_HAVE_HEXO
+static inline void hexo_check_migrate(void) {}
+#endif
+
 #define NPB_RAND_MULT 1220703125.0
 
 /*
