@@ -11,6 +11,7 @@ from hexo import checkpoint
 from hexo.checkpoint import Checkpoint, CheckpointError
 
 from conftest import HEXO, ROOT, UHYVE, run
+from npb_reference import check
 
 PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = {"x86_64": "40000", "aarch64": "4000"}     # ~1.2 s and ~2.4 s of work here
@@ -172,3 +173,23 @@ def test_checkpoint_writer_is_atomic(tmp_path):
     assert ck.read(ck.areas[0]) == b"y" * 5000 and ck.stored_bytes < 5000
     with pytest.raises(CheckpointError, match="exists and is not an empty directory"):
         checkpoint.write(tmp_path / "ck", {}, [])
+
+
+@pytest.mark.parametrize("kernel,klass,isa,delay", [
+    ("cg", "W", "x86_64", 0.05), ("ep", "S", "x86_64", 0.3), ("is", "W", "x86_64", 0.0),
+    ("cg", "S", "aarch64", 0.5),
+])
+def test_npb_checkpointed_mid_run_still_verifies(images, env, tmp_path, kernel, klass, isa,
+                                                 delay):
+    image = images.get(f"npb-{kernel}", klass)
+    proc = subprocess.Popen([UHYVE, "run", image, "--isa", isa, "--name", "job"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    time.sleep(delay)
+    ck = run([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck"], env=env)
+    out, err = proc.communicate(timeout=300)
+    assert ck.returncode == 0, ck.stderr
+    assert "Verification" not in out and "checkpointed to" in err
+    p = run([UHYVE, "restore", tmp_path / "ck"], env=env)
+    assert p.returncode == 0, p.stderr
+    check(kernel, klass, p.stdout)
