@@ -26,7 +26,7 @@ VERSION_MINOR = 0
 MANIFEST = "checkpoint.json"
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason."""
 
 

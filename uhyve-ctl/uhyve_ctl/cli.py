@@ -103,13 +103,12 @@ def _control(vm, name: str):
 
 
 def _execute(args, restore=None) -> int:
-    from hexo.checkpoint import CheckpointError
     from hexo.image import ImageError
 
     t0 = time.perf_counter()
     try:
         vm = _start_vm(args, restore)
-    except (ImageError, CheckpointError, ValueError, OSError) as e:
+    except (ImageError, ValueError, OSError) as e:     # CheckpointError is a ValueError
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
     with vm:
