@@ -34,6 +34,7 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/migration.py
 
 clean:
 	rm -rf build $(VENV)

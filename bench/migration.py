@@ -1,0 +1,95 @@
+"""Migration benchmarks (pyperf), side by side in one run:
+
+    .venv/bin/python bench/migration.py [-o results.json] [pyperf options]
+
+- a small job (NPB CG class W, KVM) run plainly vs checkpointed at its first migration
+  point and restored: the ratio and the added milliseconds (target: added <= 50 ms);
+- the request-to-stopped and checkpoint-written times the hypervisor reports (one sample);
+- checkpoint size vs the job's application memory (data + bss + heap).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyperf
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IMAGE = ROOT / "build" / "bench" / "npb-cg.W.hexo"
+UHYVE = str(BIN / "uhyve-ctl")
+
+
+def migrated_run(loops: int) -> float:
+    """Run, checkpoint at the first migration point, restore to completion."""
+    total = 0.0
+    for _ in range(loops):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
+            sock = Path(tmp) / "run" / "bench.sock"
+            t0 = time.perf_counter()
+            job = subprocess.Popen([UHYVE, "run", str(IMAGE), "--name", "bench"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while not sock.exists():
+                time.sleep(0.0005)
+            subprocess.run([UHYVE, "checkpoint", "bench", "-o", f"{tmp}/ck"], env=env,
+                           capture_output=True, check=True)
+            job.wait()
+            out = subprocess.run([UHYVE, "restore", f"{tmp}/ck"], env=env, capture_output=True,
+                                 text=True, check=True).stdout
+            total += time.perf_counter() - t0
+            assert "SUCCESSFUL" in out
+    return total
+
+
+def checkpoint_size() -> tuple[int, int, float, float]:
+    """(stored checkpoint bytes, application memory bytes, stop ms, checkpoint ms) for one
+    checkpoint of the job."""
+    from hexo.checkpoint import Checkpoint
+    from hexo.image import Image
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
+        job = subprocess.Popen([UHYVE, "run", str(IMAGE), "--name", "size"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (Path(tmp) / "run" / "size.sock").exists():
+            time.sleep(0.0005)
+        ck_out = subprocess.run([UHYVE, "checkpoint", "size", "-o", f"{tmp}/ck"], env=env,
+                                check=True, capture_output=True, text=True).stdout
+        job.wait()
+        m = re.search(r"stopped in ([\d.]+) ms, written and verified in ([\d.]+) ms", ck_out)
+        ck = Checkpoint(f"{tmp}/ck")
+        areas = Image(IMAGE).manifest["layout"]["areas"]
+        heap = next(a.size for a in ck.areas if a.kind == "heap")
+        return (ck.stored_bytes, areas["bss"][1] - areas["data"][0] + heap, float(m[1]),
+                float(m[2]))
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=3, values=3, warmups=1)
+    runner.parse_args()
+    if not runner.args.worker:
+        IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([BIN / "hexo", "build", "--workload", "npb-cg", "--class", "W", "-o",
+                        IMAGE], check=True, stdout=subprocess.DEVNULL)
+    plain = runner.bench_command("cg-W-plain", [UHYVE, "run", str(IMAGE)])
+    migrated = runner.bench_time_func("cg-W-checkpoint-restore", migrated_run)
+    if runner.args.worker or plain is None or migrated is None:
+        return
+    stored, app, stop_ms, write_ms = checkpoint_size()
+    added = (migrated.mean() - plain.mean()) * 1e3
+    print("\nmigration (measured side by side in this run):")
+    print(f"  CG.W checkpoint+restore / plain run  {migrated.mean() / plain.mean():6.2f}x, "
+          f"+{added:.0f} ms per migration (target <= 50 ms added; H-Container: 10-100 ms)")
+    print(f"  checkpoint size / application memory {stored / app:6.2f} "
+          f"({stored} of {app} bytes)")
+    print(f"  request -> stopped {stop_ms:.1f} ms, checkpoint written and verified {write_ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
