@@ -61,14 +61,14 @@ hexo_resume:
     ret
     .size hexo_resume, . - hexo_resume
 
-/* hexo_main_trampoline(argc, argv, envp): main's caller. hexo_main_return is the one return
-   address below main on every stack, so a cross-ISA transform can map it by name. */
+/* hexo_main_trampoline(argc, argv, envp): main's caller. The local symbol hexo_main_return is
+   the one return address below main on every stack, so a cross-ISA transform can map it by
+   name (it is local because its offset in the function differs between ISAs). */
     .section .text.hexo_main_trampoline, "ax", %progbits
     .globl hexo_main_trampoline
     .type hexo_main_trampoline, %function
 hexo_main_trampoline:
     bl main
-    .globl hexo_main_return
 hexo_main_return:
     bl exit
     udf #0

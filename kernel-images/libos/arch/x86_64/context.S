@@ -49,15 +49,15 @@ hexo_resume:
     jmpq *CTX(PC)(%rdi)
     .size hexo_resume, . - hexo_resume
 
-/* hexo_main_trampoline(argc, argv, envp): main's caller. hexo_main_return is the one return
-   address below main on every stack, so a cross-ISA transform can map it by name. */
+/* hexo_main_trampoline(argc, argv, envp): main's caller. The local symbol hexo_main_return is
+   the one return address below main on every stack, so a cross-ISA transform can map it by
+   name (it is local because its offset in the function differs between ISAs). */
     .section .text.hexo_main_trampoline, "ax", @progbits
     .globl hexo_main_trampoline
     .type hexo_main_trampoline, @function
 hexo_main_trampoline:
     subq $8, %rsp
     call main
-    .globl hexo_main_return
 hexo_main_return:
     movl %eax, %edi
     call exit
