@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	# setuptools' editable import hook costs ~20 ms at every interpreter start, more than a
 	# VM boot; plain path entries give the same imports for free.
 	for pth in $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/__editable__.hexo-*.pth; do \
-	  printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/uhyve-ctl" > "$$pth"; done
+	  printf '%s\n%s\n%s\n' "$(CURDIR)" "$(CURDIR)/uhyve-ctl" "$(CURDIR)/scheduler" > "$$pth"; done
 	touch $@
 
 demo: deps

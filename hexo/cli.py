@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--native", action="store_true",
                    help="build an ordinary Linux executable for this host instead")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
+    from hexo_sched.cli import add_simulate_arguments
+    add_simulate_arguments(sub.add_parser(
+        "simulate", help="simulate offloading jobs from a server to boards with a policy"))
     i = sub.add_parser("inspect", help="show what an image or a checkpoint holds")
     i.add_argument("image", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -127,14 +130,19 @@ def _inspect(args) -> int:
     return 0
 
 
+def _simulate(args) -> int:
+    from hexo_sched.cli import simulate
+    return simulate(args)
+
+
 def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .image import ImageError
     from .toolchain.sysroot import ToolchainError
     args = _parser().parse_args(argv)
     try:
-        return {"workloads": _workloads, "build": _build, "inspect": _inspect}[args.cmd](
-            *([args] if args.cmd != "workloads" else []))
+        return {"workloads": _workloads, "build": _build, "inspect": _inspect,
+                "simulate": _simulate}[args.cmd](*([args] if args.cmd != "workloads" else []))
     except (ToolchainError, ImageError, CheckpointError, ValueError) as e:
         print(f"hexo: error: {e}", file=sys.stderr)
         return 1

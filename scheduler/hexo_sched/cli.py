@@ -1,0 +1,131 @@
+"""Command line: `hexo-sched simulate|model|counters`; `hexo simulate` reuses the same parser
+and handler (add_simulate_arguments, simulate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from . import paper
+
+
+def parse_duration(text: str) -> float:
+    """'1h', '30m', '90s' or plain seconds."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([hms]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (e.g. 1h, 30m, 3600)")
+    return float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "": 1}[m.group(2)]
+
+
+def parse_job_sets(text: str) -> dict[str, tuple[str, ...]]:
+    """'paper' (the four §5.2 sets), a set name (EP+CG, mix5) or benchmarks 'EP,CG'."""
+    if text == "paper":
+        return dict(paper.JOB_SETS)
+    if text in paper.JOB_SETS:
+        return {text: paper.JOB_SETS[text]}
+    names = {b.upper(): b for b in (*paper.POTATO_SLOWDOWN, *paper.POTATO_SLOWDOWN_FIG1)}
+    jobs = []
+    for b in text.split(","):
+        if b.strip().upper() not in names:
+            raise argparse.ArgumentTypeError(f"unknown benchmark {b!r} (known: "
+                                             f"{', '.join(names.values())})")
+        jobs.append(names[b.strip().upper()])
+    jobs = tuple(jobs)
+    label = next((k for k, v in paper.JOB_SETS.items() if v == jobs), "+".join(jobs))
+    return {label: jobs}
+
+
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=parse_job_sets, default="paper",
+                   help="'paper' (default: the four §5.2 sets), EP+CG, mix5, or EP,CG,...")
+    p.add_argument("--setup", default="X,XP,X3P,2X",
+                   help="setups among X, XP, X3P, 2X, comma-separated (X is always run)")
+    p.add_argument("--duration", type=parse_duration, default=paper.RUN_SECONDS,
+                   help="simulated time, e.g. 1h (default)")
+    p.add_argument("--policy", choices=["hexo", "cost-aware", "both"], default="hexo")
+    p.add_argument("--link-mbit", type=float, default=paper.BOARD_LINK_MBIT)
+    p.add_argument("--work-s", type=float, default=None,
+                   help="run time of every job on the Xeon, s (an assumption; see output)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the policy comparison (several seeds, jittered lengths)")
+    p.add_argument("--plot", metavar="PNG", help="write throughput and energy charts here")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from . import simulation as sim
+    job_sets = args.jobs if isinstance(args.jobs, dict) else parse_job_sets(args.jobs)
+    setups = tuple(s.strip() for s in args.setup.split(","))
+    bad = [s for s in setups if s not in paper.SETUPS]
+    if bad:
+        print(f"unknown setup(s) {bad}; known: {', '.join(paper.SETUPS)}", file=sys.stderr)
+        return 2
+    if "X" not in setups:
+        setups = ("X",) + setups
+    policies = ("hexo", "cost-aware") if args.policy == "both" else (args.policy,)
+    work_s = args.work_s if args.work_s is not None else sim.DEFAULT_WORK_S
+    exp = sim.run_experiment(job_sets, setups, policies, args.duration, args.link_mbit,
+                             work_s=work_s)
+    cmp = sim.compare_policies(work_s=work_s, duration=args.duration) if args.compare else None
+    if args.plot:
+        sim.plot(exp, args.plot, cmp)
+    if args.json:
+        print(json.dumps({"experiment": exp, "comparison": cmp} if cmp else exp, indent=1))
+    else:
+        print(sim.format_results(exp))
+        if cmp:
+            print(sim.format_comparison(cmp))
+    return 0
+
+
+def model_report(args: argparse.Namespace) -> int:
+    from .model import report
+    r = report(args.dataset)
+    if args.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"{r['dataset']}: {r['rows']} rows")
+    for line in r["provenance"]:
+        print(f"  # {line}")
+    for board, m in r["boards"].items():
+        if "not_computed" in m:
+            print(f"  {board}: {m['rows']} labelled rows; metrics not computed: "
+                  f"{m['not_computed']}")
+        else:
+            print(f"  {board}: {m['rows']} rows, {len(m['benchmarks'])} benchmarks; training "
+                  f"R² {m['train_r2']:.3f} (r {m['train_r']:.3f}); leave-one-benchmark-out "
+                  f"R² {m['lobo_r2']:.3g}, MAPE {m['lobo_mape_pct']:.1f}% (held in the "
+                  f"training range: R² {m['lobo_r2_clipped']:.3g}, MAPE "
+                  f"{m['lobo_mape_clipped_pct']:.1f}%)")
+    return 0
+
+
+def counters_report(args: argparse.Namespace) -> int:
+    from .counters import hardware_counters
+    ok, why = hardware_counters()
+    print(("hardware counters: yes" if ok else "hardware counters: NO") + f" ({why})")
+    if not ok:
+        print("fallback: per-image calibration rates (python -m hexo_sched.calibrate), "
+              "labelled as such in every estimate")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .model import DEFAULT_DATASET
+    p = argparse.ArgumentParser(prog="hexo-sched", description="hexo scheduler tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    add_simulate_arguments(sub.add_parser("simulate", help="simulate HEXO's consolidation "
+                                                           "experiment with a policy"))
+    m = sub.add_parser("model", help="slowdown model metrics of a calibration dataset")
+    m.add_argument("--dataset", default=str(DEFAULT_DATASET))
+    m.add_argument("--json", action="store_true")
+    sub.add_parser("counters", help="say whether hardware counters work here")
+    args = p.parse_args(argv)
+    return {"simulate": simulate, "model": model_report, "counters": counters_report}[
+        args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Slowdown model: linear regression from a job's counter rates on the server to its slowdown
+on a board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95,
+R² = 0.90 on NPB for the Potato, a training fit).
+
+Datasets are CSV files whose `#` header lines state where every column comes from; loading one
+without them fails. A training fit says little with a handful of benchmarks, so `evaluate`
+reports leave-one-benchmark-out (LOBO) R² and mean absolute percentage error: each benchmark is
+predicted by a model that never saw it, which is the daemon's situation with a new image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import mean_absolute_percentage_error, r2_score
+
+FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
+COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
+           "counters_source"]
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
+EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
+
+
+class DatasetError(ValueError):
+    pass
+
+
+class InsufficientData(ValueError):
+    """Too few labelled rows or benchmarks for what was asked; the message says how many."""
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame
+    provenance: list[str]
+    path: Path | None = None
+
+    def labelled(self, board: str | None = None) -> pd.DataFrame:
+        """Rows with a slowdown and all three rates (for `board` when given)."""
+        df = self.frame
+        if board is not None:
+            df = df[df["board"] == board]
+        return df.dropna(subset=["slowdown", *FEATURES])
+
+    @property
+    def boards(self) -> list[str]:
+        return sorted(self.frame["board"].dropna().unique())
+
+
+def load_dataset(path: str | os.PathLike) -> Dataset:
+    path = Path(path)
+    with open(path) as f:
+        provenance = []
+        for line in f:
+            if not line.startswith("#"):
+                break
+            provenance.append(line[1:].strip())
+    if not provenance:
+        raise DatasetError(f"{path}: no provenance ('#' header lines saying where the data "
+                           "comes from)")
+    frame = pd.read_csv(path, comment="#")
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing columns {missing}")
+    unsourced = frame[frame["slowdown"].notna() & frame["slowdown_source"].isna()]
+    unsourced = pd.concat([unsourced, frame[frame["instructions_per_s"].notna()
+                                            & frame["counters_source"].isna()]])
+    if not unsourced.empty:
+        raise DatasetError(f"{path}: values without a source in rows "
+                           f"{sorted(set(unsourced.index))}")
+    return Dataset(frame, provenance, path)
+
+
+class SlowdownModel:
+    """slowdown ≈ w · (instructions/s, LLC references/s, LLC misses/s) + b, for one board model.
+
+    A linear model extrapolates without bound, so predictions are held inside the range of
+    slowdowns it was trained on; `predict` says when it did so."""
+
+    def __init__(self, board: str):
+        self.board = board
+        self.reg = LinearRegression()
+        self.range: tuple[float, float] | None = None
+
+    def fit(self, rows: pd.DataFrame) -> SlowdownModel:
+        if len(rows) < len(FEATURES) + 1:
+            raise InsufficientData(f"{len(rows)} labelled rows for board {self.board}; a "
+                                   f"linear model on {len(FEATURES)} rates needs at least "
+                                   f"{len(FEATURES) + 1}")
+        self.reg.fit(rows[FEATURES].to_numpy(float), rows["slowdown"].to_numpy(float))
+        self.range = (float(rows["slowdown"].min()), float(rows["slowdown"].max()))
+        return self
+
+    def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.reg.predict(rows[FEATURES].to_numpy(float))
+
+    def predict(self, features) -> tuple[float, bool]:
+        """(estimated slowdown, whether it was clipped to the training range)."""
+        if self.range is None:
+            raise RuntimeError("model not fitted")
+        x = features.features() if hasattr(features, "features") else list(features)
+        raw = float(self.reg.predict(np.asarray([x], float))[0])
+        lo, hi = self.range
+        est = min(max(raw, lo), hi)
+        return est, est != raw
+
+
+def lobo(rows: pd.DataFrame, board: str) -> pd.DataFrame:
+    """Held-out prediction for every row: the model is trained without the row's benchmark
+    (`predicted`; `predicted_clipped` is held in that model's training range, as `predict`)."""
+    benches = sorted(rows["benchmark"].unique())
+    if len(benches) < 3:
+        raise InsufficientData(f"{len(benches)} labelled benchmark(s) for board {board} "
+                               f"({', '.join(benches) or 'none'}); leave-one-benchmark-out "
+                               "needs at least 3")
+    out = rows.copy()
+    for b in benches:
+        train, test = rows[rows["benchmark"] != b], rows["benchmark"] == b
+        m = SlowdownModel(board).fit(train)
+        out.loc[test, "predicted"] = m.predict_rows(rows[test])
+        out.loc[test, "predicted_clipped"] = out.loc[test, "predicted"].clip(*m.range)
+    return out
+
+
+def evaluate(rows: pd.DataFrame, board: str) -> dict:
+    """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped."""
+    held = lobo(rows, board)
+    y = rows["slowdown"].to_numpy(float)
+    train_pred = SlowdownModel(board).fit(rows).predict_rows(rows)
+    r2_train = float(r2_score(y, train_pred))
+    return {"board": board, "rows": len(rows),
+            "benchmarks": sorted(rows["benchmark"].unique()),
+            "train_r2": r2_train, "train_r": float(np.corrcoef(y, train_pred)[0, 1]),
+            "lobo_r2": float(r2_score(y, held["predicted"])),
+            "lobo_mape_pct": 100.0 * float(mean_absolute_percentage_error(y, held["predicted"])),
+            "lobo_r2_clipped": float(r2_score(y, held["predicted_clipped"])),
+            "lobo_mape_clipped_pct": 100.0 * float(
+                mean_absolute_percentage_error(y, held["predicted_clipped"])),
+            "lobo_predictions": [
+                {"benchmark": r.benchmark, "npb_class": r.npb_class, "slowdown": r.slowdown,
+                 "predicted": float(r.predicted)} for r in held.itertuples()]}
+
+
+def report(path: str | os.PathLike = DEFAULT_DATASET) -> dict:
+    """Metrics per board in a dataset, or why they cannot be computed."""
+    ds = load_dataset(path)
+    out = {"dataset": Path(path).name, "provenance": ds.provenance, "rows": len(ds.frame),
+           "boards": {}}
+    for board in ds.boards:
+        rows = ds.labelled(board)
+        try:
+            out["boards"][board] = evaluate(rows, board)
+        except InsufficientData as e:
+            out["boards"][board] = {"board": board, "rows": len(rows),
+                                    "benchmarks": sorted(rows["benchmark"].unique()),
+                                    "not_computed": str(e)}
+    return out

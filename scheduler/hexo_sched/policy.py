@@ -1,0 +1,687 @@
+"""Scheduler state and decisions, with no I/O, clock or thread.
+
+The live daemon and the simulator both feed the same objects with events (a job was submitted,
+finished, a migration released its source or completed, a slowdown estimate arrived, a timer
+ticked) stamped with the time they happened, and carry out the actions returned (Run, Migrate,
+Wait). A decision updates the state at once (resources are reserved when an action is issued), so
+the state always describes what has been ordered; the driver reports back what really happened.
+Every action carries the reason it was taken, for logs and `hexo status`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    MIGRATING = "migrating"
+    DONE = "done"
+
+
+class TransitionError(RuntimeError):
+    """An event that the current state does not allow (a driver bug, or a lost event)."""
+
+
+@dataclass
+class Machine:
+    """A server or a board. One job per core; RAM is a hard cap (HEXO §3.4)."""
+
+    name: str
+    kind: str                        # "server" or "board"
+    model: str                       # key into power models and slowdown estimates
+    cores: int
+    ram_mb: float
+    reserved_cores: int = 0          # kept for host software (HEXO §5.2 leaves 1 of 4 free)
+    link_mbit: float | None = None   # network link to the server; boards only
+    checkpoint_mb_s: float = 100.0   # writing a checkpoint file on this machine
+    restore_mb_s: float = 100.0      # reading a checkpoint back into a new VM
+
+    def __post_init__(self):
+        if self.kind not in ("server", "board"):
+            raise ValueError(f"machine {self.name}: kind must be server or board")
+        if not 0 <= self.reserved_cores < self.cores:
+            raise ValueError(f"machine {self.name}: reserved cores must leave at least one core")
+
+    @property
+    def usable_cores(self) -> int:
+        return self.cores - self.reserved_cores
+
+
+@dataclass
+class Migration:
+    src: str
+    dst: str
+    reason: str
+    started_at: float
+    source_released: bool = False    # checkpoint written (or every page pulled, post-copy)
+
+
+@dataclass
+class Job:
+    """A unikernel job. `slowdown` holds estimates (board model -> slowdown vs a server)."""
+
+    id: str
+    vcpus: int = 1
+    mem_mb: float = 256.0
+    benchmark: str = ""
+    checkpoint_mb: float | None = None
+    work_s: float | None = None      # expected server run time, when the submitter gives one
+    slowdown: dict[str, float] = field(default_factory=dict)
+    state: JobState = JobState.QUEUED
+    location: str | None = None      # where it runs, or where it runs from while migrating
+    migration: Migration | None = None
+    done_s: float = 0.0              # server-equivalent seconds of work done (estimated)
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    migrations: int = 0
+
+    def speed_on(self, machine: Machine) -> float | None:
+        """Work per second on `machine` relative to a server; None if not yet estimated."""
+        if machine.kind == "server":
+            return 1.0
+        s = self.slowdown.get(machine.model)
+        return None if s is None else 1.0 / s
+
+
+@dataclass(frozen=True)
+class Run:
+    job: str
+    machine: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Migrate:
+    job: str
+    src: str
+    dst: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+
+
+Action = Run | Migrate | Wait
+
+
+class ClusterState:
+    """Machines, jobs and the queue; transitions check their preconditions and raise otherwise."""
+
+    def __init__(self, machines: list[Machine]):
+        names = [m.name for m in machines]
+        if len(set(names)) != len(names):
+            raise ValueError("machine names must be unique")
+        if not any(m.kind == "server" for m in machines):
+            raise ValueError("a cluster needs a server")
+        self.machines = {m.name: m for m in machines}
+        self.jobs: dict[str, Job] = {}
+        self.active: dict[str, Job] = {}     # every job not done, so that queries stay cheap
+        self.queue: list[str] = []
+        self.now = 0.0
+        self.queue_empty_since: float | None = 0.0
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def servers(self) -> list[Machine]:
+        return [m for m in self.machines.values() if m.kind == "server"]
+
+    @property
+    def boards(self) -> list[Machine]:
+        return [m for m in self.machines.values() if m.kind == "board"]
+
+    def holders(self, machine: str) -> list[Job]:
+        """Jobs holding cores and RAM on `machine`: running there, or migrating to or from it."""
+        out = []
+        for j in self.active.values():
+            if j.state is JobState.RUNNING and j.location == machine:
+                out.append(j)
+            elif j.state is JobState.MIGRATING:
+                if j.migration.dst == machine or (j.location == machine
+                                                  and not j.migration.source_released):
+                    out.append(j)
+        return out
+
+    def used(self, machine: str) -> tuple[int, float]:
+        hs = self.holders(machine)
+        return sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs)
+
+    def free(self, machine: str) -> tuple[int, float]:
+        m = self.machines[machine]
+        cores, ram = self.used(machine)
+        return m.usable_cores - cores, m.ram_mb - ram
+
+    def fits(self, job: Job, machine: str) -> bool:
+        cores, ram = self.free(machine)
+        return job.vcpus <= cores and job.mem_mb <= ram
+
+    def running_on(self, machine: str) -> list[Job]:
+        """Jobs computing on `machine` (not migrating), oldest start first."""
+        js = [j for j in self.active.values()
+              if j.state is JobState.RUNNING and j.location == machine]
+        return sorted(js, key=lambda j: (j.started_at, j.id))
+
+    def migrating(self) -> list[Job]:
+        return [j for j in self.active.values() if j.state is JobState.MIGRATING]
+
+    # -- transitions ---------------------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Account the work done since the last event, from the slowdown estimates."""
+        if now < self.now:
+            raise TransitionError(f"time went backwards: {now} < {self.now}")
+        dt = now - self.now
+        if dt:
+            for j in self.active.values():
+                if j.state is JobState.RUNNING:
+                    speed = j.speed_on(self.machines[j.location])
+                    j.done_s += dt * (speed if speed is not None else 0.0)
+        self.now = now
+
+    def submit(self, job: Job) -> None:
+        if job.id in self.jobs:
+            raise TransitionError(f"job {job.id} submitted twice")
+        if job.vcpus < 1 or job.mem_mb <= 0:
+            raise ValueError(f"job {job.id}: needs at least one vCPU and some RAM")
+        job.state, job.location, job.submitted_at = JobState.QUEUED, None, self.now
+        self.jobs[job.id] = self.active[job.id] = job
+        self.queue.append(job.id)
+        self.queue_empty_since = None
+
+    def start(self, job_id: str, machine: str) -> None:
+        j = self._job(job_id, JobState.QUEUED)
+        if not self.fits(j, machine):
+            raise TransitionError(f"job {job_id} does not fit on {machine}")
+        self.queue.remove(job_id)
+        if not self.queue:
+            self.queue_empty_since = self.now
+        j.state, j.location, j.started_at = JobState.RUNNING, machine, self.now
+
+    def begin_migration(self, job_id: str, dst: str, reason: str) -> None:
+        j = self._job(job_id, JobState.RUNNING)
+        if dst == j.location:
+            raise TransitionError(f"job {job_id} is already on {dst}")
+        if not self.fits(j, dst):
+            raise TransitionError(f"job {job_id} does not fit on {dst}")
+        j.state = JobState.MIGRATING
+        j.migration = Migration(j.location, dst, reason, self.now)
+        j.migrations += 1
+
+    def release_source(self, job_id: str) -> None:
+        j = self._job(job_id, JobState.MIGRATING)
+        if j.migration.source_released:
+            raise TransitionError(f"job {job_id}: source released twice")
+        j.migration.source_released = True
+
+    def end_migration(self, job_id: str) -> None:
+        j = self._job(job_id, JobState.MIGRATING)
+        if not j.migration.source_released:
+            j.migration.source_released = True
+        j.state, j.location, j.migration = JobState.RUNNING, j.migration.dst, None
+
+    def abort_migration(self, job_id: str) -> None:
+        """The migration failed: the job goes on at the source if it still holds it, else it is
+        queued again at the head (to be restarted from its checkpoint or from scratch)."""
+        j = self._job(job_id, JobState.MIGRATING)
+        if j.migration.source_released:
+            self._requeue(j)
+        else:
+            j.state, j.migration = JobState.RUNNING, None
+
+    def fail(self, job_id: str) -> None:
+        """A job could not be started or died: queue it again at the head."""
+        j = self.jobs[job_id]
+        if j.state not in (JobState.RUNNING, JobState.MIGRATING):
+            raise TransitionError(f"job {job_id} is {j.state.value}, not running")
+        self._requeue(j)
+
+    def finish(self, job_id: str) -> None:
+        j = self._job(job_id, JobState.RUNNING)
+        j.state, j.finished_at = JobState.DONE, self.now
+        del self.active[job_id]
+
+    def _requeue(self, j: Job) -> None:
+        j.state, j.location, j.migration, j.done_s = JobState.QUEUED, None, None, 0.0
+        self.queue.insert(0, j.id)
+        self.queue_empty_since = None
+
+    def _job(self, job_id: str, state: JobState) -> Job:
+        j = self.jobs.get(job_id)
+        if j is None:
+            raise TransitionError(f"no job {job_id}")
+        if j.state is not state:
+            raise TransitionError(f"job {job_id} is {j.state.value}, not {state.value}")
+        return j
+
+
+def check_invariants(state: ClusterState) -> None:
+    """Raise AssertionError when the state is impossible: a core or RAM cap exceeded, a job held
+    in no place or two (outside the window of a migration), a queue out of step with job states.
+    A second migration of a migrating job cannot be represented (one `migration` per job, and
+    `begin_migration` needs a running job). Cheap enough to run after every event."""
+    for m in state.machines.values():
+        cores, ram = state.used(m.name)
+        assert cores <= m.usable_cores, f"{m.name}: {cores} cores used of {m.usable_cores}"
+        assert ram <= m.ram_mb + 1e-9, f"{m.name}: {ram} MB used of {m.ram_mb}"
+    for j in state.jobs.values():
+        assert (j.id in state.active) == (j.state is not JobState.DONE), f"{j.id}: index"
+        if j.state is JobState.QUEUED:
+            assert j.location is None and j.migration is None, f"{j.id}: queued but placed"
+        elif j.state is JobState.RUNNING:
+            assert j.location in state.machines and j.migration is None, f"{j.id}: bad placement"
+        elif j.state is JobState.MIGRATING:
+            mg = j.migration
+            assert mg is not None and mg.src == j.location and mg.dst in state.machines, j.id
+            assert mg.src != mg.dst, f"{j.id}: migrates to where it is"
+        else:
+            assert j.migration is None and j.finished_at is not None, f"{j.id}: bad done state"
+    queued = [j.id for j in state.active.values() if j.state is JobState.QUEUED]
+    assert sorted(queued) == sorted(state.queue), "queue and queued jobs differ"
+    assert len(set(state.queue)) == len(state.queue), "a job is queued twice"
+    held = {m: {j.id for j in state.holders(m)} for m in state.machines}
+    for j in state.active.values():
+        where = [m for m in state.machines if j.id in held[m]]
+        if j.state is JobState.RUNNING:
+            assert where == [j.location], f"{j.id}: held by {where}"
+        elif j.state is JobState.MIGRATING:
+            expect = {j.migration.dst} | ({j.location} if not j.migration.source_released
+                                          else set())
+            assert set(where) == expect, f"{j.id}: held by {where}, expected {expect}"
+        else:
+            assert where == [], f"{j.id}: queued but held by {where}"
+
+
+class Policy:
+    """Base of all policies: applies events to the state, then asks `decide` for actions.
+
+    Subclasses implement `decide(now)` (and may override `on_tick`). The returned actions are
+    already applied to the state: the driver must carry them out and report the outcome.
+    """
+
+    name = "base"
+
+    def __init__(self, state: ClusterState):
+        self.state = state
+        self.log: list[tuple[float, Action]] = []
+
+    # -- events --------------------------------------------------------------------------------
+    def on_submit(self, job: Job, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.submit(job)
+        return self._decide(now)
+
+    def on_job_finished(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.finish(job_id)
+        self.learn_finished(self.state.jobs[job_id])
+        return self._decide(now)
+
+    def on_source_released(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.release_source(job_id)
+        return self._decide(now)
+
+    def on_migration_finished(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.end_migration(job_id)
+        return self._decide(now)
+
+    def on_migration_failed(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.abort_migration(job_id)
+        return self._decide(now)
+
+    def on_job_failed(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.fail(job_id)
+        return self._decide(now)
+
+    def on_estimate(self, job_id: str, board_model: str, slowdown: float,
+                    now: float) -> list[Action]:
+        """A slowdown estimate for a job, e.g. from counters sampled on the server."""
+        if not slowdown > 0:
+            raise ValueError(f"slowdown must be positive, got {slowdown}")
+        self.state.advance(now)
+        self.state.jobs[job_id].slowdown[board_model] = slowdown
+        self.learn_estimate(self.state.jobs[job_id], board_model, slowdown)
+        return self._decide(now)
+
+    def on_tick(self, now: float) -> list[Action]:
+        self.state.advance(now)
+        return self._decide(now)
+
+    # -- for subclasses ------------------------------------------------------------------------
+    def decide(self, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def learn_finished(self, job: Job) -> None:
+        """Hook: a job finished (policies that learn from history override it)."""
+
+    def learn_estimate(self, job: Job, board_model: str, slowdown: float) -> None:
+        """Hook: an estimate arrived."""
+
+    def run(self, job: Job, machine: str, reason: str) -> Run:
+        self.state.start(job.id, machine)
+        return Run(job.id, machine, reason)
+
+    def migrate(self, job: Job, dst: str, reason: str) -> Migrate:
+        src = job.location
+        self.state.begin_migration(job.id, dst, reason)
+        return Migrate(job.id, src, dst, reason)
+
+    def _decide(self, now: float) -> list[Action]:
+        actions = self.decide(now)
+        self.log.extend((now, a) for a in actions)
+        return actions
+
+    # -- helpers shared by policies -------------------------------------------------------------
+    def place_on_server(self, job: Job) -> Run | None:
+        for s in self.state.servers:
+            if self.state.fits(job, s.name):
+                cores, ram = self.state.free(s.name)
+                return self.run(job, s.name, f"{job.id} fits on server {s.name} "
+                                             f"({cores} cores, {ram:.0f} MB free)")
+        return None
+
+    def pending_release(self, job: Job) -> Job | None:
+        """A migration already under way whose release of a server would let `job` fit there."""
+        for v in self.state.migrating():
+            src = self.state.machines[v.location]
+            if src.kind == "server" and not v.migration.source_released:
+                cores, ram = self.state.free(src.name)
+                if job.vcpus <= cores + v.vcpus and job.mem_mb <= ram + v.mem_mb:
+                    return v
+        return None
+
+    def frees_enough(self, victim: Job, job: Job) -> bool:
+        cores, ram = self.state.free(victim.location)
+        return job.vcpus <= cores + victim.vcpus and job.mem_mb <= ram + victim.mem_mb
+
+    def idle_for(self, now: float) -> float:
+        since = self.state.queue_empty_since
+        return 0.0 if since is None else now - since
+
+
+class HexoPolicy(Policy):
+    """HEXO's policy (paper §3.4), as stated there.
+
+    The queue head J runs on the server if it fits; otherwise the running server job V with the
+    lowest estimated slowdown that fits a board is offloaded and J runs once V's checkpoint has
+    freed the server; otherwise J waits for a job to end. When no job has been queued for
+    `idle_after_s`, jobs come back from the boards, largest expected speedup first. Ties between
+    equal estimates go to the job that started first. A job with no estimate yet (no counter
+    sample so far) is not a candidate.
+    """
+
+    name = "hexo"
+
+    def __init__(self, state: ClusterState, idle_after_s: float = 60.0):
+        super().__init__(state)
+        self.idle_after_s = idle_after_s
+
+    def decide(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while self.state.queue:
+            job = self.state.jobs[self.state.queue[0]]
+            run = self.place_on_server(job)
+            if run:
+                actions.append(run)
+                continue
+            pending = self.pending_release(job)
+            if pending:
+                actions.append(Wait(f"{job.id} waits for {pending.id} to leave "
+                                    f"{pending.location}"))
+                break
+            offload = self.offload_for(job)
+            actions.append(offload or Wait(f"{job.id} does not fit on a server and no running "
+                                           "job can be offloaded to a board"))
+            break
+        if not self.state.queue:
+            actions += self.bring_back(now)
+        return actions
+
+    def offload_for(self, job: Job) -> Migrate | None:
+        best = None
+        candidates = 0
+        for srv in self.state.servers:
+            for v in self.state.running_on(srv.name):
+                if not self.frees_enough(v, job):
+                    continue
+                for b in self.state.boards:
+                    s = v.slowdown.get(b.model)
+                    if s is None or not self.state.fits(v, b.name):
+                        continue
+                    candidates += 1
+                    if best is None or s < best[0]:
+                        best = (s, v, b)
+        if best is None:
+            return None
+        s, v, b = best
+        return self.migrate(v, b.name, f"{job.id} does not fit on the server; {v.id} has the "
+                                       f"lowest estimated slowdown on {b.name} ({s:.3g}x) of "
+                                       f"{candidates} candidate placements")
+
+    def bring_back(self, now: float) -> list[Action]:
+        idle = self.idle_for(now)
+        if idle < self.idle_after_s:
+            return []
+        out: list[Action] = []
+        on_boards = [j for b in self.state.boards for j in self.state.running_on(b.name)]
+        on_boards.sort(key=lambda j: (-j.slowdown.get(self.state.machines[j.location].model,
+                                                      1.0), j.started_at, j.id))
+        for j in on_boards:
+            srv = next((s for s in self.state.servers if self.state.fits(j, s.name)), None)
+            if srv is None:
+                break
+            s = j.slowdown.get(self.state.machines[j.location].model, 1.0)
+            out.append(self.migrate(j, srv.name, f"no job queued for {idle:.0f} s; {j.id} has "
+                                                 f"the largest expected speedup ({s:.3g}x)"))
+        return out
+
+
+class CostAwarePolicy(HexoPolicy):
+    """Ours: values every board placement by the work it buys per second of board time,
+    migration included, and keeps board cores for jobs that use them well.
+
+    When the queue head J does not fit on a server, the candidates are, for each board: start J
+    there directly (its image has a slowdown estimate from an earlier run; no migration), or
+    offload a running server job V (HEXO's move). A candidate's efficiency is
+    R / (t_mig + R * s): R the remaining server-seconds of work, t_mig the time the board core is
+    held by checkpoint, transfer and restore, s the slowdown. R comes from the job's `work_s` or
+    the mean length of finished jobs of the same benchmark; unknown R counts as unbounded (the
+    efficiency is then HEXO's 1/s). Then:
+
+    - none is taken while the free board cores are no more than the jobs on servers or queued
+      (the next `lookahead`) that would use a board core at least 1/`reserve` times better
+      (a CG at 30x does not take the board core an EP at 3x will want soon; with cores to
+      spare, it does);
+    - among candidates within `tolerance` of the best efficiency, the one that commits the board
+      core for the least time wins (the same work rate, shorter turnaround, less work in flight),
+      then a direct start (no migration), then the oldest job;
+    - no offload starts when a server job is expected to end before the victim's checkpoint
+      would free its core.
+
+    On idle, a job comes back only if that ends it sooner, biggest saving first.
+    """
+
+    name = "cost-aware"
+
+    def __init__(self, state: ClusterState, idle_after_s: float = 60.0, reserve: float = 0.5,
+                 tolerance: float = 0.1, direct_start: bool = True,
+                 lookahead: int | None = None):
+        super().__init__(state, idle_after_s)
+        self.reserve, self.tolerance, self.direct_start = reserve, tolerance, direct_start
+        self.lookahead = lookahead
+        self.lengths: dict[str, list[float]] = {}
+        self.estimates: dict[tuple[str, str], float] = {}
+
+    def learn_finished(self, job: Job) -> None:
+        if job.benchmark:
+            self.lengths.setdefault(job.benchmark, []).append(job.done_s)
+
+    def learn_estimate(self, job: Job, board_model: str, slowdown: float) -> None:
+        if job.benchmark:
+            self.estimates[(job.benchmark, board_model)] = slowdown
+
+    def expected_work(self, job: Job) -> float | None:
+        if job.work_s is not None:
+            return job.work_s
+        done = self.lengths.get(job.benchmark)
+        return sum(done) / len(done) if done else None
+
+    def remaining(self, job: Job) -> float | None:
+        """Server-seconds left; None when unknown or when the job has outrun its estimate."""
+        w = self.expected_work(job)
+        return None if w is None or job.done_s >= w else w - job.done_s
+
+    def slowdown(self, job: Job, board: Machine) -> float | None:
+        s = job.slowdown.get(board.model)
+        return s if s is not None else self.estimates.get((job.benchmark, board.model))
+
+    def migration_s(self, job: Job, src: Machine, dst: Machine) -> float:
+        """Checkpoint on src, transfer over the board's link, restore on dst."""
+        mb = checkpoint_mb(job)
+        board = dst if dst.kind == "board" else src
+        link = board.link_mbit or float("inf")
+        return mb / src.checkpoint_mb_s + mb * 8.0 / link + mb / dst.restore_mb_s
+
+    def decide(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while self.state.queue:
+            job = self.state.jobs[self.state.queue[0]]
+            run = self.place_on_server(job)
+            if run:
+                actions.append(run)
+                continue
+            pending = self.pending_release(job)
+            if pending:
+                actions.append(Wait(f"{job.id} waits for {pending.id} to leave "
+                                    f"{pending.location}"))
+                break
+            choice = self.best_board_move(job)
+            actions.append(choice)
+            if not isinstance(choice, Run):
+                break
+        if not self.state.queue:
+            actions += self.bring_back(now)
+        return actions
+
+    def candidates(self, job: Job) -> list[tuple]:
+        """(efficiency, board-seconds committed, start time, kind, job, board, slowdown, t_mig)"""
+        out = []
+        for b in self.state.boards:
+            if self.direct_start and self.state.fits(job, b.name):
+                s = self.slowdown(job, b)
+                if s is not None:
+                    w = self.expected_work(job)
+                    out.append((1.0 / s, math.inf if w is None else w * s, math.inf, "run",
+                                job, b, s, 0.0))
+            for srv in self.state.servers:
+                for v in self.state.running_on(srv.name):
+                    s = v.slowdown.get(b.model)
+                    if s is None or not self.state.fits(v, b.name) \
+                            or not self.frees_enough(v, job):
+                        continue
+                    r, t = self.remaining(v), self.migration_s(v, srv, b)
+                    if r is None:
+                        out.append((1.0 / s, math.inf, v.started_at, "migrate", v, b, s, t))
+                    else:
+                        out.append((r / (t + r * s), t + r * s, v.started_at, "migrate", v, b,
+                                    s, t))
+        return out
+
+    def better_jobs_soon(self, efficiency: float) -> list[Job]:
+        """Jobs on servers or among the next `lookahead` queued ones (all when None) that would
+        use a board core at least 1/reserve times better than `efficiency`."""
+        pool = [self.state.jobs[i] for i in self.state.queue[:self.lookahead]]
+        pool += [j for m in self.state.servers for j in self.state.running_on(m.name)]
+        out = []
+        for j in pool:
+            ss = [self.slowdown(j, b) for b in self.state.boards]
+            ss = [x for x in ss if x is not None]
+            if ss and self.reserve * (1.0 / min(ss)) > efficiency:
+                out.append(j)
+        return out
+
+    def best_board_move(self, job: Job) -> Action:
+        cands = self.candidates(job)
+        if not cands:
+            return Wait(f"{job.id} does not fit on a server and no job has a board placement")
+        top = max(c[0] for c in cands)
+        pool = [c for c in cands if c[0] >= (1.0 - self.tolerance) * top]
+        eff, commit, _, kind, target, board, s, t = min(
+            pool, key=lambda c: (c[1], c[3] != "run", c[2]))
+        better = self.better_jobs_soon(eff)
+        free = sum(self.state.free(b.name)[0] for b in self.state.boards)
+        if better and len(better) >= free:
+            return Wait(f"{job.id} waits: the best board placement ({target.id} at {s:.3g}x, "
+                        f"{eff:.3g} work/board-s) would take one of {free} free board cores "
+                        f"that {len(better)} jobs soon to need one would use more than "
+                        f"{1 / self.reserve:g}x better ({', '.join(j.id for j in better[:3])})")
+        committed = "unknown" if commit == math.inf else f"{commit:.0f} s"
+        if kind == "run":
+            target.slowdown.setdefault(board.model, s)
+            return self.run(target, board.name, f"{job.id} starts on {board.name}: its image's "
+                                                f"estimated slowdown there is {s:.3g}x, no "
+                                                f"migration, board core committed {committed}")
+        src = self.state.machines[target.location]
+        soonest = self.soonest_end(src)
+        if soonest is not None and soonest[1] <= checkpoint_mb(target) / src.checkpoint_mb_s:
+            return Wait(f"{job.id} waits: {soonest[0].id} should end on {src.name} in "
+                        f"{soonest[1]:.1f} s, before a checkpoint of {target.id} would")
+        return self.migrate(target, board.name,
+                            f"{job.id} does not fit on the server; offloading {target.id} to "
+                            f"{board.name} buys {eff:.3g} server-s of work per board-s "
+                            f"(slowdown {s:.3g}x, migration {t:.1f} s), board core committed "
+                            f"{committed}, least among {len(pool)} near-best of "
+                            f"{len(cands)} candidates")
+
+    def soonest_end(self, machine: Machine) -> tuple[Job, float] | None:
+        """The job expected to end first on `machine`, and in how many seconds."""
+        ends = []
+        for j in self.state.running_on(machine.name):
+            r, speed = self.remaining(j), j.speed_on(machine)
+            if r is not None and speed:
+                ends.append((r / speed, j.started_at, j))
+        if not ends:
+            return None
+        t, _, j = min(ends, key=lambda e: e[:2])
+        return j, t
+
+    def bring_back(self, now: float) -> list[Action]:
+        idle = self.idle_for(now)
+        if idle < self.idle_after_s:
+            return []
+        moves = []
+        for b in self.state.boards:
+            for j in self.state.running_on(b.name):
+                s = self.slowdown(j, b) or 1.0
+                r = self.remaining(j)
+                for srv in self.state.servers:
+                    back = self.migration_s(j, b, srv)
+                    saving = float("inf") if r is None else r * s - (back + r)
+                    if saving > 0:
+                        moves.append((-saving, j.started_at, j.id, j, srv, s, back))
+                        break
+        out: list[Action] = []
+        for neg_saving, _, _, j, srv, s, back in sorted(moves, key=lambda m: m[:3]):
+            if not self.state.fits(j, srv.name):
+                continue
+            gain = "unknown remaining work" if neg_saving == float("-inf") \
+                else f"ends {-neg_saving:.0f} s sooner"
+            out.append(self.migrate(j, srv.name, f"no job queued for {idle:.0f} s; {j.id} "
+                                                 f"comes back from {j.location} "
+                                                 f"({s:.3g}x there, migration {back:.1f} s, "
+                                                 f"{gain})"))
+        return out
+
+
+def checkpoint_mb(job: Job) -> float:
+    """Expected checkpoint size; the job's RAM when nothing better is known (an upper bound)."""
+    return job.checkpoint_mb if job.checkpoint_mb is not None else job.mem_mb
+

@@ -1,0 +1,253 @@
+"""Scheduler policies on small hand-made clusters: decisions, reasons, transitions, invariants."""
+
+import pytest
+
+from hexo_sched.policy import (ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Machine,
+                               Migrate, Run, TransitionError, Wait, check_invariants)
+
+
+def cluster(server_cores=2, boards=1, board_cores=2, board_ram=1024, link=100.0):
+    ms = [Machine("srv", "server", "xeon", server_cores + 1, 64 * 1024, reserved_cores=1)]
+    ms += [Machine(f"b{i}", "board", "potato", board_cores + 1, board_ram, reserved_cores=1,
+                   link_mbit=link, checkpoint_mb_s=10, restore_mb_s=30) for i in range(boards)]
+    return ClusterState(ms)
+
+
+def job(jid, bench="EP", mem=256, ckpt=10.0, **kw):
+    return Job(jid, 1, mem, bench, checkpoint_mb=ckpt, **kw)
+
+
+def only(actions, kind):
+    found = [a for a in actions if isinstance(a, kind)]
+    assert len(found) == 1, actions
+    return found[0]
+
+
+def fill_server(pol, specs, now=0.0):
+    """Submit and start jobs on the server, then give each its slowdown estimate."""
+    for jid, bench, _ in specs:
+        acts = pol.on_submit(job(jid, bench), now)
+        assert only(acts, Run) == Run(jid, "srv", only(acts, Run).reason)
+        check_invariants(pol.state)
+    for jid, _, s in specs:
+        pol.on_estimate(jid, "potato", s, now + 1)
+        check_invariants(pol.state)
+
+
+def test_job_runs_on_server_when_it_fits():
+    pol = HexoPolicy(cluster())
+    acts = pol.on_submit(job("a"), 0.0)
+    run = only(acts, Run)
+    assert (run.job, run.machine) == ("a", "srv")
+    assert "fits on server srv" in run.reason and "2 cores" in run.reason
+    assert pol.state.jobs["a"].state is JobState.RUNNING
+    check_invariants(pol.state)
+
+
+def test_full_server_offloads_lowest_slowdown_then_runs_next_job():
+    pol = HexoPolicy(cluster())
+    fill_server(pol, [("cg", "CG", 30.0), ("ep", "EP", 3.0)])
+    acts = pol.on_submit(job("new"), 2.0)
+    mig = only(acts, Migrate)
+    assert (mig.job, mig.src, mig.dst) == ("ep", "srv", "b0")
+    assert "lowest estimated slowdown" in mig.reason and "3x" in mig.reason
+    assert not [a for a in acts if isinstance(a, Run)], "J must wait for the checkpoint"
+    check_invariants(pol.state)
+    # another event before the checkpoint is written must not offload a second victim
+    acts = pol.on_tick(2.5)
+    assert only(acts, Wait).reason == "new waits for ep to leave srv"
+    acts = pol.on_source_released("ep", 3.0)
+    assert only(acts, Run) == Run("new", "srv", only(acts, Run).reason)
+    check_invariants(pol.state)
+    assert pol.on_migration_finished("ep", 5.0) == []
+    assert pol.state.jobs["ep"].location == "b0"
+    check_invariants(pol.state)
+
+
+def test_no_room_anywhere_means_wait_with_reason():
+    pol = HexoPolicy(cluster(boards=0))
+    fill_server(pol, [("a", "EP", 3.0), ("b", "EP", 3.0)])
+    acts = pol.on_submit(job("c"), 2.0)
+    assert "no running job can be offloaded" in only(acts, Wait).reason
+    assert pol.state.queue == ["c"]
+    acts = pol.on_job_finished("a", 10.0)
+    assert only(acts, Run).job == "c"
+    check_invariants(pol.state)
+
+
+def test_jobs_without_estimate_are_not_candidates():
+    pol = HexoPolicy(cluster())
+    pol.on_submit(job("a"), 0.0)
+    pol.on_submit(job("b"), 0.0)
+    acts = pol.on_submit(job("c"), 0.5)
+    assert isinstance(acts[-1], Wait)
+    acts = pol.on_estimate("b", "potato", 4.0, 1.0)
+    assert only(acts, Migrate).job == "b"
+
+
+def test_board_ram_is_a_hard_cap():
+    pol = HexoPolicy(cluster(board_ram=300))
+    for jid, mem in (("big", 512), ("small", 256)):
+        pol.on_submit(job(jid, mem=mem), 0.0)
+    pol.on_estimate("big", "potato", 2.0, 1.0)
+    pol.on_estimate("small", "potato", 5.0, 1.0)
+    mig = only(pol.on_submit(job("next"), 2.0), Migrate)
+    assert mig.job == "small", "the 2x job needs 512 MB, more than the board has"
+    check_invariants(pol.state)
+
+
+def test_ties_go_to_the_oldest_job():
+    pol = HexoPolicy(cluster())
+    pol.on_submit(job("old"), 0.0)
+    pol.on_submit(job("young"), 5.0)
+    pol.on_estimate("young", "potato", 3.0, 6.0)
+    pol.on_estimate("old", "potato", 3.0, 6.0)
+    assert only(pol.on_submit(job("next"), 7.0), Migrate).job == "old"
+
+
+def test_idle_server_brings_back_largest_speedup_first():
+    pol = HexoPolicy(cluster(server_cores=2, board_cores=2), idle_after_s=60)
+    fill_server(pol, [("ep", "EP", 3.0), ("ua", "UA", 10.0)])
+    for t, new, victim in ((2.0, "x1", "ep"), (4.0, "x2", "ua")):
+        assert only(pol.on_submit(job(new), t), Migrate).job == victim
+        pol.on_source_released(victim, t + 0.1)
+        pol.on_migration_finished(victim, t + 1.0)
+    # the queue emptied when x2 started (4.1 s): the server frees up, but not for long enough
+    assert pol.on_job_finished("x1", 20.0) == []
+    assert pol.on_job_finished("x2", 21.0) == []
+    assert pol.on_tick(64.0) == []
+    acts = pol.on_tick(64.2)
+    migs = [a for a in acts if isinstance(a, Migrate)]
+    assert [m.job for m in migs] == ["ua", "ep"]
+    assert all(m.dst == "srv" for m in migs)
+    assert "largest expected speedup (10x)" in migs[0].reason
+    check_invariants(pol.state)
+
+
+def test_transitions_reject_impossible_events():
+    pol = HexoPolicy(cluster())
+    pol.on_submit(job("a"), 0.0)
+    with pytest.raises(TransitionError):
+        pol.on_migration_finished("a", 1.0)
+    pol.state.begin_migration("a", "b0", "test")
+    with pytest.raises(TransitionError):
+        pol.state.begin_migration("a", "b0", "twice")
+    with pytest.raises(TransitionError):
+        pol.on_job_finished("a", 2.0)
+    with pytest.raises(TransitionError):
+        pol.on_tick(-1.0)
+    with pytest.raises(TransitionError):
+        pol.on_submit(job("a"), 3.0)
+
+
+def test_failed_migration_returns_job_to_its_source_or_queue():
+    st = cluster()
+    pol = HexoPolicy(st)
+    pol.on_submit(job("a"), 0.0)
+    st.begin_migration("a", "b0", "test")
+    pol.on_migration_failed("a", 1.0)
+    assert st.jobs["a"].state is JobState.RUNNING and st.jobs["a"].location == "srv"
+    st.begin_migration("a", "b0", "test")
+    st.release_source("a")
+    st.abort_migration("a")
+    assert st.queue == ["a"] and st.jobs["a"].state is JobState.QUEUED
+    check_invariants(st)
+
+
+def test_invariant_checker_catches_oversubscription_and_double_placement():
+    st = cluster(server_cores=1)
+    st.submit(job("a"))
+    st.submit(job("b"))
+    st.start("a", "srv")
+    st.queue.remove("b")
+    b = st.jobs["b"]
+    b.state, b.location = JobState.RUNNING, "srv"
+    with pytest.raises(AssertionError, match="cores used"):
+        check_invariants(st)
+    b.location = "b0"
+    check_invariants(st)
+    b.state = JobState.QUEUED
+    with pytest.raises(AssertionError):
+        check_invariants(st)
+
+
+# -- our cost-aware policy ---------------------------------------------------------------------
+
+def test_cost_aware_starts_a_known_image_directly_on_a_board():
+    pol = CostAwarePolicy(cluster(server_cores=1))
+    fill_server(pol, [("cg", "CG", 30.0)])
+    pol.on_job_finished("cg", 100.0)       # learns CG's length: 100 s on the server
+    pol.on_submit(job("ep1"), 100.0)
+    pol.on_estimate("ep1", "potato", 3.0, 101.0)
+    acts = pol.on_submit(job("ep2"), 102.0)
+    run = only(acts, Run)
+    assert (run.job, run.machine) == ("ep2", "b0")
+    assert "no migration" in run.reason
+    assert pol.state.jobs["ep2"].slowdown["potato"] == 3.0
+
+
+def test_cost_aware_keeps_board_core_for_a_better_job():
+    def setup(policy):
+        pol = policy(cluster(server_cores=1, board_cores=1))
+        fill_server(pol, [("cg1", "CG", 30.0)])
+        pol.state.submit(job("cg2", "CG"))
+        pol.state.submit(job("ep", "EP", slowdown={"potato": 3.0}))   # known from a past run
+        return pol
+
+    # HEXO offloads cg1 (30x) to run cg2; ours keeps the only board core for the queued EP
+    assert only(setup(HexoPolicy).on_tick(3.0), Migrate).job == "cg1"
+    wait = only(setup(CostAwarePolicy).on_tick(3.0), Wait)
+    assert wait.reason.startswith("cg2 waits") and "(ep)" in wait.reason
+
+
+def test_cost_aware_prefers_the_least_committing_of_equally_efficient_offloads():
+    pol = CostAwarePolicy(cluster())
+    fill_server(pol, [("w", "EP", 3.0)])
+    pol.on_job_finished("w", 300.0)                   # EP takes 300 s
+    pol.on_submit(job("early"), 300.0)
+    pol.on_submit(job("late"), 400.0)
+    pol.on_estimate("early", "potato", 3.0, 401.0)
+    pol.on_estimate("late", "potato", 3.0, 401.0)
+    mig = only(pol.on_submit(job("next"), 402.0), Migrate)
+    # both buy ~0.33 work per board-second; 'early' has ~198 s left, 'late' ~299 s
+    assert mig.job == "early" and "committed" in mig.reason
+
+
+def test_cost_aware_skips_offload_when_a_server_job_ends_first():
+    pol = CostAwarePolicy(cluster(), direct_start=False)
+    pol.state.machines["srv"].checkpoint_mb_s = 10.0  # a 500 MB checkpoint takes 50 s
+    fill_server(pol, [("w", "EP", 3.0)])
+    pol.on_job_finished("w", 100.0)                   # EP takes 100 s
+    pol.on_submit(job("a", ckpt=500.0), 100.0)
+    pol.on_submit(job("b", ckpt=500.0), 150.0)
+    pol.on_estimate("a", "potato", 3.0, 190.0)
+    pol.on_estimate("b", "potato", 3.0, 190.0)
+    acts = pol.on_submit(job("c", ckpt=500.0), 191.0)
+    assert "a should end on srv in 9.0 s" in only(acts, Wait).reason
+
+
+def offloaded_then_idle(ckpt, idle_at):
+    pol = CostAwarePolicy(cluster(), idle_after_s=10, direct_start=False)
+    fill_server(pol, [("w", "EP", 3.0)])
+    pol.on_job_finished("w", 100.0)                   # EP takes 100 s
+    pol.on_submit(job("a", ckpt=ckpt, work_s=100.0), 100.0)
+    pol.on_submit(job("b", mem=2000), 100.0)          # too big for the board
+    pol.on_estimate("a", "potato", 3.0, 101.0)
+    pol.on_estimate("b", "potato", 3.0, 101.0)
+    assert only(pol.on_submit(job("c"), 101.0), Migrate).job == "a"
+    pol.on_source_released("a", 102.0)
+    pol.on_migration_finished("a", 103.0)
+    return pol, pol.on_job_finished("b", idle_at) + pol.on_job_finished("c", idle_at)
+
+
+def test_cost_aware_brings_back_a_job_when_that_ends_it_sooner():
+    pol, acts = offloaded_then_idle(ckpt=10.0, idle_at=201.0)
+    mig = only(acts, Migrate)
+    assert mig.job == "a" and mig.dst == "srv" and "s sooner" in mig.reason
+    check_invariants(pol.state)
+
+
+def test_cost_aware_leaves_a_nearly_done_job_where_it_is():
+    # 23 s of work left: 70 s more on the board, vs 95 s to move 500 MB back then 23 s
+    pol, acts = offloaded_then_idle(ckpt=500.0, idle_at=330.0)
+    assert acts == [] and pol.state.jobs["a"].location == "b0"
