@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--native", action="store_true",
                    help="build an ordinary Linux executable for this host instead")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
+    b.add_argument("--migratable", action="store_true",
+                   help="record live values at every call site that can lead to a migration "
+                        "point, for cross-ISA migration (metadata stored in the image)")
+    b.add_argument("--auto-points", action="store_true",
+                   help="also put a migration point at every function entry (implies "
+                        "--migratable)")
     from hexo_sched.cli import add_simulate_arguments
     add_simulate_arguments(sub.add_parser(
         "simulate", help="simulate offloading jobs from a server to boards with a policy"))
@@ -62,11 +68,18 @@ def _build(args) -> int:
         print(f"{args.output}: native x86-64 executable")
         return 0
     req = BuildRequest(sources, args.output, name or args.output.stem, defines,
-                       args.include_dirs, extra)
+                       args.include_dirs, extra, migratable=args.migratable or args.auto_points,
+                       auto_points=args.auto_points)
     m = build(req, keep=args.keep_build_dir)
     lay = m["layout"]
     print(f"{args.output}: {', '.join(m['isas'])}; {lay['symbols_at_same_address']} symbols "
           f"at the same address on every ISA; needs {m['memory']['min_mem'] >> 20} MiB")
+    if "migration" in m:
+        mig = m["migration"]
+        spilled = [isa for isa, mode in mig["codegen"].items() if mode == "spill"]
+        print(f"migratable: {mig['call_sites']} call sites, {mig['live_values']} live values "
+              f"recorded" + (f"; llc failed in register mode for {', '.join(spilled)}, live "
+                             f"values spilled to the stack there" if spilled else ""))
     return 0
 
 

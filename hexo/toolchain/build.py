@@ -10,7 +10,9 @@ location, instead of misbehaving on arm64 at run time.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,9 @@ from uhyve_ctl import abi
 
 from .. import __version__
 from ..image import write_image
-from . import layout, sysroot
+from . import layout, stackmaps, statepoints, sysroot
 from .sysroot import ToolchainError, run
-from .targets import ISAS, TARGETS
+from .targets import DEOPT_IN_REGISTERS, ISAS, TARGETS
 
 MIN_HEAP = 16 << 20
 
@@ -36,6 +38,8 @@ class BuildRequest:
     defines: list[str] = field(default_factory=list)
     include_dirs: list[Path] = field(default_factory=list)
     extra: dict = field(default_factory=dict)     # recorded in the manifest (workload info)
+    migratable: bool = False        # statepoints + per-ISA migration metadata in the image
+    auto_points: bool = False       # a migration point at every function entry
 
 
 _TARGET_ATTR = re.compile(r'\s*"(target-cpu|target-features|tune-cpu)"="[^"]*"')
@@ -114,11 +118,55 @@ def codegen(ir: Path, isa: str, work: Path) -> Path:
     return obj
 
 
+LLC_TIMEOUT = 120       # seconds for register mode before falling back to spilling
+
+
+def make_migratable(ir: Path, req: BuildRequest, work: Path) -> tuple[Path, dict]:
+    """The application IR with statepoints at every call site that can lead to a migration
+    point (checked by `opt -verify`), and the pass's side table."""
+    try:
+        result = statepoints.instrument(ir.read_text(), auto_points=req.auto_points)
+    except statepoints.MigratableError as e:
+        raise ToolchainError(str(e)) from None
+    out = work / "app-migratable.ll"
+    out.write_text(result.ir)
+    run(["opt", "-verify", "-disable-output", str(out)],
+        "verifying the migratable IR (a hexo defect if this fails)")
+    table = result.side_table()
+    (work / "sites.json").write_text(json.dumps(table, indent=1))
+    return out, table
+
+
+def codegen_migratable(ir: Path, isa: str, work: Path, timeout: float = LLC_TIMEOUT) -> str:
+    """Like codegen(), for statepoint IR; returns the mode that worked: "registers" (live
+    values may stay in callee-saved registers) or, after a crash or timeout of llc,
+    "spill" (every live value in a stack slot)."""
+    t = TARGETS[isa]
+    ll = work / f"app-{isa}.ll"
+    ll.write_text(retarget(ir.read_text(), isa))
+    obj = work / isa / "app.o"
+    obj.parent.mkdir(exist_ok=True)
+    base = ["llc", "-O2", "-filetype=obj", f"-mtriple={t.llc_triple}", *t.llc_flags,
+            *t.migratable_llc_flags, "-relocation-model=static", "-function-sections",
+            "-data-sections", "--fp-contract=off", str(ll), "-o", str(obj)]
+    try:
+        p = subprocess.run(base + [DEOPT_IN_REGISTERS], capture_output=True, text=True,
+                           timeout=timeout)
+        if p.returncode == 0:
+            return "registers"
+        why = (p.stderr.strip().splitlines() or ["no message"])[0]
+    except subprocess.TimeoutExpired:
+        why = f"no result after {timeout:g} s"
+    (work / isa / "llc-fallback.txt").write_text(why + "\n")
+    run(base, f"generating {isa} code")
+    return "spill"
+
+
 _PASS1 = """ENTRY(_start)
 SECTIONS {
   . = 0x%x;
   .text : { *(.text.hexo_start) *(.text .text.*) }
-  .rodata : { *(.rodata .rodata.* .data.rel.ro .data.rel.ro.*) }
+  .rodata : { *(.rodata .rodata.* .data.rel.ro .data.rel.ro.*) KEEP(*(.llvm_stackmaps)) }
   .hexo.arrays : { KEEP(*(.preinit_array* .init_array* .fini_array*)) }
   .data : { *(.data .data.*) }
   .bss : { *(.bss .bss.*) }
@@ -177,7 +225,13 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         ir = compile_ir(req, work)
         roots = {isa: sysroot.ensure(isa) for isa in ISAS}
-        objs = {isa: codegen(ir, isa, work) for isa in ISAS}
+        if req.migratable:
+            ir, table = make_migratable(ir, req, work)
+            modes = {isa: codegen_migratable(ir, isa, work) for isa in ISAS}
+            objs = {isa: work / isa / "app.o" for isa in ISAS}
+        else:
+            objs = {isa: codegen(ir, isa, work) for isa in ISAS}
+        keep_debug = (".debug_frame",) if req.migratable else ()
         maps = {}
         pass1 = work / "pass1.ld"
         pass1.write_text(_PASS1 % (abi.IMAGE_BASE, " ".join(f"*({d}*)" for d in layout.DISCARD)))
@@ -188,7 +242,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         final, blobs = {}, {}
         for isa in ISAS:
             script = work / isa / "final.ld"
-            script.write_text(layout.linker_script(placement, isa))
+            script.write_text(layout.linker_script(placement, isa, keep_debug))
             final[isa] = layout.parse_map(_link([objs[isa]], roots[isa], script,
                                                 work / isa / "final.elf"))
             blobs[isa] = (work / isa / "final.elf").read_bytes()
@@ -206,6 +260,19 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         finally:
             for e in elves.values():
                 e.stream.close()
+        payloads = {f"elf.{i}": blobs[i] for i in ISAS}
+        migration = None
+        if req.migratable:
+            metas = _migration_metadata(work, table, modes)
+            payloads.update({f"meta.{i}": stackmaps.dumps(metas[i]) for i in ISAS})
+            migration = {
+                "metadata_version": list(stackmaps.META_VERSION),
+                "auto_points": req.auto_points,
+                "call_sites": len(table["sites"]),
+                "live_values": sum(len(s["values"]) for s in table["sites"]),
+                "reaching_functions": len(table["reaching"]),
+                "codegen": modes,
+            }
         common = syms[ISAS[0]].keys() & syms[ISAS[1]].keys()
         image_end = layout._align(placement.areas["bss"][1], abi.PAGE_SIZE)
         manifest = {
@@ -224,10 +291,25 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
             },
             "memory": {"image_end": image_end,
                        "min_mem": -(-(image_end + MIN_HEAP) // abi.MEM_ALIGN) * abi.MEM_ALIGN},
+            **({"migration": migration} if migration else {}),
             **req.extra,
         }
-        write_image(req.output, manifest, {f"elf.{i}": blobs[i] for i in ISAS})
+        write_image(req.output, manifest, payloads)
         return manifest
+
+
+def _migration_metadata(work: Path, table: dict, modes: dict[str, str]) -> dict[str, dict]:
+    """Each ISA's metadata from its final ELF; refuses ISAs that disagree on the sites."""
+    try:
+        metas = {isa: stackmaps.isa_metadata(work / isa / "final.elf", isa, table, modes[isa])
+                 for isa in ISAS}
+    except stackmaps.StackMapError as e:
+        raise ToolchainError(f"migration metadata: {e}") from None
+    problems = stackmaps.check_isas(metas)
+    if problems:
+        raise ToolchainError("the ISA builds disagree on the migration call sites:\n  "
+                             + "\n  ".join(problems))
+    return metas
 
 
 def build_native(sources: list[Path], output: Path, defines: list[str] = (),

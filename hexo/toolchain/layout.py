@@ -25,6 +25,9 @@ KERNEL_ARCHIVE = "libhexo-os.a"
 DISCARD = (".comment", ".note", ".eh_frame", ".llvm_addrsig", ".debug", ".ARM.attributes",
            ".llvm_stackmaps_discard")
 ARRAYS = (".preinit_array", ".init_array", ".fini_array")
+# Per-ISA content of migratable builds: each ISA's own read-only copy, never shared, and kept
+# although nothing references it.
+ISA_PRIVATE = (".llvm_stackmaps",)
 
 
 class LayoutError(Exception):
@@ -58,7 +61,7 @@ class Unit:
         n = self.name
         if n.startswith(".text"):
             return "ktext" if self.kernel else "text"
-        if n.startswith((".rodata", ".data.rel.ro", ".srodata")):
+        if n.startswith((".rodata", ".data.rel.ro", ".srodata") + ISA_PRIVATE):
             return "rodata"
         if n.startswith(ARRAYS):
             return "arrays"
@@ -67,6 +70,10 @@ class Unit:
         if n.startswith((".bss", ".sbss", ".tbss")):
             return "kbss" if self.kernel else "bss"
         raise LayoutError(f"no place for section {n} of {self.file}")
+
+    @property
+    def isa_private(self) -> bool:
+        return self.name.startswith(ISA_PRIVATE)
 
     def pattern(self) -> str:
         if "(" in self.file:
@@ -128,7 +135,7 @@ class Placement:
         both ISAs are generated from one IR). Constant pools and jump tables carry none."""
         return [f"{isa}: only this ISA has {u.name} of {u.file} ({', '.join(u.symbols)})"
                 for isa, units in self.private.items() for u in units
-                if u.file == "app.o" and u.symbols]
+                if u.file == "app.o" and u.symbols and not u.isa_private]
 
 
 def _align(x: int, a: int) -> int:
@@ -142,7 +149,8 @@ def plan(maps: dict[str, list[Unit]], base: int = abi.IMAGE_BASE) -> Placement:
     isas = list(maps)
     by_key = {isa: {u.key: u for u in units} for isa, units in maps.items()}
     first = isas[0]
-    shared = [u.key for u in maps[first] if all(u.key in by_key[i] for i in isas)]
+    shared = [u.key for u in maps[first]
+              if not u.isa_private and all(u.key in by_key[i] for i in isas)]
     shared_set = set(shared)
     for key in shared:
         regions = {by_key[i][key].region for i in isas}
@@ -196,8 +204,9 @@ _FLAGS = {"ktext": "text", "text": "text", "rodata": "rodata", "arrays": "rodata
           "kdata": "kdata", "kbss": "kdata", "data": "data", "bss": "data"}
 
 
-def linker_script(p: Placement, isa: str) -> str:
-    """The pass-2 script: every surviving input section at its planned address."""
+def linker_script(p: Placement, isa: str, keep_debug: tuple[str, ...] = ()) -> str:
+    """The pass-2 script: every surviving input section at its planned address.
+    `keep_debug` names non-allocated sections to keep instead of discarding them."""
     units = sorted(p.units[isa], key=lambda u: p.addr[isa][u.key])
     out = ["ENTRY(_start)",
            "PHDRS { text PT_LOAD FLAGS(5); rodata PT_LOAD FLAGS(4); "
@@ -209,7 +218,7 @@ def linker_script(p: Placement, isa: str) -> str:
         for u in units:
             if u.region != region:
                 continue
-            keep = "KEEP(" if region == "arrays" else ""
+            keep = "KEEP(" if region == "arrays" or u.isa_private else ""
             body.append(f"    . = 0x{p.addr[isa][u.key]:x}; {keep}{u.pattern()}{')' if keep else ''}")
         name = {"ktext": ".hexo.ktext", "text": ".text", "rodata": ".rodata",
                 "arrays": ".hexo.arrays", "kdata": ".hexo.kdata", "kbss": ".hexo.kbss",
@@ -223,6 +232,7 @@ def linker_script(p: Placement, isa: str) -> str:
         out.append(f"    . = 0x{end:x};")
         out.append(f"  }} :{_FLAGS[region]}")
     out.append(f"  __hexo_image_end = 0x{_align(p.areas['bss'][1], PAGE):x};")
+    out += [f"  {name} 0 : {{ *({name}) }}" for name in keep_debug]
     out.append("  /DISCARD/ : { " + " ".join(f"*({d}*)" for d in DISCARD) + " }")
     out.append("}")
     return "\n".join(out) + "\n"

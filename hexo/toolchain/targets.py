@@ -16,6 +16,21 @@ class Target:
     llc_flags: tuple[str, ...]
     cflags: tuple[str, ...]          # for code compiled per ISA (library OS)
     ldflags: tuple[str, ...]
+    migratable_llc_flags: tuple[str, ...] = ()
+
+
+# llc flags of migratable builds. Statepoint records must hold at the return address, and
+# the transform needs each frame's call-frame rules. DEOPT_IN_REGISTERS lets live values stay
+# in callee-saved registers (without it llc spills every one: up to 1.4x on call-heavy code);
+# llc 14 sometimes crashes or hangs with it, so the build falls back to spilling per module.
+# aarch64 reserves x30: otherwise the link register can hold a live value across a call.
+# No machine LICM: it hoists constant materializations (addresses of globals and constant
+# pools) out of loops into callee-saved registers, values that exist only in machine code,
+# so no record holds them and they would be lost when the job moves to the other ISA.
+MIGRATABLE_LLC_FLAGS = ("--force-dwarf-frame-section", "-disable-machine-licm", "-disable-lsr",
+                        "-disable-constant-hoisting", "--enable-global-merge=false",
+                        "-disable-machine-cse")
+DEOPT_IN_REGISTERS = "-use-registers-for-deopt-values"
 
 
 # Flags every guest translation unit shares: per-symbol sections for the layout tool, no
@@ -30,11 +45,13 @@ TARGETS = {
         "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-f80:128-n8:16:32:64-S128",
         ("-mcpu=x86-64",),
         ("-mno-red-zone",),
-        ()),
+        (),
+        MIGRATABLE_LLC_FLAGS),
     "aarch64": Target(
         "aarch64", "aarch64-none-elf", "aarch64-none-elf",
         "e-m:e-i8:8:32-i16:16:32-i64:64-i128:128-n32:64-S128",
         ("-mcpu=generic",),
         (),
-        ("-z", "max-page-size=4096")),
+        ("-z", "max-page-size=4096"),
+        MIGRATABLE_LLC_FLAGS + ("-mattr=+reserve-x30",)),
 }
