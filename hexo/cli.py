@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     from hexo_sched.cli import add_simulate_arguments
     add_simulate_arguments(sub.add_parser(
         "simulate", help="simulate offloading jobs from a server to boards with a policy"))
+    t = sub.add_parser("transform", help="rewrite a checkpoint to resume on another ISA",
+                       description="Rewrite the stack and registers of CHECKPOINT for ISA into a "
+                                   "new checkpoint; the original is left untouched.")
+    t.add_argument("checkpoint", type=Path)
+    t.add_argument("--to", dest="isa", required=True, choices=("x86_64", "aarch64"))
+    t.add_argument("-o", "--output", type=Path, required=True)
+    t.add_argument("--image", type=Path, help="the image (default: the path the checkpoint "
+                   "records)")
     i = sub.add_parser("inspect", help="show what an image or a checkpoint holds")
     i.add_argument("image", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -143,6 +151,27 @@ def _inspect(args) -> int:
     return 0
 
 
+def _transform(args) -> int:
+    from . import checkpoint
+    from .image import Image
+    from .retarget import retarget
+    ck = checkpoint.Checkpoint(args.checkpoint)
+    image = Image(args.image or ck.meta["image"]["path"])
+    if image.manifest["build_id"] != ck.meta["image"]["build_id"]:
+        raise ValueError(f"{args.checkpoint} is a checkpoint of build "
+                         f"{ck.meta['image']['build_id'][:12]}, not of {image.path}")
+    state = {k: v for k, v in ck.meta.items()
+             if k not in ("format", "version", "areas", "manifest_crc32")}
+    areas = [(a.kind, a.start, ck.read(a)) for a in ck.areas]
+    state, areas = retarget(state, areas, image, args.isa)
+    out = checkpoint.write(args.output, state, areas,
+                           compress=any(a.compression != "none" for a in ck.areas))
+    info = state.get("transformed", {})
+    print(f"{out.path}: resumes on {args.isa}"
+          + (f"; {info['frames']} frames rewritten in {info['ms']:.1f} ms" if info else ""))
+    return 0
+
+
 def _simulate(args) -> int:
     from hexo_sched.cli import simulate
     return simulate(args)
@@ -152,11 +181,12 @@ def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .image import ImageError
     from .toolchain.sysroot import ToolchainError
+    from .transform import TransformError
     args = _parser().parse_args(argv)
     try:
         return {"workloads": _workloads, "build": _build, "inspect": _inspect,
-                "simulate": _simulate}[args.cmd](*([args] if args.cmd != "workloads" else []))
-    except (ToolchainError, ImageError, CheckpointError, ValueError) as e:
+                "simulate": _simulate, "transform": _transform}[args.cmd](*([args] if args.cmd != "workloads" else []))
+    except (ToolchainError, ImageError, CheckpointError, TransformError, ValueError) as e:
         print(f"hexo: error: {e}", file=sys.stderr)
         return 1
 

@@ -75,7 +75,7 @@ class Migrator:
         if req is None:
             return -abi.ERRNO["EAGAIN"]                  # request withdrawn: keep running
         t0 = time.perf_counter()
-        self.timings["stopped"] = t0
+        self.timings["stopped"] = self.timings["transformed"] = t0
         try:
             path = self._write(req, ctx, kernel, areas)
         except Exception as e:                           # reported to the requester
@@ -102,9 +102,11 @@ class Migrator:
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(),
         }
-        from hexo import checkpoint     # only when checkpointing: keeps VM start-up lean
+        from hexo import checkpoint, retarget   # only when checkpointing: keeps start-up lean
         mem = vm.memory
         data = [(_KIND_NAMES.get(a["kind"], "unknown"), a["start"],
                  mem.slice(a["start"], a["size"])) for a in areas]
         vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+        state, data = retarget.retarget(state, data, vm.image, req.target_isa)
+        self.timings["transformed"] = time.perf_counter()
         return checkpoint.write(req.output, state, data, req.compress).path

@@ -1,0 +1,37 @@
+"""A checkpoint's content re-expressed for another ISA: the stack and registers go through
+the transform core, every other area stays as it is (one layout on both ISAs)."""
+
+from __future__ import annotations
+
+import time
+
+from .image import Image, ImageError
+from .transform import TransformError, transform
+
+
+def metadata(image: Image, isa: str):
+    from .toolchain import stackmaps
+    name = f"meta.{isa}"
+    if name not in image.entries:
+        raise ImageError(f"{image.path} was not built with --migratable: it has no {isa} "
+                         f"migration metadata")
+    return stackmaps.load(image.payload(name))
+
+
+def retarget(state: dict, areas: list[tuple[str, int, bytes]], image: Image, to_isa: str):
+    """(state, areas) of a checkpoint, rewritten so that it resumes on `to_isa`."""
+    if state["isa"] == to_isa:
+        return state, areas
+    t0 = time.perf_counter()
+    stacks = [a for a in areas if a[0] == "stack"]
+    if len(stacks) != 1:
+        raise TransformError("a checkpoint needs exactly one stack area to be transformed")
+    _, start, data = stacks[0]
+    src, dst = metadata(image, state["isa"]), metadata(image, to_isa)
+    result = transform(src, dst, state["context"], start, bytes(data))
+    new_state = dict(state, isa=to_isa, target_isa=to_isa, context=result.context,
+                     transformed={"from": state["isa"], "frames": result.frames,
+                                  "ms": round(1e3 * (time.perf_counter() - t0), 3)})
+    new_areas = [a for a in areas if a[0] != "stack"] + [("stack", result.stack_start,
+                                                          result.stack)]
+    return new_state, new_areas

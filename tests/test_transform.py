@@ -1,0 +1,91 @@
+"""Cross-ISA migration: checkpoint on one ISA, transform the stack, resume on the other."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from hexo.transform import TransformError, transform
+from hexo.toolchain import stackmaps
+
+from conftest import HEXO, ROOT, UHYVE, run
+from test_checkpoint import _wait_running
+
+PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xisa")
+    p = run([HEXO, "build", PROGRAM, "--migratable", "-o", d / "migratable.hexo"])
+    assert p.returncode == 0, p.stderr
+    return d / "migratable.hexo"
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "run").mkdir(mode=0o700)
+    return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
+
+
+def _reference(image, rounds):
+    p = run([UHYVE, "run", image, "--", rounds])
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _migrate(image, env, out, src, dst, rounds, delay, transform_offline=False):
+    proc = subprocess.Popen([UHYVE, "run", image, "--isa", src, "--name", "job", "--", rounds],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    time.sleep(delay)
+    cmd = [UHYVE, "checkpoint", "job", "-o", out]
+    ck = run(cmd if transform_offline else cmd + ["--to", dst], env=env)
+    src_out, src_err = proc.communicate(timeout=120)
+    assert ck.returncode == 0, ck.stderr + src_out
+    assert src_out == "" and "checkpointed to" in src_err
+    if transform_offline:
+        t = run([HEXO, "transform", out, "--to", dst, "-o", f"{out}-{dst}"])
+        assert t.returncode == 0, t.stderr
+        out = f"{out}-{dst}"
+    restored = run([UHYVE, "restore", out, "--isa", dst], env=env, timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    return restored.stdout
+
+
+@pytest.mark.parametrize("delay,offline", [(0.05, False), (0.3, False), (0.15, True)])
+def test_x86_64_to_aarch64_keeps_progress(image, env, tmp_path, delay, offline):
+    rounds = "20000"
+    out = _migrate(image, env, tmp_path / "ck", "x86_64", "aarch64", rounds, delay, offline)
+    assert out == _reference(image, rounds)
+
+
+@pytest.mark.xfail(strict=True, reason="x86-64 code reloads some values from a second, "
+                   "unrecorded spill-slot copy after the call; values must be made to flow "
+                   "through the statepoint (gc.relocate-style) to have one recorded location")
+def test_aarch64_to_x86_64_keeps_progress(image, env, tmp_path):
+    rounds = "4000"
+    out = _migrate(image, env, tmp_path / "ck", "aarch64", "x86_64", rounds, 1.0)
+    assert out == _reference(image, rounds)
+
+
+def test_transform_refused_for_an_image_without_metadata(images, env, tmp_path):
+    """The job is not lost: the checkpoint fails and the job runs to completion."""
+    proc = subprocess.Popen([UHYVE, "run", images.get("npb-cg", "W"), "--name", "job"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    ck = run([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck", "--to", "aarch64"], env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert ck.returncode == 1 and "not built with --migratable" in ck.stderr
+    assert proc.returncode == 0 and "SUCCESSFUL" in out
+    assert not (tmp_path / "ck").exists()
+
+
+def test_unknown_return_address_is_a_clear_error(image):
+    from hexo.image import Image
+    img = Image(image)
+    src = stackmaps.load(img.payload("meta.x86_64"))
+    dst = stackmaps.load(img.payload("meta.aarch64"))
+    with pytest.raises(TransformError, match="0x123456 is not a recorded call site"):
+        transform(src, dst, {"pc": 0x123456, "sp": 0x7fff00}, 0x7fff00, bytes(256))
