@@ -437,13 +437,18 @@ class HexoPolicy(Policy):
                 actions.append(Wait(f"{job.id} waits for {pending.id} to leave "
                                     f"{pending.location}"))
                 break
-            offload = self.offload_for(job)
-            actions.append(offload or Wait(f"{job.id} does not fit on a server and no running "
-                                           "job can be offloaded to a board"))
-            break
+            choice = self.place_elsewhere(job)
+            actions.append(choice)
+            if not isinstance(choice, Run):
+                break
         if not self.state.queue:
             actions += self.bring_back(now)
         return actions
+
+    def place_elsewhere(self, job: Job) -> Action:
+        """The queue head fits on no server: HEXO offloads the running job that suffers least."""
+        return self.offload_for(job) or Wait(f"{job.id} does not fit on a server and no "
+                                             "running job can be offloaded to a board")
 
     def offload_for(self, job: Job) -> Migrate | None:
         best = None
@@ -550,26 +555,8 @@ class CostAwarePolicy(HexoPolicy):
         link = board.link_mbit or float("inf")
         return mb / src.checkpoint_mb_s + mb * 8.0 / link + mb / dst.restore_mb_s
 
-    def decide(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        while self.state.queue:
-            job = self.state.jobs[self.state.queue[0]]
-            run = self.place_on_server(job)
-            if run:
-                actions.append(run)
-                continue
-            pending = self.pending_release(job)
-            if pending:
-                actions.append(Wait(f"{job.id} waits for {pending.id} to leave "
-                                    f"{pending.location}"))
-                break
-            choice = self.best_board_move(job)
-            actions.append(choice)
-            if not isinstance(choice, Run):
-                break
-        if not self.state.queue:
-            actions += self.bring_back(now)
-        return actions
+    def place_elsewhere(self, job: Job) -> Action:
+        return self.best_board_move(job)
 
     def candidates(self, job: Job) -> list[tuple]:
         """(efficiency, board-seconds committed, start time, kind, job, board, slowdown, t_mig)"""
