@@ -28,21 +28,29 @@ IMAGE = ROOT / "build" / "bench" / "npb-cg.W.hexo"
 UHYVE = str(BIN / "uhyve-ctl")
 
 
+def run_and_checkpoint(image: Path, tmp: str, out, delay: float = 0.0) -> str:
+    """Start `image` as a named VM, checkpoint it after `delay` s; returns the checkpoint
+    command's report once the source has stopped."""
+    env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
+    job = subprocess.Popen([UHYVE, "run", str(image), "--name", "bench"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (Path(tmp) / "run" / "bench.sock").exists():
+        time.sleep(0.0005)
+    time.sleep(delay)
+    report = subprocess.run([UHYVE, "checkpoint", "bench", "-o", str(out)], env=env,
+                            check=True, capture_output=True, text=True).stdout
+    job.wait()
+    return report
+
+
 def migrated_run(loops: int) -> float:
     """Run, checkpoint at the first migration point, restore to completion."""
     total = 0.0
     for _ in range(loops):
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
-            sock = Path(tmp) / "run" / "bench.sock"
             t0 = time.perf_counter()
-            job = subprocess.Popen([UHYVE, "run", str(IMAGE), "--name", "bench"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while not sock.exists():
-                time.sleep(0.0005)
-            subprocess.run([UHYVE, "checkpoint", "bench", "-o", f"{tmp}/ck"], env=env,
-                           capture_output=True, check=True)
-            job.wait()
+            run_and_checkpoint(IMAGE, tmp, f"{tmp}/ck")
             out = subprocess.run([UHYVE, "restore", f"{tmp}/ck"], env=env, capture_output=True,
                                  text=True, check=True).stdout
             total += time.perf_counter() - t0
@@ -56,14 +64,7 @@ def checkpoint_size() -> tuple[int, int, float, float]:
     from hexo.checkpoint import Checkpoint
     from hexo.image import Image
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
-        job = subprocess.Popen([UHYVE, "run", str(IMAGE), "--name", "size"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (Path(tmp) / "run" / "size.sock").exists():
-            time.sleep(0.0005)
-        ck_out = subprocess.run([UHYVE, "checkpoint", "size", "-o", f"{tmp}/ck"], env=env,
-                                check=True, capture_output=True, text=True).stdout
-        job.wait()
+        ck_out = run_and_checkpoint(IMAGE, tmp, f"{tmp}/ck")
         m = re.search(r"stopped in ([\d.]+) ms, .*written and verified in ([\d.]+) ms", ck_out)
         ck = Checkpoint(f"{tmp}/ck")
         areas = Image(IMAGE).manifest["layout"]["areas"]
@@ -82,15 +83,7 @@ def make_migratable_checkpoint() -> None:
     subprocess.run([BIN / "hexo", "build", "--workload", "npb-ep", "--class", "S",
                     "--migratable", "-o", MIG_IMAGE], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
-        job = subprocess.Popen([UHYVE, "run", str(MIG_IMAGE), "--name", "ep"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (Path(tmp) / "run" / "ep.sock").exists():
-            time.sleep(0.0005)
-        time.sleep(0.3)
-        subprocess.run([UHYVE, "checkpoint", "ep", "-o", MIG_CKPT], env=env, check=True,
-                       capture_output=True)
-        job.wait()
+        run_and_checkpoint(MIG_IMAGE, tmp, MIG_CKPT, delay=0.3)
 
 
 def transform_loops(loops: int) -> float:
