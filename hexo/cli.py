@@ -145,6 +145,11 @@ def _inspect(args) -> int:
         print(f"           {isa}-only: {', '.join(syms) or 'nothing'}")
     for region, (lo, hi) in lay["areas"].items():
         print(f"  {region:8} [{lo:#x}, {hi:#x}) {hi - lo} bytes")
+    if "migration" in m:
+        mig = m["migration"]
+        print(f"migration  {mig['call_sites']} call sites, {mig['live_values']} live values "
+              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))}; codegen "
+              + ", ".join(f"{i} {c}" for i, c in mig["codegen"].items()) + ")")
     mem = m["memory"]
     print(f"memory     image ends at {mem['image_end']:#x}; needs at least "
           f"{mem['min_mem'] >> 20} MiB of guest RAM")
