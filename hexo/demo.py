@@ -76,7 +76,7 @@ def main() -> int:
                 verdict = _verdict(p.stdout)
                 ok = p.returncode == 0 and verdict == "SUCCESSFUL"
                 failures += not ok
-                print(f"   {isa:8} on {backend:4} {time.perf_counter() - t0:7.2f} s  "
+                print(f"   {image.stem} {isa:8} on {backend:4} {time.perf_counter() - t0:7.2f} s  "
                       f"Verification = {verdict}"
                       + ("" if ok else f"  (exit {p.returncode}) {p.stderr.strip()}"), flush=True)
         print("== stop running jobs at a migration point and resume them, on either ISA")
