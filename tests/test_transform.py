@@ -128,3 +128,26 @@ def test_npb_migrated_across_isas_still_verifies(npb, env, tmp_path, kernel, kla
     p = run([UHYVE, "restore", tmp_path / "ck"], env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     check(kernel, klass, p.stdout)
+
+
+def test_npb_ep_round_trip_x86_64_aarch64_x86_64(npb, env, tmp_path):
+    from npb_reference import check
+    image = npb("ep", "S")
+    first = subprocess.Popen([UHYVE, "run", image, "--name", "a"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "a", first)
+    time.sleep(0.3)
+    ck = run([UHYVE, "checkpoint", "a", "-o", tmp_path / "ck1", "--to", "aarch64"], env=env)
+    assert ck.returncode == 0, ck.stderr
+    first.communicate(timeout=120)
+    second = subprocess.Popen([UHYVE, "restore", tmp_path / "ck1", "--name", "b"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "b", second)
+    time.sleep(1.5)
+    ck = run([UHYVE, "checkpoint", "b", "-o", tmp_path / "ck2", "--to", "x86_64"], env=env)
+    out, err = second.communicate(timeout=300)
+    assert ck.returncode == 0, ck.stderr + err
+    assert "Verification" not in out
+    p = run([UHYVE, "restore", tmp_path / "ck2"], env=env)
+    assert p.returncode == 0, p.stderr
+    check("ep", "S", p.stdout)
