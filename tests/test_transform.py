@@ -5,6 +5,8 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hexo.transform import TransformError, transform
 from hexo.toolchain import stackmaps
@@ -151,3 +153,15 @@ def test_npb_ep_round_trip_x86_64_aarch64_x86_64(npb, env, tmp_path):
     p = run([UHYVE, "restore", tmp_path / "ck2"], env=env)
     assert p.returncode == 0, p.stderr
     check("ep", "S", p.stdout)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(delay=st.floats(min_value=0.0, max_value=0.25))
+def test_migration_at_random_points_keeps_the_result(image, tmp_path_factory, delay):
+    """Wherever the x86-64 job is stopped, the arm64 continuation prints the same result."""
+    tmp = tmp_path_factory.mktemp("random")
+    (tmp / "run").mkdir(mode=0o700)
+    env = dict(os.environ, HEXO_RUN_DIR=str(tmp / "run"))
+    rounds = "10000"
+    out = _migrate(image, env, tmp / "ck", "x86_64", "aarch64", rounds, delay)
+    assert out == _reference(image, rounds)
