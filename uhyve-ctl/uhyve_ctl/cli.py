@@ -93,10 +93,11 @@ def _control(vm, name: str):
             server.set_state("running")
             return {"ok": False, "error": str(e)}
         t = vm.migrator.timings
-        return {"ok": True, "path": path,
+        target = req.get("target_isa") or vm.isa
+        return {"ok": True, "path": path, "isa": target, "transformed": target != vm.isa,
                 "stop_ms": 1e3 * (t["stopped"] - t["requested"]),
-                "transform_ms": 1e3 * (t["transformed"] - t["stopped"]),
-                "checkpoint_ms": 1e3 * (t["written"] - t["transformed"])}
+                "transform_ms": 1e3 * t["transform_s"],
+                "checkpoint_ms": 1e3 * (t["written"] - t["stopped"] - t["transform_s"])}
 
     server = control.ControlServer(name, {"isa": vm.isa, "backend": vm.backend_kind,
                                           "mem": vm.memory.size, "image": vm.image.path}, handle)
@@ -181,9 +182,10 @@ def _checkpoint(args) -> int:
     if not reply.get("ok"):
         print(f"uhyve-ctl: checkpoint failed: {reply.get('error')}", file=sys.stderr)
         return 1
-    print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, transformed in "
-          f"{reply['transform_ms']:.1f} ms, written and verified in "
-          f"{reply['checkpoint_ms']:.1f} ms")
+    xform = (f"transformed for {reply['isa']} in {reply['transform_ms']:.1f} ms, "
+             if reply["transformed"] else "")
+    print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, {xform}written and verified "
+          f"in {reply['checkpoint_ms']:.1f} ms")
     return 0
 
 
