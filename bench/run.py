@@ -6,8 +6,9 @@ this one run; absolute times are only context.
 Pairs: VM creation -> guest main() on KVM (target <= 10 ms); whole-process `uhyve-ctl run`
 of hello vs a bare interpreter start (target <= 1.5x); NPB kernels in the KVM guest vs the
 same kernels built natively (target <= 1.05x), by NPB's own timer (the timed section, as NPB
-reports it) and by whole-process time (which adds the VM's start-up); the emulated arm64
-build vs native (reported).
+reports it) and by whole-process time (which adds the VM's start-up); migratable builds
+(statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
+arm64 build vs native (reported).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ IMAGES = ROOT / "build" / "bench"
 WORKLOADS = [("hello", None), ("npb-ep", "W"), ("npb-cg", "A"), ("npb-cg", "S")]
 
 
-def _path(workload, klass, native=False):
-    return IMAGES / f"{workload}{'.' + klass if klass else ''}.{'native' if native else 'hexo'}"
+MIGRATABLE = [("npb-ep", "W"), ("npb-cg", "A")]
+
+
+def _path(workload, klass, native=False, migratable=False):
+    suffix = "native" if native else "migratable.hexo" if migratable else "hexo"
+    return IMAGES / f"{workload}{'.' + klass if klass else ''}.{suffix}"
 
 
 def build_images() -> None:
@@ -39,6 +44,10 @@ def build_images() -> None:
                    _path(workload, klass, native)] + (["--class", klass] if klass else [])
             subprocess.run(cmd + (["--native"] if native else []), check=True,
                            stdout=subprocess.DEVNULL)
+    for workload, klass in MIGRATABLE:
+        subprocess.run([BIN / "hexo", "build", "--workload", workload, "--class", klass,
+                        "--migratable", "-o", _path(workload, klass, migratable=True)],
+                       check=True, stdout=subprocess.DEVNULL)
 
 
 def boot_to_main(loops: int) -> float:
@@ -99,6 +108,12 @@ def main() -> None:
             "npb-ep-W-native-timed", npb_timer([str(_path("npb-ep", "W", True))])),
         "npb-ep-W-kvm-timed": runner.bench_time_func(
             "npb-ep-W-kvm-timed", npb_timer([uhyve, "run", str(_path("npb-ep", "W"))])),
+        "npb-ep-W-migratable-timed": runner.bench_time_func(
+            "npb-ep-W-migratable-timed",
+            npb_timer([uhyve, "run", str(_path("npb-ep", "W", migratable=True))])),
+        "npb-cg-A-migratable-timed": runner.bench_time_func(
+            "npb-cg-A-migratable-timed",
+            npb_timer([uhyve, "run", str(_path("npb-cg", "A", migratable=True))])),
         "npb-cg-S-native": runner.bench_command("npb-cg-S-native",
                                                 [str(_path("npb-cg", "S", True))]),
         "npb-cg-S-emu-aarch64": runner.bench_command(
@@ -115,6 +130,10 @@ def main() -> None:
              1.05),
             ("NPB CG.A KVM / native, NPB timer", "npb-cg-A-kvm-timed", "npb-cg-A-native-timed",
              1.05),
+            ("NPB EP.W migratable / plain build", "npb-ep-W-migratable-timed",
+             "npb-ep-W-kvm-timed", 1.05),
+            ("NPB CG.A migratable / plain build", "npb-cg-A-migratable-timed",
+             "npb-cg-A-kvm-timed", 1.05),
             ("NPB EP.W KVM / native, process", "npb-ep-W-kvm", "npb-ep-W-native", None),
             ("NPB CG.A KVM / native, process", "npb-cg-A-kvm", "npb-cg-A-native", None),
             ("NPB CG.S emulated arm64 / native", "npb-cg-S-emu-aarch64", "npb-cg-S-native", None)]
