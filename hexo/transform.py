@@ -178,11 +178,10 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
     def reaim(value: int) -> int:
         if not (stack_start <= value < STACK_TOP):
             return value
-        for s, size, d in objects:
-            if s <= value < s + size or (size == 0 and value == s):
-                return d + (value - s)
-            if value == s + size:           # one past the end is a valid C pointer
-                return d + size
+        inside = [(s, d) for s, size, d in objects if s <= value < s + size]
+        past_end = [(s, d) for s, size, d in objects if value == s + size]
+        for s, d in inside + past_end:      # one past the end is a valid C pointer too
+            return d + (value - s)
         raise TransformError(f"pointer 0x{value:x} into the stack matches no stack object")
 
     for s, size, d in objects:
