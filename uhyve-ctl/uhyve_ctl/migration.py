@@ -11,6 +11,7 @@ never discarded before its checkpoint is durable.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from typing import NamedTuple, Optional
@@ -97,7 +98,7 @@ class Migrator:
         regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
         regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(names)})
         state = {
-            "image": {"path": vm.image.path, "build_id": vm.image.manifest["build_id"],
+            "image": {"path": os.path.abspath(vm.image.path), "build_id": vm.image.manifest["build_id"],
                       "name": vm.image.manifest.get("name")},
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
