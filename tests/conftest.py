@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -38,34 +39,26 @@ class ImageCache:
     def __init__(self, root: Path):
         self.root = root
 
-    def get(self, workload: str, klass: str | None = None) -> Path:
-        name = f"{workload}.{klass}.hexo" if klass else f"{workload}.hexo"
-        out = self.root / name
-        lock = self.root / (name + ".lock")
-        import fcntl
-        with open(lock, "w") as f:
+    def _build(self, workload: str, klass: str | None, suffix: str, *flags: str) -> Path:
+        out = self.root / (f"{workload}.{klass}.{suffix}" if klass else f"{workload}.{suffix}")
+        with open(self.root / (out.name + ".lock"), "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             if not out.exists():
-                cmd = [HEXO, "build", "--workload", workload, "-o", out]
+                cmd = [HEXO, "build", "--workload", workload, *flags, "-o", out]
                 if klass:
                     cmd += ["--class", klass]
                 p = run(cmd)
                 assert p.returncode == 0, p.stderr
         return out
 
+    def get(self, workload: str, klass: str | None = None) -> Path:
+        return self._build(workload, klass, "hexo")
+
+    def migratable(self, workload: str, klass: str | None = None) -> Path:
+        return self._build(workload, klass, "migratable.hexo", "--migratable")
+
     def native(self, workload: str, klass: str | None = None) -> Path:
-        out = self.root / (f"{workload}.{klass}.native" if klass else f"{workload}.native")
-        lock = self.root / (out.name + ".lock")
-        import fcntl
-        with open(lock, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            if not out.exists():
-                cmd = [HEXO, "build", "--workload", workload, "--native", "-o", out]
-                if klass:
-                    cmd += ["--class", klass]
-                p = run(cmd)
-                assert p.returncode == 0, p.stderr
-        return out
+        return self._build(workload, klass, "native", "--native")
 
 
 @pytest.fixture(scope="session")

@@ -93,20 +93,6 @@ def test_unknown_return_address_is_a_clear_error(image):
         transform(src, dst, {"pc": 0x123456, "sp": 0x7fff00}, 0x7fff00, bytes(256))
 
 
-@pytest.fixture(scope="module")
-def npb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("npbm")
-
-    def build(kernel, klass):
-        out = d / f"{kernel}.{klass}.hexo"
-        if not out.exists():
-            p = run([HEXO, "build", "--workload", f"npb-{kernel}", "--class", klass,
-                     "--migratable", "-o", out])
-            assert p.returncode == 0, p.stderr
-        return out
-    return build
-
-
 @pytest.mark.parametrize("kernel,klass,src,dst,delay", [
     ("ep", "S", "x86_64", "aarch64", 0.7),
     ("ep", "S", "aarch64", "x86_64", 1.0),
@@ -115,10 +101,10 @@ def npb(tmp_path_factory):
         strict=True, reason="the restored arm64 CG uses a callee-saved register no record "
         "describes (a machine-level value); under investigation")),
 ])
-def test_npb_migrated_across_isas_still_verifies(npb, env, tmp_path, kernel, klass, src, dst,
+def test_npb_migrated_across_isas_still_verifies(images, env, tmp_path, kernel, klass, src, dst,
                                                  delay):
     from npb_reference import check
-    image = npb(kernel, klass)
+    image = images.migratable(f"npb-{kernel}", klass)
     proc = subprocess.Popen([UHYVE, "run", image, "--isa", src, "--name", "job"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "job", proc)
@@ -132,9 +118,9 @@ def test_npb_migrated_across_isas_still_verifies(npb, env, tmp_path, kernel, kla
     check(kernel, klass, p.stdout)
 
 
-def test_npb_ep_round_trip_x86_64_aarch64_x86_64(npb, env, tmp_path):
+def test_npb_ep_round_trip_x86_64_aarch64_x86_64(images, env, tmp_path):
     from npb_reference import check
-    image = npb("ep", "S")
+    image = images.migratable("npb-ep", "S")
     first = subprocess.Popen([UHYVE, "run", image, "--name", "a"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "a", first)
