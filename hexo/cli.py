@@ -162,9 +162,7 @@ def _transform(args) -> int:
     from .retarget import retarget
     ck = checkpoint.Checkpoint(args.checkpoint)
     image = Image(args.image or ck.meta["image"]["path"])
-    if image.manifest["build_id"] != ck.meta["image"]["build_id"]:
-        raise ValueError(f"{args.checkpoint} is a checkpoint of build "
-                         f"{ck.meta['image']['build_id'][:12]}, not of {image.path}")
+    ck.check_image(image)
     state = {k: v for k, v in ck.meta.items()
              if k not in ("format", "version", "areas", "manifest_crc32")}
     areas = [(a.kind, a.start, ck.read(a)) for a in ck.areas]

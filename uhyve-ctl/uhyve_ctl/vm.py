@@ -151,10 +151,7 @@ class VirtualMachine:
 
     def _check_restore(self, ckpt) -> int:
         meta = ckpt.meta
-        if meta["image"]["build_id"] != self.image.manifest["build_id"]:
-            raise ValueError(f"{ckpt.path} is a checkpoint of image {meta['image']['name']} "
-                             f"(build {meta['image']['build_id'][:12]}), not of "
-                             f"{self.image.path} (build {self.image.manifest['build_id'][:12]})")
+        ckpt.check_image(self.image)
         if meta["isa"] != self.isa:
             raise ValueError(f"{ckpt.path} holds {meta['isa']} registers; transform it for "
                              f"{self.isa} first")
