@@ -106,15 +106,21 @@ def compile_ir(req: BuildRequest, work: Path) -> Path:
     return linked
 
 
-def codegen(ir: Path, isa: str, work: Path) -> Path:
+def _llc_command(ir: Path, isa: str, work: Path, *flags: str) -> tuple[list[str], Path]:
+    """Write the IR retargeted for `isa`; return the llc command for it and its object."""
     t = TARGETS[isa]
     ll = work / f"app-{isa}.ll"
     ll.write_text(retarget(ir.read_text(), isa))
     obj = work / isa / "app.o"
     obj.parent.mkdir(exist_ok=True)
-    run(["llc", "-O2", "-filetype=obj", f"-mtriple={t.llc_triple}", *t.llc_flags,
-         "-relocation-model=static", "-function-sections", "-data-sections",
-         "--fp-contract=off", str(ll), "-o", str(obj)], f"generating {isa} code")
+    return (["llc", "-O2", "-filetype=obj", f"-mtriple={t.llc_triple}", *t.llc_flags, *flags,
+             "-relocation-model=static", "-function-sections", "-data-sections",
+             "--fp-contract=off", str(ll), "-o", str(obj)], obj)
+
+
+def codegen(ir: Path, isa: str, work: Path) -> Path:
+    cmd, obj = _llc_command(ir, isa, work)
+    run(cmd, f"generating {isa} code")
     return obj
 
 
@@ -141,14 +147,7 @@ def codegen_migratable(ir: Path, isa: str, work: Path, timeout: float = LLC_TIME
     """Like codegen(), for statepoint IR; returns the mode that worked: "registers" (live
     values may stay in callee-saved registers) or, after a crash or timeout of llc,
     "spill" (every live value in a stack slot)."""
-    t = TARGETS[isa]
-    ll = work / f"app-{isa}.ll"
-    ll.write_text(retarget(ir.read_text(), isa))
-    obj = work / isa / "app.o"
-    obj.parent.mkdir(exist_ok=True)
-    base = ["llc", "-O2", "-filetype=obj", f"-mtriple={t.llc_triple}", *t.llc_flags,
-            *t.migratable_llc_flags, "-relocation-model=static", "-function-sections",
-            "-data-sections", "--fp-contract=off", str(ll), "-o", str(obj)]
+    base, _ = _llc_command(ir, isa, work, *TARGETS[isa].migratable_llc_flags)
     try:
         p = subprocess.run(base + [DEOPT_IN_REGISTERS], capture_output=True, text=True,
                            timeout=timeout)
