@@ -84,10 +84,8 @@ def _build(args) -> int:
           f"at the same address on every ISA; needs {m['memory']['min_mem'] >> 20} MiB")
     if "migration" in m:
         mig = m["migration"]
-        spilled = [isa for isa, mode in mig["codegen"].items() if mode == "spill"]
         print(f"migratable: {mig['call_sites']} call sites, {mig['live_values']} live values "
-              f"recorded" + (f"; llc failed in register mode for {', '.join(spilled)}, live "
-                             f"values spilled to the stack there" if spilled else ""))
+              f"recorded")
     return 0
 
 
@@ -148,8 +146,7 @@ def _inspect(args) -> int:
     if "migration" in m:
         mig = m["migration"]
         print(f"migration  {mig['call_sites']} call sites, {mig['live_values']} live values "
-              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))}; codegen "
-              + ", ".join(f"{i} {c}" for i, c in mig["codegen"].items()) + ")")
+              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))})")
     mem = m["memory"]
     print(f"memory     image ends at {mem['image_end']:#x}; needs at least "
           f"{mem['min_mem'] >> 20} MiB of guest RAM")

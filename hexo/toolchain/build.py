@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from .. import __version__
 from ..image import write_image
 from . import layout, stackmaps, statepoints, sysroot
 from .sysroot import ToolchainError, run
-from .targets import DEOPT_IN_REGISTERS, ISAS, TARGETS
+from .targets import ISAS, TARGETS
 
 MIN_HEAP = 16 << 20
 
@@ -124,41 +123,30 @@ def codegen(ir: Path, isa: str, work: Path) -> Path:
     return obj
 
 
-LLC_TIMEOUT = 120       # seconds for register mode before falling back to spilling
-
-
 def make_migratable(ir: Path, req: BuildRequest, work: Path) -> tuple[Path, dict]:
     """The application IR with statepoints at every call site that can lead to a migration
-    point (checked by `opt -verify`), and the pass's side table."""
+    point, and the pass's side table. `opt` puts the values the pass routed through stack
+    slots back into SSA form (statepoints.py, _Slots) and verifies the module."""
     try:
         result = statepoints.instrument(ir.read_text(), auto_points=req.auto_points)
     except statepoints.MigratableError as e:
         raise ToolchainError(str(e)) from None
+    instrumented = work / "app-statepoints.ll"
+    instrumented.write_text(result.ir)
     out = work / "app-migratable.ll"
-    out.write_text(result.ir)
-    run(["opt", "-verify", "-disable-output", str(out)],
-        "verifying the migratable IR (a hexo defect if this fails)")
+    run(["opt", "-passes=mem2reg", "-verify-each", "-S", str(instrumented), "-o", str(out)],
+        "rebuilding SSA form of the migratable IR (a hexo defect if this fails)")
     table = result.side_table()
     (work / "sites.json").write_text(json.dumps(table, indent=1))
     return out, table
 
 
-def codegen_migratable(ir: Path, isa: str, work: Path, timeout: float = LLC_TIMEOUT) -> str:
-    """Like codegen(), for statepoint IR; returns the mode that worked: "registers" (live
-    values may stay in callee-saved registers) or, after a crash or timeout of llc,
-    "spill" (every live value in a stack slot)."""
-    base, _ = _llc_command(ir, isa, work, *TARGETS[isa].migratable_llc_flags)
-    try:
-        p = subprocess.run(base + [DEOPT_IN_REGISTERS], capture_output=True, text=True,
-                           timeout=timeout)
-        if p.returncode == 0:
-            return "registers"
-        why = (p.stderr.strip().splitlines() or ["no message"])[0]
-    except subprocess.TimeoutExpired:
-        why = f"no result after {timeout:g} s"
-    (work / isa / "llc-fallback.txt").write_text(why + "\n")
-    run(base, f"generating {isa} code")
-    return "spill"
+def codegen_migratable(ir: Path, isa: str, work: Path) -> Path:
+    """Like codegen(), for statepoint IR, with the flags that keep values out of places no
+    record describes (targets.MIGRATABLE_LLC_FLAGS)."""
+    cmd, obj = _llc_command(ir, isa, work, *TARGETS[isa].migratable_llc_flags)
+    run(cmd, f"generating {isa} code")
+    return obj
 
 
 _PASS1 = """ENTRY(_start)
@@ -226,8 +214,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         roots = {isa: sysroot.ensure(isa) for isa in ISAS}
         if req.migratable:
             ir, table = make_migratable(ir, req, work)
-            modes = {isa: codegen_migratable(ir, isa, work) for isa in ISAS}
-            objs = {isa: work / isa / "app.o" for isa in ISAS}
+            objs = {isa: codegen_migratable(ir, isa, work) for isa in ISAS}
         else:
             objs = {isa: codegen(ir, isa, work) for isa in ISAS}
         keep_debug = (".debug_frame",) if req.migratable else ()
@@ -262,7 +249,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         payloads = {f"elf.{i}": blobs[i] for i in ISAS}
         migration = None
         if req.migratable:
-            metas = _migration_metadata(work, table, modes)
+            metas = _migration_metadata(work, table)
             payloads.update({f"meta.{i}": stackmaps.dumps(metas[i]) for i in ISAS})
             migration = {
                 "metadata_version": list(stackmaps.META_VERSION),
@@ -270,7 +257,6 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
                 "call_sites": len(table["sites"]),
                 "live_values": sum(len(s["values"]) for s in table["sites"]),
                 "reaching_functions": len(table["reaching"]),
-                "codegen": modes,
             }
         common = syms[ISAS[0]].keys() & syms[ISAS[1]].keys()
         image_end = layout._align(placement.areas["bss"][1], abi.PAGE_SIZE)
@@ -297,10 +283,10 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         return manifest
 
 
-def _migration_metadata(work: Path, table: dict, modes: dict[str, str]) -> dict[str, dict]:
+def _migration_metadata(work: Path, table: dict) -> dict[str, dict]:
     """Each ISA's metadata from its final ELF; refuses ISAs that disagree on the sites."""
     try:
-        metas = {isa: stackmaps.isa_metadata(work / isa / "final.elf", isa, table, modes[isa])
+        metas = {isa: stackmaps.isa_metadata(work / isa / "final.elf", isa, table)
                  for isa in ISAS}
     except stackmaps.StackMapError as e:
         raise ToolchainError(f"migration metadata: {e}") from None

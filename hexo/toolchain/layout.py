@@ -109,7 +109,10 @@ def parse_map(text: str) -> list[Unit]:
             file = Path(path.split("(")[0]).name + ("(" + path.split("(", 1)[1] if "(" in path else "")
             u = units.get((file, name))
             if u is None:
-                u = units[(file, name)] = Unit(file, name, path, addr, 0, 1)
+                # Code is at least 4-aligned: arm64 instructions must be, and an assembler
+                # section without .balign may say 1 while its x86-64 twin sets the address.
+                code = name == ".text" or name.startswith(".text.")
+                u = units[(file, name)] = Unit(file, name, path, addr, 0, 4 if code else 1)
             u.size = max(u.size, addr + size - u.addr)
             u.align = max(u.align, align)
             current = u

@@ -16,7 +16,7 @@ import struct
 from typing import NamedTuple
 
 META_FORMAT = "hexo-migration-meta"
-META_VERSION = (1, 0)
+META_VERSION = (1, 1)
 STATEPOINT_HEADER = 3           # cc, flags, number of deopt values precede the values
 
 REGISTER, DIRECT, INDIRECT, CONSTANT, CONSTANT_INDEX = 1, 2, 3, 4, 5
@@ -187,7 +187,7 @@ class FrameRules:
         return None
 
 
-def isa_metadata(elf_path, isa: str, side_table: dict, codegen: str) -> dict:
+def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
     """Migration metadata of one ISA's final ELF (format: docs/formats.md, section 4)."""
     from elftools.elf.elffile import ELFFile
     sites_by_id = {s["id"]: s for s in side_table["sites"]}
@@ -226,6 +226,11 @@ def isa_metadata(elf_path, isa: str, side_table: dict, codegen: str) -> dict:
                 v["kind"], v["offset"] = "constant", sm.constants[loc.offset]
             if val["type"] == "alloca":
                 v["alloca_size"] = val["alloca_size"]
+            elif val.get("slot"):
+                if loc.kind != DIRECT:
+                    raise StackMapError(f"{where} ({side['function']}, {side['source']}): the "
+                                        f"slot of {val['ir']} is not a stack object")
+                v["kind"] = "indirect"      # the value is in memory at [reg + offset]
             values.append(v)
         out.append({"id": rec.id, "ra": ra, "function": names.get(fn.address, "?"),
                     "function_addr": fn.address, "frame_size": fn.stack_size,
@@ -233,7 +238,7 @@ def isa_metadata(elf_path, isa: str, side_table: dict, codegen: str) -> dict:
                     **frame, "values": values})
     out.sort(key=lambda s: s["ra"])
     return {"format": META_FORMAT, "version": list(META_VERSION), "isa": isa,
-            "codegen": codegen, "abi": ABI[isa], "symbols": symbols, "sites": out}
+            "abi": ABI[isa], "symbols": symbols, "sites": out}
 
 
 def check_isas(metas: dict[str, dict]) -> list[str]:

@@ -256,6 +256,7 @@ class Instr:
     name: str | None                # the value it defines
     op: str
     dbg: str | None = None          # its !DILocation
+    span: int = 1                   # lines it occupies
 
 
 @dataclass
@@ -347,7 +348,7 @@ def parse_function(lines: list[str], start: int) -> Function:
         iname = dm[1] if dm else None
         toks, attached = _strip_metadata(toks)
         blocks[-1].instrs.append(Instr(k, toks, iname, _opcode(toks, 2 if iname else 0),
-                                       attached.get("!dbg")))
+                                       attached.get("!dbg"), n))
         k += n
     return Function(name, start, k, params, blocks, dbg)
 
@@ -510,11 +511,14 @@ class LiveValue:
     ir_type: str
     size: int               # bytes of the value (allocas: of the pointer)
     alloca_size: int = 0    # bytes of the stack object
+    slot: bool = False      # the record locates the stack slot the value travels through
 
     def as_dict(self) -> dict:
         d = {"type": self.type, "ir_type": self.ir_type, "size": self.size, "ir": self.ir}
         if self.type == "alloca":
             d["alloca_size"] = self.alloca_size
+        if self.slot:
+            d["slot"] = True
         return d
 
 
@@ -699,15 +703,24 @@ class _Pass:
             if not chosen:
                 continue
             live = Liveness(f, self.layout, self.named)
-            for c in chosen:
+            slots = _Slots(f, live, self.named)
+            block_of = {ins.line: b for b in f.blocks for ins in b.instrs}
+            last_piece: dict[str, str] = {}
+            for c in sorted(chosen, key=lambda c: c.instr.line):
                 site_id = len(sites) + 1
-                values, pre = live.at(c.instr, site_id)
+                objects, operands, values = live.at(c.instr)
+                before, slot_operands, slot_values, after = slots.around(site_id, values)
                 file, line = self.dbg.where(c.dbg, f.dbg)
                 callee = c.direct or "<indirect>"
-                sites.append(Site(site_id, f.name, callee, file, line, values))
-                new = pre + self._statepoint(c, site_id, live.deopt_operands, fnty_decls,
-                                             result_decls)
+                sites.append(Site(site_id, f.name, callee, file, line, objects + slot_values))
+                piece = f"hexo.after.{site_id}"
+                new = (before + self._statepoint(c, site_id, operands + slot_operands,
+                                                 fnty_decls, result_decls)
+                       + [f"  br label %{piece}", f"{piece}:"] + after)
+                last_piece[block_of[c.instr.line].label] = f"%{piece}"
                 out[c.instr.line] = "\n".join(new)
+            slots.rewrite(out)
+            _retarget_phis(f, last_piece, out)
             out[f.header] = _with_gc(out[f.header])
         for m, fnty in fnty_decls.items():
             out.append(f"declare token @{_quote(f'llvm.experimental.gc.statepoint.{m}')}"
@@ -781,6 +794,128 @@ class _Pass:
             out.append(f"  {c.instr.name} = call {c.ret} "
                        f"@{_quote(f'llvm.experimental.gc.result.{rm}')}(token {tok}){dbg}")
         return out
+
+
+class _Slots:
+    """Every SSA value live across a statepoint travels through a stack slot of its own:
+    stored before the call, reloaded after it, and the record locates the slot. Left to
+    itself the register allocator may keep a value in a callee-saved register and a spill
+    slot at once, or reload it later from a copy no record names; going through memory at
+    every statepoint leaves one location per value, the one the transform rewrites.
+
+    The pass demotes each such value to a variable (store after its definition, load before
+    each use); `opt -mem2reg` then rebuilds SSA form, with the reloaded values flowing to
+    every use after a statepoint."""
+
+    def __init__(self, f: Function, live: "Liveness", named: dict[str, Type]):
+        self.f, self.live, self.named = f, live, named
+        self.index: dict[str, int] = {}
+        self.slots: dict[str, Type] = {}
+
+    def _var(self, v: str) -> tuple[str, Type]:
+        j = self.index.setdefault(v, len(self.index))
+        return f"%hexo.var.{j}", self.live.type_of(v)
+
+    def around(self, site_id: int, values: list[str]):
+        """Code before the statepoint, its slot operands and live values, code after it."""
+        before, operands, described, after = [], [], [], []
+        for v in values:
+            var, ty = self._var(v)
+            j = self.index[v]
+            cur = f"%hexo.cur.{site_id}.{j}"
+            before.append(f"  {cur} = load {ty}, {ty}* {var}")
+            agg = "undef"
+            for k, (path, leaf) in enumerate(_leaves(ty, self.named)):
+                slot = f"%hexo.slot.{j}.{k}"
+                self.slots[slot] = leaf
+                part = cur
+                if path:
+                    part = f"%hexo.part.{site_id}.{j}.{k}"
+                    before.append(f"  {part} = extractvalue {ty} {cur}, "
+                                  f"{', '.join(map(str, path))}")
+                before.append(f"  store {leaf} {part}, {leaf}* {slot}")
+                operands.append(f"{leaf}* {slot}")
+                described.append(LiveValue(v + "".join(f".{p}" for p in path), _category(leaf),
+                                           str(leaf), self.live.layout.store_size(leaf),
+                                           slot=True))
+                back = f"%hexo.back.{site_id}.{j}.{k}"
+                after.append(f"  {back} = load {leaf}, {leaf}* {slot}")
+                if path:
+                    nxt = f"%hexo.agg.{site_id}.{j}.{k}"
+                    after.append(f"  {nxt} = insertvalue {ty} {agg}, {leaf} {back}, "
+                                 f"{', '.join(map(str, path))}")
+                    agg = nxt
+                else:
+                    agg = back
+            after.append(f"  store {ty} {agg}, {ty}* {var}")
+        return before, operands, described, after
+
+    def rewrite(self, out: list[str]) -> None:
+        """Demote the routed values: variables and slots in the entry block, a store after
+        each definition, a load before each use (for phis: at the end of the predecessor).
+        Uses are rewritten first, so that the stores keep naming the defined values."""
+        if not self.index:
+            return
+        f, live = self.f, self.live
+        names = {v: re.compile(re.escape(v) + r"(?![-a-zA-Z$._0-9])") for v in self.index}
+        entry = [f"  %hexo.var.{j} = alloca {live.type_of(v)}" for v, j in self.index.items()]
+        entry += [f"  {slot} = alloca {ty}" for slot, ty in self.slots.items()]
+        params = dict(f.params)
+        loads = 0
+
+        def load(v: str) -> tuple[str, str]:
+            nonlocal loads
+            loads += 1
+            var, ty = self._var(v)
+            return f"%hexo.use.{loads}", f"  %hexo.use.{loads} = load {ty}, {ty}* {var}"
+
+        terminators = {b.label: b.instrs[-1] for b in f.blocks}
+        for b in f.blocks:
+            for ins in b.instrs:
+                if ins.op == "phi":
+                    for v in self.index:
+                        def incoming(m, v=v):
+                            name, code = load(v)
+                            term = terminators[live._block_name(m[1])]
+                            out[term.line] = code + "\n" + out[term.line]
+                            return f"[ {name}, {m[1]} ]"
+                        pair = re.compile(r"\[\s*" + re.escape(v) + r'\s*,\s*(%[-\w$."]+)\s*\]')
+                        out[ins.line] = pair.sub(incoming, out[ins.line])
+                    continue
+                for v in sorted(live._uses[id(ins)] & self.index.keys()):
+                    name, code = load(v)
+                    out[ins.line] = code + "\n" + names[v].sub(name, out[ins.line])
+        for v in self.index:
+            var, ty = self._var(v)
+            store = f"  store {ty} {v}, {ty}* {var}"
+            if v in params:
+                entry.append(store)
+                continue
+            ins = live.defs[v]
+            if ins.op == "phi":
+                block = next(b for b in f.blocks if ins in b.instrs)
+                first = next(i for i in block.instrs if i.op != "phi")
+                out[first.line] = store + "\n" + out[first.line]
+            else:
+                last = ins.line + ins.span - 1
+                out[last] = out[last] + "\n" + store
+        first = f.blocks[0].instrs[0].line
+        out[first] = "\n".join(entry) + "\n" + out[first]
+
+
+def _retarget_phis(f: Function, last_piece: dict[str, str], out: list[str]) -> None:
+    """Every statepoint ends its block, so that instruction selection, which works one block
+    at a time, cannot share a machine value (such as a materialized constant address) across
+    it: such a value would live in a register no record describes. The successors' phis
+    must then name the last piece of a split block instead of its original label."""
+    by_label = {b.label: b for b in f.blocks}
+    for label, piece in last_piece.items():
+        pattern = re.compile(rf"(,\s*){re.escape(label)}(\s*\])")
+        for succ in set(by_label[label].succs()):
+            for ins in by_label[succ].instrs:
+                if ins.op != "phi":
+                    break
+                out[ins.line] = pattern.sub(rf"\g<1>{piece}\g<2>", out[ins.line])
 
 
 def _quote(name: str) -> str:
@@ -956,28 +1091,17 @@ class Liveness:
         for b in f.blocks:
             walk(b, set(state_in[b.label]), True)
 
-    def at(self, ins: Instr, site_id: int) -> tuple[list[LiveValue], list[str]]:
-        """The live values after call `ins`, and instructions to insert before it (parts of
-        aggregates). Sets self.deopt_operands to the bundle's operands."""
+    def at(self, ins: Instr) -> tuple[list[LiveValue], list[str], list[str]]:
+        """After call `ins`: the stack objects that may be in use (as live values, and as
+        deopt operands) and the SSA values that are live."""
         live = self.live_after[id(ins)] - {ins.name}
         objs = set(self.unmarked) | self.in_lifetime[id(ins)] | (live & set(self.allocas))
-        values, operands, pre = [], [], []
+        objects, operands = [], []
         for a in sorted(objs, key=self.order.__getitem__):
             size, _ = self._alloca_size(self.defs[a])
-            values.append(LiveValue(a, "alloca", str(self.type_of(a)), 8, size))
+            objects.append(LiveValue(a, "alloca", str(self.type_of(a)), 8, size))
             operands.append(f"{self.type_of(a)} {a}")
-        for v in sorted(live - set(self.allocas), key=self.order.__getitem__):
-            ty = self.type_of(v)
-            for path, leaf in _leaves(ty, self.named):
-                name = v
-                if path:
-                    name = f"%hexo.part.{site_id}.{len(pre)}"
-                    pre.append(f"  {name} = extractvalue {ty} {v}, {', '.join(map(str, path))}")
-                values.append(LiveValue(v + "".join(f".{p}" for p in path), _category(leaf),
-                                        str(leaf), self.layout.store_size(leaf)))
-                operands.append(f"{leaf} {name}")
-        self.deopt_operands = operands
-        return values, pre
+        return objects, operands, sorted(live - set(self.allocas), key=self.order.__getitem__)
 
     def _alloca_size(self, ins: Instr) -> tuple[int, Type]:
         ty, i = parse_type(ins.toks, 3)

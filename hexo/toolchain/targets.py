@@ -20,17 +20,18 @@ class Target:
 
 
 # llc flags of migratable builds. Statepoint records must hold at the return address, and
-# the transform needs each frame's call-frame rules. DEOPT_IN_REGISTERS lets live values stay
-# in callee-saved registers (without it llc spills every one: up to 1.4x on call-heavy code);
-# llc 14 sometimes crashes or hangs with it, so the build falls back to spilling per module.
-# aarch64 reserves x30: otherwise the link register can hold a live value across a call.
-# No machine LICM: it hoists constant materializations (addresses of globals and constant
-# pools) out of loops into callee-saved registers, values that exist only in machine code,
-# so no record holds them and they would be lost when the job moves to the other ISA.
-MIGRATABLE_LLC_FLAGS = ("--force-dwarf-frame-section", "-disable-machine-licm", "-disable-lsr",
+# the transform needs each frame's call-frame rules. aarch64 reserves x30: otherwise the
+# link register can hold a live value across a call.
+# No machine LICM (before or after register allocation), CSE or CodeGenPrepare: they hoist
+# or share constant materializations (addresses of globals and constant pools) across calls
+# in callee-saved registers, values that exist only in machine code, so no record holds them
+# and they would be lost when the job moves to the other ISA. The IR pass ends a block after
+# every statepoint for the same reason (instruction selection shares values within a block);
+# CodeGenPrepare and, on aarch64, the CFG tidy-up after atomic expansion would merge them back.
+MIGRATABLE_LLC_FLAGS = ("--force-dwarf-frame-section", "-disable-machine-licm",
+                        "-disable-postra-machine-licm", "-disable-lsr", "-disable-cgp",
                         "-disable-constant-hoisting", "--enable-global-merge=false",
                         "-disable-machine-cse")
-DEOPT_IN_REGISTERS = "-use-registers-for-deopt-values"
 
 
 # Flags every guest translation unit shares: per-symbol sections for the layout tool, no
@@ -53,5 +54,5 @@ TARGETS = {
         ("-mcpu=generic",),
         (),
         ("-z", "max-page-size=4096"),
-        MIGRATABLE_LLC_FLAGS + ("-mattr=+reserve-x30",)),
+        MIGRATABLE_LLC_FLAGS + ("-mattr=+reserve-x30", "-aarch64-enable-atomic-cfg-tidy=false")),
 }

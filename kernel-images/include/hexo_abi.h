@@ -6,8 +6,8 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 1
-#define HEXO_ABI_VERSION 0x10001
+#define HEXO_ABI_MINOR 2
+#define HEXO_ABI_VERSION 0x10002
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
 #define HEXO_SHARED_PAGE_ADDR 0x2000
@@ -122,7 +122,7 @@
 #define HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST 8
 #define HEXO_OFF_SHARED_PAGE_MIGRATE_TARGET_ISA 12
 #define HEXO_OFF_SHARED_PAGE_GUEST_STATE 16
-#define HEXO_OFF_SHARED_PAGE_RESERVED 20
+#define HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP 20
 #define HEXO_CPU_CONTEXT_SIZE 184
 
 #ifndef __ASSEMBLER__
@@ -151,14 +151,14 @@ struct hexo_boot_info {
 };
 _Static_assert(sizeof(struct hexo_boot_info) == 136, "ABI size");
 
-/* Flags the host sets atomically and the guest polls at migration points. */
+/* Flags the host sets atomically and the guest polls at migration points; while a request is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. */
 struct hexo_shared_page {
     uint32_t magic;
     uint32_t abi_version;
     uint32_t migrate_request;
     uint32_t migrate_target_isa;
     uint32_t guest_state;
-    uint32_t reserved;
+    uint32_t migrate_skip;
 };
 _Static_assert(sizeof(struct hexo_shared_page) == 24, "ABI size");
 

@@ -17,7 +17,7 @@ import struct
 from typing import NamedTuple
 
 ABI_MAJOR = 1
-ABI_MINOR = 1
+ABI_MINOR = 2
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -103,8 +103,9 @@ RESTORE_KERNEL_ADDR = BOOT_INFO_ADDR + 0x600
 SHARED_PAGE = Struct("hexo_shared_page", (
     ("magic", "u32"), ("abi_version", "u32"),
     ("migrate_request", "u32"), ("migrate_target_isa", "u32"),
-    ("guest_state", "u32"), ("reserved", "u32"),
-), "Flags the host sets atomically and the guest polls at migration points.")
+    ("guest_state", "u32"), ("migrate_skip", "u32"),
+), "Flags the host sets atomically and the guest polls at migration points; while a request "
+   "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting.")
 
 # Hypercall argument structs. Pointers are guest addresses; `ret` is >= 0 on success and
 # -errno (newlib errno numbering, see ERRNO) on failure.

@@ -28,6 +28,12 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
                         "kernel (CPL0, VT-x hosts); auto detects")
     p.add_argument("--name", help="name the VM so that `ps` and `checkpoint` can reach it")
     p.add_argument("--stats", action="store_true", help="print timing and exit counts to stderr")
+    p.add_argument("--checkpoint-at", type=int, metavar="N",
+                   help="checkpoint at the Nth migration point the job reaches (counting from "
+                        "this start) into --checkpoint-dir, and stop there")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="where --checkpoint-at writes")
+    p.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
+                   help="with --checkpoint-at: ISA the job will resume on (default: its own)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +129,17 @@ def _execute(args, restore=None) -> int:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
             server.set_state("running")
+        if args.checkpoint_at is not None:
+            import os
+
+            from .migration import MigrationError, Request
+            try:
+                vm.migrator.arm(Request(os.path.abspath(args.checkpoint_dir),
+                                        args.target_isa or vm.isa, False,
+                                        args.checkpoint_at - 1))
+            except MigrationError as e:
+                print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
+                return EXIT_NOSTART
         t1 = time.perf_counter()
         stop = vm.run(args.timeout)
         t2 = time.perf_counter()
@@ -131,6 +148,10 @@ def _execute(args, restore=None) -> int:
                   f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls",
                   file=sys.stderr)
         code, state = _report(vm, stop)
+        if args.checkpoint_at is not None and state != "checkpointed":
+            why = vm.migrator.outcome() or f"it reached fewer than {args.checkpoint_at} " \
+                                            f"migration points"
+            print(f"uhyve-ctl: no checkpoint was written: {why}", file=sys.stderr)
         if server:
             server.close(state, exit_status=code)
         return code
@@ -204,6 +225,12 @@ def main(argv=None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args = _parser().parse_args(argv[:split])
     args.guest_args = argv[split + 1:]
+    if args.cmd in ("run", "restore") and (args.checkpoint_at is None) != (
+            args.checkpoint_dir is None):
+        _parser().error("--checkpoint-at and --checkpoint-dir go together")
+    if args.cmd in ("run", "restore") and args.checkpoint_at is not None \
+            and args.checkpoint_at < 1:
+        _parser().error("--checkpoint-at counts from 1")
     if args.cmd == "run":
         return _execute(args)
     return {"restore": _restore, "checkpoint": _checkpoint, "ps": _ps}[args.cmd](args)

@@ -30,6 +30,7 @@ class Request(NamedTuple):
     output: str
     target_isa: str
     compress: bool
+    skip: int = 0           # migration points the guest lets pass before acting
 
 
 class Migrator:
@@ -44,10 +45,14 @@ class Migrator:
         self._flag = ctypes.c_uint32.from_address(base + offset)
         self._target = ctypes.c_uint32.from_address(
             base + abi.SHARED_PAGE.offset("migrate_target_isa"))
+        self._skip = ctypes.c_uint32.from_address(base + abi.SHARED_PAGE.offset("migrate_skip"))
         self.timings: dict[str, float] = {}
 
-    def request(self, req: Request, timeout: float) -> str:
-        """Checkpoint at the next migration point; returns the checkpoint path."""
+    def arm(self, req: Request) -> None:
+        """Raise the request without waiting: before the guest runs, `req.skip` = N - 1
+        makes the checkpoint happen at exactly the Nth migration point."""
+        if not 0 <= req.skip < 2 ** 32:
+            raise MigrationError(f"cannot let {req.skip} migration points pass")
         with self._lock:
             if self._pending is not None:
                 raise MigrationError("a checkpoint of this VM is already in progress")
@@ -55,7 +60,13 @@ class Migrator:
             self._done.clear()
             self.timings = {"requested": time.perf_counter()}
             self._target.value = abi.ISA_IDS[req.target_isa]
-            self._flag.value = abi.MIGRATE_REQUESTED    # one aligned 32-bit store
+            self._skip.value = req.skip
+            self._flag.value = abi.MIGRATE_REQUESTED    # one aligned 32-bit store, the last
+
+    def request(self, req: Request, timeout: float) -> str:
+        """Checkpoint at the next migration point (after `req.skip` more); returns the
+        checkpoint path."""
+        self.arm(req)
         if not self._done.wait(timeout):
             with self._lock:
                 if self._pending is req:                # the guest has not started yet
@@ -69,10 +80,15 @@ class Migrator:
             raise MigrationError(str(self._result))
         return self._result
 
+    def outcome(self) -> Optional[str]:
+        """Why the last request produced no checkpoint, if it failed."""
+        return str(self._result) if isinstance(self._result, Exception) else None
+
     def on_migrate(self, ctx: dict, kernel: dict, areas: list[dict]):
         with self._lock:
             req, self._pending = self._pending, None
             self._flag.value = 0
+            self._skip.value = 0
         if req is None:
             return -abi.ERRNO["EAGAIN"]                  # request withdrawn: keep running
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@
 #define FRAME ((HEXO_CPU_CONTEXT_SIZE + 15) & ~15)
 
     .section .text.hexo_check_migrate, "ax", %progbits
+    .balign 4
     .globl hexo_check_migrate
     .type hexo_check_migrate, %function
 hexo_check_migrate:
@@ -12,7 +13,13 @@ hexo_check_migrate:
     ldr w16, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST]
     cbnz w16, 1f
     ret
-1:  sub sp, sp, #FRAME
+1:  mov x16, #HEXO_SHARED_PAGE_ADDR
+    ldr w17, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP]
+    cbz w17, 2f
+    sub w17, w17, #1
+    str w17, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP]
+    ret
+2:  sub sp, sp, #FRAME
     mov x16, #HEXO_ISA_AARCH64
     str x16, [sp, #CTX(ISA)]
     str x30, [sp, #CTX(PC)]
@@ -40,6 +47,7 @@ hexo_check_migrate:
 /* hexo_resume(const struct hexo_cpu_context *ctx): return from hexo_check_migrate into the
    restored application frame. Never returns. */
     .section .text.hexo_resume, "ax", %progbits
+    .balign 4
     .globl hexo_resume
     .type hexo_resume, %function
 hexo_resume:
@@ -65,6 +73,7 @@ hexo_resume:
    the one return address below main on every stack, so a cross-ISA transform can map it by
    name (it is local because its offset in the function differs between ISAs). */
     .section .text.hexo_main_trampoline, "ax", %progbits
+    .balign 4
     .globl hexo_main_trampoline
     .type hexo_main_trampoline, %function
 hexo_main_trampoline:

@@ -2,6 +2,7 @@
    MMU (host-built identity tables) before any C code runs. */
 #include "hexo_abi.h"
     .section .text.hexo_start, "ax", %progbits
+    .balign 4
     .globl _start
     .type _start, %function
 _start:

@@ -10,7 +10,11 @@ hexo_check_migrate:
     cmpl $0, HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST
     jne 1f
     ret
-1:  subq $HEXO_CPU_CONTEXT_SIZE, %rsp          /* keeps %rsp 16-byte aligned for the call */
+1:  cmpl $0, HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
+    je 2f
+    decl HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
+    ret
+2:  subq $HEXO_CPU_CONTEXT_SIZE, %rsp          /* keeps %rsp 16-byte aligned for the call */
     movq $HEXO_ISA_X86_64, CTX(ISA)(%rsp)
     movq HEXO_CPU_CONTEXT_SIZE(%rsp), %rax     /* return address */
     movq %rax, CTX(PC)(%rsp)
