@@ -176,8 +176,8 @@ def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
         df.to_csv(f, index=False, float_format="%.6g")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hexo_sched.calibrate", description=__doc__,
+def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--runs", nargs="+", default=["npb-ep:S", "npb-cg:S", "npb-is:S"],
