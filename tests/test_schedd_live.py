@@ -171,3 +171,41 @@ def test_board_with_unknown_host_key_is_refused(tmp_path, sshd):
     good = SshHost("b", "127.0.0.1", sshd.port, "root", sshd.user_key, sshd.known_hosts)
     assert good.sh("echo ok")[1] == "ok\n"
     good.close()
+
+
+def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_path, sshd):
+    """The board holds a corrupt copy of the image: the restore there fails, the job resumes
+    from its source checkpoint on the server, is not offloaded again, and still verifies."""
+    import hashlib
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    digest = hashlib.sha256(ep.read_bytes()).hexdigest()[:16]
+    corrupt = tmp_path / "board" / "work" / "images" / f"{digest}-{ep.name}"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not an image")
+    garbage = tmp_path / "garbage.hexo"
+    garbage.write_bytes(b"\0" * 64)
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        bad = run([HEXO, "submit", ep, garbage, "--state-dir", state_dir])
+        assert bad.returncode == 1 and "garbage.hexo" in bad.stderr, bad.stderr
+        assert status(state_dir)["jobs"] == []          # nothing of a bad request is queued
+        p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
+                                                            for j in s["jobs"]),
+                      state_dir, 300, "both jobs to end")
+        text = run([HEXO, "status", "--state-dir", state_dir]).stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    first = st["jobs"][0]
+    assert [h["outcome"].split(":")[0] for h in first["migrations"]] == ["failed"], first
+    assert "ended with status 126" in first["migrations"][0]["outcome"]
+    assert [(s["machine"], s["kind"], s["discarded"]) for s in first["segments"]] == [
+        ("server", "run", False), ("board0", "restore", True), ("server", "restore", False)]
+    check("ep", "S", Path(first["output"]).read_text())
+    check("is", "S", Path(st["jobs"][1]["output"]).read_text())
+    assert "no longer a candidate" in log.read_text()
+    assert "emulated: a stand-in for a physical board" in text and "job-1" in text

@@ -481,6 +481,11 @@ class Daemon:
             rec.progress = None
             rec.history[-1]["outcome"] = f"failed: {why}"
             self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
+            dst_model = self.state.machines[pg.dst].model
+            if self.state.machines[pg.dst].kind == "board" \
+                    and self.state.jobs[jid].slowdown.pop(dst_model, None) is not None:
+                log.info("%s is no longer a candidate for %s boards: its estimate is dropped "
+                         "so that the policy does not retry a failing migration", jid, dst_model)
             log.info("%s goes on on %s%s", jid, src.name,
                      f" (restored from its checkpoint as segment {resumed.n})" if resumed else "")
             self._event(self.policy.on_migration_failed, jid)
@@ -500,6 +505,7 @@ def main(argv=None) -> int:
     handlers = [logging.StreamHandler(), logging.FileHandler(cfg.state_dir / "schedd.log")]
     logging.basicConfig(level=logging.INFO, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         daemon = Daemon(cfg)
         daemon.start()
