@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,8 @@ class MachineAgent:
 
     def _probe_local(self, segments):
         from uhyve_ctl.control import list_vms
-        vms = {v["name"]: v for v in list_vms(self.cfg.run_dir)}
+        run_dir = self.cfg.run_dir
+        vms = {v["name"]: v for v in (list_vms(run_dir) if os.path.isdir(run_dir) else [])}
         result = {}
         for job, n in segments:
             b = Path(self.seg_path(job, n, "")[:-1])

@@ -9,8 +9,8 @@ Two measurements per benchmark and problem class:
 * a board's slowdown: the same .hexo image run on the server (`uhyve-ctl run --isa x86_64`) and
   on the board (`--isa aarch64`), compared by the run time uhyve-ctl reports (`--stats`).
 
-`python -m hexo_sched.calibrate` writes a CSV with its provenance in `#` header lines; the live
-`hexo calibrate` will do the same with a remote board.
+`hexo calibrate` (or `python -m hexo_sched.calibrate`) writes a CSV with its provenance in `#`
+header lines. Both machines are local: the KVM server and the emulated board.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .policy import ClusterState, Job, JobState, Migration
+from .policy import ClusterState, Job, JobState, Migration, TransitionError
 
 FORMAT = "hexo-schedd-state"
 VERSION = (1, 0)
@@ -115,15 +115,18 @@ def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], li
     try:
         jobs = [_job_from_json(e["policy"]) for e in data["jobs"]]
         records = {e["record"]["id"]: _record_from_json(e["record"]) for e in data["jobs"]}
-        unknown = {j.location for j in jobs if j.location} - set(state.machines)
+        unknown = ({j.location for j in jobs if j.location}
+                   | {j.migration.dst for j in jobs if j.migration}) - set(state.machines)
         if unknown:
             raise StateFileError(f"jobs on machines the config no longer has: {unknown}")
         if {j.id for j in jobs} != set(records):
             raise StateFileError("policy jobs and job records differ")
         state.restore(jobs, data["queue"], float(data["now"]))
         return records, list(data.get("decisions", [])), int(data["next_id"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise StateFileError(f"malformed state: {e!r}") from None
+    except TransitionError as e:
+        raise StateFileError(str(e)) from None
 
 
 class StateFile:
