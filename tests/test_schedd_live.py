@@ -102,7 +102,35 @@ def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
     raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
 
 
-def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, tmp_path, sshd):
+PHASES = ("checkpoint", "transfer", "restore")
+
+
+def kill_in_phase(daemon: subprocess.Popen, state_file: Path, job: str, phase: str,
+                  vm_state_file: Path) -> None:
+    """SIGKILL the daemon as soon as its state file shows `job`'s migration in `phase`; in the
+    checkpoint phase, once the source VM is writing its checkpoint (EP.S would otherwise end
+    on the server while the daemon restarts, leaving nothing to migrate)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            data = json.loads(state_file.read_text())
+            vm = json.loads(vm_state_file.read_text())["state"] if phase == "checkpoint" \
+                else None
+        except (OSError, ValueError):
+            continue
+        rec = next(e["record"] for e in data["jobs"] if e["record"]["id"] == job)
+        if rec["progress"] and rec["progress"]["phase"] == phase \
+                and vm in (None, "checkpointing", "checkpointed"):
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"{job} never reached phase {phase}")
+
+
+@pytest.mark.parametrize("kill_at", PHASES)
+def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, tmp_path, sshd,
+                                                                        kill_at):
     ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
     jobs = tmp_path / "jobs.txt"
     jobs.write_text(f"{ep}\n{is_} --mem 128M\n{is_}\n{ep} --vcpus 1\n")
@@ -121,9 +149,8 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
         assert "calibration" in first["estimate_source"]
 
         # kill -9 in the middle of the first offload, then restart
-        time.sleep(1.0)
-        os.kill(daemon.pid, signal.SIGKILL)
-        daemon.wait(10)
+        kill_in_phase(daemon, state_dir / "state.json", ids[0], kill_at,
+                      tmp_path / "server" / "run" / f"{ids[0]}.json")
         time.sleep(1.0)
         daemon = start_daemon(cfg, log)
 
@@ -136,6 +163,9 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
 
     text = log.read_text()
     assert "recovered 4 jobs" in text
+    resumed = re.search(r"resuming the migration of job-1 \(server -> board0\) at phase (\w+)",
+                        text)
+    assert resumed and resumed[1] in PHASES[PHASES.index(kill_at):], text
     assert "stand-in for a physical arm64 board" in text
     for j in st["jobs"]:
         kernel = "ep" if "npb-ep" in j["image"] else "is"
@@ -145,10 +175,9 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
         assert j["outcome"] == "exit 0"
         fresh = [s for s in j["segments"] if s["kind"] == "run" and not s["discarded"]]
         assert len(fresh) == 1, j["segments"]
-    moves = [(h["src"], h["dst"]) for h in next(j for j in st["jobs"]
-                                                 if j["id"] == ids[0])["migrations"]
-             if h["outcome"] == "done"]
-    assert moves == [("server", "board0"), ("board0", "server")], st["jobs"][0]
+    first = next(j for j in st["jobs"] if j["id"] == ids[0])
+    moves = [(h["src"], h["dst"]) for h in first["migrations"] if h["outcome"] == "done"]
+    assert moves == [("server", "board0"), ("board0", "server")], first
     assert re.search(r'hexo_migrations_total\{dst="server",outcome="done",src="board0"\} 1',
                      metrics), metrics
     assert re.search(r'hexo_jobs\{state="done"\} 4', metrics)

@@ -461,6 +461,15 @@ class Daemon:
             pg = rec.progress
         src = self.agents[pg.src]
         p = self._settled(src, jid, pg.src_seg, self.cfg.checkpoint_timeout_s + 60)
+        if p.ended and not p.checkpointed:
+            with self.lock:
+                rec.progress = None
+                rec.history[-1]["outcome"] = "abandoned: the job ended before its checkpoint"
+                self.metrics.migrations.labels(pg.src, pg.dst, "abandoned").inc()
+                log.info("%s ended on %s before it could be checkpointed; nothing to migrate",
+                         jid, src.name)
+                self._event(self.policy.on_migration_failed, jid)
+            return
         resumed = None
         if p.checkpointed:
             if pg.dst_seg is not None:

@@ -7,13 +7,19 @@ configured known_hosts file: an unknown or changed key refuses the connection.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import threading
 from pathlib import Path
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)     # loaded here: nothing to load after fork
 
 
 class HostError(RuntimeError):
@@ -31,7 +37,7 @@ class LocalHost:
     def sh(self, script: str, timeout: float = 300.0) -> tuple[int, str, str]:
         try:
             p = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
-                               timeout=timeout)
+                               timeout=timeout, preexec_fn=_die_with_parent)
         except subprocess.TimeoutExpired:
             raise HostError(f"{self.name}: command timed out after {timeout:g} s") from None
         return p.returncode, p.stdout, p.stderr
@@ -164,6 +170,13 @@ class SshHost:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _die_with_parent() -> None:
+    """A command the daemon waits for (a checkpoint request) must not outlive it: a restarted
+    daemon would otherwise race it. Jobs are not affected: they start in their own session
+    from a shell that has already exited."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _sftp_mkdirs(s, path: str) -> None:
