@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from conftest import UHYVE
 from hexo_sched import api, daemon as schedd
 from hexo_sched.config import ConfigError, load, parse_mb
 from hexo_sched.jobstore import (JobRecord, Segment, StateFile, StateFileError, dump,
@@ -151,6 +153,23 @@ def test_a_job_whose_vm_vanished_is_requeued(tmp_path, monkeypatch):
     d.poll_once()
     assert d.state.jobs["job-1"].state is JobState.QUEUED
     assert all(s.discarded for s in d.records["job-1"].segments)
+
+
+def test_a_job_placed_but_never_launched_is_launched_on_restart(tmp_path):
+    cfg_path = server_only_config(tmp_path)
+    cfg_path.write_text(cfg_path.read_text() + f'uhyve_ctl = "{UHYVE}"\n')
+    write_state(cfg_path, [("job-1", 1, False)])     # the policy placed it; no segment yet
+    d = schedd.Daemon(load(cfg_path))
+    d._finish_interrupted_actions()
+    assert [(s.machine, s.kind) for s in d.records["job-1"].segments] == [("server", "run")]
+    rc = tmp_path / "work" / "job-1" / "seg0.rc"
+    for _ in range(300):                             # its image does not exist: uhyve-ctl
+        if rc.exists():                              # refuses to start it
+            break
+        time.sleep(0.05)
+    d.poll_once()
+    assert d.records["job-1"].outcome == "exit 126"
+    assert "cannot start" in (tmp_path / "state" / "jobs" / "job-1" / "seg0.err").read_text()
 
 
 def test_config_errors_are_clear(tmp_path):

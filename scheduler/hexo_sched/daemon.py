@@ -94,6 +94,7 @@ class Daemon:
         self.metrics_port = self.metrics.serve(self.cfg.metrics_addr, self.cfg.metrics_port)
         log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_addr, self.metrics_port)
         with self.lock:
+            self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
                     log.info("resuming the migration of %s (%s -> %s) at phase %s", jid,
@@ -101,6 +102,25 @@ class Daemon:
                     self._spawn_worker(jid)
             self._save()
         self.control = ControlServer(self.cfg.state_dir, self.handle)
+
+    def _finish_interrupted_actions(self) -> None:
+        """Actions of one decision are saved one by one: a daemon killed between two of them
+        leaves a job the policy placed but the daemon never launched or began to move."""
+        for jid, job in self.state.active.items():
+            rec = self.records[jid]
+            if job.state is JobState.RUNNING and (rec.current is None
+                                                  or rec.current.machine != job.location):
+                log.info("%s was placed on %s but not launched before the restart; launching",
+                         jid, job.location)
+                self._launch(jid, job.location)
+            elif job.state is JobState.MIGRATING and rec.progress is None:
+                log.info("%s was to migrate %s -> %s when the daemon stopped; starting", jid,
+                         job.migration.src, job.migration.dst)
+                rec.progress = MigrationProgress(job.migration.src, job.migration.dst,
+                                                 rec.current.n)
+                rec.history.append({"time": time.time(), "src": job.migration.src,
+                                    "dst": job.migration.dst, "reason": job.migration.reason,
+                                    "outcome": "under way"})
 
     def loop(self) -> None:
         while not self.stopping.is_set():
@@ -236,10 +256,11 @@ class Daemon:
                 jobs.append({"id": jid, "image": rec.image, "state": j.state.value,
                              "location": j.location, "vcpus": j.vcpus, "mem_mb": j.mem_mb,
                              "benchmark": rec.benchmark, "npb_class": rec.npb_class,
-                             "slowdown": j.slowdown, "estimate_source": rec.estimate_source,
+                             "slowdown": dict(j.slowdown),
+                             "estimate_source": rec.estimate_source,
                              "migrating_to": j.migration.dst if j.migration else None,
-                             "migrations": rec.history,
-                             "segments": [vars(s) for s in rec.segments],
+                             "migrations": [dict(h) for h in rec.history],
+                             "segments": [dict(vars(s)) for s in rec.segments],
                              "outcome": rec.outcome, "output": rec.output})
             return {"policy": self.policy.name, "counters": self.estimator.counters,
                     "metrics": f"http://{self.cfg.metrics_addr}:{self.metrics_port}/metrics",
