@@ -3,7 +3,7 @@
 A job's run on one machine is a *segment*: `<work_dir>/<job>/seg<N>.{out,err,rc}`. uhyve-ctl
 starts in its own session (setsid) with its output in those files and a shell that writes the
 exit status to `.rc` when it ends, so jobs run on while the daemon is down and a restarted daemon
-learns what happened from the files and from `uhyve-ctl ps --json`. The same shell text runs on
+learns what happened from the files and from the VMs' uhyve-ctl state files. The same shell runs on
 the server and, over SSH, on a board.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,51 +92,30 @@ class MachineAgent:
         self.launch(job, n, ["restore", checkpoint, "--image", image])
 
     def probe(self, segments: list[tuple[str, int]]) -> dict[tuple[str, int], SegmentProbe]:
-        """One round trip: the files of each segment and the live VMs of this machine."""
-        if not self.host.remote:
-            return self._probe_local(segments)
-        lines = []
-        for job, n in segments:
-            b = self.seg_path(job, n, "")[:-1]
-            lines.append(f"printf '%s %s ' {quote(job)} {n}; "
-                         f"if [ -e {quote(b + '.err')} ]; then printf '1 '; else printf '0 '; fi; "
-                         f"if [ -e {quote(b + '.rc')} ]; then printf '%s ' \"$(cat {quote(b + '.rc')})\"; "
-                         f"else printf -- '- '; fi; "
-                         f"if grep -q 'uhyve-ctl: checkpointed to' {quote(b + '.err')} 2>/dev/null; "
-                         f"then echo 1; else echo 0; fi")
-        script = "\n".join(lines + ["echo ---", self._uhyve("ps", "--json")])
-        rc, out, err = self.host.sh(script, timeout=60)
-        if rc or "---" not in out:
-            raise HostError(f"{self.name}: probe failed: {err.strip() or out.strip()}")
-        files, ps = out.split("---\n", 1)
-        try:
-            vms = {v["name"]: v for v in json.loads(ps)}
-        except (ValueError, KeyError, TypeError):
-            raise HostError(f"{self.name}: uhyve-ctl ps --json gave {ps[:200]!r}") from None
-        result = {}
-        for line in files.splitlines():
-            job, n, launched, rcs, ck = line.split()
-            vm = vms.get(job)
-            state = vm.get("state") if vm else None
-            result[(job, int(n))] = SegmentProbe(
-                launched == "1", None if rcs == "-" else int(rcs), ck == "1",
-                state if state in LIVE_STATES else None)
-        return result
+        """The files of each segment and the state of the job's VM, from its uhyve-ctl state
+        file (the file `uhyve-ctl ps` reads; a VM whose pid is gone is dead). On a board this is
+        one SFTP session: no shell, no Python started there."""
+        return self.host.files(lambda fs: {seg: self._probe1(fs, *seg) for seg in segments})
 
-    def _probe_local(self, segments):
-        from uhyve_ctl.control import list_vms
-        run_dir = self.cfg.run_dir
-        vms = {v["name"]: v for v in (list_vms(run_dir) if os.path.isdir(run_dir) else [])}
-        result = {}
-        for job, n in segments:
-            b = Path(self.seg_path(job, n, "")[:-1])
-            err, rcf = b.with_suffix(".err"), b.with_suffix(".rc")
-            rc = int(rcf.read_text()) if rcf.exists() else None
-            ck = err.exists() and "uhyve-ctl: checkpointed to" in err.read_text(errors="replace")
-            state = vms.get(job, {}).get("state")
-            result[(job, n)] = SegmentProbe(err.exists(), rc, ck,
-                                            state if state in LIVE_STATES else None)
-        return result
+    def _probe1(self, fs, job: str, n: int) -> SegmentProbe:
+        b = self.seg_path(job, n, "")[:-1]
+        err, rc = fs.read(b + ".err"), fs.read(b + ".rc")
+        state = None
+        vm = fs.read(f"{self.cfg.run_dir}/{job}.json")
+        if vm:
+            try:
+                info = json.loads(vm)
+                if fs.exists(f"/proc/{int(info['pid'])}"):
+                    state = info.get("state")
+            except (ValueError, KeyError, TypeError):
+                pass                            # being rewritten: no state this time
+        try:
+            status = int(rc) if rc is not None else None
+        except ValueError:
+            raise HostError(f"{self.name}: {b}.rc holds {rc!r}, not an exit status") from None
+        return SegmentProbe(err is not None, status,
+                            err is not None and "uhyve-ctl: checkpointed to" in err,
+                            state if state in LIVE_STATES else None)
 
     def checkpoint(self, job: str, n: int, timeout: float) -> tuple[bool, str]:
         """Checkpoint the job's VM in its own ISA into ck<n>; the VM stops once it is written."""
@@ -161,7 +139,7 @@ class MachineAgent:
             self.host.get_file(self.seg_path(job, n, ext), local_dir / f"seg{n}.{ext}")
 
     def remove(self, path: str) -> None:
-        self.host.sh(f"rm -rf {quote(path)}", timeout=60)
+        self.host.rmtree(path)
 
     def close(self) -> None:
         self.host.close()

@@ -374,7 +374,8 @@ class Daemon:
         return agent.probe([(jid, n)])[(jid, n)]
 
     def _pause(self, agent: MachineAgent) -> None:
-        time.sleep(0.5 if agent.host.remote else 0.1)
+        """Between probes while a migration waits on a machine (a probe is cheap: one shell)."""
+        time.sleep(0.1 if agent.host.remote else 0.02)
 
     def _settled(self, agent: MachineAgent, jid: str, n: int, timeout: float) -> SegmentProbe:
         """Wait until the segment's VM runs undisturbed or has ended."""
@@ -410,18 +411,21 @@ class Daemon:
                 self._segment_ended(jid, rec.segments[pg.src_seg], p)
                 pg.phase = "transfer"
                 self._save()
+        launched = False                        # known only when resuming at phase restore
         if pg.phase == "transfer":
             ck = self._transfer(jid, rec, pg, src, dst)
             with self.lock:
                 pg.dst_checkpoint, pg.dst_seg, pg.phase = ck, rec.next_seg(), "restore"
                 rec.segments.append(Segment(pg.dst_seg, dst.name, "restore", time.time()))
                 self._save()
-        if not self._probe1(dst, jid, pg.dst_seg).launched:
+        else:
+            launched = self._probe1(dst, jid, pg.dst_seg).launched
+        if not launched:
             dst.restore(jid, pg.dst_seg, pg.dst_checkpoint, dst.image_path(Path(rec.image)))
         self._confirm(dst, jid, pg.dst_seg)
         with self.lock:
             rec.progress = None
-            rec.history[-1]["outcome"] = "done"
+            rec.history[-1].update(outcome="done", ended=time.time())
             self.metrics.migrations.labels(pg.src, pg.dst, "done").inc()
             log.info("%s runs on %s (confirmed); removing its source checkpoint on %s", jid,
                      dst.name, src.name)
@@ -485,7 +489,8 @@ class Daemon:
         if p.ended and not p.checkpointed:
             with self.lock:
                 rec.progress = None
-                rec.history[-1]["outcome"] = "abandoned: the job ended before its checkpoint"
+                rec.history[-1].update(outcome="abandoned: the job ended before its checkpoint",
+                                       ended=time.time())
                 self.metrics.migrations.labels(pg.src, pg.dst, "abandoned").inc()
                 log.info("%s ended on %s before it could be checkpointed; nothing to migrate",
                          jid, src.name)
@@ -509,7 +514,7 @@ class Daemon:
             self._confirm(src, jid, resumed.n)
         with self.lock:
             rec.progress = None
-            rec.history[-1]["outcome"] = f"failed: {why}"
+            rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())
             self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
             dst_model = self.state.machines[pg.dst].model
             if self.state.machines[pg.dst].kind == "board" \

@@ -60,8 +60,50 @@ class LocalHost:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def files(self, fn):
+        """Call fn(reader) with a reader of this machine's files (see FileReader)."""
+        return fn(LocalFiles())
+
+    def rmtree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
     def close(self) -> None:
         pass
+
+
+class LocalFiles:
+    """FileReader for this machine. read(path) -> text or None; exists(path) -> bool."""
+
+    def read(self, path: str) -> str | None:
+        try:
+            with open(path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+
+class SftpFiles:
+    """FileReader over one SFTP session: no shell starts on the board for it."""
+
+    def __init__(self, sftp):
+        self.sftp = sftp
+
+    def read(self, path: str) -> str | None:
+        try:
+            with self.sftp.open(path) as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.sftp.stat(path)
+            return True
+        except FileNotFoundError:
+            return False
 
 
 class SshHost:
@@ -157,13 +199,28 @@ class SshHost:
         self._sftp(lambda s: s.get(remote, str(local)))
 
     def exists(self, path: str) -> bool:
-        def go(s):
+        return self._sftp(lambda s: SftpFiles(s).exists(path))
+
+    def files(self, fn):
+        return self._sftp(lambda s: fn(SftpFiles(s)))
+
+    def rmtree(self, path: str) -> None:
+        def rm(s, p):
             try:
-                s.stat(path)
-                return True
+                attrs = s.listdir_attr(p)
             except FileNotFoundError:
-                return False
-        return self._sftp(go)
+                return
+            except OSError:                       # not a directory
+                s.remove(p)
+                return
+            for a in attrs:
+                child = f"{p}/{a.filename}"
+                if stat.S_ISDIR(a.st_mode):
+                    rm(s, child)
+                else:
+                    s.remove(child)
+            s.rmdir(p)
+        self._sftp(lambda s: rm(s, path))
 
     def close(self) -> None:
         with self._lock:

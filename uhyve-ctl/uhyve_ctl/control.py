@@ -156,10 +156,9 @@ def request(name: str, req: dict, timeout: float = 60.0) -> dict:
     return json.loads(reply)
 
 
-def list_vms(directory: str | None = None) -> list[dict]:
-    """State of every VM that has a state file (in `directory`, default the runtime
-    directory); dead ones are reported as such."""
-    d = directory or run_dir()
+def list_vms() -> list[dict]:
+    """State of every VM that has a state file; dead ones are reported as such."""
+    d = run_dir()
     out = []
     for entry in sorted(os.listdir(d)):
         if not entry.endswith(".json"):
