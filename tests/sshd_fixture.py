@@ -67,6 +67,28 @@ def start(d: Path) -> Sshd:
     return Sshd(port, d / "user_key", d / "known_hosts", proc)
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
 def stop(s: Sshd) -> None:
+    """Stop the listener and the per-connection sshd processes it forked: every connection
+    to it drops, as when a board goes away."""
+    sessions = _children(s.proc.pid)
     s.proc.terminate()
     s.proc.wait(10)
+    for pid in sessions:
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass

@@ -31,7 +31,8 @@ pytestmark = [needs_kvm, pytest.mark.slow,
 def sshd(tmp_path):
     s = sshd_fixture.start(tmp_path / "ssh")
     yield s
-    sshd_fixture.stop(s)
+    if s.proc.poll() is None:
+        sshd_fixture.stop(s)
 
 
 def write_config(tmp_path: Path, sshd, known_hosts=None) -> Path:
@@ -238,3 +239,26 @@ def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_p
     check("is", "S", Path(st["jobs"][1]["output"]).read_text())
     assert "no longer a candidate" in log.read_text()
     assert "emulated: a stand-in for a physical board" in text and "job-1" in text
+
+
+def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp_path, sshd):
+    """The board's SSH server dies after the daemon connected: the offload cannot copy the
+    checkpoint, the job is restored from it on the server and still verifies."""
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        sshd_fixture.stop(sshd)                          # the board drops off the network
+        p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
+                      "both jobs to end")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    first = st["jobs"][0]
+    assert first["migrations"][0]["outcome"].startswith("failed"), first
+    assert [s["machine"] for s in first["segments"] if not s["discarded"]] == ["server", "server"]
+    check("ep", "S", Path(first["output"]).read_text())
+    check("is", "S", Path(st["jobs"][1]["output"]).read_text())

@@ -35,7 +35,8 @@ from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, Job
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
-REMOTE_PROBE_S = 1.0         # boards are probed at most this often (one SSH round trip each)
+REMOTE_PROBE_S = 1.0         # boards are probed at most this often
+RETRY_S = 5.0                # an unreachable source is retried this often after a failure
 KEPT_DECISIONS = 500
 
 log = logging.getLogger("hexo-schedd")
@@ -362,10 +363,18 @@ class Daemon:
             self._migration_steps(jid)
         except Exception as e:               # whatever failed, the job must go on somewhere
             log.warning("migration of %s failed: %s", jid, e)
-            try:
-                self._migration_failed(jid, str(e))
-            except Exception:
-                log.exception("could not recover %s after a failed migration", jid)
+            while not self.stopping.is_set():
+                try:
+                    self._migration_failed(jid, str(e))
+                    break
+                except HostError as again:    # the source is unreachable: keep trying
+                    log.warning("cannot resume %s at its source yet (%s); retrying in %g s",
+                                jid, again, RETRY_S)
+                    self.stopping.wait(RETRY_S)
+                except Exception:
+                    log.exception("could not recover %s after a failed migration; the next "
+                                  "daemon start retries", jid)
+                    break
         finally:
             with self.lock:
                 self.workers.pop(jid, None)
@@ -390,6 +399,8 @@ class Daemon:
         with self.lock:
             rec = self.records[jid]
             pg = rec.progress
+        if pg.phase == "resume":
+            raise MigrationFailed(pg.failure or "resuming at the source")
         src, dst = self.agents[pg.src], self.agents[pg.dst]
         wait_s = self.cfg.checkpoint_timeout_s + 60
         if pg.phase == "checkpoint":
@@ -421,8 +432,21 @@ class Daemon:
         else:
             launched = self._probe1(dst, jid, pg.dst_seg).launched
         if not launched:
-            dst.restore(jid, pg.dst_seg, pg.dst_checkpoint, dst.image_path(Path(rec.image)))
-        self._confirm(dst, jid, pg.dst_seg)
+            try:
+                dst.restore(jid, pg.dst_seg, pg.dst_checkpoint, dst.image_path(Path(rec.image)))
+            except HostError as e:              # it may have started: confirmation decides
+                log.warning("launching the restore of %s on %s: %s", jid, dst.name, e)
+        while True:
+            try:
+                self._confirm(dst, jid, pg.dst_seg)
+                break
+            except HostError as e:
+                # unreachable: the job may be running there, so it must not be resumed at
+                # the source (two copies); its checkpoint stays until the target answers
+                log.warning("cannot reach %s to confirm %s (%s); retrying in %g s", dst.name,
+                            jid, e, RETRY_S)
+                if self.stopping.wait(RETRY_S):
+                    return
         with self.lock:
             rec.progress = None
             rec.history[-1].update(outcome="done", ended=time.time())
@@ -498,20 +522,26 @@ class Daemon:
             return
         resumed = None
         if p.checkpointed:
-            if pg.dst_seg is not None:
+            if pg.dst_seg is not None and pg.phase != "resume":
                 try:
                     self.agents[pg.dst].kill_vm(jid)
                 except HostError as e:
                     log.warning("could not stop %s on %s: %s", jid, pg.dst, e)
             with self.lock:
-                if pg.dst_seg is not None:
-                    rec.segments[pg.dst_seg].discarded = True
-                resumed = Segment(rec.next_seg(), src.name, "restore", time.time())
-                rec.segments.append(resumed)
-                self._save()
-            ck = src.checkpoint_dir(jid, pg.src_seg)
-            src.restore(jid, resumed.n, ck, src.image_path(Path(rec.image)))
+                if pg.phase == "resume":          # a retry: launched before, or about to be
+                    resumed = rec.segments[pg.resume_seg]
+                else:
+                    if pg.dst_seg is not None:
+                        rec.segments[pg.dst_seg].discarded = True
+                    resumed = Segment(rec.next_seg(), src.name, "restore", time.time())
+                    rec.segments.append(resumed)
+                    pg.phase, pg.resume_seg, pg.failure = "resume", resumed.n, why
+                    self._save()
+            if not self._probe1(src, jid, resumed.n).launched:
+                ck = src.checkpoint_dir(jid, pg.src_seg)
+                src.restore(jid, resumed.n, ck, src.image_path(Path(rec.image)))
             self._confirm(src, jid, resumed.n)
+            why = pg.failure or why
         with self.lock:
             rec.progress = None
             rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())

@@ -42,7 +42,8 @@ class MigrationProgress:
 
     phase: checkpoint (asked the source VM to stop at a migration point) -> transfer (source
     stopped, checkpoint in its own ISA on the source) -> restore (target segment launched or
-    about to be) -> done; a failure resumes the job from the source checkpoint."""
+    about to be) -> done; after a failure, resume (the job is being restored at the source
+    from that checkpoint)."""
 
     src: str
     dst: str
@@ -50,6 +51,8 @@ class MigrationProgress:
     phase: str = "checkpoint"
     dst_seg: int | None = None
     dst_checkpoint: str | None = None
+    resume_seg: int | None = None     # phase resume: the segment restoring it at the source
+    failure: str | None = None        # why the migration failed (phase resume)
 
 
 @dataclass
