@@ -251,3 +251,17 @@ def test_submit_reads_directories_and_job_lists(tmp_path):
 def test_benchmark_is_read_from_the_image_manifest():
     assert schedd.benchmark_of({"workload": {"name": "npb-ep", "class": "S"}}) == ("EP", "S")
     assert schedd.benchmark_of({}) == ("", None)
+
+
+def test_daemon_refuses_a_bad_config_or_a_corrupt_state_file_and_keeps_it(tmp_path):
+    schedd_bin = str(Path(UHYVE).with_name("hexo-schedd"))
+    p = subprocess.run([schedd_bin, "--config", tmp_path / "missing.toml"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "missing.toml" in p.stderr
+    cfg = server_only_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text('{"format": "hexo-schedd-state", "ver')
+    p = subprocess.run([schedd_bin, "--config", cfg], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "not valid JSON" in p.stderr, p.stderr
+    assert (tmp_path / "state" / "state.json").read_text().endswith('"ver')
