@@ -257,7 +257,8 @@ def _status(args) -> int:
         print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
               f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
               f"{m['ram_mb']:.0f} MiB")
-    print(f"{'JOB':8} {'STATE':9} {'WHERE':16} {'BENCH':6} {'SLOWDOWN':>9} MIGRATIONS  IMAGE")
+    print(f"{'JOB':8} {'STATE':14} {'WHERE':16} {'BENCH':6} {'EST.SLOWDOWN':>12} MIGRATIONS  "
+          "IMAGE")
     for j in st["jobs"]:
         where = j["location"] or "-"
         if j["migrating_to"]:
@@ -265,7 +266,7 @@ def _status(args) -> int:
         slow = ",".join(f"{v:.3g}x" for v in j["slowdown"].values()) or "-"
         moves = sum(1 for h in j["migrations"] if h["outcome"] == "done")
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
-        print(f"{j['id']:8} {state:9} {where:16} {(j['benchmark'] or '-'):6} {slow:>9} "
+        print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {Path(j['image']).name}")
     for d in st["decisions"][-10:]:
         print(f"  {d['reason']}")
