@@ -122,6 +122,8 @@ class ControlServer:
                     out = reply(True, **self.handler(req))
             except (ApiError, ValueError, KeyError, TypeError) as e:
                 out = reply(False, error=str(e))
+            except Exception as e:               # a bug must still answer the client
+                out = reply(False, error=f"internal error: {e!r}")
             try:
                 conn.sendall(json.dumps(out).encode() + b"\n")
             except OSError:
