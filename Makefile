@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv
+DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
+        openssh-server
 PYTEST_ARGS ?= -n 2
 
 .PHONY: deps demo test bench clean
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	    --no-install-recommends $(DEBS); fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,schedd]'
 	# setuptools' editable import hook costs ~20 ms at every interpreter start, more than a
 	# VM boot; plain path entries give the same imports for free.
 	for pth in $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/__editable__.hexo-*.pth; do \
@@ -35,6 +36,7 @@ test: deps
 bench: deps
 	$(PY) bench/run.py
 	$(PY) bench/migration.py
+	$(PY) bench/schedd.py
 
 clean:
 	rm -rf build $(VENV)

@@ -9,8 +9,8 @@ Two measurements per benchmark and problem class:
 * a board's slowdown: the same .hexo image run on the server (`uhyve-ctl run --isa x86_64`) and
   on the board (`--isa aarch64`), compared by the run time uhyve-ctl reports (`--stats`).
 
-`python -m hexo_sched.calibrate` writes a CSV with its provenance in `#` header lines; the live
-`hexo calibrate` will do the same with a remote board.
+`hexo calibrate` (or `python -m hexo_sched.calibrate`) writes a CSV with its provenance in `#`
+header lines. Both machines are local: the KVM server and the emulated board.
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
         df.to_csv(f, index=False, float_format="%.6g")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hexo_sched.calibrate", description=__doc__,
+def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--runs", nargs="+", default=["npb-ep:S", "npb-cg:S", "npb-is:S"],

@@ -171,6 +171,23 @@ class ClusterState:
         return [j for j in self.active.values() if j.state is JobState.MIGRATING]
 
     # -- transitions ---------------------------------------------------------------------------
+    def restore(self, jobs: list[Job], queue: list[str], now: float) -> None:
+        """Load the jobs a restarted driver saved, in whatever state they were, and check that
+        together they describe a possible state (raises TransitionError otherwise)."""
+        if self.jobs:
+            raise TransitionError("restore needs an empty state")
+        self.now = now
+        for j in jobs:
+            self.jobs[j.id] = j
+            if j.state is not JobState.DONE:
+                self.active[j.id] = j
+        self.queue = list(queue)
+        self.queue_empty_since = None if self.queue else now
+        try:
+            check_invariants(self)
+        except AssertionError as e:
+            raise TransitionError(f"saved state is inconsistent: {e}") from None
+
     def advance(self, now: float) -> None:
         """Account the work done since the last event, from the slowdown estimates."""
         if now < self.now:

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=30.0,
                    help="give up (the job keeps running) if no migration point is reached")
     c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
-    sub.add_parser("ps", help="list named VMs")
+    ps = sub.add_parser("ps", help="list named VMs")
+    ps.add_argument("--json", action="store_true", help="print the state files as a JSON list "
+                    "(for the scheduler daemon)")
     return p
 
 
@@ -213,6 +215,10 @@ def _checkpoint(args) -> int:
 def _ps(args) -> int:
     from . import control
     vms = control.list_vms()
+    if args.json:
+        import json
+        print(json.dumps(vms))
+        return 0
     print(f"{'NAME':16} {'PID':>7} {'ISA':8} {'BACKEND':7} {'MEM':>7} STATE")
     for v in vms:
         print(f"{v['name']:16} {v['pid']:>7} {v['isa']:8} {v['backend']:7} "

@@ -1,0 +1,145 @@
+"""What the daemon does on one machine through uhyve-ctl: launch, probe, checkpoint, copy.
+
+A job's run on one machine is a *segment*: `<work_dir>/<job>/seg<N>.{out,err,rc}`. uhyve-ctl
+starts in its own session (setsid) with its output in those files and a shell that writes the
+exit status to `.rc` when it ends, so jobs run on while the daemon is down and a restarted daemon
+learns what happened from the files and from the VMs' uhyve-ctl state files. The same shell runs on
+the server and, over SSH, on a board.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import MachineConfig
+from .hosts import HostError, LocalHost, SshHost, quote
+
+LIVE_STATES = ("booting", "running", "checkpointing")
+
+
+@dataclass(frozen=True)
+class SegmentProbe:
+    """What a machine says about one segment."""
+
+    launched: bool             # its output files exist
+    rc: int | None             # exit status once ended
+    checkpointed: bool         # ended because a checkpoint stopped it
+    vm_state: str | None       # uhyve-ctl state of the job's VM while it lives (None: no VM)
+
+    @property
+    def ended(self) -> bool:
+        return self.rc is not None
+
+
+class MachineAgent:
+    def __init__(self, cfg: MachineConfig):
+        self.cfg = cfg
+        self.host = (LocalHost(cfg.name) if cfg.kind == "server" else
+                     SshHost(cfg.name, cfg.host, cfg.port, cfg.user, cfg.key, cfg.known_hosts))
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def job_dir(self, job: str) -> str:
+        return f"{self.cfg.work_dir}/{job}"
+
+    def seg_path(self, job: str, n: int, ext: str) -> str:
+        return f"{self.job_dir(job)}/seg{n}.{ext}"
+
+    def checkpoint_dir(self, job: str, n: int, isa: str | None = None) -> str:
+        return f"{self.job_dir(job)}/ck{n}" + (f"-{isa}" if isa else "")
+
+    def _uhyve(self, *args) -> str:
+        return f"HEXO_RUN_DIR={quote(self.cfg.run_dir)} {quote(self.cfg.uhyve_ctl, *args)}"
+
+    def prepare(self) -> None:
+        rc, _, err = self.host.sh(f"mkdir -p {quote(self.cfg.work_dir)} && "
+                                  f"mkdir -p -m 700 {quote(self.cfg.run_dir)}", timeout=30)
+        if rc:
+            raise HostError(f"{self.name}: cannot create work directories: {err.strip()}")
+
+    def image_path(self, local_image: Path) -> str:
+        """Where the image is on this machine; copied to a board once, named by its hash."""
+        if not self.host.remote:
+            return str(local_image)
+        digest = hashlib.sha256(Path(local_image).read_bytes()).hexdigest()[:16]
+        remote = f"{self.cfg.work_dir}/images/{digest}-{Path(local_image).name}"
+        if not self.host.exists(remote):
+            self.host.put_file(Path(local_image), remote)
+        return remote
+
+    def launch(self, job: str, n: int, uhyve_args: list[str]) -> None:
+        """Start `uhyve-ctl <args> --name job` detached, as segment n of the job."""
+        base = self.seg_path(job, n, "")[:-1]
+        inner = (f"{self._uhyve(*uhyve_args, '--isa', self.cfg.isa, '--backend', self.cfg.backend, '--name', job)}"
+                 f" </dev/null >{quote(base + '.out')} 2>{quote(base + '.err')}; "
+                 f"echo $? >{quote(base + '.rc.tmp')}; mv {quote(base + '.rc.tmp')} "
+                 f"{quote(base + '.rc')}")
+        script = (f"mkdir -p {quote(self.job_dir(job))} && : >{quote(base + '.err')} && "
+                  f"(setsid sh -c {quote(inner)} </dev/null >/dev/null 2>&1 &)")
+        rc, _, err = self.host.sh(script, timeout=60)
+        if rc:
+            raise HostError(f"{self.name}: cannot launch {job}: {err.strip()}")
+
+    def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
+        self.launch(job, n, ["run", image, "--mem", f"{int(mem_mb)}M"])
+
+    def restore(self, job: str, n: int, checkpoint: str, image: str) -> None:
+        self.launch(job, n, ["restore", checkpoint, "--image", image])
+
+    def probe(self, segments: list[tuple[str, int]]) -> dict[tuple[str, int], SegmentProbe]:
+        """The files of each segment and the state of the job's VM, from its uhyve-ctl state
+        file (the file `uhyve-ctl ps` reads; a VM whose pid is gone is dead). On a board this is
+        one SFTP session: no shell, no Python started there."""
+        return self.host.files(lambda fs: {seg: self._probe1(fs, *seg) for seg in segments})
+
+    def _probe1(self, fs, job: str, n: int) -> SegmentProbe:
+        b = self.seg_path(job, n, "")[:-1]
+        err, rc = fs.read(b + ".err"), fs.read(b + ".rc")
+        state = None
+        vm = fs.read(f"{self.cfg.run_dir}/{job}.json")
+        if vm:
+            try:
+                info = json.loads(vm)
+                if fs.exists(f"/proc/{int(info['pid'])}"):
+                    state = info.get("state")
+            except (ValueError, KeyError, TypeError):
+                pass                            # being rewritten: no state this time
+        try:
+            status = int(rc) if rc is not None else None
+        except ValueError:
+            raise HostError(f"{self.name}: {b}.rc holds {rc!r}, not an exit status") from None
+        return SegmentProbe(err is not None, status,
+                            err is not None and "uhyve-ctl: checkpointed to" in err,
+                            state if state in LIVE_STATES else None)
+
+    def checkpoint(self, job: str, n: int, timeout: float) -> tuple[bool, str]:
+        """Checkpoint the job's VM in its own ISA into ck<n>; the VM stops once it is written."""
+        out_dir = self.checkpoint_dir(job, n)
+        rc, out, err = self.host.sh(f"rm -rf {quote(out_dir)} && "
+                                    + self._uhyve("checkpoint", job, "-o", out_dir,
+                                                  "--timeout", f"{timeout:g}"),
+                                    timeout=timeout + 120)
+        return rc == 0, (out + err).strip()
+
+    def kill_vm(self, job: str) -> None:
+        """Stop a VM the daemon gave up on (a restore that never confirmed)."""
+        rc, out, _ = self.host.sh(self._uhyve("ps", "--json"), timeout=60)
+        for v in json.loads(out) if rc == 0 else []:
+            if v.get("name") == job and v.get("state") in LIVE_STATES:
+                self.host.sh(f"kill -9 {int(v['pid'])}", timeout=30)
+
+    def fetch_segment(self, job: str, n: int, local_dir: Path) -> None:
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for ext in ("out", "err"):
+            self.host.get_file(self.seg_path(job, n, ext), local_dir / f"seg{n}.{ext}")
+
+    def remove(self, path: str) -> None:
+        self.host.rmtree(path)
+
+    def close(self) -> None:
+        self.host.close()

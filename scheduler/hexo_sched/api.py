@@ -1,0 +1,135 @@
+"""The daemon's control socket: `hexo submit` and `hexo status` talk to it.
+
+A Unix socket `control.sock` in the daemon's state directory, mode 0600; the daemon answers only
+peers of its own user or root (SO_PEERCRED). One JSON request line, one JSON reply line, both
+carrying the protocol version (docs/formats.md, "Scheduler control protocol").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Callable
+
+PROTOCOL = "hexo-schedd"
+VERSION = 1
+MAX_LINE = 1 << 22
+SOCKET_NAME = "control.sock"
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+def default_state_dir() -> Path:
+    d = os.environ.get("HEXO_SCHEDD_STATE")
+    if d:
+        return Path(d)
+    return Path("/var/lib/hexo-schedd") if os.geteuid() == 0 else \
+        Path.home() / ".local" / "state" / "hexo-schedd"
+
+
+def peer_allowed(conn: socket.socket) -> bool:
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    struct.calcsize("3i")))
+    return uid in (0, os.geteuid())
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_LINE:
+            raise ApiError("message too large")
+    return buf
+
+
+def check_version(msg: dict) -> None:
+    if msg.get("protocol") != PROTOCOL or msg.get("version") != VERSION:
+        raise ApiError(f"protocol {msg.get('protocol')!r} version {msg.get('version')!r}; "
+                       f"this side speaks {PROTOCOL} version {VERSION}")
+
+
+def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
+    """Send one request; returns the reply, or raises ApiError with the daemon's message."""
+    path = Path(state_dir) / SOCKET_NAME
+    if not path.exists():
+        raise ApiError(f"no daemon at {state_dir} (is hexo-schedd running? "
+                       "--state-dir or HEXO_SCHEDD_STATE say where)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+            s.sendall(json.dumps({"protocol": PROTOCOL, "version": VERSION, "op": op,
+                                  **args}).encode() + b"\n")
+            line = _read_line(s)
+        except OSError as e:
+            raise ApiError(f"daemon at {state_dir} did not answer: {e}") from None
+    if not line:
+        raise ApiError("the daemon closed the connection")
+    reply = json.loads(line)
+    check_version(reply)
+    if not reply.get("ok"):
+        raise ApiError(reply.get("error", "request failed"))
+    return reply
+
+
+def reply(ok: bool, **fields) -> dict:
+    return {"protocol": PROTOCOL, "version": VERSION, "ok": ok, **fields}
+
+
+class ControlServer:
+    """Serves requests on a thread; `handler(request) -> reply fields` may raise ValueError or
+    ApiError for a clear refusal."""
+
+    def __init__(self, state_dir: Path, handler: Callable[[dict], dict]):
+        self.path = Path(state_dir) / SOCKET_NAME
+        if self.path.exists():
+            self.path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        self.sock.listen(8)
+        self.handler = handler
+        threading.Thread(target=self._serve, daemon=True, name="schedd-control").start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not peer_allowed(conn):
+                    out = reply(False, error="permission denied")
+                else:
+                    req = json.loads(_read_line(conn))
+                    check_version(req)
+                    out = reply(True, **self.handler(req))
+            except (ApiError, ValueError, KeyError, TypeError) as e:
+                out = reply(False, error=str(e))
+            except Exception as e:               # a bug must still answer the client
+                out = reply(False, error=f"internal error: {e!r}")
+            try:
+                conn.sendall(json.dumps(out).encode() + b"\n")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.path.exists():
+            self.path.unlink()

@@ -1,0 +1,589 @@
+"""hexo-schedd: the live scheduler. Drives the same policy objects as the simulator with real
+events: jobs submitted over the control socket, VMs that end, migrations that complete or fail.
+
+One main loop probes the machines and ticks the policy; each migration runs in its own thread
+(checkpoint in the source's own ISA, transform on the server, copy, restore, confirm). The
+policy is touched only under `lock`, and the state file is rewritten after every change, so a
+daemon killed at any point and restarted picks up its jobs where they are. The source keeps
+the job's cores and its checkpoint until the target reports the restored VM running; if any
+step fails, the job resumes from that checkpoint where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .agents import MachineAgent, SegmentProbe
+from .api import ApiError, ControlServer
+from .config import ConfigError, DaemonConfig, load, parse_mb
+from .estimates import Estimator
+from .hosts import HostError
+from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
+                       load_into)
+from .metrics import Metrics
+from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
+                     Run, Wait)
+
+POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
+LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
+VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
+REMOTE_PROBE_S = 1.0         # boards are probed at most this often
+RETRY_S = 5.0                # an unreachable source is retried this often after a failure
+KEPT_DECISIONS = 500
+
+log = logging.getLogger("hexo-schedd")
+
+
+class MigrationFailed(RuntimeError):
+    pass
+
+
+def benchmark_of(manifest: dict) -> tuple[str, str | None]:
+    """('EP', 'S') for an image built from the npb-ep workload at class S."""
+    w = manifest.get("workload") or {}
+    name = w.get("name") or ""
+    return (name.removeprefix("npb-").upper() if name.startswith("npb-") else ""), w.get("class")
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig):
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock = threading.RLock()
+        self.file = StateFile(cfg.state_dir / "state.json")
+        self.agents = {m.name: MachineAgent(m) for m in cfg.machines}
+        self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
+                                   sorted({m.model for m in cfg.machines if m.kind == "board"}))
+        self.state = ClusterState([m.policy_machine() for m in cfg.machines])
+        self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s)
+        self.records: dict[str, JobRecord] = {}
+        self.decisions: list[dict] = []
+        self.next_id = 1
+        self.workers: dict[str, threading.Thread] = {}
+        self.vanished: dict[tuple[str, int], float] = {}
+        self.last_probe: dict[str, float] = {}
+        self.last_wait: str | None = None
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None
+        self.control: ControlServer | None = None
+        self.stopping = threading.Event()
+        data = self.file.load()
+        if data is not None:
+            self.records, self.decisions, self.next_id = load_into(data, self.state)
+            log.info("recovered %d jobs from %s (%d not done)", len(self.records),
+                     self.file.path, len(self.state.active))
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        log.info("policy %s; %s", self.policy.name, self.estimator.counters)
+        for m in self.cfg.machines:
+            if m.emulated:
+                log.info("board %s runs the %s build on the emulated backend (unicorn): a "
+                         "stand-in for a physical arm64 board", m.name, m.isa)
+            try:
+                self.agents[m.name].prepare()
+            except HostError as e:
+                log.error("machine %s unusable for now: %s", m.name, e)
+        self.metrics_port = self.metrics.serve(self.cfg.metrics_addr, self.cfg.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_addr, self.metrics_port)
+        with self.lock:
+            self._finish_interrupted_actions()
+            for jid, rec in self.records.items():
+                if rec.progress is not None:
+                    log.info("resuming the migration of %s (%s -> %s) at phase %s", jid,
+                             rec.progress.src, rec.progress.dst, rec.progress.phase)
+                    self._spawn_worker(jid)
+            self._save()
+        self.control = ControlServer(self.cfg.state_dir, self.handle)
+
+    def _finish_interrupted_actions(self) -> None:
+        """Actions of one decision are saved one by one: a daemon killed between two of them
+        leaves a job the policy placed but the daemon never launched or began to move."""
+        for jid, job in self.state.active.items():
+            rec = self.records[jid]
+            if job.state is JobState.RUNNING and (rec.current is None
+                                                  or rec.current.machine != job.location):
+                log.info("%s was placed on %s but not launched before the restart; launching",
+                         jid, job.location)
+                self._launch(jid, job.location)
+            elif job.state is JobState.MIGRATING and rec.progress is None:
+                log.info("%s was to migrate %s -> %s when the daemon stopped; starting", jid,
+                         job.migration.src, job.migration.dst)
+                rec.progress = MigrationProgress(job.migration.src, job.migration.dst,
+                                                 rec.current.n)
+                rec.history.append({"time": time.time(), "src": job.migration.src,
+                                    "dst": job.migration.dst, "reason": job.migration.reason,
+                                    "outcome": "under way"})
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.poll_once()
+            except Exception:                 # the loop must survive a bad probe or a bug
+                log.exception("poll failed")
+            self.stopping.wait(self.cfg.poll_s)
+
+    def stop(self) -> None:
+        """Stop the daemon; jobs go on running and the next daemon adopts them."""
+        self.stopping.set()
+        if self.control:
+            self.control.close()
+        self.metrics.close()
+        for a in self.agents.values():
+            a.close()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _now(self) -> float:
+        return max(time.time(), self.state.now)
+
+    def _save(self) -> None:
+        self.file.save(dump(self.state, self.records, self.decisions[-KEPT_DECISIONS:],
+                            self.next_id))
+        self.metrics.update(self.state)
+
+    def _decision(self, action: str, job: str | None, text: str) -> None:
+        log.info("decision: %s", text)
+        self.decisions.append({"time": time.time(), "action": action, "job": job,
+                               "reason": text})
+        del self.decisions[:-KEPT_DECISIONS]
+        self.metrics.decisions.labels(action).inc()
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Wait):
+                if a.reason != self.last_wait:
+                    self._decision("wait", None, f"wait: {a.reason}")
+                self.last_wait = a.reason
+                continue
+            self.last_wait = None
+            if isinstance(a, Run):
+                self._decision("run", a.job, f"run {a.job} on {a.machine}: {a.reason}")
+                self._launch(a.job, a.machine)
+            elif isinstance(a, Migrate):
+                self._decision("migrate", a.job, f"migrate {a.job} {a.src} -> {a.dst}: "
+                                                 f"{a.reason}")
+                rec = self.records[a.job]
+                rec.progress = MigrationProgress(a.src, a.dst, rec.current.n)
+                rec.history.append({"time": time.time(), "src": a.src, "dst": a.dst,
+                                    "reason": a.reason, "outcome": "under way"})
+                self._save()
+                self._spawn_worker(a.job)
+
+    def _launch(self, jid: str, machine: str) -> None:
+        rec, job, agent = self.records[jid], self.state.jobs[jid], self.agents[machine]
+        seg = Segment(rec.next_seg(), machine, "run", time.time())
+        rec.segments.append(seg)
+        self._save()                            # before launching: a restart finds it either way
+        try:
+            agent.run(jid, seg.n, agent.image_path(Path(rec.image)), job.mem_mb)
+        except (HostError, OSError) as e:
+            log.error("launching %s on %s failed (%s); it is requeued once the failure is "
+                      "confirmed", jid, machine, e)
+
+    def _event(self, handler, *args) -> None:
+        """Feed one event to the policy and carry out what it decides (lock held)."""
+        self._carry_out(handler(*args, now=self._now()))
+        self._save()
+
+    # -- requests from hexo submit / hexo status -----------------------------------------------
+    def handle(self, req: dict) -> dict:
+        op = req.get("op")
+        if op == "submit":
+            return self.submit(req["jobs"])
+        if op == "status":
+            return self.status()
+        raise ApiError(f"unknown request {op!r}")
+
+    def submit(self, specs: list[dict]) -> dict:
+        """Check every job first, so that a bad one leaves the queue as it was."""
+        from hexo.image import Image, ImageError
+        checked = []
+        for s in specs:
+            try:
+                img = Image(s["image"])
+            except ImageError as e:
+                raise ApiError(str(e)) from None
+            need = {m.isa for m in self.cfg.machines}
+            if not need <= set(img.isas):
+                raise ApiError(f"{s['image']}: has builds for {', '.join(img.isas)}; the cluster "
+                               f"needs {', '.join(sorted(need))}")
+            vcpus, mem = int(s.get("vcpus", 1)), parse_mb(s.get("mem", "256M"))
+            if not any(vcpus <= m.usable_cores and mem <= m.ram_mb
+                       for m in self.state.machines.values()):
+                raise ApiError(f"{s['image']}: {vcpus} vCPUs and {mem:.0f} MiB fit on no "
+                               "machine of the cluster")
+            bench, klass = benchmark_of(img.manifest)
+            if "migration" in img.manifest:
+                slow, source = self.estimator.estimate(bench, klass)
+            else:
+                slow, source = {}, "no estimate: the image was not built with --migratable, " \
+                                   "so it is never offloaded"
+            checked.append((str(Path(s["image"]).resolve()), vcpus, mem, bench, klass, slow,
+                            source))
+        ids = []
+        with self.lock:
+            for image, vcpus, mem, bench, klass, slow, source in checked:
+                jid = f"job-{self.next_id}"
+                self.next_id += 1
+                self.records[jid] = JobRecord(jid, image, bench, klass, source)
+                job = Job(jid, vcpus, mem, benchmark=bench, slowdown=dict(slow))
+                log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
+                         mem, source)
+                self._event(self.policy.on_submit, job)
+                ids.append(jid)
+        return {"jobs": ids}
+
+    def status(self) -> dict:
+        with self.lock:
+            machines = []
+            for m in self.cfg.machines:
+                pm = self.state.machines[m.name]
+                cores, ram = self.state.used(m.name)
+                machines.append({"name": m.name, "kind": m.kind, "model": m.model,
+                                 "isa": m.isa, "backend": m.backend, "emulated": m.emulated,
+                                 "cores_usable": pm.usable_cores, "cores_used": cores,
+                                 "ram_mb": pm.ram_mb, "ram_used_mb": ram})
+            jobs = []
+            for jid, rec in self.records.items():
+                j = self.state.jobs[jid]
+                jobs.append({"id": jid, "image": rec.image, "state": j.state.value,
+                             "location": j.location, "vcpus": j.vcpus, "mem_mb": j.mem_mb,
+                             "benchmark": rec.benchmark, "npb_class": rec.npb_class,
+                             "slowdown": dict(j.slowdown),
+                             "estimate_source": rec.estimate_source,
+                             "migrating_to": j.migration.dst if j.migration else None,
+                             "migrations": [dict(h) for h in rec.history],
+                             "segments": [dict(vars(s)) for s in rec.segments],
+                             "outcome": rec.outcome, "output": rec.output})
+            return {"policy": self.policy.name, "counters": self.estimator.counters,
+                    "metrics": f"http://{self.cfg.metrics_addr}:{self.metrics_port}/metrics",
+                    "machines": machines, "queue": list(self.state.queue), "jobs": jobs,
+                    "decisions": self.decisions[-50:]}
+
+    # -- watching running jobs -----------------------------------------------------------------
+    def poll_once(self) -> None:
+        now = time.time()
+        with self.lock:
+            wanted: dict[str, list[tuple[str, int]]] = {}
+            for j in self.state.active.values():
+                if j.state is JobState.RUNNING and j.id not in self.workers:
+                    seg = self.records[j.id].current
+                    wanted.setdefault(j.location, []).append((j.id, seg.n))
+        results = {}
+        for machine, segs in wanted.items():
+            agent = self.agents[machine]
+            if agent.host.remote and now - self.last_probe.get(machine, 0) < REMOTE_PROBE_S:
+                continue
+            self.last_probe[machine] = now
+            try:
+                results[machine] = agent.probe(segs)
+            except HostError as e:
+                log.warning("cannot probe %s: %s", machine, e)
+        with self.lock:
+            for machine, probes in results.items():
+                for (jid, n), p in probes.items():
+                    j, rec = self.state.jobs[jid], self.records[jid]
+                    if j.state is not JobState.RUNNING or j.location != machine \
+                            or rec.current.n != n or jid in self.workers:
+                        continue                       # changed while we probed
+                    self._check_segment(jid, rec.current, p)
+            self._event(self.policy.on_tick)
+
+    def _check_segment(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
+        key = (jid, seg.n)
+        if p.ended:
+            self.vanished.pop(key, None)
+            self._segment_ended(jid, seg, p)
+            if p.checkpointed:
+                log.error("%s was checkpointed outside the daemon on %s; it is requeued", jid,
+                          seg.machine)
+                self._job_failed(jid)
+                return
+            rec = self.records[jid]
+            rec.outcome = f"exit {p.rc}"
+            rec.output = str(self._join_output(jid))
+            self.metrics.completed.labels("ok" if p.rc == 0 else "error").inc()
+            log.info("%s ended on %s with status %d after %d segment(s); output in %s", jid,
+                     seg.machine, p.rc, len(rec.segments), rec.output)
+            self._event(self.policy.on_job_finished, jid)
+            return
+        if p.vm_state is not None:
+            self.vanished.pop(key, None)
+            return
+        if not p.launched and time.time() - seg.launched_at < LAUNCH_GRACE_S:
+            return
+        first = self.vanished.setdefault(key, time.time())
+        if p.launched and time.time() - first < VANISHED_GRACE_S:
+            return
+        log.error("%s: segment %d on %s %s; the job is requeued", jid, seg.n, seg.machine,
+                  "has neither a VM nor an exit status" if p.launched else "was never launched")
+        self.vanished.pop(key, None)
+        self._job_failed(jid)
+
+    def _job_failed(self, jid: str) -> None:
+        for s in self.records[jid].segments:
+            s.discarded = True
+        self._event(self.policy.on_job_failed, jid)
+
+    def _segment_ended(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
+        seg.rc, seg.checkpointed = p.rc, p.checkpointed
+        try:
+            self.agents[seg.machine].fetch_segment(jid, seg.n, self.cfg.state_dir / "jobs" / jid)
+        except (HostError, OSError) as e:
+            log.error("cannot fetch the output of %s segment %d from %s: %s", jid, seg.n,
+                      seg.machine, e)
+
+    def _join_output(self, jid: str) -> Path:
+        d = self.cfg.state_dir / "jobs" / jid
+        out = d / "output.txt"
+        with open(out, "w") as f:
+            for s in self.records[jid].segments:
+                part = d / f"seg{s.n}.out"
+                if not s.discarded and part.exists():
+                    f.write(part.read_text(errors="replace"))
+        return out
+
+    # -- migrations ----------------------------------------------------------------------------
+    def _spawn_worker(self, jid: str) -> None:
+        t = threading.Thread(target=self._migrate, args=(jid,), daemon=True,
+                             name=f"migrate-{jid}")
+        self.workers[jid] = t
+        t.start()
+
+    def _migrate(self, jid: str) -> None:
+        try:
+            self._migration_steps(jid)
+        except Exception as e:               # whatever failed, the job must go on somewhere
+            log.warning("migration of %s failed: %s", jid, e)
+            while not self.stopping.is_set():
+                try:
+                    self._migration_failed(jid, str(e))
+                    break
+                except HostError as again:    # the source is unreachable: keep trying
+                    log.warning("cannot resume %s at its source yet (%s); retrying in %g s",
+                                jid, again, RETRY_S)
+                    self.stopping.wait(RETRY_S)
+                except Exception:
+                    log.exception("could not recover %s after a failed migration; the next "
+                                  "daemon start retries", jid)
+                    break
+        finally:
+            with self.lock:
+                self.workers.pop(jid, None)
+
+    def _probe1(self, agent: MachineAgent, jid: str, n: int) -> SegmentProbe:
+        return agent.probe([(jid, n)])[(jid, n)]
+
+    def _pause(self, agent: MachineAgent) -> None:
+        """Between probes while a migration waits on a machine (a probe is cheap: one shell)."""
+        time.sleep(0.1 if agent.host.remote else 0.02)
+
+    def _settled(self, agent: MachineAgent, jid: str, n: int, timeout: float) -> SegmentProbe:
+        """Wait until the segment's VM runs undisturbed or has ended."""
+        deadline = time.time() + timeout
+        while True:
+            p = self._probe1(agent, jid, n)
+            if p.ended or p.vm_state == "running" or time.time() > deadline:
+                return p
+            self._pause(agent)
+
+    def _migration_steps(self, jid: str) -> None:
+        with self.lock:
+            rec = self.records[jid]
+            pg = rec.progress
+        if pg.phase == "resume":
+            raise MigrationFailed(pg.failure or "resuming at the source")
+        src, dst = self.agents[pg.src], self.agents[pg.dst]
+        wait_s = self.cfg.checkpoint_timeout_s + 60
+        if pg.phase == "checkpoint":
+            p = self._settled(src, jid, pg.src_seg, wait_s)
+            if not p.ended:
+                ok, msg = src.checkpoint(jid, pg.src_seg, self.cfg.checkpoint_timeout_s)
+                log.info("checkpoint of %s on %s: %s", jid, src.name, msg)
+                p = self._settled(src, jid, pg.src_seg, wait_s)
+                if ok:
+                    deadline = time.time() + wait_s    # the VM stops, then its status appears
+                    while not p.ended and time.time() < deadline:
+                        self._pause(src)
+                        p = self._probe1(src, jid, pg.src_seg)
+            if not p.checkpointed:
+                raise MigrationFailed(f"{jid} was not checkpointed on {src.name} ("
+                                      + ("it ended first" if p.ended else "no migration point "
+                                         "reached in time") + ")")
+            with self.lock:
+                self._segment_ended(jid, rec.segments[pg.src_seg], p)
+                pg.phase = "transfer"
+                self._save()
+        launched = False                        # known only when resuming at phase restore
+        if pg.phase == "transfer":
+            ck = self._transfer(jid, rec, pg, src, dst)
+            with self.lock:
+                pg.dst_checkpoint, pg.dst_seg, pg.phase = ck, rec.next_seg(), "restore"
+                rec.segments.append(Segment(pg.dst_seg, dst.name, "restore", time.time()))
+                self._save()
+        else:
+            launched = self._probe1(dst, jid, pg.dst_seg).launched
+        if not launched:
+            try:
+                dst.restore(jid, pg.dst_seg, pg.dst_checkpoint, dst.image_path(Path(rec.image)))
+            except HostError as e:              # it may have started: confirmation decides
+                log.warning("launching the restore of %s on %s: %s", jid, dst.name, e)
+        while True:
+            try:
+                self._confirm(dst, jid, pg.dst_seg)
+                break
+            except HostError as e:
+                # unreachable: the job may be running there, so it must not be resumed at
+                # the source (two copies); its checkpoint stays until the target answers
+                log.warning("cannot reach %s to confirm %s (%s); retrying in %g s", dst.name,
+                            jid, e, RETRY_S)
+                if self.stopping.wait(RETRY_S):
+                    return
+        with self.lock:
+            rec.progress = None
+            rec.history[-1].update(outcome="done", ended=time.time())
+            self.metrics.migrations.labels(pg.src, pg.dst, "done").inc()
+            log.info("%s runs on %s (confirmed); removing its source checkpoint on %s", jid,
+                     dst.name, src.name)
+            self._event(self.policy.on_migration_finished, jid)
+        try:
+            src.remove(src.checkpoint_dir(jid, pg.src_seg))
+        except HostError as e:
+            log.warning("could not remove the source checkpoint of %s: %s", jid, e)
+
+    def _transfer(self, jid: str, rec: JobRecord, pg: MigrationProgress, src: MachineAgent,
+                  dst: MachineAgent) -> str:
+        """Source checkpoint -> this machine -> transformed for the target's ISA -> target.
+        The source checkpoint itself is never modified."""
+        tmp = self.cfg.state_dir / "transfer" / f"{jid}-{pg.src_seg}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        src_ck = src.checkpoint_dir(jid, pg.src_seg)
+        if src.host.remote:
+            src.host.get_dir(src_ck, tmp / "source")
+            src_ck = str(tmp / "source")
+        final = dst.checkpoint_dir(jid, pg.src_seg, dst.cfg.isa)
+        if src.cfg.isa == dst.cfg.isa:
+            out = Path(src_ck)
+        else:
+            out = tmp / "transformed" if dst.host.remote else Path(final)
+            shutil.rmtree(out, ignore_errors=True)
+            p = subprocess.run([self.cfg.hexo, "transform", src_ck, "--to", dst.cfg.isa, "-o",
+                                str(out), "--image", rec.image], capture_output=True, text=True,
+                               timeout=600)
+            if p.returncode:
+                raise MigrationFailed(f"transform of {jid} for {dst.cfg.isa} failed: "
+                                      f"{p.stderr.strip()}")
+            log.info("%s: %s", jid, p.stdout.strip())
+        if dst.host.remote or str(out) != final:
+            dst.remove(final)
+            dst.host.put_dir(out, final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def _confirm(self, dst: MachineAgent, jid: str, n: int) -> None:
+        """The target confirms when its VM is running (or has already run to completion)."""
+        deadline = time.time() + self.cfg.confirm_timeout_s
+        while time.time() < deadline:
+            p = self._probe1(dst, jid, n)
+            if p.vm_state == "running" or (p.ended and p.rc == 0 and not p.checkpointed):
+                return
+            if p.ended:
+                raise MigrationFailed(f"restore of {jid} on {dst.name} ended with status {p.rc}")
+            self._pause(dst)
+        dst.kill_vm(jid)
+        raise MigrationFailed(f"{dst.name} did not confirm {jid} running within "
+                              f"{self.cfg.confirm_timeout_s:g} s")
+
+    def _migration_failed(self, jid: str, why: str) -> None:
+        """Resume the job where it was: still running there, or restored from its checkpoint."""
+        with self.lock:
+            rec = self.records[jid]
+            pg = rec.progress
+        src = self.agents[pg.src]
+        p = self._settled(src, jid, pg.src_seg, self.cfg.checkpoint_timeout_s + 60)
+        if p.ended and not p.checkpointed:
+            with self.lock:
+                rec.progress = None
+                rec.history[-1].update(outcome="abandoned: the job ended before its checkpoint",
+                                       ended=time.time())
+                self.metrics.migrations.labels(pg.src, pg.dst, "abandoned").inc()
+                log.info("%s ended on %s before it could be checkpointed; nothing to migrate",
+                         jid, src.name)
+                self._event(self.policy.on_migration_failed, jid)
+            return
+        resumed = None
+        if p.checkpointed:
+            if pg.dst_seg is not None and pg.phase != "resume":
+                try:
+                    self.agents[pg.dst].kill_vm(jid)
+                except HostError as e:
+                    log.warning("could not stop %s on %s: %s", jid, pg.dst, e)
+            with self.lock:
+                if pg.phase == "resume":          # a retry: launched before, or about to be
+                    resumed = rec.segments[pg.resume_seg]
+                else:
+                    if pg.dst_seg is not None:
+                        rec.segments[pg.dst_seg].discarded = True
+                    resumed = Segment(rec.next_seg(), src.name, "restore", time.time())
+                    rec.segments.append(resumed)
+                    pg.phase, pg.resume_seg, pg.failure = "resume", resumed.n, why
+                    self._save()
+            if not self._probe1(src, jid, resumed.n).launched:
+                ck = src.checkpoint_dir(jid, pg.src_seg)
+                src.restore(jid, resumed.n, ck, src.image_path(Path(rec.image)))
+            self._confirm(src, jid, resumed.n)
+            why = pg.failure or why
+        with self.lock:
+            rec.progress = None
+            rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())
+            self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
+            dst_model = self.state.machines[pg.dst].model
+            if self.state.machines[pg.dst].kind == "board" \
+                    and self.state.jobs[jid].slowdown.pop(dst_model, None) is not None:
+                log.info("%s is no longer a candidate for %s boards: its estimate is dropped "
+                         "so that the policy does not retry a failing migration", jid, dst_model)
+            log.info("%s goes on on %s%s", jid, src.name,
+                     f" (restored from its checkpoint as segment {resumed.n})" if resumed else "")
+            self._event(self.policy.on_migration_failed, jid)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="hexo-schedd", description="hexo scheduler daemon: runs "
+                                 "jobs on a server and offloads them to boards")
+    ap.add_argument("--config", required=True, help="cluster.toml (see scheduler/README.md)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"hexo-schedd: {e}", file=sys.stderr)
+        return 2
+    cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handlers = [logging.StreamHandler(), logging.FileHandler(cfg.state_dir / "schedd.log")]
+    logging.basicConfig(level=logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    try:
+        daemon = Daemon(cfg)
+        daemon.start()
+    except (StateFileError, ConfigError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
+    daemon.loop()
+    daemon.stop()
+    log.info("stopped; running jobs go on and the next daemon adopts them")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Slowdown estimates for the daemon: counter rates through the model, one per board model.
+
+This machine has no hardware counters, so the rates are the image's calibration row (the
+documented fallback of counters.py); every estimate carries a sentence saying so, which
+`hexo status` shows. A job without a calibration row gets no estimate and is then never a
+candidate for offloading (as in HEXO, a job without a counter sample is not one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .counters import CalibrationSource, CountersUnavailable, hardware_counters
+from .model import InsufficientData, SlowdownModel, load_dataset
+
+
+class Estimator:
+    def __init__(self, calibration: Path, dataset: Path, board_models: list[str]):
+        ok, why = hardware_counters()
+        self.counters = ("hardware counters: yes, but the daemon does not sample vCPU threads "
+                         "yet; using calibration rates" if ok else
+                         f"hardware counters: NO ({why}); using calibration rates from "
+                         f"{Path(calibration).name}")
+        self.source = CalibrationSource(calibration)
+        ds = load_dataset(dataset)
+        self.models: dict[str, SlowdownModel] = {}
+        self.missing: dict[str, str] = {}
+        for b in board_models:
+            try:
+                self.models[b] = SlowdownModel(b).fit(ds.labelled(b))
+            except InsufficientData as e:
+                self.missing[b] = str(e)
+
+    def estimate(self, benchmark: str, npb_class: str | None) -> tuple[dict[str, float], str]:
+        """({board model: slowdown}, where the numbers come from)."""
+        if not benchmark:
+            return {}, "no estimate: the image names no known benchmark"
+        try:
+            rates = self.source.rates(benchmark, npb_class)
+        except CountersUnavailable as e:
+            return {}, f"no estimate: {e}"
+        out, notes = {}, []
+        for b, m in self.models.items():
+            s, clipped = m.predict(rates)
+            out[b] = s
+            notes.append(f"{b} {s:.3g}x" + (" (held in the training range)" if clipped else ""))
+        notes += [f"{b}: no model ({why})" for b, why in self.missing.items()]
+        return out, f"{'; '.join(notes)}; rates: {rates.source}"

@@ -1,0 +1,162 @@
+"""The daemon's persistent state: one JSON file in its state directory, replaced atomically.
+
+It holds every job (the policy's view plus where each segment ran and how far a migration got)
+and the queue order, so that a daemon killed at any point and restarted rebuilds the same
+ClusterState and finishes what was under way. Format: docs/formats.md, section "Scheduler
+daemon state".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .policy import ClusterState, Job, JobState, Migration, TransitionError
+
+FORMAT = "hexo-schedd-state"
+VERSION = (1, 0)
+
+
+class StateFileError(ValueError):
+    pass
+
+
+@dataclass
+class Segment:
+    """One run of a job on one machine (a fresh start or a restore)."""
+
+    n: int
+    machine: str
+    kind: str                        # run | restore
+    launched_at: float
+    rc: int | None = None
+    checkpointed: bool = False
+    discarded: bool = False          # its output is not part of the job's (a failed restore)
+
+
+@dataclass
+class MigrationProgress:
+    """How far the daemon got with a migration, so that a restart can finish it.
+
+    phase: checkpoint (asked the source VM to stop at a migration point) -> transfer (source
+    stopped, checkpoint in its own ISA on the source) -> restore (target segment launched or
+    about to be) -> done; after a failure, resume (the job is being restored at the source
+    from that checkpoint)."""
+
+    src: str
+    dst: str
+    src_seg: int
+    phase: str = "checkpoint"
+    dst_seg: int | None = None
+    dst_checkpoint: str | None = None
+    resume_seg: int | None = None     # phase resume: the segment restoring it at the source
+    failure: str | None = None        # why the migration failed (phase resume)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    image: str                       # on the daemon's machine (the server)
+    benchmark: str = ""
+    npb_class: str | None = None
+    estimate_source: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    progress: MigrationProgress | None = None
+    history: list[dict] = field(default_factory=list)
+    outcome: str | None = None       # once done: "exit 0", "exit 3", ...
+    output: str | None = None        # the job's stdout, all segments joined, once done
+
+    @property
+    def current(self) -> Segment | None:
+        live = [s for s in self.segments if not s.discarded]
+        return live[-1] if live else None
+
+    def next_seg(self) -> int:
+        return len(self.segments)
+
+
+def _job_to_json(j: Job) -> dict:
+    d = asdict(j)
+    d["state"] = j.state.value
+    return d
+
+
+def _job_from_json(d: dict) -> Job:
+    d = dict(d)
+    d["state"] = JobState(d["state"])
+    if d.get("migration"):
+        d["migration"] = Migration(**d["migration"])
+    return Job(**d)
+
+
+def _record_from_json(d: dict) -> JobRecord:
+    d = dict(d)
+    d["segments"] = [Segment(**s) for s in d.get("segments", [])]
+    if d.get("progress"):
+        d["progress"] = MigrationProgress(**d["progress"])
+    return JobRecord(**d)
+
+
+def dump(state: ClusterState, records: dict[str, JobRecord], decisions: list[dict],
+         next_id: int) -> dict:
+    return {"format": FORMAT, "version": list(VERSION), "now": state.now, "next_id": next_id,
+            "queue": list(state.queue),
+            "jobs": [{"policy": _job_to_json(state.jobs[i]), "record": asdict(records[i])}
+                     for i in state.jobs],
+            "decisions": decisions}
+
+
+def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], list[dict], int]:
+    """Fill an empty ClusterState from saved data; returns (records, decisions, next_id)."""
+    if data.get("format") != FORMAT:
+        raise StateFileError(f"not a {FORMAT} file")
+    version = tuple(data.get("version", ()))
+    if not version or version[0] != VERSION[0]:
+        raise StateFileError(f"state format {version} is not {VERSION[0]}.x")
+    try:
+        jobs = [_job_from_json(e["policy"]) for e in data["jobs"]]
+        records = {e["record"]["id"]: _record_from_json(e["record"]) for e in data["jobs"]}
+        unknown = ({j.location for j in jobs if j.location}
+                   | {j.migration.dst for j in jobs if j.migration}) - set(state.machines)
+        if unknown:
+            raise StateFileError(f"jobs on machines the config no longer has: {unknown}")
+        if {j.id for j in jobs} != set(records):
+            raise StateFileError("policy jobs and job records differ")
+        state.restore(jobs, data["queue"], float(data["now"]))
+        return records, list(data.get("decisions", [])), int(data["next_id"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StateFileError(f"malformed state: {e!r}") from None
+    except TransitionError as e:
+        raise StateFileError(str(e)) from None
+
+
+class StateFile:
+    """Atomic replace: write a temporary file, fsync it, rename it over the old one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def save(self, data: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise StateFileError(f"{self.path}: not valid JSON ({e}); the file is left as it "
+                                 "is for inspection") from None

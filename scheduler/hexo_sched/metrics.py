@@ -1,0 +1,44 @@
+"""The daemon's Prometheus metrics (prometheus_client), served on loopback by default."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from .policy import ClusterState, JobState
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.jobs = Gauge("hexo_jobs", "Jobs by state", ["state"], registry=r)
+        self.cores_used = Gauge("hexo_machine_cores_used", "Cores held by jobs", ["machine"],
+                                registry=r)
+        self.cores_usable = Gauge("hexo_machine_cores_usable", "Cores jobs may use",
+                                  ["machine"], registry=r)
+        self.ram_used = Gauge("hexo_machine_ram_used_mb", "RAM held by jobs, MiB", ["machine"],
+                              registry=r)
+        self.completed = Counter("hexo_jobs_completed", "Jobs that ended", ["outcome"],
+                                 registry=r)
+        self.migrations = Counter("hexo_migrations", "Migrations by outcome",
+                                  ["src", "dst", "outcome"], registry=r)
+        self.decisions = Counter("hexo_decisions", "Policy actions", ["action"], registry=r)
+        self.server = None
+
+    def serve(self, addr: str, port: int) -> int:
+        """Start the HTTP endpoint; returns the port (useful when asked for port 0)."""
+        self.server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return self.server.server_port
+
+    def update(self, state: ClusterState) -> None:
+        for s in JobState:
+            self.jobs.labels(s.value).set(sum(j.state is s for j in state.jobs.values()))
+        for m in state.machines.values():
+            cores, ram = state.used(m.name)
+            self.cores_used.labels(m.name).set(cores)
+            self.cores_usable.labels(m.name).set(m.usable_cores)
+            self.ram_used.labels(m.name).set(ram)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -1,0 +1,94 @@
+"""A real OpenSSH server on 127.0.0.1 with a generated host key and user key (needs root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class Sshd:
+    port: int
+    user_key: Path
+    known_hosts: Path
+    proc: subprocess.Popen
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def usable() -> str | None:
+    """Why a test sshd cannot run here, or None."""
+    if not os.path.exists(SSHD) or not shutil.which("ssh-keygen"):
+        return "openssh-server is not installed (make deps installs it)"
+    if os.geteuid() != 0:
+        return "a test sshd that logs in as this user needs root"
+    return None
+
+
+def start(d: Path) -> Sshd:
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / name],
+                       check=True)
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "PermitRootLogin prohibit-password\nStrictModes no\nMaxStartups 50\n"
+        "MaxSessions 50\nSubsystem sftp internal-sftp\n")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", d / "sshd_config"],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd failed: {(d / 'sshd.log').read_text()}")
+            time.sleep(0.05)
+    return Sshd(port, d / "user_key", d / "known_hosts", proc)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def stop(s: Sshd) -> None:
+    """Stop the listener and the per-connection sshd processes it forked: every connection
+    to it drops, as when a board goes away."""
+    sessions = _children(s.proc.pid)
+    s.proc.terminate()
+    s.proc.wait(10)
+    for pid in sessions:
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,269 @@
+"""The live scheduler: a KVM server and one arm64 "board" reached over a real sshd on loopback
+(the board runs the aarch64 build on the emulated backend, a stand-in for a physical board)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import sshd_fixture
+from conftest import BIN, HEXO, needs_kvm, run
+from npb_reference import check
+
+SCHEDD = str(BIN / "hexo-schedd")
+UHYVE = str(BIN / "uhyve-ctl")
+
+pytestmark = [needs_kvm, pytest.mark.slow,
+              pytest.mark.skipif(sshd_fixture.usable() is not None,
+                                 reason=str(sshd_fixture.usable()))]
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    s = sshd_fixture.start(tmp_path / "ssh")
+    yield s
+    if s.proc.poll() is None:
+        sshd_fixture.stop(s)
+
+
+def write_config(tmp_path: Path, sshd, known_hosts=None) -> Path:
+    cfg = tmp_path / "cluster.toml"
+    cfg.write_text(f"""
+[daemon]
+state_dir = "state"
+policy = "hexo"
+idle_after_s = 1
+poll_s = 0.2
+confirm_timeout_s = 120
+metrics_port = 0
+hexo = "{HEXO}"
+
+[server]
+name = "server"
+cores = 1
+ram = "2G"
+work_dir = "server/work"
+run_dir = "server/run"
+uhyve_ctl = "{UHYVE}"
+
+[[board]]
+name = "board0"
+cores = 1
+ram = "1G"
+link_mbit = 100
+host = "127.0.0.1"
+port = {sshd.port}
+user = "root"
+key = "{sshd.user_key}"
+known_hosts = "{known_hosts or sshd.known_hosts}"
+work_dir = "{tmp_path / 'board' / 'work'}"
+run_dir = "{tmp_path / 'board' / 'run'}"
+uhyve_ctl = "{UHYVE}"
+""")
+    return cfg
+
+
+def start_daemon(cfg: Path, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([SCHEDD, "--config", cfg], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "a"), start_new_session=True)
+    sock = cfg.parent / "state" / "control.sock"
+    for _ in range(600):
+        assert proc.poll() is None, log.read_text()
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))          # a killed daemon leaves a socket nobody serves
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("daemon did not open its control socket: " + log.read_text())
+
+
+def status(state_dir: Path) -> dict:
+    p = run([HEXO, "status", "--json", "--state-dir", state_dir], timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = status(state_dir)
+        if pred(st):
+            return st
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
+
+
+PHASES = ("checkpoint", "transfer", "restore")
+
+
+def kill_in_phase(daemon: subprocess.Popen, state_file: Path, job: str, phase: str,
+                  vm_state_file: Path) -> None:
+    """SIGKILL the daemon as soon as its state file shows `job`'s offload to the board in
+    `phase`; in the checkpoint phase, once the source VM is writing its checkpoint (EP.S would
+    otherwise end on the server while the daemon restarts, leaving nothing to migrate). On a
+    loaded machine a short phase can pass between two looks: then at the next one."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            data = json.loads(state_file.read_text())
+            vm = json.loads(vm_state_file.read_text())["state"] if phase == "checkpoint" \
+                else None
+        except (OSError, ValueError):
+            continue
+        rec = next(e["record"] for e in data["jobs"] if e["record"]["id"] == job)
+        pg = rec["progress"]
+        if rec["history"] and rec["history"][0]["outcome"] != "under way":
+            break                                     # the offload is over: too late
+        if pg and pg["src"] == "server" and pg["phase"] in PHASES and (
+                PHASES.index(pg["phase"]) > PHASES.index(phase)
+                or (pg["phase"] == phase and vm in (None, "checkpointing", "checkpointed"))):
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"{job}'s offload was never seen in phase {phase} or later")
+
+
+@pytest.mark.parametrize("kill_at", PHASES)
+def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, tmp_path, sshd,
+                                                                        kill_at):
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(f"{ep}\n{is_} --mem 128M\n{is_}\n{ep} --vcpus 1\n")
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        p = run([HEXO, "submit", "--list", jobs, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        ids = p.stdout.split()
+        assert len(ids) == 4
+        st = status(state_dir)
+        first = next(j for j in st["jobs"] if j["id"] == ids[0])
+        assert first["state"] == "migrating" and first["migrating_to"] == "board0"
+        assert "hardware counters: NO" in st["counters"]
+        assert "calibration" in first["estimate_source"]
+
+        # kill -9 in the middle of the first offload, then restart
+        kill_in_phase(daemon, state_dir / "state.json", ids[0], kill_at,
+                      tmp_path / "server" / "run" / f"{ids[0]}.json")
+        time.sleep(1.0)
+        daemon = start_daemon(cfg, log)
+
+        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
+                      "every job to end")
+        metrics = urllib.request.urlopen(st["metrics"], timeout=10).read().decode()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+
+    text = log.read_text()
+    assert "recovered 4 jobs" in text
+    resumed = re.search(r"resuming the migration of job-1 \(server -> board0\) at phase (\w+)",
+                        text)
+    assert resumed and resumed[1] in PHASES[PHASES.index(kill_at):], text
+    assert "stand-in for a physical arm64 board" in text
+    for j in st["jobs"]:
+        kernel = "ep" if "npb-ep" in j["image"] else "is"
+        out = Path(j["output"]).read_text()
+        check(kernel, "S", out)                               # Verification = SUCCESSFUL
+        assert out.count("NAS Parallel Benchmarks") == 1, out  # never restarted from scratch
+        assert j["outcome"] == "exit 0"
+        fresh = [s for s in j["segments"] if s["kind"] == "run" and not s["discarded"]]
+        assert len(fresh) == 1, j["segments"]
+    first = next(j for j in st["jobs"] if j["id"] == ids[0])
+    moves = [(h["src"], h["dst"]) for h in first["migrations"] if h["outcome"] == "done"]
+    assert moves == [("server", "board0"), ("board0", "server")], first
+    assert re.search(r'hexo_migrations_total\{dst="server",outcome="done",src="board0"\} 1',
+                     metrics), metrics
+    assert re.search(r'hexo_jobs\{state="done"\} 4', metrics)
+    decisions = [d["reason"] for d in st["decisions"]]
+    assert any("lowest estimated slowdown on board0" in d for d in decisions), decisions
+    assert any("largest expected speedup" in d for d in decisions), decisions
+
+
+def test_board_with_unknown_host_key_is_refused(tmp_path, sshd):
+    from hexo_sched.hosts import HostError, SshHost
+    other = tmp_path / "other_known_hosts"
+    pub = (sshd.user_key.with_suffix(".pub")).read_text().split()
+    other.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")   # a key, not the host's
+    with pytest.raises(HostError, match="does not match"):
+        SshHost("b", "127.0.0.1", sshd.port, "root", sshd.user_key, other).sh("true")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostError, match="refused"):
+        SshHost("b", "127.0.0.1", sshd.port, "root", sshd.user_key, empty).sh("true")
+    good = SshHost("b", "127.0.0.1", sshd.port, "root", sshd.user_key, sshd.known_hosts)
+    assert good.sh("echo ok")[1] == "ok\n"
+    good.close()
+
+
+def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_path, sshd):
+    """The board holds a corrupt copy of the image: the restore there fails, the job resumes
+    from its source checkpoint on the server, is not offloaded again, and still verifies."""
+    import hashlib
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    digest = hashlib.sha256(ep.read_bytes()).hexdigest()[:16]
+    corrupt = tmp_path / "board" / "work" / "images" / f"{digest}-{ep.name}"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not an image")
+    garbage = tmp_path / "garbage.hexo"
+    garbage.write_bytes(b"\0" * 64)
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        bad = run([HEXO, "submit", ep, garbage, "--state-dir", state_dir])
+        assert bad.returncode == 1 and "garbage.hexo" in bad.stderr, bad.stderr
+        assert status(state_dir)["jobs"] == []          # nothing of a bad request is queued
+        p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
+                                                            for j in s["jobs"]),
+                      state_dir, 300, "both jobs to end")
+        text = run([HEXO, "status", "--state-dir", state_dir]).stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    first = st["jobs"][0]
+    assert [h["outcome"].split(":")[0] for h in first["migrations"]] == ["failed"], first
+    assert "ended with status 126" in first["migrations"][0]["outcome"]
+    assert [(s["machine"], s["kind"], s["discarded"]) for s in first["segments"]] == [
+        ("server", "run", False), ("board0", "restore", True), ("server", "restore", False)]
+    check("ep", "S", Path(first["output"]).read_text())
+    check("is", "S", Path(st["jobs"][1]["output"]).read_text())
+    assert "no longer a candidate" in log.read_text()
+    assert "emulated: a stand-in for a physical board" in text and "job-1" in text
+
+
+def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp_path, sshd):
+    """The board's SSH server dies after the daemon connected: the offload cannot copy the
+    checkpoint, the job is restored from it on the server and still verifies."""
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        sshd_fixture.stop(sshd)                          # the board drops off the network
+        p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
+                      "both jobs to end")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    first = st["jobs"][0]
+    assert first["migrations"][0]["outcome"].startswith("failed"), first
+    assert [s["machine"] for s in first["segments"] if not s["discarded"]] == ["server", "server"]
+    check("ep", "S", Path(first["output"]).read_text())
+    check("is", "S", Path(st["jobs"][1]["output"]).read_text())

@@ -1,0 +1,267 @@
+"""The daemon's state handling without VMs: the state file, recovery from the files jobs leave
+on a machine, the config, and the control socket's checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import UHYVE
+from hexo_sched import api, daemon as schedd
+from hexo_sched.config import ConfigError, load, parse_mb
+from hexo_sched.jobstore import (JobRecord, Segment, StateFile, StateFileError, dump,
+                                 load_into)
+from hexo_sched.policy import ClusterState, HexoPolicy, Job, JobState, Machine
+
+
+def machines():
+    return [Machine("server", "server", "server", 2, 2048), Machine("b0", "board", "potato", 2,
+                                                                     1024)]
+
+
+def populated() -> tuple[ClusterState, dict]:
+    st = ClusterState(machines())
+    pol = HexoPolicy(st, idle_after_s=1e9)
+    for i, vcpus in enumerate((1, 1, 1), 1):
+        pol.on_submit(Job(f"job-{i}", vcpus, 256, benchmark="EP",
+                          slowdown={"potato": 3.0}), now=float(i))
+    # job-1 and job-2 run on the server; job-3 made job-1 migrate to the board
+    recs = {j: JobRecord(j, f"/images/{j}.hexo", "EP", "S") for j in st.jobs}
+    return st, recs
+
+
+def test_state_round_trip_keeps_every_job_and_migration():
+    st, recs = populated()
+    assert st.jobs["job-1"].state is JobState.MIGRATING and st.queue == ["job-3"]
+    recs["job-1"].segments.append(Segment(0, "server", "run", 1.0))
+    data = json.loads(json.dumps(dump(st, recs, [{"reason": "x"}], 4)))
+    fresh = ClusterState(machines())
+    records, decisions, next_id = load_into(data, fresh)
+    assert next_id == 4 and decisions == [{"reason": "x"}]
+    assert fresh.queue == st.queue and fresh.now == st.now
+    for jid, j in st.jobs.items():
+        assert vars(fresh.jobs[jid]) == vars(j)
+    assert records["job-1"].segments == [Segment(0, "server", "run", 1.0)]
+    assert fresh.used("b0") == st.used("b0") and fresh.used("server") == st.used("server")
+
+
+def test_state_of_another_version_or_impossible_state_is_refused():
+    st, recs = populated()
+    data = dump(st, recs, [], 4)
+    with pytest.raises(StateFileError, match="not 1.x"):
+        load_into({**data, "version": [2, 0]}, ClusterState(machines()))
+    with pytest.raises(StateFileError, match="not a hexo-schedd-state"):
+        load_into({**data, "format": "other"}, ClusterState(machines()))
+    bad = json.loads(json.dumps(data))
+    bad["queue"].append("job-2")                 # a running job cannot also be queued
+    with pytest.raises(StateFileError, match="inconsistent"):
+        load_into(bad, ClusterState(machines()))
+    with pytest.raises(StateFileError, match="no longer has"):
+        load_into(data, ClusterState([Machine("server", "server", "server", 2, 2048)]))
+
+
+def test_state_file_is_replaced_whole_and_a_corrupt_one_is_kept(tmp_path):
+    f = StateFile(tmp_path / "state.json")
+    assert f.load() is None
+    f.save({"a": 1})
+    f.save({"a": 2})
+    assert f.load() == {"a": 2} and os.listdir(tmp_path) == ["state.json"]
+    (tmp_path / "state.json").write_text('{"a": ')
+    with pytest.raises(StateFileError, match="left as it is"):
+        f.load()
+    assert (tmp_path / "state.json").read_text() == '{"a": '
+
+
+def server_only_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cluster.toml"
+    cfg.write_text('[daemon]\nstate_dir = "state"\nmetrics_port = 0\n\n'
+                   '[server]\nname = "server"\ncores = 2\nram = "2G"\n'
+                   'work_dir = "work"\nrun_dir = "run"\n')
+    return cfg
+
+
+def write_state(cfg_path: Path, jobs: list[tuple[str, int, bool]]) -> None:
+    """Jobs as a killed daemon left them: (id, vCPUs, whether a segment was launched); the
+    policy places them in order."""
+    cfg = load(cfg_path)
+    st = ClusterState([m.policy_machine() for m in cfg.machines])
+    pol = HexoPolicy(st)
+    recs = {}
+    for jid, vcpus, _ in jobs:
+        pol.on_submit(Job(jid, vcpus, 256), now=1.0)
+    for jid, _, launched in jobs:
+        recs[jid] = JobRecord(jid, f"/images/{jid}.hexo")
+        if launched:
+            recs[jid].segments.append(Segment(0, "server", "run", 1.0))
+    cfg.state_dir.mkdir()
+    StateFile(cfg.state_dir / "state.json").save(dump(st, recs, [], len(jobs) + 1))
+
+
+def test_restarted_daemon_adopts_running_jobs_and_notices_finished_ones(tmp_path):
+    cfg_path = server_only_config(tmp_path)
+    # job-1 and job-2 were started (one core each); job-3 (2 vCPUs) waits in the queue
+    write_state(cfg_path, [("job-1", 1, True), ("job-2", 1, True), ("job-3", 2, False)])
+    work, run_dir = tmp_path / "work", tmp_path / "run"
+    for j in ("job-1", "job-2"):
+        (work / j).mkdir(parents=True)
+        (work / j / "seg0.err").write_text("")
+    # job-1 ended while the daemon was down; job-2's VM still runs (its pid is alive)
+    (work / "job-1" / "seg0.out").write_text("Verification    =               SUCCESSFUL\n")
+    (work / "job-1" / "seg0.rc").write_text("0\n")
+    run_dir.mkdir(mode=0o700)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "job-2.json").write_text(json.dumps(
+            {"name": "job-2", "pid": sleeper.pid, "state": "running"}))
+        d = schedd.Daemon(load(cfg_path))
+        assert {j: d.state.jobs[j].state for j in d.state.jobs} == {
+            "job-1": JobState.RUNNING, "job-2": JobState.RUNNING, "job-3": JobState.QUEUED}
+        d.poll_once()
+        assert d.state.jobs["job-1"].state is JobState.DONE
+        assert d.records["job-1"].outcome == "exit 0"
+        assert "SUCCESSFUL" in Path(d.records["job-1"].output).read_text()
+        assert d.state.jobs["job-2"].state is JobState.RUNNING        # adopted, untouched
+        assert d.state.jobs["job-3"].state is JobState.QUEUED         # needs both cores
+        assert any("job-3 does not fit" in x["reason"] for x in d.decisions)
+        # what it learnt is on disk: a second restart sees the same
+        again = schedd.Daemon(load(cfg_path))
+        assert again.state.jobs["job-1"].state is JobState.DONE
+        assert again.records["job-1"].output == d.records["job-1"].output
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_job_whose_vm_vanished_is_requeued(tmp_path, monkeypatch):
+    monkeypatch.setattr(schedd, "VANISHED_GRACE_S", 0.0)
+    cfg_path = server_only_config(tmp_path)
+    write_state(cfg_path, [("job-1", 2, True)])
+    (tmp_path / "work" / "job-1").mkdir(parents=True)
+    (tmp_path / "work" / "job-1" / "seg0.err").write_text("")       # launched, then nothing
+    d = schedd.Daemon(load(cfg_path))
+    # keep the requeued 2-vCPU job from starting again here: one core is left
+    d.state.machines["server"].reserved_cores = 1
+    d.poll_once()
+    assert d.state.jobs["job-1"].state is JobState.QUEUED
+    assert all(s.discarded for s in d.records["job-1"].segments)
+
+
+def test_a_job_placed_but_never_launched_is_launched_on_restart(tmp_path):
+    cfg_path = server_only_config(tmp_path)
+    cfg_path.write_text(cfg_path.read_text() + f'uhyve_ctl = "{UHYVE}"\n')
+    write_state(cfg_path, [("job-1", 1, False)])     # the policy placed it; no segment yet
+    d = schedd.Daemon(load(cfg_path))
+    d._finish_interrupted_actions()
+    assert [(s.machine, s.kind) for s in d.records["job-1"].segments] == [("server", "run")]
+    rc = tmp_path / "work" / "job-1" / "seg0.rc"
+    for _ in range(300):                             # its image does not exist: uhyve-ctl
+        if rc.exists():                              # refuses to start it
+            break
+        time.sleep(0.05)
+    d.poll_once()
+    assert d.records["job-1"].outcome == "exit 126"
+    assert "cannot start" in (tmp_path / "state" / "jobs" / "job-1" / "seg0.err").read_text()
+
+
+def test_config_errors_are_clear(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[server]\nname = "s"\ncores = 2\nram = "2G"\nwork_dir = "w"\n')
+    with pytest.raises(ConfigError, match="missing key 'run_dir'"):
+        load(cfg)
+    cfg.write_text('[server]\nname = "s"\ncores = 2\nram = "2G"\nwork_dir = "w"\nrun_dir = "r"\n'
+                   '[[board]]\nname = "b"\ncores = 4\nram = "2G"\nwork_dir = "/w"\n'
+                   'run_dir = "/r"\nhost = "10.0.0.2"\nkey = "k"\n')
+    with pytest.raises(ConfigError, match="give 'known_hosts'"):
+        load(cfg)
+    assert parse_mb("2G") == 2048 and parse_mb("256M") == 256 and parse_mb(512) == 512
+    with pytest.raises(ConfigError, match="bad size"):
+        parse_mb("lots")
+
+
+def test_example_config_in_the_readme_loads(tmp_path):
+    text = (Path(__file__).parents[1] / "scheduler" / "README.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "cluster.toml").write_text(example)
+    cfg = load(tmp_path / "cluster.toml")
+    assert [m.kind for m in cfg.machines] == ["server", "board"]
+    assert cfg.metrics_addr == "127.0.0.1"
+    assert cfg.machines[1].known_hosts == tmp_path / "known_hosts"
+
+
+def test_control_socket_checks_version_and_peer():
+    # not under tmp_path: pytest's base directory is 0700, which another user cannot cross
+    with tempfile.TemporaryDirectory() as d:
+        check_control_socket(Path(d))
+
+
+def check_control_socket(tmp_path: Path) -> None:
+    server = api.ControlServer(tmp_path, lambda req: {"echo": req["op"]})
+    try:
+        assert api.request(tmp_path, "ping")["echo"] == "ping"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(tmp_path / api.SOCKET_NAME))
+            s.sendall(json.dumps({"protocol": "hexo-schedd", "version": 99, "op": "x"})
+                      .encode() + b"\n")
+            reply = json.loads(s.makefile().readline())
+        assert not reply["ok"] and "version 99" in reply["error"] and reply["version"] == 1
+        if os.geteuid() != 0:
+            pytest.skip("checking another user's connection needs root")
+        os.chmod(tmp_path, 0o755)
+        os.chmod(tmp_path / api.SOCKET_NAME, 0o666)   # only SO_PEERCRED stands in the way
+        # the refusal comes before any request is read, so this client sends nothing
+        code = ("import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(10); "
+                "s.connect(%r); print(s.makefile().readline())" % str(tmp_path / api.SOCKET_NAME))
+        p = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
+                           user=65534, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["error"] == "permission denied"
+    finally:
+        server.close()
+
+
+def test_submit_reads_directories_and_job_lists(tmp_path):
+    from hexo.cli import _job_specs
+    (tmp_path / "d").mkdir()
+    for n in ("a.hexo", "b.hexo"):
+        (tmp_path / "d" / n).write_bytes(b"x")
+    (tmp_path / "jobs").write_text("# queue\nd/a.hexo --vcpus 2 --mem 1G\n\nd/b.hexo\n")
+    args = argparse.Namespace(images=[tmp_path / "d"], lists=[tmp_path / "jobs"], vcpus=1,
+                              mem="256M")
+    specs = _job_specs(args)
+    assert [(Path(s["image"]).name, s["vcpus"], s["mem"]) for s in specs] == [
+        ("a.hexo", 1, "256M"), ("b.hexo", 1, "256M"), ("a.hexo", 2, "1G"),
+        ("b.hexo", 1, "256M")]
+    (tmp_path / "bad").write_text("d/a.hexo --cores 3\n")
+    with pytest.raises(ValueError, match="bad:1: expected IMAGE"):
+        _job_specs(argparse.Namespace(images=[], lists=[tmp_path / "bad"], vcpus=1, mem="1G"))
+    with pytest.raises(ValueError, match="no such image"):
+        _job_specs(argparse.Namespace(images=[tmp_path / "nope.hexo"], lists=[], vcpus=1,
+                                      mem="1G"))
+
+
+def test_benchmark_is_read_from_the_image_manifest():
+    assert schedd.benchmark_of({"workload": {"name": "npb-ep", "class": "S"}}) == ("EP", "S")
+    assert schedd.benchmark_of({}) == ("", None)
+
+
+def test_daemon_refuses_a_bad_config_or_a_corrupt_state_file_and_keeps_it(tmp_path):
+    schedd_bin = str(Path(UHYVE).with_name("hexo-schedd"))
+    p = subprocess.run([schedd_bin, "--config", tmp_path / "missing.toml"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "missing.toml" in p.stderr
+    cfg = server_only_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text('{"format": "hexo-schedd-state", "ver')
+    p = subprocess.run([schedd_bin, "--config", cfg], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "not valid JSON" in p.stderr, p.stderr
+    assert (tmp_path / "state" / "state.json").read_text().endswith('"ver')
