@@ -11,8 +11,9 @@ whole, and pointers into the source stack re-aimed at the matching destination o
 Globals and the heap need nothing: both ISAs use one layout.
 
 Limits (as in Popcorn): pointers into the stack are followed only where the compiler typed the
-live value as a pointer, not inside stack objects; floating-point control registers are reset
-to the destination's defaults.
+live value as a pointer, not inside stack objects. Of the floating-point control state, the
+rounding mode and flush-to-zero carry over (fp_control); exception masks and x87 precision
+have no arm64 counterpart and take the destination's defaults.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _DWARF = {
     "aarch64": {**{f"x{i}": i for i in range(19, 30)}, **{f"d{i}": 64 + i for i in range(8, 16)}},
 }
 _FP_DEFAULT = {"x86_64": ("fpctl", (0x37F << 32) | 0x1F80), "aarch64": ("fpcr", 0)}
+# Rounding modes as MXCSR.RC / x87 RC encode them (nearest, down, up, toward zero) and as
+# FPCR.RMode does (nearest, up, down, toward zero).
+_X86_TO_ARM_ROUNDING = {0: 0, 1: 2, 2: 1, 3: 3}
+_ARM_TO_X86_ROUNDING = {v: k for k, v in _X86_TO_ARM_ROUNDING.items()}
 _RA_SLOT = {"x86_64": 16, "aarch64": 30}
 
 
@@ -97,6 +102,23 @@ def unwind(meta, context: dict[str, int], stack: _Stack) -> list[Frame]:
         if len(frames) > 10000:
             raise TransformError("stack too deep or corrupt")
         pc, regs = ra, caller
+
+
+def fp_control(src_isa: str, value: int, dst_isa: str) -> int:
+    """The destination's FP control word with the source's rounding mode and flush-to-zero
+    (x86-64 fpctl = x87 control word << 32 | MXCSR; aarch64 FPCR)."""
+    if src_isa == dst_isa:
+        return value
+    name, out = _FP_DEFAULT[dst_isa]
+    if src_isa == "x86_64":
+        mxcsr = value & 0xFFFFFFFF
+        rounding, ftz = _X86_TO_ARM_ROUNDING[(mxcsr >> 13) & 3], (mxcsr >> 15) & 1
+        return out | rounding << 22 | ftz << 24
+    rounding, ftz = _ARM_TO_X86_ROUNDING[(value >> 22) & 3], (value >> 24) & 1
+    cw, mxcsr = out >> 32, out & 0xFFFFFFFF
+    cw = (cw & ~(3 << 10)) | rounding << 10
+    mxcsr = (mxcsr & ~(7 << 13)) | rounding << 13 | ftz << 15
+    return cw << 32 | mxcsr
 
 
 def _sp_at_call(meta, site: dict, cfa: int) -> int:
@@ -231,6 +253,7 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
     names = {v: k for k, v in _DWARF[dst.isa].items()}
     ctx = {"pc": dst_sites[0]["ra"], "sp": sp[0]}
     ctx.update({name: final.get(reg, 0) & (2 ** 64 - 1) for reg, name in names.items()})
-    fp_name, fp_default = _FP_DEFAULT[dst.isa]
-    ctx[fp_name] = fp_default
+    ctx[_FP_DEFAULT[dst.isa][0]] = fp_control(src.isa, context.get(_FP_DEFAULT[src.isa][0],
+                                                                   _FP_DEFAULT[src.isa][1]),
+                                              dst.isa)
     return Result(ctx, low, bytes(out), n)

@@ -188,3 +188,18 @@ def test_npb_ep_round_trip_x86_64_aarch64_x86_64(images, env, tmp_path):
     p = run([UHYVE, "restore", tmp_path / "ck2"], env=env)
     assert p.returncode == 0, p.stderr
     check("ep", "S", p.stdout)
+
+
+def test_rounding_mode_and_flush_to_zero_carry_across_isas():
+    from hexo.transform import fp_control
+    x86_default, arm_default = (0x37F << 32) | 0x1F80, 0
+    assert fp_control("x86_64", x86_default, "aarch64") == arm_default
+    assert fp_control("aarch64", arm_default, "x86_64") == x86_default
+    # MXCSR.RC: nearest, down, up, toward zero; FPCR.RMode: nearest, up, down, toward zero.
+    for rc, rmode in ((0, 0), (1, 2), (2, 1), (3, 3)):
+        for ftz in (0, 1):
+            x86 = x86_default | rc << 13 | ftz << 15
+            arm = fp_control("x86_64", x86, "aarch64")
+            assert (arm >> 22) & 3 == rmode and (arm >> 24) & 1 == ftz
+            back = fp_control("aarch64", arm, "x86_64")
+            assert back == x86 | rc << 42, hex(back)     # the x87 control word follows MXCSR
