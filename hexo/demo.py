@@ -1,7 +1,7 @@
 """The README's main job: build the NPB kernels into migratable multi-ISA images, run each on
 KVM (x86-64) and on the emulated arm64 CPU, then stop running jobs at a migration point and
-resume them from the checkpoint, on the same ISA and on the other one; every run must end
-with NPB's verification."""
+resume them from the checkpoint, on the same ISA and on the other one, and move one job back
+and forth; every run must end with NPB's verification."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ RUNS = [("x86_64", "kvm"), ("aarch64", "emu")]
 # (workload, class, source ISA, target ISA, seconds to run before the checkpoint)
 MIGRATIONS = [("npb-cg", "W", "x86_64", "x86_64", 0.1), ("npb-cg", "S", "aarch64", "aarch64", 0.5),
               ("npb-ep", "S", "x86_64", "aarch64", 0.7), ("npb-ep", "S", "aarch64", "x86_64", 1.0),
-              ("npb-is", "W", "x86_64", "aarch64", 0.0)]
+              ("npb-is", "W", "x86_64", "aarch64", 0.0), ("npb-cg", "W", "x86_64", "aarch64", 0.05)]
+# A job moved back and forth at chosen migration points: (ISA, checkpoint at point N).
+ROUND_TRIP = ("npb-cg", "S", [("x86_64", 100), ("aarch64", 100), ("x86_64", 100),
+                              ("aarch64", 60), ("x86_64", None)])
 
 
 def _verdict(out: str) -> str:
@@ -62,6 +65,28 @@ def _migrate(tmp: Path, image: Path, isa: str, to: str, delay: float, env: dict)
     return p.returncode == 0 and verdict == "SUCCESSFUL"
 
 
+def _round_trip(tmp: Path, image: Path, legs: list, env: dict) -> bool:
+    """Run, checkpoint at each leg's point for the next leg's ISA, restore, ...; True when
+    the job's output across all legs verifies."""
+    out, ckpt = "", None
+    for n, (isa, point) in enumerate(legs):
+        cmd = [BIN / "uhyve-ctl", *(["restore", ckpt] if ckpt else ["run", image]), "--isa", isa]
+        if point is not None:
+            ckpt = tmp / f"{image.stem}.trip{n}.ckpt"
+            cmd += ["--checkpoint-at", str(point), "--checkpoint-dir", ckpt,
+                    "--to", legs[n + 1][0]]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out += p.stdout
+        where = f"until migration point {point}" if point else "to the end"
+        print(f"   {image.stem} leg {n + 1} on {isa:8} ran {where}", flush=True)
+        if p.returncode != 0:
+            print(f"   leg failed: {p.stderr.strip()}")
+            return False
+    verdict = _verdict(out)
+    print(f"   {image.stem} after {len(legs) - 1} migrations: Verification = {verdict}")
+    return verdict == "SUCCESSFUL"
+
+
 def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="hexo-demo-") as tmp:
@@ -82,6 +107,9 @@ def main() -> int:
         print("== stop running jobs at a migration point and resume them, on either ISA")
         for workload, klass, isa, to, delay in MIGRATIONS:
             failures += not _migrate(tmp, _build(tmp, workload, klass), isa, to, delay, env)
+        print("== move one job back and forth between the ISAs")
+        workload, klass, legs = ROUND_TRIP
+        failures += not _round_trip(tmp, _build(tmp, workload, klass), legs, env)
     print("all runs verified" if not failures else f"{failures} run(s) failed")
     return 1 if failures else 0
 
