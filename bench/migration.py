@@ -75,7 +75,7 @@ def small_job(migrate: bool):
                 t0 = time.perf_counter()
                 with _vm(SMALL, "x86_64") as vm:
                     if migrate:
-                        vm.migrator.arm(Request(f"{tmp}/ck", "x86_64", False, 4))
+                        vm.migrator.arm(Request(f"{tmp}/ck", "x86_64", False, skip=4))
                     stop = vm.run()
                 if migrate:
                     assert isinstance(stop, Checkpointed), stop

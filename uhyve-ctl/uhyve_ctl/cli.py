@@ -138,7 +138,7 @@ def _execute(args, restore=None) -> int:
             try:
                 vm.migrator.arm(Request(os.path.abspath(args.checkpoint_dir),
                                         args.target_isa or vm.isa, False,
-                                        args.checkpoint_at - 1))
+                                        skip=args.checkpoint_at - 1))
             except MigrationError as e:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
