@@ -8,6 +8,9 @@ A checkpoint is a directory (docs/formats.md, section 3):
                       carries a CRC32 of itself
     area-<n>.bin      the bytes of area n, raw or zlib-compressed
 
+A post-copy (minimal) checkpoint leaves its big areas `remote`: they have no file and are
+fetched from the source's page server (`postcopy` in the manifest says where and how).
+
 It is written into a temporary sibling directory, every file fsynced, then renamed into
 place, so a reader sees no checkpoint or a complete one. Readers refuse a newer major
 version, a checksum mismatch, a truncated area, or a checkpoint of another image.
@@ -18,11 +21,11 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 MANIFEST = "checkpoint.json"
 
 
@@ -38,6 +41,7 @@ class Area(NamedTuple):
     compression: str    # "none" or "zlib"
     stored_size: int
     crc32: int
+    remote: bool = False  # served by the source's page server instead of stored here
 
 
 def _manifest_crc(meta: dict) -> int:
@@ -54,8 +58,11 @@ def _fsync_dir(path: str) -> None:
 
 
 def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, bytes]],
-          compress: bool = False) -> "Checkpoint":
-    """Write a checkpoint atomically and return it re-opened and fully verified."""
+          compress: bool = False, remote: Callable[[str, int], bool] = lambda kind, size: False
+          ) -> "Checkpoint":
+    """Write a checkpoint atomically and return it re-opened and fully verified.
+
+    Areas for which `remote(kind, size)` holds are described (size, CRC32) but not stored."""
     import shutil
     import tempfile
     path = os.path.abspath(os.fspath(path))
@@ -66,6 +73,10 @@ def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, 
     try:
         entries = []
         for n, (kind, start, data) in enumerate(areas):
+            if remote(kind, len(data)):
+                entries.append(Area(kind, start, len(data), "", "none", 0, zlib.crc32(data),
+                                    True)._asdict())
+                continue
             raw = bytes(data)
             stored = zlib.compress(raw, 1) if compress else raw
             name = f"area-{n}.bin"
@@ -122,6 +133,10 @@ class Checkpoint:
             raise CheckpointError(f"{mpath}: malformed area list: {e}") from None
 
     def read(self, area: Area) -> bytes:
+        if area.remote:
+            raise CheckpointError(f"{self.path}: the {area.kind} area is not stored here but "
+                                  f"served by the source's page server (restore with "
+                                  f"--pages-from)")
         fpath = os.path.join(self.path, os.path.basename(area.file))
         try:
             with open(fpath, "rb") as f:
@@ -151,7 +166,12 @@ class Checkpoint:
 
     def verify(self) -> None:
         for area in self.areas:
-            self.read(area)
+            if not area.remote:
+                self.read(area)
+
+    @property
+    def remote_areas(self) -> list[Area]:
+        return [a for a in self.areas if a.remote]
 
     @property
     def stored_bytes(self) -> int:
