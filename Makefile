@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv
+DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
+	iproute2
 PYTEST_ARGS ?= -n 2
 
 .PHONY: deps demo test bench clean

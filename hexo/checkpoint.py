@@ -25,7 +25,8 @@ from typing import Callable, Iterable, NamedTuple
 
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1
+VERSION_MINOR = 0
+POSTCOPY_MAJOR = 2      # a checkpoint with remote areas: a 1.x reader must refuse it
 MANIFEST = "checkpoint.json"
 
 
@@ -83,10 +84,12 @@ def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, 
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(stored)
                 os.fsync(f.fileno())
-            entries.append(Area(kind, start, len(raw), name, "zlib" if compress else "none",
-                                len(stored), zlib.crc32(raw))._asdict())
-        meta = {"format": FORMAT, "version": [VERSION_MAJOR, VERSION_MINOR], **state,
-                "areas": entries}
+            entry = Area(kind, start, len(raw), name, "zlib" if compress else "none",
+                         len(stored), zlib.crc32(raw))._asdict()
+            del entry["remote"]                  # absent unless true: 1.0 readers know no such key
+            entries.append(entry)
+        major = POSTCOPY_MAJOR if any(e.get("remote") for e in entries) else VERSION_MAJOR
+        meta = {"format": FORMAT, "version": [major, VERSION_MINOR], **state, "areas": entries}
         meta["manifest_crc32"] = _manifest_crc(meta)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
@@ -121,9 +124,10 @@ class Checkpoint:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{mpath}: not a hexo checkpoint manifest")
         major = (meta.get("version") or [None])[0]
-        if major != VERSION_MAJOR:
+        if major not in (VERSION_MAJOR, POSTCOPY_MAJOR):
             raise CheckpointError(f"{self.path}: checkpoint format {major}.x is not readable "
-                                  f"by this hexo (format {VERSION_MAJOR}.x)")
+                                  f"by this hexo (formats {VERSION_MAJOR}.x and "
+                                  f"{POSTCOPY_MAJOR}.x)")
         if meta.get("manifest_crc32") != _manifest_crc(meta):
             raise CheckpointError(f"{mpath}: manifest checksum mismatch (corrupt checkpoint)")
         self.meta = meta

@@ -213,7 +213,8 @@ def _execute(args, restore=None) -> int:
                       file=sys.stderr)
             if args.stats:
                 print(f"uhyve-ctl: post-copy: {vm.pager.pages_fetched} of "
-                      f"{vm.pager.tracker.total} pages fetched, {vm.pager.faults} faults",
+                      f"{vm.pager.tracker.total} pages fetched, {vm.pager.faults} faults, "
+                      f"{vm.pager.reconnects} reconnects",
                       file=sys.stderr)
         if vm.migrator.page_server is not None:
             _serve_pages(vm, server)

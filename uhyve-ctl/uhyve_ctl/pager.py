@@ -149,6 +149,10 @@ class Pager:
             self._puller.start()
 
     @property
+    def reconnects(self) -> int:
+        return self.demand_link.reconnects + self.pull_link.reconnects
+
+    @property
     def pages_fetched(self) -> int:
         return self.tracker.arrived
 

@@ -200,8 +200,8 @@ class EmuBackend(Backend):
     def close(self) -> None:
         """Detach guest RAM first: GuestMemory may be unmapped before the GC frees unicorn."""
         if self.uc is not None:
-            for addr, size in self.memory.ram_regions():
-                self.uc.mem_unmap(addr, size)
+            for begin, end, _ in list(self.uc.mem_regions()):  # post-copy may leave holes
+                self.uc.mem_unmap(begin, end - begin + 1)
             self.uc = None
 
     def _uc(self) -> Uc:
