@@ -190,7 +190,7 @@ def _execute(args, restore=None) -> int:
             except (ControlError, OSError) as e:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
-            server.set_state("running")
+            server.set_state("running", **({"migration": "pulling"} if vm.pager else {}))
         if vm.pager is not None:
             vm.pager.on_state = lambda m: server and server.set_state(
                 server.info["state"], migration=m)

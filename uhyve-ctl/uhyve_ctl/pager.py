@@ -115,16 +115,20 @@ class Pager:
     """Demand fetch and background pull for the remote areas of one restored guest."""
 
     def __init__(self, areas: list[tuple[int, int]], opts: PagingOptions,
-                 install: Callable[[int, bytes], None],
+                 read: Callable[[int, int], bytes], install: Callable[[int, bytes], None],
                  on_state: Callable[[str], None] = lambda state: None):
         """`areas`: (start, size) of the remote areas as the checkpoint gives them;
-        `install(addr, data)` puts bytes into guest RAM (not yet visible to the guest)."""
+        `read(addr, n)` reads guest RAM as restored so far; `install(addr, pages)` puts whole
+        pages into guest RAM (a backend decides when the guest sees them)."""
         self.opts = opts
         self.exact = sorted(areas)
         runs = [Run(s - s % PAGE_SIZE, -(-(s + n - (s - s % PAGE_SIZE)) // PAGE_SIZE))
                 for s, n in self.exact]
         self.tracker = PageTracker(runs)
-        self._install = install
+        # Pages an area shares with other state keep that state's bytes from here.
+        self._edges = {page: read(page, PAGE_SIZE) for r in runs for page in (r.start, r.end - PAGE_SIZE)
+                       if not self._covered(page)}
+        self.install = install
         self.on_state = on_state
         self._cond = threading.Condition()
         self.error: Optional[BaseException] = None
@@ -202,13 +206,27 @@ class Pager:
         self.demand_link.done()
         self.on_state("done")
 
+    def _covered(self, page: int) -> bool:
+        return any(s <= page and page + PAGE_SIZE <= s + n for s, n in self.exact)
+
+    def _pages(self, run: Run, data: bytes) -> bytes:
+        """The run's pages: the areas' bytes from the source, other bytes as they were here."""
+        edges = [p for p in self._edges if run.start <= p < run.end]
+        if not edges:
+            return data
+        out = bytearray(data)
+        for page in edges:
+            merged = bytearray(self._edges[page])
+            for start, size in self.exact:
+                lo, hi = max(start, page), min(start + size, page + PAGE_SIZE)
+                if lo < hi:
+                    merged[lo - page:hi - page] = data[lo - run.start:hi - run.start]
+            out[page - run.start:page - run.start + PAGE_SIZE] = merged
+        return bytes(out)
+
     def _fetch(self, link: PageLink, run: Run) -> None:
         try:
-            data = link.fetch(run)
-            for start, size in self.exact:       # only the area's bytes: a page may be shared
-                lo, hi = max(start, run.start), min(start + size, run.end)
-                if lo < hi:
-                    self._install(lo, data[lo - run.start:hi - run.start])
+            self.install(run.start, self._pages(run, link.fetch(run)))
         except BaseException as e:
             with self._cond:
                 self.error = self.error or e

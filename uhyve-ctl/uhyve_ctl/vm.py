@@ -182,11 +182,8 @@ class VirtualMachine:
         if pages is None:
             raise ValueError(f"{ckpt.path} is a post-copy checkpoint: its memory comes from "
                              f"the source's page server (--pages-from HOST:PORT)")
-        if self.backend_kind != "emu":
-            raise ValueError("post-copy restore needs the emulated backend so far "
-                             "(--backend emu)")
         self.pager = Pager([(a.start, a.size) for a in ckpt.remote_areas], pages,
-                           self.memory.fill)
+                           self.memory.read, self.memory.fill)
         self.pager.connect()
         self.backend.defer_pages(self.pager)
         self.memory.on_access = self.pager.ensure
