@@ -36,6 +36,7 @@ test: deps
 bench: deps
 	$(PY) bench/run.py
 	$(PY) bench/migration.py
+	$(PY) bench/postcopy.py
 
 clean:
 	rm -rf build $(VENV)

@@ -8,7 +8,8 @@ migrated to arm64 (the emulated board) at its first migration point and then rea
 half of the buffer.
 
 - batch size 1/4/8/16: the job (8 MiB here) reading all its memory on demand only (no
-  background pull), from restore to the job's end (HEXO: batching 4-8 pages ~50% faster than page by page);
+  background pull), from restore to the job's end (HEXO: batching 4-8 pages ~50% faster
+  than page by page);
 - total migration time, request to the job's end on the target, post-copy vs stop-and-copy
   (the checkpoint copied over the same link), for a job needing all (target <= 1.1x) and
   half (target <= 0.6x) of its memory;

@@ -126,8 +126,8 @@ class Pager:
                 for s, n in self.exact]
         self.tracker = PageTracker(runs)
         # Pages an area shares with other state keep that state's bytes from here.
-        self._edges = {page: read(page, PAGE_SIZE) for r in runs for page in (r.start, r.end - PAGE_SIZE)
-                       if not self._covered(page)}
+        self._edges = {page: read(page, PAGE_SIZE) for r in runs
+                       for page in (r.start, r.end - PAGE_SIZE) if not self._covered(page)}
         self.install = install
         self.on_state = on_state
         self._cond = threading.Condition()

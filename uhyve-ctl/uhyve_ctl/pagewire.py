@@ -77,7 +77,8 @@ def send(sock: socket.socket, kind: int, *parts: bytes) -> None:
         bytes(p) for p in parts))
 
 
-def recv(sock: socket.socket, expect: tuple[int, ...], limit: int = MAX_CONTROL) -> tuple[int, bytes]:
+def recv(sock: socket.socket, expect: tuple[int, ...],
+         limit: int = MAX_CONTROL) -> tuple[int, bytes]:
     """Next message, which must be one of `expect` (an ERROR is raised as ProtocolError)."""
     kind, length = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if kind == ERROR:
