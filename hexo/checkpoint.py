@@ -92,6 +92,8 @@ def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, 
         meta = {"format": FORMAT, "version": [major, VERSION_MINOR], **state, "areas": entries}
         meta["manifest_crc32"] = _manifest_crc(meta)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
+            if "postcopy" in meta:               # holds the page server's secret
+                os.fchmod(f.fileno(), 0o600)
             json.dump(meta, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())

@@ -293,8 +293,10 @@ def test_minimal_checkpoint_format_on_both_sides(tmp_path):
     state = {"isa": "aarch64", "context": {"pc": 1, "sp": 2}}
     areas = [("data", 0x200000, b"d" * 70000), ("stack", 0x7ff000, b"s" * 100)]
     from uhyve_ctl.migration import served_remotely
-    ck = checkpoint.write(tmp_path / "min", state, areas, remote=served_remotely)
+    ck = checkpoint.write(tmp_path / "min", dict(state, postcopy={"secret": "00"}), areas,
+                          remote=served_remotely)
     assert ck.meta["version"][0] == 2
+    assert (tmp_path / "min" / "checkpoint.json").stat().st_mode & 0o077 == 0
     assert [a.remote for a in ck.areas] == [True, False]
     assert not (tmp_path / "min" / "area-0.bin").exists()
     with pytest.raises(checkpoint.CheckpointError, match="page server"):
