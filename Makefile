@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
-        openssh-server
+        openssh-server iproute2
 PYTEST_ARGS ?= -n 2
 
 .PHONY: deps demo test bench clean
@@ -36,6 +36,7 @@ test: deps
 bench: deps
 	$(PY) bench/run.py
 	$(PY) bench/migration.py
+	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
 
 clean:

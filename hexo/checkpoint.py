@@ -8,6 +8,9 @@ A checkpoint is a directory (docs/formats.md, section 3):
                       carries a CRC32 of itself
     area-<n>.bin      the bytes of area n, raw or zlib-compressed
 
+A post-copy (minimal) checkpoint leaves its big areas `remote`: they have no file and are
+fetched from the source's page server (`postcopy` in the manifest says where and how).
+
 It is written into a temporary sibling directory, every file fsynced, then renamed into
 place, so a reader sees no checkpoint or a complete one. Readers refuse a newer major
 version, a checksum mismatch, a truncated area, or a checkpoint of another image.
@@ -18,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
+POSTCOPY_MAJOR = 2      # a checkpoint with remote areas: a 1.x reader must refuse it
 MANIFEST = "checkpoint.json"
 
 
@@ -38,6 +42,7 @@ class Area(NamedTuple):
     compression: str    # "none" or "zlib"
     stored_size: int
     crc32: int
+    remote: bool = False  # served by the source's page server instead of stored here
 
 
 def _manifest_crc(meta: dict) -> int:
@@ -54,8 +59,11 @@ def _fsync_dir(path: str) -> None:
 
 
 def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, bytes]],
-          compress: bool = False) -> "Checkpoint":
-    """Write a checkpoint atomically and return it re-opened and fully verified."""
+          compress: bool = False, remote: Callable[[str, int], bool] = lambda kind, size: False
+          ) -> "Checkpoint":
+    """Write a checkpoint atomically and return it re-opened and fully verified.
+
+    Areas for which `remote(kind, size)` holds are described (size, CRC32) but not stored."""
     import shutil
     import tempfile
     path = os.path.abspath(os.fspath(path))
@@ -66,18 +74,26 @@ def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, 
     try:
         entries = []
         for n, (kind, start, data) in enumerate(areas):
+            if remote(kind, len(data)):
+                entries.append(Area(kind, start, len(data), "", "none", 0, zlib.crc32(data),
+                                    True)._asdict())
+                continue
             raw = bytes(data)
             stored = zlib.compress(raw, 1) if compress else raw
             name = f"area-{n}.bin"
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(stored)
                 os.fsync(f.fileno())
-            entries.append(Area(kind, start, len(raw), name, "zlib" if compress else "none",
-                                len(stored), zlib.crc32(raw))._asdict())
-        meta = {"format": FORMAT, "version": [VERSION_MAJOR, VERSION_MINOR], **state,
-                "areas": entries}
+            entry = Area(kind, start, len(raw), name, "zlib" if compress else "none",
+                         len(stored), zlib.crc32(raw))._asdict()
+            del entry["remote"]                  # absent unless true: 1.0 readers know no such key
+            entries.append(entry)
+        major = POSTCOPY_MAJOR if any(e.get("remote") for e in entries) else VERSION_MAJOR
+        meta = {"format": FORMAT, "version": [major, VERSION_MINOR], **state, "areas": entries}
         meta["manifest_crc32"] = _manifest_crc(meta)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
+            if "postcopy" in meta:               # holds the page server's secret
+                os.fchmod(f.fileno(), 0o600)
             json.dump(meta, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
@@ -110,9 +126,10 @@ class Checkpoint:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{mpath}: not a hexo checkpoint manifest")
         major = (meta.get("version") or [None])[0]
-        if major != VERSION_MAJOR:
+        if major not in (VERSION_MAJOR, POSTCOPY_MAJOR):
             raise CheckpointError(f"{self.path}: checkpoint format {major}.x is not readable "
-                                  f"by this hexo (format {VERSION_MAJOR}.x)")
+                                  f"by this hexo (formats {VERSION_MAJOR}.x and "
+                                  f"{POSTCOPY_MAJOR}.x)")
         if meta.get("manifest_crc32") != _manifest_crc(meta):
             raise CheckpointError(f"{mpath}: manifest checksum mismatch (corrupt checkpoint)")
         self.meta = meta
@@ -122,6 +139,10 @@ class Checkpoint:
             raise CheckpointError(f"{mpath}: malformed area list: {e}") from None
 
     def read(self, area: Area) -> bytes:
+        if area.remote:
+            raise CheckpointError(f"{self.path}: the {area.kind} area is not stored here but "
+                                  f"served by the source's page server (restore with "
+                                  f"--pages-from)")
         fpath = os.path.join(self.path, os.path.basename(area.file))
         try:
             with open(fpath, "rb") as f:
@@ -151,7 +172,12 @@ class Checkpoint:
 
     def verify(self) -> None:
         for area in self.areas:
-            self.read(area)
+            if not area.remote:
+                self.read(area)
+
+    @property
+    def remote_areas(self) -> list[Area]:
+        return [a for a in self.areas if a.remote]
 
     @property
     def stored_bytes(self) -> int:

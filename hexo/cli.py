@@ -127,8 +127,14 @@ def _inspect_checkpoint(args) -> int:
     print(f"kernel     heap break {m['kernel']['brk']:#x}, guest clock "
           f"{m['kernel']['monotonic_ns'] / 1e9:.3f} s, {len(m['files'])} open file(s)")
     for a in ck.areas:
-        print(f"  {a.kind:6} [{a.start:#x}, {a.start + a.size:#x}) {a.size} bytes, stored "
-              f"{a.stored_size} ({a.compression}), crc32 {a.crc32:08x}")
+        where = ("remote (page server)" if a.remote
+                 else f"stored {a.stored_size} ({a.compression})")
+        print(f"  {a.kind:6} [{a.start:#x}, {a.start + a.size:#x}) {a.size} bytes, {where}, "
+              f"crc32 {a.crc32:08x}")
+    if "postcopy" in m:
+        print(f"post-copy  pages from {m['postcopy']['server']} (page protocol "
+              f"{'.'.join(map(str, m['postcopy']['protocol']))}); full checkpoint at the source: "
+              f"{m['postcopy']['full_checkpoint']}")
     print(f"total      {sum(a.size for a in ck.areas)} bytes of application state, "
           f"{ck.stored_bytes} stored; guest RAM {m['mem_size'] >> 20} MiB")
     return 0

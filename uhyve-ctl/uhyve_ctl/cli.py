@@ -1,8 +1,8 @@
 """uhyve-ctl: run hexo unikernel images on KVM or an emulated CPU; checkpoint and restore them.
 
-Exit status of run/restore: the guest's own exit status; 0 after a checkpoint; 124 when
---timeout expired; 125 when the guest crashed or broke the hypercall ABI; 126 when the VM
-could not be started.
+Exit status of run/restore: the guest's own exit status; 0 after a checkpoint; 123 when a
+post-copy restore lost its page source; 124 when --timeout expired; 125 when the guest
+crashed or broke the hypercall ABI; 126 when the VM could not be started.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 124, 125, 126
+EXIT_SOURCE_LOST, EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 123, 124, 125, 126
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
@@ -36,6 +36,29 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
 
 
+def _duration(text: str) -> float:
+    """'50ms', '2s', '0.5', 'off' (no background pull) -> seconds (-1 for off)."""
+    t = text.strip().lower()
+    if t == "off":
+        return -1.0
+    try:
+        if t.endswith("ms"):
+            return float(t[:-2]) / 1e3
+        return float(t.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad duration '{text}' (examples: 50ms, 2s, off)")
+
+
+def _checkpoint_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("name")
+    c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
+    c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
+                   help="ISA the job will resume on (default: the VM's own)")
+    c.add_argument("--timeout", type=float, default=30.0,
+                   help="give up (the job keeps running) if no migration point is reached")
+    c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uhyve-ctl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -48,19 +71,54 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("restore", help="resume a checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--image", help="the image (default: the path the checkpoint records)")
+    s.add_argument("--pages-from", metavar="HOST:PORT", help="post-copy checkpoint: the "
+                   "source's page server (default: the address the checkpoint records)")
+    s.add_argument("--batch", type=int, default=8, help="pages fetched per fault: the "
+                   "faulting page and the next ones (default 8)")
+    s.add_argument("--prefetch-interval", type=_duration, default=0.05, metavar="TIME",
+                   help="pause between background pulls, e.g. 50ms, 0 (as fast as the link "
+                        "allows) or off (only on demand); default 50ms")
+    s.add_argument("--prefetch-pages", type=int, default=64,
+                   help="pages per background pull (default 64)")
+    s.add_argument("--retry-for", type=_duration, default=10.0, metavar="TIME",
+                   help="how long a lost page source is retried before the job stops "
+                        "(default 10s)")
     _vm_options(s)
     c = sub.add_parser("checkpoint", help="checkpoint a named VM at its next migration point")
-    c.add_argument("name")
-    c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
-    c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
-                   help="ISA the job will resume on (default: the VM's own)")
-    c.add_argument("--timeout", type=float, default=30.0,
-                   help="give up (the job keeps running) if no migration point is reached")
-    c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
+    _checkpoint_options(c)
+    m = sub.add_parser("migrate", help="move a named VM: stop-and-copy or post-copy",
+                       description="stopcopy writes a full checkpoint; postcopy writes a "
+                       "minimal one and serves the rest from this process until the target "
+                       "has every page (a full checkpoint is also written at OUTPUT.full)")
+    _checkpoint_options(m)
+    m.add_argument("--mode", choices=("stopcopy", "postcopy"), default="stopcopy")
+    m.add_argument("--serve", metavar="HOST:PORT", help="postcopy: where to serve pages")
     ps = sub.add_parser("ps", help="list named VMs")
     ps.add_argument("--json", action="store_true", help="print the state files as a JSON list "
                     "(for the scheduler daemon)")
     return p
+
+
+def _paging(args, ckpt):
+    """Where and how a post-copy restore gets its pages; None for a full checkpoint."""
+    from .pager import PagingOptions
+    from .pagewire import VERSION, parse_address
+    info = ckpt.meta.get("postcopy")
+    if info is None:
+        return None
+    if info["protocol"][0] != VERSION[0]:
+        raise ValueError(f"{ckpt.path} needs page protocol {info['protocol'][0]}.x, this "
+                         f"uhyve-ctl speaks {VERSION[0]}.x")
+    address = parse_address(args.pages_from or info["server"])
+    if address[0] in ("0.0.0.0", "::"):
+        raise ValueError(f"the source listens on {info['server']}: say where it is reachable "
+                         f"with --pages-from HOST:PORT")
+    if args.batch < 1 or args.batch > 1024:
+        raise ValueError("--batch must be between 1 and 1024 pages")
+    interval = args.prefetch_interval
+    return PagingOptions(address, bytes.fromhex(info["secret"]), args.batch,
+                         0 if interval < 0 else args.prefetch_pages, max(interval, 0.0),
+                         args.retry_for, info["full_checkpoint"])
 
 
 def _start_vm(args, restore=None):
@@ -79,7 +137,8 @@ def _start_vm(args, restore=None):
         mem = parse_size(args.mem) if args.mem else None
     return VirtualMachine(image, isa, backend=args.backend, mem_size=mem, argv=args.guest_args,
                           mounts=[Mount.parse(m) for m in args.mount],
-                          x86_entry=args.x86_entry, restore=restore)
+                          x86_entry=args.x86_entry, restore=restore,
+                          pages=None if restore is None else _paging(args, restore))
 
 
 def _control(vm, name: str):
@@ -95,7 +154,8 @@ def _control(vm, name: str):
         try:
             path = vm.migrator.request(Request(str(req["output"]),
                                                req.get("target_isa") or vm.isa,
-                                               bool(req.get("compress"))),
+                                               bool(req.get("compress")),
+                                               req.get("mode") or "stopcopy", req.get("serve")),
                                        float(req.get("timeout", 30)))
         except MigrationError as e:
             server.set_state("running")
@@ -105,20 +165,28 @@ def _control(vm, name: str):
         return {"ok": True, "path": path, "isa": target, "transformed": target != vm.isa,
                 "stop_ms": 1e3 * (t["stopped"] - t["requested"]),
                 "transform_ms": 1e3 * t["transform_s"],
-                "checkpoint_ms": 1e3 * (t["written"] - t["stopped"] - t["transform_s"])}
+                "checkpoint_ms": 1e3 * (t["written"] - t["stopped"] - t["transform_s"]),
+                "serving": vm.migrator.page_server is not None and _served_at(vm, path)}
 
     server = control.ControlServer(name, {"isa": vm.isa, "backend": vm.backend_kind,
                                           "mem": vm.memory.size, "image": vm.image.path}, handle)
     return server
 
 
+def _served_at(vm, path: str) -> str:
+    from hexo.checkpoint import Checkpoint
+    return Checkpoint(path).meta["postcopy"]["server"]
+
+
 def _execute(args, restore=None) -> int:
     from hexo.image import ImageError
 
+    from .pager import SourceLost
+    from .pagewire import ProtocolError
     t0 = time.perf_counter()
     try:
         vm = _start_vm(args, restore)
-    except (ImageError, ValueError, OSError) as e:     # CheckpointError is a ValueError
+    except (ImageError, ValueError, OSError, ProtocolError) as e:   # CheckpointError too
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
     with vm:
@@ -130,7 +198,10 @@ def _execute(args, restore=None) -> int:
             except (ControlError, OSError) as e:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
-            server.set_state("running")
+            server.set_state("running", **({"migration": "pulling"} if vm.pager else {}))
+        if vm.pager is not None:
+            vm.pager.on_state = lambda m: server and server.set_state(
+                server.info["state"], migration=m)
         if args.checkpoint_at is not None:
             import os
 
@@ -143,7 +214,10 @@ def _execute(args, restore=None) -> int:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
         t1 = time.perf_counter()
-        stop = vm.run(args.timeout)
+        try:
+            stop = vm.run(args.timeout)
+        except SourceLost as e:
+            return _source_lost(vm, server, e)
         t2 = time.perf_counter()
         if args.stats:
             print(f"uhyve-ctl: {vm.isa} on {vm.backend_kind}: setup {1e3 * (t1 - t0):.1f} ms, "
@@ -154,9 +228,51 @@ def _execute(args, restore=None) -> int:
             why = vm.migrator.outcome() or f"it reached fewer than {args.checkpoint_at} " \
                                             f"migration points"
             print(f"uhyve-ctl: no checkpoint was written: {why}", file=sys.stderr)
+        if vm.pager is not None:
+            try:
+                vm.pager.finish()
+            except (SourceLost, OSError, ProtocolError) as e:
+                print(f"uhyve-ctl: could not tell the page source we are done: {e}",
+                      file=sys.stderr)
+            if args.stats:
+                print(f"uhyve-ctl: post-copy: {vm.pager.pages_fetched} of "
+                      f"{vm.pager.tracker.total} pages fetched, {vm.pager.faults} faults, "
+                      f"{vm.pager.reconnects} reconnects",
+                      file=sys.stderr)
+        if vm.migrator.page_server is not None:
+            _serve_pages(vm, server)
+            state = "migrated"
         if server:
             server.close(state, exit_status=code)
         return code
+
+
+def _serve_pages(vm, server) -> None:
+    """Post-copy source: hold the job until the target has every page it needs."""
+    m = vm.migrator
+    pages = m.page_server
+    if server:
+        server.set_state("serving", migration="serving")
+    pages.wait()
+    m.full_writer.join()
+    pages.close()
+    if m.full_error is not None:
+        print(f"uhyve-ctl: the fallback full checkpoint could not be written: {m.full_error}",
+              file=sys.stderr)
+    print(f"uhyve-ctl: post-copy: served {pages.pages_served} of {pages.total_pages} pages; "
+          f"the target has the job", file=sys.stderr)
+    if server:
+        server.set_state("serving", migration="done", pages_served=pages.pages_served)
+
+
+def _source_lost(vm, server, err) -> int:
+    missing = vm.pager.tracker.total - vm.pager.tracker.arrived
+    print(f"uhyve-ctl: post-copy stopped: {err}; {missing} of {vm.pager.tracker.total} pages "
+          f"never arrived, so the job cannot go on here. Restart it from the full checkpoint "
+          f"the source wrote: {vm.pager.opts.full_checkpoint}", file=sys.stderr)
+    if server:
+        server.close("source-lost", exit_status=EXIT_SOURCE_LOST, migration="failed")
+    return EXIT_SOURCE_LOST
 
 
 def _report(vm, stop) -> tuple[int, str]:
@@ -194,11 +310,16 @@ def _checkpoint(args) -> int:
     import os
 
     from . import control
+    mode = getattr(args, "mode", "stopcopy")
+    if mode == "postcopy" and not args.serve:
+        print("uhyve-ctl: --mode postcopy needs --serve HOST:PORT", file=sys.stderr)
+        return 2
     try:
         reply = control.request(args.name, {
             "op": "checkpoint", "output": os.path.abspath(args.output),
             "target_isa": args.target_isa, "timeout": args.timeout,
-            "compress": args.compress}, timeout=args.timeout + 600)
+            "compress": args.compress, "mode": mode, "serve": getattr(args, "serve", None)},
+            timeout=args.timeout + 600)
     except control.ControlError as e:
         print(f"uhyve-ctl: {e}", file=sys.stderr)
         return 1
@@ -209,6 +330,9 @@ def _checkpoint(args) -> int:
              if reply["transformed"] else "")
     print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, {xform}written and verified "
           f"in {reply['checkpoint_ms']:.1f} ms")
+    if reply.get("serving"):
+        print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']}, full "
+              f"checkpoint at {reply['path']}.full")
     return 0
 
 
@@ -219,10 +343,10 @@ def _ps(args) -> int:
         import json
         print(json.dumps(vms))
         return 0
-    print(f"{'NAME':16} {'PID':>7} {'ISA':8} {'BACKEND':7} {'MEM':>7} STATE")
+    print(f"{'NAME':16} {'PID':>7} {'ISA':8} {'BACKEND':7} {'MEM':>7} {'STATE':12} MIGRATION")
     for v in vms:
         print(f"{v['name']:16} {v['pid']:>7} {v['isa']:8} {v['backend']:7} "
-              f"{v['mem'] >> 20:>5}Mi {v['state']}")
+              f"{v['mem'] >> 20:>5}Mi {v['state']:12} {v.get('migration', '-')}")
     return 0
 
 
@@ -239,7 +363,8 @@ def main(argv=None) -> int:
         _parser().error("--checkpoint-at counts from 1")
     if args.cmd == "run":
         return _execute(args)
-    return {"restore": _restore, "checkpoint": _checkpoint, "ps": _ps}[args.cmd](args)
+    return {"restore": _restore, "checkpoint": _checkpoint, "migrate": _checkpoint,
+            "ps": _ps}[args.cmd](args)
 
 
 if __name__ == "__main__":

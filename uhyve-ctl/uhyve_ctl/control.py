@@ -169,7 +169,7 @@ def list_vms() -> list[dict]:
                 info = json.load(f)
         except (OSError, ValueError):
             continue
-        if info.get("state") in ("running", "booting", "checkpointing") and not _alive(path):
+        if info.get("state") in ("running", "booting", "checkpointing", "serving") and not _alive(path):
             info["state"] = "dead"
         out.append(info)
     return out

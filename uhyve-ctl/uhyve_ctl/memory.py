@@ -48,6 +48,7 @@ class GuestMemory:
         self.host_address = addr
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
         self._holes = ((abi.DOORBELL_ADDR, abi.DOORBELL_ADDR + abi.PAGE_SIZE),)
+        self.on_access = None     # post-copy: called as (addr, length) to fetch missing pages
 
     def close(self) -> None:
         if self.host_address:
@@ -71,6 +72,14 @@ class GuestMemory:
         for lo, hi in self._holes:
             if addr < hi and addr + length > lo:
                 raise GuestMemoryError(addr, length, what)
+        if self.on_access is not None:
+            self.on_access(addr, length)
+
+    def fill(self, addr: int, data: bytes) -> None:
+        """Write pages that have just arrived, bypassing `on_access`."""
+        if addr < 0 or addr + len(data) > self.size:
+            raise GuestMemoryError(addr, len(data), "fill")
+        self.view[addr:addr + len(data)] = data
 
     def read(self, addr: int, length: int, what: str = "read") -> bytes:
         self.check(addr, length, what)

@@ -26,11 +26,22 @@ class MigrationError(Exception):
     """A checkpoint request that did not produce a checkpoint; the guest keeps running."""
 
 
+INLINE_LIMIT = 64 << 10     # post-copy: areas up to this size travel in the checkpoint
+
+
 class Request(NamedTuple):
     output: str
     target_isa: str
     compress: bool
-    skip: int = 0           # migration points the guest lets pass before acting
+    mode: str = "stopcopy"             # or "postcopy"
+    serve: Optional[str] = None        # postcopy: HOST:PORT of the page server
+    skip: int = 0                      # migration points the guest lets pass before acting
+
+
+def served_remotely(kind: str, size: int) -> bool:
+    """Post-copy leaves the big areas at the source; the stack (rewritten for the target
+    ISA, needed at once) and small areas go inline."""
+    return kind != "stack" and size > INLINE_LIMIT
 
 
 class Migrator:
@@ -47,6 +58,9 @@ class Migrator:
             base + abi.SHARED_PAGE.offset("migrate_target_isa"))
         self._skip = ctypes.c_uint32.from_address(base + abi.SHARED_PAGE.offset("migrate_skip"))
         self.timings: dict[str, float] = {}
+        self.page_server = None       # post-copy: serving the stopped guest's areas
+        self.full_writer: Optional[threading.Thread] = None
+        self.full_error: Optional[Exception] = None
 
     def arm(self, req: Request) -> None:
         """Raise the request without waiting: before the guest runs, `req.skip` = N - 1
@@ -71,6 +85,7 @@ class Migrator:
             with self._lock:
                 if self._pending is req:                # the guest has not started yet
                     self._flag.value = 0
+                    self._skip.value = 0
                     self._pending = None
                     raise MigrationError(
                         f"the guest reached no migration point within {timeout:g} s; "
@@ -128,4 +143,43 @@ class Migrator:
         t0 = time.perf_counter()
         state, data = retarget.retarget(state, data, vm.image, req.target_isa)
         self.timings["transform_s"] = time.perf_counter() - t0
+        if req.mode == "postcopy":
+            return self._write_postcopy(req, state, data)
         return checkpoint.write(req.output, state, data, req.compress).path
+
+    def _write_postcopy(self, req: Request, state: dict, data: list) -> str:
+        """A minimal checkpoint, a listening page server holding the areas it leaves out, and
+        a full checkpoint written beside it in the background (the fallback if either side
+        dies before every page has arrived)."""
+        from hexo import checkpoint
+
+        from .pageserver import PageServer
+        from .pagewire import VERSION, parse_address
+        if not req.serve:
+            raise MigrationError("post-copy needs a page server address (--serve HOST:PORT)")
+        data = [(kind, start, bytes(d)) for kind, start, d in data]
+        secret = os.urandom(32)
+        host, port = parse_address(req.serve)
+        server = PageServer((host, port), secret,
+                            [(s, d) for k, s, d in data if served_remotely(k, len(d))])
+        try:
+            full = os.path.abspath(req.output).rstrip(os.sep) + ".full"
+            bound = f"{host if ':' not in host else f'[{host}]'}:{server.address[1]}"
+            minimal = dict(state, postcopy={"protocol": list(VERSION), "server": bound,
+                                            "secret": secret.hex(), "full_checkpoint": full})
+            path = checkpoint.write(req.output, minimal, data, req.compress,
+                                    remote=served_remotely).path
+        except BaseException:
+            server.close()
+            raise
+        server.start()
+        self.page_server = server
+
+        def write_full():
+            try:
+                checkpoint.write(full, state, data, req.compress)
+            except Exception as e:        # reported by the serving loop; serving goes on
+                self.full_error = e
+        self.full_writer = threading.Thread(target=write_full, name="full-checkpoint")
+        self.full_writer.start()
+        return path

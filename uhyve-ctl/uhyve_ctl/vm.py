@@ -59,8 +59,11 @@ class VirtualMachine:
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
                  mem_size: Optional[int] = None, argv: Sequence[str] = (),
                  mounts: Sequence[Mount] = (), x86_entry: str = "auto",
-                 stdio: tuple[int, int, int] = (0, 1, 2), restore=None):
+                 stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
+        """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
+        come from."""
         self.image = image
+        self.pager = None
         self.isa = isa
         self.build = image.build(isa)
         if restore is not None:
@@ -90,6 +93,8 @@ class VirtualMachine:
             self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
                 magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
             self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
+            if restore is not None and restore.remote_areas:
+                self._attach_pager(restore, pages)
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
         except BaseException:
@@ -163,12 +168,25 @@ class VirtualMachine:
         self.check_areas([(a.kind, a.start, a.size) for a in ckpt.areas], ctx["sp"],
                          kernel["brk"])
         for area in ckpt.areas:
-            self.memory.write(area.start, ckpt.read(area))
+            if not area.remote:
+                self.memory.write(area.start, ckpt.read(area))
         callee = {f"callee{i}": ctx[n] for i, n in enumerate(abi.CALLEE_SAVED[self.isa])}
         self.memory.write(abi.RESTORE_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
             isa=abi.ISA_IDS[self.isa], pc=ctx["pc"], sp=ctx["sp"], **callee))
         self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
         self.files.reopen(meta["files"])
+
+    def _attach_pager(self, ckpt, pages) -> None:
+        """Post-copy: the remote areas stay absent until touched or pulled."""
+        from .pager import Pager
+        if pages is None:
+            raise ValueError(f"{ckpt.path} is a post-copy checkpoint: its memory comes from "
+                             f"the source's page server (--pages-from HOST:PORT)")
+        self.pager = Pager([(a.start, a.size) for a in ckpt.remote_areas], pages,
+                           self.memory.read, self.memory.fill)
+        self.pager.connect()
+        self.backend.defer_pages(self.pager)
+        self.memory.on_access = self.pager.ensure
 
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
@@ -181,9 +199,15 @@ class VirtualMachine:
             restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
 
     def run(self, timeout: Optional[float] = None) -> StopReason:
+        if self.pager is not None:
+            self.pager.start()
         return self.backend.run(self.hypercalls, timeout)
 
     def close(self) -> None:
+        if self.pager is not None:
+            self.pager.demand_link.close()
+            self.pager.pull_link.close()
+            self.memory.on_access = None
         self.backend.close()
         self.files.close_all()
         self.memory.close()

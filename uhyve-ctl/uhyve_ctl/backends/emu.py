@@ -129,6 +129,14 @@ class EmuBackend(Backend):
         self._fault: Optional[tuple[str, Optional[int]]] = None   # (reason, pc if known)
         self._error: Optional[BaseException] = None
         self._ended = False                              # the caller ended the run
+        self._pager = None                               # post-copy: fetches unmapped pages
+
+    def defer_pages(self, pager) -> None:
+        """Post-copy restore: leave the remote areas unmapped; a touch fetches and maps them."""
+        uc = self._uc()
+        for run in pager.tracker.areas:
+            uc.mem_unmap(run.start, run.end - run.start)
+        self._pager = pager
 
     def boot(self, state: BootState) -> None:
         """Registers as firmware would leave them: aarch64 at EL1h, x86-64 in long mode."""
@@ -192,8 +200,8 @@ class EmuBackend(Backend):
     def close(self) -> None:
         """Detach guest RAM first: GuestMemory may be unmapped before the GC frees unicorn."""
         if self.uc is not None:
-            for addr, size in self.memory.ram_regions():
-                self.uc.mem_unmap(addr, size)
+            for begin, end, _ in list(self.uc.mem_regions()):  # post-copy may leave holes
+                self.uc.mem_unmap(begin, end - begin + 1)
             self.uc = None
 
     def _uc(self) -> Uc:
@@ -281,6 +289,14 @@ class EmuBackend(Backend):
 
     @_guarded(False)
     def _on_bad_access(self, uc: Uc, access: int, addr: int, size: int, _value, _data) -> bool:
+        if (self._pager is not None and access in (UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED)
+                and self._pager.tracker.area_of(addr) is not None):
+            self._pager.demand(addr)
+            run = self._pager.take_arrived(addr)
+            if run is not None:
+                uc.mem_map_ptr(run.start, run.end - run.start, UC_PROT_ALL,
+                               self.memory.host_address + run.start)
+                return True
         kind = _MEM_KIND.get(access, f"access type {access} to")
         self._fault = self._fault or (
             f"{kind} guest-physical address 0x{addr:x} ({size} bytes) {{at}}: not guest RAM",

@@ -63,6 +63,7 @@ class KvmBackend(Backend):
         self.kvm = kvm.Kvm()
         self.vm: Optional[kvm.Vm] = None
         self.vcpu: Optional[kvm.Vcpu] = None
+        self._userfault = None                  # post-copy: resolves missing guest pages
         try:
             self.vm = self.kvm.create_vm()
             for slot, (addr, size) in enumerate(memory.ram_regions()):
@@ -70,6 +71,27 @@ class KvmBackend(Backend):
         except BaseException:
             self.close()
             raise
+
+    def defer_pages(self, pager) -> None:
+        """Post-copy restore: the remote areas' pages are missing in the host mapping; the
+        guest's first touch faults to a userfaultfd handler that fetches them."""
+        from ..userfault import Userfault
+        base = self.memory.host_address
+        kvm.ensure_kick_handler()
+
+        def on_fault(host_addr: int) -> None:
+            addr = (host_addr - base) & ~(abi.PAGE_SIZE - 1)
+            try:
+                pager.demand(addr)
+            except BaseException:
+                if self.vcpu is not None:
+                    self.vcpu.kick()             # run() then reports the error
+                raise
+            uffd.wake(base + addr, abi.PAGE_SIZE)   # it may have arrived meanwhile
+        uffd = Userfault([(base + r.start, r.end - r.start) for r in pager.tracker.areas],
+                         on_fault)
+        pager.install = lambda addr, pages: uffd.copy(base + addr, pages)
+        self._userfault = uffd
 
     def boot(self, state: BootState) -> None:
         self.memory.write(abi.GDT_ADDR, b"".join(
@@ -123,6 +145,8 @@ class KvmBackend(Backend):
                     if stop is not None:
                         return stop
                 elif type(ex) is kvm.Interrupted:
+                    if self._userfault is not None and self._userfault.error is not None:
+                        raise self._userfault.error
                     if deadline is not None and time.monotonic() >= deadline:
                         return TimedOut(timeout)
                 else:
@@ -166,6 +190,9 @@ class KvmBackend(Backend):
         return {name: getattr(regs, name) for name in _REG_NAMES}
 
     def close(self) -> None:
+        if self._userfault is not None:
+            self._userfault.close()
+            self._userfault = None
         if self.vcpu is not None:
             self.vcpu.close()
             self.vcpu = None

@@ -1,0 +1,227 @@
+"""Post-copy benchmarks (pyperf) on a real TCP link between two network namespaces shaped to
+100 Mbit/s with tc, side by side in one run (needs root):
+
+    .venv/bin/python bench/postcopy.py [-o results.json] [pyperf options]
+
+The job (tests/programs/touch_memory.c) fills a 32 MiB heap buffer on x86-64 (KVM), is
+migrated to arm64 (the emulated board) at its first migration point and then reads all or
+half of the buffer.
+
+- batch size 1/4/8/16: the job (8 MiB here) reading all its memory on demand only (no
+  background pull), from restore to the job's end (HEXO: batching 4-8 pages ~50% faster
+  than page by page);
+- total migration time, request to the job's end on the target, post-copy vs stop-and-copy
+  (the checkpoint copied over the same link), for a job needing all (target <= 1.1x) and
+  half (target <= 0.6x) of its memory;
+- downtime in both modes: request until the job runs on the target;
+- link utilisation of a bulk pull (target >= 90% of the shaped rate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pyperf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from netlink import ShapedLink  # noqa: E402
+
+BIN = Path(sys.executable).parent
+UHYVE = str(BIN / "uhyve-ctl")
+IMAGE = ROOT / "build" / "bench" / "touch_memory.hexo"
+MIB = 32
+BATCH_MIB = 8                      # demand-only runs: one emulator mapping per fault run
+LINK_MBIT = 100
+COPY_PORT = 7300
+BULK_RUN = 256                     # pages per request of the bulk pull
+LINK = ShapedLink("hxbench", 240)
+
+
+def _env(tmp: str) -> dict:
+    os.makedirs(f"{tmp}/run", mode=0o700, exist_ok=True)
+    return dict(os.environ, HEXO_RUN_DIR=f"{tmp}/run")
+
+
+def _state(tmp: str, name: str) -> dict:
+    try:
+        with open(f"{tmp}/run/{name}.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_state(tmp: str, name: str, state: str) -> None:
+    while _state(tmp, name).get("state") != state:
+        time.sleep(0.0005)
+
+
+def _start_source(tmp: str, percent: int, mib: int = MIB) -> subprocess.Popen:
+    job = subprocess.Popen(LINK.in_src([UHYVE, "run", IMAGE, "--name", "src", "--", mib,
+                                        percent, "0.05"]),
+                           env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_state(tmp, "src", "running")
+    return job
+
+
+def _copy_over_link(src: str, dst: str) -> None:
+    """Move a checkpoint directory from the source namespace to the target's, over TCP."""
+    recv = subprocess.Popen(LINK.in_dst([sys.executable, __file__, "--recv", dst]),
+                            stdout=subprocess.PIPE, text=True)
+    recv.stdout.readline()                 # listening
+    subprocess.run(LINK.in_src([sys.executable, __file__, "--send", src, LINK.dst_ip]),
+                   check=True)
+    if recv.wait() != 0:
+        raise RuntimeError("checkpoint copy failed")
+
+
+def _migration(tmp: str, mode: str, percent: int, restore_opts=(), timed="total",
+               mib: int = MIB) -> float:
+    """Seconds from the migrate request to the job's end (`total`), to the job running on
+    the target (`downtime`), or of the target's restore alone (`restore`)."""
+    source = _start_source(tmp, percent, mib)
+    env = _env(tmp)
+    t0 = time.perf_counter()
+    cmd = [UHYVE, "migrate", "src", "--to", "aarch64", "--mode", mode, "-o", f"{tmp}/ck"]
+    if mode == "postcopy":
+        cmd += ["--serve", f"{LINK.src_ip}:0"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    _copy_over_link(f"{tmp}/ck", f"{tmp}/ck-target")
+    t1 = time.perf_counter()
+    target = subprocess.Popen(LINK.in_dst([UHYVE, "restore", f"{tmp}/ck-target", "--name", "dst",
+                                           *restore_opts]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if timed == "downtime":
+        _wait_state(tmp, "dst", "running")
+        t2 = time.perf_counter()
+    out, err = target.communicate()
+    t3 = time.perf_counter()
+    source.wait()
+    if target.returncode != 0 or "sum" not in out:
+        raise RuntimeError(f"migrated job failed: {err}")
+    return {"total": t3 - t0, "downtime": t2 - t0 if timed == "downtime" else 0.0,
+            "restore": t3 - t1}[timed]
+
+
+def _loops(mode: str, percent: int, opts=(), timed="total", mib: int = MIB):
+    def bench(loops: int) -> float:
+        total = 0.0
+        for _ in range(loops):
+            with tempfile.TemporaryDirectory() as tmp:
+                total += _migration(tmp, mode, percent, opts, timed, mib)
+        return total
+    return bench
+
+
+def bulk_pull() -> tuple[int, float]:
+    """(bytes, seconds) of pulling every page of a migrated job's buffer, back to back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = _start_source(tmp, 100)
+        subprocess.run([UHYVE, "migrate", "src", "--to", "aarch64", "--mode", "postcopy",
+                        "--serve", f"{LINK.src_ip}:0", "-o", f"{tmp}/ck"], env=_env(tmp),
+                       check=True, capture_output=True)
+        out = subprocess.run(LINK.in_dst([sys.executable, __file__, "--pull", f"{tmp}/ck"]),
+                             check=True, capture_output=True, text=True).stdout
+        source.wait()
+    nbytes, seconds = out.split()
+    return int(nbytes), float(seconds)
+
+
+def _pull(ckpt: str) -> None:
+    """In the target namespace: fetch every remote page in BULK_RUN-page requests."""
+    from hexo.checkpoint import Checkpoint
+    from uhyve_ctl.pager import PageLink
+    from uhyve_ctl.pagewire import Run, parse_address
+    meta = Checkpoint(ckpt).meta["postcopy"]
+    link = PageLink(parse_address(meta["server"]), bytes.fromhex(meta["secret"]), 10)
+    areas = link.connect()
+    t0 = time.perf_counter()
+    nbytes = 0
+    for area in areas:
+        for first in range(0, area.pages, BULK_RUN):
+            run = Run(area.start + first * 4096, min(BULK_RUN, area.pages - first))
+            nbytes += len(link.fetch(run))
+    seconds = time.perf_counter() - t0
+    link.done()
+    print(nbytes, seconds)
+
+
+def _send(directory: str, host: str) -> None:
+    with socket.create_connection((host, COPY_PORT)) as s, s.makefile("wb") as f:
+        with tarfile.open(fileobj=f, mode="w|") as tar:
+            tar.add(directory, arcname=".")
+
+
+def _recv(directory: str) -> None:
+    with socket.create_server(("0.0.0.0", COPY_PORT), reuse_port=True) as srv:
+        print("listening", flush=True)
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            tar.extractall(directory, filter="data")
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=1, values=3, warmups=1)
+    runner.parse_args()
+    if not runner.args.worker:
+        IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([BIN / "hexo", "build", ROOT / "tests" / "programs" / "touch_memory.c",
+                        "--migratable", "-o", IMAGE], check=True, stdout=subprocess.DEVNULL)
+    LINK.__enter__()                       # each pyperf worker sets the link up afresh
+    try:
+        demand = ("--prefetch-interval", "off")
+        batches = {b: runner.bench_time_func(
+            f"postcopy-demand-batch-{b}", _loops("postcopy", 100, demand + ("--batch", str(b)),
+                                                 "restore", BATCH_MIB)) for b in (1, 4, 8, 16)}
+        bulk = ("--prefetch-interval", "0", "--prefetch-pages", str(BULK_RUN))
+        modes = {(mode, pct): runner.bench_time_func(
+            f"{mode}-total-needs-{pct}pct", _loops(mode, pct, bulk if mode == "postcopy" else ()))
+            for mode in ("stopcopy", "postcopy") for pct in (100, 50)}
+        down = {mode: runner.bench_time_func(
+            f"{mode}-downtime", _loops(mode, 100, bulk if mode == "postcopy" else (), "downtime"))
+            for mode in ("stopcopy", "postcopy")}
+        if runner.args.worker or any(v is None for v in
+                                     [*batches.values(), *modes.values(), *down.values()]):
+            return
+        LINK.__enter__()
+        nbytes, seconds = bulk_pull()
+    finally:
+        if not runner.args.worker:
+            LINK.close()
+    one = batches[1].mean()
+    print(f"\npost-copy over a {LINK_MBIT} Mbit/s tc-shaped veth link, {MIB} MiB job, "
+          f"x86-64 (KVM) -> arm64 (emulated), measured side by side in this run:")
+    for b, r in batches.items():
+        print(f"  demand only ({BATCH_MIB} MiB), batch {b:2}: restore to end {r.mean():6.2f} s, "
+              f"{(one - r.mean()) / one:5.0%} faster than page by page (target batch 4-8: >= 50%)")
+    for pct in (100, 50):
+        ratio = modes["postcopy", pct].mean() / modes["stopcopy", pct].mean()
+        goal = "<= 1.1x" if pct == 100 else "<= 0.6x"
+        print(f"  needs {pct:3}% of its memory: post-copy {modes['postcopy', pct].mean():5.2f} s "
+              f"vs stop-and-copy {modes['stopcopy', pct].mean():5.2f} s total = {ratio:4.2f}x "
+              f"(target {goal})")
+    print(f"  downtime (request -> running on the target): post-copy "
+          f"{down['postcopy'].mean() * 1e3:6.0f} ms, stop-and-copy "
+          f"{down['stopcopy'].mean() * 1e3:6.0f} ms")
+    mbit = nbytes * 8 / seconds / 1e6
+    print(f"  bulk pull: {nbytes >> 20} MiB in {seconds:.2f} s = {mbit:.1f} Mbit/s, "
+          f"{mbit / LINK_MBIT:.0%} of the shaped rate (target >= 90%; page payload only)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--pull"]:
+        _pull(sys.argv[2])
+    elif sys.argv[1:2] == ["--send"]:
+        _send(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["--recv"]:
+        _recv(sys.argv[2])
+    else:
+        main()

@@ -1,0 +1,312 @@
+"""Post-copy migration over a real TCP link between two network namespaces shaped to 100 Mbit/s:
+the job resumes on the target from a minimal checkpoint and its memory follows from the
+source's page server. Also the page protocol on both sides, dropped connections and a
+source that dies."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
+from netlink import ShapedLink
+from test_checkpoint import _wait_running
+
+from uhyve_ctl import pagewire as wire
+from uhyve_ctl.pager import PageLink, SourceLost
+from uhyve_ctl.pageserver import PageServer
+from uhyve_ctl.pagewire import PAGE_SIZE, ProtocolError, Refused, Run
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+TOUCH = ROOT / "tests" / "programs" / "touch_memory.c"
+SERVED = re.compile(r"served (\d+) of (\d+) pages")
+
+
+@pytest.fixture(scope="module")
+def link():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    with ShapedLink(f"hxpc{os.getpid()}", os.getpid() % 250 + 1) as shaped:
+        yield shaped
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "run").mkdir(mode=0o700)
+    return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
+
+
+@pytest.fixture(scope="module")
+def touch(tmp_path_factory):
+    out = tmp_path_factory.mktemp("touch") / "touch.hexo"
+    p = run([HEXO, "build", TOUCH, "--migratable", "-o", out])
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def _state(env, name):
+    with open(os.path.join(env["HEXO_RUN_DIR"], f"{name}.json")) as f:
+        return json.load(f)
+
+
+def _start_source(link, env, image, isa, args=(), backend="auto"):
+    proc = subprocess.Popen(link.in_src([UHYVE, "run", image, "--isa", isa, "--backend", backend,
+                                         "--name", "src", "--", *args]),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "src", proc)
+    return proc
+
+
+def _migrate(link, env, out, to):
+    ck = run([UHYVE, "migrate", "src", "--to", to, "--mode", "postcopy", "--serve",
+              f"{link.src_ip}:0", "-o", out], env=env)
+    assert ck.returncode == 0, ck.stderr
+    assert "minimal checkpoint" in ck.stdout
+    return ck
+
+
+def _restore(link, env, out, *opts, name="dst"):
+    """x86-64 targets run on KVM (userfaultfd), arm64 ones on the emulated board (hooks)."""
+    cmd = [UHYVE, "restore", out, "--stats", "--name", name, *opts]
+    return run(link.in_dst(cmd), env=env, timeout=300)
+
+
+def _source_finished(proc):
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    m = SERVED.search(err)
+    assert m, err
+    return out, int(m[1]), int(m[2])
+
+
+@needs_root
+@pytest.mark.parametrize("kernel,src,dst,delay,backend", [
+    ("ep", "x86_64", "aarch64", 0.6, "auto"),
+    pytest.param("ep", "aarch64", "x86_64", 0.5, "auto", marks=needs_kvm),
+    ("is", "x86_64", "aarch64", 0.0, "emu"),
+    ("cg", "aarch64", "aarch64", 0.3, "auto"),     # CG across ISAs: see test_transform.py
+])
+def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, src, dst, delay,
+                                           backend):
+    from npb_reference import check
+    image = images.migratable(f"npb-{kernel}", "S")
+    source = _start_source(link, env, image, src, backend=backend)
+    time.sleep(delay)
+    _migrate(link, env, tmp_path / "ck", dst)
+    assert _state(env, "src")["migration"] == "serving"
+    p = _restore(link, env, tmp_path / "ck")
+    src_out, served, total = _source_finished(source)
+    assert p.returncode == 0, p.stderr
+    assert "Verification" not in src_out
+    check(kernel, "S", p.stdout)
+    assert served == total                    # the puller brought the rest
+    assert _state(env, "src")["state"] == "migrated"
+    assert _state(env, "src")["migration"] == "done"
+    assert _state(env, "dst")["migration"] == "done"
+
+
+@needs_root
+@pytest.mark.parametrize("src,dst", [("x86_64", "aarch64"),
+                                     pytest.param("aarch64", "x86_64", marks=needs_kvm)])
+def test_a_job_that_needs_part_of_its_memory_transfers_less(link, env, tmp_path, touch, src,
+                                                            dst):
+    reference = run([UHYVE, "run", touch, "--", "16", "25", "0"])
+    source = _start_source(link, env, touch, src, ("16", "25", "0.8"))
+    _migrate(link, env, tmp_path / "ck", dst)
+    p = _restore(link, env, tmp_path / "ck", "--prefetch-interval", "off")
+    _, served, total = _source_finished(source)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == reference.stdout
+    assert total >= 4096                      # the 16 MiB buffer is served, not inlined
+    assert served < 0.3 * total
+    assert f"{served} of {total} pages fetched" in p.stderr
+
+
+@needs_root
+def test_dropped_connections_are_resumed_without_loss(link, env, tmp_path, touch):
+    reference = run([UHYVE, "run", touch, "--", "16", "100", "0"])
+    source = _start_source(link, env, touch, "x86_64", ("16", "100", "2.5"))
+    _migrate(link, env, tmp_path / "ck", "aarch64")     # the target pulls while it waits
+    target = subprocess.Popen(link.in_dst([UHYVE, "restore", tmp_path / "ck", "--stats",
+                                           "--prefetch-pages", "16", "--prefetch-interval",
+                                           "20ms"]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = 0
+    for _ in range(3):
+        time.sleep(0.7)
+        ss = subprocess.run(link.in_dst(["ss", "-K", "dst", link.src_ip]), capture_output=True,
+                            text=True)
+        kills += ss.stdout.count("ESTAB")
+    out, err = target.communicate(timeout=300)
+    _, served, total = _source_finished(source)
+    assert kills >= 2, "the test did not catch the transfer in flight"
+    assert target.returncode == 0, err
+    assert out == reference.stdout
+    assert served == total and f"{total} of {total} pages fetched" in err
+    assert int(re.search(r"(\d+) reconnects", err)[1]) >= 2
+
+
+@needs_root
+def test_source_death_stops_the_target_and_the_full_checkpoint_restarts_the_job(
+        link, env, tmp_path, touch):
+    reference = run([UHYVE, "run", touch, "--", "16", "100", "0"])
+    source = _start_source(link, env, touch, "x86_64", ("16", "100", "3"))
+    _migrate(link, env, tmp_path / "ck", "aarch64")     # the target waits before it reads
+    target = subprocess.Popen(link.in_dst([UHYVE, "restore", tmp_path / "ck", "--batch", "1",
+                                           "--prefetch-interval", "off", "--retry-for", "1s",
+                                           "--name", "dst"]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "dst", target)
+    assert _state(env, "dst")["migration"] == "pulling"
+    for _ in range(500):
+        if (tmp_path / "ck.full").exists():
+            break
+        time.sleep(0.01)
+    source.kill()
+    source.wait()
+    out, err = target.communicate(timeout=120)
+    assert target.returncode == 123, err
+    assert "unreachable" in err and "never arrived" in err and str(tmp_path / "ck.full") in err
+    assert out == ""
+    again = run([UHYVE, "restore", tmp_path / "ck.full"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == reference.stdout
+
+
+# The page protocol, both ends, on loopback.
+
+SECRET = b"s" * 32
+AREA = (0x200000, bytes(range(256)) * 64)           # four pages
+
+
+@pytest.fixture
+def server():
+    srv = PageServer(("127.0.0.1", 0), SECRET, [AREA])
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def test_pages_are_served_and_the_server_finishes_only_when_told(server):
+    link = PageLink(server.address, SECRET, retry_for=1)
+    assert link.connect() == [Run(0x200000, 4)]
+    assert link.fetch(Run(0x201000, 3)) == AREA[1][PAGE_SIZE:]
+    assert link.fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+    assert not server.done.is_set()
+    link.done()
+    assert server.wait(5)
+    assert server.pages_served == 4
+
+
+def test_a_target_with_the_wrong_secret_is_refused(server):
+    link = PageLink(server.address, b"x" * 32, retry_for=1)
+    with pytest.raises(Refused, match="wrong migration secret") as e:
+        link.connect()
+    assert e.value.code == wire.E_AUTH
+    assert server.pages_served == 0
+
+
+@pytest.mark.parametrize("run_", [Run(0x1ff000, 1), Run(0x203000, 2), Run(0x200800, 1),
+                                  Run(0x200000, 0), Run(0x200000, wire.MAX_RUN + 1)])
+def test_requests_outside_the_announced_areas_are_refused(server, run_):
+    link = PageLink(server.address, SECRET, retry_for=1)
+    link.connect()
+    with pytest.raises(Refused) as e:
+        link.fetch(run_)
+    assert e.value.code == wire.E_RANGE
+    assert PageLink(server.address, SECRET, 1).fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+
+
+def test_the_source_refuses_another_major_version(server):
+    with socket.create_connection(server.address) as s:
+        _, hello = wire.recv(s, (wire.HELLO,))
+        nonce = wire.parse_hello(hello)
+        wire.send(s, wire.AUTH, wire.auth(SECRET, nonce, bytes(32), version=(2, 0)))
+        with pytest.raises(Refused, match="speaks page protocol 2.0") as e:
+            wire.recv(s, (wire.WELCOME,))
+    assert e.value.code == wire.E_VERSION
+
+
+def _fake_source(greeting):
+    """A listener that sends `greeting(conn)` to its first peer: a source gone wrong."""
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = sock.accept()
+        with conn:
+            greeting(conn)
+            time.sleep(0.5)
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def test_the_target_refuses_another_major_version():
+    def hello_v2(conn):
+        wire.send(conn, wire.HELLO, wire._HELLO.pack(wire.MAGIC, 2, 0, bytes(32)))
+    with _fake_source(hello_v2) as sock:
+        with pytest.raises(ProtocolError, match="source speaks page protocol 2.0") as e:
+            PageLink(sock.getsockname(), SECRET, 1).connect()
+    assert e.value.code == wire.E_VERSION
+
+
+def test_the_target_refuses_a_source_without_the_secret():
+    def impostor(conn):
+        wire.send(conn, wire.HELLO, wire.hello(bytes(32)))
+        _, payload = wire.recv(conn, (wire.AUTH,))
+        client_nonce = wire._AUTH.unpack(payload)[3]
+        wire.send(conn, wire.WELCOME, wire.welcome(b"x" * 32, bytes(32), client_nonce,
+                                                   [Run(0x200000, 4)]))
+    with _fake_source(impostor) as sock:
+        with pytest.raises(ProtocolError, match="could not prove") as e:
+            PageLink(sock.getsockname(), SECRET, 1).connect()
+    assert e.value.code == wire.E_AUTH
+
+
+def test_a_corrupt_page_run_is_fetched_again(server, monkeypatch):
+    real, calls = wire.data_header, []
+
+    def corrupt_once(run_, data):
+        calls.append(run_)
+        return real(run_, b"corrupt" if len(calls) == 1 else data)
+    monkeypatch.setattr(wire, "data_header", corrupt_once)
+    link = PageLink(server.address, SECRET, retry_for=2)
+    assert link.fetch(Run(0x200000, 2)) == AREA[1][:2 * PAGE_SIZE]
+    assert len(calls) == 2 and link.reconnects == 1
+
+
+def test_an_unreachable_source_is_given_up_after_the_retry_window():
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        address = sock.getsockname()
+    with pytest.raises(SourceLost, match="unreachable"):
+        PageLink(address, SECRET, retry_for=0.5).fetch(Run(0x200000, 1))
+
+
+def test_minimal_checkpoint_format_on_both_sides(tmp_path):
+    """Writer: remote areas make a 2.0 checkpoint; a full one stays 1.0 with no new key.
+    Reader: a remote area cannot be read from the directory, and a 3.x one is refused."""
+    from hexo import checkpoint
+    state = {"isa": "aarch64", "context": {"pc": 1, "sp": 2}}
+    areas = [("data", 0x200000, b"d" * 70000), ("stack", 0x7ff000, b"s" * 100)]
+    from uhyve_ctl.migration import served_remotely
+    ck = checkpoint.write(tmp_path / "min", dict(state, postcopy={"secret": "00"}), areas,
+                          remote=served_remotely)
+    assert ck.meta["version"][0] == 2
+    assert (tmp_path / "min" / "checkpoint.json").stat().st_mode & 0o077 == 0
+    assert [a.remote for a in ck.areas] == [True, False]
+    assert not (tmp_path / "min" / "area-0.bin").exists()
+    with pytest.raises(checkpoint.CheckpointError, match="page server"):
+        ck.read(ck.areas[0])
+    full = checkpoint.write(tmp_path / "full", state, areas)
+    assert full.meta["version"][0] == 1
+    assert all("remote" not in a for a in full.meta["areas"])
+    meta = json.loads((tmp_path / "min" / "checkpoint.json").read_text())
+    meta["version"] = [3, 0]
+    meta["manifest_crc32"] = checkpoint._manifest_crc(meta)
+    (tmp_path / "min" / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="format 3.x is not readable"):
+        checkpoint.Checkpoint(tmp_path / "min")

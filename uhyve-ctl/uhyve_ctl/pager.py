@@ -1,0 +1,258 @@
+"""The target side of post-copy: pages of the remote areas arrive on demand and in background.
+
+A touch of a missing page (a backend fault, or a hypercall reading guest memory) fetches it
+and the following missing pages of its area, `batch` pages in all, on the demand link. A
+puller thread fetches the rest, `prefetch_pages` every `prefetch_interval` seconds, on its
+own link, so a fault never queues behind a bulk transfer. A dropped connection is
+re-established and the unanswered request sent again; only a source that stays unreachable
+for `retry_for` seconds ends the job (SourceLost). When every page has arrived, or the job
+has ended, the target says DONE and the source exits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Callable, NamedTuple, Optional
+
+from . import pagewire as wire
+from .pagetracker import ARRIVED, FETCHING, MAPPED, MISSING, PageTracker
+from .pagewire import PAGE_SIZE, ProtocolError, Refused, Run
+
+IO_TIMEOUT = 10.0
+
+
+class SourceLost(Exception):
+    """The source stopped serving pages the job still needs; the job cannot go on here."""
+
+
+class PagingOptions(NamedTuple):
+    address: tuple[str, int]
+    secret: bytes
+    batch: int = 8
+    prefetch_pages: int = 64          # 0: no background pull
+    prefetch_interval: float = 0.05
+    retry_for: float = 10.0
+    full_checkpoint: str = ""         # where the source keeps the whole job, for the error
+
+
+class PageLink:
+    """One authenticated connection to the page server, re-established when it drops."""
+
+    def __init__(self, address: tuple[str, int], secret: bytes, retry_for: float):
+        self.address, self.secret, self.retry_for = address, secret, retry_for
+        self.sock: Optional[socket.socket] = None
+        self.areas: list[Run] = []
+        self.reconnects = 0
+        self.requests = 0
+
+    def connect(self) -> list[Run]:
+        """Connect and authenticate; returns the areas the source announces."""
+        self.close()
+        sock = socket.create_connection(self.address, timeout=IO_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _, payload = wire.recv(sock, (wire.HELLO,))
+            server_nonce = wire.parse_hello(payload)
+            nonce = os.urandom(wire.NONCE)
+            wire.send(sock, wire.AUTH, wire.auth(self.secret, server_nonce, nonce))
+            _, payload = wire.recv(sock, (wire.WELCOME,))
+            self.areas = wire.parse_welcome(payload, self.secret, server_nonce, nonce)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        return self.areas
+
+    def fetch(self, run: Run) -> bytes:
+        return self._retrying(lambda s: self._get(s, run))
+
+    def done(self) -> None:
+        def bye(s):
+            wire.send(s, wire.DONE)
+            wire.recv(s, (wire.BYE,))
+        self._retrying(bye)
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _get(self, sock: socket.socket, run: Run) -> bytes:
+        wire.send(sock, wire.GET, wire.get(run))
+        _, payload = wire.recv(sock, (wire.DATA,), wire.data_limit(run.pages))
+        self.requests += 1
+        return wire.parse_data(payload, run)
+
+    def _retrying(self, op):
+        """Run `op(sock)`, reconnecting after a broken connection until `retry_for` passes."""
+        deadline, delay, last = time.monotonic() + self.retry_for, 0.05, None
+        while True:
+            try:
+                if self.sock is None:
+                    self.connect()
+                    if last is not None:
+                        self.reconnects += 1
+                return op(self.sock)
+            except Refused:
+                self.close()
+                raise
+            except (OSError, ProtocolError) as e:      # dropped, reset, timed out, corrupt
+                self.close()
+                last = e
+            if time.monotonic() >= deadline:
+                host, port = self.address
+                raise SourceLost(f"the page source {host}:{port} is unreachable "
+                                 f"({last}); gave up after {self.retry_for:g} s")
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
+
+class Pager:
+    """Demand fetch and background pull for the remote areas of one restored guest."""
+
+    def __init__(self, areas: list[tuple[int, int]], opts: PagingOptions,
+                 read: Callable[[int, int], bytes], install: Callable[[int, bytes], None],
+                 on_state: Callable[[str], None] = lambda state: None):
+        """`areas`: (start, size) of the remote areas as the checkpoint gives them;
+        `read(addr, n)` reads guest RAM as restored so far; `install(addr, pages)` puts whole
+        pages into guest RAM (a backend decides when the guest sees them)."""
+        self.opts = opts
+        self.exact = sorted(areas)
+        runs = [Run(s - s % PAGE_SIZE, -(-(s + n - (s - s % PAGE_SIZE)) // PAGE_SIZE))
+                for s, n in self.exact]
+        self.tracker = PageTracker(runs)
+        # Pages an area shares with other state keep that state's bytes from here.
+        self._edges = {page: read(page, PAGE_SIZE) for r in runs
+                       for page in (r.start, r.end - PAGE_SIZE) if not self._covered(page)}
+        self.install = install
+        self.on_state = on_state
+        self._cond = threading.Condition()
+        self.error: Optional[BaseException] = None
+        self.demand_link = PageLink(opts.address, opts.secret, opts.retry_for)
+        self.pull_link = PageLink(opts.address, opts.secret, opts.retry_for)
+        self._stop = threading.Event()
+        self._puller: Optional[threading.Thread] = None
+        self.faults = 0
+        self.finished = False
+
+    def connect(self) -> None:
+        """Authenticate once before the guest starts and check the areas match."""
+        announced = self.demand_link.connect()
+        if sorted(announced) != self.tracker.areas:
+            raise wire.ProtocolError("the page source serves other areas than this checkpoint "
+                                     "names (a checkpoint of another migration?)")
+
+    def start(self) -> None:
+        self.on_state("pulling")
+        if self.opts.prefetch_pages > 0:
+            self._puller = threading.Thread(target=self._pull, daemon=True, name="page-puller")
+            self._puller.start()
+
+    @property
+    def reconnects(self) -> int:
+        return self.demand_link.reconnects + self.pull_link.reconnects
+
+    @property
+    def pages_fetched(self) -> int:
+        return self.tracker.arrived
+
+    def ensure(self, addr: int, length: int) -> None:
+        """Make [addr, addr+length) present in guest RAM (host accesses on the guest's
+        behalf)."""
+        for page, state in self.tracker.runs(addr, length):
+            if state in (MISSING, FETCHING):
+                self.demand(page)
+
+    def demand(self, addr: int) -> None:
+        """Block until the page at `addr` has arrived, fetching it and its batch if needed."""
+        with self._cond:
+            while True:
+                if self.error is not None:
+                    raise SourceLost(str(self.error)) from self.error
+                state = self.tracker.state(addr)
+                if state in (ARRIVED, MAPPED):
+                    return
+                if state == FETCHING:
+                    self._cond.wait()
+                    continue
+                run = self.tracker.claim_demand(addr, self.opts.batch)
+                self.faults += 1
+                break
+        self._fetch(self.demand_link, run)
+
+    def take_arrived(self, addr: int) -> Optional[Run]:
+        """The run of arrived pages around `addr`, now counted as mapped by the caller."""
+        with self._cond:
+            run = self.tracker.arrived_run(addr)
+            if run is not None:
+                self.tracker.map(run)
+            return run
+
+    def finish(self) -> None:
+        """The job has ended (or every page is here): stop pulling and release the source."""
+        self._stop.set()
+        if self._puller is not None:
+            self._puller.join()
+        if self.error is None and not self.finished:
+            self._done()
+
+    def _done(self) -> None:
+        self.finished = True
+        self.pull_link.close()
+        self.demand_link.done()
+        self.on_state("done")
+
+    def _covered(self, page: int) -> bool:
+        return any(s <= page and page + PAGE_SIZE <= s + n for s, n in self.exact)
+
+    def _pages(self, run: Run, data: bytes) -> bytes:
+        """The run's pages: the areas' bytes from the source, other bytes as they were here."""
+        edges = [p for p in self._edges if run.start <= p < run.end]
+        if not edges:
+            return data
+        out = bytearray(data)
+        for page in edges:
+            merged = bytearray(self._edges[page])
+            for start, size in self.exact:
+                lo, hi = max(start, page), min(start + size, page + PAGE_SIZE)
+                if lo < hi:
+                    merged[lo - page:hi - page] = data[lo - run.start:hi - run.start]
+            out[page - run.start:page - run.start + PAGE_SIZE] = merged
+        return bytes(out)
+
+    def _fetch(self, link: PageLink, run: Run) -> None:
+        try:
+            self.install(run.start, self._pages(run, link.fetch(run)))
+        except BaseException as e:
+            with self._cond:
+                self.error = self.error or e
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self.tracker.arrive(run)
+            self._cond.notify_all()
+
+    def _pull(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    run = self.tracker.claim_prefetch(self.opts.prefetch_pages)
+                if run is None:
+                    break
+                self._fetch(self.pull_link, run)
+                if self.opts.prefetch_interval > 0:
+                    self._stop.wait(self.opts.prefetch_interval)
+            if not self._stop.is_set():
+                self._wait_for_demand_and_finish()
+        except BaseException:
+            pass                                  # recorded in self.error; faults will see it
+
+    def _wait_for_demand_and_finish(self) -> None:
+        with self._cond:
+            while not self.tracker.complete:
+                self._cond.wait()
+        self._done()
