@@ -85,16 +85,19 @@ def _source_finished(proc):
 
 
 @needs_root
-@pytest.mark.parametrize("kernel,src,dst,delay,backend", [
-    ("ep", "x86_64", "aarch64", 0.6, "auto"),
-    pytest.param("ep", "aarch64", "x86_64", 0.5, "auto", marks=needs_kvm),
-    ("is", "x86_64", "aarch64", 0.0, "emu"),
-    ("cg", "aarch64", "aarch64", 0.3, "auto"),     # CG across ISAs: see test_transform.py
+@pytest.mark.parametrize("kernel,klass,src,dst,delay,backend", [
+    ("ep", "S", "x86_64", "aarch64", 0.6, "auto"),
+    pytest.param("ep", "S", "aarch64", "x86_64", 0.5, "auto", marks=needs_kvm),
+    ("is", "S", "x86_64", "aarch64", 0.0, "emu"),
+    pytest.param("is", "W", "aarch64", "x86_64", 0.3, "auto", marks=needs_kvm),
+    ("cg", "W", "x86_64", "aarch64", 0.05, "auto"),
+    pytest.param("cg", "S", "aarch64", "x86_64", 0.3, "auto", marks=needs_kvm),
+    ("cg", "S", "aarch64", "aarch64", 0.3, "auto"),
 ])
-def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, src, dst, delay,
-                                           backend):
+def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, klass, src, dst,
+                                           delay, backend):
     from npb_reference import check
-    image = images.migratable(f"npb-{kernel}", "S")
+    image = images.migratable(f"npb-{kernel}", klass)
     source = _start_source(link, env, image, src, backend=backend)
     time.sleep(delay)
     _migrate(link, env, tmp_path / "ck", dst)
@@ -103,8 +106,8 @@ def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, 
     src_out, served, total = _source_finished(source)
     assert p.returncode == 0, p.stderr
     assert "Verification" not in src_out
-    check(kernel, "S", p.stdout)
-    assert served == total                    # the puller brought the rest
+    check(kernel, klass, src_out + p.stdout)
+    assert 0 < served <= total                # a short job may end before the puller does
     assert _state(env, "src")["state"] == "migrated"
     assert _state(env, "src")["migration"] == "done"
     assert _state(env, "dst")["migration"] == "done"
