@@ -265,3 +265,27 @@ def test_daemon_refuses_a_bad_config_or_a_corrupt_state_file_and_keeps_it(tmp_pa
                        timeout=60)
     assert p.returncode == 1 and "not valid JSON" in p.stderr, p.stderr
     assert (tmp_path / "state" / "state.json").read_text().endswith('"ver')
+
+
+def test_a_vm_serving_or_pulling_pages_is_never_killed(tmp_path):
+    """kill_vm goes through the real `uhyve-ctl ps --json` and kill; only the VM that holds
+    no post-copy pages in flight is stopped."""
+    from hexo_sched.agents import MachineAgent
+    cfg = server_only_config(tmp_path)
+    cfg.write_text(cfg.read_text() + f'uhyve_ctl = "{UHYVE}"\n')
+    agent = MachineAgent(load(cfg).machines[0])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    for migration, killed in (("pulling", False), (None, True)):
+        vm = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            state = {"name": "job-1", "pid": vm.pid, "state": "running", "isa": "aarch64",
+                     "backend": "emu", "mem": 1 << 28}
+            if migration:
+                state["migration"] = migration
+            (run_dir / "job-1.json").write_text(json.dumps(state))
+            assert agent.kill_vm("job-1") is killed
+            assert (vm.wait(10) == -9) if killed else vm.poll() is None
+        finally:
+            vm.kill()
+            vm.wait()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from .config import MachineConfig
 from .hosts import HostError, LocalHost, SshHost, quote
 
 LIVE_STATES = ("booting", "running", "checkpointing")
+PAGE_MIGRATION_STATES = ("serving", "pulling")     # uhyve-ctl ps: post-copy in progress
+
+log = logging.getLogger("hexo-schedd")
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,21 @@ class MachineAgent:
                                     timeout=timeout + 120)
         return rc == 0, (out + err).strip()
 
-    def kill_vm(self, job: str) -> None:
-        """Stop a VM the daemon gave up on (a restore that never confirmed)."""
+    def kill_vm(self, job: str) -> bool:
+        """Stop a VM the daemon gave up on (a restore that never confirmed). A VM that is
+        serving or pulling post-copy pages is never killed: it may hold the job's only
+        complete copy. Returns whether a VM was stopped."""
         rc, out, _ = self.host.sh(self._uhyve("ps", "--json"), timeout=60)
         for v in json.loads(out) if rc == 0 else []:
-            if v.get("name") == job and v.get("state") in LIVE_STATES:
-                self.host.sh(f"kill -9 {int(v['pid'])}", timeout=30)
+            if v.get("name") != job or v.get("state") not in LIVE_STATES:
+                continue
+            if v.get("migration") in PAGE_MIGRATION_STATES:
+                log.warning("not stopping %s on %s: it is %s post-copy pages", job,
+                            self.cfg.name, v["migration"])
+                return False
+            self.host.sh(f"kill -9 {int(v['pid'])}", timeout=30)
+            return True
+        return False
 
     def fetch_segment(self, job: str, n: int, local_dir: Path) -> None:
         local_dir.mkdir(parents=True, exist_ok=True)
