@@ -84,33 +84,8 @@ class Cluster:
         import sshd_fixture
         self.dir = Path(tempfile.mkdtemp(prefix="hexo-bench-schedd-"))
         self.sshd = sshd_fixture.start(self.dir / "ssh")
-        cfg = self.dir / "cluster.toml"
-        cfg.write_text(f"""
-[daemon]
-state_dir = "state"
-idle_after_s = 0.5
-poll_s = 0.1
-metrics_port = 0
-hexo = "{HEXO}"
-[server]
-name = "server"
-cores = 1
-ram = "2G"
-work_dir = "server/work"
-run_dir = "server/run"
-uhyve_ctl = "{UHYVE}"
-[[board]]
-name = "board0"
-cores = 1
-ram = "1G"
-host = "127.0.0.1"
-port = {self.sshd.port}
-key = "{self.sshd.user_key}"
-known_hosts = "{self.sshd.known_hosts}"
-work_dir = "{self.dir / 'board' / 'work'}"
-run_dir = "{self.dir / 'board' / 'run'}"
-uhyve_ctl = "{UHYVE}"
-""")
+        cfg = sshd_fixture.cluster_config(self.dir, self.sshd, HEXO, UHYVE, idle_after_s=0.5,
+                                          poll_s=0.1)
         self.state = self.dir / "state"
         self.daemon = subprocess.Popen([BIN / "hexo-schedd", "--config", cfg],
                                        stdout=subprocess.DEVNULL,

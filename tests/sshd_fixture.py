@@ -92,3 +92,39 @@ def stop(s: Sshd) -> None:
             os.kill(pid, 15)
         except ProcessLookupError:
             pass
+
+
+def cluster_config(directory: Path, s: Sshd, hexo: str, uhyve_ctl: str,
+                   known_hosts: Path | None = None, **daemon) -> Path:
+    """A hexo-schedd config: a one-core KVM server here and a one-core board reached over
+    the sshd `s` (the emulated arm64 stand-in for a board); `daemon` adds [daemon] keys."""
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in daemon.items())
+    cfg = directory / "cluster.toml"
+    cfg.write_text(f"""[daemon]
+state_dir = "state"
+metrics_port = 0
+hexo = "{hexo}"
+{extra}
+[server]
+name = "server"
+cores = 1
+ram = "2G"
+work_dir = "server/work"
+run_dir = "server/run"
+uhyve_ctl = "{uhyve_ctl}"
+
+[[board]]
+name = "board0"
+cores = 1
+ram = "1G"
+link_mbit = 100
+host = "127.0.0.1"
+port = {s.port}
+user = "root"
+key = "{s.user_key}"
+known_hosts = "{known_hosts or s.known_hosts}"
+work_dir = "{directory / 'board' / 'work'}"
+run_dir = "{directory / 'board' / 'run'}"
+uhyve_ctl = "{uhyve_ctl}"
+""")
+    return cfg

@@ -36,40 +36,8 @@ def sshd(tmp_path):
 
 
 def write_config(tmp_path: Path, sshd, known_hosts=None) -> Path:
-    cfg = tmp_path / "cluster.toml"
-    cfg.write_text(f"""
-[daemon]
-state_dir = "state"
-policy = "hexo"
-idle_after_s = 1
-poll_s = 0.2
-confirm_timeout_s = 120
-metrics_port = 0
-hexo = "{HEXO}"
-
-[server]
-name = "server"
-cores = 1
-ram = "2G"
-work_dir = "server/work"
-run_dir = "server/run"
-uhyve_ctl = "{UHYVE}"
-
-[[board]]
-name = "board0"
-cores = 1
-ram = "1G"
-link_mbit = 100
-host = "127.0.0.1"
-port = {sshd.port}
-user = "root"
-key = "{sshd.user_key}"
-known_hosts = "{known_hosts or sshd.known_hosts}"
-work_dir = "{tmp_path / 'board' / 'work'}"
-run_dir = "{tmp_path / 'board' / 'run'}"
-uhyve_ctl = "{UHYVE}"
-""")
-    return cfg
+    return sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, known_hosts, policy="hexo",
+                                       idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)
 
 
 def start_daemon(cfg: Path, log: Path) -> subprocess.Popen:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import threading
 from pathlib import Path
 from typing import Callable
+
+from uhyve_ctl.control import ControlError, peer_allowed, recv_line
 
 PROTOCOL = "hexo-schedd"
 VERSION = 1
@@ -31,24 +32,6 @@ def default_state_dir() -> Path:
         return Path(d)
     return Path("/var/lib/hexo-schedd") if os.geteuid() == 0 else \
         Path.home() / ".local" / "state" / "hexo-schedd"
-
-
-def peer_allowed(conn: socket.socket) -> bool:
-    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                    struct.calcsize("3i")))
-    return uid in (0, os.geteuid())
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-        if len(buf) > MAX_LINE:
-            raise ApiError("message too large")
-    return buf
 
 
 def check_version(msg: dict) -> None:
@@ -69,8 +52,8 @@ def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
             s.connect(str(path))
             s.sendall(json.dumps({"protocol": PROTOCOL, "version": VERSION, "op": op,
                                   **args}).encode() + b"\n")
-            line = _read_line(s)
-        except OSError as e:
+            line = recv_line(s, MAX_LINE)
+        except (OSError, ControlError) as e:
             raise ApiError(f"daemon at {state_dir} did not answer: {e}") from None
     if not line:
         raise ApiError("the daemon closed the connection")
@@ -117,10 +100,10 @@ class ControlServer:
                 if not peer_allowed(conn):
                     out = reply(False, error="permission denied")
                 else:
-                    req = json.loads(_read_line(conn))
+                    req = json.loads(recv_line(conn, MAX_LINE))
                     check_version(req)
                     out = reply(True, **self.handler(req))
-            except (ApiError, ValueError, KeyError, TypeError) as e:
+            except (ApiError, ControlError, ValueError, KeyError, TypeError) as e:
                 out = reply(False, error=str(e))
             except Exception as e:               # a bug must still answer the client
                 out = reply(False, error=f"internal error: {e!r}")

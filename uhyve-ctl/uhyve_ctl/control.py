@@ -51,7 +51,9 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _peer_allowed(conn: socket.socket) -> bool:
+def peer_allowed(conn: socket.socket) -> bool:
+    """Whether the peer of a Unix socket runs as this user or root (SO_PEERCRED); every
+    local control socket of the project answers only those."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
     return uid in (0, os.geteuid())
@@ -97,10 +99,10 @@ class ControlServer:
     def _one(self, conn: socket.socket) -> None:
         with conn:
             try:
-                if not _peer_allowed(conn):
+                if not peer_allowed(conn):
                     conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
                     return
-                request = json.loads(_recv_line(conn))
+                request = json.loads(recv_line(conn))
                 reply = self.handler(request)
             except Exception as e:              # any bad request gets an answer, not a crash
                 reply = {"ok": False, "error": str(e)}
@@ -116,15 +118,16 @@ class ControlServer:
             os.unlink(self.sock_path)
 
 
-def _recv_line(conn: socket.socket) -> bytes:
+def recv_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+    """One newline-terminated message (or what came before the peer closed)."""
     buf = b""
     while not buf.endswith(b"\n"):
-        chunk = conn.recv(4096)
+        chunk = conn.recv(65536)
         if not chunk:
             break
         buf += chunk
-        if len(buf) > MAX_REQUEST:
-            raise ControlError("request too large")
+        if len(buf) > limit:
+            raise ControlError("message too large")
     return buf
 
 
@@ -148,7 +151,7 @@ def request(name: str, req: dict, timeout: float = 60.0) -> dict:
         try:
             s.connect(path)
             s.sendall(json.dumps(req).encode() + b"\n")
-            reply = _recv_line(s)
+            reply = recv_line(s)
         except OSError as e:
             raise ControlError(f"VM '{name}' did not answer: {e}") from None
     if not reply:
