@@ -271,6 +271,10 @@ def _status(args) -> int:
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {Path(j['image']).name}")
+    e = st["energy"]
+    per_job = f", {e['joules_per_job'] / 1000:.2f} kJ per job" if e["joules_per_job"] else ""
+    print(f"energy {e['energy_kj']:.2f} kJ, {e['jobs_completed']} jobs completed, "
+          f"{e['jobs_per_kj']:.3g} jobs/kJ{per_job} ({e['source']})")
     for d in st["decisions"][-10:]:
         print(f"  {d['reason']}")
     return 0

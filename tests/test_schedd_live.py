@@ -155,6 +155,10 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
     assert re.search(r'hexo_migrations_total\{dst="server",outcome="done",src="board0"\} 1',
                      metrics), metrics
     assert re.search(r'hexo_jobs\{state="done"\} 4', metrics)
+    # energy since the restarted daemon began, modelled per machine (no meter here)
+    assert st["energy"]["jobs_completed"] == 4 and st["energy"]["source"].startswith("modelled")
+    assert st["energy"]["machines"]["board0"]["power_model"] == "potato"
+    assert re.search(r'hexo_machine_energy_joules\{machine="server"\} [1-9]', metrics), metrics
     decisions = [d["reason"] for d in st["decisions"]]
     assert any("lowest estimated slowdown on board0" in d for d in decisions), decisions
     assert any("largest expected speedup" in d for d in decisions), decisions

@@ -132,6 +132,16 @@ def test_restarted_daemon_adopts_running_jobs_and_notices_finished_ones(tmp_path
         assert d.state.jobs["job-2"].state is JobState.RUNNING        # adopted, untouched
         assert d.state.jobs["job-3"].state is JobState.QUEUED         # needs both cores
         assert any("job-3 does not fit" in x["reason"] for x in d.decisions)
+        # energy: the server's Table 1 model over the time it held one busy core
+        time.sleep(0.2)
+        e = d.status()["energy"]
+        elapsed = time.time() - e["since"]
+        joules = e["machines"]["server"]["joules"]
+        assert e["machines"]["server"]["power_model"] == "xeon-e5-2637"
+        assert 60.0 * 0.2 < joules <= 83.0 * elapsed         # idle 60 W .. one busy core 83 W
+        assert e["jobs_completed"] == 1 and e["source"].startswith("modelled")
+        assert e["jobs_per_kj"] == pytest.approx(1 / (joules / 1000))
+        assert "no RAPL" in e["source"] or "RAPL is readable" in e["source"]
         # what it learnt is on disk: a second restart sees the same
         again = schedd.Daemon(load(cfg_path))
         assert again.state.jobs["job-1"].state is JobState.DONE

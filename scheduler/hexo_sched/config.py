@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .energy import table1_models
 from .policy import Machine
 
 EMULATED_DATASET = Path(__file__).resolve().parents[1] / "data" / "emulated_aarch64_npb.csv"
@@ -56,6 +57,7 @@ class MachineConfig:
     key: Path | None = None
     known_hosts: Path | None = None
     emulated: bool = False        # a stand-in for a physical board (unicorn on this host)
+    power_model: str = "xeon-e5-2637"   # energy.table1_models() key used for its power
 
     def policy_machine(self) -> Machine:
         return Machine(self.name, self.kind, self.model, self.cores, self.ram_mb,
@@ -118,7 +120,12 @@ def _machine(base: Path, kind: str, d: dict) -> MachineConfig:
                       link_mbit=d.get("link_mbit"), host=d.get("host"),
                       port=int(d.get("port", 22)), user=d.get("user", "root"),
                       key=_path(base, d.get("key")), known_hosts=_path(base, d.get("known_hosts")),
-                      emulated=(kind == "board" and backend == "emu"))
+                      emulated=(kind == "board" and backend == "emu"),
+                      power_model=d.get("power_model",
+                                        "xeon-e5-2637" if kind == "server" else "potato"))
+    if m.power_model not in table1_models():
+        raise ConfigError(f"{where}: power_model {m.power_model!r} is none of "
+                          f"{', '.join(sorted(table1_models()))}")
     try:
         m.policy_machine()
     except ValueError as e:

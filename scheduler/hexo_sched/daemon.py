@@ -24,6 +24,7 @@ from pathlib import Path
 from .agents import MachineAgent, SegmentProbe
 from .api import ApiError, ControlServer
 from .config import ConfigError, DaemonConfig, load, parse_mb
+from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
 from .hosts import HostError
 from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
@@ -72,6 +73,16 @@ class Daemon:
         self.last_probe: dict[str, float] = {}
         self.last_wait: str | None = None
         self.metrics = Metrics()
+        self.energy_since = time.time()
+        models = table1_models()
+        self.energy = EnergyMeter({m.name: models[m.power_model] for m in cfg.machines},
+                                  start=self.energy_since)
+        try:
+            RaplReader()
+            self.rapl = ("RAPL is readable on the server but covers only its CPU packages; "
+                         "the figures are the power models'")
+        except RaplUnavailable as e:
+            self.rapl = f"no RAPL: {e}"
         self.metrics_port: int | None = None
         self.control: ControlServer | None = None
         self.stopping = threading.Event()
@@ -148,6 +159,7 @@ class Daemon:
         self.file.save(dump(self.state, self.records, self.decisions[-KEPT_DECISIONS:],
                             self.next_id))
         self.metrics.update(self.state)
+        self.metrics.update_energy(self._energy())
 
     def _decision(self, action: str, job: str | None, text: str) -> None:
         log.info("decision: %s", text)
@@ -191,6 +203,9 @@ class Daemon:
     def _event(self, handler, *args) -> None:
         """Feed one event to the policy and carry out what it decides (lock held)."""
         self._carry_out(handler(*args, now=self._now()))
+        now = time.time()
+        for m in self.cfg.machines:
+            self.energy.set_busy(m.name, self.state.used(m.name)[0], now)
         self._save()
 
     # -- requests from hexo submit / hexo status -----------------------------------------------
@@ -264,9 +279,25 @@ class Daemon:
                              "segments": [dict(vars(s)) for s in rec.segments],
                              "outcome": rec.outcome, "output": rec.output})
             return {"policy": self.policy.name, "counters": self.estimator.counters,
+                    "energy": self._energy(),
                     "metrics": f"http://{self.cfg.metrics_addr}:{self.metrics_port}/metrics",
                     "machines": machines, "queue": list(self.state.queue), "jobs": jobs,
                     "decisions": self.decisions[-50:]}
+
+    def _energy(self) -> dict:
+        """Energy since this daemon started, from each machine's power model and its busy
+        cores over time (lock held)."""
+        joules = self.energy.close(time.time())
+        done = sum(j.state is JobState.DONE for j in self.state.jobs.values())
+        total = sum(joules.values())
+        return {"source": "modelled: HEXO Table 1 wall power, linear in busy cores "
+                          f"(a core is busy while it holds a job); {self.rapl}",
+                "since": self.energy_since,
+                "machines": {m.name: {"power_model": m.power_model, "joules": joules[m.name]}
+                             for m in self.cfg.machines},
+                "energy_kj": total / 1000.0, "jobs_completed": done,
+                "jobs_per_kj": done / (total / 1000.0) if total else 0.0,
+                "joules_per_job": total / done if done else None}
 
     # -- watching running jobs -----------------------------------------------------------------
     def poll_once(self) -> None:

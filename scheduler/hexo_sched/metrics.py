@@ -22,6 +22,11 @@ class Metrics:
         self.migrations = Counter("hexo_migrations", "Migrations by outcome",
                                   ["src", "dst", "outcome"], registry=r)
         self.decisions = Counter("hexo_decisions", "Policy actions", ["action"], registry=r)
+        self.energy = Gauge("hexo_machine_energy_joules", "Energy since the daemon started, "
+                            "modelled from busy cores (power model, not a meter)", ["machine"],
+                            registry=r)
+        self.jobs_per_kj = Gauge("hexo_jobs_per_kj", "Jobs completed per modelled kJ",
+                                 registry=r)
         self.server = None
 
     def serve(self, addr: str, port: int) -> int:
@@ -37,6 +42,11 @@ class Metrics:
             self.cores_used.labels(m.name).set(cores)
             self.cores_usable.labels(m.name).set(m.usable_cores)
             self.ram_used.labels(m.name).set(ram)
+
+    def update_energy(self, energy: dict) -> None:
+        for name, m in energy["machines"].items():
+            self.energy.labels(name).set(m["joules"])
+        self.jobs_per_kj.set(energy["jobs_per_kj"])
 
     def close(self) -> None:
         if self.server is not None:
