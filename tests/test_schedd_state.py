@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UHYVE
+from conftest import UHYVE, needs_kvm
+from test_checkpoint import _wait_running
 from hexo_sched import api, daemon as schedd
 from hexo_sched.config import ConfigError, load, parse_mb
 from hexo_sched.jobstore import (JobRecord, Segment, StateFile, StateFileError, dump,
@@ -299,3 +300,38 @@ def test_a_vm_serving_or_pulling_pages_is_never_killed(tmp_path):
         finally:
             vm.kill()
             vm.wait()
+
+
+@needs_kvm
+def test_server_jobs_vcpu_threads_are_sampled_where_counters_exist(tmp_path, images,
+                                                                    monkeypatch):
+    """This machine has no PMU, so the hardware events are stood in for by kernel-counted
+    software events on the same thread: what is real is the VM, its vCPU thread named in the
+    uhyve-ctl state file, per-thread perf_event_open, and the estimate path into the policy."""
+    from hexo_sched import counters
+    cfg_path = server_only_config(tmp_path)
+    write_state(cfg_path, [("job-1", 1, True)])
+    (tmp_path / "work" / "job-1").mkdir(parents=True)
+    (tmp_path / "work" / "job-1" / "seg0.err").write_text("")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    env = dict(os.environ, HEXO_RUN_DIR=str(run_dir))
+    vm = subprocess.Popen([UHYVE, "run", images.get("npb-ep", "W"), "--name", "job-1"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_running(env, "job-1", vm)
+        tid = json.loads((run_dir / "job-1.json").read_text())["vcpu_tid"]
+        software = tuple((counters.PERF_TYPE_SOFTWARE, c) for c in (1, 2, 3))
+        monkeypatch.setattr(schedd, "PerfEventSource",
+                            lambda t: counters.PerfEventSource(t, software))
+        d = schedd.Daemon(load(cfg_path))
+        d.estimator.hardware = True
+        d.poll_once()
+        d.sample_counters(1000.0)
+        time.sleep(0.2)
+        d.sample_counters(1001.0)
+        assert f"perf_event_open on thread {tid}" in d.records["job-1"].estimate_source
+        assert d.samplers[("job-1", tid)].last[1][0] > 0      # task-clock of the vCPU thread
+    finally:
+        vm.kill()
+        vm.wait()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 # perf_event_open ABI (linux/perf_event.h)
 PERF_TYPE_HARDWARE = 0
+PERF_TYPE_SOFTWARE = 1             # kernel-counted events: every Linux has them
 PERF_COUNT_HW_INSTRUCTIONS = 1
 PERF_COUNT_HW_CACHE_REFERENCES = 2   # the last-level cache on x86 and arm64 PMU drivers
 PERF_COUNT_HW_CACHE_MISSES = 3
@@ -31,6 +32,7 @@ _SYSCALL = {"x86_64": 298, "aarch64": 241}
 EVENTS = (("instructions_per_s", PERF_COUNT_HW_INSTRUCTIONS),
           ("llc_references_per_s", PERF_COUNT_HW_CACHE_REFERENCES),
           ("llc_misses_per_s", PERF_COUNT_HW_CACHE_MISSES))
+HARDWARE_EVENTS = tuple((PERF_TYPE_HARDWARE, config) for _, config in EVENTS)
 
 
 class CountersUnavailable(RuntimeError):
@@ -48,12 +50,12 @@ class CounterRates:
         return [self.instructions_per_s, self.llc_references_per_s, self.llc_misses_per_s]
 
 
-def _perf_event_open(config: int, tid: int) -> int:
+def _perf_event_open(config: int, tid: int, kind: int = PERF_TYPE_HARDWARE) -> int:
     nr = _SYSCALL.get(platform.machine())
     if nr is None:
         raise CountersUnavailable(f"perf_event_open: unknown syscall number on "
                                   f"{platform.machine()}")
-    attr = struct.pack("<IIQQQQQIIQ", PERF_TYPE_HARDWARE, _ATTR_SIZE_VER0, config, 0, 0, 0,
+    attr = struct.pack("<IIQQQQQIIQ", kind, _ATTR_SIZE_VER0, config, 0, 0, 0,
                        _FLAG_EXCLUDE_KERNEL | _FLAG_EXCLUDE_HV, 0, 0, 0)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
@@ -79,14 +81,15 @@ def hardware_counters() -> tuple[bool, str]:
 
 
 class PerfEventSource:
-    """The three hardware counters of one thread (a VM's vCPU thread); rates between samples."""
+    """The three hardware counters of one thread (a VM's vCPU thread); rates between samples.
+    `events` are (perf type, config) pairs, the hardware ones unless a test says otherwise."""
 
-    def __init__(self, tid: int):
+    def __init__(self, tid: int, events=HARDWARE_EVENTS):
         self.tid = tid
         self.fds: list[int] = []
         try:
-            for _, config in EVENTS:
-                self.fds.append(_perf_event_open(config, tid))
+            for kind, config in events:
+                self.fds.append(_perf_event_open(config, tid, kind))
         except CountersUnavailable:
             self.close()
             raise

@@ -12,6 +12,7 @@ step fails, the job resumes from that checkpoint where it was.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import signal
@@ -24,9 +25,10 @@ from pathlib import Path
 from .agents import MachineAgent, SegmentProbe
 from .api import ApiError, ControlServer
 from .config import ConfigError, DaemonConfig, load, parse_mb
+from .counters import CountersUnavailable, PerfEventSource
 from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
-from .hosts import HostError
+from .hosts import HostError, LocalFiles
 from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
                        load_into)
 from .metrics import Metrics
@@ -38,6 +40,7 @@ LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was 
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
 REMOTE_PROBE_S = 1.0         # boards are probed at most this often
 RETRY_S = 5.0                # an unreachable source is retried this often after a failure
+SAMPLE_S = 1.0               # hardware counters of server jobs are sampled this often (HEXO)
 KEPT_DECISIONS = 500
 
 log = logging.getLogger("hexo-schedd")
@@ -73,6 +76,8 @@ class Daemon:
         self.last_probe: dict[str, float] = {}
         self.last_wait: str | None = None
         self.metrics = Metrics()
+        self.samplers: dict[tuple[str, int], PerfEventSource] = {}
+        self.last_sample = 0.0
         self.energy_since = time.time()
         models = table1_models()
         self.energy = EnergyMeter({m.name: models[m.power_model] for m in cfg.machines},
@@ -138,6 +143,7 @@ class Daemon:
         while not self.stopping.is_set():
             try:
                 self.poll_once()
+                self.sample_counters(time.time())
             except Exception:                 # the loop must survive a bad probe or a bug
                 log.exception("poll failed")
             self.stopping.wait(self.cfg.poll_s)
@@ -300,6 +306,43 @@ class Daemon:
                 "joules_per_job": total / done if done else None}
 
     # -- watching running jobs -----------------------------------------------------------------
+    def sample_counters(self, now: float) -> None:
+        """Where the server has hardware counters: each server job's vCPU thread, about once a
+        second, through the model into the policy (HEXO §4.3). Elsewhere the calibration
+        estimates stay, and `hexo status` says so."""
+        if not self.estimator.hardware or now - self.last_sample < SAMPLE_S:
+            return
+        self.last_sample = now
+        server = next(m for m in self.cfg.machines if m.kind == "server")
+        with self.lock:
+            running = [j.id for j in self.state.active.values()
+                       if j.state is JobState.RUNNING and j.location == server.name]
+        threads = {}
+        for jid in running:
+            try:
+                vm = json.loads(LocalFiles().read(f"{server.run_dir}/{jid}.json") or "{}")
+                threads[(jid, int(vm["vcpu_tid"]))] = jid
+            except (ValueError, KeyError, TypeError):
+                continue                        # not started, not KVM, or being rewritten
+        for key in set(self.samplers) - set(threads):
+            self.samplers.pop(key).close()
+        for key, jid in threads.items():
+            try:
+                if key not in self.samplers:
+                    self.samplers[key] = PerfEventSource(key[1])
+                rates = self.samplers[key].sample(now)
+            except (CountersUnavailable, OSError) as e:
+                log.warning("counters of %s: %s", jid, e)
+                continue
+            if rates is None:
+                continue
+            slow, why = self.estimator.predict(rates)
+            with self.lock:
+                if jid in self.records:
+                    self.records[jid].estimate_source = why
+                    for board, s in slow.items():
+                        self._event(self.policy.on_estimate, jid, board, s)
+
     def poll_once(self) -> None:
         now = time.time()
         with self.lock:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .counters import CalibrationSource, CountersUnavailable, hardware_counters
+from .counters import CalibrationSource, CounterRates, CountersUnavailable, hardware_counters
 from .model import InsufficientData, SlowdownModel, load_dataset
 
 
 class Estimator:
     def __init__(self, calibration: Path, dataset: Path, board_models: list[str]):
-        ok, why = hardware_counters()
-        self.counters = ("hardware counters: yes, but the daemon does not sample vCPU threads "
-                         "yet; using calibration rates" if ok else
+        self.hardware, why = hardware_counters()
+        self.counters = ("hardware counters: yes; the vCPU threads of jobs on the server are "
+                         "sampled about once a second (calibration rates until then)"
+                         if self.hardware else
                          f"hardware counters: NO ({why}); using calibration rates from "
                          f"{Path(calibration).name}")
         self.source = CalibrationSource(calibration)
@@ -39,6 +40,10 @@ class Estimator:
             rates = self.source.rates(benchmark, npb_class)
         except CountersUnavailable as e:
             return {}, f"no estimate: {e}"
+        return self.predict(rates)
+
+    def predict(self, rates: CounterRates) -> tuple[dict[str, float], str]:
+        """Slowdown per board model for measured or calibrated rates, and a sentence."""
         out, notes = {}, []
         for b, m in self.models.items():
             s, clipped = m.predict(rates)

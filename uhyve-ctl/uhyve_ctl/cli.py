@@ -168,8 +168,12 @@ def _control(vm, name: str):
                 "checkpoint_ms": 1e3 * (t["written"] - t["stopped"] - t["transform_s"]),
                 "serving": vm.migrator.page_server is not None and _served_at(vm, path)}
 
-    server = control.ControlServer(name, {"isa": vm.isa, "backend": vm.backend_kind,
-                                          "mem": vm.memory.size, "image": vm.image.path}, handle)
+    import threading
+    info = {"isa": vm.isa, "backend": vm.backend_kind, "mem": vm.memory.size,
+            "image": vm.image.path}
+    if vm.backend_kind == "kvm":        # KVM_RUN runs on this thread: where counters count
+        info["vcpu_tid"] = threading.get_native_id()
+    server = control.ControlServer(name, info, handle)
     return server
 
 
