@@ -239,3 +239,22 @@ def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp
     assert [s["machine"] for s in first["segments"] if not s["discarded"]] == ["server", "server"]
     check("ep", "S", Path(first["output"]).read_text())
     check("is", "S", Path(st["jobs"][1]["output"]).read_text())
+
+
+def test_calibrate_measures_a_board_over_ssh(tmp_path, sshd):
+    """`hexo calibrate --board` runs the suite on the server (KVM) and on the board as the
+    daemon reaches it; the CSV carries the counter rates (cachegrind) and the slowdown."""
+    import csv
+    cfg = write_config(tmp_path, sshd)
+    out = tmp_path / "cal.csv"
+    p = run([HEXO, "calibrate", "-o", out, "--runs", "npb-is:S", "--repeats", "1",
+             "--board", "board0", "--config", cfg], timeout=600)
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(line for line in out.read_text().splitlines()
+                               if not line.startswith("#")))
+    assert len(rows) == 1 and rows[0]["benchmark"] == "IS" and rows[0]["board"] == \
+        "emulated-aarch64"
+    assert float(rows[0]["slowdown"]) > 1.0                 # the emulated board is slower
+    assert "board board0 over SSH" in rows[0]["slowdown_source"]
+    assert float(rows[0]["instructions_per_s"]) > 0
+    assert any((tmp_path / "board" / "work" / "images").iterdir())   # copied over SFTP

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,17 @@ class MachineAgent:
         rc, _, err = self.host.sh(script, timeout=60)
         if rc:
             raise HostError(f"{self.name}: cannot launch {job}: {err.strip()}")
+
+    def run_seconds(self, image: str) -> float:
+        """Run an image to its end here, in the foreground; the guest run time uhyve-ctl
+        reports with --stats (boot excluded). For calibration."""
+        rc, _, err = self.host.sh(self._uhyve("run", image, "--isa", self.cfg.isa, "--backend",
+                                              self.cfg.backend, "--stats") + " >/dev/null",
+                                  timeout=3600)
+        m = re.search(r"run ([0-9.]+) ms", err)
+        if rc or not m:
+            raise HostError(f"{self.name}: {image} exited {rc}: {err.strip()[-300:]}")
+        return float(m[1]) / 1000.0
 
     def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
         self.launch(job, n, ["run", image, "--mem", f"{int(mem_mb)}M"])

@@ -10,7 +10,8 @@ Two measurements per benchmark and problem class:
   on the board (`--isa aarch64`), compared by the run time uhyve-ctl reports (`--stats`).
 
 `hexo calibrate` (or `python -m hexo_sched.calibrate`) writes a CSV with its provenance in `#`
-header lines. Both machines are local: the KVM server and the emulated board.
+header lines. The server is this machine (KVM); the board is the local emulated one
+(`--emulated-board`) or a board of a hexo-schedd config reached over SSH (`--board --config`).
 """
 
 from __future__ import annotations
@@ -119,14 +120,21 @@ def counter_row(workload: str, klass: str, work: Path, repeats: int = 3) -> dict
                                f"{repeats}) on this project's build"}
 
 
+def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
+    image = work / f"{workload}.{klass}.hexo"
+    if not image.exists():
+        p = subprocess.run([str(Path(uhyve_ctl).with_name("hexo")), "build", "--workload",
+                            workload, "--class", klass, "-o", str(image)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise CalibrationError(f"hexo build failed: {p.stderr[-500:]}")
+    return image
+
+
 def emulated_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str,
                       repeats: int = 1) -> tuple[float, str]:
     """Slowdown of the emulated aarch64 board vs KVM x86-64 on this machine, same image."""
-    image = work / f"{workload}.{klass}.hexo"
-    p = subprocess.run([str(Path(uhyve_ctl).with_name("hexo")), "build", "--workload", workload,
-                        "--class", klass, "-o", str(image)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise CalibrationError(f"hexo build failed: {p.stderr[-500:]}")
+    image = _build_image(workload, klass, work, uhyve_ctl)
     server = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
     board = statistics.median(run_seconds(image, "aarch64", uhyve_ctl) for _ in range(repeats))
     return board / server, (f"measured: uhyve-ctl run time aarch64 (emulated) {board:.3f} s / "
@@ -176,6 +184,33 @@ def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
         df.to_csv(f, index=False, float_format="%.6g")
 
 
+def board_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str, config: Path,
+                   board: str, repeats: int = 1) -> tuple[str, float, str]:
+    """(board model, slowdown, provenance) of a board of a hexo-schedd config, reached over
+    SSH as the daemon reaches it, vs KVM x86-64 here; same image on both."""
+    from .agents import MachineAgent
+    from .config import ConfigError, load
+    from .hosts import HostError
+    try:
+        m = next(m for m in load(config).machines if m.kind == "board" and m.name == board)
+    except (StopIteration, ConfigError) as e:
+        raise CalibrationError(f"{config}: no board named {board!r} ({e})") from None
+    image = _build_image(workload, klass, work, uhyve_ctl)
+    server = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
+    agent = MachineAgent(m)
+    try:
+        agent.prepare()
+        remote = agent.image_path(image)
+        secs = statistics.median(agent.run_seconds(remote) for _ in range(repeats))
+    except HostError as e:
+        raise CalibrationError(str(e)) from None
+    finally:
+        agent.close()
+    kind = "emulated on " if m.emulated else ""
+    return m.model, secs / server, (f"measured: uhyve-ctl run time {m.isa} ({kind}board {board} "
+                                    f"over SSH) {secs:.3f} s / x86_64 (KVM) {server:.3f} s")
+
+
 def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,21 +221,31 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
                     help="also measure the slowdown of the emulated aarch64 board")
     ap.add_argument("--potato-paper", action="store_true",
                     help="label the rows with the Potato slowdowns of the HEXO paper")
+    ap.add_argument("--board", help="measure this board of --config over SSH, as the daemon "
+                    "reaches it")
+    ap.add_argument("--config", type=Path, help="the hexo-schedd config naming the board")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
+    if (args.board is None) != (args.config is None):
+        ap.error("--board and --config go together")
     uhyve_ctl = str(Path(sys.executable).with_name("uhyve-ctl"))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for spec in args.runs:
             workload, _, klass = spec.partition(":")
             row = counter_row(workload, klass, Path(d), args.repeats)
-            if args.emulated_board:
+            if args.board:
+                row["board"], row["slowdown"], row["slowdown_source"] = board_slowdown(
+                    workload, klass, Path(d), uhyve_ctl, args.config, args.board)
+            elif args.emulated_board:
                 row["board"] = "emulated-aarch64"
                 row["slowdown"], row["slowdown_source"] = emulated_slowdown(
                     workload, klass, Path(d), uhyve_ctl)
             rows.append(row)
             print(f"{spec}: {row}", file=sys.stderr)
-    if args.emulated_board:
+    if args.board:
+        what = f"slowdown of board {args.board} of {args.config.name} vs KVM x86-64 here"
+    elif args.emulated_board:
         what = "slowdown of the emulated aarch64 board (unicorn) vs KVM x86-64, measured here"
     elif args.potato_paper:
         rows = potato_rows(rows)
