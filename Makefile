@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n 2
 
 deps: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@if ! dpkg -s $(DEBS) >/dev/null 2>&1; then \
 	  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
