@@ -26,10 +26,13 @@ Rules (docs/formats.md, section 4, repeats them for users):
   function to library code (qsort comparators, atexit, constructors): library frames would
   sit between application frames at the migration point.
 - Live values: block-level backward dataflow over SSA values; a value is live after a call
-  when some path from the call uses it. Aggregates are split into scalar extractvalues (the
-  stackmap records only the first register of a pair). Stack objects (static allocas) are
-  recorded when they may be within their lifetime (forward dataflow over lifetime markers),
-  so two objects that codegen may fold into one slot never appear at the same site.
+  when some path from the call uses it. Each travels through a stack slot of its own across
+  the call (`_Slots`), one slot per scalar part of an aggregate, so the record names the one
+  place the code reads it from afterwards. Stack objects (static allocas) are recorded when
+  they may be within their lifetime (forward dataflow over lifetime markers), so two objects
+  that codegen may fold into one slot never appear at the same site.
+- Every statepoint ends its IR block (`_retarget_phis`), so instruction selection cannot
+  share a machine value across it.
 """
 
 from __future__ import annotations
@@ -951,7 +954,6 @@ class Liveness:
                 self.order[ins.name] = len(self.order)
         self.allocas = [ins.name for ins in f.blocks[0].instrs if ins.op == "alloca"]
         self.labels = {b.label: b for b in f.blocks}
-        self.deopt_operands: list[str] = []
         self._uses = {id(ins): self._instr_uses(ins) for ins in f.instrs()}
         self._dataflow()
         self._lifetimes()
