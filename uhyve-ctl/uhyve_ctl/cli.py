@@ -258,11 +258,7 @@ def _serve_pages(vm, server) -> None:
     if server:
         server.set_state("serving", migration="serving")
     pages.wait()
-    m.full_writer.join()
     pages.close()
-    if m.full_error is not None:
-        print(f"uhyve-ctl: the fallback full checkpoint could not be written: {m.full_error}",
-              file=sys.stderr)
     print(f"uhyve-ctl: post-copy: served {pages.pages_served} of {pages.total_pages} pages; "
           f"the target has the job", file=sys.stderr)
     if server:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import threading
 import time
 from typing import NamedTuple, Optional
@@ -59,8 +60,6 @@ class Migrator:
         self._skip = ctypes.c_uint32.from_address(base + abi.SHARED_PAGE.offset("migrate_skip"))
         self.timings: dict[str, float] = {}
         self.page_server = None       # post-copy: serving the stopped guest's areas
-        self.full_writer: Optional[threading.Thread] = None
-        self.full_error: Optional[Exception] = None
 
     def arm(self, req: Request) -> None:
         """Raise the request without waiting: before the guest runs, `req.skip` = N - 1
@@ -149,8 +148,10 @@ class Migrator:
 
     def _write_postcopy(self, req: Request, state: dict, data: list) -> str:
         """A minimal checkpoint, a listening page server holding the areas it leaves out, and
-        a full checkpoint written beside it in the background (the fallback if either side
-        dies before every page has arrived)."""
+        a full checkpoint beside it (the fallback if either side dies before every page has
+        arrived). Both are durable before the migration reports success, so there is no moment
+        when the job's only complete copy is this process's memory; if either cannot be
+        written, the guest keeps running."""
         from hexo import checkpoint
 
         from .pageserver import PageServer
@@ -172,14 +173,12 @@ class Migrator:
         except BaseException:
             server.close()
             raise
+        try:
+            checkpoint.write(full, state, data, req.compress)
+        except BaseException:
+            server.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         server.start()
         self.page_server = server
-
-        def write_full():
-            try:
-                checkpoint.write(full, state, data, req.compress)
-            except Exception as e:        # reported by the serving loop; serving goes on
-                self.full_error = e
-        self.full_writer = threading.Thread(target=write_full, name="full-checkpoint")
-        self.full_writer.start()
         return path
