@@ -29,20 +29,27 @@ class PageTracker:
                 return a
         return None
 
-    def state(self, addr: int) -> int:
+    def _page(self, addr: int) -> Optional[tuple[Run, bytearray, int]]:
+        """The remote area holding `addr`, its page states and the page's index there."""
         area = self.area_of(addr)
         if area is None:
+            return None
+        return area, self._state[area.start], (addr - area.start) // PAGE_SIZE
+
+    def state(self, addr: int) -> int:
+        found = self._page(addr)
+        if found is None:
             return MAPPED                    # not remote: always there
-        return self._state[area.start][(addr - area.start) // PAGE_SIZE]
+        _, st, i = found
+        return st[i]
 
     def claim_demand(self, addr: int, batch: int) -> Optional[Run]:
         """The faulting page plus up to `batch - 1` following missing pages of its area, now
         FETCHING; None if the page is not MISSING."""
-        area = self.area_of(addr)
-        if area is None:
+        found = self._page(addr)
+        if found is None:
             return None
-        st = self._state[area.start]
-        first = (addr - area.start) // PAGE_SIZE
+        area, st, first = found
         if st[first] != MISSING:
             return None
         n = 1
@@ -83,11 +90,10 @@ class PageTracker:
 
     def arrived_run(self, addr: int) -> Optional[Run]:
         """The longest run of ARRIVED pages around `addr` (which must be ARRIVED)."""
-        area = self.area_of(addr)
-        if area is None:
+        found = self._page(addr)
+        if found is None:
             return None
-        st = self._state[area.start]
-        i = (addr - area.start) // PAGE_SIZE
+        area, st, i = found
         if st[i] != ARRIVED:
             return None
         lo = i
@@ -102,9 +108,10 @@ class PageTracker:
         """(page address, state) of every remote page that [addr, addr+length) touches."""
         page = addr - addr % PAGE_SIZE
         while page < addr + length:
-            area = self.area_of(page)
-            if area is not None:
-                yield page, self._state[area.start][(page - area.start) // PAGE_SIZE]
+            found = self._page(page)
+            if found is not None:
+                _, st, i = found
+                yield page, st[i]
             page += PAGE_SIZE
 
     @property
@@ -112,11 +119,10 @@ class PageTracker:
         return self.arrived == self.total
 
     def _set(self, run: Run, value: int, expect: int) -> None:
-        area = self.area_of(run.start)
-        if area is None or run.end > area.end:
+        found = self._page(run.start)
+        if found is None or run.end > found[0].end:
             raise ValueError(f"run at 0x{run.start:x} is outside the remote areas")
-        st = self._state[area.start]
-        i = (run.start - area.start) // PAGE_SIZE
+        _, st, i = found
         if any(s != expect for s in st[i:i + run.pages]):
             raise ValueError(f"run at 0x{run.start:x} is not all in the expected state")
         st[i:i + run.pages] = bytes([value]) * run.pages
