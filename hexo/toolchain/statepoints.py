@@ -861,6 +861,8 @@ class _Slots:
             return
         f, live = self.f, self.live
         names = {v: re.compile(re.escape(v) + r"(?![-a-zA-Z$._0-9])") for v in self.index}
+        incoming_pairs = {v: re.compile(r"\[\s*" + re.escape(v) + r'\s*,\s*(%[-\w$."]+)\s*\]')
+                          for v in self.index}
         entry = [f"  %hexo.var.{j} = alloca {live.type_of(v)}" for v, j in self.index.items()]
         entry += [f"  {slot} = alloca {ty}" for slot, ty in self.slots.items()]
         params = dict(f.params)
@@ -876,13 +878,12 @@ class _Slots:
         for b in f.blocks:
             for ins in b.instrs:
                 if ins.op == "phi":
-                    for v in self.index:
+                    for v, pair in incoming_pairs.items():
                         def incoming(m, v=v):
                             name, code = load(v)
                             term = terminators[live._block_name(m[1])]
                             out[term.line] = code + "\n" + out[term.line]
                             return f"[ {name}, {m[1]} ]"
-                        pair = re.compile(r"\[\s*" + re.escape(v) + r'\s*,\s*(%[-\w$."]+)\s*\]')
                         out[ins.line] = pair.sub(incoming, out[ins.line])
                     continue
                 for v in sorted(live._uses[id(ins)] & self.index.keys()):
