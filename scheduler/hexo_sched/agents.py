@@ -39,6 +39,12 @@ class SegmentProbe:
         return self.rc is not None
 
 
+def stats_run_seconds(stderr: str) -> float | None:
+    """The guest run time `uhyve-ctl run --stats` reports (boot excluded), if it did."""
+    m = re.search(r"run ([0-9.]+) ms", stderr)
+    return float(m[1]) / 1000.0 if m else None
+
+
 class MachineAgent:
     def __init__(self, cfg: MachineConfig):
         self.cfg = cfg
@@ -96,10 +102,10 @@ class MachineAgent:
         rc, _, err = self.host.sh(self._uhyve("run", image, "--isa", self.cfg.isa, "--backend",
                                               self.cfg.backend, "--stats") + " >/dev/null",
                                   timeout=3600)
-        m = re.search(r"run ([0-9.]+) ms", err)
-        if rc or not m:
+        seconds = stats_run_seconds(err)
+        if rc or seconds is None:
             raise HostError(f"{self.name}: {image} exited {rc}: {err.strip()[-300:]}")
-        return float(m[1]) / 1000.0
+        return seconds
 
     def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
         self.launch(job, n, ["run", image, "--mem", f"{int(mem_mb)}M"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .agents import stats_run_seconds
 from .model import COLUMNS
 
 #: Cache geometry given to cachegrind. Pinned so that counts do not depend on the host running
@@ -102,10 +102,10 @@ def run_seconds(image: Path, isa: str, uhyve_ctl: str) -> float:
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise CalibrationError(f"{image} on {isa} exited {p.returncode}: {p.stderr[-500:]}")
-    m = re.search(r"run ([0-9.]+) ms", p.stderr)
-    if not m:
+    seconds = stats_run_seconds(p.stderr)
+    if seconds is None:
         raise CalibrationError(f"no run time in uhyve-ctl --stats output: {p.stderr[-300:]}")
-    return float(m.group(1)) / 1000.0
+    return seconds
 
 
 def counter_row(workload: str, klass: str, work: Path, repeats: int = 3) -> dict:
