@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -98,7 +99,7 @@ def cluster_config(directory: Path, s: Sshd, hexo: str, uhyve_ctl: str,
                    known_hosts: Path | None = None, **daemon) -> Path:
     """A hexo-schedd config: a one-core KVM server here and a one-core board reached over
     the sshd `s` (the emulated arm64 stand-in for a board); `daemon` adds [daemon] keys."""
-    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in daemon.items())
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in daemon.items())
     cfg = directory / "cluster.toml"
     cfg.write_text(f"""[daemon]
 state_dir = "state"
