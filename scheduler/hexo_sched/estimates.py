@@ -1,8 +1,9 @@
 """Slowdown estimates for the daemon: counter rates through the model, one per board model.
 
-This machine has no hardware counters, so the rates are the image's calibration row (the
-documented fallback of counters.py); every estimate carries a sentence saying so, which
-`hexo status` shows. A job without a calibration row gets no estimate and is then never a
+A job's first estimate comes from the image's calibration row (the documented fallback of
+counters.py); where the server has hardware counters the daemon replaces it with rates
+sampled on the job's vCPU thread (`predict`). Every estimate carries a sentence saying where
+its rates came from, which `hexo status` shows. A job without a calibration row gets no estimate and is then never a
 candidate for offloading (as in HEXO, a job without a counter sample is not one).
 """
 
