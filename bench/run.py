@@ -53,7 +53,7 @@ def build_images() -> None:
 def boot_to_main(loops: int) -> float:
     """VM creation until the guest's first output, which its main() makes."""
     from hexo.image import Image
-    from uhyve_ctl import abi
+    from hexo import abi
     from uhyve_ctl.backends.base import Exited
     from uhyve_ctl.vm import VirtualMachine
 

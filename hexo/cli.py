@@ -30,9 +30,6 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--auto-points", action="store_true",
                    help="also put a migration point at every function entry (implies "
                         "--migratable)")
-    from hexo_sched.cli import add_simulate_arguments
-    add_simulate_arguments(sub.add_parser(
-        "simulate", help="simulate offloading jobs from a server to boards with a policy"))
     t = sub.add_parser("transform", help="rewrite a checkpoint to resume on another ISA",
                        description="Rewrite the stack and registers of CHECKPOINT for ISA into a "
                                    "new checkpoint; the original is left untouched.")
@@ -41,31 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", type=Path, required=True)
     t.add_argument("--image", type=Path, help="the image (default: the path the checkpoint "
                    "records)")
-    sd = argparse.ArgumentParser(add_help=False)
-    sd.add_argument("--state-dir", type=Path, help="the daemon's state directory (default: "
-                    "$HEXO_SCHEDD_STATE, else /var/lib/hexo-schedd for root)")
-    s = sub.add_parser("submit", parents=[sd], help="queue jobs on the scheduler daemon",
-                       description="Queue images on hexo-schedd: image files, directories of "
-                                   "images (*.hexo), or --list files with one job a line "
-                                   "(IMAGE [--vcpus N] [--mem SIZE]).")
-    s.add_argument("images", nargs="*", type=Path)
-    s.add_argument("--list", dest="lists", action="append", default=[], type=Path,
-                   metavar="FILE", help="a job-list file (repeatable)")
-    s.add_argument("--vcpus", type=int, default=1)
-    s.add_argument("--mem", default="256M", help="guest RAM per job, e.g. 256M")
-    st = sub.add_parser("status", parents=[sd], help="jobs of the scheduler daemon: where they "
-                        "run, estimated slowdowns, migrations")
-    st.add_argument("--json", action="store_true")
-    sub.add_parser("calibrate", add_help=False,
-                   help="measure counter rates and board slowdowns for the slowdown model "
-                        "(options: hexo calibrate --help)")
     i = sub.add_parser("inspect", help="show what an image or a checkpoint holds")
     i.add_argument("image", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    return p
+    return p, sub
 
 
-def _workloads() -> int:
+def _workloads(args) -> int:
     from .workloads import WORKLOADS
     for w in WORKLOADS.values():
         classes = f" [classes {','.join(w.classes)}]" if w.classes else ""
@@ -196,112 +175,38 @@ def _transform(args) -> int:
     return 0
 
 
-def _simulate(args) -> int:
-    from hexo_sched.cli import simulate
-    return simulate(args)
+COMMANDS = {"workloads": _workloads, "build": _build, "inspect": _inspect,
+            "transform": _transform}
+PLUGIN_GROUP = "hexo.commands"
 
 
-def _job_specs(args) -> list[dict]:
-    """Every job named on the command line, from files, directories and job lists."""
-    import shlex
-    specs = []
-
-    def add(path: Path, vcpus: int, mem: str) -> None:
-        if path.is_dir():
-            found = sorted(path.glob("*.hexo"))
-            if not found:
-                raise ValueError(f"{path}: no *.hexo images in this directory")
-            for p in found:
-                specs.append({"image": str(p.resolve()), "vcpus": vcpus, "mem": mem})
-        elif path.exists():
-            specs.append({"image": str(path.resolve()), "vcpus": vcpus, "mem": mem})
-        else:
-            raise ValueError(f"{path}: no such image or directory")
-
-    for p in args.images:
-        add(p, args.vcpus, args.mem)
-    line_parser = argparse.ArgumentParser(prog="job list line", add_help=False,
-                                          exit_on_error=False)
-    line_parser.add_argument("image", type=Path)
-    line_parser.add_argument("--vcpus", type=int, default=args.vcpus)
-    line_parser.add_argument("--mem", default=args.mem)
-    for lst in args.lists:
-        for no, line in enumerate(lst.read_text().splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                a = line_parser.parse_args(shlex.split(line))
-            except (argparse.ArgumentError, SystemExit):
-                raise ValueError(f"{lst}:{no}: expected IMAGE [--vcpus N] [--mem SIZE]") \
-                    from None
-            add(a.image if a.image.is_absolute() else lst.parent / a.image, a.vcpus, a.mem)
-    if not specs:
-        raise ValueError("nothing to submit: give images, directories or --list files")
-    return specs
-
-
-def _submit(args) -> int:
-    from hexo_sched import api
-    reply = api.request(args.state_dir or api.default_state_dir(), "submit",
-                        jobs=_job_specs(args))
-    for jid in reply["jobs"]:
-        print(jid)
-    return 0
-
-
-def _status(args) -> int:
-    from hexo_sched import api
-    st = api.request(args.state_dir or api.default_state_dir(), "status")
-    if args.json:
-        return _print_json({k: v for k, v in st.items() if k not in ("protocol", "ok")})
-    print(f"policy {st['policy']}; {st['counters']}")
-    for m in st["machines"]:
-        emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
-        print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
-              f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
-              f"{m['ram_mb']:.0f} MiB")
-    print(f"{'JOB':8} {'STATE':14} {'WHERE':16} {'BENCH':6} {'EST.SLOWDOWN':>12} MIGRATIONS  "
-          "IMAGE")
-    for j in st["jobs"]:
-        where = j["location"] or "-"
-        if j["migrating_to"]:
-            where += f"->{j['migrating_to']}"
-        slow = ",".join(f"{v:.3g}x" for v in j["slowdown"].values()) or "-"
-        moves = sum(1 for h in j["migrations"] if h["outcome"] == "done")
-        state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
-        print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
-              f"{moves:>10}  {Path(j['image']).name}")
-    e = st["energy"]
-    per_job = f", {e['joules_per_job'] / 1000:.2f} kJ per job" if e["joules_per_job"] else ""
-    print(f"energy {e['energy_kj']:.2f} kJ, {e['jobs_completed']} jobs completed, "
-          f"{e['jobs_per_kj']:.3g} jobs/kJ{per_job} ({e['source']})")
-    for d in st["decisions"][-10:]:
-        print(f"  {d['reason']}")
-    return 0
-
-
-def _calibrate(argv) -> int:
-    from hexo_sched.calibrate import main as calibrate_main
-    return calibrate_main(argv, prog="hexo calibrate")
+def _plugins(sub) -> None:
+    """Subcommands of the packages above the core (runtimes, scheduler), registered through
+    the `hexo.commands` entry-point group so that the core imports none of them."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=PLUGIN_GROUP):
+        ep.load()(sub)
 
 
 def main(argv=None) -> int:
-    from hexo_sched.api import ApiError
-
     from .checkpoint import CheckpointError
     from .image import ImageError
     from .toolchain.sysroot import ToolchainError
     from .transform import TransformError
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["calibrate"]:
-        return _calibrate(argv[1:])
-    args = _parser().parse_args(argv)
+    p, sub = _parser()
+    if not argv or argv[0] not in COMMANDS:
+        _plugins(sub)
+        cmd = sub.choices.get(argv[0]) if argv else None
+        if cmd is not None and cmd.get_default("raw_argv"):
+            return cmd.get_default("run")(argv[1:])
+    args = p.parse_args(argv)
+    run = COMMANDS.get(args.cmd) or args.run
+    errors = (ToolchainError, ImageError, CheckpointError, TransformError, ValueError,
+              *getattr(args, "errors", ()))
     try:
-        return {"workloads": _workloads, "build": _build, "inspect": _inspect,
-                "simulate": _simulate, "transform": _transform, "submit": _submit,
-                "status": _status}[args.cmd](*([args] if args.cmd != "workloads" else []))
-    except (ToolchainError, ImageError, CheckpointError, TransformError, ValueError,
-            ApiError) as e:
+        return run(args)
+    except errors as e:
         print(f"hexo: error: {e}", file=sys.stderr)
         return 1
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from uhyve_ctl import abi
+from hexo import abi
 
 from conftest import ROOT
 
@@ -13,7 +13,7 @@ HEADER = ROOT / "kernel-images" / "include" / "hexo_abi.h"
 
 def test_committed_header_is_generated_from_abi_module():
     assert HEADER.read_text() == abi.c_header(), \
-        "regenerate: python -m uhyve_ctl.abi > kernel-images/include/hexo_abi.h"
+        "regenerate: python -m hexo.abi > kernel-images/include/hexo_abi.h"
 
 
 @pytest.mark.parametrize("target", ["x86_64-unknown-none-elf", "aarch64-none-elf"])

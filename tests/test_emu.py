@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from uhyve_ctl import abi, paging
+from hexo import abi
+from uhyve_ctl import paging
 from uhyve_ctl.backends.base import BootState, Crashed, Exited, TimedOut
 from uhyve_ctl.backends.emu import EmuBackend
 from uhyve_ctl.memory import GuestMemory

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from uhyve_ctl import abi, kvm, paging
+from hexo import abi
+from uhyve_ctl import kvm, paging
 from uhyve_ctl.backends.base import BootState, Crashed, Exited, TimedOut
 from uhyve_ctl.backends.kvm import KvmBackend, is_pvm_host, resolve_mode
 from uhyve_ctl.memory import GuestMemory

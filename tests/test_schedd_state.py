@@ -240,7 +240,7 @@ def check_control_socket(tmp_path: Path) -> None:
 
 
 def test_submit_reads_directories_and_job_lists(tmp_path):
-    from hexo.cli import _job_specs
+    from hexo_sched.commands import _job_specs
     (tmp_path / "d").mkdir()
     for n in ("a.hexo", "b.hexo"):
         (tmp_path / "d" / n).write_bytes(b"x")

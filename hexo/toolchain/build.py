@@ -18,7 +18,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from uhyve_ctl import abi
+from hexo import abi
 
 from .. import __version__
 from ..image import write_image

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uhyve_ctl import abi
+from hexo import abi
 
 PAGE = abi.PAGE_SIZE
 KERNEL_ARCHIVE = "libhexo-os.a"

@@ -1,4 +1,4 @@
-/* Generated from uhyve_ctl/abi.py; do not edit. */
+/* Generated from hexo/abi.py; do not edit. */
 #ifndef HEXO_ABI_H
 #define HEXO_ABI_H
 #ifndef __ASSEMBLER__

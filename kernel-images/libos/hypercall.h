@@ -1,4 +1,4 @@
-/* Guest side of the hypercall ABI (uhyve_ctl/abi.py): a 32-bit store of the argument
+/* Guest side of the hypercall ABI (hexo/abi.py): a 32-bit store of the argument
    struct's address to the doorbell page. The struct must live below 4 GiB (kernel data or
    the task stack). The "memory" clobber makes the compiler write the struct first and
    re-read results after. */

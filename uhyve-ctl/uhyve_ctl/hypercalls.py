@@ -14,7 +14,7 @@ import posixpath
 import time
 from typing import NamedTuple
 
-from . import abi
+from hexo import abi
 from .backends.base import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 

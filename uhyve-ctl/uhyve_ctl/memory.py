@@ -12,7 +12,7 @@ import ctypes
 import mmap
 import os
 
-from . import abi
+from hexo import abi
 
 
 class GuestMemoryError(Exception):

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import NamedTuple, Optional
 
-from . import abi
+from hexo import abi
 from .backends.base import Checkpointed
 
 _KIND_NAMES = {v: k.removeprefix("AREA_").lower() for k, v in abi.AREA_KINDS.items()}

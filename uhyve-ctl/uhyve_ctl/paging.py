@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from . import abi
+from hexo import abi
 
 _2M = 2 << 20
 _1G = 1 << 30

@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 
 from hexo.image import Image, ImageError
 
-from . import abi, paging
+from hexo import abi
+from . import paging
 from .backends.base import Backend, BootState, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .memory import GuestMemory

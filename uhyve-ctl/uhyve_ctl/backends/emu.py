@@ -32,7 +32,7 @@ from unicorn.unicorn_const import (UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_
                                    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_PROT,
                                    UC_MEM_WRITE_UNMAPPED)
 
-from .. import abi
+from hexo import abi
 from ..memory import GuestMemoryError
 from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
 

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Optional
 
-from .. import abi
+from hexo import abi
 from .. import kvm
 from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
 

@@ -1,7 +1,7 @@
 """The guest/host ABI: guest memory map, boot hand-off, shared page and hypercalls.
 
 Declared once, here. The library OS includes `kernel-images/include/hexo_abi.h`, which is
-generated from these tables (`python -m uhyve_ctl.abi > kernel-images/include/hexo_abi.h`);
+generated from these tables (`python -m hexo.abi > kernel-images/include/hexo_abi.h`);
 tests check that the committed header is current and that clang lays every struct out for
 x86-64 and aarch64 exactly as the Python side packs it. docs/formats.md describes the ABI.
 
@@ -215,7 +215,7 @@ def _constants() -> list[tuple[str, int]]:
 
 def c_header() -> str:
     """The C view of this module, for the library OS."""
-    lines = ["/* Generated from uhyve_ctl/abi.py; do not edit. */",
+    lines = ["/* Generated from hexo/abi.py; do not edit. */",
              "#ifndef HEXO_ABI_H", "#define HEXO_ABI_H", "#ifndef __ASSEMBLER__",
              "#include <stdint.h>", "#endif", ""]
     lines += [f"#define HEXO_{n} 0x{v:x}" if v >= PAGE_SIZE else f"#define HEXO_{n} {v}"

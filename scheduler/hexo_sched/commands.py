@@ -1,0 +1,128 @@
+"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate), registered
+through the `hexo.commands` entry-point group so that the core CLI does not import the
+scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from .cli import add_simulate_arguments, simulate
+    add_simulate_arguments(sub.add_parser(
+        "simulate", help="simulate offloading jobs from a server to boards with a policy"))
+    sub.choices["simulate"].set_defaults(run=simulate)
+    sd = argparse.ArgumentParser(add_help=False)
+    sd.add_argument("--state-dir", type=Path, help="the daemon's state directory (default: "
+                    "$HEXO_SCHEDD_STATE, else /var/lib/hexo-schedd for root)")
+    s = sub.add_parser("submit", parents=[sd], help="queue jobs on the scheduler daemon",
+                       description="Queue images on hexo-schedd: image files, directories of "
+                                   "images (*.hexo), or --list files with one job a line "
+                                   "(IMAGE [--vcpus N] [--mem SIZE]).")
+    s.add_argument("images", nargs="*", type=Path)
+    s.add_argument("--list", dest="lists", action="append", default=[], type=Path,
+                   metavar="FILE", help="a job-list file (repeatable)")
+    s.add_argument("--vcpus", type=int, default=1)
+    s.add_argument("--mem", default="256M", help="guest RAM per job, e.g. 256M")
+    s.set_defaults(run=_submit)
+    st = sub.add_parser("status", parents=[sd], help="jobs of the scheduler daemon: where they "
+                        "run, estimated slowdowns, migrations")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(run=_status)
+    c = sub.add_parser("calibrate", add_help=False,
+                       help="measure counter rates and board slowdowns for the slowdown model "
+                            "(options: hexo calibrate --help)")
+    c.set_defaults(run=_calibrate, raw_argv=True)
+    from .api import ApiError
+    for name in ("simulate", "submit", "status"):
+        sub.choices[name].set_defaults(errors=(ApiError,))
+
+
+def _job_specs(args) -> list[dict]:
+    """Every job named on the command line, from files, directories and job lists."""
+    import shlex
+    specs = []
+
+    def add(path: Path, vcpus: int, mem: str) -> None:
+        if path.is_dir():
+            found = sorted(path.glob("*.hexo"))
+            if not found:
+                raise ValueError(f"{path}: no *.hexo images in this directory")
+            for p in found:
+                specs.append({"image": str(p.resolve()), "vcpus": vcpus, "mem": mem})
+        elif path.exists():
+            specs.append({"image": str(path.resolve()), "vcpus": vcpus, "mem": mem})
+        else:
+            raise ValueError(f"{path}: no such image or directory")
+
+    for p in args.images:
+        add(p, args.vcpus, args.mem)
+    line_parser = argparse.ArgumentParser(prog="job list line", add_help=False,
+                                          exit_on_error=False)
+    line_parser.add_argument("image", type=Path)
+    line_parser.add_argument("--vcpus", type=int, default=args.vcpus)
+    line_parser.add_argument("--mem", default=args.mem)
+    for lst in args.lists:
+        for no, line in enumerate(lst.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                a = line_parser.parse_args(shlex.split(line))
+            except (argparse.ArgumentError, SystemExit):
+                raise ValueError(f"{lst}:{no}: expected IMAGE [--vcpus N] [--mem SIZE]") \
+                    from None
+            add(a.image if a.image.is_absolute() else lst.parent / a.image, a.vcpus, a.mem)
+    if not specs:
+        raise ValueError("nothing to submit: give images, directories or --list files")
+    return specs
+
+
+def _submit(args) -> int:
+    from . import api
+    reply = api.request(args.state_dir or api.default_state_dir(), "submit",
+                        jobs=_job_specs(args))
+    for jid in reply["jobs"]:
+        print(jid)
+    return 0
+
+
+def _status(args) -> int:
+    from . import api
+    st = api.request(args.state_dir or api.default_state_dir(), "status")
+    if args.json:
+        json.dump({k: v for k, v in st.items() if k not in ("protocol", "ok")}, sys.stdout,
+                  indent=1, sort_keys=True)
+        print()
+        return 0
+    print(f"policy {st['policy']}; {st['counters']}")
+    for m in st["machines"]:
+        emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
+        print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
+              f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
+              f"{m['ram_mb']:.0f} MiB")
+    print(f"{'JOB':8} {'STATE':14} {'WHERE':16} {'BENCH':6} {'EST.SLOWDOWN':>12} MIGRATIONS  "
+          "IMAGE")
+    for j in st["jobs"]:
+        where = j["location"] or "-"
+        if j["migrating_to"]:
+            where += f"->{j['migrating_to']}"
+        slow = ",".join(f"{v:.3g}x" for v in j["slowdown"].values()) or "-"
+        moves = sum(1 for h in j["migrations"] if h["outcome"] == "done")
+        state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
+        print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
+              f"{moves:>10}  {Path(j['image']).name}")
+    e = st["energy"]
+    per_job = f", {e['joules_per_job'] / 1000:.2f} kJ per job" if e["joules_per_job"] else ""
+    print(f"energy {e['energy_kj']:.2f} kJ, {e['jobs_completed']} jobs completed, "
+          f"{e['jobs_per_kj']:.3g} jobs/kJ{per_job} ({e['source']})")
+    for d in st["decisions"][-10:]:
+        print(f"  {d['reason']}")
+    return 0
+
+
+def _calibrate(argv) -> int:
+    from .calibrate import main as calibrate_main
+    return calibrate_main(argv, prog="hexo calibrate")

@@ -1,0 +1,33 @@
+"""The layering of the tree (core <- runtimes <- scheduler): no package imports one above it."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOORS = {"hexo": 0, "uhyve_ctl": 1, "hexo_sched": 2}
+PACKAGES = {"hexo": ROOT / "hexo", "uhyve_ctl": ROOT / "uhyve-ctl" / "uhyve_ctl",
+            "hexo_sched": ROOT / "scheduler" / "hexo_sched"}
+
+
+def _imported(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+def test_no_import_points_up():
+    upward = []
+    for pkg, path in PACKAGES.items():
+        for f in sorted(path.rglob("*.py")):
+            for line, mod in _imported(ast.parse(f.read_text(), str(f))):
+                if FLOORS.get(mod, -1) > FLOORS[pkg]:
+                    upward.append(f"{f.relative_to(ROOT)}:{line} imports {mod}")
+    assert not upward, "imports from a lower floor to a higher one:\n" + "\n".join(upward)
+
+
+def test_the_check_sees_an_upward_import():
+    tree = ast.parse("import os\nfrom uhyve_ctl.vm import VM\n")
+    assert [m for _, m in _imported(tree) if FLOORS.get(m, -1) > FLOORS["hexo"]] == ["uhyve_ctl"]
