@@ -219,10 +219,23 @@ def test_a_target_with_the_wrong_secret_is_refused(server):
 def test_requests_outside_the_announced_areas_are_refused(server, run_):
     link = PageLink(server.address, SECRET, retry_for=1)
     link.connect()
+    conn = link.sock
     with pytest.raises(Refused) as e:
         link.fetch(run_)
     assert e.value.code == wire.E_RANGE
-    assert PageLink(server.address, SECRET, 1).fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+    assert link.fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+    assert link.sock is conn and link.reconnects == 0     # the same connection goes on
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01"])
+def test_a_malformed_error_before_authentication_is_a_protocol_error(server, payload):
+    with socket.create_connection(server.address) as s:
+        wire.recv(s, (wire.HELLO,))
+        wire.send(s, wire.ERROR, payload)
+        with pytest.raises(ProtocolError, match="malformed ERROR"):
+            wire.recv(s, (wire.WELCOME,))
+    with socket.create_connection(server.address) as s:     # the source still serves
+        assert wire.recv(s, (wire.HELLO,))[0] == wire.HELLO
 
 
 def test_the_source_refuses_another_major_version(server):

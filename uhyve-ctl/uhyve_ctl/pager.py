@@ -97,8 +97,9 @@ class PageLink:
                     if last is not None:
                         self.reconnects += 1
                 return op(self.sock)
-            except Refused:
-                self.close()
+            except Refused as e:
+                if e.code != wire.E_RANGE:      # a refused request leaves the link usable
+                    self.close()
                 raise
             except (OSError, ProtocolError) as e:      # dropped, reset, timed out, corrupt
                 self.close()
