@@ -108,10 +108,35 @@ def test_paths_outside_mounts_are_refused(guest, path, err):
     assert res["ret"] == -abi.ERRNO[err]
 
 
-def test_overlong_path_stops_the_guest(guest):
+@pytest.mark.parametrize("name", ["OPEN", "UNLINK"])
+def test_an_overlong_path_is_enametoolong(guest, name):
     mem, hc, _, _ = guest
-    stop, _ = call(hc, mem, "OPEN", path=BUF, path_len=abi.MAX_PATH + 1)
-    assert isinstance(stop, Crashed) and "path longer than" in stop.reason
+    stop, res = call(hc, mem, name, path=BUF, path_len=abi.MAX_PATH + 1)
+    assert stop is None and res["ret"] == -abi.ERRNO["ENAMETOOLONG"]
+
+
+def test_unlink_of_a_symlink_removes_the_link_not_its_target(guest):
+    mem, hc, _, data = guest
+    (data / "target").write_text("kept")
+    os.symlink("target", data / "link")
+    os.symlink("/etc/passwd", data / "outward")
+    for name in (b"/data/link", b"/data/outward"):
+        mem.write(BUF, name)
+        _, res = call(hc, mem, "UNLINK", path=BUF, path_len=len(name))
+        assert res["ret"] == 0
+    assert sorted(p.name for p in data.iterdir()) == ["target"]
+    assert (data / "target").read_text() == "kept" and os.path.exists("/etc/passwd")
+
+
+def test_unlink_through_a_directory_link_out_of_the_mount_is_refused(guest, tmp_path):
+    mem, hc, _, data = guest
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("x")
+    os.symlink(outside, data / "door")
+    mem.write(BUF, b"/data/door/precious")
+    _, res = call(hc, mem, "UNLINK", path=BUF, path_len=19)
+    assert res["ret"] == -abi.ERRNO["EACCES"] and (outside / "precious").exists()
 
 
 def test_read_only_mount(tmp_path):
