@@ -32,6 +32,8 @@ GDT_ADDR = 0xF000            # x86-64 descriptor table built by the host
 PAGE_TABLE_ADDR = 0x10000    # page tables built by the host (x86-64 and aarch64)
 PAGE_TABLE_END = 0x100000
 STACK_BOTTOM = 0x100000      # the single task stack, at the same address on every ISA
+STACK_GUARD = STACK_BOTTOM - 0x1000  # unmapped: a stack overflow faults here instead of
+                                    # overwriting the page tables below
 STACK_TOP = 0x800000
 IMAGE_BASE = 0x800000        # link address of every image; heap follows the image
 MEM_ALIGN = 2 << 20          # guest RAM size granule (one large page)

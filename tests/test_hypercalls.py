@@ -49,6 +49,8 @@ def test_write_reaches_the_host(guest):
     ((16 << 20) - 4, 8),                # straddles the end
     (abi.DOORBELL_ADDR - 8, 16),        # overlaps the doorbell hole
     (BUF, (1 << 64) - 1),               # absurd length
+    (0, 16),                            # page 0: unmapped for the guest, so for us too
+    (abi.STACK_GUARD + 8, 8),           # the guard page below the stack
 ])
 def test_wild_buffers_stop_the_guest(guest, buf, length):
     mem, hc, _, _ = guest
@@ -164,8 +166,14 @@ WILD = r"""
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+static int deep(int n) {
+    volatile char frame[1024];
+    frame[0] = (char)n;
+    return n ? deep(n - 1) + frame[0] : 0;
+}
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "deep")) printf("%d\n", deep(1 << 20));
     if (!strcmp(what, "write")) write(1, (const void *)0x7f0000000000UL, 16);
     if (!strcmp(what, "read")) read(0, (void *)0x3000, 16);
     if (!strcmp(what, "null")) { volatile int *p = 0; *p = 1; }
@@ -189,6 +197,7 @@ def wild_image(tmp_path_factory):
     ("write", "hypercall WRITE rejected"),
     ("read", "hypercall READ rejected"),
     ("null", ""),
+    ("deep", "stack overflow"),
 ])
 def test_misbehaving_guest_is_stopped_with_a_report(wild_image, isa, what, message):
     p = run([UHYVE, "run", wild_image, "--isa", isa, "--", what], timeout=120)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from hexo import abi
 from hexo.image import Image, ImageError
 
-from hexo import abi
 from . import paging
-from .backends.base import Backend, BootState, StopReason
+from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .memory import GuestMemory
 from .migration import Migrator
@@ -202,7 +202,16 @@ class VirtualMachine:
     def run(self, timeout: Optional[float] = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
-        return self.backend.run(self.hypercalls, timeout)
+        stop = self.backend.run(self.hypercalls, timeout)
+        if isinstance(stop, Crashed):
+            regs = self.backend.registers()
+            sp = regs.get("sp", regs.get("rsp"))
+            if sp is not None and (abi.STACK_GUARD - abi.PAGE_SIZE <= sp
+                                   < abi.STACK_BOTTOM + abi.PAGE_SIZE):
+                stop = stop._replace(reason=f"{stop.reason}; stack overflow: sp 0x{sp:x} reached "
+                                     f"the guard page below the "
+                                     f"{(abi.STACK_TOP - abi.STACK_BOTTOM) >> 10} KiB stack")
+        return stop
 
     def close(self) -> None:
         if self.pager is not None:
