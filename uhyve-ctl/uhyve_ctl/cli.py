@@ -252,6 +252,8 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
                 server.info["state"], migration=m)
         if restore is not None:
             def confirmed():
+                print("uhyve-ctl: confirmed: the restored job passed a migration point",
+                      file=sys.stderr, flush=True)
                 if held:
                     held.release()
                 if server:
