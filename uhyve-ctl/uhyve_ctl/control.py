@@ -139,7 +139,7 @@ def _alive(state_path: str) -> bool:
         with open(state_path) as f:
             pid = json.load(f)["pid"]
         os.kill(pid, 0)
-        return True
+        return pid != os.getpid()      # this process's own earlier VM (a fallback) has ended
     except (OSError, ValueError, KeyError):
         return False
 
