@@ -9,6 +9,9 @@
  * 1e-12 relative, the heat actually spread (the peak fell), and the same
  * model computed on flat arrays with hand-written index arithmetic (no
  * VLA) gives bit-identical cells.
+ *
+ * Its migration point is in main, where no VLA is allocated; -DPOINT_IN_VLA_FRAME adds one
+ * per row inside fluxes(), while its scratch VLA is live.
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,8 +29,14 @@ struct cell {
     double capacity;
 };
 
+#ifdef POINT_IN_VLA_FRAME
+#define VLA_FRAME __attribute__((noinline))     /* keep the VLA in a frame of its own */
+#else
+#define VLA_FRAME
+#endif
+
 /* fluxes, using a local VLA for the row below */
-static void fluxes(int nx, int ny, struct cell g[nx][ny])
+VLA_FRAME static void fluxes(int nx, int ny, struct cell g[nx][ny])
 {
     double east[ny];
     int i, j;
@@ -36,6 +45,9 @@ static void fluxes(int nx, int ny, struct cell g[nx][ny])
         int ip = (i + 1) % nx;
         for (j = 0; j < ny; j++)
             east[j] = g[ip][j].heat / g[ip][j].capacity;
+#ifdef POINT_IN_VLA_FRAME
+        hexo_check_migrate();   /* a migration point while a VLA is live */
+#endif
         for (j = 0; j < ny; j++) {
             int jp = (j + 1) % ny;
             double here = g[i][j].heat / g[i][j].capacity;

@@ -15,7 +15,7 @@
  * and every checksum is compared with the published value.
  *
  * Values are arrays of complex structs; the transforms are radix-2
- * Cooley-Tukey on one line at a time.  The roots of unity and the damping
+ * Cooley-Tukey on blocks of lines.  The roots of unity and the damping
  * factors come from exactmath.h, so every machine computes the same bits.
  *
  * Build with exactly one of -DCLASS_S, -DCLASS_W, -DCLASS_A.
@@ -73,7 +73,8 @@ static dcomplex u0[NZ][NY][NX];        /* the spectrum, damped step by step */
 static dcomplex u1[NZ][NY][NX];        /* work array: initial values, then each w */
 static double damping[NZ][NY][NX];     /* exp(-4 alpha pi^2 |k|^2) */
 static dcomplex roots[NMAX / 2];       /* exp(-2 pi i j / NMAX) */
-static dcomplex line[NMAX];
+#define BLOCK 16                       /* lines transformed together */
+static dcomplex lines[NMAX][BLOCK];    /* lines[j][b]: element j of line b */
 
 static void init_roots(void)
 {
@@ -86,68 +87,81 @@ static void init_roots(void)
     }
 }
 
-/* In-place FFT of line[0..n), n a power of two; dir = +1 forward, -1 inverse. */
-static void fft_line(int n, int dir)
+/* In-place FFTs of BLOCK lines of n points (n a power of two) held in lines[][];
+   dir = +1 forward, -1 inverse.  Working on a block keeps the strided gathers of the y
+   and z passes on few memory pages at a time. */
+static void fft_lines(int n, int dir)
 {
-    int i, j, bit, len, k, stride;
+    int i, j, bit, len, k, stride, b;
 
     for (i = 1, j = 0; i < n; i++) {
         for (bit = n >> 1; j & bit; bit >>= 1)
             j ^= bit;
         j |= bit;
-        if (i < j) {
-            dcomplex t = line[i];
-            line[i] = line[j];
-            line[j] = t;
-        }
+        if (i < j)
+            for (b = 0; b < BLOCK; b++) {
+                dcomplex t = lines[i][b];
+                lines[i][b] = lines[j][b];
+                lines[j][b] = t;
+            }
     }
     for (len = 2; len <= n; len <<= 1) {
         stride = NMAX / len;
         for (i = 0; i < n; i += len)
             for (k = 0; k < len / 2; k++) {
-                dcomplex w = roots[k * stride], a = line[i + k], b = line[i + k + len / 2], t;
+                dcomplex w = roots[k * stride];
+                dcomplex *lo = lines[i + k], *hi = lines[i + k + len / 2];
                 if (dir < 0)
                     w.im = -w.im;
-                t.re = w.re * b.re - w.im * b.im;
-                t.im = w.re * b.im + w.im * b.re;
-                line[i + k].re = a.re + t.re;
-                line[i + k].im = a.im + t.im;
-                line[i + k + len / 2].re = a.re - t.re;
-                line[i + k + len / 2].im = a.im - t.im;
+                for (b = 0; b < BLOCK; b++) {
+                    dcomplex t;
+                    t.re = w.re * hi[b].re - w.im * hi[b].im;
+                    t.im = w.re * hi[b].im + w.im * hi[b].re;
+                    hi[b].re = lo[b].re - t.re;
+                    hi[b].im = lo[b].im - t.im;
+                    lo[b].re = lo[b].re + t.re;
+                    lo[b].im = lo[b].im + t.im;
+                }
             }
     }
 }
 
-/* 3-D FFT of x into y (x may be y): along x, then y, then z. */
+/* 3-D FFT of x into y (x may be y): along x, then y, then z, BLOCK lines at a time. */
 static void fft3d(int dir, dcomplex (*x)[NY][NX], dcomplex (*y)[NY][NX])
 {
-    int i, j, k;
+    int i, j, k, b;
 
     for (k = 0; k < NZ; k++)
-        for (j = 0; j < NY; j++) {
-            for (i = 0; i < NX; i++)
-                line[i] = x[k][j][i];
-            fft_line(NX, dir);
-            for (i = 0; i < NX; i++)
-                y[k][j][i] = line[i];
+        for (j = 0; j < NY; j += BLOCK) {
+            for (b = 0; b < BLOCK; b++)
+                for (i = 0; i < NX; i++)
+                    lines[i][b] = x[k][j + b][i];
+            fft_lines(NX, dir);
+            for (b = 0; b < BLOCK; b++)
+                for (i = 0; i < NX; i++)
+                    y[k][j + b][i] = lines[i][b];
         }
     hexo_check_migrate();
     for (k = 0; k < NZ; k++)
-        for (i = 0; i < NX; i++) {
+        for (i = 0; i < NX; i += BLOCK) {
             for (j = 0; j < NY; j++)
-                line[j] = y[k][j][i];
-            fft_line(NY, dir);
+                for (b = 0; b < BLOCK; b++)
+                    lines[j][b] = y[k][j][i + b];
+            fft_lines(NY, dir);
             for (j = 0; j < NY; j++)
-                y[k][j][i] = line[j];
+                for (b = 0; b < BLOCK; b++)
+                    y[k][j][i + b] = lines[j][b];
         }
     hexo_check_migrate();
     for (j = 0; j < NY; j++)
-        for (i = 0; i < NX; i++) {
+        for (i = 0; i < NX; i += BLOCK) {
             for (k = 0; k < NZ; k++)
-                line[k] = y[k][j][i];
-            fft_line(NZ, dir);
+                for (b = 0; b < BLOCK; b++)
+                    lines[k][b] = y[k][j][i + b];
+            fft_lines(NZ, dir);
             for (k = 0; k < NZ; k++)
-                y[k][j][i] = line[k];
+                for (b = 0; b < BLOCK; b++)
+                    y[k][j][i + b] = lines[k][b];
         }
 }
 
