@@ -67,6 +67,8 @@ WORKLOADS = {w.name: w for w in (
     Workload("libc-stdlib", ("libc/stdlib_misc.c",), "strtol/strtod/qsort/malloc checks"),
     Workload("libc-string", ("libc/string_ops.c",), "string.h checks"),
     Workload("libc-math", ("libc/math_funcs.c",), "math.h checks"),
+    Workload("libc-posix", ("libc/posix_surface.c",),
+             "POSIX clocks, sleeps, getrusage, sysconf, aligned allocation, env, atexit"),
     Workload("libc-fileio", ("libc/file_io.c",), "file I/O through the host (argv[1]: a dir)"),
 )}
 
