@@ -174,7 +174,8 @@ static int deep(int n) {
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
     if (!strcmp(what, "deep")) printf("%d\n", deep(1 << 20));
-    if (!strcmp(what, "write")) write(1, (const void *)0x7f0000000000UL, 16);
+    /* big enough to bypass the output ring: the host checks the buffer */
+    if (!strcmp(what, "write")) write(1, (const void *)0x7f0000000000UL, 1 << 20);
     if (!strcmp(what, "read")) read(0, (void *)0x3000, 16);
     if (!strcmp(what, "null")) { volatile int *p = 0; *p = 1; }
     printf("survived %s\n", what);

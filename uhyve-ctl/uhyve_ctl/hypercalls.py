@@ -23,7 +23,7 @@ MAX_AREAS = 16
 MAX_IO = 1 << 30
 
 
-def _guest_errno(e: OSError) -> int:
+def guest_errno(e: OSError) -> int:
     name = host_errno.errorcode.get(e.errno or 0, "EIO")
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
@@ -96,7 +96,7 @@ class FileTable:
             host = self.resolve(guest_path, writing)
             fd = os.open(host, host_flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode & 0o777)
         except OSError as e:
-            return _guest_errno(e)
+            return guest_errno(e)
         guest_fd = next(i for i in range(3, MAX_FILES + 3) if i not in self.fds)
         self.fds[guest_fd] = (fd, True, guest_path, flags)
         return guest_fd
@@ -118,6 +118,12 @@ class FileTable:
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
 
+    def writable(self) -> dict[int, int]:
+        """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""
+        return {g: fd for g, (fd, owned, _, flags) in self.fds.items()
+                if (g in (1, 2) and not owned) or
+                (owned and flags & abi.OPEN_FLAGS["O_ACCMODE"] != abi.OPEN_FLAGS["O_RDONLY"])}
+
     def host_fd(self, guest_fd: int) -> int | None:
         entry = self.fds.get(guest_fd)
         return entry[0] if entry else None
@@ -138,9 +144,10 @@ class FileTable:
 class Hypercalls:
     """Dispatches doorbell stores; returns a StopReason when the guest must stop."""
 
-    def __init__(self, memory, files: FileTable, on_migrate=None):
+    def __init__(self, memory, files: FileTable, on_migrate=None, ring=None):
         self.memory = memory
         self.files = files
+        self.ring = ring          # ioring.OutputRing: drained before every hypercall
         self.count = 0
         # (context, kernel state, areas) -> StopReason to stop, or -errno to resume the guest
         self.on_migrate = on_migrate
@@ -149,6 +156,10 @@ class Hypercalls:
     def __call__(self, nr: int, arg: int) -> StopReason | None:
         self.count += 1
         call = abi.HYPERCALL_BY_NR.get(nr)
+        if self.ring is not None:
+            broken = self.ring.drain()
+            if broken is not None:
+                return Crashed(broken)
         if call is None:
             return Crashed(f"guest made unknown hypercall {nr} (ABI {abi.ABI_MAJOR}.{abi.ABI_MINOR})")
         try:
@@ -177,7 +188,7 @@ class Hypercalls:
         try:
             return op(host, length)
         except OSError as e:
-            return _guest_errno(e)
+            return guest_errno(e)
 
     def _write(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "WRITE buffer")
@@ -198,10 +209,21 @@ class Hypercalls:
 
     def _open(self, path, path_len, flags, mode, ret):
         p = self._path(path, path_len)
-        return None, {"ret": p if isinstance(p, int) else self.files.open(p, flags, mode)}
+        fd = p if isinstance(p, int) else self.files.open(p, flags, mode)
+        if fd >= 0 and self.ring is not None:
+            self.ring.deferred.pop(fd, None)
+            self.ring.publish_fds()
+        return None, {"ret": fd}
 
     def _close(self, fd, ret):
-        return None, {"ret": self.files.close(fd)}
+        ret = self.files.close(fd)
+        if self.ring is not None:
+            self.ring.publish_fds()
+            ret = self.ring.deferred.pop(fd, ret)    # a buffered write that failed
+        return None, {"ret": ret}
+
+    def _flush(self, ret):
+        return None, None        # the ring was drained before this call
 
     def _lseek(self, fd, offset, whence, ret):
         if whence not in (0, 1, 2):
@@ -247,4 +269,4 @@ class Hypercalls:
             os.unlink(self.files.resolve(p, writing=True, follow_last=False))
             return None, {"ret": 0}
         except OSError as e:
-            return None, {"ret": _guest_errno(e)}
+            return None, {"ret": guest_errno(e)}
