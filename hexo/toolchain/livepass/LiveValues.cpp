@@ -358,6 +358,8 @@ public:
       : M(M), Ctx(M.getContext()), DL(M.getDataLayout()), Opts(Opts) {}
 
   void run() {
+    if (Opts.DumpLiveness)
+      dumpLiveness();
     resolveUnprototypedCalls();
     std::map<Function *, std::string> Callbacks = libraryCallbacks();
     if (Opts.AutoPoints)
@@ -370,8 +372,6 @@ public:
       for (Function *F : Reaching)
         instrument(*F);
     }
-    if (Opts.DumpLiveness)
-      dumpLiveness();
     writeTable();
   }
 
@@ -443,8 +443,7 @@ private:
       New->setCallingConv(Callee->getCallingConv());
       New->setTailCallKind(C->getTailCallKind());
       New->setDebugLoc(C->getDebugLoc());
-      if (!Callee->isDeclaration())
-        New->setAttributes(Callee->getAttributes());
+      New->setAttributes(C->getAttributes());
       Type *Ret = FT->getReturnType(), *CallRet = C->getType();
       if (!CallRet->isVoidTy())
         C->replaceAllUsesWith(Ret == CallRet ? (Value *)New
@@ -823,8 +822,9 @@ private:
     SP->setCallingConv(C->getCallingConv());
     SP->setDebugLoc(C->getDebugLoc());
     std::vector<AttributeSet> ArgAttrs(5);
-    for (unsigned I = 0; I < C->arg_size(); ++I)
-      ArgAttrs.push_back(C->getAttributes().getParamAttrs(I));
+    for (unsigned I = 0; I < C->arg_size(); ++I)       // sret and the like matter to the ABI
+      ArgAttrs.push_back(C->getAttributes().getParamAttrs(I).removeAttribute(
+          Ctx, Attribute::Returned));
     SP->setAttributes(AttributeList::get(Ctx, AttributeSet(), AttributeSet(), ArgAttrs));
     if (!C->getType()->isVoidTy()) {
       Function *RF = Intrinsic::getDeclaration(&M, Intrinsic::experimental_gc_result,
@@ -836,7 +836,7 @@ private:
     }
   }
 
-  // For tests: the SSA values live after every call of every defined function.
+  // For tests: the SSA values live after every call of every defined function, as given.
   void dumpLiveness() {
     for (Function &F : M) {
       if (F.isDeclaration())
