@@ -83,5 +83,5 @@ def test_knr_call_that_does_not_match_its_definition_is_refused(tmp_path):
              "--migratable"])
     assert p.returncode == 1
     assert ("a.c:3: function 'main': unprototyped call of 'step' may reach a migration point "
-            "and its arguments do not match the definition's parameters (2 for 1)") in p.stderr
+            "and does not fit its definition (2 arguments, the definition takes 1)") in p.stderr
     assert not (tmp_path / "x.hexo").exists()
