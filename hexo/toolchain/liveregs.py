@@ -133,15 +133,29 @@ def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
     return out
 
 
+_COMPARES = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "fccmpe")
+
+
+def access(isa: str, insn) -> tuple[set[int], set[int]]:
+    """DWARF numbers of the registers `insn` reads and writes, correcting capstone where
+    it is wrong (zeroing idioms read nothing; aarch64 compares write only flags)."""
+    import capstone
+    read, written = insn.regs_access()
+    if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
+        read = ()                           # a return hands registers back to the caller
+    elif isa == "aarch64":
+        read = _a64_reads(insn, read)
+    if isa == "aarch64" and insn.mnemonic in _COMPARES:
+        written = ()
+    return ({_dwarf_reg(isa, insn.reg_name(x)) for x in read},
+            {_dwarf_reg(isa, insn.reg_name(x)) for x in written})
+
+
 def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[frozenset]:
     """Reaching definitions of callee-saved registers before each instruction: sets of
     (DWARF register, address of the defining instruction; -1 for the caller's value)."""
     n = len(insns)
-    defs = []
-    for insn in insns:
-        _, written = insn.regs_access()
-        defs.append({r for r in (_dwarf_reg(isa, insn.reg_name(x)) for x in written)
-                     if r in callee_saved})
+    defs = [access(isa, insn)[1] & callee_saved for insn in insns]
     state = [frozenset()] * n
     state[0] = frozenset((r, -1) for r in callee_saved)
     work = [0]
@@ -175,7 +189,7 @@ def _branch_target(insn) -> int | None:
 
 def successors(insns) -> list[list[int]]:
     """Indices of the instructions that may run after each one (calls return; an indirect
-    jump, from a switch table, may reach any instruction)."""
+    jump, from a switch table, gets none: see `analyse`)."""
     import capstone
     n = len(insns)
     index = {insn.address: i for i, insn in enumerate(insns)}
@@ -186,9 +200,7 @@ def successors(insns) -> list[list[int]]:
             pass
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
-            if target is None:
-                out = list(range(n))
-            else:
+            if target is not None:
                 if target in index:
                     out.append(index[target])
                 if not _unconditional(insn) and i + 1 < n:
@@ -202,19 +214,12 @@ def successors(insns) -> list[list[int]]:
 def live_before(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[set]:
     """Callee-saved registers read before being written from each instruction on
     (backward dataflow)."""
-    import capstone
     n = len(insns)
     uses, defs = [], []
     for insn in insns:
-        read, written = insn.regs_access()
-        if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
-            read = ()                         # a return hands registers back to the caller
-        elif isa == "aarch64":
-            read = _a64_reads(insn, read)
-        uses.append({r for r in (_dwarf_reg(isa, insn.reg_name(x)) for x in read)
-                     if r in callee_saved})
-        defs.append({r for r in (_dwarf_reg(isa, insn.reg_name(x)) for x in written)
-                     if r in callee_saved})
+        read, written = access(isa, insn)
+        uses.append(read & callee_saved)
+        defs.append(written & callee_saved)
     pred = [[] for _ in range(n)]
     for i, s in enumerate(succ):
         for j in s:
@@ -273,6 +278,7 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
     the callee-saved registers live after the call that hold an address in the frame, as
     [DWARF register, offset from the CFA]. Return the reasons the machine code keeps other
     unrecorded values across a call site."""
+    import capstone
     text = elf.get_section_by_name(".text")
     data, base = text.data(), text["sh_addr"]
     md = _disassembler(isa)
@@ -289,6 +295,10 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
         insns = list(md.disasm(data[addr - base:end - base], addr))
         index = {insn.address: i for i, insn in enumerate(insns)}
         succ = successors(insns)
+        # Without the targets of an indirect jump, liveness would be a guess: such a
+        # function still gets its frame bases but is not checked for unrecorded values.
+        checked = not any(insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None
+                          for insn in insns)
         live = live_before(isa, insns, succ, callee_saved)
         defs = reaching(isa, insns, succ, callee_saved)
         addresses = frame_addresses(isa, insns)
@@ -300,10 +310,13 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
             recorded = {v["reg"] for v in s["values"] if v["kind"] == "register"}
             bases, unknown = [], []
             for reg in sorted(live[i] - recorded):
-                values = {addresses.get(d, (None, None))[1] for r, d in defs[i] if r == reg}
+                # -1: the caller's value, untouched here; read after the call only where
+                # the IR reads an undefined value (a phi with an undef input).
+                sources = {d for r, d in defs[i] if r == reg and d != -1}
+                values = {addresses.get(d, (None, None))[1] for d in sources}
                 if len(values) == 1 and None not in values:
                     bases.append([reg, values.pop()])
-                elif reg != abi["fp"] or s["cfa"][0] != abi["fp"]:
+                elif checked and sources and (reg != abi["fp"] or s["cfa"][0] != abi["fp"]):
                     unknown.append(reg)
             s["frame_bases"] = bases
             if unknown:
