@@ -18,6 +18,16 @@ def metadata(image: Image, isa: str):
     return stackmaps.load(image.payload(name))
 
 
+def kept_source(state: dict, areas: list[tuple[str, int, bytes]], to_isa: str):
+    """What a checkpoint for `to_isa` keeps of the untransformed job (checkpoint.write's
+    `kept`): the source registers and the stack the transform rewrites; None when nothing
+    is transformed."""
+    if state["isa"] == to_isa:
+        return None
+    return ({"isa": state["isa"], "context": state["context"]},
+            [a for a in areas if a[0] == "stack"])
+
+
 def retarget(state: dict, areas: list[tuple[str, int, bytes]], image: Image, to_isa: str):
     """(state, areas) of a checkpoint, rewritten so that it resumes on `to_isa`."""
     if state["isa"] == to_isa:
