@@ -38,7 +38,13 @@ def retarget(state: dict, areas: list[tuple[str, int, bytes]], image: Image, to_
         raise TransformError("a checkpoint needs exactly one stack area to be transformed")
     _, start, data = stacks[0]
     src, dst = metadata(image, state["isa"]), metadata(image, to_isa)
-    result = transform(src, dst, state["context"], start, bytes(data))
+    try:
+        result = transform(src, dst, state["context"], start, bytes(data))
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, StopIteration):
+        # The transform validates what it reads; reaching here means metadata and state
+        # disagree in a way it does not yet name. The job stays where it is.
+        raise TransformError(f"the {state['isa']} state does not match the image's migration "
+                             f"metadata (a hexo defect); the job was not moved") from None
     new_state = dict(state, isa=to_isa, target_isa=to_isa, context=result.context,
                      transformed={"from": state["isa"], "frames": result.frames,
                                   "ms": round(1e3 * (time.perf_counter() - t0), 3)})

@@ -158,7 +158,7 @@ def _control(vm, name: str):
     from . import control
     from .migration import MigrationError, Request
 
-    def handle(req: dict) -> dict:
+    def handle(server, req: dict) -> dict:
         if req.get("op") == "status":
             return {"ok": True, **server.info}
         if req.get("op") != "checkpoint":
@@ -186,8 +186,7 @@ def _control(vm, name: str):
             "image": vm.image.path}
     if vm.backend_kind == "kvm":        # KVM_RUN runs on this thread: where counters count
         info["vcpu_tid"] = threading.get_native_id()
-    server = control.ControlServer(name, info, handle)
-    return server
+    return control.ControlServer(name, info, handle)
 
 
 def _served_at(vm, path: str) -> str:
