@@ -254,7 +254,8 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
                 print("uhyve-ctl: confirmed: the restored job passed a migration point",
                       file=sys.stderr, flush=True)
                 if held:
-                    held.release()
+                    with vm.ring.paused():      # no timer drain into the file being emptied
+                        held.release()
                 if server:
                     server.set_state(server.info["state"], confirmed=True)
             vm.migrator.on_point = confirmed
