@@ -39,6 +39,7 @@ bench: deps
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
 	$(PY) bench/corpus.py
+	$(PY) bench/shortjob.py
 
 clean:
 	rm -rf build $(VENV)
