@@ -1,7 +1,7 @@
 /* A job that talks: output in every shape the I/O ring must carry, for tests and benchmarks.
    chatty MODE N [PATH]:
      lines  N [WORK]  N numbered lines to stderr and N to stdout, a migration point and WORK
-                loop iterations of computation after each pair
+                updates of a 1 MiB heap array after each pair
      pairs  N   the same lines with stdout flushed after each: the order of writes is the
                 program's, whatever the C library's buffer size
      format N   the same lines formatted into memory only (compute-only baseline)
@@ -26,15 +26,18 @@ static void hexo_check_migrate(void) {}
 
 static void lines(long n, long work, int flush)
 {
+    enum { WORDS = (1 << 20) / sizeof(long) };
+    volatile long *heap = work ? calloc(WORDS, sizeof(long)) : NULL;
     for (long i = 0; i < n; i++) {
         fprintf(stderr, "err %ld: the quick brown fox\n", i);
         printf("out %ld: jumps over the lazy dog\n", i);
         if (flush)
             fflush(stdout);
         hexo_check_migrate();
-        for (volatile long w = 0; w < work; w++)
-            ;
+        for (long w = 0; w < work; w++)
+            heap[(w * 4099) % WORDS] += w;
     }
+    free((void *)heap);
 }
 
 static unsigned long checksum(const unsigned char *p, size_t n, unsigned long h)
