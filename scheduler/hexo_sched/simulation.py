@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
+import time
 from dataclasses import dataclass
 
 import simpy
@@ -104,6 +106,20 @@ def build_machines(setup: str, link_mbit: float = paper.BOARD_LINK_MBIT,
     return ms
 
 
+def build_scale_cluster(boards: int, server_cores: int = 32,
+                        link_mbit: float = paper.BOARD_LINK_MBIT) -> list[Machine]:
+    """One server with `server_cores` job cores and `boards` Potato boards (3 job cores each):
+    the datacenter-scale cluster on which decision cost is measured."""
+    xeon = build_machines("X", link_mbit)[0]
+    server = Machine("xeon0", "server", xeon.model, server_cores + 1, xeon.ram_mb, 1,
+                     checkpoint_mb_s=xeon.checkpoint_mb_s, restore_mb_s=xeon.restore_mb_s)
+    potato = build_machines("XP", link_mbit)[1]
+    return [server] + [Machine(f"potato{i}", "board", potato.model, potato.cores, potato.ram_mb,
+                               potato.reserved_cores, link_mbit=link_mbit,
+                               checkpoint_mb_s=potato.checkpoint_mb_s,
+                               restore_mb_s=potato.restore_mb_s) for i in range(boards)]
+
+
 class Simulation:
     """One run: a setup (or explicit machines), a job set cycled forever, a policy, a duration.
     Every board model gets the profile's slowdown as its estimate."""
@@ -114,7 +130,7 @@ class Simulation:
                  profiles: dict[str, JobProfile] | None = None, check: bool = False,
                  estimate_error: float = 0.0, seed: int = 0, tick_s: float = 10.0,
                  policy_kwargs: dict | None = None, sample_s: float = 1.0,
-                 length_jitter: float = 0.0):
+                 length_jitter: float = 0.0, queue_depth: int | None = None):
         self.env = simpy.Environment()
         self.machines = build_machines(setup, link_mbit) if isinstance(setup, str) else setup
         self.state = ClusterState(self.machines)
@@ -136,15 +152,23 @@ class Simulation:
         self.transferred_mb = 0.0
         self.completed: list[Job] = []
         self.transitions = 0
-        self.queue_depth = sum(m.usable_cores for m in self.machines)
+        self.queue_depth = queue_depth or sum(m.usable_cores for m in self.machines)
+        self.decision_s: list[float] = []
 
     # -- event plumbing -----------------------------------------------------------------------
     def event(self, handler, *args) -> None:
         """Feed one event to the policy, carry out its actions, keep the queue topped up (as
-        many queued jobs as the cluster has usable cores: the "infinite queue", visible)."""
-        self.carry_out(handler(*args, now=self.env.now))
+        many queued jobs as the cluster has usable cores unless told otherwise: the "infinite
+        queue", visible). The wall time of each call into the policy is recorded."""
+        self.carry_out(self.timed(handler, *args))
         while len(self.state.queue) < self.queue_depth:
-            self.carry_out(self.policy.on_submit(self.new_job(), now=self.env.now))
+            self.carry_out(self.timed(self.policy.on_submit, self.new_job()))
+
+    def timed(self, handler, *args):
+        t0 = time.perf_counter()
+        actions = handler(*args, now=self.env.now)
+        self.decision_s.append(time.perf_counter() - t0)
+        return actions
 
     def carry_out(self, actions) -> None:
         self.transitions += 1
@@ -157,7 +181,9 @@ class Simulation:
                 self.stop_compute(a.job)
                 self.env.process(self.migration(a.job, a.src, a.dst))
         for m in self.machines:
-            self.meter.set_busy(m.name, self.state.used(m.name)[0], self.env.now)
+            busy = self.state.used(m.name)[0]
+            if busy != self.meter.busy[m.name]:
+                self.meter.set_busy(m.name, busy, self.env.now)
 
     def new_job(self) -> Job:
         p = self.profiles[next(self.order)]
@@ -214,6 +240,12 @@ class Simulation:
         self.start_compute(jid, dst)
         self.event(self.policy.on_migration_finished, jid)
 
+    def warm_up(self, until: float) -> None:
+        """Run up to `until` (e.g. to a steady state), leaving the simulation to be inspected."""
+        self.event(lambda now: [])
+        self.env.process(self.ticking())
+        self.env.run(until=until)
+
     def ticking(self):
         while True:
             yield self.env.timeout(self.tick_s)
@@ -238,7 +270,18 @@ class Simulation:
                 "migrations": sum(j.migrations for j in self.state.jobs.values()),
                 "transferred_mb": self.transferred_mb, "policy": self.policy.name,
                 "energy": report.as_dict(), "jobs_per_kj": report.jobs_per_kj,
-                "energy_by_machine_kj": {k: v / 1000 for k, v in joules.items()}}
+                "energy_by_machine_kj": {k: v / 1000 for k, v in joules.items()},
+                "decision_ms": decision_stats(self.decision_s)}
+
+
+def decision_stats(seconds: list[float]) -> dict:
+    """p50, p99 and max of the wall time of policy calls, in ms."""
+    if not seconds:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    qs = statistics.quantiles(seconds, n=100, method="inclusive") if len(seconds) > 1 \
+        else [seconds[0]] * 99
+    return {"count": len(seconds), "p50": 1000 * qs[49], "p99": 1000 * qs[98],
+            "max": 1000 * max(seconds)}
 
 
 def gain_pct(value: float, base: float) -> float | None:
