@@ -144,3 +144,24 @@ def test_cli_simulate_json(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["results"]["hexo"]["EP+CG"]) == {"X", "XP"}
     assert doc["duration_s"] == 1800
+
+
+def test_cli_simulate_at_scale_reports_decision_cost(capsys):
+    assert cli_main(["simulate", "--boards", "6", "--queued", "40", "--server-cores", "4",
+                     "--jobs", "mix5", "--duration", "20m", "--policy", "both", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["boards"], doc["queued"], doc["server_cores"]) == (6, 40, 4)
+    for pol in ("hexo", "cost-aware"):
+        r = doc["results"][pol]
+        d = r["decision_ms"]
+        assert d["count"] > 40 and 0 <= d["p50"] <= d["p99"] <= d["max"]
+        assert r["jobs_completed"] > 0 and r["migrations"] > 0
+
+
+def test_scale_cluster_keeps_its_invariants_with_a_long_queue():
+    from hexo_sched.simulation import build_scale_cluster
+    for pol in ("hexo", "cost-aware"):
+        sim = Simulation(build_scale_cluster(8, 6), paper.JOB_SETS["mix5"], pol, duration=900,
+                         queue_depth=300, check=True)
+        r = sim.run()
+        assert len(sim.state.queue) == 300 and r["migrations"] > 0
