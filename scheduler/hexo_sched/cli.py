@@ -57,6 +57,9 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --boards: jobs kept queued (default 1000)")
     p.add_argument("--server-cores", type=int, default=32,
                    help="with --boards: job cores of the server (default 32)")
+    p.add_argument("--claim", action="store_true",
+                   help="our policy vs HEXO's and its extras one by one, mix5 on X3P, at 1, 2, "
+                        "4 and 10 h, 5 seeds (takes minutes)")
     p.add_argument("--plot", metavar="PNG", help="write throughput and energy charts here")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -78,14 +81,18 @@ def simulate(args: argparse.Namespace) -> int:
     exp = sim.run_experiment(job_sets, setups, policies, args.duration, args.link_mbit,
                              work_s=work_s)
     cmp = sim.compare_policies(work_s=work_s, duration=args.duration) if args.compare else None
+    claim = sim.policy_claim(work_s=work_s) if args.claim else None
     if args.plot:
         sim.plot(exp, args.plot, cmp)
     if args.json:
-        print(json.dumps({"experiment": exp, "comparison": cmp} if cmp else exp, indent=1))
+        extra = {k: v for k, v in (("comparison", cmp), ("claim", claim)) if v}
+        print(json.dumps({"experiment": exp, **extra} if extra else exp, indent=1))
     else:
         print(sim.format_results(exp))
         if cmp:
             print(sim.format_comparison(cmp))
+        if claim:
+            print(sim.format_claim(claim))
     return 0
 
 
