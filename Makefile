@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
+DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
         openssh-server iproute2 valgrind
 PYTEST_ARGS ?= -n 2
 
@@ -39,6 +39,8 @@ bench: deps
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/corpus.py
+	$(PY) bench/shortjob.py
 
 clean:
 	rm -rf build $(VENV)

@@ -61,12 +61,19 @@ class FileTable:
         self.fds: dict[int, tuple[int, bool, str, int]] = {
             i: (fd, False, "", 0) for i, fd in enumerate(stdio)}
 
-    def resolve(self, guest_path: str, writing: bool) -> str:
+    def resolve(self, guest_path: str, writing: bool, follow_last: bool = True) -> str:
+        """The host path of a guest path inside a mount. With `follow_last` false a final
+        symlink is the object itself (unlink removes the link, not its target); the
+        directories above it are still resolved and confined to the mount."""
         path = posixpath.normpath(posixpath.join("/", guest_path))
         for m in self.mounts:
             if path == m.guest_dir or path.startswith(m.guest_dir.rstrip("/") + "/"):
-                host = os.path.realpath(os.path.join(m.host_dir,
-                                                     posixpath.relpath(path, m.guest_dir)))
+                rel = posixpath.relpath(path, m.guest_dir)
+                parent, name = posixpath.split(rel)
+                if follow_last or name == ".":
+                    host = os.path.realpath(os.path.join(m.host_dir, rel))
+                else:
+                    host = os.path.join(os.path.realpath(os.path.join(m.host_dir, parent)), name)
                 if os.path.commonpath((host, m.host_dir)) != m.host_dir:
                     raise PermissionError(host_errno.EACCES, "path escapes its mount")
                 if writing and m.read_only:
@@ -195,15 +202,18 @@ class Hypercalls:
         view = self.memory.slice(buf, len, "READ buffer")
         return None, {"ret": self._io(fd, len, lambda h, n: os.readv(h, [view[:n]]))}
 
-    def _path(self, path, path_len) -> str | None:
-        raw = self.memory.read_string(path, path_len, abi.MAX_PATH, "path")
+    def _path(self, path, path_len) -> str | int:
+        """The guest path, or the -errno that refuses it (too long, or an embedded NUL)."""
+        if path_len > abi.MAX_PATH:
+            return -abi.ERRNO["ENAMETOOLONG"]
+        raw = self.memory.read(path, path_len, "path")
         if b"\0" in raw:
-            return None
+            return -abi.ERRNO["EINVAL"]
         return raw.decode("utf-8", "surrogateescape")
 
     def _open(self, path, path_len, flags, mode, ret):
         p = self._path(path, path_len)
-        fd = -abi.ERRNO["EINVAL"] if p is None else self.files.open(p, flags, mode)
+        fd = p if isinstance(p, int) else self.files.open(p, flags, mode)
         if fd >= 0 and self.ring is not None:
             self.ring.deferred.pop(fd, None)
             self.ring.publish_fds()
@@ -257,10 +267,10 @@ class Hypercalls:
 
     def _unlink(self, path, path_len, ret):
         p = self._path(path, path_len)
-        if p is None:
-            return None, {"ret": -abi.ERRNO["EINVAL"]}
+        if isinstance(p, int):
+            return None, {"ret": p}
         try:
-            os.unlink(self.files.resolve(p, writing=True))
+            os.unlink(self.files.resolve(p, writing=True, follow_last=False))
             return None, {"ret": 0}
         except OSError as e:
             return None, {"ret": guest_errno(e)}

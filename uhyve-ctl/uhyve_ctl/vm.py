@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from hexo import abi
 from hexo.image import Image, ImageError
 
-from hexo import abi
 from . import paging
 from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
@@ -90,6 +90,10 @@ class VirtualMachine:
             self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
+            # A restored job gets the arguments it started with: pointers into them may be
+            # live in its frames (an early migration point, or argv kept for later).
+            self.argv = list(restore.meta.get("argv", argv) if restore is not None else argv)
+            argv = self.argv
             argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
             self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
             if restore is not None:
@@ -214,6 +218,14 @@ class VirtualMachine:
             broken = self.ring.drain()      # what the guest wrote before it stopped
         if broken is not None and not isinstance(stop, Crashed):
             return Crashed(broken)
+        if isinstance(stop, Crashed):
+            regs = self.backend.registers()
+            sp = regs.get("sp", regs.get("rsp"))
+            if sp is not None and (abi.STACK_GUARD - abi.PAGE_SIZE <= sp
+                                   < abi.STACK_BOTTOM + abi.PAGE_SIZE):
+                stop = stop._replace(reason=f"{stop.reason}; stack overflow: sp 0x{sp:x} reached "
+                                     f"the guard page below the "
+                                     f"{(abi.STACK_TOP - abi.STACK_BOTTOM) >> 10} KiB stack")
         return stop
 
     def close(self) -> None:
