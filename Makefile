@@ -35,6 +35,7 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/io.py
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py

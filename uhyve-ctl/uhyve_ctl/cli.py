@@ -227,13 +227,16 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
     """Run or restore a VM to its end; returns its exit status. `held`: the guest's output
     is held until the restored job confirms."""
     from hexo.image import ImageError
-
-    from .pager import SourceLost
-    from .pagewire import ProtocolError
     t0 = time.perf_counter()
+    refused, lost, unfinished = (ImageError, ValueError, OSError), (), ()  # + CheckpointError
+    if restore is not None:             # a plain run does not import the page protocol
+        from .pager import SourceLost
+        from .pagewire import ProtocolError
+        refused, lost = refused + (ProtocolError,), (SourceLost,)
+        unfinished = (SourceLost, OSError, ProtocolError)
     try:
         vm = _start_vm(args, restore, held.fds if held else (0, 1, 2))
-    except (ImageError, ValueError, OSError, ProtocolError) as e:   # CheckpointError too
+    except refused as e:
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
     with vm:
@@ -275,7 +278,7 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
         t1 = time.perf_counter()
         try:
             stop = vm.run(args.timeout)
-        except SourceLost as e:
+        except lost as e:
             return _source_lost(vm, server, e)
         t2 = time.perf_counter()
         if args.stats:
@@ -297,7 +300,7 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
         if vm.pager is not None:
             try:
                 vm.pager.finish()
-            except (SourceLost, OSError, ProtocolError) as e:
+            except unfinished as e:
                 print(f"uhyve-ctl: could not tell the page source we are done: {e}",
                       file=sys.stderr)
             if args.stats:

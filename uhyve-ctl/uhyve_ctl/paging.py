@@ -32,7 +32,7 @@ class _Tables:
 
     def new(self) -> int:
         addr = self.next
-        if addr >= abi.STACK_GUARD:
+        if addr >= abi.PAGE_TABLE_END:
             raise ValueError("guest memory too large for the page-table area")
         self.next += abi.PAGE_SIZE
         self.tables[addr] = [0] * 512
