@@ -38,6 +38,8 @@ bench: deps
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/corpus.py
+	$(PY) bench/shortjob.py
 
 clean:
 	rm -rf build $(VENV)
