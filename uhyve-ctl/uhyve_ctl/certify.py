@@ -50,8 +50,12 @@ def register(sub) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hexo certify", description=__doc__.split("\n\n")[1]
-                                .replace("\n", " "))
+    p = argparse.ArgumentParser(
+        prog="hexo certify", usage="hexo certify IMAGE [options] [-- guest arguments]",
+        description="Run the job unmigrated on both ISAs, then migrated at the chosen points "
+                    "in both directions and once there and back; compare every run's whole "
+                    "output and exit status with the unmigrated x86-64 run. Exit status 0: "
+                    "all identical; 1: a difference; 2: the check could not be made.")
     p.add_argument("image")
     p.add_argument("--points", default=DEFAULT_POINTS,
                    help="where to migrate: percentages of the points a full run reaches "
