@@ -38,6 +38,7 @@ bench: deps
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/sched_decisions.py
 
 clean:
 	rm -rf build $(VENV)
