@@ -371,6 +371,10 @@ def check_invariants(state: ClusterState) -> None:
     represented (one `migration` per job, and `begin_migration` needs a running job). Real
     checks, not asserts: they hold under `python -O` too."""
     held = held_from_scratch(state)
+    running_on: dict[str, set[str]] = {m: set() for m in state.machines}
+    for j in state.active.values():
+        if j.state is JobState.RUNNING and j.location in running_on:
+            running_on[j.location].add(j.id)
     for m in state.machines.values():
         hs = held[m.name]
         cores, ram = sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs)
@@ -381,9 +385,8 @@ def check_invariants(state: ClusterState) -> None:
         icores, iram = state._used[m.name]
         _check(icores == cores and abs(iram - ram) < 1e-6,
                f"{m.name}: usage index {state._used[m.name]} != {(cores, ram)}")
-        running = {j.id for j in state.active.values()
-                   if j.state is JobState.RUNNING and j.location == m.name}
-        _check(running == set(state._running[m.name]), f"{m.name}: running index out of step")
+        _check(running_on[m.name] == set(state._running[m.name]),
+               f"{m.name}: running index out of step")
         if m.kind == "board":
             _check((m.name in state._open_boards) == (cores < m.usable_cores and ram < m.ram_mb),
                    f"{m.name}: free-board index out of step")
