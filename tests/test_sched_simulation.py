@@ -151,14 +151,15 @@ def test_policy_claim_on_work_done_at_two_horizons():
     for h in ("1h", "4h"):
         r = {n: (v["work_gain_pct"], v["ci95"]) for n, v in claim[h].items()}
         (ours, ci_o), (hexo, ci_h) = r["cost-aware"], r["hexo"]
-        # ours does more work than HEXO's, beyond the seeds' spread, but far from +10 %
-        assert ours - hexo > ci_o + ci_h and ours - hexo > 2.0, h
+        # ours does more work than HEXO's, beyond the seeds' spread, but not +10 %
+        assert ours - hexo > ci_o + ci_h and ours - hexo > 5.0, h
         assert (100 + ours) / (100 + hexo) < 1.10
         # with its extras off it is HEXO's policy again
         assert r["cost-aware, no extras"][0] == pytest.approx(hexo, abs=2.0)
-        # the direct starts carry the gain; keeping board cores in reserve costs work here
+        # each extra adds work; a reserve for the whole queue holds board cores idle
         assert r["cost-aware, no direct start"][0] < ours
-        assert r["cost-aware, no reserve"][0] > ours
+        assert r["cost-aware, no reserve"][0] < ours
+        assert r["cost-aware, reserve for the whole queue"][0] < ours
 
 
 def test_experiment_output_is_json_with_gains(tmp_path):

@@ -399,11 +399,13 @@ def compare_policies(scenarios: dict | None = None, policies=("hexo", "cost-awar
 
 
 #: Our policy with its extras one by one: direct starts on boards, keeping board cores for
-#: better jobs (reserve; 0 turns it off), preferring the least-committing near-best placement.
+#: better jobs among the next few (reserve; 0 turns it off; or looking at the whole queue, as
+#: it once did), preferring the least-committing near-best placement.
 VARIANTS = {"hexo": ("hexo", {}),
             "cost-aware": ("cost-aware", {}),
             "cost-aware, no direct start": ("cost-aware", {"direct_start": False}),
             "cost-aware, no reserve": ("cost-aware", {"reserve": 0.0}),
+            "cost-aware, reserve for the whole queue": ("cost-aware", {"lookahead": 10 ** 9}),
             "cost-aware, no extras": ("cost-aware", {"direct_start": False, "reserve": 0.0,
                                                      "tolerance": 0.0})}
 
