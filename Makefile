@@ -39,6 +39,8 @@ bench: deps
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
 	$(PY) bench/sched_decisions.py
+	$(PY) bench/corpus.py
+	$(PY) bench/shortjob.py
 
 clean:
 	rm -rf build $(VENV)

@@ -218,7 +218,7 @@ FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000}
 # errno values as the guest's C library (newlib) numbers them.
 ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
          "EFAULT": 14, "EEXIST": 17, "ENOTDIR": 20, "EISDIR": 21, "EINVAL": 22,
-         "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "ENAMETOOLONG": 91,
+         "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "EPIPE": 32, "ENAMETOOLONG": 91,
          "ENOSYS": 88}
 
 MAX_PATH = 4096

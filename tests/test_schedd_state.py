@@ -303,6 +303,46 @@ def test_a_vm_serving_or_pulling_pages_is_never_killed(tmp_path):
             vm.wait()
 
 
+def test_a_restore_confirms_only_past_a_migration_point_and_fails_with_its_cause(tmp_path):
+    """A restored VM that is merely running has not confirmed (the daemon gives up on it and
+    stops it); the `confirmed:` line of its own segment confirms it; one that ended before
+    that fails with uhyve-ctl's one-line cause."""
+    from types import SimpleNamespace
+
+    from hexo_sched.agents import MachineAgent
+    cfg = server_only_config(tmp_path)
+    cfg.write_text(cfg.read_text() + f'uhyve_ctl = "{UHYVE}"\n')
+    agent = MachineAgent(load(cfg).machines[0])
+    (tmp_path / "run").mkdir(mode=0o700)
+    seg = tmp_path / "work" / "job-1"
+    seg.mkdir(parents=True)
+    daemon = SimpleNamespace(cfg=SimpleNamespace(confirm_timeout_s=1.0),
+                             _pause=lambda a: time.sleep(0.02))
+    daemon._probe1 = lambda a, j, n: schedd.Daemon._probe1(daemon, a, j, n)
+    vm = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run" / "job-1.json").write_text(json.dumps(
+            {"name": "job-1", "pid": vm.pid, "state": "running", "confirmed": True}))
+        (seg / "seg1.err").write_text("uhyve-ctl: confirmed: the restored job passed a "
+                                      "migration point\n")
+        (seg / "seg2.err").write_text("")     # the same VM name, a later segment: not yet
+        schedd.Daemon._confirm(daemon, agent, "job-1", 1)
+        assert agent.probe([("job-1", 2)])[("job-1", 2)].vm_state == "running"
+        with pytest.raises(schedd.MigrationFailed, match="did not confirm job-1"):
+            schedd.Daemon._confirm(daemon, agent, "job-1", 2)
+        assert vm.wait(10) == -9                         # given up on: stopped
+    finally:
+        vm.kill()
+        vm.wait()
+    (seg / "seg3.err").write_text("uhyve-ctl: guest stopped: aarch64 data abort at pc 0x0\n"
+                                  "uhyve-ctl: registers: pc=0x0\n")
+    (seg / "seg3.rc").write_text("125\n")
+    with pytest.raises(schedd.MigrationFailed) as failed:
+        schedd.Daemon._confirm(daemon, agent, "job-1", 3)
+    assert str(failed.value) == ("restore of job-1 on server ended with status 125: guest "
+                                 "stopped: aarch64 data abort at pc 0x0")
+
+
 @needs_kvm
 def test_server_jobs_vcpu_threads_are_sampled_where_counters_exist(tmp_path, images,
                                                                     monkeypatch):

@@ -78,6 +78,7 @@
 #define HEXO_E_NOSPC 28
 #define HEXO_E_SPIPE 29
 #define HEXO_E_ROFS 30
+#define HEXO_E_PIPE 32
 #define HEXO_E_NAMETOOLONG 91
 #define HEXO_E_NOSYS 88
 

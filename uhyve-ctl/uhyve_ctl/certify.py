@@ -85,15 +85,16 @@ def parse_points(text: str, total: int) -> list[int]:
     return sorted(set(points))
 
 
-def plans(points: list[int]) -> list[Plan]:
+def plans(points: list[int], total: int) -> list[Plan]:
     """Both directions at every point, and one round trip: out at the first point, back at
-    the last (or at the next point when there is only one)."""
+    the last (or at the next point when there is only one; none when that is the last)."""
     out = [Plan(f"{src} -> {OTHER[src]} at {p}", ((src, p), (OTHER[src], None)))
            for src in ISAS for p in points]
     first, last = points[0], points[-1]
-    back = last - first if last > first else 1
-    out.append(Plan(f"x86_64 -> aarch64 at {first} -> x86_64 at {first + back}",
-                    (("x86_64", first), ("aarch64", back), ("x86_64", None))))
+    back = last if last > first else first + 1
+    if back <= total:
+        out.append(Plan(f"x86_64 -> aarch64 at {first} -> x86_64 at {back}",
+                        (("x86_64", first), ("aarch64", back - first), ("x86_64", None))))
     return out
 
 
@@ -231,7 +232,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
             raise CertifyError(f"{args.image} reaches no migration point (build it with "
                                f"--migratable or --auto-points)")
         chosen = parse_points(args.points, total)
-        migrated = plans(chosen)
+        migrated = plans(chosen, total)
         for plan in migrated:
             step(plan.name, len(unmigrated) + len(migrated))
             t0 = time.perf_counter()

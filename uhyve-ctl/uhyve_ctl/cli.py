@@ -254,7 +254,8 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
                 print("uhyve-ctl: confirmed: the restored job passed a migration point",
                       file=sys.stderr, flush=True)
                 if held:
-                    held.release()
+                    with vm.ring.paused():      # no timer drain into the file being emptied
+                        held.release()
                 if server:
                     server.set_state(server.info["state"], confirmed=True)
             vm.migrator.on_point = confirmed
@@ -450,10 +451,14 @@ def main(argv=None) -> int:
     if args.cmd in ("run", "restore") and args.checkpoint_at is not None \
             and args.checkpoint_at < 1:
         _parser().error("--checkpoint-at counts from 1")
-    if args.cmd == "run":
-        return _execute(args)
-    return {"restore": _restore, "checkpoint": _checkpoint, "migrate": _checkpoint,
-            "ps": _ps}[args.cmd](args)
+    command = {"run": _execute, "restore": _restore, "checkpoint": _checkpoint,
+               "migrate": _checkpoint, "ps": _ps}[args.cmd]
+    try:
+        return command(args)
+    except Exception as e:            # the boundary: a defect is one sentence, not a traceback
+        from .migration import one_line_cause
+        print(f"uhyve-ctl: {one_line_cause(e, args.cmd)}", file=sys.stderr)
+        return EXIT_CRASH if args.cmd in ("run", "restore") else 1
 
 
 if __name__ == "__main__":

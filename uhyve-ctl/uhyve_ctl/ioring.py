@@ -69,6 +69,10 @@ class OutputRing:
         self.view[_FDS:_FDS + 16] = (bits & (2 ** 64 - 1)).to_bytes(8, "little") + \
             (bits >> 64).to_bytes(8, "little")
 
+    def paused(self) -> threading.Lock:
+        """Held, no drain runs: the host may swap the fds output goes to meanwhile."""
+        return self._lock
+
     def drain(self) -> Optional[str]:
         """Write out what the guest published; returns why the ring is broken, if it is."""
         with self._lock:

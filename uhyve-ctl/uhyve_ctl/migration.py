@@ -180,7 +180,7 @@ class Migrator:
                       "name": vm.image.manifest.get("name")},
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
-            "context": regs, "kernel": kernel, "files": vm.files.describe(),
+            "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
         }
         from hexo import checkpoint, retarget   # only when checkpointing: keeps start-up lean
         mem = vm.memory

@@ -91,6 +91,10 @@ class VirtualMachine:
             self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
+            # A restored job gets the arguments it started with: pointers into them may be
+            # live in its frames (an early migration point, or argv kept for later).
+            self.argv = list(restore.meta.get("argv", argv) if restore is not None else argv)
+            argv = self.argv
             argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
             self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
             if restore is not None:
