@@ -39,6 +39,7 @@ bench: deps
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
 	$(PY) bench/shortjob.py
 

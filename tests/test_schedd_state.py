@@ -388,7 +388,7 @@ def test_refused_submits_leave_no_trace_and_status_keeps_working(tmp_path, image
            ({"image": image, "vcpus": 1.5}, "vcpus must be a positive whole number"),
            ({"image": image, "vcpus": True}, "vcpus must be a positive whole number"),
            ({"image": image, "vcpus": "1"}, "vcpus must be a positive whole number"),
-           ({"image": image, "mem": "0"}, "mem must be positive"),
+           ({"image": image, "mem": "0"}, "must be positive"),
            ({"image": image, "mem": 0}, "mem must be positive"),
            ({"image": image, "mem": "lots"}, "bad size"),
            ({"image": image, "mem": 1.5}, "mem must be a size"),

@@ -143,6 +143,16 @@ def lobo(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log")
     return out
 
 
+def lobo_bias(rows: pd.DataFrame, board: str,
+              transform: str = "per-instruction-log") -> dict[str, float]:
+    """Per benchmark, held-out predicted / measured slowdown (geometric mean over its rows,
+    predictions held in the training range as `predict` does): the model's error on a program
+    it has not seen."""
+    held = lobo(rows, board, transform)
+    ratio = np.log(held["predicted_clipped"] / held["slowdown"])
+    return {b: float(np.exp(r.mean())) for b, r in ratio.groupby(held["benchmark"])}
+
+
 def evaluate(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> dict:
     """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped."""
     held = lobo(rows, board, transform)
