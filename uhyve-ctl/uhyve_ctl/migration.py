@@ -179,8 +179,9 @@ class Migrator:
                  mem.slice(a["start"], a["size"])) for a in areas]
         try:
             vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+            vm.check_context(regs["pc"], regs["sp"])
         except ValueError as e:
-            raise MigrationError(f"the guest named an invalid memory area: {e}") from None
+            raise MigrationError(f"the guest gave an invalid migration state: {e}") from None
         t0 = time.perf_counter()
         kept = retarget.kept_source(state, data, req.target_isa)
         self._stage = f"the transform for {req.target_isa}"
