@@ -78,7 +78,7 @@ def _build(args) -> int:
         if src.suffix != ".c":
             raise ValueError(f"{src}: not a C source file (hexo build compiles .c files)")
         if not src.is_file():
-            raise ValueError(f"{src}: no such file")
+            raise ValueError(f"{src}: no such source file")
 
     sources, defines, name, extra = list(args.sources), list(args.defines), None, {}
     if args.workload:

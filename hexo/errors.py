@@ -11,10 +11,11 @@ class HexoError(Exception):
 
 
 def one_line(err: BaseException, stage: str, known: tuple = (HexoError,)) -> str:
-    """The reason a user reads: a `known` error's own sentence, an OSError's strerror and file;
+    """The reason a user reads: a `known` error's own words (a build refusal lists each reason
+    on its own line), an OSError's strerror and file;
     anything else is a defect, said plainly (HEXO_DEBUG=1 prints the traceback)."""
     if isinstance(err, known):
-        return str(err).splitlines()[0] if str(err) else f"{stage} failed"
+        return str(err) or f"{stage} failed"     # written for users, every line of it
     if isinstance(err, OSError) and err.strerror:
         return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
     if os.environ.get("HEXO_DEBUG"):

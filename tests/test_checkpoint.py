@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hexo import checkpoint
+from hexo import abi, checkpoint
 from hexo.checkpoint import Checkpoint, CheckpointError
 
 from conftest import HEXO, ROOT, UHYVE, run
@@ -212,7 +212,12 @@ def test_checkpoint_writer_is_atomic(tmp_path):
     with pytest.raises(OSError):
         checkpoint.write(tmp_path / "ck", {}, areas())
     assert list(tmp_path.iterdir()) == []
-    ck = checkpoint.write(tmp_path / "ck", {"isa": "x86_64"}, [("heap", 0x1000000, b"y" * 5000)],
+    state = {"image": {"path": "/x.hexo", "build_id": "0" * 32, "name": "x"}, "isa": "x86_64",
+             "target_isa": "x86_64", "mem_size": 256 << 20, "abi_version": abi.ABI_VERSION,
+             "context": {"pc": 0x800000, "sp": 0x7ff000}, "kernel": {"brk": 0x1000000,
+                                                                     "monotonic_ns": 1},
+             "files": []}
+    ck = checkpoint.write(tmp_path / "ck", state, [("heap", 0x1000000, b"y" * 5000)],
                           compress=True)
     assert ck.read(ck.areas[0]) == b"y" * 5000 and ck.stored_bytes < 5000
     with pytest.raises(CheckpointError, match="exists and is not an empty directory"):

@@ -46,7 +46,8 @@ def _checkpoint(image, env, ck, src, point=40):
 
 def _break_resume_address(ck) -> None:
     """What a transform defect does: a checkpoint that verifies but resumes nowhere (the
-    issue's 'data abort at pc 0'): the transformed pc points past the end of guest RAM."""
+    issue's 'data abort at pc 0'): the transformed pc points past the end of guest RAM, which
+    the restore refuses before the job starts."""
     path = ck / checkpoint.MANIFEST
     meta = json.loads(path.read_text())
     meta["context"]["pc"] = meta["mem_size"] + 0x10000
@@ -82,7 +83,8 @@ def test_target_dying_before_its_first_point_resumes_from_the_kept_copy(image, r
     before = _checkpoint(image, env, ck, src)
     _break_resume_address(ck)
     dead = run([UHYVE, "restore", ck, "--isa", OTHER[src]], env=env, timeout=300)
-    assert dead.returncode == 125 and dead.stdout == ""
+    assert dead.returncode == 126 and dead.stdout == ""
+    assert f"is outside the {OTHER[src]} code" in dead.stderr
     assert "Traceback" not in dead.stderr
     line = [ln for ln in dead.stderr.splitlines() if "before its first migration point" in ln]
     assert len(line) == 1 and f"the {src} state it was transformed from is kept in {ck}" \

@@ -159,6 +159,18 @@ def test_failed_migration_returns_job_to_its_source_or_queue():
     check_invariants(st)
 
 
+def test_a_job_that_ends_before_its_checkpoint_is_done_and_never_moved_again():
+    pol = HexoPolicy(cluster())
+    fill_server(pol, [("cg", "CG", 30.0), ("ep", "EP", 3.0)])
+    mig = only(pol.on_submit(job("new"), 2.0), Migrate)
+    assert mig.job == "ep"
+    acts = pol.on_migration_abandoned("ep", 3.0)
+    assert pol.state.jobs["ep"].state is JobState.DONE
+    assert not [a for a in acts if isinstance(a, Migrate) and a.job == "ep"], acts
+    assert only(acts, Run) == Run("new", "srv", only(acts, Run).reason)
+    check_invariants(pol.state)
+
+
 def test_invariant_checker_catches_oversubscription_and_double_placement():
     st = cluster(server_cores=1)
     st.submit(job("a"))

@@ -259,8 +259,9 @@ sys.exit(rc)
         daemon.wait(30)
     first = st["jobs"][0]
     outcome = first["migrations"][0]["outcome"]
-    assert outcome.startswith("failed: restore of job-1 on board0 ended with status 125: "
-                              "guest stopped: "), first
+    assert outcome.startswith("failed: restore of job-1 on board0 ended with status 126: "
+                              "cannot start: pc "), first
+    assert "is outside the aarch64 code" in outcome, first
     assert "\n" not in outcome and "Traceback" not in outcome
     assert [(s["machine"], s["kind"], s["discarded"]) for s in first["segments"]] == [
         ("server", "run", False), ("board0", "restore", True), ("server", "restore", False)]

@@ -121,7 +121,7 @@ class MachineAgent:
         return seconds
 
     def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
-        self.launch(job, n, ["run", image, "--mem", str(math.ceil(mem_mb * (1 << 20)))])
+        self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"])
 
     def restore(self, job: str, n: int, checkpoint: str, image: str) -> None:
         self.launch(job, n, ["restore", checkpoint, "--image", image])

@@ -27,7 +27,7 @@ def register(sub) -> None:
                    metavar="FILE", help="a job-list file (repeatable)")
     s.add_argument("--vcpus", type=int, default=1)
     s.add_argument("--mem", default="256M", help="guest RAM per job, as uhyve-ctl's --mem: "
-                   "256M, 1G (a bare number is bytes); at least what the image needs")
+                   "256M, 1G (a bare number is MiB); at least what the image needs")
     s.set_defaults(run=_submit)
     st = sub.add_parser("status", parents=[sd], help="jobs of the scheduler daemon: where they "
                         "run, estimated slowdowns, migrations")

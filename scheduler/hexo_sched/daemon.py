@@ -397,13 +397,7 @@ class Daemon:
                           seg.machine)
                 self._job_failed(jid)
                 return
-            rec = self.records[jid]
-            rec.outcome = f"exit {p.rc}"
-            rec.output = str(self._join_output(jid))
-            self.metrics.completed.labels(rec.outcome).inc()
-            log.info("%s ended on %s with status %d after %d segment(s); output in %s", jid,
-                     seg.machine, p.rc, len(rec.segments), rec.output)
-            self._event(self.policy.on_job_finished, jid)
+            self._finished(jid, seg, p, self.policy.on_job_finished)
             return
         if p.vm_state is not None:
             self.vanished.pop(key, None)
@@ -417,6 +411,15 @@ class Daemon:
                   "has neither a VM nor an exit status" if p.launched else "was never launched")
         self.vanished.pop(key, None)
         self._job_failed(jid)
+
+    def _finished(self, jid: str, seg: Segment, p: SegmentProbe, event) -> None:
+        rec = self.records[jid]
+        rec.outcome = f"exit {p.rc}"
+        rec.output = str(self._join_output(jid))
+        self.metrics.completed.labels(rec.outcome).inc()
+        log.info("%s ended on %s with status %d after %d segment(s); output in %s", jid,
+                 seg.machine, p.rc, len(rec.segments), rec.output)
+        self._event(event, jid)
 
     def _job_failed(self, jid: str) -> None:
         for s in self.records[jid].segments:
@@ -610,7 +613,9 @@ class Daemon:
                 self.metrics.migrations.labels(pg.src, pg.dst, "abandoned").inc()
                 log.info("%s ended on %s before it could be checkpointed; nothing to migrate",
                          jid, src.name)
-                self._event(self.policy.on_migration_failed, jid)
+                seg = rec.segments[pg.src_seg]
+                self._segment_ended(jid, seg, p)
+                self._finished(jid, seg, p, self.policy.on_migration_abandoned)
             return
         resumed = None
         if p.checkpointed:

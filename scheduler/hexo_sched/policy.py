@@ -467,6 +467,16 @@ class Policy:
         self.state.abort_migration(job_id)
         return self._decide(now)
 
+    def on_migration_abandoned(self, job_id: str, now: float) -> list[Action]:
+        """The job ended at its source before it could be checkpointed: the migration is
+        off and the job is done, in one step (deciding in between would move a job that has
+        ended)."""
+        self.state.advance(now)
+        self.state.abort_migration(job_id)
+        self.state.finish(job_id)
+        self.learn_finished(self.state.jobs[job_id])
+        return self._decide(now)
+
     def on_job_failed(self, job_id: str, now: float) -> list[Action]:
         self.state.advance(now)
         self.state.fail(job_id)

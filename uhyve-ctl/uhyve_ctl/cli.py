@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 10s)")
     kept = s.add_mutually_exclusive_group()
     kept.add_argument("--fallback", action="store_true",
-                      help="if the transformed job dies before its first migration point, "
+                      help="if the transformed job cannot start or dies before its first "
+                           "migration point, "
                            "resume it from the untransformed copy the checkpoint keeps (its "
                            "output is held until the transformed job has confirmed)")
     kept.add_argument("--source-copy", action="store_true",
@@ -252,7 +253,9 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
         vm = _start_vm(args, restore, held.fds if held else (0, 1, 2))
     except refused as e:
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
-        return EXIT_NOSTART
+        if restore is not None and restore.source_isa:
+            _unconfirmed(restore, "refused", EXIT_NOSTART)
+        return EXIT_UNCONFIRMED if held else EXIT_NOSTART
     with vm:
         server = None
         if args.name:
@@ -378,7 +381,8 @@ def _report(vm, stop) -> tuple[int, str]:
 def _unconfirmed(ckpt, state: str, code: int) -> None:
     """One line: the restored job died before its first migration point, and where the job
     is still safe."""
-    how = "crashed" if state == "crashed" else f"exited with status {code}"
+    how = {"crashed": "crashed", "refused": "could not start"}.get(
+        state, f"exited with status {code}")
     line = f"uhyve-ctl: the restored job {how} before its first migration point"
     if ckpt.source_isa:
         line += (f"; the {ckpt.source_isa} state it was transformed from is kept in "
