@@ -113,12 +113,7 @@ def test_migration_point_inside_a_vla_frame(images, env, tmp_path, legs):
     assert _stable(out) == _stable(_native(images, "vla"))
 
 
-LEGACY_PENDING = ("unprototyped calls are refused on paths to migration points until they are "
-                  "resolved against the linked definitions (issue 10, item 3)")
-
-
 @needs_kvm
-@pytest.mark.xfail(reason=LEGACY_PENDING, strict=True)
 @pytest.mark.parametrize("flags", [["-DPOINT_IN_LEGACY_CALLEE", "--migratable"],
                                    ["--auto-points"]], ids=["point-in-callee", "auto-points"])
 def test_legacy_program_with_points_behind_unprototyped_calls(images, env, tmp_path, flags):

@@ -740,11 +740,7 @@ private:
     // Every value that is live after some site becomes a variable: one stack slot per
     // scalar part for the record, and a variable that PromoteMemToReg turns back into SSA
     // with the reloaded values flowing to every use after a site.
-    // The slots come after the function's own stack objects, so they are laid out nearest
-    // the stack pointer: behind large arrays, aarch64 would otherwise address them through
-    // a base register that the code keeps across calls and no record describes.
     Instruction *AllocaPoint = &*F.getEntryBlock().begin();
-    Instruction *SlotPoint = firstNonAlloca(F.getEntryBlock());
     std::map<Value *, AllocaInst *> Vars;
     std::map<Value *, std::vector<std::pair<std::vector<unsigned>, AllocaInst *>>> Slots;
     unsigned J = 0;
@@ -767,7 +763,7 @@ private:
           Slots[V].push_back({Parts[K].first,
                               new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(),
                                              "hexo.slot." + Twine(J) + "." + Twine(K),
-                                             SlotPoint)});
+                                             AllocaPoint)});
         ++J;
       }
 
