@@ -26,7 +26,6 @@
 
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/SetVector.h"
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/Dominators.h"
 #include "llvm/IR/IRBuilder.h"
@@ -390,7 +389,7 @@ private:
   std::vector<std::string> Resolved;
   std::map<CallBase *, std::string> Unresolved;    // K&R calls that do not fit: why
   json::Array Sites;
-  json::Object Liveness_;
+  json::Object LiveAfterCalls;
 
   Function *migrationPoint() {
     return M.getFunction(MigrationPoint);
@@ -908,7 +907,7 @@ private:
           }
           Calls.push_back(std::move(Names));
         }
-      Liveness_[F.getName()] = std::move(Calls);
+      LiveAfterCalls[F.getName()] = std::move(Calls);
     }
   }
 
@@ -925,7 +924,7 @@ private:
                        {"resolved_calls", std::move(ResolvedList)},
                        {"problems", std::move(ProblemList)}};
     if (Opts.DumpLiveness)
-      Table["liveness"] = std::move(Liveness_);
+      Table["liveness"] = std::move(LiveAfterCalls);
     std::error_code EC;
     raw_fd_ostream OS(Opts.SitesPath, EC, sys::fs::OF_Text);
     if (EC)
