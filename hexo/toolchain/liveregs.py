@@ -198,6 +198,9 @@ def successors(insns) -> list[list[int]]:
         out = []
         if insn.group(capstone.CS_GRP_RET):
             pass
+        elif insn.group(capstone.CS_GRP_CALL):      # capstone also calls aarch64 bl a jump:
+            if i + 1 < n:                           # a recursive call is not a loop
+                out.append(i + 1)
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
             if target is not None:

@@ -26,7 +26,6 @@
 
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/SetVector.h"
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/Dominators.h"
 #include "llvm/IR/IRBuilder.h"
@@ -390,7 +389,7 @@ private:
   std::vector<std::string> Resolved;
   std::map<CallBase *, std::string> Unresolved;    // K&R calls that do not fit: why
   json::Array Sites;
-  json::Object Liveness_;
+  json::Object LiveAfterCalls;
 
   Function *migrationPoint() {
     return M.getFunction(MigrationPoint);
@@ -740,11 +739,7 @@ private:
     // Every value that is live after some site becomes a variable: one stack slot per
     // scalar part for the record, and a variable that PromoteMemToReg turns back into SSA
     // with the reloaded values flowing to every use after a site.
-    // The slots come after the function's own stack objects, so they are laid out nearest
-    // the stack pointer: behind large arrays, aarch64 would otherwise address them through
-    // a base register that the code keeps across calls and no record describes.
     Instruction *AllocaPoint = &*F.getEntryBlock().begin();
-    Instruction *SlotPoint = firstNonAlloca(F.getEntryBlock());
     std::map<Value *, AllocaInst *> Vars;
     std::map<Value *, std::vector<std::pair<std::vector<unsigned>, AllocaInst *>>> Slots;
     unsigned J = 0;
@@ -767,7 +762,7 @@ private:
           Slots[V].push_back({Parts[K].first,
                               new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(),
                                              "hexo.slot." + Twine(J) + "." + Twine(K),
-                                             SlotPoint)});
+                                             AllocaPoint)});
         ++J;
       }
 
@@ -912,7 +907,7 @@ private:
           }
           Calls.push_back(std::move(Names));
         }
-      Liveness_[F.getName()] = std::move(Calls);
+      LiveAfterCalls[F.getName()] = std::move(Calls);
     }
   }
 
@@ -929,7 +924,7 @@ private:
                        {"resolved_calls", std::move(ResolvedList)},
                        {"problems", std::move(ProblemList)}};
     if (Opts.DumpLiveness)
-      Table["liveness"] = std::move(Liveness_);
+      Table["liveness"] = std::move(LiveAfterCalls);
     std::error_code EC;
     raw_fd_ostream OS(Opts.SitesPath, EC, sys::fs::OF_Text);
     if (EC)
