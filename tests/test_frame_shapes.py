@@ -82,3 +82,42 @@ def test_unrecorded_register_value_is_refused_at_build_time(large_frame, monkeyp
         problems = liveregs.analyse(elf, "aarch64", [dict(site)], ends)
     assert len(problems) == 1
     assert f"[{reg}]" in problems[0] and site["source"] in problems[0]
+
+
+ENTRY_ALLOCAS = ROOT / "tests" / "programs" / "entry_allocas.c"
+
+
+@pytest.mark.xfail(strict=True, reason="the live-value pass puts the entry migration point "
+                   "between the entry block's allocas, so the later ones become run-time "
+                   "stack allocations (issue 10)")
+@pytest.mark.parametrize("src,dst", [("x86_64", "aarch64"), ("aarch64", "x86_64")])
+def test_entry_allocas_migrate_with_auto_points(tmp_path, env, src, dst):
+    image = tmp_path / "entry_allocas.hexo"
+    p = run([HEXO, "build", ENTRY_ALLOCAS, "--auto-points", "-o", image])
+    assert p.returncode == 0, p.stderr
+    reference = run([UHYVE, "run", image, "--", "4"]).stdout
+    for point in (1, 2, 5):
+        (tmp_path / f"p{point}").mkdir()
+        legs = [(src, point), (dst, None)]
+        assert _chain(image, legs, env, tmp_path / f"p{point}", ["4"]) == reference
+
+
+def test_frame_of_run_time_size_is_refused_with_its_reason(large_frame, env, tmp_path):
+    """LLVM records UINT64_MAX as the size of a frame with run-time allocations: the
+    transform says so in one line instead of computing a stack pointer from it."""
+    from hexo import checkpoint
+    from hexo.transform import TransformError, transform
+    image, _ = large_frame
+    ck = tmp_path / "ck"
+    p = run([UHYVE, "run", image, "--checkpoint-at", "2", "--checkpoint-dir", ck, "--",
+             STEPS], env=env)
+    assert p.returncode == 0 and "checkpointed" in p.stderr, p.stderr
+    saved = checkpoint.Checkpoint(ck)
+    stack = next(a for a in saved.areas if a.kind == "stack")
+    img = Image(image)
+    src = metadata(img, "x86_64")
+    raw = metadata(img, "aarch64").raw
+    raw["sites"] = [dict(s, frame_size=2 ** 64 - 1) for s in raw["sites"]]
+    dst = stackmaps.load(stackmaps.dumps(raw))
+    with pytest.raises(TransformError, match="only known at run time"):
+        transform(src, dst, saved.meta["context"], stack.start, saved.read(stack))
