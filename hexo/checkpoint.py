@@ -225,4 +225,4 @@ class Checkpoint:
 
     @property
     def stored_bytes(self) -> int:
-        return sum(a.stored_size for a in self.areas)
+        return sum(a.stored_size for a in self.areas + self.kept_areas)

@@ -114,6 +114,10 @@ def _inspect_checkpoint(args) -> int:
         print(f"post-copy  pages from {m['postcopy']['server']} (page protocol "
               f"{'.'.join(map(str, m['postcopy']['protocol']))}); full checkpoint at the source: "
               f"{m['postcopy']['full_checkpoint']}")
+    if ck.source_isa:
+        print(f"kept       the {ck.source_isa} state it was transformed from (registers, "
+              f"{sum(a.size for a in ck.kept_areas)} bytes of stack): the job's safe copy "
+              f"until the target confirms")
     print(f"total      {sum(a.size for a in ck.areas)} bytes of application state, "
           f"{ck.stored_bytes} stored; guest RAM {m['mem_size'] >> 20} MiB")
     return 0

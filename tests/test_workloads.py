@@ -18,12 +18,7 @@ def test_npb_on_kvm_x86_64(images, kernel, klass):
     check(kernel, klass, p.stdout)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_npb_on_emulated_aarch64(images, kernel):
-    p = run([UHYVE, "run", images.get(f"npb-{kernel}", "S"), "--isa", "aarch64"])
-    assert p.returncode == 0, p.stderr
-    check(kernel, "S", p.stdout)
+# On the emulated aarch64 CPU: tests/test_corpus.py (class S, verified and equal to native).
 
 
 @pytest.mark.parametrize("kernel", ["is", "cg"])

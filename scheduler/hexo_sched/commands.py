@@ -26,7 +26,8 @@ def register(sub) -> None:
     s.add_argument("--list", dest="lists", action="append", default=[], type=Path,
                    metavar="FILE", help="a job-list file (repeatable)")
     s.add_argument("--vcpus", type=int, default=1)
-    s.add_argument("--mem", default="256M", help="guest RAM per job, e.g. 256M")
+    s.add_argument("--mem", default="256M", help="guest RAM per job, as uhyve-ctl's --mem: "
+                   "256M, 1G (a bare number is bytes); at least what the image needs")
     s.set_defaults(run=_submit)
     st = sub.add_parser("status", parents=[sd], help="jobs of the scheduler daemon: where they "
                         "run, estimated slowdowns, migrations")

@@ -227,13 +227,16 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
     """Run or restore a VM to its end; returns its exit status. `held`: the guest's output
     is held until the restored job confirms."""
     from hexo.image import ImageError
-
-    from .pager import SourceLost
-    from .pagewire import ProtocolError
     t0 = time.perf_counter()
+    refused, lost, unfinished = (ImageError, ValueError, OSError), (), ()  # + CheckpointError
+    if restore is not None:             # a plain run does not import the page protocol
+        from .pager import SourceLost
+        from .pagewire import ProtocolError
+        refused, lost = refused + (ProtocolError,), (SourceLost,)
+        unfinished = (SourceLost, OSError, ProtocolError)
     try:
         vm = _start_vm(args, restore, held.fds if held else (0, 1, 2))
-    except (ImageError, ValueError, OSError, ProtocolError) as e:   # CheckpointError too
+    except refused as e:
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
     with vm:
@@ -254,7 +257,8 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
                 print("uhyve-ctl: confirmed: the restored job passed a migration point",
                       file=sys.stderr, flush=True)
                 if held:
-                    held.release()
+                    with vm.ring.paused():      # no timer drain into the file being emptied
+                        held.release()
                 if server:
                     server.set_state(server.info["state"], confirmed=True)
             vm.migrator.on_point = confirmed
@@ -274,7 +278,7 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
         t1 = time.perf_counter()
         try:
             stop = vm.run(args.timeout)
-        except SourceLost as e:
+        except lost as e:
             return _source_lost(vm, server, e)
         t2 = time.perf_counter()
         if args.stats:
@@ -296,7 +300,7 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
         if vm.pager is not None:
             try:
                 vm.pager.finish()
-            except (SourceLost, OSError, ProtocolError) as e:
+            except unfinished as e:
                 print(f"uhyve-ctl: could not tell the page source we are done: {e}",
                       file=sys.stderr)
             if args.stats:
@@ -450,10 +454,14 @@ def main(argv=None) -> int:
     if args.cmd in ("run", "restore") and args.checkpoint_at is not None \
             and args.checkpoint_at < 1:
         _parser().error("--checkpoint-at counts from 1")
-    if args.cmd == "run":
-        return _execute(args)
-    return {"restore": _restore, "checkpoint": _checkpoint, "migrate": _checkpoint,
-            "ps": _ps}[args.cmd](args)
+    command = {"run": _execute, "restore": _restore, "checkpoint": _checkpoint,
+               "migrate": _checkpoint, "ps": _ps}[args.cmd]
+    try:
+        return command(args)
+    except Exception as e:            # the boundary: a defect is one sentence, not a traceback
+        from .migration import one_line_cause
+        print(f"uhyve-ctl: {one_line_cause(e, args.cmd)}", file=sys.stderr)
+        return EXIT_CRASH if args.cmd in ("run", "restore") else 1
 
 
 if __name__ == "__main__":

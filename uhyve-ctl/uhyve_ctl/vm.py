@@ -43,15 +43,16 @@ def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "aut
 
 
 def parse_size(text: str) -> int:
-    """'256M', '1G', '65536' -> bytes."""
+    """'256M', '1G', '65536' -> bytes (a bare number is bytes); zero or less is refused."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
+        size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except ValueError:
         raise ValueError(f"bad size '{text}' (examples: 512M, 2G)") from None
+    if size <= 0:
+        raise ValueError(f"size '{text}' must be positive (examples: 512M, 2G)")
+    return size
 
 
 class VirtualMachine:

@@ -1,0 +1,92 @@
+"""Overhead of migratable builds over the whole corpus (pyperf).
+
+    .venv/bin/python bench/corpus.py [--class W] [-o results.json] [pyperf options]
+
+Every program of hexo.workloads.CORPUS is built twice, plain (-O2) and --migratable
+(statepoints, restricted code generation), and both run side by side in this one run on KVM
+x86-64. The time compared is the guest's run time that `uhyve-ctl run --stats` reports (VM
+set-up excluded). Target: geometric mean of migratable / plain <= 1.05x. Class W by default
+(a fraction of a second to a few seconds per program natively); each run is checked to
+verify itself, so a wrong result cannot pass as a fast one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyperf
+
+from hexo.workloads import CORPUS
+from hexo_sched.agents import stats_run_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IMAGES = ROOT / "build" / "bench"
+TARGET = 1.05
+VERIFIED = re.compile(r"(?<!UN)SUCCESSFUL")
+
+
+def _path(workload: str, klass: str, migratable: bool) -> Path:
+    return IMAGES / f"{workload}.{klass}.{'migratable.hexo' if migratable else 'hexo'}"
+
+
+def build_images(klass: str) -> None:
+    """Once per run, in the parent process only (pyperf workers re-run this script)."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for workload in CORPUS:
+        for migratable in (False, True):
+            subprocess.run([BIN / "hexo", "build", "--workload", workload, "--class", klass,
+                            "-o", _path(workload, klass, migratable)]
+                           + (["--migratable"] if migratable else []),
+                           check=True, stdout=subprocess.DEVNULL)
+
+
+def guest_run_time(image: Path):
+    """A pyperf time function: the guest's run time as uhyve-ctl --stats reports it."""
+    def timed(loops: int) -> float:
+        total = 0.0
+        for _ in range(loops):
+            p = subprocess.run([BIN / "uhyve-ctl", "run", image, "--isa", "x86_64", "--stats"],
+                               capture_output=True, text=True)
+            if p.returncode != 0 or not VERIFIED.search(p.stdout):
+                raise RuntimeError(f"{image.name} did not verify:\n{p.stdout[-500:]}{p.stderr}")
+            total += stats_run_seconds(p.stderr)
+        return total
+    return timed
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=3, values=2, warmups=1,
+                           add_cmdline_args=lambda cmd, args: cmd.extend(["--class",
+                                                                          args.klass]))
+    runner.argparser.add_argument("--class", dest="klass", default="W",
+                                  help="problem class of every program (default W)")
+    args = runner.parse_args()
+    if not args.worker:
+        build_images(args.klass)
+    results = {}
+    for workload in CORPUS:
+        for migratable in (False, True):
+            name = f"{workload}-{args.klass}-{'migratable' if migratable else 'plain'}"
+            results[name] = runner.bench_time_func(
+                name, guest_run_time(_path(workload, args.klass, migratable)))
+    if args.worker or any(b is None for b in results.values()):
+        return
+    print(f"\nmigratable / plain build, guest run time on KVM x86-64, class {args.klass} "
+          f"(measured side by side in this run):")
+    ratios = []
+    for workload in CORPUS:
+        plain = results[f"{workload}-{args.klass}-plain"].mean()
+        mig = results[f"{workload}-{args.klass}-migratable"].mean()
+        ratios.append(mig / plain)
+        print(f"  {workload:12} {plain * 1e3:9.1f} ms -> {mig * 1e3:9.1f} ms  {mig / plain:5.3f}x")
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    print(f"  geometric mean over {len(ratios)} programs: {geo:.3f}x (target <= {TARGET}x)")
+
+
+if __name__ == "__main__":
+    main()
