@@ -191,8 +191,15 @@ def main(argv=None) -> int:
     m.add_argument("--json", action="store_true")
     sub.add_parser("counters", help="say whether hardware counters work here")
     args = p.parse_args(argv)
-    return {"simulate": simulate, "model": model_report, "counters": counters_report}[
-        args.cmd](args)
+    try:
+        return {"simulate": simulate, "model": model_report, "counters": counters_report}[
+            args.cmd](args)
+    except Exception as e:          # the boundary: one line, never a traceback
+        from hexo.errors import one_line
+        from .errors import SchedError
+        print(f"hexo-sched: error: {one_line(e, args.cmd, (SchedError, ValueError))}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

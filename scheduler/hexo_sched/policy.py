@@ -15,6 +15,8 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from .errors import SchedError
+
 
 class JobState(enum.Enum):
     QUEUED = "queued"
@@ -23,7 +25,7 @@ class JobState(enum.Enum):
     DONE = "done"
 
 
-class TransitionError(RuntimeError):
+class TransitionError(SchedError, RuntimeError):
     """An event that the current state does not allow (a driver bug, or a lost event)."""
 
 

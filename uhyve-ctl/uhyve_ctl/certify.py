@@ -19,12 +19,14 @@ import tempfile
 import time
 from typing import NamedTuple, Optional
 
+from .errors import UhyveError
+
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 DEFAULT_POINTS = "10%,50%,90%"
 
 
-class CertifyError(Exception):
+class CertifyError(UhyveError):
     """The check cannot be made (bad arguments, an image that does not run)."""
 
 
@@ -212,7 +214,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
     many there are in all, once known)."""
     import re
 
-    from .vm import parse_size
+    from hexo.sizes import parse_size
     mem = parse_size(args.mem) if args.mem else None
     try:
         ignore = [re.compile(p.encode()) for p in args.ignore]
