@@ -1,6 +1,6 @@
 """Frame shapes that once migrated wrong, each migrated at several points both ways and
-compared with the run that never moved; and the build-time analysis of registers the
-machine code keeps across calls (hexo/toolchain/liveregs.py)."""
+compared with the run that never moved; the build-time analysis of registers the machine
+code keeps across calls (hexo/toolchain/liveregs.py); the transform's refusals."""
 
 import os
 
@@ -34,16 +34,6 @@ def env(tmp_path):
     return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
 
 
-def test_large_frame_keeps_its_frame_base_in_a_register_on_aarch64(large_frame):
-    """The shape under test is really there: aarch64 addresses the far slots of the big
-    frame through a callee-saved register no record describes, x86-64 does not."""
-    image, _ = large_frame
-    metas = {isa: metadata(Image(image), isa).raw for isa in ("x86_64", "aarch64")}
-    bases = {isa: {r for s in m["sites"] for r, _ in s["frame_bases"]
-                   if r != m["abi"]["fp"]} for isa, m in metas.items()}
-    assert bases["aarch64"] and not bases["x86_64"]
-
-
 @pytest.mark.parametrize("legs", [
     [("x86_64", 1), ("aarch64", None)],
     [("x86_64", 2), ("aarch64", None)],
@@ -58,27 +48,79 @@ def test_large_frame_migrates_at_any_point(large_frame, env, tmp_path, legs):
     assert _chain(image, legs, env, tmp_path, [STEPS]) == reference
 
 
-def test_unrecorded_register_value_is_refused_at_build_time(large_frame, monkeypatch):
-    """A callee-saved register live after a call that is neither recorded nor a frame
-    address makes the build fail with the function and source line, not the migration."""
+# A function whose frame is too large for aarch64 load offsets: LLVM's local stack-slot
+# allocation keeps a frame address in x19 across the call (the shape NPB FT's cffts1 and an
+# NPB LU-like ssor had). {BASE} is how x19 gets its value.
+FRAME_BASE_ASM = """
+    .text
+    .globl f
+    .type f,@function
+f:
+    stp x29, x30, [sp, #-32]!
+    mov x29, sp
+    str x19, [sp, #16]
+    sub sp, sp, #9, lsl #12
+    {BASE}
+    str w0, [x19, #48]
+    bl g
+    ldr w0, [x19, #48]
+    add sp, sp, #9, lsl #12
+    ldr x19, [sp, #16]
+    ldp x29, x30, [sp], #32
+    ret
+    .size f, .-f
+"""
+
+
+def _analyse_asm(tmp_path, base: str):
+    """liveregs.analyse() on FRAME_BASE_ASM assembled for aarch64, with one call site."""
     from elftools.elf.elffile import ELFFile
 
     from hexo.toolchain import liveregs
-    image, _ = large_frame
-    img = Image(image)
-    meta = stackmaps.load(img.payload("meta.aarch64")).raw
-    site = next(s for s in meta["sites"] if s["frame_bases"])
-    reg = next(r for r, _ in site["frame_bases"] if r != meta["abi"]["fp"])
-    # The same machine code, but pretend the frame address was computed from a loaded
-    # value: strip the instruction that sets it from what the analysis may use.
-    elf_path = image.parent / "aarch64.elf"
-    elf_path.write_bytes(img.payload("elf.aarch64"))
-    with open(elf_path, "rb") as f:
+    src, obj = tmp_path / "f.s", tmp_path / "f.o"
+    src.write_text(FRAME_BASE_ASM.replace("{BASE}", base))
+    p = run(["llvm-mc", "-triple=aarch64-none-elf", "-filetype=obj", src, "-o", obj])
+    assert p.returncode == 0, p.stderr
+    site = {"function": "f", "function_addr": 0, "ra": 0x1c, "source": "f.c:7",
+            "cfa": [29, 32], "values": []}
+    with open(obj, "rb") as f:
         elf = ELFFile(f)
-        _, ends = stackmaps._functions(elf)
-        original = liveregs.frame_addresses
-        monkeypatch.setattr(liveregs, "frame_addresses", lambda isa, insns: {
-            a: hit for a, hit in original(isa, insns).items() if hit[0] != reg})
-        problems = liveregs.analyse(elf, "aarch64", [dict(site)], ends)
-    assert len(problems) == 1
-    assert f"[{reg}]" in problems[0] and site["source"] in problems[0]
+        size = next(s["st_size"] for s in elf.get_section_by_name(".symtab").iter_symbols()
+                    if s.name == "f")
+        problems = liveregs.analyse(elf, "aarch64", [site], {0: size})
+    return site, problems
+
+
+def test_frame_base_in_a_callee_saved_register_is_found(tmp_path):
+    site, problems = _analyse_asm(tmp_path, "sub x19, x29, #52")
+    assert problems == []
+    assert site["frame_bases"] == [[19, -32 - 52]]     # x29 = CFA - 32
+
+
+def test_unrecorded_register_value_is_refused_at_build_time(tmp_path):
+    """The same register loaded from memory holds a value no record describes: the build
+    fails with the function and source line, instead of the migration later."""
+    site, problems = _analyse_asm(tmp_path, "ldr x19, [x1]")
+    assert site["frame_bases"] == []
+    assert len(problems) == 1 and "[19]" in problems[0] and "f.c:7" in problems[0]
+
+
+def test_frame_of_run_time_size_is_refused_with_its_reason(large_frame, env, tmp_path):
+    """LLVM records UINT64_MAX as the size of a frame with run-time allocations: the
+    transform says so in one line instead of computing a stack pointer from it."""
+    from hexo import checkpoint
+    from hexo.transform import TransformError, transform
+    image, _ = large_frame
+    ck = tmp_path / "ck"
+    p = run([UHYVE, "run", image, "--checkpoint-at", "2", "--checkpoint-dir", ck, "--",
+             STEPS], env=env)
+    assert p.returncode == 0 and "checkpointed" in p.stderr, p.stderr
+    saved = checkpoint.Checkpoint(ck)
+    stack = next(a for a in saved.areas if a.kind == "stack")
+    img = Image(image)
+    src = metadata(img, "x86_64")
+    raw = metadata(img, "aarch64").raw
+    raw["sites"] = [dict(s, frame_size=2 ** 64 - 1) for s in raw["sites"]]
+    dst = stackmaps.load(stackmaps.dumps(raw))
+    with pytest.raises(TransformError, match="only known at run time"):
+        transform(src, dst, saved.meta["context"], stack.start, saved.read(stack))

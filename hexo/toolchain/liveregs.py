@@ -8,11 +8,15 @@ puts an address inside the frame (`sub x19, x29, #52`) in a callee-saved registe
 function entry and addresses the far slots from it. No record holds it; it is a fixed
 offset from the frame's CFA, so the transform can recompute it for the destination frame.
 
-`analyse()` disassembles each function that has call sites (capstone), finds the frame
-bases its entry block sets up, and computes by backward dataflow which callee-saved
-registers are read before being written after each return address. A register live there
-that is neither a recorded value, the frame pointer nor a frame base holds a value no
-record describes: the build is refused, because the job could not be moved correctly.
+`analyse()` disassembles each function that has call sites (capstone), finds the
+instructions that set a register to an address in the frame, and computes by backward
+dataflow which callee-saved registers are read before being written after each return
+address and by reaching definitions where their values come from. A live register whose
+every definition is one frame address is a frame base; one that holds neither a recorded
+value, the frame pointer nor a frame base holds a value no record describes, and the build
+is refused, because the job could not be moved correctly. (A function with an indirect
+jump, whose targets are in a table the disassembly does not follow, gets its frame bases
+but no such verdict.)
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ _X86_LEA = re.compile(r"^(\w+), \[(\w+)(?: ([+-]) (0x[0-9a-f]+|\d+))?\]$")
 
 
 def _dwarf_reg(isa: str, name: str) -> int | None:
-    """DWARF number of the callee-saved register `name` names (any width), else None."""
+    """DWARF number of the stack pointer or callee-saved register `name` names (any
+    width), else None."""
     if isa == "aarch64":
         m = re.fullmatch(r"[xw](\d+)", name)
         if m and 19 <= int(m[1]) <= 30:
@@ -182,7 +187,7 @@ def _ends_block(insn) -> bool:
 def _branch_target(insn) -> int | None:
     import capstone
     for op in insn.operands:
-        if op.type == getattr(capstone, "CS_OP_IMM", 2) and insn.group(capstone.CS_GRP_JUMP):
+        if op.type == capstone.CS_OP_IMM and insn.group(capstone.CS_GRP_JUMP):
             return op.imm
     return None
 
@@ -203,11 +208,10 @@ def successors(insns) -> list[list[int]]:
                 out.append(i + 1)
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
-            if target is not None:
-                if target in index:
-                    out.append(index[target])
-                if not _unconditional(insn) and i + 1 < n:
-                    out.append(i + 1)
+            if target in index:
+                out.append(index[target])
+            if target is not None and not _unconditional(insn) and i + 1 < n:
+                out.append(i + 1)
         elif i + 1 < n:
             out.append(i + 1)
         succ.append(out)
@@ -272,8 +276,7 @@ def _zeroing(insn) -> bool:
 
 
 def _unconditional(insn) -> bool:
-    m = insn.mnemonic
-    return m in ("b", "br", "jmp") or (m.startswith("jmp"))
+    return insn.mnemonic in ("b", "jmp")
 
 
 def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> list[str]:

@@ -247,8 +247,9 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
     with open(elf_path, "rb") as f:
         problems = liveregs.analyse(ELFFile(f), isa, out, ends)
     if problems:
-        raise StackMapError("machine code keeps values across calls that no record "
-                            "describes (a hexo defect):\n  " + "\n  ".join(problems))
+        more = f" (and {len(problems) - 1} more call sites)" if len(problems) > 1 else ""
+        raise StackMapError(f"{problems[0]}{more}; the job could not be moved there "
+                            f"(a hexo defect)\n  " + "\n  ".join(problems[1:]))
     return {"format": META_FORMAT, "version": list(META_VERSION), "isa": isa,
             "abi": ABI[isa], "symbols": symbols, "sites": out}
 
