@@ -35,10 +35,13 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/io.py
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
+	$(PY) bench/shortjob.py
 
 clean:
 	rm -rf build $(VENV)

@@ -39,12 +39,12 @@ PAGE_TABLE_END = 0x80000     # 112 pages: enough for MAX_MEM_SIZE on both ISAs
 IO_RING_ADDR = 0x80000       # struct hexo_io_ring: ring indices and writable fds
 IO_SWITCH_ADDR = 0x81000     # IO_SWITCH_SLOTS struct hexo_io_switch: where the fd changes
 IO_SWITCH_SLOTS = 2048
-IO_DATA_ADDR = 0xC0000       # the ring's bytes
+IO_DATA_ADDR = 0xBF000       # the ring's bytes, up to the stack guard page
 IO_DATA_SIZE = 0x40000
 IO_RING_FDS = 128            # guest fds the writable bitmap covers
 STACK_BOTTOM = 0x100000      # the single task stack, at the same address on every ISA
 STACK_GUARD = STACK_BOTTOM - 0x1000  # unmapped: a stack overflow faults here instead of
-                                    # overwriting the page tables below
+                                    # overwriting the I/O ring below
 STACK_TOP = 0x800000
 IMAGE_BASE = 0x800000        # link address of every image; heap follows the image
 MEM_ALIGN = 2 << 20          # guest RAM size granule (one large page)
@@ -218,7 +218,7 @@ FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000}
 # errno values as the guest's C library (newlib) numbers them.
 ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
          "EFAULT": 14, "EEXIST": 17, "ENOTDIR": 20, "EISDIR": 21, "EINVAL": 22,
-         "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "ENAMETOOLONG": 91,
+         "EMFILE": 24, "ENOSPC": 28, "ESPIPE": 29, "EROFS": 30, "EPIPE": 32, "ENAMETOOLONG": 91,
          "ENOSYS": 88}
 
 MAX_PATH = 4096

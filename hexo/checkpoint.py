@@ -28,6 +28,8 @@ import os
 import zlib
 from typing import Callable, Iterable, NamedTuple
 
+from .errors import HexoError
+
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
@@ -36,7 +38,7 @@ POSTCOPY_MAJOR = 2      # a checkpoint with remote areas: a 1.x reader must refu
 MANIFEST = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HexoError, ValueError):
     """A checkpoint that cannot be used, with the reason."""
 
 
@@ -225,4 +227,4 @@ class Checkpoint:
 
     @property
     def stored_bytes(self) -> int:
-        return sum(a.stored_size for a in self.areas)
+        return sum(a.stored_size for a in self.areas + self.kept_areas)

@@ -45,8 +45,13 @@ def test_struct_pack_roundtrip():
 
 def test_memory_map_is_ordered_and_page_aligned():
     regions = [abi.BOOT_INFO_ADDR, abi.SHARED_PAGE_ADDR, abi.DOORBELL_ADDR, abi.ARGS_ADDR,
-               abi.GDT_ADDR, abi.PAGE_TABLE_ADDR, abi.STACK_BOTTOM, abi.IMAGE_BASE]
+               abi.GDT_ADDR, abi.PAGE_TABLE_ADDR, abi.IO_RING_ADDR, abi.IO_SWITCH_ADDR,
+               abi.IO_DATA_ADDR, abi.STACK_GUARD, abi.STACK_BOTTOM, abi.IMAGE_BASE]
     assert regions == sorted(regions)
     assert all(r % abi.PAGE_SIZE == 0 for r in regions)
     assert abi.ARGS_ADDR + abi.ARGS_SIZE <= abi.GDT_ADDR
+    assert abi.PAGE_TABLE_END <= abi.IO_RING_ADDR
+    assert abi.IO_RING.size <= abi.IO_SWITCH_ADDR - abi.IO_RING_ADDR
+    assert abi.IO_SWITCH_ADDR + abi.IO_SWITCH.size * abi.IO_SWITCH_SLOTS <= abi.IO_DATA_ADDR
+    assert abi.IO_DATA_ADDR + abi.IO_DATA_SIZE <= abi.STACK_GUARD
     assert abi.STACK_TOP == abi.IMAGE_BASE

@@ -64,6 +64,9 @@ def test_cross_isa_checkpoint_keeps_the_source_state_and_both_resume(image, refe
     assert c.source_isa == src and c.source_copy().meta["isa"] == src
     stacks = [a for a in c.source_copy().areas if a.kind == "stack"]
     assert len(stacks) == 1 and stacks[0].file.startswith("source-")
+    shown = run([HEXO, "inspect", ck])
+    assert shown.returncode == 0 and f"kept       the {src} state it was transformed from" \
+        in shown.stdout, shown.stdout + shown.stderr
     transformed = run([UHYVE, "restore", ck, "--isa", OTHER[src]], env=env, timeout=300)
     kept = run([UHYVE, "restore", ck, "--source-copy"], env=env, timeout=300)
     assert transformed.returncode == 0, transformed.stderr

@@ -33,17 +33,17 @@ def write(tmp_path, df, header=HEADER):
 
 def test_exact_linear_relation_gives_perfect_lobo(tmp_path):
     ds = load_dataset(write(tmp_path, synthetic()))
-    m = evaluate(ds.labelled("toy"), "toy")
+    m = evaluate(ds.labelled("toy"), "toy", "raw")
     assert m["train_r2"] == pytest.approx(1.0, abs=1e-9)
     assert m["lobo_r2"] == pytest.approx(1.0, abs=1e-9)
     assert m["lobo_mape_pct"] == pytest.approx(0.0, abs=1e-6)
-    fit = SlowdownModel("toy").fit(ds.labelled())
+    fit = SlowdownModel("toy", "raw").fit(ds.labelled())
     np.testing.assert_allclose(fit.reg.coef_, [1e-9, 5e-8, 3e-6], rtol=1e-6)
 
 
 def test_lobo_holds_out_whole_benchmarks():
     df = synthetic(noise=0.3, seed=1)
-    held = lobo(df, "toy")
+    held = lobo(df, "toy", "raw")
     for b in df["benchmark"].unique():
         train = df[df["benchmark"] != b]
         x = np.c_[np.ones(len(train)), train[FEATURES].to_numpy()]
@@ -51,7 +51,7 @@ def test_lobo_holds_out_whole_benchmarks():
         test = df[df["benchmark"] == b]
         expect = np.c_[np.ones(len(test)), test[FEATURES].to_numpy()] @ coef
         np.testing.assert_allclose(held.loc[test.index, "predicted"], expect, rtol=1e-6)
-    m = evaluate(df, "toy")
+    m = evaluate(df, "toy", "raw")
     y, p = df["slowdown"].to_numpy(), held["predicted"].to_numpy()
     assert m["lobo_mape_pct"] == pytest.approx(100 * np.mean(np.abs((y - p) / y)))
     assert m["lobo_r2"] == pytest.approx(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2))
@@ -68,7 +68,7 @@ def test_too_little_data_is_refused_with_a_reason():
 
 def test_predictions_are_held_in_the_training_range():
     df = synthetic()
-    m = SlowdownModel("toy").fit(df)
+    m = SlowdownModel("toy", "raw").fit(df)
     est, clipped = m.predict([1e12, 0, 0])
     assert clipped and est == pytest.approx(df["slowdown"].max())
     row = df.iloc[0]

@@ -1,9 +1,14 @@
 """Scheduler policies on small hand-made clusters: decisions, reasons, transitions, invariants."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from hexo_sched.policy import (ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Machine,
-                               Migrate, Run, TransitionError, Wait, check_invariants)
+from hexo_sched.policy import (ClusterState, CostAwarePolicy, HexoPolicy, InvariantError, Job,
+                               JobState, Machine, Migrate, Run, TransitionError, Wait,
+                               check_invariants)
 
 
 def cluster(server_cores=2, boards=1, board_cores=2, board_ram=1024, link=100.0):
@@ -162,13 +167,27 @@ def test_invariant_checker_catches_oversubscription_and_double_placement():
     st.queue.remove("b")
     b = st.jobs["b"]
     b.state, b.location = JobState.RUNNING, "srv"
-    with pytest.raises(AssertionError, match="cores used"):
+    with pytest.raises(InvariantError, match="cores used"):
         check_invariants(st)
     b.location = "b0"
+    # consistent as a placement, but edited behind the transitions: the indexes disagree
+    with pytest.raises(InvariantError, match="b0: holder index"):
+        check_invariants(st)
+    st._reindex()
     check_invariants(st)
     b.state = JobState.QUEUED
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantError):
         check_invariants(st)
+
+
+def test_invariant_checks_survive_python_O(tmp_path):
+    code = ("from hexo_sched.policy import *\n"
+            "st = ClusterState([Machine('s', 'server', 'x', 2, 1024)])\n"
+            "st.submit(Job('a')); st.start('a', 's'); st.jobs['a'].location = None\n"
+            "try:\n    check_invariants(st)\nexcept InvariantError as e:\n    print('caught', e)\n")
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.stdout.startswith("caught s: holder index"), out.stderr
 
 
 # -- our cost-aware policy ---------------------------------------------------------------------

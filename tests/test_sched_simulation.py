@@ -1,8 +1,10 @@
 """The simulated cluster: invariants under random clusters and workloads, HEXO's §5.2 numbers,
 and where our policy beats HEXO's."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,8 +13,8 @@ from hexo_sched import paper
 from hexo_sched.cli import main as cli_main
 from hexo_sched.energy import table1_models
 from hexo_sched.policy import JobState, Machine, Migrate, Run
-from hexo_sched.simulation import (JobProfile, Simulation, compare_policies, plot,
-                                   run_experiment)
+from hexo_sched.simulation import (JobProfile, Simulation, paper_profiles, plot, policy_claim,
+                                   run_experiment, run_setups)
 
 
 @st.composite
@@ -68,39 +70,70 @@ def hexo_run():
     return run_experiment()["results"]["hexo"]
 
 
-def gain(res, jobs, setup, key="throughput_gain_pct"):
+def gain(res, jobs, setup, key="work_gain_pct"):
     return res[jobs][setup][key]
 
 
-def test_xp_reproduces_paper_where_job_length_is_pinned(hexo_run):
-    # The assumed Xeon run time (290 s) was inferred from these very figures, so the one-board
-    # setup must land on them (within 2 points: one job in 36 is 2.8 points).
-    for jobs in ("EP", "EP+CG", "mix5"):
-        assert gain(hexo_run, jobs, "XP") == pytest.approx(
-            paper.THROUGHPUT_GAIN_PCT[jobs]["XP"], abs=2.0)
-    for jobs in ("EP", "mix5"):
-        assert gain(hexo_run, jobs, "XP", "jobs_per_kj_gain_pct") == pytest.approx(
-            paper.JOBS_PER_KJ_GAIN_PCT[jobs]["XP"], abs=1.0)
+def steady_state_gain(benchmark, boards):
+    """The mechanism, by hand: a board core does c/s of a loaded server core's work (c: the
+    server's contention, s: the board slowdown measured alone); 3 cores a machine."""
+    p = paper_profiles()[benchmark]
+    return 100.0 * boards * p.server_contention / p.slowdown
 
 
-def test_x3p_direction_and_rough_magnitude(hexo_run):
-    # Three boards: the same direction and order as the paper; the simulator, which has no
-    # contention or migration overhead beyond I/O, sits up to 20 points off (EP +86 vs +67).
-    for jobs in ("EP", "EP+CG", "mix5"):
-        g = gain(hexo_run, jobs, "X3P")
-        assert g > gain(hexo_run, jobs, "XP") > 0
-        assert g == pytest.approx(paper.THROUGHPUT_GAIN_PCT[jobs]["X3P"], abs=20.0)
-    order = [gain(hexo_run, j, "X3P") for j in ("EP", "EP+CG", "mix5", "CG")]
-    assert order == sorted(order, reverse=True)
-    # CG (30x) gains little in the paper (+4.3/+13%); an offloaded CG job needs over 2 h on
-    # the board here, so none completes within the hour
-    assert 0 <= gain(hexo_run, "CG", "X3P") < 15
+def test_single_benchmark_rows_follow_the_mechanism(hexo_run):
+    # within 5 points of the steady-state value (migrations cost the rest)
+    for bench in ("EP", "CG"):
+        for setup, boards in (("XP", 1), ("X3P", 3)):
+            assert gain(hexo_run, bench, setup) == pytest.approx(
+                steady_state_gain(bench, boards), abs=5.0), (bench, setup)
+
+
+#: Rows of the paper's §5.2 figures the simulator does not reproduce within 10 points, and why
+#: (README, "What the simulation gives"): with boards as fast as their lone-run slowdowns say,
+#: EP gains 1/3 of a server per board; the paper's EP figures imply about a quarter less.
+OUTSIDE_10_POINTS = {("EP", "X3P", "work_gain_pct"), ("EP+CG", "X3P", "work_gain_pct"),
+                     ("mix5", "X3P", "work_gain_pct"), ("EP", "X3P", "work_per_kj_gain_pct")}
+
+
+def test_rows_against_the_paper_within_10_points_except_the_reported_ones(hexo_run):
+    outside = set()
+    for jobs in paper.JOB_SETS:
+        for setup in ("XP", "X3P"):
+            for key, published in (("work_gain_pct", paper.THROUGHPUT_GAIN_PCT),
+                                   ("work_per_kj_gain_pct", paper.JOBS_PER_KJ_GAIN_PCT)):
+                want = published[jobs][setup]
+                if want is not None and abs(gain(hexo_run, jobs, setup, key) - want) > 10:
+                    outside.add((jobs, setup, key))
+    assert outside == OUTSIDE_10_POINTS
+
+
+def test_cg_rows_come_from_contention_and_its_slowdown():
+    # {CG} XP gave the contention; X3P is then a prediction, within 2 points of the paper
+    res = run_experiment({"CG": ("CG",)}, ("X", "XP", "X3P"))["results"]["hexo"]
+    assert gain(res, "CG", "XP") == pytest.approx(paper.THROUGHPUT_GAIN_PCT["CG"]["XP"], abs=1)
+    assert gain(res, "CG", "X3P") == pytest.approx(paper.THROUGHPUT_GAIN_PCT["CG"]["X3P"],
+                                                   abs=2)
+    # a different CG slowdown gives a different answer, outside those bounds
+    slow = {b: dataclasses.replace(p, slowdown=100.0 if b == "CG" else p.slowdown)
+            for b, p in paper_profiles().items()}
+    rows = run_setups(("CG",), ("X", "XP", "X3P"), profiles=slow)
+    assert gain({"CG": rows}, "CG", "XP") < paper.THROUGHPUT_GAIN_PCT["CG"]["XP"] - 2
+    assert gain({"CG": rows}, "CG", "X3P") < paper.THROUGHPUT_GAIN_PCT["CG"]["X3P"] - 5
+
+
+def test_work_gains_do_not_depend_on_the_assumed_job_length():
+    short = run_experiment({"mix5": paper.JOB_SETS["mix5"]}, ("X", "XP"), work_s=30.0)
+    long = run_experiment({"mix5": paper.JOB_SETS["mix5"]}, ("X", "XP"), work_s=120.0)
+    a = short["results"]["hexo"]["mix5"]["XP"]["work_gain_pct"]
+    b = long["results"]["hexo"]["mix5"]["XP"]["work_gain_pct"]
+    assert a == pytest.approx(b, abs=3.0)
 
 
 def test_two_servers_double_throughput_at_equal_efficiency(hexo_run):
     for jobs in paper.JOB_SETS:
-        assert gain(hexo_run, jobs, "2X") == pytest.approx(100.0)
-        assert gain(hexo_run, jobs, "2X", "jobs_per_kj_gain_pct") == pytest.approx(0.0)
+        assert gain(hexo_run, jobs, "2X") == pytest.approx(100.0, abs=0.1)
+        assert gain(hexo_run, jobs, "2X", "work_per_kj_gain_pct") == pytest.approx(0.0, abs=0.1)
 
 
 def test_energy_gain_is_throughput_gain_times_power_ratio(hexo_run):
@@ -109,21 +142,24 @@ def test_energy_gain_is_throughput_gain_times_power_ratio(hexo_run):
     for jobs in ("EP", "EP+CG", "mix5"):
         for setup, boards in (("XP", 1), ("X3P", 3)):
             expect = 100 * ((1 + gain(hexo_run, jobs, setup) / 100) * x / (x + boards * p) - 1)
-            assert gain(hexo_run, jobs, setup, "jobs_per_kj_gain_pct") == pytest.approx(
+            assert gain(hexo_run, jobs, setup, "work_per_kj_gain_pct") == pytest.approx(
                 expect, abs=1.0)
 
 
-def test_cost_aware_beats_hexo_on_mixes_and_matches_it_on_ep():
-    sc = {k: v for k, v in __import__("hexo_sched.simulation", fromlist=["COMPARISONS"])
-          .COMPARISONS.items() if k in ("EP", "EP+CG", "mix5", "FT+MG@10Mb/s")}
-    cmp = compare_policies(sc, setups=("X", "X3P"), seeds=(0, 1, 2))["scenarios"]
-
-    def g(name, pol):
-        return cmp[name]["results"][pol]["X3P"]["throughput_gain_pct"]
-
-    for name in ("EP+CG", "mix5", "FT+MG@10Mb/s"):
-        assert g(name, "cost-aware") > g(name, "hexo") + 10, name
-    assert g("EP", "cost-aware") == pytest.approx(g("EP", "hexo"), abs=5)
+def test_policy_claim_on_work_done_at_two_horizons():
+    claim = policy_claim(horizons_h=(1, 4), seeds=(0, 1, 2))["results"]
+    for h in ("1h", "4h"):
+        r = {n: (v["work_gain_pct"], v["ci95"]) for n, v in claim[h].items()}
+        (ours, ci_o), (hexo, ci_h) = r["cost-aware"], r["hexo"]
+        # ours does more work than HEXO's, beyond the seeds' spread, but not +10 %
+        assert ours - hexo > ci_o + ci_h and ours - hexo > 5.0, h
+        assert (100 + ours) / (100 + hexo) < 1.10
+        # with its extras off it is HEXO's policy again
+        assert r["cost-aware, no extras"][0] == pytest.approx(hexo, abs=2.0)
+        # each extra adds work; a reserve for the whole queue holds board cores idle
+        assert r["cost-aware, no direct start"][0] < ours
+        assert r["cost-aware, no reserve"][0] < ours
+        assert r["cost-aware, reserve for the whole queue"][0] < ours
 
 
 def test_experiment_output_is_json_with_gains(tmp_path):
@@ -144,3 +180,45 @@ def test_cli_simulate_json(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["results"]["hexo"]["EP+CG"]) == {"X", "XP"}
     assert doc["duration_s"] == 1800
+
+
+def test_cli_simulate_at_scale_reports_decision_cost(capsys):
+    assert cli_main(["simulate", "--boards", "6", "--queued", "40", "--server-cores", "4",
+                     "--jobs", "mix5", "--duration", "20m", "--policy", "both", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["boards"], doc["queued"], doc["server_cores"]) == (6, 40, 4)
+    for pol in ("hexo", "cost-aware"):
+        r = doc["results"][pol]
+        d = r["decision_ms"]
+        assert d["count"] > 40 and 0 <= d["p50"] <= d["p99"] <= d["max"]
+        assert r["jobs_completed"] > 0 and r["migrations"] > 0
+
+
+def test_scale_cluster_keeps_its_invariants_with_a_long_queue():
+    from hexo_sched.simulation import build_scale_cluster
+    for pol in ("hexo", "cost-aware"):
+        sim = Simulation(build_scale_cluster(8, 6), paper.JOB_SETS["mix5"], pol, duration=900,
+                         queue_depth=300, check=True)
+        r = sim.run()
+        assert len(sim.state.queue) == 300 and r["migrations"] > 0
+
+
+def test_estimate_error_shows_in_the_results():
+    exact = run_experiment({"EP+CG": ("EP", "CG")}, ("X", "XP"))["results"]["hexo"]
+    # told EP is 60x (20 times its slowdown), HEXO offloads CG instead, which helps less
+    wrong = run_experiment({"EP+CG": ("EP", "CG")}, ("X", "XP"),
+                           estimate_bias={"EP": 20.0})["results"]["hexo"]
+    assert gain(wrong, "EP+CG", "XP") < gain(exact, "EP+CG", "XP") - 10
+
+
+def test_model_bias_is_the_held_out_error_per_benchmark():
+    from hexo_sched.cli import model_bias
+    from hexo_sched.model import lobo, load_dataset
+    from hexo_sched.model import EMULATED_DATASET
+    bias = model_bias(str(EMULATED_DATASET))
+    rows = load_dataset(EMULATED_DATASET).labelled("emulated-aarch64")
+    held = lobo(rows, "emulated-aarch64")
+    cg = held[held["benchmark"] == "CG"]
+    ratios = (cg["predicted_clipped"] / cg["slowdown"]).to_numpy()
+    assert bias["CG"] == pytest.approx(float(np.exp(np.log(ratios).mean())))
+    assert set(bias) <= set(paper.POTATO_SLOWDOWN) | set(paper.POTATO_SLOWDOWN_FIG1)

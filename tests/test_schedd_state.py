@@ -75,9 +75,10 @@ def test_state_file_is_replaced_whole_and_a_corrupt_one_is_kept(tmp_path):
     assert f.load() is None
     f.save({"a": 1})
     f.save({"a": 2})
-    assert f.load() == {"a": 2} and os.listdir(tmp_path) == ["state.json"]
+    assert f.load() == {"a": 2}
+    assert sorted(os.listdir(tmp_path)) == ["state.json", "state.json.prev"]
     (tmp_path / "state.json").write_text('{"a": ')
-    with pytest.raises(StateFileError, match="left as it is"):
+    with pytest.raises(StateFileError, match="not valid JSON.*left as it is"):
         f.load()
     assert (tmp_path / "state.json").read_text() == '{"a": '
 
@@ -302,6 +303,46 @@ def test_a_vm_serving_or_pulling_pages_is_never_killed(tmp_path):
             vm.wait()
 
 
+def test_a_restore_confirms_only_past_a_migration_point_and_fails_with_its_cause(tmp_path):
+    """A restored VM that is merely running has not confirmed (the daemon gives up on it and
+    stops it); the `confirmed:` line of its own segment confirms it; one that ended before
+    that fails with uhyve-ctl's one-line cause."""
+    from types import SimpleNamespace
+
+    from hexo_sched.agents import MachineAgent
+    cfg = server_only_config(tmp_path)
+    cfg.write_text(cfg.read_text() + f'uhyve_ctl = "{UHYVE}"\n')
+    agent = MachineAgent(load(cfg).machines[0])
+    (tmp_path / "run").mkdir(mode=0o700)
+    seg = tmp_path / "work" / "job-1"
+    seg.mkdir(parents=True)
+    daemon = SimpleNamespace(cfg=SimpleNamespace(confirm_timeout_s=1.0),
+                             _pause=lambda a: time.sleep(0.02))
+    daemon._probe1 = lambda a, j, n: schedd.Daemon._probe1(daemon, a, j, n)
+    vm = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run" / "job-1.json").write_text(json.dumps(
+            {"name": "job-1", "pid": vm.pid, "state": "running", "confirmed": True}))
+        (seg / "seg1.err").write_text("uhyve-ctl: confirmed: the restored job passed a "
+                                      "migration point\n")
+        (seg / "seg2.err").write_text("")     # the same VM name, a later segment: not yet
+        schedd.Daemon._confirm(daemon, agent, "job-1", 1)
+        assert agent.probe([("job-1", 2)])[("job-1", 2)].vm_state == "running"
+        with pytest.raises(schedd.MigrationFailed, match="did not confirm job-1"):
+            schedd.Daemon._confirm(daemon, agent, "job-1", 2)
+        assert vm.wait(10) == -9                         # given up on: stopped
+    finally:
+        vm.kill()
+        vm.wait()
+    (seg / "seg3.err").write_text("uhyve-ctl: guest stopped: aarch64 data abort at pc 0x0\n"
+                                  "uhyve-ctl: registers: pc=0x0\n")
+    (seg / "seg3.rc").write_text("125\n")
+    with pytest.raises(schedd.MigrationFailed) as failed:
+        schedd.Daemon._confirm(daemon, agent, "job-1", 3)
+    assert str(failed.value) == ("restore of job-1 on server ended with status 125: guest "
+                                 "stopped: aarch64 data abort at pc 0x0")
+
+
 @needs_kvm
 def test_server_jobs_vcpu_threads_are_sampled_where_counters_exist(tmp_path, images,
                                                                     monkeypatch):
@@ -335,3 +376,88 @@ def test_server_jobs_vcpu_threads_are_sampled_where_counters_exist(tmp_path, ima
     finally:
         vm.kill()
         vm.wait()
+
+
+def test_refused_submits_leave_no_trace_and_status_keeps_working(tmp_path, images):
+    d = schedd.Daemon(load(server_only_config(tmp_path)))
+    image = str(images.get("hello"))
+    from hexo.image import Image
+    assert Image(image).manifest["memory"]["min_mem"] > 1 << 20     # so that 1M is refused
+    bad = [({"image": image, "vcpus": 0}, "vcpus must be a positive whole number"),
+           ({"image": image, "vcpus": -1}, "vcpus must be a positive whole number"),
+           ({"image": image, "vcpus": 1.5}, "vcpus must be a positive whole number"),
+           ({"image": image, "vcpus": True}, "vcpus must be a positive whole number"),
+           ({"image": image, "vcpus": "1"}, "vcpus must be a positive whole number"),
+           ({"image": image, "mem": "0"}, "must be positive"),
+           ({"image": image, "mem": 0}, "mem must be positive"),
+           ({"image": image, "mem": "lots"}, "bad size"),
+           ({"image": image, "mem": 1.5}, "mem must be a size"),
+           ({"image": image, "mem": "1M"}, "MiB this image needs"),
+           ({"image": image, "mem": "8"}, "MiB this image needs"),      # MiB, as everywhere
+           ({"image": image, "cores": 2}, r"unknown job field\(s\) cores"),
+           ({"image": "hello.hexo"}, "absolute path"),
+           ({"image": ["/x"]}, "absolute path"),
+           ({"image": str(tmp_path / "none.hexo")}, "no such image file"),
+           ({"image": image, "vcpus": 3}, "fit on no machine"),
+           ("job", "must be a JSON object")]
+    for spec, message in bad:
+        with pytest.raises(api.ApiError, match=message):
+            d.handle({"op": "submit", "jobs": [{"image": image}, spec]})
+        st = d.handle({"op": "status"})
+        assert st["jobs"] == [] and st["queue"] == [], spec
+    for jobs in (None, [], "x", {"image": image}):
+        with pytest.raises(api.ApiError, match="non-empty list of jobs"):
+            d.handle({"op": "submit", "jobs": jobs})
+    assert d.handle({"op": "submit", "jobs": [{"image": image, "mem": "64M"}]})["jobs"] == \
+        ["job-1"]
+    job = d.handle({"op": "status"})["jobs"][0]
+    assert job["id"] == "job-1" and job["mem_mb"] == 64
+
+
+def test_finished_job_metric_has_the_outcome_status_shows(tmp_path):
+    cfg_path = server_only_config(tmp_path)
+    write_state(cfg_path, [("job-1", 1, True)])
+    (tmp_path / "work" / "job-1").mkdir(parents=True)
+    (tmp_path / "work" / "job-1" / "seg0.err").write_text("")
+    (tmp_path / "work" / "job-1" / "seg0.out").write_text("done\n")
+    (tmp_path / "work" / "job-1" / "seg0.rc").write_text("3\n")
+    d = schedd.Daemon(load(cfg_path))
+    d.poll_once()
+    outcome = d.handle({"op": "status"})["jobs"][0]["outcome"]
+    assert outcome == "exit 3"
+    from prometheus_client import generate_latest
+    text = generate_latest(d.metrics.registry).decode()
+    assert 'hexo_jobs_completed_total{outcome="exit 3"} 1.0' in text
+
+
+def test_state_file_checksum_refuses_any_damage_and_names_the_previous_copy(tmp_path):
+    st, recs = populated()
+    f = StateFile(tmp_path / "state.json")
+    f.save(dump(st, recs, [], 4))
+    first = (tmp_path / "state.json").read_bytes()
+    f.save(dump(st, recs, [{"reason": "second"}], 4))
+    assert (tmp_path / "state.json.prev").read_bytes() == first
+    good = (tmp_path / "state.json").read_bytes()
+    expect = f.load()
+    rng = __import__("random").Random(7)
+    refused = 0
+    for _ in range(200):
+        pos, byte = rng.randrange(len(good)), rng.randrange(256)
+        damaged = good[:pos] + bytes([byte]) + good[pos + 1:]
+        (tmp_path / "state.json").write_bytes(damaged)
+        try:
+            data = f.load()
+        except StateFileError as e:
+            refused += 1
+            assert "damaged" in str(e) and "state.json.prev" in str(e) and "intact" in str(e)
+            assert (tmp_path / "state.json").read_bytes() == damaged     # kept as it is
+            continue
+        assert data == expect, f"byte {pos} set to {byte} was accepted with other contents"
+    assert refused > 150
+    # a file from before checksums (format 1.0) still loads; a 1.1 file without one does not
+    old = dump(st, recs, [], 4)
+    (tmp_path / "state.json").write_text(json.dumps({**old, "version": [1, 0]}))
+    assert f.load()["version"] == [1, 0]
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    with pytest.raises(StateFileError, match="no checksum"):
+        f.load()

@@ -58,59 +58,119 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
-def frame_bases(isa: str, insns) -> dict[int, int]:
-    """Callee-saved registers that the entry block (up to its first branch or call) leaves
-    holding CFA + constant: {DWARF register: offset from the CFA}."""
+def _evaluate(isa: str, insn, known: dict[int, int]) -> tuple[int, int] | None:
+    """Update `known` (register -> CFA offset of the address it holds) for one instruction;
+    return (register, CFA offset) when it sets a register to such an address."""
     sp = ABI[isa]["sp"]
-    known = {sp: -8 if isa == "x86_64" else 0}     # register -> CFA offset
-    for insn in insns:
+    text, mnem = insn.op_str, insn.mnemonic
+    _, written = insn.regs_access()
+    dests = {_dwarf_reg(isa, insn.reg_name(r)) for r in written}
+    value = None
+    if isa == "aarch64":
+        wb = _A64_WRITEBACK.search(text) or _A64_POSTINDEX.search(text)
+        if wb and sp in known:
+            known[sp] += _int(wb[1])
+            dests.discard(sp)
+        m = _A64_ADDSUB.match(text)
+        if mnem in ("add", "sub") and m:
+            src = _dwarf_reg(isa, m[2])
+            delta = _int(m[3]) << int(m[4] or 0)
+            if src in known:
+                value = known[src] + (delta if mnem == "add" else -delta)
+        elif mnem == "mov" and text.endswith(", sp") and sp in known:
+            value = known[sp]
+    else:
+        if mnem in ("push", "pop") and sp in known:
+            known[sp] += 8 if mnem == "pop" else -8
+            dests.discard(sp)
+        m = _X86_LEA.match(text)
+        if mnem in ("sub", "add") and text.startswith("rsp, ") and sp in known:
+            try:
+                value = known[sp] + (-1 if mnem == "sub" else 1) * _int(text[5:])
+            except ValueError:
+                value = None
+        elif mnem == "mov" and ", " in text:
+            value = known.get(_dwarf_reg(isa, text.split(", ")[1]))
+        elif mnem == "lea" and m and _dwarf_reg(isa, m[2]) in known:
+            off = _int(m[4]) if m[4] else 0
+            value = known[_dwarf_reg(isa, m[2])] + (-off if m[3] == "-" else off)
+    target = _dwarf_reg(isa, text.split(",")[0])
+    for d in dests:
+        known.pop(d, None)
+    if value is None or target is None:
+        return None
+    known[target] = value
+    return target, value
+
+
+def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
+    """Instructions that set a register to an address in the frame: {instruction address:
+    (DWARF register, offset from the CFA)}. The stack pointer is followed through the
+    prologue (the entry block up to its first branch or call); after it, it stays put
+    (migratable code has no dynamic stack allocation), and so does the frame pointer."""
+    sp, fp = ABI[isa]["sp"], ABI[isa]["fp"]
+    known = {sp: -8 if isa == "x86_64" else 0}
+    out = {}
+    body = len(insns)
+    for i, insn in enumerate(insns):
         if _ends_block(insn):
+            body = i
             break
-        text, mnem = insn.op_str, insn.mnemonic
-        _, written = insn.regs_access()
-        dests = {_dwarf_reg(isa, insn.reg_name(r)) for r in written}
-        value = None
-        if isa == "aarch64":
-            wb = _A64_WRITEBACK.search(text) or _A64_POSTINDEX.search(text)
-            if wb and sp in known:
-                known[sp] += _int(wb[1])
-                dests.discard(sp)
-            m = _A64_ADDSUB.match(text)
-            if mnem in ("add", "sub") and m:
-                src = _dwarf_reg(isa, m[2])
-                delta = _int(m[3]) << int(m[4] or 0)
-                if src in known:
-                    value = known[src] + (delta if mnem == "add" else -delta)
-            elif mnem == "mov" and text.endswith(", sp") and sp in known:
-                value = known[sp]
-        else:
-            if mnem == "push" and sp in known:
-                known[sp] -= 8
-                dests.discard(sp)
-            elif mnem == "pop" and sp in known:
-                known[sp] += 8
-                dests.discard(sp)
-            m = _X86_LEA.match(text)
-            if mnem in ("sub", "add") and text.startswith("rsp, ") and sp in known:
-                try:
-                    value = known[sp] + (-1 if mnem == "sub" else 1) * _int(text[5:])
-                except ValueError:
-                    value = None
-            elif mnem == "mov" and ", " in text:
-                src = _dwarf_reg(isa, text.split(", ")[1])
-                value = known.get(src) if src is not None else None
-            elif mnem == "lea" and m:
-                src = _dwarf_reg(isa, m[2])
-                if src in known:
-                    off = _int(m[4]) if m[4] else 0
-                    value = known[src] + (-off if m[3] == "-" else off)
-        target = _dwarf_reg(isa, text.split(",")[0])
-        for d in dests:
-            known.pop(d, None)
-        if value is not None and target is not None:
-            known[target] = value
-    known.pop(sp, None)
-    return known
+        hit = _evaluate(isa, insn, known)
+        if hit:
+            out[insn.address] = hit
+    settled = {r: known[r] for r in (sp, fp) if r in known}
+    targets = {t for insn in insns if (t := _branch_target(insn)) is not None}
+    known = dict(settled)
+    for insn in insns[body:]:
+        if insn.address in targets:
+            known = dict(settled)
+        hit = _evaluate(isa, insn, known)
+        if hit:
+            out[insn.address] = hit
+        if _ends_block(insn):
+            known = dict(settled)
+    return out
+
+
+_COMPARES = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "fccmpe")
+
+
+def access(isa: str, insn) -> tuple[set[int], set[int]]:
+    """DWARF numbers of the registers `insn` reads and writes, correcting capstone where
+    it is wrong (zeroing idioms read nothing; aarch64 compares write only flags)."""
+    import capstone
+    read, written = insn.regs_access()
+    if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
+        read = ()                           # a return hands registers back to the caller
+    elif isa == "aarch64":
+        read = _a64_reads(insn, read)
+    if isa == "aarch64" and insn.mnemonic in _COMPARES:
+        written = ()
+    return ({_dwarf_reg(isa, insn.reg_name(x)) for x in read},
+            {_dwarf_reg(isa, insn.reg_name(x)) for x in written})
+
+
+def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[frozenset]:
+    """Reaching definitions of callee-saved registers before each instruction: sets of
+    (DWARF register, address of the defining instruction; -1 for the caller's value)."""
+    n = len(insns)
+    defs = [access(isa, insn)[1] & callee_saved for insn in insns]
+    state = [frozenset()] * n
+    state[0] = frozenset((r, -1) for r in callee_saved)
+    work = [0]
+    seen = {0}
+    while work:
+        i = work.pop()
+        after = frozenset((r, d) for r, d in state[i] if r not in defs[i]) | \
+            frozenset((r, insns[i].address) for r in defs[i])
+        for j in succ[i]:
+            merged = state[j] | after
+            if merged != state[j] or j not in seen:
+                state[j] = merged
+                seen.add(j)
+                work.append(j)
+    return state
 
 
 def _ends_block(insn) -> bool:
@@ -127,31 +187,20 @@ def _branch_target(insn) -> int | None:
     return None
 
 
-def live_after(isa: str, insns, callee_saved: set[int], ras: set[int]) -> dict[int, set[int]]:
-    """Callee-saved registers read before written from each address in `ras` on (backward
-    dataflow over the function's instructions; an indirect jump may reach any of them)."""
+def successors(insns) -> list[list[int]]:
+    """Indices of the instructions that may run after each one (calls return; an indirect
+    jump, from a switch table, gets none: see `analyse`)."""
     import capstone
     n = len(insns)
     index = {insn.address: i for i, insn in enumerate(insns)}
-    uses, defs, succ = [], [], []
+    succ = []
     for i, insn in enumerate(insns):
-        read, written = insn.regs_access()
-        if _zeroing(insn):
-            read = ()
-        elif isa == "aarch64":
-            read = _a64_reads(insn, read)
-        uses.append({r for r in (_dwarf_reg(isa, insn.reg_name(x)) for x in read)
-                     if r in callee_saved})
-        defs.append({r for r in (_dwarf_reg(isa, insn.reg_name(x)) for x in written)
-                     if r in callee_saved})
         out = []
         if insn.group(capstone.CS_GRP_RET):
-            uses[-1] = set()                  # returns: the caller owns its registers
+            pass
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
-            if target is None:
-                out = list(range(n))          # indirect jump (a switch table)
-            else:
+            if target is not None:
                 if target in index:
                     out.append(index[target])
                 if not _unconditional(insn) and i + 1 < n:
@@ -159,17 +208,29 @@ def live_after(isa: str, insns, callee_saved: set[int], ras: set[int]) -> dict[i
         elif i + 1 < n:
             out.append(i + 1)
         succ.append(out)
+    return succ
+
+
+def live_before(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[set]:
+    """Callee-saved registers read before being written from each instruction on
+    (backward dataflow)."""
+    n = len(insns)
+    uses, defs = [], []
+    for insn in insns:
+        read, written = access(isa, insn)
+        uses.append(read & callee_saved)
+        defs.append(written & callee_saved)
     pred = [[] for _ in range(n)]
     for i, s in enumerate(succ):
         for j in s:
             pred[j].append(i)
     live = [set() for _ in range(n)]
-    work = list(range(n - 1, -1, -1))
+    work = list(range(n))
     queued = set(work)
     while work:
         i = work.pop()
         queued.discard(i)
-        out = set().union(*(live[j] for j in succ[i])) if succ[i] else set()
+        out = set().union(*(live[j] for j in succ[i]))
         new = uses[i] | (out - defs[i])
         if new != live[i]:
             live[i] = new
@@ -177,7 +238,7 @@ def live_after(isa: str, insns, callee_saved: set[int], ras: set[int]) -> dict[i
                 if p not in queued:
                     queued.add(p)
                     work.append(p)
-    return {ra: live[index[ra]] if ra in index else set() for ra in ras}
+    return live
 
 
 _A64_REG = re.compile(r"\b([xwbhsdqv]\d+|w?sp)\b")
@@ -213,8 +274,11 @@ def _unconditional(insn) -> bool:
 
 
 def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> list[str]:
-    """Add `frame_bases` to every site of `sites` (one ISA's metadata, modified in place);
-    return the reasons the machine code keeps unrecorded values across a call site."""
+    """Add `frame_bases` to every site of `sites` (one ISA's metadata, modified in place):
+    the callee-saved registers live after the call that hold an address in the frame, as
+    [DWARF register, offset from the CFA]. Return the reasons the machine code keeps other
+    unrecorded values across a call site."""
+    import capstone
     text = elf.get_section_by_name(".text")
     data, base = text.data(), text["sh_addr"]
     md = _disassembler(isa)
@@ -229,16 +293,34 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
         if end is None:
             raise StackMapError(f"{isa}: no symbol size for function at {addr:#x}")
         insns = list(md.disasm(data[addr - base:end - base], addr))
-        bases = frame_bases(isa, insns)
-        live = live_after(isa, insns, callee_saved, {s["ra"] for s in fsites})
+        index = {insn.address: i for i, insn in enumerate(insns)}
+        succ = successors(insns)
+        # Without the targets of an indirect jump, liveness would be a guess: such a
+        # function still gets its frame bases but is not checked for unrecorded values.
+        checked = not any(insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None
+                          for insn in insns)
+        live = live_before(isa, insns, succ, callee_saved)
+        defs = reaching(isa, insns, succ, callee_saved)
+        addresses = frame_addresses(isa, insns)
         for s in fsites:
-            s["frame_bases"] = sorted([r, off] for r, off in bases.items())
-            known = {v["reg"] for v in s["values"] if v["kind"] == "register"}
-            if s["cfa"][0] == abi["fp"]:
-                known.add(abi["fp"])
-            unknown = live[s["ra"]] - known - bases.keys()
+            i = index.get(s["ra"])
+            if i is None:
+                raise StackMapError(f"{isa}: return address {s['ra']:#x} is not an "
+                                    f"instruction of {s['function']}")
+            recorded = {v["reg"] for v in s["values"] if v["kind"] == "register"}
+            bases, unknown = [], []
+            for reg in sorted(live[i] - recorded):
+                # -1: the caller's value, untouched here; read after the call only where
+                # the IR reads an undefined value (a phi with an undef input).
+                sources = {d for r, d in defs[i] if r == reg and d != -1}
+                values = {addresses.get(d, (None, None))[1] for d in sources}
+                if len(values) == 1 and None not in values:
+                    bases.append([reg, values.pop()])
+                elif checked and sources and (reg != abi["fp"] or s["cfa"][0] != abi["fp"]):
+                    unknown.append(reg)
+            s["frame_bases"] = bases
             if unknown:
                 problems.append(f"{isa}: {s['function']} keeps a value no record describes "
-                                f"in DWARF register(s) {sorted(unknown)} across the call at "
+                                f"in DWARF register(s) {unknown} across the call at "
                                 f"{s['source']} (return address {s['ra']:#x})")
     return problems

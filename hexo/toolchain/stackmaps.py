@@ -15,6 +15,8 @@ import json
 import struct
 from typing import NamedTuple
 
+from ..errors import HexoError
+
 META_FORMAT = "hexo-migration-meta"
 META_VERSION = (1, 2)
 STATEPOINT_HEADER = 3           # cc, flags, number of deopt values precede the values
@@ -31,7 +33,7 @@ ABI = {
 }
 
 
-class StackMapError(Exception):
+class StackMapError(HexoError):
     """A malformed stackmap section, or metadata the ISAs disagree on."""
 
 

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/stat.h>
 #include "hypercall.h"
 #include "kernel.h"
 
@@ -49,9 +49,10 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
     hexo_monotonic_ns();
     atexit(__libc_fini_array);
     /* newlib without fcntl makes stdout line-buffered everywhere; C says: only on a
-       terminal, fully buffered otherwise. */
-    if (!isatty(1))
-        setvbuf(stdout, NULL, _IOFBF, BUFSIZ);
+       terminal. Elsewhere buffer it fully in st_blksize chunks, as other C libraries do. */
+    struct stat st;
+    if (fstat(1, &st) == 0 && !S_ISCHR(st.st_mode))
+        setvbuf(stdout, NULL, _IOFBF, (size_t)st.st_blksize);
     __libc_init_array();
     hexo_main_trampoline((int)bi->argc, (char **)(uintptr_t)bi->argv, environ);
 }

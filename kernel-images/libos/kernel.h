@@ -14,6 +14,8 @@ uint64_t hexo_monotonic_ns(void);
 uint64_t hexo_realtime_ns(void);
 void hexo_clock_resume(uint64_t guest_ns);
 int hexo_ring_write(int fd, const void *buf, size_t len);
+int64_t hexo_read(int fd, void *buf, size_t len);
+int64_t hexo_readahead_drop(int fd, int give_back);
 _Noreturn void hexo_resume(const struct hexo_cpu_context *ctx);
 
 #endif

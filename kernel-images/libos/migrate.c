@@ -8,6 +8,7 @@
 
 void hexo_migrate_checkpoint(struct hexo_cpu_context *ctx)
 {
+    hexo_readahead_drop(-1, 1);      /* the checkpoint records the host's file offsets */
     struct hexo_kernel_state k = { hexo_brk, hexo_monotonic_ns() };
     struct hexo_area areas[3] = {
         { hexo_boot.app_data_start, hexo_boot.app_data_end - hexo_boot.app_data_start,

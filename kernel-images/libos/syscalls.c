@@ -70,6 +70,9 @@ _Noreturn void _exit(int status)
 
 int _write(int fd, const void *buf, size_t len)
 {
+    int64_t err = hexo_readahead_drop(fd, 1);
+    if (err < 0)
+        return (int)result(err);
     if (hexo_ring_write(fd, buf, len))
         return (int)len;
     struct hexo_args_rw a = { fd, (uint64_t)(uintptr_t)buf, len, 0 };
@@ -79,9 +82,7 @@ int _write(int fd, const void *buf, size_t len)
 
 int _read(int fd, void *buf, size_t len)
 {
-    struct hexo_args_rw a = { fd, (uint64_t)(uintptr_t)buf, len, 0 };
-    hexo_hypercall(HEXO_HC_READ, &a);
-    return (int)result(a.ret);
+    return (int)result(hexo_read(fd, buf, len));
 }
 
 static uint32_t abi_open_flags(int flags)
@@ -116,6 +117,7 @@ int _open(const char *path, int flags, ...)
 
 int _close(int fd)
 {
+    hexo_readahead_drop(fd, 0);
     struct hexo_args_close a = { fd, 0 };
     hexo_hypercall(HEXO_HC_CLOSE, &a);
     return (int)result(a.ret);
@@ -123,6 +125,9 @@ int _close(int fd)
 
 off_t _lseek(int fd, off_t offset, int whence)
 {
+    int64_t err = hexo_readahead_drop(fd, 1);
+    if (err < 0)
+        return (off_t)result(err);
     struct hexo_args_lseek a = { fd, offset, whence, 0 };
     hexo_hypercall(HEXO_HC_LSEEK, &a);
     return (off_t)result(a.ret);

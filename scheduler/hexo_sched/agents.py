@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ class MachineAgent:
         return seconds
 
     def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
-        self.launch(job, n, ["run", image, "--mem", f"{int(mem_mb)}M"])
+        self.launch(job, n, ["run", image, "--mem", str(math.ceil(mem_mb * (1 << 20)))])
 
     def restore(self, job: str, n: int, checkpoint: str, image: str) -> None:
         self.launch(job, n, ["restore", checkpoint, "--image", image])

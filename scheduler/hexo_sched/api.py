@@ -16,13 +16,15 @@ from typing import Callable
 
 from uhyve_ctl.control import ControlError, peer_allowed, recv_line
 
+from .errors import SchedError
+
 PROTOCOL = "hexo-schedd"
 VERSION = 1
 MAX_LINE = 1 << 22
 SOCKET_NAME = "control.sock"
 
 
-class ApiError(RuntimeError):
+class ApiError(SchedError, RuntimeError):
     pass
 
 
@@ -62,6 +64,43 @@ def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
     if not reply.get("ok"):
         raise ApiError(reply.get("error", "request failed"))
     return reply
+
+
+JOB_FIELDS = {"image", "vcpus", "mem"}
+
+
+def parse_job_spec(spec) -> tuple[str, int, int]:
+    """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes).
+    `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is MiB) or an
+    integer number of bytes."""
+    from hexo.sizes import parse_size
+    if not isinstance(spec, dict):
+        raise ApiError(f"a job must be a JSON object, got {spec!r:.80}")
+    unknown = sorted(set(spec) - JOB_FIELDS)
+    if unknown:
+        raise ApiError(f"unknown job field(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(JOB_FIELDS))}")
+    image = spec.get("image")
+    if not isinstance(image, str) or not os.path.isabs(image):
+        raise ApiError(f"image must be an absolute path, got {image!r:.200}")
+    if not os.path.isfile(image):
+        raise ApiError(f"{image}: no such image file")
+    vcpus = spec.get("vcpus", 1)
+    if type(vcpus) is not int or vcpus < 1:
+        raise ApiError(f"{image}: vcpus must be a positive whole number, got {vcpus!r:.40}")
+    mem = spec.get("mem", "256M")
+    if type(mem) is int:
+        size = mem
+    elif isinstance(mem, str):
+        try:
+            size = parse_size(mem)
+        except ValueError as e:
+            raise ApiError(f"{image}: mem: {e}") from None
+    else:
+        raise ApiError(f"{image}: mem must be a size such as \"256M\", got {mem!r:.40}")
+    if size <= 0:
+        raise ApiError(f"{image}: mem must be positive, got {mem!r:.40}")
+    return image, vcpus, size
 
 
 def reply(ok: bool, **fields) -> dict:

@@ -50,6 +50,20 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
                    help="run time of every job on the Xeon, s (an assumption; see output)")
     p.add_argument("--compare", action="store_true",
                    help="also run the policy comparison (several seeds, jittered lengths)")
+    p.add_argument("--estimates-from", metavar="CSV",
+                   help="tell the policy slowdowns off by the slowdown model's leave-one-"
+                        "benchmark-out error on this calibration dataset, per benchmark in "
+                        "both (jobs still run at the paper's slowdowns)")
+    p.add_argument("--boards", type=int, metavar="N",
+                   help="instead of the paper's setups: one server and N Potato boards, a "
+                        "queue held at --queued jobs; reports decision cost (decision_ms)")
+    p.add_argument("--queued", type=int, default=1000, metavar="M",
+                   help="with --boards: jobs kept queued (default 1000)")
+    p.add_argument("--server-cores", type=int, default=32,
+                   help="with --boards: job cores of the server (default 32)")
+    p.add_argument("--claim", action="store_true",
+                   help="our policy vs HEXO's and its extras one by one, mix5 on X3P, at 1, 2, "
+                        "4 and 10 h, 5 seeds (takes minutes)")
     p.add_argument("--plot", metavar="PNG", help="write throughput and energy charts here")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -57,6 +71,8 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 def simulate(args: argparse.Namespace) -> int:
     from . import simulation as sim
     job_sets = args.jobs if isinstance(args.jobs, dict) else parse_job_sets(args.jobs)
+    if args.boards is not None:
+        return simulate_scale(args, job_sets)
     setups = tuple(s.strip() for s in args.setup.split(","))
     bad = [s for s in setups if s not in paper.SETUPS]
     if bad:
@@ -66,17 +82,69 @@ def simulate(args: argparse.Namespace) -> int:
         setups = ("X",) + setups
     policies = ("hexo", "cost-aware") if args.policy == "both" else (args.policy,)
     work_s = args.work_s if args.work_s is not None else sim.DEFAULT_WORK_S
+    bias = model_bias(args.estimates_from) if args.estimates_from else None
     exp = sim.run_experiment(job_sets, setups, policies, args.duration, args.link_mbit,
-                             work_s=work_s)
+                             work_s=work_s, estimate_bias=bias)
     cmp = sim.compare_policies(work_s=work_s, duration=args.duration) if args.compare else None
+    claim = sim.policy_claim(work_s=work_s) if args.claim else None
     if args.plot:
         sim.plot(exp, args.plot, cmp)
     if args.json:
-        print(json.dumps({"experiment": exp, "comparison": cmp} if cmp else exp, indent=1))
+        extra = {k: v for k, v in (("comparison", cmp), ("claim", claim)) if v}
+        print(json.dumps({"experiment": exp, **extra} if extra else exp, indent=1))
     else:
         print(sim.format_results(exp))
         if cmp:
             print(sim.format_comparison(cmp))
+        if claim:
+            print(sim.format_claim(claim))
+    return 0
+
+
+def model_bias(path: str) -> dict[str, float]:
+    """The model's held-out error (predicted / measured slowdown) per benchmark of a dataset,
+    keyed by the simulator's benchmark names."""
+    from .model import load_dataset, lobo_bias
+    ds = load_dataset(path)
+    names = {b.upper(): b for b in (*paper.POTATO_SLOWDOWN, *paper.POTATO_SLOWDOWN_FIG1)}
+    out = {}
+    for board in ds.boards:
+        for bench, ratio in lobo_bias(ds.labelled(board), board).items():
+            if bench.upper() in names:
+                out[names[bench.upper()]] = ratio
+    return out
+
+
+def simulate_scale(args: argparse.Namespace, job_sets: dict) -> int:
+    """One server and N boards, each policy once: jobs done and the cost of decisions."""
+    import time
+    from . import simulation as sim
+    if args.boards < 0 or args.queued < 1 or args.server_cores < 1:
+        print("--boards must be >= 0, --queued and --server-cores >= 1", file=sys.stderr)
+        return 2
+    name, jobs = next(iter(job_sets.items()))
+    policies = ("hexo", "cost-aware") if args.policy == "both" else (args.policy,)
+    out = {"boards": args.boards, "server_cores": args.server_cores, "queued": args.queued,
+           "jobs": name, "duration_s": args.duration, "results": {}}
+    for pol in policies:
+        t0 = time.perf_counter()
+        s = sim.Simulation(sim.build_scale_cluster(args.boards, args.server_cores,
+                                                   args.link_mbit),
+                           jobs, pol, duration=args.duration, queue_depth=args.queued)
+        r = s.run()
+        out["results"][pol] = {"jobs_completed": r["jobs"], "migrations": r["migrations"],
+                               "decision_ms": r["decision_ms"],
+                               "wall_s": time.perf_counter() - t0}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for pol, r in out["results"].items():
+        d = r["decision_ms"]
+        print(f"{pol}: 1 server ({args.server_cores} cores) + {args.boards} boards, "
+              f"{args.queued} queued, {name}, {args.duration:.0f} s simulated in "
+              f"{r['wall_s']:.1f} s: {r['jobs_completed']} jobs, {r['migrations']} migrations; "
+              f"decision p50 {d['p50']:.2f} ms, p99 {d['p99']:.2f} ms, max {d['max']:.1f} ms "
+              f"over {d['count']}")
     return 0
 
 
@@ -123,8 +191,15 @@ def main(argv=None) -> int:
     m.add_argument("--json", action="store_true")
     sub.add_parser("counters", help="say whether hardware counters work here")
     args = p.parse_args(argv)
-    return {"simulate": simulate, "model": model_report, "counters": counters_report}[
-        args.cmd](args)
+    try:
+        return {"simulate": simulate, "model": model_report, "counters": counters_report}[
+            args.cmd](args)
+    except Exception as e:          # the boundary: one line, never a traceback
+        from hexo.errors import one_line
+        from .errors import SchedError
+        print(f"hexo-sched: error: {one_line(e, args.cmd, (SchedError, ValueError))}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from .agents import MachineAgent, SegmentProbe
-from .api import ApiError, ControlServer
-from .config import ConfigError, DaemonConfig, load, parse_mb
+from .api import ApiError, ControlServer, parse_job_spec
+from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
 from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
@@ -35,6 +35,7 @@ from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFi
 from .metrics import Metrics
 from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
                      Run, Wait)
+from .errors import SchedError
 
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
@@ -43,11 +44,12 @@ REMOTE_PROBE_S = 1.0         # boards are probed at most this often
 RETRY_S = 5.0                # an unreachable source is retried this often after a failure
 SAMPLE_S = 1.0               # hardware counters of server jobs are sampled this often (HEXO)
 KEPT_DECISIONS = 500
+MIB = 1 << 20
 
 log = logging.getLogger("hexo-schedd")
 
 
-class MigrationFailed(RuntimeError):
+class MigrationFailed(SchedError, RuntimeError):
     pass
 
 
@@ -219,28 +221,36 @@ class Daemon:
     def handle(self, req: dict) -> dict:
         op = req.get("op")
         if op == "submit":
-            return self.submit(req["jobs"])
+            jobs = req.get("jobs")
+            if not isinstance(jobs, list) or not jobs:
+                raise ApiError("submit needs a non-empty list of jobs")
+            return self.submit(jobs)
         if op == "status":
             return self.status()
-        raise ApiError(f"unknown request {op!r}")
+        raise ApiError(f"unknown request {op!r:.80}")
 
-    def submit(self, specs: list[dict]) -> dict:
+    def submit(self, specs: list) -> dict:
         """Check every job first, so that a bad one leaves the queue as it was."""
         from hexo.image import Image, ImageError
         checked = []
         for s in specs:
+            image, vcpus, mem_bytes = parse_job_spec(s)
             try:
-                img = Image(s["image"])
+                img = Image(image)
             except ImageError as e:
                 raise ApiError(str(e)) from None
             need = {m.isa for m in self.cfg.machines}
             if not need <= set(img.isas):
-                raise ApiError(f"{s['image']}: has builds for {', '.join(img.isas)}; the cluster "
+                raise ApiError(f"{image}: has builds for {', '.join(img.isas)}; the cluster "
                                f"needs {', '.join(sorted(need))}")
-            vcpus, mem = int(s.get("vcpus", 1)), parse_mb(s.get("mem", "256M"))
+            needed = int(img.manifest.get("memory", {}).get("min_mem", 0))
+            if mem_bytes < needed:
+                raise ApiError(f"{image}: mem {mem_bytes / MIB:.3g} MiB is below the "
+                               f"{needed / MIB:.3g} MiB this image needs")
+            mem = mem_bytes / MIB
             if not any(vcpus <= m.usable_cores and mem <= m.ram_mb
                        for m in self.state.machines.values()):
-                raise ApiError(f"{s['image']}: {vcpus} vCPUs and {mem:.0f} MiB fit on no "
+                raise ApiError(f"{image}: {vcpus} vCPUs and {mem:.0f} MiB fit on no "
                                "machine of the cluster")
             bench, klass = benchmark_of(img.manifest)
             if "migration" in img.manifest:
@@ -248,18 +258,23 @@ class Daemon:
             else:
                 slow, source = {}, "no estimate: the image was not built with --migratable, " \
                                    "so it is never offloaded"
-            checked.append((str(Path(s["image"]).resolve()), vcpus, mem, bench, klass, slow,
-                            source))
+            checked.append((str(Path(image).resolve()), vcpus, mem, bench, klass, slow, source))
         ids = []
         with self.lock:
             for image, vcpus, mem, bench, klass, slow, source in checked:
                 jid = f"job-{self.next_id}"
-                self.next_id += 1
-                self.records[jid] = JobRecord(jid, image, bench, klass, source)
                 job = Job(jid, vcpus, mem, benchmark=bench, slowdown=dict(slow))
+                self.records[jid] = JobRecord(jid, image, bench, klass, source)
+                try:
+                    self._event(self.policy.on_submit, job)
+                except ValueError as e:            # refused by the policy: no trace of it left
+                    del self.records[jid]
+                    if jid in self.state.jobs:
+                        raise
+                    raise ApiError(str(e)) from None
+                self.next_id += 1
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
-                self._event(self.policy.on_submit, job)
                 ids.append(jid)
         return {"jobs": ids}
 
@@ -385,7 +400,7 @@ class Daemon:
             rec = self.records[jid]
             rec.outcome = f"exit {p.rc}"
             rec.output = str(self._join_output(jid))
-            self.metrics.completed.labels("ok" if p.rc == 0 else "error").inc()
+            self.metrics.completed.labels(rec.outcome).inc()
             log.info("%s ended on %s with status %d after %d segment(s); output in %s", jid,
                      seg.machine, p.rc, len(rec.segments), rec.output)
             self._event(self.policy.on_job_finished, jid)

@@ -8,18 +8,21 @@ daemon state".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .policy import ClusterState, Job, JobState, Migration, TransitionError
+from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 0)
+VERSION = (1, 1)
 
 
-class StateFileError(ValueError):
+class StateFileError(SchedError, ValueError):
     pass
 
 
@@ -132,18 +135,46 @@ def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], li
         raise StateFileError(str(e)) from None
 
 
+def checksum(data: dict) -> str:
+    """SHA-256 of the canonical JSON of everything but the checksum itself."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+
+
+def verify(data: dict) -> str | None:
+    """Why `data` fails its integrity check, or None. Only a format 1.0 file (written before
+    checksums) may lack one."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if "checksum" not in data:
+        return None if data.get("version") == [1, 0] else "no checksum"
+    if data["checksum"] != checksum(data):
+        return "checksum does not match the contents"
+    return None
+
+
 class StateFile:
-    """Atomic replace: write a temporary file, fsync it, rename it over the old one."""
+    """Atomic replace: write a temporary file, fsync it, rename it over the old one. Every file
+    carries a checksum; the copy it replaces is kept as `<name>.prev` (a hard link renamed into
+    place, so that a file of that name always exists once there has been a second save)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.prev = self.path.with_name(self.path.name + ".prev")
 
     def save(self, data: dict) -> None:
+        data = {**data, "checksum": checksum(data)}
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        if self.path.exists():
+            link = self.path.with_name(self.path.name + ".prev.tmp")
+            link.unlink(missing_ok=True)
+            os.link(self.path, link)
+            os.replace(link, self.prev)
         os.replace(tmp, self.path)
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
@@ -152,11 +183,33 @@ class StateFile:
             os.close(fd)
 
     def load(self) -> dict | None:
+        """The saved data without its checksum; None when there is no file. A damaged file
+        raises StateFileError and is left as it is, with the state of the previous good copy
+        in the message."""
         try:
-            with open(self.path) as f:
-                return json.load(f)
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            data = json.loads(raw)
+            why = verify(data)
         except ValueError as e:
-            raise StateFileError(f"{self.path}: not valid JSON ({e}); the file is left as it "
-                                 "is for inspection") from None
+            why = f"not valid JSON ({e})"
+        if why is not None:
+            raise StateFileError(f"{self.path}: damaged, {why}; the file is left as it is for "
+                                 f"inspection. {self._previous()}")
+        data.pop("checksum", None)
+        return data
+
+    def _previous(self) -> str:
+        try:
+            prev = json.loads(self.prev.read_bytes())
+        except FileNotFoundError:
+            return "There is no previous copy."
+        except ValueError:
+            return f"The previous copy {self.prev} is damaged too."
+        if verify(prev) is not None:
+            return f"The previous copy {self.prev} is damaged too."
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.prev.stat().st_mtime))
+        return (f"The previous copy {self.prev} (saved {when}) is intact: move it over "
+                f"{self.path.name} to go on from there (the last change is lost).")

@@ -19,6 +19,8 @@ import pandas as pd
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_percentage_error, r2_score
 
+from .errors import SchedError
+
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
 COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
            "counters_source"]
@@ -27,11 +29,11 @@ DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 
 
-class DatasetError(ValueError):
+class DatasetError(SchedError, ValueError):
     pass
 
 
-class InsufficientData(ValueError):
+class InsufficientData(SchedError, ValueError):
     """Too few labelled rows or benchmarks for what was asked; the message says how many."""
 
 
@@ -77,14 +79,28 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     return Dataset(frame, provenance, path)
 
 
+def per_instruction_log(x: np.ndarray) -> np.ndarray:
+    """(log10 instructions/s, log10 LLC references per instruction, log10 LLC misses per
+    instruction): what a program does per instruction does not depend on how fast the machine
+    ran it, and the rates span orders of magnitude."""
+    ips, refs, misses = x[:, 0], x[:, 1], x[:, 2]
+    return np.c_[np.log10(ips), np.log10(refs / ips + 1e-9), np.log10(misses / ips + 1e-9)]
+
+
+#: How the three counter rates become regression inputs.
+TRANSFORMS = {"per-instruction-log": per_instruction_log, "raw": lambda x: x}
+
+
 class SlowdownModel:
-    """slowdown ≈ w · (instructions/s, LLC references/s, LLC misses/s) + b, for one board model.
+    """slowdown ≈ w · f(instructions/s, LLC references/s, LLC misses/s) + b, for one board
+    model; f is one of TRANSFORMS (HEXO's model is "raw").
 
     A linear model extrapolates without bound, so predictions are held inside the range of
     slowdowns it was trained on; `predict` says when it did so."""
 
-    def __init__(self, board: str):
+    def __init__(self, board: str, transform: str = "per-instruction-log"):
         self.board = board
+        self.transform = TRANSFORMS[transform]
         self.reg = LinearRegression()
         self.range: tuple[float, float] | None = None
 
@@ -93,25 +109,26 @@ class SlowdownModel:
             raise InsufficientData(f"{len(rows)} labelled rows for board {self.board}; a "
                                    f"linear model on {len(FEATURES)} rates needs at least "
                                    f"{len(FEATURES) + 1}")
-        self.reg.fit(rows[FEATURES].to_numpy(float), rows["slowdown"].to_numpy(float))
+        self.reg.fit(self.transform(rows[FEATURES].to_numpy(float)),
+                     rows["slowdown"].to_numpy(float))
         self.range = (float(rows["slowdown"].min()), float(rows["slowdown"].max()))
         return self
 
     def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
-        return self.reg.predict(rows[FEATURES].to_numpy(float))
+        return self.reg.predict(self.transform(rows[FEATURES].to_numpy(float)))
 
     def predict(self, features) -> tuple[float, bool]:
         """(estimated slowdown, whether it was clipped to the training range)."""
         if self.range is None:
             raise RuntimeError("model not fitted")
         x = features.features() if hasattr(features, "features") else list(features)
-        raw = float(self.reg.predict(np.asarray([x], float))[0])
+        raw = float(self.reg.predict(self.transform(np.asarray([x], float)))[0])
         lo, hi = self.range
         est = min(max(raw, lo), hi)
         return est, est != raw
 
 
-def lobo(rows: pd.DataFrame, board: str) -> pd.DataFrame:
+def lobo(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> pd.DataFrame:
     """Held-out prediction for every row: the model is trained without the row's benchmark
     (`predicted`; `predicted_clipped` is held in that model's training range, as `predict`)."""
     benches = sorted(rows["benchmark"].unique())
@@ -122,19 +139,29 @@ def lobo(rows: pd.DataFrame, board: str) -> pd.DataFrame:
     out = rows.copy()
     for b in benches:
         train, test = rows[rows["benchmark"] != b], rows["benchmark"] == b
-        m = SlowdownModel(board).fit(train)
+        m = SlowdownModel(board, transform).fit(train)
         out.loc[test, "predicted"] = m.predict_rows(rows[test])
         out.loc[test, "predicted_clipped"] = out.loc[test, "predicted"].clip(*m.range)
     return out
 
 
-def evaluate(rows: pd.DataFrame, board: str) -> dict:
+def lobo_bias(rows: pd.DataFrame, board: str,
+              transform: str = "per-instruction-log") -> dict[str, float]:
+    """Per benchmark, held-out predicted / measured slowdown (geometric mean over its rows,
+    predictions held in the training range as `predict` does): the model's error on a program
+    it has not seen."""
+    held = lobo(rows, board, transform)
+    ratio = np.log(held["predicted_clipped"] / held["slowdown"])
+    return {b: float(np.exp(r.mean())) for b, r in ratio.groupby(held["benchmark"])}
+
+
+def evaluate(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> dict:
     """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped."""
-    held = lobo(rows, board)
+    held = lobo(rows, board, transform)
     y = rows["slowdown"].to_numpy(float)
-    train_pred = SlowdownModel(board).fit(rows).predict_rows(rows)
+    train_pred = SlowdownModel(board, transform).fit(rows).predict_rows(rows)
     r2_train = float(r2_score(y, train_pred))
-    return {"board": board, "rows": len(rows),
+    return {"board": board, "rows": len(rows), "transform": transform,
             "benchmarks": sorted(rows["benchmark"].unique()),
             "train_r2": r2_train, "train_r": float(np.corrcoef(y, train_pred)[0, 1]),
             "lobo_r2": float(r2_score(y, held["predicted"])),

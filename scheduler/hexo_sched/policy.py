@@ -11,8 +11,11 @@ Every action carries the reason it was taken, for logs and `hexo status`.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from dataclasses import dataclass, field
+
+from .errors import SchedError
 
 
 class JobState(enum.Enum):
@@ -22,7 +25,7 @@ class JobState(enum.Enum):
     DONE = "done"
 
 
-class TransitionError(RuntimeError):
+class TransitionError(SchedError, RuntimeError):
     """An event that the current state does not allow (a driver bug, or a lost event)."""
 
 
@@ -111,8 +114,18 @@ class Wait:
 Action = Run | Migrate | Wait
 
 
+class InvariantError(TransitionError):
+    """The state is impossible (a cap exceeded, a job in two places, an index out of step)."""
+
+
 class ClusterState:
-    """Machines, jobs and the queue; transitions check their preconditions and raise otherwise."""
+    """Machines, jobs and the queue; transitions check their preconditions and raise otherwise.
+
+    Indexes kept up to date by the transitions make every query cheap whatever the number of
+    jobs: the jobs holding each machine and what they use, the jobs computing on each machine,
+    the migrations under way, and the boards with a free core. `check_invariants` recomputes
+    them from the jobs and compares.
+    """
 
     def __init__(self, machines: list[Machine]):
         names = [m.name for m in machines]
@@ -121,54 +134,76 @@ class ClusterState:
         if not any(m.kind == "server" for m in machines):
             raise ValueError("a cluster needs a server")
         self.machines = {m.name: m for m in machines}
+        self.servers = [m for m in machines if m.kind == "server"]
+        self.boards = [m for m in machines if m.kind == "board"]
+        self.order = {m.name: i for i, m in enumerate(machines)}
         self.jobs: dict[str, Job] = {}
-        self.active: dict[str, Job] = {}     # every job not done, so that queries stay cheap
+        self.active: dict[str, Job] = {}     # every job not done
         self.queue: list[str] = []
         self.now = 0.0
         self.queue_empty_since: float | None = 0.0
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._held: dict[str, dict[str, Job]] = {m: {} for m in self.machines}
+        self._used: dict[str, tuple[int, float]] = {m: (0, 0.0) for m in self.machines}
+        self._running: dict[str, dict[str, Job]] = {m: {} for m in self.machines}
+        self._migrating: dict[str, Job] = {}
+        self._open_boards: set[str] = {b.name for b in self.boards}
+        for m, hs in held_from_scratch(self).items():
+            for j in hs:
+                self._hold(j, m)
+        for j in self.active.values():
+            if j.state is JobState.RUNNING and j.location in self._running:
+                self._running[j.location][j.id] = j
+            elif j.state is JobState.MIGRATING:
+                self._migrating[j.id] = j
+
+    def _hold(self, job: Job, machine: str) -> None:
+        self._held[machine][job.id] = job
+        self._recount(machine)
+
+    def _unhold(self, job: Job, machine: str) -> None:
+        del self._held[machine][job.id]
+        self._recount(machine)
+
+    def _recount(self, machine: str) -> None:
+        hs = self._held[machine].values()
+        self._used[machine] = used = (sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs))
+        m = self.machines[machine]
+        if m.kind == "board":
+            if used[0] < m.usable_cores and used[1] < m.ram_mb:
+                self._open_boards.add(machine)
+            else:
+                self._open_boards.discard(machine)
 
     # -- queries -------------------------------------------------------------------------------
-    @property
-    def servers(self) -> list[Machine]:
-        return [m for m in self.machines.values() if m.kind == "server"]
-
-    @property
-    def boards(self) -> list[Machine]:
-        return [m for m in self.machines.values() if m.kind == "board"]
-
     def holders(self, machine: str) -> list[Job]:
         """Jobs holding cores and RAM on `machine`: running there, or migrating to or from it."""
-        out = []
-        for j in self.active.values():
-            if j.state is JobState.RUNNING and j.location == machine:
-                out.append(j)
-            elif j.state is JobState.MIGRATING:
-                if j.migration.dst == machine or (j.location == machine
-                                                  and not j.migration.source_released):
-                    out.append(j)
-        return out
+        return list(self._held[machine].values())
 
     def used(self, machine: str) -> tuple[int, float]:
-        hs = self.holders(machine)
-        return sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs)
+        return self._used[machine]
 
     def free(self, machine: str) -> tuple[int, float]:
         m = self.machines[machine]
-        cores, ram = self.used(machine)
+        cores, ram = self._used[machine]
         return m.usable_cores - cores, m.ram_mb - ram
 
     def fits(self, job: Job, machine: str) -> bool:
         cores, ram = self.free(machine)
         return job.vcpus <= cores and job.mem_mb <= ram
 
+    def open_boards(self) -> list[Machine]:
+        """Boards with a free core and some free RAM, in machine order."""
+        return [self.machines[b] for b in sorted(self._open_boards, key=self.order.__getitem__)]
+
     def running_on(self, machine: str) -> list[Job]:
         """Jobs computing on `machine` (not migrating), oldest start first."""
-        js = [j for j in self.active.values()
-              if j.state is JobState.RUNNING and j.location == machine]
-        return sorted(js, key=lambda j: (j.started_at, j.id))
+        return sorted(self._running[machine].values(), key=lambda j: (j.started_at, j.id))
 
     def migrating(self) -> list[Job]:
-        return [j for j in self.active.values() if j.state is JobState.MIGRATING]
+        return list(self._migrating.values())
 
     # -- transitions ---------------------------------------------------------------------------
     def restore(self, jobs: list[Job], queue: list[str], now: float) -> None:
@@ -183,9 +218,10 @@ class ClusterState:
                 self.active[j.id] = j
         self.queue = list(queue)
         self.queue_empty_since = None if self.queue else now
+        self._reindex()
         try:
             check_invariants(self)
-        except AssertionError as e:
+        except InvariantError as e:
             raise TransitionError(f"saved state is inconsistent: {e}") from None
 
     def advance(self, now: float) -> None:
@@ -194,17 +230,22 @@ class ClusterState:
             raise TransitionError(f"time went backwards: {now} < {self.now}")
         dt = now - self.now
         if dt:
-            for j in self.active.values():
-                if j.state is JobState.RUNNING:
-                    speed = j.speed_on(self.machines[j.location])
-                    j.done_s += dt * (speed if speed is not None else 0.0)
+            for name, running in self._running.items():
+                if running:
+                    m = self.machines[name]
+                    for j in running.values():
+                        speed = j.speed_on(m)
+                        if speed is not None:
+                            j.done_s += dt * speed
         self.now = now
 
     def submit(self, job: Job) -> None:
         if job.id in self.jobs:
             raise TransitionError(f"job {job.id} submitted twice")
-        if job.vcpus < 1 or job.mem_mb <= 0:
-            raise ValueError(f"job {job.id}: needs at least one vCPU and some RAM")
+        if isinstance(job.vcpus, bool) or not isinstance(job.vcpus, int) or job.vcpus < 1 \
+                or not job.mem_mb > 0:
+            raise ValueError(f"job {job.id}: needs a whole number of vCPUs (at least one) and "
+                             "some RAM")
         job.state, job.location, job.submitted_at = JobState.QUEUED, None, self.now
         self.jobs[job.id] = self.active[job.id] = job
         self.queue.append(job.id)
@@ -212,15 +253,21 @@ class ClusterState:
 
     def start(self, job_id: str, machine: str) -> None:
         j = self._job(job_id, JobState.QUEUED)
+        if machine not in self.machines:
+            raise TransitionError(f"no machine {machine}")
         if not self.fits(j, machine):
             raise TransitionError(f"job {job_id} does not fit on {machine}")
         self.queue.remove(job_id)
         if not self.queue:
             self.queue_empty_since = self.now
         j.state, j.location, j.started_at = JobState.RUNNING, machine, self.now
+        self._hold(j, machine)
+        self._running[machine][j.id] = j
 
     def begin_migration(self, job_id: str, dst: str, reason: str) -> None:
         j = self._job(job_id, JobState.RUNNING)
+        if dst not in self.machines:
+            raise TransitionError(f"no machine {dst}")
         if dst == j.location:
             raise TransitionError(f"job {job_id} is already on {dst}")
         if not self.fits(j, dst):
@@ -228,18 +275,24 @@ class ClusterState:
         j.state = JobState.MIGRATING
         j.migration = Migration(j.location, dst, reason, self.now)
         j.migrations += 1
+        del self._running[j.location][j.id]
+        self._hold(j, dst)
+        self._migrating[j.id] = j
 
     def release_source(self, job_id: str) -> None:
         j = self._job(job_id, JobState.MIGRATING)
         if j.migration.source_released:
             raise TransitionError(f"job {job_id}: source released twice")
         j.migration.source_released = True
+        self._unhold(j, j.location)
 
     def end_migration(self, job_id: str) -> None:
         j = self._job(job_id, JobState.MIGRATING)
         if not j.migration.source_released:
-            j.migration.source_released = True
+            self.release_source(job_id)
         j.state, j.location, j.migration = JobState.RUNNING, j.migration.dst, None
+        del self._migrating[j.id]
+        self._running[j.location][j.id] = j
 
     def abort_migration(self, job_id: str) -> None:
         """The migration failed: the job goes on at the source if it still holds it, else it is
@@ -248,21 +301,39 @@ class ClusterState:
         if j.migration.source_released:
             self._requeue(j)
         else:
+            self._unhold(j, j.migration.dst)
+            del self._migrating[j.id]
             j.state, j.migration = JobState.RUNNING, None
+            self._running[j.location][j.id] = j
 
     def fail(self, job_id: str) -> None:
         """A job could not be started or died: queue it again at the head."""
-        j = self.jobs[job_id]
+        j = self.jobs.get(job_id)
+        if j is None:
+            raise TransitionError(f"no job {job_id}")
         if j.state not in (JobState.RUNNING, JobState.MIGRATING):
             raise TransitionError(f"job {job_id} is {j.state.value}, not running")
         self._requeue(j)
 
     def finish(self, job_id: str) -> None:
         j = self._job(job_id, JobState.RUNNING)
+        self._leave(j)
         j.state, j.finished_at = JobState.DONE, self.now
         del self.active[job_id]
 
+    def _leave(self, j: Job) -> None:
+        """Drop a running or migrating job from the indexes of every machine holding it."""
+        if j.state is JobState.RUNNING:
+            del self._running[j.location][j.id]
+            self._unhold(j, j.location)
+        else:
+            if not j.migration.source_released:
+                self._unhold(j, j.location)
+            self._unhold(j, j.migration.dst)
+            del self._migrating[j.id]
+
     def _requeue(self, j: Job) -> None:
+        self._leave(j)
         j.state, j.location, j.migration, j.done_s = JobState.QUEUED, None, None, 0.0
         self.queue.insert(0, j.id)
         self.queue_empty_since = None
@@ -276,41 +347,84 @@ class ClusterState:
         return j
 
 
+def held_from_scratch(state: ClusterState) -> dict[str, list[Job]]:
+    """Which jobs hold each machine, from the jobs alone (what the indexes must agree with)."""
+    held: dict[str, list[Job]] = {m: [] for m in state.machines}
+    for j in state.active.values():
+        if j.state is JobState.RUNNING and j.location in held:
+            held[j.location].append(j)
+        elif j.state is JobState.MIGRATING and j.migration is not None:
+            if j.migration.dst in held:
+                held[j.migration.dst].append(j)
+            if not j.migration.source_released and j.location in held:
+                held[j.location].append(j)
+    return held
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvariantError(message)
+
+
 def check_invariants(state: ClusterState) -> None:
-    """Raise AssertionError when the state is impossible: a core or RAM cap exceeded, a job held
-    in no place or two (outside the window of a migration), a queue out of step with job states.
-    A second migration of a migrating job cannot be represented (one `migration` per job, and
-    `begin_migration` needs a running job). Cheap enough to run after every event."""
+    """Raise InvariantError when the state is impossible: a core or RAM cap exceeded, a job
+    held in no place or two (outside the window of a migration), a queue out of step with job
+    states, an index out of step with the jobs. A second migration of a migrating job cannot be
+    represented (one `migration` per job, and `begin_migration` needs a running job). Real
+    checks, not asserts: they hold under `python -O` too."""
+    held = held_from_scratch(state)
+    running_on: dict[str, set[str]] = {m: set() for m in state.machines}
+    for j in state.active.values():
+        if j.state is JobState.RUNNING and j.location in running_on:
+            running_on[j.location].add(j.id)
     for m in state.machines.values():
-        cores, ram = state.used(m.name)
-        assert cores <= m.usable_cores, f"{m.name}: {cores} cores used of {m.usable_cores}"
-        assert ram <= m.ram_mb + 1e-9, f"{m.name}: {ram} MB used of {m.ram_mb}"
+        hs = held[m.name]
+        cores, ram = sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs)
+        _check(cores <= m.usable_cores, f"{m.name}: {cores} cores used of {m.usable_cores}")
+        _check(ram <= m.ram_mb + 1e-9, f"{m.name}: {ram} MB used of {m.ram_mb}")
+        _check({j.id for j in hs} == set(state._held[m.name]),
+               f"{m.name}: holder index {sorted(state._held[m.name])} != {[j.id for j in hs]}")
+        icores, iram = state._used[m.name]
+        _check(icores == cores and abs(iram - ram) < 1e-6,
+               f"{m.name}: usage index {state._used[m.name]} != {(cores, ram)}")
+        _check(running_on[m.name] == set(state._running[m.name]),
+               f"{m.name}: running index out of step")
+        if m.kind == "board":
+            _check((m.name in state._open_boards) == (cores < m.usable_cores and ram < m.ram_mb),
+                   f"{m.name}: free-board index out of step")
+    migrating = {j.id for j in state.active.values() if j.state is JobState.MIGRATING}
+    _check(migrating == set(state._migrating), "migration index out of step")
     for j in state.jobs.values():
-        assert (j.id in state.active) == (j.state is not JobState.DONE), f"{j.id}: index"
+        _check((j.id in state.active) == (j.state is not JobState.DONE), f"{j.id}: index")
         if j.state is JobState.QUEUED:
-            assert j.location is None and j.migration is None, f"{j.id}: queued but placed"
+            _check(j.location is None and j.migration is None, f"{j.id}: queued but placed")
         elif j.state is JobState.RUNNING:
-            assert j.location in state.machines and j.migration is None, f"{j.id}: bad placement"
+            _check(j.location in state.machines and j.migration is None,
+                   f"{j.id}: bad placement")
         elif j.state is JobState.MIGRATING:
             mg = j.migration
-            assert mg is not None and mg.src == j.location and mg.dst in state.machines, j.id
-            assert mg.src != mg.dst, f"{j.id}: migrates to where it is"
+            _check(mg is not None and mg.src == j.location and mg.dst in state.machines,
+                   f"{j.id}: bad migration")
+            _check(mg.src != mg.dst, f"{j.id}: migrates to where it is")
         else:
-            assert j.migration is None and j.finished_at is not None, f"{j.id}: bad done state"
+            _check(j.migration is None and j.finished_at is not None, f"{j.id}: bad done state")
     queued = [j.id for j in state.active.values() if j.state is JobState.QUEUED]
-    assert sorted(queued) == sorted(state.queue), "queue and queued jobs differ"
-    assert len(set(state.queue)) == len(state.queue), "a job is queued twice"
-    held = {m: {j.id for j in state.holders(m)} for m in state.machines}
+    _check(sorted(queued) == sorted(state.queue), "queue and queued jobs differ")
+    _check(len(set(state.queue)) == len(state.queue), "a job is queued twice")
+    where_is = {}
+    for m, hs in held.items():
+        for j in hs:
+            where_is.setdefault(j.id, []).append(m)
     for j in state.active.values():
-        where = [m for m in state.machines if j.id in held[m]]
+        where = where_is.get(j.id, [])
         if j.state is JobState.RUNNING:
-            assert where == [j.location], f"{j.id}: held by {where}"
+            _check(where == [j.location], f"{j.id}: held by {where}")
         elif j.state is JobState.MIGRATING:
             expect = {j.migration.dst} | ({j.location} if not j.migration.source_released
                                           else set())
-            assert set(where) == expect, f"{j.id}: held by {where}, expected {expect}"
+            _check(set(where) == expect, f"{j.id}: held by {where}, expected {expect}")
         else:
-            assert where == [], f"{j.id}: queued but held by {where}"
+            _check(where == [], f"{j.id}: queued but held by {where}")
 
 
 class Policy:
@@ -468,25 +582,41 @@ class HexoPolicy(Policy):
                                              "running job can be offloaded to a board")
 
     def offload_for(self, job: Job) -> Migrate | None:
-        best = None
-        candidates = 0
+        """Lowest slowdown first, then the oldest job, then the first board in machine order.
+        Boards of one model are interchangeable here, so each model is tried once per job size
+        (its first open board where the job fits)."""
+        by_model: dict[str, list[Machine]] = {}
+        for b in self.state.open_boards():
+            by_model.setdefault(b.model, []).append(b)
+        first_fit: dict[tuple, Machine | None] = {}
+        best, candidates = None, 0
         for srv in self.state.servers:
             for v in self.state.running_on(srv.name):
                 if not self.frees_enough(v, job):
                     continue
-                for b in self.state.boards:
-                    s = v.slowdown.get(b.model)
-                    if s is None or not self.state.fits(v, b.name):
+                placed = False
+                for model, boards in by_model.items():
+                    s = v.slowdown.get(model)
+                    if s is None:
                         continue
-                    candidates += 1
-                    if best is None or s < best[0]:
-                        best = (s, v, b)
+                    key = (model, v.vcpus, v.mem_mb)
+                    if key not in first_fit:
+                        first_fit[key] = next((b for b in boards if self.state.fits(v, b.name)),
+                                              None)
+                    b = first_fit[key]
+                    if b is None:
+                        continue
+                    placed = True
+                    rank = (s, candidates, self.state.order[b.name])
+                    if best is None or rank < best[0]:
+                        best = (rank, v, b)
+                candidates += placed
         if best is None:
             return None
-        s, v, b = best
+        (s, _, _), v, b = best
         return self.migrate(v, b.name, f"{job.id} does not fit on the server; {v.id} has the "
                                        f"lowest estimated slowdown on {b.name} ({s:.3g}x) of "
-                                       f"{candidates} candidate placements")
+                                       f"{candidates} running jobs that could go to a board")
 
     def bring_back(self, now: float) -> list[Action]:
         idle = self.idle_for(now)
@@ -519,9 +649,11 @@ class CostAwarePolicy(HexoPolicy):
     efficiency is then HEXO's 1/s). Then:
 
     - none is taken while the free board cores are no more than the jobs on servers or queued
-      (the next `lookahead`) that would use a board core at least 1/`reserve` times better
-      (a CG at 30x does not take the board core an EP at 3x will want soon; with cores to
-      spare, it does);
+      (the next `lookahead`; by default one more than the servers' cores, the jobs the next
+      server completions will pull in) that would use a board core at least 1/`reserve` times
+      better (a CG at 30x does not take the board core an EP at 3x will want soon; with cores
+      to spare, it does). Looking further, at the whole queue, kept board cores idle for jobs
+      that would not need them for hours;
     - among candidates within `tolerance` of the best efficiency, the one that commits the board
       core for the least time wins (the same work rate, shorter turnaround, less work in flight),
       then a direct start (no migration), then the oldest job;
@@ -538,7 +670,8 @@ class CostAwarePolicy(HexoPolicy):
                  lookahead: int | None = None):
         super().__init__(state, idle_after_s)
         self.reserve, self.tolerance, self.direct_start = reserve, tolerance, direct_start
-        self.lookahead = lookahead
+        self.lookahead = lookahead if lookahead is not None else \
+            1 + sum(m.usable_cores for m in state.servers)
         self.lengths: dict[str, list[float]] = {}
         self.estimates: dict[tuple[str, str], float] = {}
 
@@ -561,9 +694,10 @@ class CostAwarePolicy(HexoPolicy):
         w = self.expected_work(job)
         return None if w is None or job.done_s >= w else w - job.done_s
 
-    def slowdown(self, job: Job, board: Machine) -> float | None:
-        s = job.slowdown.get(board.model)
-        return s if s is not None else self.estimates.get((job.benchmark, board.model))
+    def slowdown(self, job: Job, model: str) -> float | None:
+        """The job's estimate on a board model, else the last one for its benchmark."""
+        s = job.slowdown.get(model)
+        return s if s is not None else self.estimates.get((job.benchmark, model))
 
     def migration_s(self, job: Job, src: Machine, dst: Machine) -> float:
         """Checkpoint on src, transfer over the board's link, restore on dst."""
@@ -576,40 +710,72 @@ class CostAwarePolicy(HexoPolicy):
         return self.best_board_move(job)
 
     def candidates(self, job: Job) -> list[tuple]:
-        """(efficiency, board-seconds committed, start time, kind, job, board, slowdown, t_mig)"""
+        """(efficiency, board-seconds committed, start time, kind, job, board, slowdown, t_mig)
+
+        Boards alike (same model, link and restore speed) give the same candidate, so each
+        class of boards is represented by its first open board where the job fits."""
+        classes: dict[tuple, list[Machine]] = {}
+        for b in self.state.open_boards():
+            classes.setdefault((b.model, b.link_mbit, b.restore_mb_s), []).append(b)
+        first_fit: dict[tuple, Machine | None] = {}
+
+        def board_for(cls: tuple, j: Job) -> Machine | None:
+            key = (cls, j.vcpus, j.mem_mb)
+            if key not in first_fit:
+                first_fit[key] = next((b for b in classes[cls] if self.state.fits(j, b.name)),
+                                      None)
+            return first_fit[key]
+
+        victims = [(srv, v) for srv in self.state.servers for v in self.state.running_on(srv.name)
+                   if self.frees_enough(v, job)]
         out = []
-        for b in self.state.boards:
-            if self.direct_start and self.state.fits(job, b.name):
-                s = self.slowdown(job, b)
-                if s is not None:
+        for cls in classes:
+            model = cls[0]
+            if self.direct_start:
+                s, b = self.slowdown(job, model), board_for(cls, job)
+                if s is not None and b is not None:
                     w = self.expected_work(job)
                     out.append((1.0 / s, math.inf if w is None else w * s, math.inf, "run",
                                 job, b, s, 0.0))
-            for srv in self.state.servers:
-                for v in self.state.running_on(srv.name):
-                    s = v.slowdown.get(b.model)
-                    if s is None or not self.state.fits(v, b.name) \
-                            or not self.frees_enough(v, job):
-                        continue
-                    r, t = self.remaining(v), self.migration_s(v, srv, b)
-                    if r is None:
-                        out.append((1.0 / s, math.inf, v.started_at, "migrate", v, b, s, t))
-                    else:
-                        out.append((r / (t + r * s), t + r * s, v.started_at, "migrate", v, b,
-                                    s, t))
+            for srv, v in victims:
+                s = v.slowdown.get(model)
+                b = None if s is None else board_for(cls, v)
+                if b is None:
+                    continue
+                r, t = self.remaining(v), self.migration_s(v, srv, b)
+                if r is None:
+                    out.append((1.0 / s, math.inf, v.started_at, "migrate", v, b, s, t))
+                else:
+                    out.append((r / (t + r * s), t + r * s, v.started_at, "migrate", v, b, s, t))
         return out
 
-    def better_jobs_soon(self, efficiency: float) -> list[Job]:
-        """Jobs on servers or among the next `lookahead` queued ones (all when None) that would
-        use a board core at least 1/reserve times better than `efficiency`."""
-        pool = [self.state.jobs[i] for i in self.state.queue[:self.lookahead]]
-        pool += [j for m in self.state.servers for j in self.state.running_on(m.name)]
+    def better_jobs_soon(self, efficiency: float, enough: int) -> list[Job]:
+        """Up to `enough` jobs on servers or among the next `lookahead` queued ones that would
+        use a board core at least 1/reserve times better than `efficiency`.
+        Queued jobs with no estimate of their own share their benchmark's, computed once."""
+        models = {b.model for b in self.state.boards}
+        by_benchmark: dict[str, bool] = {}
+
+        def better(j: Job) -> bool:
+            ss = [s for s in (self.slowdown(j, m) for m in models) if s is not None]
+            return bool(ss) and self.reserve / min(ss) > efficiency
+
         out = []
-        for j in pool:
-            ss = [self.slowdown(j, b) for b in self.state.boards]
-            ss = [x for x in ss if x is not None]
-            if ss and self.reserve * (1.0 / min(ss)) > efficiency:
+        queue = self.state.queue[:self.lookahead]
+        servers = (j for m in self.state.servers for j in self.state.running_on(m.name))
+        for j in itertools.chain(queue, servers):
+            if isinstance(j, str):
+                j = self.state.jobs[j]
+            if j.slowdown:
+                ok = better(j)
+            else:
+                ok = by_benchmark.get(j.benchmark)
+                if ok is None:
+                    ok = by_benchmark[j.benchmark] = better(j)
+            if ok:
                 out.append(j)
+                if len(out) >= enough:
+                    break
         return out
 
     def best_board_move(self, job: Job) -> Action:
@@ -620,12 +786,12 @@ class CostAwarePolicy(HexoPolicy):
         pool = [c for c in cands if c[0] >= (1.0 - self.tolerance) * top]
         eff, commit, _, kind, target, board, s, t = min(
             pool, key=lambda c: (c[1], c[3] != "run", c[2]))
-        better = self.better_jobs_soon(eff)
-        free = sum(self.state.free(b.name)[0] for b in self.state.boards)
+        free = sum(self.state.free(b.name)[0] for b in self.state.open_boards())
+        better = self.better_jobs_soon(eff, max(free, 1))
         if better and len(better) >= free:
             return Wait(f"{job.id} waits: the best board placement ({target.id} at {s:.3g}x, "
                         f"{eff:.3g} work/board-s) would take one of {free} free board cores "
-                        f"that {len(better)} jobs soon to need one would use more than "
+                        f"that at least {len(better)} jobs soon to need one would use more than "
                         f"{1 / self.reserve:g}x better ({', '.join(j.id for j in better[:3])})")
         committed = "unknown" if commit == math.inf else f"{commit:.0f} s"
         if kind == "run":
@@ -664,7 +830,7 @@ class CostAwarePolicy(HexoPolicy):
         moves = []
         for b in self.state.boards:
             for j in self.state.running_on(b.name):
-                s = self.slowdown(j, b) or 1.0
+                s = self.slowdown(j, b.model) or 1.0
                 r = self.remaining(j)
                 for srv in self.state.servers:
                     back = self.migration_s(j, b, srv)

@@ -1,15 +1,20 @@
 /* A job that talks: output in every shape the I/O ring must carry, for tests and benchmarks.
    chatty MODE N [PATH]:
-     lines  N   N numbered lines to stderr and N to stdout, a migration point after each pair
+     lines  N [WORK]  N numbered lines to stderr and N to stdout, a migration point and WORK
+                updates of a 1 MiB heap array after each pair
+     pairs  N   the same lines with stdout flushed after each: the order of writes is the
+                program's, whatever the C library's buffer size
      format N   the same lines formatted into memory only (compute-only baseline)
-     crash  N   lines, then a null-pointer store
-     spin   N   lines, stdout flushed, then loop forever without exits
+     crash  N   pairs, then a null-pointer store
+     spin   N   pairs, then loop forever without exits
      stream     numbered lines to stdout until killed
      file   N   N 4 KiB fwrite()s to PATH, read back with fread(); prints size and checksum
+     clock  N   N calls of clock(): N hypercall exits and nothing else
      read       echoes the lines of stdin with a running count, after a prompt on stderr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__has_include)
 #if __has_include(<hexo.h>)
@@ -21,13 +26,20 @@
 static void hexo_check_migrate(void) {}
 #endif
 
-static void lines(long n)
+static void lines(long n, long work, int flush)
 {
+    enum { WORDS = (1 << 20) / sizeof(long) };
+    volatile long *heap = work ? calloc(WORDS, sizeof(long)) : NULL;
     for (long i = 0; i < n; i++) {
         fprintf(stderr, "err %ld: the quick brown fox\n", i);
         printf("out %ld: jumps over the lazy dog\n", i);
+        if (flush)
+            fflush(stdout);
         hexo_check_migrate();
+        for (long w = 0; w < work; w++)
+            heap[(w * 4099) % WORDS] += w;
     }
+    free((void *)heap);
 }
 
 static unsigned long checksum(const unsigned char *p, size_t n, unsigned long h)
@@ -78,12 +90,12 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "lines";
     long n = argc > 2 ? atol(argv[2]) : 10;
-    if (!strcmp(mode, "lines") || !strcmp(mode, "crash") || !strcmp(mode, "spin")) {
-        lines(n);
+    if (!strcmp(mode, "lines") || !strcmp(mode, "pairs") || !strcmp(mode, "crash") ||
+        !strcmp(mode, "spin")) {
+        lines(n, argc > 3 ? atol(argv[3]) : 0, strcmp(mode, "lines") != 0);
         if (!strcmp(mode, "crash"))
             *(volatile int *)0 = 1;
         if (!strcmp(mode, "spin")) {
-            fflush(stdout);
             for (volatile long spin = 0;; spin++)
                 ;
         }
@@ -97,6 +109,11 @@ int main(int argc, char **argv)
                          (size_t)snprintf(buf, sizeof buf, "out %ld: jumps over the lazy dog\n", i), h);
         }
         printf("%lx\n", h);
+    } else if (!strcmp(mode, "clock")) {
+        clock_t last = 0;
+        for (long i = 0; i < n; i++)
+            last = clock();
+        printf("%d\n", last >= 0);
     } else if (!strcmp(mode, "stream")) {
         for (long i = 0;; i++)
             printf("%09ld\n", i);

@@ -19,12 +19,14 @@ import tempfile
 import time
 from typing import NamedTuple, Optional
 
+from .errors import UhyveError
+
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 DEFAULT_POINTS = "10%,50%,90%"
 
 
-class CertifyError(Exception):
+class CertifyError(UhyveError):
     """The check cannot be made (bad arguments, an image that does not run)."""
 
 
@@ -50,8 +52,12 @@ def register(sub) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hexo certify", description=__doc__.split("\n\n")[1]
-                                .replace("\n", " "))
+    p = argparse.ArgumentParser(
+        prog="hexo certify", usage="hexo certify IMAGE [options] [-- guest arguments]",
+        description="Run the job unmigrated on both ISAs, then migrated at the chosen points "
+                    "in both directions and once there and back; compare every run's whole "
+                    "output and exit status with the unmigrated x86-64 run. Exit status 0: "
+                    "all identical; 1: a difference; 2: the check could not be made.")
     p.add_argument("image")
     p.add_argument("--points", default=DEFAULT_POINTS,
                    help="where to migrate: percentages of the points a full run reaches "
@@ -85,15 +91,16 @@ def parse_points(text: str, total: int) -> list[int]:
     return sorted(set(points))
 
 
-def plans(points: list[int]) -> list[Plan]:
+def plans(points: list[int], total: int) -> list[Plan]:
     """Both directions at every point, and one round trip: out at the first point, back at
-    the last (or at the next point when there is only one)."""
+    the last (or at the next point when there is only one; none when that is the last)."""
     out = [Plan(f"{src} -> {OTHER[src]} at {p}", ((src, p), (OTHER[src], None)))
            for src in ISAS for p in points]
     first, last = points[0], points[-1]
-    back = last - first if last > first else 1
-    out.append(Plan(f"x86_64 -> aarch64 at {first} -> x86_64 at {first + back}",
-                    (("x86_64", first), ("aarch64", back), ("x86_64", None))))
+    back = last if last > first else first + 1
+    if back <= total:
+        out.append(Plan(f"x86_64 -> aarch64 at {first} -> x86_64 at {back}",
+                        (("x86_64", first), ("aarch64", back - first), ("x86_64", None))))
     return out
 
 
@@ -207,7 +214,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
     many there are in all, once known)."""
     import re
 
-    from .vm import parse_size
+    from hexo.sizes import parse_size
     mem = parse_size(args.mem) if args.mem else None
     try:
         ignore = [re.compile(p.encode()) for p in args.ignore]
@@ -231,7 +238,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
             raise CertifyError(f"{args.image} reaches no migration point (build it with "
                                f"--migratable or --auto-points)")
         chosen = parse_points(args.points, total)
-        migrated = plans(chosen)
+        migrated = plans(chosen, total)
         for plan in migrated:
             step(plan.name, len(unmigrated) + len(migrated))
             t0 = time.perf_counter()

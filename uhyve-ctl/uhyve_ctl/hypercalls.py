@@ -151,26 +151,30 @@ class Hypercalls:
         self.count = 0
         # (context, kernel state, areas) -> StopReason to stop, or -errno to resume the guest
         self.on_migrate = on_migrate
-        self._table = {abi.NR[name]: getattr(self, f"_{name.lower()}") for name in abi.NR}
+        # nr -> everything an exit needs, built once: no per-exit lookups or strings
+        self._table = {h.nr: (h.args, getattr(self, f"_{h.name.lower()}"), h.name,
+                              f"{h.name} arguments", f"{h.name} results")
+                       for h in abi.HYPERCALLS}
 
     def __call__(self, nr: int, arg: int) -> StopReason | None:
         self.count += 1
-        call = abi.HYPERCALL_BY_NR.get(nr)
         if self.ring is not None:
             broken = self.ring.drain()
             if broken is not None:
                 return Crashed(broken)
-        if call is None:
+        entry = self._table.get(nr)
+        if entry is None:
             return Crashed(f"guest made unknown hypercall {nr} (ABI {abi.ABI_MAJOR}.{abi.ABI_MINOR})")
+        args_struct, handler, name, what_args, what_results = entry
         try:
-            args = call.args.unpack(self.memory.read(arg, call.args.size, f"{call.name} arguments"))
-            stop, results = self._table[nr](**args)
+            args = args_struct.unpack(self.memory.read(arg, args_struct.size, what_args))
+            stop, results = handler(**args)
             if results:
                 args.update(results)
-                self.memory.write(arg, call.args.pack(**args), f"{call.name} results")
+                self.memory.write(arg, args_struct.pack(**args), what_results)
             return stop
         except GuestMemoryError as e:
-            return Crashed(f"hypercall {call.name} rejected: {e}")
+            return Crashed(f"hypercall {name} rejected: {e}")
 
     def _exit(self, status):
         return Exited(status), None

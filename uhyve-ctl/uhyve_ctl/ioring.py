@@ -22,6 +22,7 @@ from typing import Optional
 
 from hexo import abi
 from .hypercalls import guest_errno
+from .errors import UhyveError
 
 INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
 
@@ -35,7 +36,7 @@ _FDS = abi.IO_RING_ADDR + abi.IO_RING.offset("writable_fds_lo")
 _SIZE, _SLOTS, _DATA = abi.IO_DATA_SIZE, abi.IO_SWITCH_SLOTS, abi.IO_DATA_ADDR
 
 
-class RingError(Exception):
+class RingError(UhyveError):
     """The guest broke the ring protocol."""
 
 
@@ -69,8 +70,16 @@ class OutputRing:
         self.view[_FDS:_FDS + 16] = (bits & (2 ** 64 - 1)).to_bytes(8, "little") + \
             (bits >> 64).to_bytes(8, "little")
 
+    def paused(self) -> threading.Lock:
+        """Held, no drain runs: the host may swap the fds output goes to meanwhile."""
+        return self._lock
+
     def drain(self) -> Optional[str]:
         """Write out what the guest published; returns why the ring is broken, if it is."""
+        view = self.view
+        if (self.error is None and _U64.unpack_from(view, _HEAD)[0] == self._tail
+                and _U64.unpack_from(view, _SWITCH_HEAD)[0] == self._switch_tail):
+            return None          # nothing new: no lock (tail moves only after its writes)
         with self._lock:
             if self.error is None:
                 try:
@@ -85,7 +94,7 @@ class OutputRing:
         switch_head = _U64.unpack_from(view, _SWITCH_HEAD)[0]
         tail, switch_tail = self._tail, self._switch_tail
         if head == tail and switch_head == switch_tail:
-            return
+            return                                         # another thread drained it
         if not 0 <= head - tail <= _SIZE:
             raise RingError(f"head {head} is not within {_SIZE} bytes after tail {tail}")
         if not 0 <= switch_head - switch_tail <= _SLOTS:

@@ -1,6 +1,8 @@
 """Guest RAM: one anonymous host mapping shared by every backend.
 
-Guest-physical address == offset into the mapping. The doorbell page is a hole: it is never
+Guest-physical address == offset into the mapping. It asks for transparent huge pages: a job's
+first touch of its memory then costs one host fault (and one shadow-paging fill on PVM hosts)
+per 2 MiB instead of per 4 KiB, which is what made short jobs cost 1.4-1.8x their native CPU. The doorbell page is a hole: it is never
 registered as RAM with a backend, so guest stores to it exit to the host. Every access made on
 a guest's behalf goes through the bounds-checked methods here, so a wild pointer from a guest
 becomes a GuestMemoryError, never a host crash.
@@ -13,9 +15,10 @@ import mmap
 import os
 
 from hexo import abi
+from .errors import UhyveError
 
 
-class GuestMemoryError(Exception):
+class GuestMemoryError(UhyveError):
     """A guest-supplied address range that is not guest RAM."""
 
     def __init__(self, addr: int, length: int, what: str = "access"):
@@ -29,6 +32,8 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long)
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -44,6 +49,7 @@ class GuestMemory:
         if addr in (None, _MAP_FAILED):
             err = ctypes.get_errno()
             raise OSError(err, f"cannot map {size} bytes of guest memory: {os.strerror(err)}")
+        _libc.madvise(addr, size, MADV_HUGEPAGE)     # a hint: without THP, 4 KiB pages
         self.size = size
         self.host_address = addr
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")

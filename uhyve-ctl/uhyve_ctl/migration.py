@@ -18,19 +18,20 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
-import sys
 import threading
 import time
-import traceback
 from typing import Callable, NamedTuple, Optional
 
 from hexo import abi
+from hexo.errors import HexoError, one_line
+
 from .backends.base import Checkpointed
+from .errors import UhyveError
 
 _KIND_NAMES = {v: k.removeprefix("AREA_").lower() for k, v in abi.AREA_KINDS.items()}
 
 
-class MigrationError(Exception):
+class MigrationError(UhyveError):
     """A checkpoint request that did not produce a checkpoint; the guest keeps running."""
 
 
@@ -39,18 +40,8 @@ ALL_POINTS = 2 ** 32 - 1    # a skip count no job exhausts: the guest counts eve
 
 
 def one_line_cause(err: BaseException, stage: str) -> str:
-    """The reason a user reads: the error's own sentence for the project's errors, a plain
-    statement (the traceback only with HEXO_DEBUG=1) for a defect."""
-    from hexo.checkpoint import CheckpointError
-    from hexo.image import ImageError
-    from hexo.transform import TransformError
-    if isinstance(err, (MigrationError, CheckpointError, ImageError, TransformError)):
-        return str(err).splitlines()[0] if str(err) else stage + " failed"
-    if isinstance(err, OSError) and err.strerror:
-        return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
-    if os.environ.get("HEXO_DEBUG"):
-        traceback.print_exception(err, file=sys.stderr)
-    return f"{stage} failed on an internal error (a hexo defect; HEXO_DEBUG=1 shows where)"
+    """The reason a user reads: the core's and the runtime's errors say their own sentence."""
+    return one_line(err, stage, (HexoError, UhyveError))
 
 
 class Request(NamedTuple):
@@ -180,7 +171,7 @@ class Migrator:
                       "name": vm.image.manifest.get("name")},
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
-            "context": regs, "kernel": kernel, "files": vm.files.describe(),
+            "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
         }
         from hexo import checkpoint, retarget   # only when checkpointing: keeps start-up lean
         mem = vm.memory

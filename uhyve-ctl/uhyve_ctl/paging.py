@@ -22,67 +22,74 @@ _A64_NORMAL = (0 << 2) | (3 << 8) | (1 << 10)   # AttrIndx 0, inner shareable, A
 _A64_DEVICE = (1 << 2) | (1 << 10) | (1 << 54) | (1 << 53)  # AttrIndx 1, AF, XN
 
 
-class _Allocator:
+class _Tables:
+    """Page tables built in Python lists, each written to guest RAM in one store."""
+
     def __init__(self, memory):
         self.memory = memory
+        self.tables: dict[int, list[int]] = {}
         self.next = abi.PAGE_TABLE_ADDR
 
-    def page(self) -> int:
+    def new(self) -> int:
         addr = self.next
-        if addr >= abi.STACK_GUARD:
+        if addr >= abi.PAGE_TABLE_END:
             raise ValueError("guest memory too large for the page-table area")
         self.next += abi.PAGE_SIZE
+        self.tables[addr] = [0] * 512
         return addr
 
     def put(self, table: int, index: int, value: int) -> None:
-        self.memory.write(table + 8 * index, struct.pack("<Q", value))
+        self.tables[table][index] = value
+
+    def write(self) -> None:
+        for addr, entries in self.tables.items():
+            self.memory.write(addr, struct.pack("<512Q", *entries))
 
 
-def _low_pages(alloc: _Allocator, page_flags: int, doorbell_flags: int) -> int:
+def _low_pages(t: _Tables, page_flags: int, doorbell_flags: int) -> int:
     """A last-level table for the first 2 MiB: page 0 and the stack guard page absent, the
     doorbell with its own flags."""
-    table = alloc.page()
-    for i in range(1, 512):
-        addr = i * abi.PAGE_SIZE
-        if addr != abi.STACK_GUARD:
-            alloc.put(table, i,
-                      addr | (doorbell_flags if addr == abi.DOORBELL_ADDR else page_flags))
+    table = t.new()
+    t.tables[table][1:] = [0 if addr == abi.STACK_GUARD else
+                           addr | (doorbell_flags if addr == abi.DOORBELL_ADDR else page_flags)
+                           for addr in range(abi.PAGE_SIZE, 512 * abi.PAGE_SIZE,
+                                             abi.PAGE_SIZE)]
     return table
+
+
+def _identity(memory, t: _Tables, upper: int, table_flags: int, low: int, low_flags: int,
+              block_flags: int) -> None:
+    """Under table `upper`, one table per GiB mapping RAM with 2 MiB blocks; the first 2 MiB
+    through the `low` table."""
+    for gb in range((memory.size + _1G - 1) // _1G):
+        pd = t.new()
+        t.put(upper, gb, pd | table_flags)
+        blocks = range(gb * _1G, min(memory.size, (gb + 1) * _1G), _2M)
+        t.tables[pd][:len(blocks)] = [(low | low_flags) if addr == 0 else (addr | block_flags)
+                                      for addr in blocks]
 
 
 def build_x86_64(memory) -> int:
     """4-level tables; returns CR3."""
     P, RW, US, PS = 1, 2, 4, 0x80
-    alloc = _Allocator(memory)
-    pml4, pdpt = alloc.page(), alloc.page()
-    alloc.put(pml4, 0, pdpt | P | RW | US)
-    low = _low_pages(alloc, P | RW | US, P | RW | US)
-    for gb in range((memory.size + _1G - 1) // _1G):
-        pd = alloc.page()
-        alloc.put(pdpt, gb, pd | P | RW | US)
-        for i in range(512):
-            addr = gb * _1G + i * _2M
-            if addr >= memory.size:
-                break
-            alloc.put(pd, i, (low | P | RW | US) if addr == 0 else (addr | P | RW | US | PS))
+    t = _Tables(memory)
+    pml4, pdpt = t.new(), t.new()
+    t.put(pml4, 0, pdpt | P | RW | US)
+    low = _low_pages(t, P | RW | US, P | RW | US)
+    _identity(memory, t, pdpt, P | RW | US, low, P | RW | US, P | RW | US | PS)
+    t.write()
     return pml4
 
 
 def build_aarch64(memory) -> int:
     """4 KiB granule, 48-bit VA tables for TTBR0_EL1; returns the L0 table address."""
     TABLE, BLOCK, PAGE = 3, 1, 3
-    alloc = _Allocator(memory)
-    l0, l1 = alloc.page(), alloc.page()
-    alloc.put(l0, 0, l1 | TABLE)
-    low = _low_pages(alloc, _A64_NORMAL | PAGE, _A64_DEVICE | PAGE)
-    for gb in range((memory.size + _1G - 1) // _1G):
-        l2 = alloc.page()
-        alloc.put(l1, gb, l2 | TABLE)
-        for i in range(512):
-            addr = gb * _1G + i * _2M
-            if addr >= memory.size:
-                break
-            alloc.put(l2, i, (low | TABLE) if addr == 0 else (addr | _A64_NORMAL | BLOCK))
+    t = _Tables(memory)
+    l0, l1 = t.new(), t.new()
+    t.put(l0, 0, l1 | TABLE)
+    low = _low_pages(t, _A64_NORMAL | PAGE, _A64_DEVICE | PAGE)
+    _identity(memory, t, l1, TABLE, low, TABLE, _A64_NORMAL | BLOCK)
+    t.write()
     return l0
 
 

@@ -16,6 +16,8 @@ import struct
 import threading
 from typing import Callable
 
+from .errors import UhyveError
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.ioctl.restype = ctypes.c_int
@@ -31,11 +33,12 @@ UFFDIO_WAKE = 0x8010AA02
 UFFDIO_REGISTER_MODE_MISSING = 1
 UFFD_EVENT_PAGEFAULT = 0x12
 MADV_DONTNEED = 4
+MADV_NOHUGEPAGE = 15
 _MSG = struct.Struct("<B7xQQ8x")            # event, pagefault.flags, pagefault.address
 _POLL_MS = 100
 
 
-class UserfaultError(OSError):
+class UserfaultError(UhyveError, OSError):
     pass
 
 
@@ -57,7 +60,9 @@ class Userfault:
             api = (ctypes.c_uint64 * 3)(UFFD_API, 0, 0)
             _check(_libc.ioctl(self.fd, UFFDIO_API, api), "UFFDIO_API")
             for addr, length in ranges:
-                # Pages written at boot (the image's data) must fault again, so drop them.
+                # Pages written at boot (the image's data) must fault again, so drop them;
+                # pages arrive 4 KiB at a time, so no huge pages here.
+                _check(_libc.madvise(addr, length, MADV_NOHUGEPAGE), "madvise(MADV_NOHUGEPAGE)")
                 _check(_libc.madvise(addr, length, MADV_DONTNEED), "madvise(MADV_DONTNEED)")
                 reg = (ctypes.c_uint64 * 4)(addr, length, UFFDIO_REGISTER_MODE_MISSING, 0)
                 _check(_libc.ioctl(self.fd, UFFDIO_REGISTER, reg), "UFFDIO_REGISTER")

@@ -42,18 +42,6 @@ def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "aut
     return EmuBackend(memory, isa)
 
 
-def parse_size(text: str) -> int:
-    """'256M', '1G', '65536' -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise ValueError(f"bad size '{text}' (examples: 512M, 2G)") from None
-
-
 class VirtualMachine:
     """Boots one ISA build of an image, fresh or from a checkpoint; `run()` returns why the
     guest stopped."""
@@ -90,6 +78,10 @@ class VirtualMachine:
             self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
+            # A restored job gets the arguments it started with: pointers into them may be
+            # live in its frames (an early migration point, or argv kept for later).
+            self.argv = list(restore.meta.get("argv", argv) if restore is not None else argv)
+            argv = self.argv
             argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
             self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
             if restore is not None:

@@ -358,7 +358,12 @@ public:
       : M(M), Ctx(M.getContext()), DL(M.getDataLayout()), Opts(Opts) {}
 
   void run() {
+    if (Opts.DumpLiveness)
+      dumpLiveness();
     resolveUnprototypedCalls();
+    for (Function &F : M)
+      if (!F.isDeclaration())
+        hoistStaticAllocas(F);
     std::map<Function *, std::string> Callbacks = libraryCallbacks();
     if (Opts.AutoPoints)
       insertAutoPoints(Callbacks);
@@ -370,8 +375,6 @@ public:
       for (Function *F : Reaching)
         instrument(*F);
     }
-    if (Opts.DumpLiveness)
-      dumpLiveness();
     writeTable();
   }
 
@@ -385,6 +388,7 @@ private:
   bool IndirectOK = false;
   std::vector<std::string> Problems;
   std::vector<std::string> Resolved;
+  std::map<CallBase *, std::string> Unresolved;    // K&R calls that do not fit: why
   json::Array Sites;
   json::Object Liveness_;
 
@@ -392,10 +396,13 @@ private:
     return M.getFunction(MigrationPoint);
   }
 
-  // K&R calls (`int f();` then `f(3)`) name the definition through a cast to a variadic
-  // type; after llvm-link the definition is known, so call it with its own type when the
-  // arguments match it (and the migration point, declared `void hexo_check_migrate();`,
-  // with no arguments). Calls that do not match stay, and are refused if they may reach.
+  // K&R calls (`int f();`, or no declaration at all, then `f(3)`) name the definition
+  // through a cast to a variadic type; after llvm-link the definition is known, so they
+  // call it with its own type (and the migration point, declared `void
+  // hexo_check_migrate();`, with no arguments). Arguments are converted as the definition
+  // reads them: a promoted integer is truncated or extended, a promoted double rounded to
+  // float, pointers cast. The first thing that does not fit is the call's `Unresolved`
+  // reason; such calls stay, and are refused if they may reach a migration point.
   FunctionType *resolvedType(CallInst *C) {
     Function *Callee = directCallee(C);
     if (!Callee || C->hasOperandBundles() || C->isMustTailCall())
@@ -405,16 +412,27 @@ private:
       FT = FunctionType::get(Type::getVoidTy(Ctx), false);
     else if (Callee->isDeclaration() || Callee->isVarArg())
       return nullptr;
-    if (C->getFunctionType() == FT || C->arg_size() != FT->getNumParams())
+    if (C->getFunctionType() == FT)
       return nullptr;
+    auto Refuse = [&](const std::string &Why) -> FunctionType * {
+      Unresolved[C] = Why;
+      return nullptr;
+    };
+    if (C->arg_size() != FT->getNumParams())
+      return Refuse(std::to_string(C->arg_size()) + " arguments, the definition takes " +
+                    std::to_string(FT->getNumParams()));
     Type *Ret = FT->getReturnType(), *CallRet = C->getType();
-    if (Ret != CallRet && !CallRet->isVoidTy() &&
+    if (Ret != CallRet && !CallRet->isVoidTy() && !C->use_empty() &&
         !(Ret->isPointerTy() && CallRet->isPointerTy()))
-      return nullptr;
+      return Refuse("its result is used as " + typeName(CallRet) + ", the definition returns " +
+                    typeName(Ret));
     for (unsigned I = 0; I < C->arg_size(); ++I) {
       Type *A = C->getArgOperand(I)->getType(), *P = FT->getParamType(I);
-      if (A != P && !(A->isPointerTy() && P->isPointerTy()))
-        return nullptr;
+      bool Fits = A == P || (A->isPointerTy() && P->isPointerTy()) ||
+                  (A->isIntegerTy() && P->isIntegerTy()) || (A->isDoubleTy() && P->isFloatTy());
+      if (!Fits)
+        return Refuse("argument " + std::to_string(I + 1) + " is " + typeName(A) +
+                      ", the definition takes " + typeName(P));
     }
     return FT;
   }
@@ -430,29 +448,59 @@ private:
       CallInst *C = CF.first;
       FunctionType *FT = CF.second;
       Function *Callee = directCallee(C);
+      IRBuilder<> B(C);
       std::vector<Value *> Args;
       for (unsigned I = 0; I < C->arg_size(); ++I) {
         Value *A = C->getArgOperand(I);
         Type *P = FT->getParamType(I);
-        Args.push_back(A->getType() == P ? A : new BitCastInst(A, P, "", C));
+        if (A->getType()->isIntegerTy())
+          Args.push_back(B.CreateSExtOrTrunc(A, P));
+        else if (A->getType() != P && P->isFloatTy())
+          Args.push_back(B.CreateFPTrunc(A, P));
+        else
+          Args.push_back(B.CreateBitCast(A, P));
       }
       Value *Target = Callee->getFunctionType() == FT
                           ? (Value *)Callee
                           : ConstantExpr::getBitCast(Callee, FT->getPointerTo());
-      auto *New = CallInst::Create(FT, Target, Args, "", C);
+      CallInst *New = B.CreateCall(FT, Target, Args);
       New->setCallingConv(Callee->getCallingConv());
       New->setTailCallKind(C->getTailCallKind());
       New->setDebugLoc(C->getDebugLoc());
-      if (!Callee->isDeclaration())
-        New->setAttributes(Callee->getAttributes());
-      Type *Ret = FT->getReturnType(), *CallRet = C->getType();
-      if (!CallRet->isVoidTy())
-        C->replaceAllUsesWith(Ret == CallRet ? (Value *)New
-                                             : new BitCastInst(New, CallRet, "", C));
+      std::vector<AttributeSet> ArgAttrs;
+      for (unsigned I = 0; I < FT->getNumParams(); ++I)     // the callee's signext, zeroext...
+        ArgAttrs.push_back(Callee->getFunctionType() == FT
+                               ? Callee->getAttributes().getParamAttrs(I).removeAttribute(
+                                     Ctx, Attribute::Returned)
+                               : AttributeSet());
+      New->setAttributes(AttributeList::get(Ctx, C->getAttributes().getFnAttrs(),
+                                            AttributeSet(), ArgAttrs));
+      if (!C->use_empty())
+        C->replaceAllUsesWith(FT->getReturnType() == C->getType()
+                                  ? (Value *)New
+                                  : B.CreateBitCast(New, C->getType()));
       New->takeName(C);
       Resolved.push_back(where(C) + ": call of '" + Callee->getName().str() + "'");
       C->eraseFromParent();
     }
+  }
+
+  // clang interleaves the entry block's fixed-size allocas with their bitcasts; gathered at
+  // its top, they stay in the entry block when a migration point is put after them and the
+  // block is split there (an alloca elsewhere would be a dynamic stack allocation).
+  static void hoistStaticAllocas(Function &F) {
+    BasicBlock &Entry = F.getEntryBlock();
+    std::vector<AllocaInst *> Fixed;
+    for (Instruction &I : Entry)
+      if (auto *AI = dyn_cast<AllocaInst>(&I))
+        if (isa<Constant>(AI->getArraySize()))
+          Fixed.push_back(AI);
+    Instruction *First = &*Entry.getFirstInsertionPt();
+    for (AllocaInst *AI : Fixed)
+      if (AI != First)
+        AI->moveBefore(First);
+      else
+        First = AI->getNextNode();
   }
 
   // Application functions that library code may call: passed to a declared function, or a
@@ -561,10 +609,9 @@ private:
         if (C->getFunctionType()->isVarArg()) {
           if (Callee)
             Problems.push_back(where(C) + ": unprototyped call of '" + Name +
-                               "' may reach a migration point and its arguments do not match "
-                               "the definition's parameters (" +
-                               std::to_string(C->arg_size()) + " for " +
-                               std::to_string(Callee->arg_size()) + ")");
+                               "' may reach a migration point and does not fit its definition (" +
+                               (Unresolved.count(C) ? Unresolved[C] : "a variadic function") +
+                               "); give the function a prototype");
           else
             Problems.push_back(where(C) + ": indirect call through a variadic or unprototyped "
                                           "pointer may reach a migration point; give the "
@@ -693,7 +740,11 @@ private:
     // Every value that is live after some site becomes a variable: one stack slot per
     // scalar part for the record, and a variable that PromoteMemToReg turns back into SSA
     // with the reloaded values flowing to every use after a site.
+    // The slots come after the function's own stack objects, so they are laid out nearest
+    // the stack pointer: behind large arrays, aarch64 would otherwise address them through
+    // a base register that the code keeps across calls and no record describes.
     Instruction *AllocaPoint = &*F.getEntryBlock().begin();
+    Instruction *SlotPoint = firstNonAlloca(F.getEntryBlock());
     std::map<Value *, AllocaInst *> Vars;
     std::map<Value *, std::vector<std::pair<std::vector<unsigned>, AllocaInst *>>> Slots;
     unsigned J = 0;
@@ -716,7 +767,7 @@ private:
           Slots[V].push_back({Parts[K].first,
                               new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(),
                                              "hexo.slot." + Twine(J) + "." + Twine(K),
-                                             AllocaPoint)});
+                                             SlotPoint)});
         ++J;
       }
 
@@ -823,8 +874,9 @@ private:
     SP->setCallingConv(C->getCallingConv());
     SP->setDebugLoc(C->getDebugLoc());
     std::vector<AttributeSet> ArgAttrs(5);
-    for (unsigned I = 0; I < C->arg_size(); ++I)
-      ArgAttrs.push_back(C->getAttributes().getParamAttrs(I));
+    for (unsigned I = 0; I < C->arg_size(); ++I)       // sret and the like matter to the ABI
+      ArgAttrs.push_back(C->getAttributes().getParamAttrs(I).removeAttribute(
+          Ctx, Attribute::Returned));
     SP->setAttributes(AttributeList::get(Ctx, AttributeSet(), AttributeSet(), ArgAttrs));
     if (!C->getType()->isVoidTy()) {
       Function *RF = Intrinsic::getDeclaration(&M, Intrinsic::experimental_gc_result,
@@ -836,7 +888,7 @@ private:
     }
   }
 
-  // For tests: the SSA values live after every call of every defined function.
+  // For tests: the SSA values live after every call of every defined function, as given.
   void dumpLiveness() {
     for (Function &F : M) {
       if (F.isDeclaration())
