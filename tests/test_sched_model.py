@@ -111,3 +111,12 @@ def test_emulated_board_dataset_metrics_are_computed():
     assert len(r["lobo_predictions"]) == r["rows"]
     assert np.isfinite([r["train_r2"], r["lobo_r2"], r["lobo_mape_pct"]]).all()
     assert r["lobo_mape_clipped_pct"] <= r["lobo_mape_pct"]
+
+
+def test_lobo_plot_is_written(tmp_path):
+    rep = model.report(write(tmp_path, synthetic(noise=0.3)))
+    out = tmp_path / "lobo.png"
+    model.plot_lobo(rep, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InsufficientData, match="no board"):
+        model.plot_lobo({"dataset": "x", "boards": {}}, out)
