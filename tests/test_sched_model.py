@@ -120,3 +120,14 @@ def test_lobo_plot_is_written(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InsufficientData, match="no board"):
         model.plot_lobo({"dataset": "x", "boards": {}}, out)
+
+
+def test_corpus_dataset_covers_12_benchmarks_and_normalising_helps():
+    ds = load_dataset(model.CORPUS_DATASET)
+    rows = ds.labelled("emulated-aarch64")
+    assert rows["benchmark"].nunique() >= 12
+    assert rows["slowdown_source"].str.startswith("measured").all()
+    raw = evaluate(rows, "emulated-aarch64", "raw")
+    scaled = evaluate(rows, "emulated-aarch64")
+    # per-instruction, log-scaled rates predict held-out benchmarks better than raw rates
+    assert scaled["lobo_r2"] > raw["lobo_r2"] and scaled["lobo_mape_pct"] < raw["lobo_mape_pct"]

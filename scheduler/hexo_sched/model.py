@@ -25,6 +25,7 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
+CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"
 
 
 class DatasetError(ValueError):
