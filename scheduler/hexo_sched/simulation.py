@@ -77,8 +77,8 @@ ASSUMPTIONS = [
     ("link", "one transfer at a time per board, at the full link rate",
      "§5: 100 Mb/s board NIC; protocol overhead ignored"),
     ("migration point", "reached at once", "instrumented code checks often"),
-    ("slowdown estimate", "exact (the paper's slowdown), known 1 s after a job starts on a "
-     "server",
+    ("slowdown estimate", "the paper's slowdown (times the model's held-out error with "
+     "--estimates-from), known 1 s after a job starts on a server",
      "§4.3: counters sampled every second"),
     ("ties between equal estimates", "oldest running job first", "not specified"),
     ("slowdown on a busy board", "as measured alone", "Fig. 1 and §5.2 are single-job numbers"),
