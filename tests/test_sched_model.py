@@ -111,3 +111,23 @@ def test_emulated_board_dataset_metrics_are_computed():
     assert len(r["lobo_predictions"]) == r["rows"]
     assert np.isfinite([r["train_r2"], r["lobo_r2"], r["lobo_mape_pct"]]).all()
     assert r["lobo_mape_clipped_pct"] <= r["lobo_mape_pct"]
+
+
+def test_lobo_plot_is_written(tmp_path):
+    rep = model.report(write(tmp_path, synthetic(noise=0.3)))
+    out = tmp_path / "lobo.png"
+    model.plot_lobo(rep, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InsufficientData, match="no board"):
+        model.plot_lobo({"dataset": "x", "boards": {}}, out)
+
+
+def test_corpus_dataset_covers_12_benchmarks_and_normalising_helps():
+    ds = load_dataset(model.CORPUS_DATASET)
+    rows = ds.labelled("emulated-aarch64")
+    assert rows["benchmark"].nunique() >= 12
+    assert rows["slowdown_source"].str.startswith("measured").all()
+    raw = evaluate(rows, "emulated-aarch64", "raw")
+    scaled = evaluate(rows, "emulated-aarch64")
+    # per-instruction, log-scaled rates predict held-out benchmarks better than raw rates
+    assert scaled["lobo_r2"] > raw["lobo_r2"] and scaled["lobo_mape_pct"] < raw["lobo_mape_pct"]

@@ -222,3 +222,10 @@ def test_model_bias_is_the_held_out_error_per_benchmark():
     ratios = (cg["predicted_clipped"] / cg["slowdown"]).to_numpy()
     assert bias["CG"] == pytest.approx(float(np.exp(np.log(ratios).mean())))
     assert set(bias) <= set(paper.POTATO_SLOWDOWN) | set(paper.POTATO_SLOWDOWN_FIG1)
+
+
+def test_results_name_the_rows_the_paper_disagrees_with_and_why():
+    from hexo_sched.simulation import PAPER_GAP, format_results
+    text = format_results(run_experiment({"EP": ("EP",)}, ("X", "XP", "X3P")))
+    far = next(line for line in text.splitlines() if line.startswith("more than 10 points"))
+    assert "EP X3P work +" in far and "EP XP work " not in far and PAPER_GAP in text

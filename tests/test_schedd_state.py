@@ -225,6 +225,13 @@ def check_control_socket(tmp_path: Path) -> None:
                       .encode() + b"\n")
             reply = json.loads(s.makefile().readline())
         assert not reply["ok"] and "version 99" in reply["error"] and reply["version"] == 1
+        for bad in ([1, 2], {"protocol": "hexo-schedd", "version": True, "op": "x"},
+                    {"protocol": "hexo-schedd", "version": 1.0, "op": "x"}):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(tmp_path / api.SOCKET_NAME))
+                s.sendall(json.dumps(bad).encode() + b"\n")
+                reply = json.loads(s.makefile().readline())
+            assert not reply["ok"] and "internal" not in reply["error"], bad
         if os.geteuid() != 0:
             pytest.skip("checking another user's connection needs root")
         os.chmod(tmp_path, 0o755)

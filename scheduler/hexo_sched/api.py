@@ -36,8 +36,11 @@ def default_state_dir() -> Path:
         Path.home() / ".local" / "state" / "hexo-schedd"
 
 
-def check_version(msg: dict) -> None:
-    if msg.get("protocol") != PROTOCOL or msg.get("version") != VERSION:
+def check_version(msg) -> None:
+    if not isinstance(msg, dict):
+        raise ApiError(f"a message must be a JSON object, got {msg!r:.80}")
+    if msg.get("protocol") != PROTOCOL or type(msg.get("version")) is not int \
+            or msg.get("version") != VERSION:
         raise ApiError(f"protocol {msg.get('protocol')!r} version {msg.get('version')!r}; "
                        f"this side speaks {PROTOCOL} version {VERSION}")
 

@@ -149,8 +149,10 @@ def simulate_scale(args: argparse.Namespace, job_sets: dict) -> int:
 
 
 def model_report(args: argparse.Namespace) -> int:
-    from .model import report
+    from .model import plot_lobo, report
     r = report(args.dataset)
+    if args.plot:
+        plot_lobo(r, args.plot)
     if args.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -189,6 +191,7 @@ def main(argv=None) -> int:
     m = sub.add_parser("model", help="slowdown model metrics of a calibration dataset")
     m.add_argument("--dataset", default=str(DEFAULT_DATASET))
     m.add_argument("--json", action="store_true")
+    m.add_argument("--plot", metavar="PNG", help="held-out predicted vs measured slowdown")
     sub.add_parser("counters", help="say whether hardware counters work here")
     args = p.parse_args(argv)
     try:

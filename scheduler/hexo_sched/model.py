@@ -27,6 +27,7 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
+CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"
 
 
 class DatasetError(SchedError, ValueError):
@@ -188,3 +189,32 @@ def report(path: str | os.PathLike = DEFAULT_DATASET) -> dict:
                                     "benchmarks": sorted(rows["benchmark"].unique()),
                                     "not_computed": str(e)}
     return out
+
+
+def plot_lobo(rep: dict, path) -> None:
+    """Held-out predicted vs measured slowdown, one panel per board of a `report` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    boards = [m for m in rep["boards"].values() if "lobo_predictions" in m]
+    if not boards:
+        raise InsufficientData(f"{rep['dataset']}: no board with leave-one-benchmark-out "
+                               "predictions to plot")
+    fig, axes = plt.subplots(1, len(boards), figsize=(5.5 * len(boards), 5), squeeze=False)
+    for ax, m in zip(axes[0], boards):
+        pts = m["lobo_predictions"]
+        xs, ys = [p["slowdown"] for p in pts], [p["predicted"] for p in pts]
+        ax.scatter(xs, ys)
+        for p in pts:
+            ax.annotate(f"{p['benchmark']}.{p['npb_class']}", (p["slowdown"], p["predicted"]),
+                        fontsize=7)
+        lo, hi = min(xs + ys), max(xs + ys)
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.5)
+        ax.set_xlabel("measured slowdown")
+        ax.set_ylabel("predicted, benchmark held out")
+        ax.set_title(f"{m['board']}: LOBO R² {m['lobo_r2']:.2g}, MAPE {m['lobo_mape_pct']:.0f}%",
+                     fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
