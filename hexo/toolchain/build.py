@@ -38,6 +38,7 @@ class BuildRequest:
     extra: dict = field(default_factory=dict)     # recorded in the manifest (workload info)
     migratable: bool = False        # statepoints + per-ISA migration metadata in the image
     auto_points: bool = False       # a migration point at every function entry
+    linux: bool = False             # static Linux executables (kernel-images/linux runtime)
 
 
 _TARGET_ATTR = re.compile(r'\s*"(target-cpu|target-features|tune-cpu)"="[^"]*"')
@@ -207,7 +208,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         work = keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         ir = compile_ir(req, work)
-        roots = {isa: sysroot.ensure(isa) for isa in ISAS}
+        roots = {isa: sysroot.ensure(isa, req.linux) for isa in ISAS}
         if req.migratable:
             ir, table = make_migratable(ir, req, work)
             objs = {isa: codegen_migratable(ir, isa, work) for isa in ISAS}
@@ -259,6 +260,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         manifest = {
             "format": "hexo-image", "name": req.name, "created_by": f"hexo {__version__}",
             "abi_version": abi.ABI_VERSION,
+            **({"runtime": "linux"} if req.linux else {}),
             "build_id": hashlib.sha256(b"".join(blobs[i] for i in ISAS)).hexdigest()[:32],
             "sources": [s.name for s in req.sources],
             "isas": isas,
