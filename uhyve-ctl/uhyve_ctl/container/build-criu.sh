@@ -5,7 +5,7 @@
 set -euo pipefail
 DEST=$1
 VERSION=4.1.1
-DEBS="libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libnl-3-dev libnet1-dev libcap-dev
+DEBS="libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libnl-3-dev libnet1-dev libcap-dev
       libbsd-dev libgnutls28-dev libnftables-dev pkg-config python3-protobuf libaio-dev
       libdrm-dev uuid-dev xz-utils"
 if ! dpkg -s $DEBS >/dev/null 2>&1; then

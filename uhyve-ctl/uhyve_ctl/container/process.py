@@ -1,0 +1,102 @@
+"""Linux-mode processes: started from a .hexo image, stopped at a migration point.
+
+The image's executable for this ISA is unpacked under the hexo home by build id, next to a
+copy of the image, so that a running process leads back to its image (and its migration
+metadata) through /proc/PID/exe alone. The migration point is armed by writing the shared
+page's migrate_request through /proc/PID/mem (kernel-images/linux/runtime.c); the process
+saves its registers at RESTORE_CONTEXT_ADDR and stops itself with SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from hexo import abi
+from hexo.image import Image
+from hexo.toolchain.sysroot import home
+
+from ..errors import UhyveError
+
+LINUX_RUNNING, LINUX_STOPPED = 1, 2     # shared page guest_state (kernel-images/linux)
+IMAGE_COPY = "image.hexo"
+
+
+class ProcessError(UhyveError):
+    """The process is not a hexo Linux-mode process or did not reach a migration point."""
+
+
+def host_isa() -> str:
+    return {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[platform.machine()]
+
+
+def open_image(path: Path) -> Image:
+    image = Image(path)
+    if image.manifest.get("runtime") != "linux":
+        raise ProcessError(f"{path}: not a Linux-mode image (build it with hexo build --linux)")
+    return image
+
+
+def executable(image: Image, isa: str) -> Path:
+    """The image's `isa` executable, unpacked once under the hexo home."""
+    where = home() / "linux" / image.manifest["build_id"]
+    exe = where / isa
+    if not exe.exists():
+        where.mkdir(parents=True, exist_ok=True)
+        if not (where / IMAGE_COPY).exists():
+            shutil.copyfile(image.path, where / f".{IMAGE_COPY}.tmp")
+            os.replace(where / f".{IMAGE_COPY}.tmp", where / IMAGE_COPY)
+        tmp = where / f".{isa}.tmp"
+        tmp.write_bytes(image.payload(f"elf.{isa}"))
+        tmp.chmod(0o755)
+        os.replace(tmp, exe)
+    return exe
+
+
+def image_of(pid: int) -> tuple[Image, str]:
+    """The image and ISA of a running hexo Linux-mode process."""
+    try:
+        exe = Path(os.readlink(f"/proc/{pid}/exe"))
+    except FileNotFoundError:
+        raise ProcessError(f"no process {pid}") from None
+    except PermissionError:
+        raise ProcessError(f"process {pid}: permission denied (run as root)") from None
+    copy = exe.parent / IMAGE_COPY
+    if exe.name not in abi.ISA_IDS or not copy.exists():
+        raise ProcessError(f"process {pid} ({exe}) was not started by hexo container run")
+    return open_image(copy), exe.name
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def stop_at_point(pid: int, timeout: float) -> dict:
+    """Arm the migration point of `pid` and wait until it has stopped there; its registers
+    as hexo_cpu_context fields."""
+    page = abi.SHARED_PAGE_ADDR
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(page)
+        shared = abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
+        if shared["magic"] != abi.SHARED_PAGE_MAGIC:
+            raise ProcessError(f"process {pid} has no hexo shared page")
+        mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
+        mem.write(abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+        deadline = time.monotonic() + timeout
+        while True:
+            mem.seek(page)
+            shared = abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
+            if shared["guest_state"] == LINUX_STOPPED and _state(pid) == "T":
+                break
+            if time.monotonic() > deadline:
+                mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
+                mem.write(b"\0" * 4)
+                raise ProcessError(f"process {pid} reached no migration point in {timeout} s; "
+                                   f"it keeps running")
+            time.sleep(0.005)
+        mem.seek(abi.RESTORE_CONTEXT_ADDR)
+        return abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
