@@ -215,19 +215,22 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         else:
             objs = {isa: codegen(ir, isa, work) for isa in ISAS}
         keep_debug = (".debug_frame",) if req.migratable else ()
+        # A Linux-mode process recoded for another ISA enters hexo_resume(), which nothing
+        # in the program calls.
+        keep = ("-u", "hexo_resume") if req.linux else ()
         maps = {}
         pass1 = work / "pass1.ld"
         pass1.write_text(_PASS1 % (abi.IMAGE_BASE, " ".join(f"*({d}*)" for d in layout.DISCARD)))
         for isa in ISAS:
             maps[isa] = layout.parse_map(_link([objs[isa]], roots[isa], pass1,
-                                               work / isa / "pass1.elf"))
+                                               work / isa / "pass1.elf", keep))
         placement = layout.plan(maps)
         final, blobs = {}, {}
         for isa in ISAS:
             script = work / isa / "final.ld"
             script.write_text(layout.linker_script(placement, isa, keep_debug))
             final[isa] = layout.parse_map(_link([objs[isa]], roots[isa], script,
-                                                work / isa / "final.elf"))
+                                                work / isa / "final.elf", keep))
             blobs[isa] = (work / isa / "final.elf").read_bytes()
         elves = {isa: ELFFile(open(work / isa / "final.elf", "rb")) for isa in ISAS}
         try:

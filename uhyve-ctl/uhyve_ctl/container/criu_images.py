@@ -11,16 +11,22 @@ heap stay as they are: both ISAs share one layout. Images are read and written w
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+
 from hexo import abi, retarget
-from hexo.toolchain.stackmaps import load as load_metadata
 
 from . import criu, process
 from .process import ProcessError
 
 PAGE = abi.PAGE_SIZE
-_DROPPED_VMAS = ("VMA_AREA_VDSO", "VMA_AREA_VVAR", "VMA_AREA_VSYSCALL")
+# VMA status bits (CRIU's criu/include/image.h): VSYSCALL, VDSO, VVAR.
+DROPPED_VMAS = 1 << 2 | 1 << 3 | 1 << 12
+# Auxiliary vector entries that describe the source ISA or its vdso, turned into AT_IGNORE:
+# AT_PLATFORM, AT_HWCAP, AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ.
+_ISA_AUXV, _AT_IGNORE = {15, 16, 33, 26, 51}, 1
 _MTYPE = {"x86_64": "X86_64", "aarch64": "AARCH64"}
 
 
@@ -96,7 +102,11 @@ class Pages:
 
 
 def _symbol(image, isa: str, name: str) -> int:
-    return load_metadata(image.payload(f"meta.{isa}")).raw["symbols"][name]
+    elf = ELFFile(io.BytesIO(image.payload(f"elf.{isa}")))
+    found = elf.get_section_by_name(".symtab").get_symbol_by_name(name)
+    if not found:
+        raise ProcessError(f"the {isa} build of {image.path} has no symbol {name}")
+    return found[0]["st_value"]
 
 
 def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
@@ -145,12 +155,15 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     m = mm["entries"][0]
     kept = []
     for vma in m["vmas"]:
-        if any(s in vma["status"] for s in _DROPPED_VMAS):
+        if vma["status"] & DROPPED_VMAS:
             pages.drop(vma["start"], vma["end"])
         else:
             kept.append(vma)
     m["vmas"] = kept
-    m["mm_saved_auxv"] = []
+    auxv = m.get("mm_saved_auxv", [])
+    for i in range(0, len(auxv) - 1, 2):
+        if auxv[i] in _ISA_AUXV:
+            auxv[i], auxv[i + 1] = _AT_IGNORE, 0
     _dump(directory, mm_name, mm)
     pages.save()
 

@@ -75,22 +75,29 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
+def _shared_page(mem) -> dict:
+    """The shared page as the process sees it (all zero while it is not mapped yet)."""
+    mem.seek(abi.SHARED_PAGE_ADDR)
+    try:
+        return abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
+    except OSError:
+        return abi.SHARED_PAGE.unpack(bytes(abi.SHARED_PAGE.size))
+
+
 def stop_at_point(pid: int, timeout: float) -> dict:
     """Arm the migration point of `pid` and wait until it has stopped there; its registers
     as hexo_cpu_context fields."""
     page = abi.SHARED_PAGE_ADDR
+    deadline = time.monotonic() + timeout
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        mem.seek(page)
-        shared = abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
-        if shared["magic"] != abi.SHARED_PAGE_MAGIC:
-            raise ProcessError(f"process {pid} has no hexo shared page")
+        while _shared_page(mem)["magic"] != abi.SHARED_PAGE_MAGIC:
+            if time.monotonic() > deadline or _state(pid) in "ZX":
+                raise ProcessError(f"process {pid} has no hexo shared page")
+            time.sleep(0.005)           # a process just started maps it first thing
         mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
         mem.write(abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
-        deadline = time.monotonic() + timeout
         while True:
-            mem.seek(page)
-            shared = abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
-            if shared["guest_state"] == LINUX_STOPPED and _state(pid) == "T":
+            if _shared_page(mem)["guest_state"] == LINUX_STOPPED and _state(pid) == "T":
                 break
             if time.monotonic() > deadline:
                 mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
