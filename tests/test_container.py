@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hexo import abi, workloads
+from hexo import abi, cli, retarget, workloads
 from hexo.toolchain.build import BuildRequest, build, build_native
 from hexo.toolchain.stackmaps import load as load_metadata
-from uhyve_ctl.container import checkpoint as ckpt, criu, criu_images, process
+from uhyve_ctl.container import checkpoint as ckpt, commands, criu, criu_images, process
 
 import npb_reference
 
@@ -90,9 +90,13 @@ def test_npb_ep_same_isa(tmp_path):
     npb_reference.check("ep", "S", (tmp_path / "run.out").read_text())
 
 
-def test_cross_isa_recode_there_and_back(migratable, tmp_path):
+def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
     """The dump recoded for aarch64 is checked structurally, then recoded back for x86-64 by
-    the same code and restored here: the job must finish as if never moved."""
+    the same code and restored here: the job must finish as if never moved. Both recodes go
+    through the transform core that VM checkpoints use."""
+    calls = []
+    core = retarget.transform
+    monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
     want = unmigrated(migratable, ["3000"], tmp_path)
     p = start(migratable, ["3000"], tmp_path / "run.out")
     d = tmp_path / "ck"
@@ -116,14 +120,18 @@ def test_cross_isa_recode_there_and_back(migratable, tmp_path):
     (d / ckpt.STATE_FILE).write_text(json.dumps(back))
     assert finish(ckpt.restore(d)) == 0
     assert (tmp_path / "run.out").read_text() == want
+    assert calls == ["x86_64", "aarch64"]
 
 
-def test_refuses_a_process_hexo_did_not_start(tmp_path):
+def test_bad_input_one_line_and_nothing_lost(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_plugins", commands.register)
     p = subprocess.Popen(["sleep", "30"])
     try:
-        with pytest.raises(process.ProcessError, match="not started by hexo"):
-            ckpt.checkpoint(p.pid, tmp_path / "ck")
+        assert cli.main(["container", "checkpoint", str(p.pid), "-o", str(tmp_path / "c")]) == 1
         assert p.poll() is None
     finally:
         p.kill()
         p.wait()
+    assert cli.main(["container", "restore", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "not started by hexo" in err[0] and "not a hexo process" in err[1]

@@ -6,10 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import UhyveError
+
 
 def register(sub) -> None:
     c = sub.add_parser("container", help="Linux-mode processes: run, checkpoint with CRIU "
                        "(optionally for the other ISA), restore")
+    c.set_defaults(errors=(UhyveError,))
     csub = c.add_subparsers(dest="container_command", required=True)
     r = csub.add_parser("run", help="run a Linux-mode image's executable for this ISA")
     r.add_argument("image", type=Path)
