@@ -178,9 +178,13 @@ def _inspect(args) -> int:
     for region, (lo, hi) in lay["areas"].items():
         print(f"  {region:8} [{lo:#x}, {hi:#x}) {hi - lo} bytes")
     if "migration" in m:
+        from .retarget import metadata
+        for isa in img.isas:
+            metadata(img, isa)          # the transform's own reader: corrupt metadata fails here
         mig = m["migration"]
         print(f"migration  {mig['call_sites']} call sites, {mig['live_values']} live values "
-              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))})")
+              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))}, readable on "
+              f"every ISA)")
     mem = m["memory"]
     print(f"memory     image ends at {mem['image_end']:#x}; needs at least "
           f"{mem['min_mem'] >> 20} MiB of guest RAM")

@@ -293,10 +293,13 @@ class Metadata(NamedTuple):
 
 
 def load(blob: bytes) -> Metadata:
-    m = json.loads(blob)
-    if m.get("format") != META_FORMAT or m.get("version", [0])[0] != META_VERSION[0]:
-        raise StackMapError(f"not {META_FORMAT} {META_VERSION[0]}.x metadata")
-    by_id: dict[int, list[dict]] = {}
-    for s in m["sites"]:
-        by_id.setdefault(s["id"], []).append(s)
-    return Metadata(m["isa"], m, {s["ra"]: s for s in m["sites"]}, by_id)
+    try:
+        m = json.loads(blob)
+        if m.get("format") != META_FORMAT or m.get("version", [0])[0] != META_VERSION[0]:
+            raise StackMapError(f"not {META_FORMAT} {META_VERSION[0]}.x metadata")
+        by_id: dict[int, list[dict]] = {}
+        for s in m["sites"]:
+            by_id.setdefault(s["id"], []).append(s)
+        return Metadata(m["isa"], m, {s["ra"]: s for s in m["sites"]}, by_id)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StackMapError(f"corrupt migration metadata ({e.__class__.__name__}: {e})") from None
