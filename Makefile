@@ -42,6 +42,7 @@ bench: deps
 	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
 	$(PY) bench/shortjob.py
+	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 
 clean:
