@@ -52,33 +52,32 @@ def _size(d: Path) -> int:
     return sum(f.stat().st_size for f in d.iterdir() if f.suffix == ".img")
 
 
-def plain(loops: int) -> float:
+def _plain_dump(pid: int, out: Path) -> None:
     from uhyve_ctl.container import criu
-    total = 0.0
-    for _ in range(loops):
-        p = _start()
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            os.kill(p.pid, signal.SIGSTOP)
-            criu.run(["dump", "-t", str(p.pid)], "criu dump", Path(tmp))
-            total += time.perf_counter() - t0
-            _last_size["plain"] = _size(Path(tmp))
-        p.wait()
-    return total
+    os.kill(pid, signal.SIGSTOP)
+    out.mkdir()
+    criu.run(["dump", "-t", str(pid)], "criu dump", out)
 
 
-def hexo(loops: int) -> float:
+def _hexo_checkpoint(pid: int, out: Path) -> None:
     from uhyve_ctl.container.checkpoint import checkpoint
-    total = 0.0
-    for _ in range(loops):
-        p = _start()
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            checkpoint(p.pid, Path(tmp) / "ck", "aarch64")
-            total += time.perf_counter() - t0
-            _last_size["hexo"] = _size(Path(tmp) / "ck")
-        p.wait()
-    return total
+    checkpoint(pid, out, "aarch64")
+
+
+def timed(name: str, dump):
+    """pyperf's time function: `dump` of a freshly started job, per loop."""
+    def run(loops: int) -> float:
+        total = 0.0
+        for _ in range(loops):
+            p = _start()
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                dump(p.pid, Path(tmp) / "ck")
+                total += time.perf_counter() - t0
+                _last_size[name] = _size(Path(tmp) / "ck")
+            p.wait()
+        return total
+    return run
 
 
 def main() -> None:
@@ -86,6 +85,7 @@ def main() -> None:
     runner.parse_args()
     if not runner.args.worker:
         build_image()
+    plain, hexo = timed("plain", _plain_dump), timed("hexo", _hexo_checkpoint)
     results = {"plain": runner.bench_time_func("criu-dump-same-isa", plain),
                "hexo": runner.bench_time_func("hexo-checkpoint-to-aarch64", hexo)}
     if runner.args.worker or any(b is None for b in results.values()):

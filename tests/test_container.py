@@ -5,6 +5,7 @@ here), with outputs compared with unmigrated runs."""
 import ctypes
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -38,11 +39,11 @@ def reaper():
     criu.ensure()
 
 
-def start(image, args, out: Path) -> subprocess.Popen:
+def start(image, args, out: Path, **kw) -> subprocess.Popen:
     with open(out, "w") as f:
         return subprocess.Popen([process.executable(image, process.host_isa()), *args],
                                 stdout=f, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, **kw)
 
 
 def finish(pid: int) -> int:
@@ -135,3 +136,16 @@ def test_bad_input_one_line_and_nothing_lost(tmp_path, monkeypatch, capsys):
     assert cli.main(["container", "restore", str(tmp_path)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "not started by hexo" in err[0] and "not a hexo process" in err[1]
+
+
+def test_open_tcp_connection_is_refused(migratable, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client:
+        p = start(migratable, ["100000"], tmp_path / "run.out", pass_fds=[client.fileno()])
+        try:
+            with pytest.raises(process.ProcessError, match="1 open TCP connection"):
+                ckpt.checkpoint(p.pid, tmp_path / "ck")
+            assert p.poll() is None and not (tmp_path / "ck").exists()
+        finally:
+            p.kill()
+            p.wait()

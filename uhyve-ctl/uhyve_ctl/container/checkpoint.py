@@ -28,6 +28,10 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
         raise ProcessError(f"{out}: exists and is not empty")
     if to_isa != isa and "migration" not in image.manifest:
         raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
+    tcp = process.tcp_connections(pid)
+    if tcp:
+        raise ProcessError(f"process {pid} has {len(tcp)} open TCP connection(s), which hexo "
+                           f"does not migrate yet; it keeps running")
     out.mkdir(parents=True, exist_ok=True)
     ctx = process.stop_at_point(pid, timeout)
     regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
