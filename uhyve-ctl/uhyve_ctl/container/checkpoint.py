@@ -39,9 +39,13 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
     state = {"format": "hexo-process", "version": FORMAT_VERSION, "pid": pid,
              "image": {"build_id": image.manifest["build_id"], "name": image.manifest["name"]},
              "isa": isa, "context": regs, "created": time.time()}
+    # A process that does not lead its session (started from a shell) is dumped and restored
+    # as a shell job: CRIU then leaves the session and terminal to whoever restores it.
+    state["shell_job"] = os.getsid(pid) != pid
     t0 = time.perf_counter()
     try:
-        criu.run(["dump", "-t", str(pid)], f"criu dump of process {pid}", out)
+        criu.run(["dump", "-t", str(pid), *_shell_job(state)], f"criu dump of process {pid}",
+                 out)
     except criu.CriuError:
         os.kill(pid, signal.SIGCONT)        # CRIU left it as it was: let it run on
         raise
@@ -51,6 +55,10 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
         state = criu_images.recode(out, state, image, to_isa)
     (out / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
     return state
+
+
+def _shell_job(state: dict) -> list[str]:
+    return ["--shell-job"] if state.get("shell_job") else []
 
 
 def load_state(directory: Path) -> dict:
@@ -71,6 +79,6 @@ def restore(directory: Path) -> int:
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{directory} holds an {state['isa']} process; this machine is "
                            f"{process.host_isa()}")
-    criu.run(["restore", "--restore-detached"], "criu restore", directory)
+    criu.run(["restore", "--restore-detached", *_shell_job(state)], "criu restore", directory)
     os.kill(state["pid"], signal.SIGCONT)
     return state["pid"]
