@@ -107,7 +107,7 @@ def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
     meta = load_metadata(migratable.payload("meta.aarch64"))
     info = criu_images.summary(d)
     assert info["core_mtype"] == "AARCH64"
-    assert info["thread_pc"] == criu_images._symbol(migratable, "aarch64", "hexo_resume")
+    assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_resume")
     assert info["executable"] == str(process.executable(migratable, "aarch64"))
     assert not any(v["status"] & criu_images.DROPPED_VMAS for v in info["vmas"])
     pages = criu_images.Pages(d, state["pid"])

@@ -93,7 +93,7 @@ def _runtime_sources(sr: Sysroot) -> tuple[Path, list[Path]]:
     return LIBOS, sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / sr.isa).glob("*.S"))
 
 
-def _build_libos(sr: Sysroot) -> None:
+def _build_runtime(sr: Sysroot) -> None:
     where, srcs = _runtime_sources(sr)
     h = hashlib.sha256(" ".join(sr.cflags()).encode())
     for p in srcs + sorted(where.glob("*.h")) + sorted(ABI_INCLUDE.glob("*.h")):
@@ -107,10 +107,10 @@ def _build_libos(sr: Sysroot) -> None:
     for src in srcs:
         obj = objdir / (src.stem + ".o")
         run(["clang", *sr.cflags(), "-I", str(where), "-Wall", "-Werror", "-c", str(src),
-             "-o", str(obj)], f"compiling library OS {src.name} for {sr.isa}")
+             "-o", str(obj)], f"compiling runtime {src.name} for {sr.isa}")
         objs.append(str(obj))
     sr.libs[0].unlink(missing_ok=True)
-    run(["llvm-ar", "rcs", str(sr.libs[0]), *objs], "archiving the library OS")
+    run(["llvm-ar", "rcs", str(sr.libs[0]), *objs], "archiving the runtime")
     stamp.write_text(h.hexdigest())
 
 
@@ -126,5 +126,5 @@ def ensure(isa: str, linux: bool = False) -> Sysroot:
             run(["bash", str(NEWLIB / "build.sh"), isa, str(sr.root / "newlib")],
                 f"building newlib for {isa} (takes a few minutes once)")
             recipe.write_text(want)
-        _build_libos(sr)
+        _build_runtime(sr)
     return sr

@@ -144,7 +144,10 @@ int _isatty(int fd)
     return _fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
-int _unlink(const char *path) { return (int)result(SYS(NR_UNLINKAT, L_AT_FDCWD, path, 0, 0, 0, 0)); }
+int _unlink(const char *path)
+{
+    return (int)result(SYS(NR_UNLINKAT, L_AT_FDCWD, path, 0, 0, 0, 0));
+}
 
 int _link(const char *old, const char *new)
 {
@@ -190,7 +193,8 @@ clock_t _times(struct tms *t)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    clock_t ticks = (clock_t)(ts.tv_sec * CLOCKS_PER_SEC + ts.tv_nsec / (1000000000 / CLOCKS_PER_SEC));
+    clock_t ticks = (clock_t)(ts.tv_sec * CLOCKS_PER_SEC
+                              + ts.tv_nsec / (1000000000 / CLOCKS_PER_SEC));
     if (t)
         *t = (struct tms){ ticks, 0, 0, 0 };
     return ticks;

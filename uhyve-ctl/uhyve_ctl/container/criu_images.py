@@ -11,10 +11,7 @@ heap stay as they are: both ISAs share one layout. Images are read and written w
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-
-from elftools.elf.elffile import ELFFile
 
 from hexo import abi, retarget
 
@@ -66,8 +63,7 @@ class Pages:
         return bytes(out[start:start + size])
 
     def write(self, addr: int, data: bytes) -> None:
-        for off in range(0, len(data)):
-            a = (addr + off) & ~(PAGE - 1)
+        for a in range(addr & ~(PAGE - 1), addr + len(data), PAGE):
             if a not in self.pages:
                 self.pages[a] = bytearray(PAGE)
                 self.flags[a] = self.default_flags
@@ -101,12 +97,11 @@ class Pages:
         (self.directory / self.pages_file).write_bytes(bytes(blob))
 
 
-def _symbol(image, isa: str, name: str) -> int:
-    elf = ELFFile(io.BytesIO(image.payload(f"elf.{isa}")))
-    found = elf.get_section_by_name(".symtab").get_symbol_by_name(name)
-    if not found:
+def symbol(image, isa: str, name: str) -> int:
+    value = retarget.metadata(image, isa).raw["symbols"].get(name)
+    if value is None:
         raise ProcessError(f"the {isa} build of {image.path} has no symbol {name}")
-    return found[0]["st_value"]
+    return value
 
 
 def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
@@ -173,7 +168,7 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     old = c.pop("thread_info", None) or c.pop("ti_aarch64", None) or {}
     c.pop("ti_aarch64", None)
     c["mtype"] = _MTYPE[to_isa]
-    resume = _symbol(image, to_isa, "hexo_resume")
+    resume = symbol(image, to_isa, "hexo_resume")
     ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.RESTORE_CONTEXT_ADDR, old)
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
