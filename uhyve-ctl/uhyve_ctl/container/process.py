@@ -1,6 +1,6 @@
 """Linux-mode processes: started from a .hexo image, stopped at a migration point.
 
-The image's executable for this ISA is unpacked under the hexo home by build id, next to a
+The image's executable for this ISA is unpacked under the hexo home by image digest, next to a
 copy of the image, so that a running process leads back to its image (and its migration
 metadata) through /proc/PID/exe alone. The migration point is armed by writing the shared
 page's migrate_request through /proc/PID/mem (kernel-images/linux/runtime.c); the process
@@ -9,6 +9,7 @@ saves its registers at RESTORE_CONTEXT_ADDR and stops itself with SIGSTOP.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -42,7 +43,10 @@ def open_image(path: Path) -> Image:
 
 def executable(image: Image, isa: str) -> Path:
     """The image's `isa` executable, unpacked once under the hexo home."""
-    where = home() / "linux" / image.manifest["build_id"]
+    # Keyed by the whole image, not only the build id: the id covers the executables, while
+    # the copy must also carry the image's migration metadata.
+    digest = hashlib.sha256(Path(image.path).read_bytes()).hexdigest()[:32]
+    where = home() / "linux" / digest
     exe = where / isa
     if not exe.exists():
         where.mkdir(parents=True, exist_ok=True)
