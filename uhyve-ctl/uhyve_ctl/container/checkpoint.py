@@ -73,12 +73,23 @@ def load_state(directory: Path) -> dict:
     return state
 
 
+def _wait_pid_free(pid: int, timeout: float = 5.0) -> None:
+    """CRIU restores the process under its own pid: wait for the dumped one to be reaped."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            raise ProcessError(f"pid {pid} is still in use (the dumped process not yet reaped "
+                               f"by its parent, or another process); the checkpoint is kept")
+        time.sleep(0.01)
+
+
 def restore(directory: Path) -> int:
     """Restore the process of `directory` on this machine and let it run; its pid."""
     state = load_state(directory)
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{directory} holds an {state['isa']} process; this machine is "
                            f"{process.host_isa()}")
+    _wait_pid_free(state["pid"])
     criu.run(["restore", "--restore-detached", *_shell_job(state)], "criu restore", directory)
     os.kill(state["pid"], signal.SIGCONT)
     return state["pid"]

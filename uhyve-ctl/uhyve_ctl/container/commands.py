@@ -37,7 +37,7 @@ def register(sub) -> None:
 def _run(args) -> int:
     from .process import executable, host_isa, open_image
     exe = executable(open_image(args.image), host_isa())
-    if os.getsid(0) != os.getpid():
+    if os.getpgid(0) != os.getpid():
         os.setsid()                 # its own session: CRIU dumps it without --shell-job
     os.execv(exe, [str(exe), *args.args])
 

@@ -1,6 +1,6 @@
 """CRIU images <-> the transform core: a dumped Linux-mode process recoded for the other ISA.
 
-What changes (docs/formats.md, "Linux-mode process checkpoints"): the stack pages
+What changes (docs/formats.md, section 8): the stack pages
 [sp, STACK_TOP) are rewritten by hexo.retarget (the very function VM checkpoints go through);
 the transformed hexo_cpu_context is stored at RESTORE_CONTEXT_ADDR and the thread's registers
 in core-PID.img are replaced by the other ISA's, entering hexo_resume() with that address as
