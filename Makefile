@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
-        openssh-server iproute2 valgrind
+        openssh-server iproute2 valgrind qemu-user-static
 PYTEST_ARGS ?= -n 2
 
 .PHONY: deps demo test bench clean

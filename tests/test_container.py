@@ -57,7 +57,7 @@ def unmigrated(image, args, tmp: Path) -> str:
     return (tmp / "unmigrated.out").read_text()
 
 
-def test_linux_build_matches_native(migratable, tmp_path):
+def test_linux_builds_match_native(migratable, tmp_path):
     assert migratable.manifest["runtime"] == "linux"
     stub = tmp_path / "stub.c"
     stub.write_text("void hexo_check_migrate(void) {}\n")
@@ -65,6 +65,9 @@ def test_linux_build_matches_native(migratable, tmp_path):
     native = subprocess.run([tmp_path / "native", "300"], capture_output=True, text=True,
                             check=True).stdout
     assert unmigrated(migratable, ["300"], tmp_path) == native
+    arm = process.executable(migratable, "aarch64")     # user-mode emulation of arm64 Linux
+    assert subprocess.run(["qemu-aarch64-static", arm, "300"], capture_output=True, text=True,
+                          check=True).stdout == native
 
 
 def test_same_isa_checkpoint_restore(migratable, tmp_path):
@@ -111,7 +114,7 @@ def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
     assert info["executable"] == str(process.executable(migratable, "aarch64"))
     assert not any(v["status"] & criu_images.DROPPED_VMAS for v in info["vmas"])
     pages = criu_images.Pages(d, state["pid"])
-    ctx = abi.CPU_CONTEXT.unpack(pages.read(abi.RESTORE_CONTEXT_ADDR, abi.CPU_CONTEXT.size))
+    ctx = abi.CPU_CONTEXT.unpack(pages.read(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.size))
     assert ctx["isa"] == abi.ISA_AARCH64 and ctx["pc"] in meta.by_ra
     assert ctx["pc"] == state["context"]["pc"]
 

@@ -224,7 +224,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         for isa in ISAS:
             maps[isa] = layout.parse_map(_link([objs[isa]], roots[isa], pass1,
                                                work / isa / "pass1.elf", keep))
-        placement = layout.plan(maps)
+        placement = layout.plan(maps, page_regions=req.linux)
         final, blobs = {}, {}
         for isa in ISAS:
             script = work / isa / "final.ld"

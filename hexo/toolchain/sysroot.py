@@ -106,7 +106,8 @@ def _build_runtime(sr: Sysroot) -> None:
     objs = []
     for src in srcs:
         obj = objdir / (src.stem + ".o")
-        run(["clang", *sr.cflags(), "-I", str(where), "-Wall", "-Werror", "-c", str(src),
+        run(["clang", *sr.cflags(), *(["-DHEXO_LINUX"] if sr.linux else []), "-I", str(where),
+             "-Wall", "-Werror", "-c", str(src),
              "-o", str(obj)], f"compiling runtime {src.name} for {sr.isa}")
         objs.append(str(obj))
     sr.libs[0].unlink(missing_ok=True)

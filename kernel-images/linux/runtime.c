@@ -1,9 +1,9 @@
 /* Linux-mode runtime: what the library OS gives a unikernel, on top of Linux system calls,
    so that an application built by `hexo build --linux` has the unikernel's memory layout.
-   At start it maps the hexo pages (boot information and shared page, at their ABI addresses)
-   and the task stack [HEXO_STACK_BOTTOM, HEXO_STACK_TOP), and runs main there. A migration
-   tool raises migrate_request in the shared page (through /proc/PID/mem); the next
-   hexo_check_migrate() saves the caller's registers at HEXO_RESTORE_CONTEXT_ADDR, marks the
+   At start it maps the hexo page (the shared page, at HEXO_LINUX_PAGE_ADDR) and the task stack
+   [HEXO_STACK_BOTTOM, HEXO_STACK_TOP), and runs main there. A migration tool raises
+   migrate_request in the shared page (through /proc/PID/mem); the next
+   hexo_check_migrate() saves the caller's registers at HEXO_LINUX_CONTEXT_ADDR, marks the
    page HEXO_LINUX_STOPPED and stops the process with SIGSTOP, where CRIU dumps it. When it
    continues on the same ISA it simply returns; a process recoded for the other ISA starts
    in hexo_resume() on the context the tool rewrote there. */
@@ -61,8 +61,8 @@ static void map_fixed(uintptr_t start, uintptr_t end)
     long r = SYS(NR_MMAP, start, end - start, L_PROT_RW,
                  L_MAP_PRIVATE | L_MAP_ANONYMOUS | L_MAP_FIXED_NOREPLACE, -1, 0);
     if (r != (long)start) {
-        static const char msg[] = "hexo: cannot map the hexo memory layout (run as root, "
-                                  "vm.mmap_min_addr allows it)\n";
+        static const char msg[] = "hexo: cannot map the hexo memory layout (is "
+                                  "vm.mmap_min_addr above 0x20000?)\n";
         SYS(NR_WRITE, 2, msg, sizeof msg - 1, 0, 0, 0);
         _exit(127);
     }
@@ -72,9 +72,9 @@ _Noreturn void hexo_linux_start(long *sp)
 {
     int argc = (int)sp[0];
     char **argv = (char **)(sp + 1), **envp = argv + argc + 1;
-    map_fixed(HEXO_BOOT_INFO_ADDR, HEXO_SHARED_PAGE_ADDR + HEXO_PAGE_SIZE);
+    map_fixed(HEXO_LINUX_PAGE_ADDR, HEXO_LINUX_PAGE_ADDR + HEXO_PAGE_SIZE);
     map_fixed(HEXO_STACK_BOTTOM, HEXO_STACK_TOP);
-    struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_SHARED_PAGE_ADDR;
+    struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_LINUX_PAGE_ADDR;
     page->magic = HEXO_SHARED_PAGE_MAGIC;
     page->abi_version = HEXO_ABI_VERSION;
     page->guest_state = HEXO_LINUX_RUNNING;
@@ -83,8 +83,8 @@ _Noreturn void hexo_linux_start(long *sp)
 
 void hexo_migrate_checkpoint(struct hexo_cpu_context *ctx)
 {
-    struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_SHARED_PAGE_ADDR;
-    memcpy((void *)HEXO_RESTORE_CONTEXT_ADDR, ctx, sizeof *ctx);
+    struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_LINUX_PAGE_ADDR;
+    memcpy((void *)HEXO_LINUX_CONTEXT_ADDR, ctx, sizeof *ctx);
     page->migrate_request = 0;
     page->guest_state = HEXO_LINUX_STOPPED;
     SYS(NR_KILL, SYS(NR_GETPID, 0, 0, 0, 0, 0, 0), L_SIGSTOP, 0, 0, 0, 0);

@@ -2,7 +2,7 @@
 
 What changes (docs/formats.md, section 8): the stack pages
 [sp, STACK_TOP) are rewritten by hexo.retarget (the very function VM checkpoints go through);
-the transformed hexo_cpu_context is stored at RESTORE_CONTEXT_ADDR and the thread's registers
+the transformed hexo_cpu_context is stored at LINUX_CONTEXT_ADDR and the thread's registers
 in core-PID.img are replaced by the other ISA's, entering hexo_resume() with that address as
 its argument; the vdso, vvar and vsyscall areas are dropped (the runtime never calls them);
 the executable in files.img becomes the other ISA's build of the same image. Globals and the
@@ -140,7 +140,7 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     pages.drop(abi.STACK_BOTTOM, abi.STACK_TOP)
     pages.write(low, new_stack)
     ctx = new_state["context"]
-    pages.write(abi.RESTORE_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
+    pages.write(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
         isa=abi.ISA_IDS[to_isa], reserved=0, pc=ctx["pc"], sp=ctx["sp"],
         **{f"callee{i}": ctx.get(n, 0) for i, n in enumerate(abi.CALLEE_SAVED[to_isa])},
         **{f"callee{i}": 0 for i in range(len(abi.CALLEE_SAVED[to_isa]), abi.CALLEE_SLOTS)}))
@@ -169,7 +169,7 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     c.pop("ti_aarch64", None)
     c["mtype"] = _MTYPE[to_isa]
     resume = symbol(image, to_isa, "hexo_resume")
-    ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.RESTORE_CONTEXT_ADDR, old)
+    ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.LINUX_CONTEXT_ADDR, old)
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
 

@@ -4,7 +4,7 @@ The image's executable for this ISA is unpacked under the hexo home by image dig
 copy of the image, so that a running process leads back to its image (and its migration
 metadata) through /proc/PID/exe alone. The migration point is armed by writing the shared
 page's migrate_request through /proc/PID/mem (kernel-images/linux/runtime.c); the process
-saves its registers at RESTORE_CONTEXT_ADDR and stops itself with SIGSTOP.
+saves its registers at LINUX_CONTEXT_ADDR and stops itself with SIGSTOP.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _state(pid: int) -> str:
 
 def _shared_page(mem) -> dict:
     """The shared page as the process sees it (all zero while it is not mapped yet)."""
-    mem.seek(abi.SHARED_PAGE_ADDR)
+    mem.seek(abi.LINUX_PAGE_ADDR)
     try:
         return abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
     except OSError:
@@ -108,7 +108,7 @@ def _shared_page(mem) -> dict:
 def stop_at_point(pid: int, timeout: float) -> dict:
     """Arm the migration point of `pid` and wait until it has stopped there; its registers
     as hexo_cpu_context fields."""
-    page = abi.SHARED_PAGE_ADDR
+    page = abi.LINUX_PAGE_ADDR
     deadline = time.monotonic() + timeout
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
         while _shared_page(mem)["magic"] != abi.SHARED_PAGE_MAGIC:
@@ -126,5 +126,5 @@ def stop_at_point(pid: int, timeout: float) -> dict:
                 raise ProcessError(f"process {pid} reached no migration point in {timeout} s; "
                                    f"it keeps running")
             time.sleep(0.005)
-        mem.seek(abi.RESTORE_CONTEXT_ADDR)
+        mem.seek(abi.LINUX_CONTEXT_ADDR)
         return abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
