@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
-        openssh-server iproute2 valgrind
+        openssh-server iproute2 valgrind qemu-user-static
 PYTEST_ARGS ?= -n 2
 
 .PHONY: deps demo test bench clean
@@ -42,6 +42,7 @@ bench: deps
 	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
 	$(PY) bench/shortjob.py
+	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 
 clean:

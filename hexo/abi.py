@@ -47,6 +47,10 @@ STACK_GUARD = STACK_BOTTOM - 0x1000  # unmapped: a stack overflow faults here in
                                     # overwriting the I/O ring below
 STACK_TOP = 0x800000
 IMAGE_BASE = 0x800000        # link address of every image; heap follows the image
+# Linux mode (kernel-images/linux): the shared page and the migration context share one page
+# at or above the usual vm.mmap_min_addr, mappable without privileges.
+LINUX_PAGE_ADDR = 0x20000
+LINUX_CONTEXT_ADDR = LINUX_PAGE_ADDR + 0x400
 MEM_ALIGN = 2 << 20          # guest RAM size granule (one large page)
 MAX_MEM_SIZE = 64 << 30       # limited by the page-table area
 
@@ -234,7 +238,8 @@ def _constants() -> list[tuple[str, int]]:
              "SHARED_PAGE_MAGIC", "IO_RING_MAGIC", "IO_RING_ADDR", "IO_SWITCH_ADDR",
              "IO_SWITCH_SLOTS", "IO_DATA_ADDR", "IO_DATA_SIZE", "IO_RING_FDS",
              "ISA_X86_64", "ISA_AARCH64", "MAX_PATH",
-             "RESTORE_CONTEXT_ADDR", "RESTORE_KERNEL_ADDR", "CALLEE_SLOTS", "MIGRATE_REQUESTED"]
+             "RESTORE_CONTEXT_ADDR", "RESTORE_KERNEL_ADDR", "CALLEE_SLOTS", "MIGRATE_REQUESTED",
+             "LINUX_PAGE_ADDR", "LINUX_CONTEXT_ADDR"]
     g = globals()
     out = [(n, g[n]) for n in names]
     out += [(f"HC_{h.name}", h.nr) for h in HYPERCALLS]

@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-I", dest="include_dirs", action="append", default=[], type=Path)
     b.add_argument("--native", action="store_true",
                    help="build an ordinary Linux executable for this host instead")
+    b.add_argument("--linux", action="store_true",
+                   help="static Linux executables (same layout and metadata) instead of "
+                        "unikernels, for process and container migration with CRIU")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
     b.add_argument("--migratable", action="store_true",
                    help="record live values at every call site that can lead to a migration "
@@ -98,7 +101,7 @@ def _build(args) -> int:
         return 0
     req = BuildRequest(sources, args.output, name or args.output.stem, defines,
                        args.include_dirs, extra, migratable=args.migratable or args.auto_points,
-                       auto_points=args.auto_points)
+                       auto_points=args.auto_points, linux=args.linux)
     m = build(req, keep=args.keep_build_dir)
     lay = m["layout"]
     print(f"{args.output}: {', '.join(m['isas'])}; {lay['symbols_at_same_address']} symbols "

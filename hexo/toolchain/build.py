@@ -38,6 +38,7 @@ class BuildRequest:
     extra: dict = field(default_factory=dict)     # recorded in the manifest (workload info)
     migratable: bool = False        # statepoints + per-ISA migration metadata in the image
     auto_points: bool = False       # a migration point at every function entry
+    linux: bool = False             # static Linux executables (kernel-images/linux runtime)
 
 
 _TARGET_ATTR = re.compile(r'\s*"(target-cpu|target-features|tune-cpu)"="[^"]*"')
@@ -207,26 +208,29 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         work = keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         ir = compile_ir(req, work)
-        roots = {isa: sysroot.ensure(isa) for isa in ISAS}
+        roots = {isa: sysroot.ensure(isa, req.linux) for isa in ISAS}
         if req.migratable:
             ir, table = make_migratable(ir, req, work)
             objs = {isa: codegen_migratable(ir, isa, work) for isa in ISAS}
         else:
             objs = {isa: codegen(ir, isa, work) for isa in ISAS}
         keep_debug = (".debug_frame",) if req.migratable else ()
+        # A Linux-mode process recoded for another ISA enters hexo_resume(), which nothing
+        # in the program calls.
+        keep = ("-u", "hexo_resume") if req.linux else ()
         maps = {}
         pass1 = work / "pass1.ld"
         pass1.write_text(_PASS1 % (abi.IMAGE_BASE, " ".join(f"*({d}*)" for d in layout.DISCARD)))
         for isa in ISAS:
             maps[isa] = layout.parse_map(_link([objs[isa]], roots[isa], pass1,
-                                               work / isa / "pass1.elf"))
-        placement = layout.plan(maps)
+                                               work / isa / "pass1.elf", keep))
+        placement = layout.plan(maps, page_regions=req.linux)
         final, blobs = {}, {}
         for isa in ISAS:
             script = work / isa / "final.ld"
             script.write_text(layout.linker_script(placement, isa, keep_debug))
             final[isa] = layout.parse_map(_link([objs[isa]], roots[isa], script,
-                                                work / isa / "final.elf"))
+                                                work / isa / "final.elf", keep))
             blobs[isa] = (work / isa / "final.elf").read_bytes()
         elves = {isa: ELFFile(open(work / isa / "final.elf", "rb")) for isa in ISAS}
         try:
@@ -259,6 +263,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         manifest = {
             "format": "hexo-image", "name": req.name, "created_by": f"hexo {__version__}",
             "abi_version": abi.ABI_VERSION,
+            **({"runtime": "linux"} if req.linux else {}),
             "build_id": hashlib.sha256(b"".join(blobs[i] for i in ISAS)).hexdigest()[:32],
             "sources": [s.name for s in req.sources],
             "isas": isas,

@@ -149,7 +149,10 @@ def _align(x: int, a: int) -> int:
 REGION_ORDER = ("ktext", "text", "rodata", "arrays", "kdata", "kbss", "data", "bss")
 
 
-def plan(maps: dict[str, list[Unit]], base: int = abi.IMAGE_BASE) -> Placement:
+def plan(maps: dict[str, list[Unit]], base: int = abi.IMAGE_BASE,
+         page_regions: bool = False) -> Placement:
+    """Addresses for every unit; with `page_regions` every region starts on a page (Linux
+    maps each segment with its own permissions, page by page)."""
     isas = list(maps)
     by_key = {isa: {u.key: u for u in units} for isa, units in maps.items()}
     first = isas[0]
@@ -164,7 +167,7 @@ def plan(maps: dict[str, list[Unit]], base: int = abi.IMAGE_BASE) -> Placement:
     areas: dict[str, tuple[int, int]] = {}
     cursor = base
     for region in REGION_ORDER:
-        if region in ("kdata", "data"):
+        if page_regions or region in ("kdata", "data"):
             cursor = _align(cursor, PAGE)   # kernel and application data never share a page
         cursor = _align(cursor, 64)
         start = cursor

@@ -22,6 +22,7 @@ from ..errors import HexoError
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 KERNEL_IMAGES = SOURCE_ROOT / "kernel-images"
 LIBOS = KERNEL_IMAGES / "libos"
+LINUX_RUNTIME = KERNEL_IMAGES / "linux"
 NEWLIB = KERNEL_IMAGES / "newlib"
 ABI_INCLUDE = KERNEL_IMAGES / "include"
 
@@ -56,6 +57,7 @@ def _locked(path: Path):
 class Sysroot:
     isa: str
     root: Path
+    linux: bool = False             # the Linux-mode runtime instead of the library OS
 
     @property
     def include(self) -> Path:
@@ -64,7 +66,8 @@ class Sysroot:
     @property
     def libs(self) -> list[Path]:
         lib = self.root / "newlib" / "lib"
-        return [self.root / "libhexo-os.a", lib / "libc.a", lib / "libm.a", lib / "libgcc.a"]
+        runtime = "libhexo-linux.a" if self.linux else "libhexo-os.a"
+        return [self.root / runtime, lib / "libc.a", lib / "libm.a", lib / "libgcc.a"]
 
     def cflags(self) -> list[str]:
         t = TARGETS[self.isa]
@@ -80,34 +83,42 @@ def _newlib_recipe() -> str:
     return h.hexdigest()
 
 
-def _libos_sources(isa: str) -> list[Path]:
-    return sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / isa).glob("*.S"))
+def _runtime_sources(sr: Sysroot) -> tuple[Path, list[Path]]:
+    """The runtime's directory and sources; Linux mode shares the migration point and
+    resume code (context.S) with the library OS."""
+    if sr.linux:
+        return LINUX_RUNTIME, (sorted(LINUX_RUNTIME.glob("*.c"))
+                               + sorted((LINUX_RUNTIME / "arch" / sr.isa).glob("*.S"))
+                               + [LIBOS / "arch" / sr.isa / "context.S"])
+    return LIBOS, sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / sr.isa).glob("*.S"))
 
 
-def _build_libos(sr: Sysroot) -> None:
-    srcs = _libos_sources(sr.isa)
+def _build_runtime(sr: Sysroot) -> None:
+    where, srcs = _runtime_sources(sr)
     h = hashlib.sha256(" ".join(sr.cflags()).encode())
-    for p in srcs + sorted(LIBOS.glob("*.h")) + sorted(ABI_INCLUDE.glob("*.h")):
+    for p in srcs + sorted(where.glob("*.h")) + sorted(ABI_INCLUDE.glob("*.h")):
         h.update(p.name.encode() + p.read_bytes())
-    stamp = sr.root / "libhexo-os.stamp"
+    stamp = sr.libs[0].with_suffix(".stamp")
     if stamp.exists() and stamp.read_text() == h.hexdigest() and sr.libs[0].exists():
         return
-    objdir = sr.root / "libos-obj"
+    objdir = sr.root / ("linux-obj" if sr.linux else "libos-obj")
     objdir.mkdir(parents=True, exist_ok=True)
     objs = []
     for src in srcs:
         obj = objdir / (src.stem + ".o")
-        run(["clang", *sr.cflags(), "-I", str(LIBOS), "-Wall", "-Werror", "-c", str(src),
-             "-o", str(obj)], f"compiling library OS {src.name} for {sr.isa}")
+        run(["clang", *sr.cflags(), *(["-DHEXO_LINUX"] if sr.linux else []), "-I", str(where),
+             "-Wall", "-Werror", "-c", str(src),
+             "-o", str(obj)], f"compiling runtime {src.name} for {sr.isa}")
         objs.append(str(obj))
     sr.libs[0].unlink(missing_ok=True)
-    run(["llvm-ar", "rcs", str(sr.libs[0]), *objs], "archiving the library OS")
+    run(["llvm-ar", "rcs", str(sr.libs[0]), *objs], "archiving the runtime")
     stamp.write_text(h.hexdigest())
 
 
-def ensure(isa: str) -> Sysroot:
-    """The sysroot for `isa`, building whatever is missing or stale."""
-    sr = Sysroot(isa, home() / "sysroot" / isa)
+def ensure(isa: str, linux: bool = False) -> Sysroot:
+    """The sysroot for `isa` (with the Linux-mode runtime if `linux`), building whatever is
+    missing or stale."""
+    sr = Sysroot(isa, home() / "sysroot" / isa, linux)
     with _locked(home() / "sysroot" / f".{isa}.lock"):
         recipe, want = sr.root / "newlib-recipe.sha256", _newlib_recipe()
         if not (recipe.exists() and recipe.read_text() == want
@@ -116,5 +127,5 @@ def ensure(isa: str) -> Sysroot:
             run(["bash", str(NEWLIB / "build.sh"), isa, str(sr.root / "newlib")],
                 f"building newlib for {isa} (takes a few minutes once)")
             recipe.write_text(want)
-        _build_libos(sr)
+        _build_runtime(sr)
     return sr

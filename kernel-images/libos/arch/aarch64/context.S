@@ -2,6 +2,11 @@
    callee-saved slots x19-x29, d8-d15, then FPCR. */
 #include "hexo_abi.h"
 #define CTX(f) HEXO_OFF_CPU_CONTEXT_##f
+#ifdef HEXO_LINUX
+#define FLAG_PAGE HEXO_LINUX_PAGE_ADDR     /* Linux mode: kernel-images/linux/runtime.c */
+#else
+#define FLAG_PAGE HEXO_SHARED_PAGE_ADDR
+#endif
 #define FRAME ((HEXO_CPU_CONTEXT_SIZE + 15) & ~15)
 
     .section .text.hexo_check_migrate, "ax", %progbits
@@ -9,11 +14,11 @@
     .globl hexo_check_migrate
     .type hexo_check_migrate, %function
 hexo_check_migrate:
-    mov x16, #HEXO_SHARED_PAGE_ADDR
+    mov x16, #FLAG_PAGE
     ldr w16, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST]
     cbnz w16, 1f
     ret
-1:  mov x16, #HEXO_SHARED_PAGE_ADDR
+1:  mov x16, #FLAG_PAGE
     ldr w17, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP]
     cbz w17, 2f
     sub w17, w17, #1

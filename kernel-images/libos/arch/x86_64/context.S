@@ -2,17 +2,22 @@
    callee-saved slots rbx, rbp, r12-r15, then MXCSR (low 32 bits) and x87 CW (high). */
 #include "hexo_abi.h"
 #define CTX(f) HEXO_OFF_CPU_CONTEXT_##f
+#ifdef HEXO_LINUX
+#define FLAG_PAGE HEXO_LINUX_PAGE_ADDR     /* Linux mode: kernel-images/linux/runtime.c */
+#else
+#define FLAG_PAGE HEXO_SHARED_PAGE_ADDR
+#endif
 
     .section .text.hexo_check_migrate, "ax", @progbits
     .globl hexo_check_migrate
     .type hexo_check_migrate, @function
 hexo_check_migrate:
-    cmpl $0, HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST
+    cmpl $0, FLAG_PAGE + HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST
     jne 1f
     ret
-1:  cmpl $0, HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
+1:  cmpl $0, FLAG_PAGE + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
     je 2f
-    decl HEXO_SHARED_PAGE_ADDR + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
+    decl FLAG_PAGE + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
     ret
 2:  subq $HEXO_CPU_CONTEXT_SIZE, %rsp          /* keeps %rsp 16-byte aligned for the call */
     movq $HEXO_ISA_X86_64, CTX(ISA)(%rsp)

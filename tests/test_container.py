@@ -1,0 +1,154 @@
+"""Linux-mode builds checkpointed by real CRIU and restored, on the same ISA and through a
+cross-ISA recode of the CRIU images (x86-64 -> aarch64 -> x86-64, restored and finished
+here), with outputs compared with unmigrated runs."""
+
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hexo import abi, cli, retarget, workloads
+from hexo.toolchain.build import BuildRequest, build, build_native
+from hexo.toolchain.stackmaps import load as load_metadata
+from uhyve_ctl.container import checkpoint as ckpt, commands, criu, criu_images, process
+
+import npb_reference
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
+
+
+@pytest.fixture(scope="module")
+def migratable(tmp_path_factory):
+    out = tmp_path_factory.mktemp("linux") / "migratable.hexo"
+    build(BuildRequest([PROGRAMS / "migratable.c"], out, "migratable", migratable=True,
+                       linux=True))
+    return process.open_image(out)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reaper():
+    """Restored processes are reparented to the test process, which can then wait for them."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+    criu.ensure()
+
+
+def start(image, args, out: Path, **kw) -> subprocess.Popen:
+    with open(out, "w") as f:
+        return subprocess.Popen([process.executable(image, process.host_isa()), *args],
+                                stdout=f, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True, **kw)
+
+
+def finish(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def unmigrated(image, args, tmp: Path) -> str:
+    p = start(image, args, tmp / "unmigrated.out")
+    assert p.wait() == 0
+    return (tmp / "unmigrated.out").read_text()
+
+
+def test_linux_builds_match_native(migratable, tmp_path):
+    assert migratable.manifest["runtime"] == "linux"
+    stub = tmp_path / "stub.c"
+    stub.write_text("void hexo_check_migrate(void) {}\n")
+    build_native([PROGRAMS / "migratable.c", stub], tmp_path / "native")
+    native = subprocess.run([tmp_path / "native", "300"], capture_output=True, text=True,
+                            check=True).stdout
+    assert unmigrated(migratable, ["300"], tmp_path) == native
+    arm = process.executable(migratable, "aarch64")     # user-mode emulation of arm64 Linux
+    assert subprocess.run(["qemu-aarch64-static", arm, "300"], capture_output=True, text=True,
+                          check=True).stdout == native
+
+
+def test_same_isa_checkpoint_restore(migratable, tmp_path):
+    want = unmigrated(migratable, ["3000"], tmp_path)
+    p = start(migratable, ["3000"], tmp_path / "run.out")
+    state = ckpt.checkpoint(p.pid, tmp_path / "ck")
+    assert p.wait() != 0                    # CRIU ended the source after the dump
+    assert state["isa"] == process.host_isa()
+    pid = ckpt.restore(tmp_path / "ck")
+    assert finish(pid) == 0
+    assert (tmp_path / "run.out").read_text() == want
+
+
+def test_npb_ep_same_isa(tmp_path):
+    image_path = tmp_path / "ep.hexo"
+    ep = workloads.get("npb-ep")
+    build(BuildRequest(ep.paths(), image_path, "ep", defines=ep.defines("S"), migratable=True,
+                       linux=True))
+    image = process.open_image(image_path)
+    p = start(image, [], tmp_path / "run.out")
+    ckpt.checkpoint(p.pid, tmp_path / "ck")
+    p.wait()
+    assert finish(ckpt.restore(tmp_path / "ck")) == 0
+    npb_reference.check("ep", "S", (tmp_path / "run.out").read_text())
+
+
+def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
+    """The dump recoded for aarch64 is checked structurally, then recoded back for x86-64 by
+    the same code and restored here: the job must finish as if never moved. Both recodes go
+    through the transform core that VM checkpoints use."""
+    calls = []
+    core = retarget.transform
+    monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
+    want = unmigrated(migratable, ["3000"], tmp_path)
+    p = start(migratable, ["3000"], tmp_path / "run.out")
+    d = tmp_path / "ck"
+    state = ckpt.checkpoint(p.pid, d, to_isa="aarch64")
+    p.wait()
+    assert state["isa"] == "aarch64" and state["transformed"]["from"] == "x86_64"
+    meta = load_metadata(migratable.payload("meta.aarch64"))
+    info = criu_images.summary(d)
+    assert info["core_mtype"] == "AARCH64"
+    assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_resume")
+    assert info["executable"] == str(process.executable(migratable, "aarch64"))
+    assert not any(v["status"] & criu_images.DROPPED_VMAS for v in info["vmas"])
+    pages = criu_images.Pages(d, state["pid"])
+    ctx = abi.CPU_CONTEXT.unpack(pages.read(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.size))
+    assert ctx["isa"] == abi.ISA_AARCH64 and ctx["pc"] in meta.by_ra
+    assert ctx["pc"] == state["context"]["pc"]
+
+    with pytest.raises(process.ProcessError, match="aarch64 process"):
+        ckpt.restore(d)
+    back = criu_images.recode(d, state, migratable, "x86_64")
+    (d / ckpt.STATE_FILE).write_text(json.dumps(back))
+    assert finish(ckpt.restore(d)) == 0
+    assert (tmp_path / "run.out").read_text() == want
+    assert calls == ["x86_64", "aarch64"]
+
+
+def test_bad_input_one_line_and_nothing_lost(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_plugins", commands.register)
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert cli.main(["container", "checkpoint", str(p.pid), "-o", str(tmp_path / "c")]) == 1
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+    assert cli.main(["container", "restore", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "not started by hexo" in err[0] and "not a hexo process" in err[1]
+
+
+def test_open_tcp_connection_is_refused(migratable, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client:
+        p = start(migratable, ["100000"], tmp_path / "run.out", pass_fds=[client.fileno()])
+        try:
+            with pytest.raises(process.ProcessError, match="1 open TCP connection"):
+                ckpt.checkpoint(p.pid, tmp_path / "ck")
+            assert p.poll() is None and not (tmp_path / "ck").exists()
+        finally:
+            p.kill()
+            p.wait()

@@ -1,0 +1,61 @@
+"""`hexo container ...`, registered through the hexo.commands entry-point group."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import UhyveError
+
+
+def register(sub) -> None:
+    c = sub.add_parser("container", help="Linux-mode processes: run, checkpoint with CRIU "
+                       "(optionally for the other ISA), restore")
+    c.set_defaults(errors=(UhyveError,))
+    csub = c.add_subparsers(dest="container_command", required=True)
+    r = csub.add_parser("run", help="run a Linux-mode image's executable for this ISA")
+    r.add_argument("image", type=Path)
+    r.add_argument("args", nargs="*")
+    r.set_defaults(run=_run)
+    k = csub.add_parser("checkpoint", help="stop a process at its next migration point and "
+                        "dump it with CRIU")
+    k.add_argument("pid", type=int)
+    k.add_argument("-o", "--output", type=Path, required=True)
+    k.add_argument("--to", dest="to_isa", help="recode the images for this ISA")
+    k.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for a migration point")
+    k.set_defaults(run=_checkpoint)
+    s = csub.add_parser("restore", help="restore a checkpoint directory and let it run")
+    s.add_argument("directory", type=Path)
+    s.set_defaults(run=_restore)
+    i = csub.add_parser("inspect", help="decode a checkpoint directory's CRIU images")
+    i.add_argument("directory", type=Path)
+    i.set_defaults(run=_inspect)
+
+
+def _run(args) -> int:
+    from .process import executable, host_isa, open_image
+    exe = executable(open_image(args.image), host_isa())
+    if os.getpgid(0) != os.getpid():
+        os.setsid()                 # its own session: CRIU dumps it without --shell-job
+    os.execv(exe, [str(exe), *args.args])
+
+
+def _checkpoint(args) -> int:
+    from .checkpoint import checkpoint
+    state = checkpoint(args.pid, args.output, args.to_isa, args.timeout)
+    print(f"{args.output}: process {args.pid} ({state['image']['name']}) for {state['isa']}")
+    return 0
+
+
+def _restore(args) -> int:
+    from .checkpoint import restore
+    print(f"restored process {restore(args.directory)}")
+    return 0
+
+
+def _inspect(args) -> int:
+    from .criu_images import summary
+    print(json.dumps(summary(args.directory), indent=1))
+    return 0

@@ -1,0 +1,215 @@
+"""CRIU images <-> the transform core: a dumped Linux-mode process recoded for the other ISA.
+
+What changes (docs/formats.md, section 8): the stack pages
+[sp, STACK_TOP) are rewritten by hexo.retarget (the very function VM checkpoints go through);
+the transformed hexo_cpu_context is stored at LINUX_CONTEXT_ADDR and the thread's registers
+in core-PID.img are replaced by the other ISA's, entering hexo_resume() with that address as
+its argument; the vdso, vvar and vsyscall areas are dropped (the runtime never calls them);
+the executable in files.img becomes the other ISA's build of the same image. Globals and the
+heap stay as they are: both ISAs share one layout. Images are read and written with pycriu.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hexo import abi, retarget
+
+from . import criu, process
+from .process import ProcessError
+
+PAGE = abi.PAGE_SIZE
+# VMA status bits (CRIU's criu/include/image.h): VSYSCALL, VDSO, VVAR.
+DROPPED_VMAS = 1 << 2 | 1 << 3 | 1 << 12
+# Auxiliary vector entries that describe the source ISA or its vdso, turned into AT_IGNORE:
+# AT_PLATFORM, AT_HWCAP, AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ.
+_ISA_AUXV, _AT_IGNORE = {15, 16, 33, 26, 51}, 1
+_MTYPE = {"x86_64": "X86_64", "aarch64": "AARCH64"}
+
+
+def _load(directory: Path, name: str) -> dict:
+    with open(directory / name, "rb") as f:
+        return criu.pycriu().images.load(f)
+
+
+def _dump(directory: Path, name: str, img: dict) -> None:
+    with open(directory / name, "wb") as f:
+        criu.pycriu().images.dump(img, f)
+
+
+class Pages:
+    """A process's dumped memory (pagemap-PID.img + pages-N.img) as page address -> bytes."""
+
+    def __init__(self, directory: Path, pid: int):
+        self.directory, self.name = directory, f"pagemap-{pid}.img"
+        self.pagemap = _load(directory, self.name)
+        head, *entries = self.pagemap["entries"]
+        self.pages_file = f"pages-{head['pages_id']}.img"
+        raw = (directory / self.pages_file).read_bytes()
+        self.pages, self.flags, off = {}, {}, 0
+        for e in entries:
+            for i in range(e["nr_pages"]):
+                addr = e["vaddr"] + i * PAGE
+                self.pages[addr] = bytearray(raw[off:off + PAGE])
+                self.flags[addr] = e.get("flags")
+                off += PAGE
+        self.default_flags = next(iter(self.flags.values()), None)
+
+    def read(self, addr: int, size: int) -> bytes:
+        out = bytearray()
+        for a in range(addr & ~(PAGE - 1), addr + size, PAGE):
+            out += self.pages.get(a, bytes(PAGE))
+        start = addr & (PAGE - 1)
+        return bytes(out[start:start + size])
+
+    def write(self, addr: int, data: bytes) -> None:
+        for a in range(addr & ~(PAGE - 1), addr + len(data), PAGE):
+            if a not in self.pages:
+                self.pages[a] = bytearray(PAGE)
+                self.flags[a] = self.default_flags
+        pos = 0
+        while pos < len(data):
+            a = (addr + pos) & ~(PAGE - 1)
+            o = (addr + pos) - a
+            n = min(PAGE - o, len(data) - pos)
+            self.pages[a][o:o + n] = data[pos:pos + n]
+            pos += n
+
+    def drop(self, start: int, end: int) -> None:
+        for a in [a for a in self.pages if start <= a < end]:
+            del self.pages[a], self.flags[a]
+
+    def save(self) -> None:
+        entries, blob = [], bytearray()
+        for a in sorted(self.pages):
+            last = entries[-1] if entries else None
+            if last and last["vaddr"] + last["nr_pages"] * PAGE == a \
+                    and last.get("flags") == self.flags[a]:
+                last["nr_pages"] += 1
+            else:
+                e = {"vaddr": a, "nr_pages": 1}
+                if self.flags[a] is not None:
+                    e["flags"] = self.flags[a]
+                entries.append(e)
+            blob += self.pages[a]
+        self.pagemap["entries"] = self.pagemap["entries"][:1] + entries
+        _dump(self.directory, self.name, self.pagemap)
+        (self.directory / self.pages_file).write_bytes(bytes(blob))
+
+
+def symbol(image, isa: str, name: str) -> int:
+    value = retarget.metadata(image, isa).raw["symbols"].get(name)
+    if value is None:
+        raise ProcessError(f"the {isa} build of {image.path} has no symbol {name}")
+    return value
+
+
+def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
+    """Registers that enter hexo_resume(arg) at `pc` on `isa`; everything else zero."""
+    if isa == "aarch64":
+        regs = [0] * 31
+        regs[0] = arg
+        return {"clear_tid_addr": old.get("clear_tid_addr", 0), "tls": 0,
+                "gpregs": {"regs": regs, "sp": sp, "pc": pc, "pstate": 0},
+                "fpsimd": {"vregs": [0] * 64, "fpsr": 0, "fpcr": 0}}
+    names = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx",
+             "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss", "fs_base",
+             "gs_base", "ds", "es", "fs", "gs")
+    gp = dict.fromkeys(names, 0)
+    gp.update({"di": arg, "ip": pc, "sp": sp, "cs": 0x33, "ss": 0x2b, "flags": 0x202,
+               "orig_ax": 2 ** 64 - 1, "mode": "NATIVE"})
+    return {"clear_tid_addr": old.get("clear_tid_addr", 0), "gpregs": gp,
+            "fpregs": {"cwd": 0x37F, "swd": 0, "twd": 0, "fop": 0, "rip": 0, "rdp": 0,
+                       "mxcsr": 0x1F80, "mxcsr_mask": 0xFFFF, "st_space": [0] * 32,
+                       "xmm_space": [0] * 64, "padding": [0] * 24}}
+
+
+def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
+    """Rewrite the CRIU images of `directory` (a process dumped at a migration point) so that
+    CRIU restores it on `to_isa`; the new hexo-process state."""
+    pid, isa = state["pid"], state["isa"]
+    pstree = _load(directory, "pstree.img")["entries"]
+    if len(pstree) != 1 or pstree[0].get("threads", [pid]) != [pid]:
+        raise ProcessError("only single-threaded, single-process jobs can change ISA")
+    pages = Pages(directory, pid)
+    sp = state["context"]["sp"]
+    stack = pages.read(sp, abi.STACK_TOP - sp)
+    new_state, areas = retarget.retarget({"isa": isa, "context": state["context"]},
+                                         [("stack", sp, stack)], image, to_isa)
+    _, low, new_stack = areas[-1]
+    pages.drop(abi.STACK_BOTTOM, abi.STACK_TOP)
+    pages.write(low, new_stack)
+    ctx = new_state["context"]
+    pages.write(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
+        isa=abi.ISA_IDS[to_isa], reserved=0, pc=ctx["pc"], sp=ctx["sp"],
+        **{f"callee{i}": ctx.get(n, 0) for i, n in enumerate(abi.CALLEE_SAVED[to_isa])},
+        **{f"callee{i}": 0 for i in range(len(abi.CALLEE_SAVED[to_isa]), abi.CALLEE_SLOTS)}))
+
+    mm_name = f"mm-{pid}.img"
+    mm = _load(directory, mm_name)
+    m = mm["entries"][0]
+    kept = []
+    for vma in m["vmas"]:
+        if vma["status"] & DROPPED_VMAS:
+            pages.drop(vma["start"], vma["end"])
+        else:
+            kept.append(vma)
+    m["vmas"] = kept
+    auxv = m.get("mm_saved_auxv", [])
+    for i in range(0, len(auxv) - 1, 2):
+        if auxv[i] in _ISA_AUXV:
+            auxv[i], auxv[i + 1] = _AT_IGNORE, 0
+    _dump(directory, mm_name, mm)
+    pages.save()
+
+    core_name = f"core-{pid}.img"
+    core = _load(directory, core_name)
+    c = core["entries"][0]
+    old = c.pop("thread_info", None) or c.pop("ti_aarch64", None) or {}
+    c.pop("ti_aarch64", None)
+    c["mtype"] = _MTYPE[to_isa]
+    resume = symbol(image, to_isa, "hexo_resume")
+    ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.LINUX_CONTEXT_ADDR, old)
+    c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
+    _dump(directory, core_name, core)
+
+    _swap_executable(directory, image, isa, to_isa)
+    return dict(state, isa=to_isa, context=ctx, transformed=new_state["transformed"])
+
+
+def _swap_executable(directory: Path, image, isa: str, to_isa: str) -> None:
+    old = str(process.executable(image, isa))
+    new = process.executable(image, to_isa)
+    files = _load(directory, "files.img")
+    found = 0
+    for f in files["entries"]:
+        reg = f.get("reg")
+        if reg and reg.get("name") == old:
+            reg["name"] = str(new)
+            reg["size"] = new.stat().st_size
+            reg.pop("build_id", None)
+            found += 1
+    if not found:
+        raise ProcessError(f"the dump does not reference the executable {old}")
+    _dump(directory, "files.img", files)
+
+
+def summary(directory: Path) -> dict:
+    """What a process checkpoint holds, decoded from its CRIU images."""
+    from .checkpoint import load_state
+    state = load_state(directory)
+    pid = state["pid"]
+    core = _load(directory, f"core-{pid}.img")["entries"][0]
+    mm = _load(directory, f"mm-{pid}.img")["entries"][0]
+    pages = Pages(directory, pid)
+    exe = [f["reg"]["name"] for f in _load(directory, "files.img")["entries"]
+           if f.get("reg") and f["reg"].get("id") == mm.get("exe_file_id")]
+    ti = core.get("ti_aarch64") or core.get("thread_info") or {}
+    pc = ti.get("gpregs", {}).get("pc", ti.get("gpregs", {}).get("ip"))
+    return {"isa": state["isa"], "pid": pid, "image": state["image"],
+            "core_mtype": core["mtype"], "thread_pc": pc, "context": state["context"],
+            "executable": exe[0] if exe else None,
+            "vmas": [{"start": v["start"], "end": v["end"], "status": v["status"]}
+                     for v in mm["vmas"]],
+            "dumped_pages": len(pages.pages), **({"transformed": state["transformed"]}
+                                                 if "transformed" in state else {})}
