@@ -38,11 +38,12 @@ board-image: deps
 test: deps board-image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: deps
+bench: deps board-image
 	$(PY) bench/run.py
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/board.py
 
 clean:
 	rm -rf build $(VENV)
