@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import sshd_fixture
 from conftest import HEXO, run
 
 pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"),
@@ -202,45 +203,17 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     """hexo-schedd with a one-core KVM server and the two board VMs as its boards."""
     import json
     import signal as sig
-    from test_schedd_live import SCHEDD, UHYVE, start_daemon, status, wait_for
+    from test_schedd_live import UHYVE, start_daemon, wait_for
     from npb_reference import check
     with boards["b0"].connect() as conn:
         backend = board_backend(conn)
-    sections = "".join(f"""
-[[board]]
-name = "{name}"
-cores = 1
-ram = "1G"
-link_mbit = 100
-backend = "{backend}"
-host = "127.0.0.1"
-port = {b.port}
-user = "root"
-key = "{b.image.client_key}"
-known_hosts = "{b.known_hosts}"
-work_dir = "/var/tmp/hexo/work"
-run_dir = "/run/hexo"
-uhyve_ctl = "uhyve-ctl"
-""" for name, b in sorted(boards.items()))
-    cfg = tmp_path / "cluster.toml"
-    cfg.write_text(f"""[daemon]
-state_dir = "state"
-metrics_port = 0
-hexo = "{HEXO}"
-policy = "hexo"
-idle_after_s = 1
-poll_s = 0.5
-confirm_timeout_s = 900
-checkpoint_timeout_s = 600
-
-[server]
-name = "server"
-cores = 1
-ram = "2G"
-work_dir = "server/work"
-run_dir = "server/run"
-uhyve_ctl = "{UHYVE}"
-{sections}""")
+    sections = "".join(
+        sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
+                                   "/var/tmp/hexo", "uhyve-ctl", backend=backend)
+        for name, b in sorted(boards.items()))
+    cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
+                                     idle_after_s=1, poll_s=0.5, confirm_timeout_s=900,
+                                     checkpoint_timeout_s=600)
     ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
