@@ -9,6 +9,11 @@ A hypercall is a 32-bit store of the guest-physical address of its argument stru
 `DOORBELL + 4 * nr`. The doorbell page is not RAM, so the store exits to the host on KVM
 (MMIO exit) and on the emulator (MMIO callback); one mechanism for both ISAs and both
 x86 privilege modes. Results are written back into the argument struct.
+
+Output does not need an exit at all: the guest appends it to the I/O ring, a producer/consumer
+ring at fixed guest addresses (IO_RING_*) that the host drains from another thread while the
+vCPU runs, and before every hypercall. docs/formats.md gives the protocol; any backend (KVM,
+emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import struct
 from typing import NamedTuple
 
 ABI_MAJOR = 1
-ABI_MINOR = 2
+ABI_MINOR = 3
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -30,8 +35,16 @@ ARGS_ADDR = 0x4000           # argv pointer array and strings
 ARGS_SIZE = 0xB000
 GDT_ADDR = 0xF000            # x86-64 descriptor table built by the host
 PAGE_TABLE_ADDR = 0x10000    # page tables built by the host (x86-64 and aarch64)
-PAGE_TABLE_END = 0x100000
+PAGE_TABLE_END = 0x80000     # 112 pages: enough for MAX_MEM_SIZE on both ISAs
+IO_RING_ADDR = 0x80000       # struct hexo_io_ring: ring indices and writable fds
+IO_SWITCH_ADDR = 0x81000     # IO_SWITCH_SLOTS struct hexo_io_switch: where the fd changes
+IO_SWITCH_SLOTS = 2048
+IO_DATA_ADDR = 0xC0000       # the ring's bytes
+IO_DATA_SIZE = 0x40000
+IO_RING_FDS = 128            # guest fds the writable bitmap covers
 STACK_BOTTOM = 0x100000      # the single task stack, at the same address on every ISA
+STACK_GUARD = STACK_BOTTOM - 0x1000  # unmapped: a stack overflow faults here instead of
+                                    # overwriting the page tables below
 STACK_TOP = 0x800000
 IMAGE_BASE = 0x800000        # link address of every image; heap follows the image
 MEM_ALIGN = 2 << 20          # guest RAM size granule (one large page)
@@ -39,6 +52,7 @@ MAX_MEM_SIZE = 64 << 30       # limited by the page-table area
 
 BOOT_INFO_MAGIC = 0x49425848      # "HXBI"
 SHARED_PAGE_MAGIC = 0x50535848    # "HXSP"
+IO_RING_MAGIC = 0x52495848        # "HXIR"
 
 ISA_X86_64 = 1
 ISA_AARCH64 = 2
@@ -107,6 +121,17 @@ SHARED_PAGE = Struct("hexo_shared_page", (
 ), "Flags the host sets atomically and the guest polls at migration points; while a request "
    "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting.")
 
+IO_RING = Struct("hexo_io_ring", (
+    ("magic", "u32"), ("data_size", "u32"), ("switch_slots", "u32"), ("reserved", "u32"),
+    ("head", "u64"), ("switch_head", "u64"),
+    ("tail", "u64"), ("switch_tail", "u64"),
+    ("writable_fds_lo", "u64"), ("writable_fds_hi", "u64"),
+), "Output ring (1.3). The guest writes head/switch_head (byte and switch counts ever "
+   "produced, release stores), the host tail/switch_tail (consumed) and the bitmap of guest "
+   "fds the guest may write through the ring; counters never wrap, offsets are count % size")
+IO_SWITCH = Struct("hexo_io_switch", (("pos", "u64"), ("fd", "u32"), ("reserved", "u32")),
+                   "ring bytes from byte count `pos` on belong to guest fd `fd`")
+
 # Hypercall argument structs. Pointers are guest addresses; `ret` is >= 0 on success and
 # -errno (newlib errno numbering, see ERRNO) on failure.
 ARGS_EXIT = Struct("hexo_args_exit", (("status", "i64"),), "exit(status)")
@@ -155,6 +180,9 @@ AREA = Struct("hexo_area", (("start", "u64"), ("size", "u64"), ("kind", "u32"), 
 AREA_KINDS = {"AREA_DATA": 1, "AREA_HEAP": 2, "AREA_STACK": 3}
 MIGRATE_REQUESTED = 1       # shared page migrate_request value
 
+ARGS_FLUSH = Struct("hexo_args_flush", (("ret", "i64"),),
+                    "drain the I/O ring now (it is full)")
+
 ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
@@ -177,6 +205,7 @@ HYPERCALLS = (
     Hypercall(8, "UNLINK", ARGS_UNLINK),
     Hypercall(9, "PANIC", ARGS_PANIC),
     Hypercall(10, "MIGRATE", ARGS_MIGRATE),
+    Hypercall(11, "FLUSH", ARGS_FLUSH),
 )
 HYPERCALL_BY_NR = {h.nr: h for h in HYPERCALLS}
 NR = {h.name: h.nr for h in HYPERCALLS}
@@ -194,7 +223,7 @@ ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 
 
 MAX_PATH = 4096
 
-_STRUCTS = [BOOT_INFO, SHARED_PAGE, CPU_CONTEXT, KERNEL_STATE, AREA] + list(
+_STRUCTS = [BOOT_INFO, SHARED_PAGE, IO_RING, IO_SWITCH, CPU_CONTEXT, KERNEL_STATE, AREA] + list(
     dict.fromkeys(h.args for h in HYPERCALLS))
 
 
@@ -202,7 +231,9 @@ def _constants() -> list[tuple[str, int]]:
     names = ["ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "BOOT_INFO_ADDR",
              "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR", "PAGE_TABLE_ADDR",
              "PAGE_TABLE_END", "STACK_BOTTOM", "STACK_TOP", "IMAGE_BASE", "BOOT_INFO_MAGIC",
-             "SHARED_PAGE_MAGIC", "ISA_X86_64", "ISA_AARCH64", "MAX_PATH",
+             "SHARED_PAGE_MAGIC", "IO_RING_MAGIC", "IO_RING_ADDR", "IO_SWITCH_ADDR",
+             "IO_SWITCH_SLOTS", "IO_DATA_ADDR", "IO_DATA_SIZE", "IO_RING_FDS",
+             "ISA_X86_64", "ISA_AARCH64", "MAX_PATH",
              "RESTORE_CONTEXT_ADDR", "RESTORE_KERNEL_ADDR", "CALLEE_SLOTS", "MIGRATE_REQUESTED"]
     g = globals()
     out = [(n, g[n]) for n in names]

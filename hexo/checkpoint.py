@@ -11,6 +11,11 @@ A checkpoint is a directory (docs/formats.md, section 3):
 A post-copy (minimal) checkpoint leaves its big areas `remote`: they have no file and are
 fetched from the source's page server (`postcopy` in the manifest says where and how).
 
+A cross-ISA checkpoint (1.1) also keeps the state it was transformed from: `source` in the
+manifest holds the source ISA's registers and its own stack (`source-<n>.bin`); every other
+area is shared. If the target dies before its first migration point, the job resumes from
+that copy (`source_copy()`), so a transform defect never loses a job.
+
 It is written into a temporary sibling directory, every file fsynced, then renamed into
 place, so a reader sees no checkpoint or a complete one. Readers refuse a newer major
 version, a checksum mismatch, a truncated area, or a checkpoint of another image.
@@ -26,6 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
+KEPT_SOURCE_MINOR = 1   # a cross-ISA checkpoint keeping its source-ISA state (`source`)
 POSTCOPY_MAJOR = 2      # a checkpoint with remote areas: a 1.x reader must refuse it
 MANIFEST = "checkpoint.json"
 
@@ -58,12 +64,26 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _store(directory: str, name: str, kind: str, start: int, data: bytes, compress: bool) -> dict:
+    raw = bytes(data)
+    stored = zlib.compress(raw, 1) if compress else raw
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(stored)
+        os.fsync(f.fileno())
+    entry = Area(kind, start, len(raw), name, "zlib" if compress else "none",
+                 len(stored), zlib.crc32(raw))._asdict()
+    del entry["remote"]                  # absent unless true: 1.0 readers know no such key
+    return entry
+
+
 def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, bytes]],
-          compress: bool = False, remote: Callable[[str, int], bool] = lambda kind, size: False
-          ) -> "Checkpoint":
+          compress: bool = False, remote: Callable[[str, int], bool] = lambda kind, size: False,
+          kept: tuple[dict, list[tuple[str, int, bytes]]] | None = None) -> "Checkpoint":
     """Write a checkpoint atomically and return it re-opened and fully verified.
 
-    Areas for which `remote(kind, size)` holds are described (size, CRC32) but not stored."""
+    Areas for which `remote(kind, size)` holds are described (size, CRC32) but not stored.
+    `kept` = (`isa` and `context` of the source, the source's own areas that the transform
+    replaced): the untransformed state, stored beside the transformed one."""
     import shutil
     import tempfile
     path = os.path.abspath(os.fspath(path))
@@ -78,18 +98,17 @@ def write(path: str | os.PathLike, state: dict, areas: Iterable[tuple[str, int, 
                 entries.append(Area(kind, start, len(data), "", "none", 0, zlib.crc32(data),
                                     True)._asdict())
                 continue
-            raw = bytes(data)
-            stored = zlib.compress(raw, 1) if compress else raw
-            name = f"area-{n}.bin"
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(stored)
-                os.fsync(f.fileno())
-            entry = Area(kind, start, len(raw), name, "zlib" if compress else "none",
-                         len(stored), zlib.crc32(raw))._asdict()
-            del entry["remote"]                  # absent unless true: 1.0 readers know no such key
-            entries.append(entry)
+            entries.append(_store(tmp, f"area-{n}.bin", kind, start, data, compress))
         major = POSTCOPY_MAJOR if any(e.get("remote") for e in entries) else VERSION_MAJOR
-        meta = {"format": FORMAT, "version": [major, VERSION_MINOR], **state, "areas": entries}
+        minor = VERSION_MINOR
+        if kept is not None:
+            regs, own = kept
+            state = dict(state, source={
+                "isa": regs["isa"], "context": regs["context"],
+                "areas": [_store(tmp, f"source-{n}.bin", kind, start, data, compress)
+                          for n, (kind, start, data) in enumerate(own)]})
+            minor = KEPT_SOURCE_MINOR
+        meta = {"format": FORMAT, "version": [major, minor], **state, "areas": entries}
         meta["manifest_crc32"] = _manifest_crc(meta)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             if "postcopy" in meta:               # holds the page server's secret
@@ -135,8 +154,33 @@ class Checkpoint:
         self.meta = meta
         try:
             self.areas = [Area(**a) for a in meta["areas"]]
+            source = meta.get("source")
+            self.kept_areas = [] if source is None else [Area(**a) for a in source["areas"]]
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{mpath}: malformed area list: {e}") from None
+
+    @property
+    def source_isa(self) -> str | None:
+        """The ISA whose untransformed state this checkpoint keeps, if it keeps one."""
+        return (self.meta.get("source") or {}).get("isa")
+
+    def source_copy(self) -> "Checkpoint":
+        """The same checkpoint as it was before the transform: the source ISA's registers and
+        stack, every other area shared."""
+        if self.source_isa is None:
+            raise CheckpointError(f"{self.path} keeps no untransformed copy (it was not "
+                                  f"transformed, or was written by an older hexo)")
+        import copy
+        src = self.meta["source"]
+        view = copy.copy(self)
+        view.meta = dict(self.meta, isa=src["isa"], target_isa=src["isa"],
+                         context=src["context"])
+        del view.meta["source"]
+        view.meta.pop("transformed", None)
+        replaced = {a.kind for a in self.kept_areas}
+        view.areas = [a for a in self.areas if a.kind not in replaced] + self.kept_areas
+        view.kept_areas = []
+        return view
 
     def read(self, area: Area) -> bytes:
         if area.remote:
@@ -171,7 +215,7 @@ class Checkpoint:
                 f"{image.manifest['build_id'][:12]})")
 
     def verify(self) -> None:
-        for area in self.areas:
+        for area in self.areas + self.kept_areas:
             if not area.remote:
                 self.read(area)
 

@@ -159,16 +159,17 @@ def _inspect(args) -> int:
 def _transform(args) -> int:
     from . import checkpoint
     from .image import Image
-    from .retarget import retarget
+    from .retarget import kept_source, retarget
     ck = checkpoint.Checkpoint(args.checkpoint)
     image = Image(args.image or ck.meta["image"]["path"])
     ck.check_image(image)
     state = {k: v for k, v in ck.meta.items()
-             if k not in ("format", "version", "areas", "manifest_crc32")}
+             if k not in ("format", "version", "areas", "manifest_crc32", "source")}
     areas = [(a.kind, a.start, ck.read(a)) for a in ck.areas]
+    kept = kept_source(state, areas, args.isa)
     state, areas = retarget(state, areas, image, args.isa)
     out = checkpoint.write(args.output, state, areas,
-                           compress=any(a.compression != "none" for a in ck.areas))
+                           compress=any(a.compression != "none" for a in ck.areas), kept=kept)
     info = state.get("transformed", {})
     print(f"{out.path}: resumes on {args.isa}"
           + (f"; {info['frames']} frames rewritten in {info['ms']:.1f} ms" if info else ""))

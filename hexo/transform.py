@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-STACK_TOP = 0x800000
+from .abi import STACK_BOTTOM, STACK_TOP
+
 MAIN_CFA_GAP = 512          # bytes left above main's frame for the trampoline and boot frames
 
 # hexo_cpu_context register names <-> DWARF register numbers.
@@ -85,10 +86,16 @@ def unwind(meta, context: dict[str, int], stack: _Stack) -> list[Frame]:
             raise TransformError(f"{meta.isa}: CFA of {site['function']} uses register {reg}, "
                                  f"whose value is unknown")
         cfa = regs[reg] + off
+        if not regs[abi["sp"]] <= cfa <= STACK_TOP:
+            raise TransformError(f"{meta.isa}: CFA 0x{cfa:x} of {site['function']} is below "
+                                 f"its stack pointer or above the stack")
         frames.append(Frame(site, dict(regs), cfa))
         caller = dict(regs)
         ra = None
         for r, o in site["saved"]:
+            if o >= 0:
+                raise TransformError(f"{meta.isa}: {site['function']} saves register {r} "
+                                     f"above its CFA")
             value = stack.u64(cfa + o)
             if r == _RA_SLOT[meta.isa]:
                 ra = value
@@ -121,12 +128,44 @@ def fp_control(src_isa: str, value: int, dst_isa: str) -> int:
     return cw << 32 | mxcsr
 
 
+# LLVM's stackmap gives UINT64_MAX as the stack size of a frame whose size is only known at
+# run time (dynamic allocas, stack realignment); anything near it is not a frame size.
+_MAX_FRAME = 1 << 30
+
+
 def _sp_at_call(meta, site: dict, cfa: int) -> int:
     """The caller's stack pointer after the call returns, from the frame's CFA."""
     reg, off = site["cfa"]
     if reg == meta.raw["abi"]["sp"]:
         return cfa - off
+    if not 0 <= site["frame_size"] < _MAX_FRAME:
+        raise TransformError(f"{meta.isa}: {site['function']} ({site['source']}) has a frame "
+                             f"whose size is only known at run time (dynamic stack allocation "
+                             f"or realignment); it cannot be rebuilt for {meta.isa}")
     return cfa - site["frame_size"] - (8 if meta.isa == "x86_64" else 0)
+
+
+def _check_frames(meta, frames: list[Frame]) -> None:
+    """Refuse source frames whose recorded locations fall outside them: the state does not
+    match the metadata, and a rewrite from it would be garbage. A frame's locations lie
+    between its stack pointer and its caller's CFA (incoming stack arguments are recorded
+    where the caller put them, just above the CFA)."""
+    sp = meta.raw["abi"]["sp"]
+    for i, f in enumerate(frames):
+        lo, hi = f.regs[sp], frames[i + 1].cfa if i + 1 < len(frames) else STACK_TOP
+        where = f"{meta.isa}: frame of {f.site['function']} ({f.site['source']})"
+        for v in f.site["values"]:
+            if v["kind"] not in ("direct", "indirect"):
+                continue
+            base = f.regs.get(v["reg"])
+            if base is None:
+                raise TransformError(f"{where}: a value is based on register {v['reg']}, "
+                                     f"whose value is unknown")
+            size = v.get("alloca_size", v["size"]) if v["kind"] == "direct" else v["size"]
+            addr = base + v["offset"]
+            if not lo <= addr <= addr + size <= hi:
+                raise TransformError(f"{where}: location [0x{addr:x}, +{size}) is outside "
+                                     f"the frame [0x{lo:x}, 0x{hi:x})")
 
 
 def _pick(dst, site: dict, src_meta) -> dict:
@@ -161,6 +200,7 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
     """Rewrite the stack and registers of a job stopped at a migration point for `dst`."""
     src_stack = _Stack(stack_start, stack)
     frames = unwind(src, context, src_stack)
+    _check_frames(src, frames)
     n = len(frames)
     dst_sites = [_pick(dst, f.site, src) for f in frames]
     dabi = dst.raw["abi"]
@@ -175,14 +215,22 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
         if i < n - 1:
             cfa[i] = sp[i + 1]
         sp[i] = _sp_at_call(dst, dst_sites[i], cfa[i])
+        if not STACK_BOTTOM <= sp[i] <= cfa[i]:
+            raise TransformError(f"{dst.isa}: the rewritten stack does not fit: frame of "
+                                 f"{dst_sites[i]['function']} would end at 0x{sp[i]:x}")
         if dst_sites[i]["cfa"][0] == fp_reg:
             fp[i] = cfa[i] - dst_sites[i]["cfa"][1]
     low = sp[0]
     out = bytearray(STACK_TOP - low)
 
-    def put(addr: int, data: bytes) -> None:
-        if addr < low or addr + len(data) > STACK_TOP:
-            raise TransformError(f"destination write at 0x{addr:x} is outside the new stack")
+    def put(addr: int, data: bytes, frame: int | None = None) -> None:
+        """Write into the new stack; with `frame`, only inside that frame."""
+        lo, hi = (low, STACK_TOP) if frame is None else \
+            (sp[frame], cfa[frame + 1] if frame + 1 < n else STACK_TOP)
+        if addr < lo or addr + len(data) > hi:
+            raise TransformError(f"{dst.isa}: write [0x{addr:x}, +{len(data)}) is outside "
+                                 + ("the new stack" if frame is None else
+                                    f"the frame of {dst_sites[frame]['function']}"))
         out[addr - low:addr - low + len(data)] = data
 
     # Stack objects: source range -> destination address, for copying and re-aiming.
@@ -195,23 +243,27 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
                     raise TransformError(f"{dst.isa}: stack object of {d['function']} based on "
                                          f"register {dv['reg']}")
                 src_addr = f.regs[sv["reg"]] + sv["offset"]
-                objects.append((src_addr, sv["alloca_size"], base + dv["offset"]))
+                objects.append((src_addr, sv["alloca_size"], base + dv["offset"], i))
 
     def reaim(value: int) -> int:
         if not (stack_start <= value < STACK_TOP):
             return value
-        inside = [(s, d) for s, size, d in objects if s <= value < s + size]
-        past_end = [(s, d) for s, size, d in objects if value == s + size]
+        inside = [(s, d) for s, size, d, _ in objects if s <= value < s + size]
+        past_end = [(s, d) for s, size, d, _ in objects if value == s + size]
         for s, d in inside + past_end:      # one past the end is a valid C pointer too
             return d + (value - s)
         raise TransformError(f"pointer 0x{value:x} into the stack matches no stack object")
 
-    for s, size, d in objects:
-        put(d, src_stack.read(s, size))
+    for s, size, d, i in objects:
+        put(d, src_stack.read(s, size), i)
 
     # Register values each destination frame needs at its call site.
+    # Frame bases first (liveregs.py: addresses in the frame that the code keeps in
+    # callee-saved registers), then the recorded values, which take precedence.
     needs: list[dict[int, int]] = [dict() for _ in range(n)]
     for i in range(n):
+        for reg, off in dst_sites[i].get("frame_bases", ()):
+            needs[i][reg] = cfa[i] + off
         if fp[i] is not None:
             needs[i][fp_reg] = fp[i]
         for sv, dv in zip(frames[i].site["values"], dst_sites[i]["values"]):
@@ -227,7 +279,7 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
                 if base is None:
                     raise TransformError(f"{dst.isa}: spill slot of {dst_sites[i]['function']} "
                                          f"based on register {dv['reg']}")
-                put(base + dv["offset"], raw.ljust(dv["size"], b"\0")[:dv["size"]])
+                put(base + dv["offset"], raw.ljust(dv["size"], b"\0")[:dv["size"]], i)
 
     # Return addresses, and callee-saved values stored where the nearest inner frame saved
     # them (or left in the final registers when no inner frame did).

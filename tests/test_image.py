@@ -2,6 +2,7 @@
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,12 @@ def test_write_is_atomic(image, tmp_path):
     assert image.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.hexo"]
     assert json.loads(Image(image).payload("manifest"))["name"] == "t"
+
+
+def test_the_format_document_gives_the_sizes_the_code_writes():
+    import re
+
+    from hexo import image
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+    assert f"| {image._HEADER.size} | {image._ENTRY.size}·N | entry table |" in doc
+    assert re.search(rf"Each entry \({image._ENTRY.size} bytes\)", doc)

@@ -219,10 +219,23 @@ def test_a_target_with_the_wrong_secret_is_refused(server):
 def test_requests_outside_the_announced_areas_are_refused(server, run_):
     link = PageLink(server.address, SECRET, retry_for=1)
     link.connect()
+    conn = link.sock
     with pytest.raises(Refused) as e:
         link.fetch(run_)
     assert e.value.code == wire.E_RANGE
-    assert PageLink(server.address, SECRET, 1).fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+    assert link.fetch(Run(0x200000, 1)) == AREA[1][:PAGE_SIZE]
+    assert link.sock is conn and link.reconnects == 0     # the same connection goes on
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01"])
+def test_a_malformed_error_before_authentication_is_a_protocol_error(server, payload):
+    with socket.create_connection(server.address) as s:
+        wire.recv(s, (wire.HELLO,))
+        wire.send(s, wire.ERROR, payload)
+        with pytest.raises(ProtocolError, match="malformed ERROR"):
+            wire.recv(s, (wire.WELCOME,))
+    with socket.create_connection(server.address) as s:     # the source still serves
+        assert wire.recv(s, (wire.HELLO,))[0] == wire.HELLO
 
 
 def test_the_source_refuses_another_major_version(server):
@@ -313,3 +326,73 @@ def test_minimal_checkpoint_format_on_both_sides(tmp_path):
     (tmp_path / "min" / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(checkpoint.CheckpointError, match="format 3.x is not readable"):
         checkpoint.Checkpoint(tmp_path / "min")
+
+
+class _DroppingProxy:
+    """A TCP relay to `target` that cuts every connection after `limit` bytes towards the
+    client: a link that cannot carry a whole prefetch run."""
+
+    def __init__(self, target, limit):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address, self.target, self.limit = self.sock.getsockname(), target, limit
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, None),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.limit),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst, limit):
+        sent = 0
+        try:
+            while limit is None or sent < limit:
+                data = src.recv(65536 if limit is None else min(65536, limit - sent))
+                if not data:
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_failing_background_pull_does_not_end_the_job():
+    from uhyve_ctl.pager import Pager, PagingOptions
+    area = bytes(i * 7 % 251 for i in range(387 * PAGE_SIZE))
+    srv = PageServer(("127.0.0.1", 0), SECRET, [(0x400000, area)])
+    srv.start()
+    proxy = _DroppingProxy(srv.address, 150 * 1024)
+    ram = bytearray(len(area))
+    try:
+        opts = PagingOptions(proxy.address, SECRET, batch=8, prefetch_pages=64,
+                             prefetch_interval=0, retry_for=3)
+        pager = Pager([(0x400000, len(area))], opts,
+                      read=lambda a, n: bytes(n),
+                      install=lambda a, data: ram.__setitem__(
+                          slice(a - 0x400000, a - 0x400000 + len(data)), data))
+        pager.connect()
+        pager.start()
+        for page in range(0, 387, 5):                 # the job touches pages as it runs
+            pager.ensure(0x400000 + page * PAGE_SIZE, 1)
+        assert srv.wait(60), "the pages never all arrived"
+        pager.finish()
+        assert pager.error is None
+        assert bytes(ram) == area
+    finally:
+        proxy.close()
+        srv.close()

@@ -218,6 +218,52 @@ def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_p
     assert "emulated: a stand-in for a physical board" in text and "job-1" in text
 
 
+def test_target_crashing_before_its_first_point_resumes_the_job_on_the_server(images,
+                                                                              tmp_path, sshd):
+    """The transform for the board yields a state that verifies but resumes nowhere (what a
+    transform defect does): the board's VM starts, then crashes before its first migration
+    point. Starting is not confirming: the job resumes from its source checkpoint on the
+    server, the failure is one line, and the output verifies with nothing printed twice."""
+    import sys
+    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    faulty = tmp_path / "hexo-faulty-transform"
+    faulty.write_text(f"""#!{sys.executable}
+import json, subprocess, sys
+from hexo import checkpoint
+rc = subprocess.call([{HEXO!r}] + sys.argv[1:])
+if rc == 0 and sys.argv[1] == "transform":
+    path = sys.argv[sys.argv.index("-o") + 1] + "/" + checkpoint.MANIFEST
+    meta = json.load(open(path))
+    meta["context"]["pc"] = meta["mem_size"] + 0x10000
+    meta["manifest_crc32"] = checkpoint._manifest_crc(meta)
+    json.dump(meta, open(path, "w"))
+sys.exit(rc)
+""")
+    faulty.chmod(0o755)
+    cfg = sshd_fixture.cluster_config(tmp_path, sshd, str(faulty), UHYVE, policy="hexo",
+                                      idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
+                                                            for j in s["jobs"]),
+                      state_dir, 300, "both jobs to end")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    first = st["jobs"][0]
+    outcome = first["migrations"][0]["outcome"]
+    assert outcome.startswith("failed: restore of job-1 on board0 ended with status 125: "
+                              "guest stopped: "), first
+    assert "\n" not in outcome and "Traceback" not in outcome
+    assert [(s["machine"], s["kind"], s["discarded"]) for s in first["segments"]] == [
+        ("server", "run", False), ("board0", "restore", True), ("server", "restore", False)]
+    check("ep", "S", Path(first["output"]).read_text())
+    check("is", "S", Path(st["jobs"][1]["output"]).read_text())
+
+
 def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp_path, sshd):
     """The board's SSH server dies after the daemon connected: the offload cannot copy the
     checkpoint, the job is restored from it on the server and still verifies."""

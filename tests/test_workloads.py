@@ -41,7 +41,7 @@ def test_npb_native(images, kernel):
     check(kernel, "S", p.stdout)
 
 
-LIBC = ["libc-stdio", "libc-stdlib", "libc-string", "libc-math"]
+LIBC = ["libc-stdio", "libc-stdlib", "libc-string", "libc-math", "libc-posix"]
 
 
 def _native_output(images, workload, args=()):

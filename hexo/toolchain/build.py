@@ -22,7 +22,7 @@ from hexo import abi
 
 from .. import __version__
 from ..image import write_image
-from . import layout, stackmaps, statepoints, sysroot
+from . import layout, livevalues, stackmaps, sysroot
 from .sysroot import ToolchainError, run
 from .targets import ISAS, TARGETS
 
@@ -125,19 +125,16 @@ def codegen(ir: Path, isa: str, work: Path) -> Path:
 
 def make_migratable(ir: Path, req: BuildRequest, work: Path) -> tuple[Path, dict]:
     """The application IR with statepoints at every call site that can lead to a migration
-    point, and the pass's side table. `opt` puts the values the pass routed through stack
-    slots back into SSA form (statepoints.py, _Slots) and verifies the module."""
-    try:
-        result = statepoints.instrument(ir.read_text(), auto_points=req.auto_points)
-    except statepoints.MigratableError as e:
-        raise ToolchainError(str(e)) from None
+    point (livevalues.py), linked with the region that takes the dynamic stack allocations
+    of such code; and the pass's side table."""
     instrumented = work / "app-statepoints.ll"
-    instrumented.write_text(result.ir)
+    table = livevalues.instrument(ir, instrumented, work / "sites.json", req.auto_points)
+    dynstack = work / "dynstack.ll"
+    run(["clang", *sysroot.ensure("x86_64").cflags(), "-S", "-emit-llvm",
+         str(livevalues.DYNAMIC_STACK), "-o", str(dynstack)], "compiling the dynamic-stack region")
     out = work / "app-migratable.ll"
-    run(["opt", "-passes=mem2reg", "-verify-each", "-S", str(instrumented), "-o", str(out)],
-        "rebuilding SSA form of the migratable IR (a hexo defect if this fails)")
-    table = result.side_table()
-    (work / "sites.json").write_text(json.dumps(table, indent=1))
+    run(["llvm-link", "-S", str(instrumented), str(dynstack), "-o", str(out)],
+        "linking the dynamic-stack region")
     return out, table
 
 

@@ -16,7 +16,7 @@ import struct
 from typing import NamedTuple
 
 META_FORMAT = "hexo-migration-meta"
-META_VERSION = (1, 1)
+META_VERSION = (1, 2)
 STATEPOINT_HEADER = 3           # cc, flags, number of deopt values precede the values
 
 REGISTER, DIRECT, INDIRECT, CONSTANT, CONSTANT_INDEX = 1, 2, 3, 4, 5
@@ -143,13 +143,16 @@ def section_data(elf) -> bytes | None:
     return sec.data()[addr - sec["sh_addr"]:]
 
 
-def _function_names(elf) -> dict[int, str]:
+def _functions(elf) -> tuple[dict[int, str], dict[int, int]]:
+    """Name and end address of every defined function, by start address."""
     names: dict[int, str] = {}
+    ends: dict[int, int] = {}
     for sym in elf.get_section_by_name(".symtab").iter_symbols():
         if sym["st_info"]["type"] == "STT_FUNC" and sym.name and sym["st_shndx"] != "SHN_UNDEF":
             if sym["st_info"]["bind"] != "STB_LOCAL" or sym["st_value"] not in names:
                 names[sym["st_value"]] = sym.name
-    return names
+                ends[sym["st_value"]] = sym["st_value"] + sym["st_size"]
+    return names, ends
 
 
 class FrameRules:
@@ -190,6 +193,8 @@ class FrameRules:
 def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
     """Migration metadata of one ISA's final ELF (format: docs/formats.md, section 4)."""
     from elftools.elf.elffile import ELFFile
+
+    from . import liveregs
     sites_by_id = {s["id"]: s for s in side_table["sites"]}
     with open(elf_path, "rb") as f:
         elf = ELFFile(f)
@@ -197,7 +202,7 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
         if data is None and sites_by_id:
             raise StackMapError(f"{isa}: the linked ELF has no stackmap records")
         sm = parse(data, elf.little_endian) if data else StackMap(3, (), (), ())
-        names = _function_names(elf)
+        names, ends = _functions(elf)
         frames = FrameRules(elf)
         symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()
                    if s.name in ("hexo_check_migrate", "hexo_main_return", "main")}
@@ -237,6 +242,11 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
                     "callee": side["callee"], "source": side["source"],
                     **frame, "values": values})
     out.sort(key=lambda s: s["ra"])
+    with open(elf_path, "rb") as f:
+        problems = liveregs.analyse(ELFFile(f), isa, out, ends)
+    if problems:
+        raise StackMapError("machine code keeps values across calls that no record "
+                            "describes (a hexo defect):\n  " + "\n  ".join(problems))
     return {"format": META_FORMAT, "version": list(META_VERSION), "isa": isa,
             "abi": ABI[isa], "symbols": symbols, "sites": out}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .targets import COMMON_CFLAGS, TARGETS
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 KERNEL_IMAGES = SOURCE_ROOT / "kernel-images"
 LIBOS = KERNEL_IMAGES / "libos"
+NEWLIB = KERNEL_IMAGES / "newlib"
 ABI_INCLUDE = KERNEL_IMAGES / "include"
 
 
@@ -69,6 +71,14 @@ class Sysroot:
                 "-isystem", str(self.include), "-I", str(ABI_INCLUDE)]
 
 
+def _newlib_recipe() -> str:
+    """newlib is rebuilt when its build script or a patch changes."""
+    h = hashlib.sha256()
+    for p in [NEWLIB / "build.sh", *sorted((NEWLIB / "patches").glob("*.patch"))]:
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
 def _libos_sources(isa: str) -> list[Path]:
     return sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / isa).glob("*.S"))
 
@@ -98,9 +108,12 @@ def ensure(isa: str) -> Sysroot:
     """The sysroot for `isa`, building whatever is missing or stale."""
     sr = Sysroot(isa, home() / "sysroot" / isa)
     with _locked(home() / "sysroot" / f".{isa}.lock"):
-        if not (sr.root / "newlib" / ".hexo-newlib").exists():
-            script = KERNEL_IMAGES / "newlib" / "build.sh"
-            run(["bash", str(script), isa, str(sr.root / "newlib")],
+        recipe, want = sr.root / "newlib-recipe.sha256", _newlib_recipe()
+        if not (recipe.exists() and recipe.read_text() == want
+                and (sr.root / "newlib" / ".hexo-newlib").exists()):
+            shutil.rmtree(sr.root / "newlib", ignore_errors=True)
+            run(["bash", str(NEWLIB / "build.sh"), isa, str(sr.root / "newlib")],
                 f"building newlib for {isa} (takes a few minutes once)")
+            recipe.write_text(want)
         _build_libos(sr)
     return sr

@@ -6,8 +6,8 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 2
-#define HEXO_ABI_VERSION 0x10002
+#define HEXO_ABI_MINOR 3
+#define HEXO_ABI_VERSION 0x10003
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
 #define HEXO_SHARED_PAGE_ADDR 0x2000
@@ -16,12 +16,19 @@
 #define HEXO_ARGS_SIZE 0xb000
 #define HEXO_GDT_ADDR 0xf000
 #define HEXO_PAGE_TABLE_ADDR 0x10000
-#define HEXO_PAGE_TABLE_END 0x100000
+#define HEXO_PAGE_TABLE_END 0x80000
 #define HEXO_STACK_BOTTOM 0x100000
 #define HEXO_STACK_TOP 0x800000
 #define HEXO_IMAGE_BASE 0x800000
 #define HEXO_BOOT_INFO_MAGIC 0x49425848
 #define HEXO_SHARED_PAGE_MAGIC 0x50535848
+#define HEXO_IO_RING_MAGIC 0x52495848
+#define HEXO_IO_RING_ADDR 0x80000
+#define HEXO_IO_SWITCH_ADDR 0x81000
+#define HEXO_IO_SWITCH_SLOTS 2048
+#define HEXO_IO_DATA_ADDR 0xc0000
+#define HEXO_IO_DATA_SIZE 0x40000
+#define HEXO_IO_RING_FDS 128
 #define HEXO_ISA_X86_64 1
 #define HEXO_ISA_AARCH64 2
 #define HEXO_MAX_PATH 0x1000
@@ -40,6 +47,7 @@
 #define HEXO_HC_UNLINK 8
 #define HEXO_HC_PANIC 9
 #define HEXO_HC_MIGRATE 10
+#define HEXO_HC_FLUSH 11
 #define HEXO_O_RDONLY 0
 #define HEXO_O_WRONLY 1
 #define HEXO_O_RDWR 2
@@ -161,6 +169,29 @@ struct hexo_shared_page {
     uint32_t migrate_skip;
 };
 _Static_assert(sizeof(struct hexo_shared_page) == 24, "ABI size");
+
+/* Output ring (1.3). The guest writes head/switch_head (byte and switch counts ever produced, release stores), the host tail/switch_tail (consumed) and the bitmap of guest fds the guest may write through the ring; counters never wrap, offsets are count % size */
+struct hexo_io_ring {
+    uint32_t magic;
+    uint32_t data_size;
+    uint32_t switch_slots;
+    uint32_t reserved;
+    uint64_t head;
+    uint64_t switch_head;
+    uint64_t tail;
+    uint64_t switch_tail;
+    uint64_t writable_fds_lo;
+    uint64_t writable_fds_hi;
+};
+_Static_assert(sizeof(struct hexo_io_ring) == 64, "ABI size");
+
+/* ring bytes from byte count `pos` on belong to guest fd `fd` */
+struct hexo_io_switch {
+    uint64_t pos;
+    uint32_t fd;
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct hexo_io_switch) == 16, "ABI size");
 
 /* Application registers at a migration point: pc is the return address of the call to hexo_check_migrate, sp the caller's stack pointer after it returns, callee<i> the callee-saved registers in CALLEE_SAVED order */
 struct hexo_cpu_context {
@@ -289,6 +320,12 @@ struct hexo_args_migrate {
     int64_t ret;
 };
 _Static_assert(sizeof(struct hexo_args_migrate) == 40, "ABI size");
+
+/* drain the I/O ring now (it is full) */
+struct hexo_args_flush {
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_flush) == 8, "ABI size");
 
 #endif
 #endif

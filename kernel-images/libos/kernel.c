@@ -1,7 +1,9 @@
 /* Boot: validate the hand-off, then either set up the heap and the C library and run
    main(), or restore a checkpoint's kernel state and resume the application. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "hypercall.h"
 #include "kernel.h"
 
@@ -46,6 +48,10 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
     }
     hexo_monotonic_ns();
     atexit(__libc_fini_array);
+    /* newlib without fcntl makes stdout line-buffered everywhere; C says: only on a
+       terminal, fully buffered otherwise. */
+    if (!isatty(1))
+        setvbuf(stdout, NULL, _IOFBF, BUFSIZ);
     __libc_init_array();
     hexo_main_trampoline((int)bi->argc, (char **)(uintptr_t)bi->argv, environ);
 }

@@ -2,6 +2,7 @@
    layout tool places libos data on pages of its own, apart from application data. */
 #ifndef HEXO_KERNEL_H
 #define HEXO_KERNEL_H
+#include <stddef.h>
 #include <stdint.h>
 #include "hexo_abi.h"
 
@@ -12,6 +13,7 @@ _Noreturn void hexo_panic(const char *msg);
 uint64_t hexo_monotonic_ns(void);
 uint64_t hexo_realtime_ns(void);
 void hexo_clock_resume(uint64_t guest_ns);
+int hexo_ring_write(int fd, const void *buf, size_t len);
 _Noreturn void hexo_resume(const struct hexo_cpu_context *ctx);
 
 #endif

@@ -33,6 +33,9 @@ class SegmentProbe:
     rc: int | None             # exit status once ended
     checkpointed: bool         # ended because a checkpoint stopped it
     vm_state: str | None       # uhyve-ctl state of the job's VM while it lives (None: no VM)
+    confirmed: bool = False    # a restored VM passed a migration point (its state was sound):
+                               # said in this segment's .err, so no earlier VM's file can fool it
+    cause: str | None = None   # uhyve-ctl's first report line, once it ended
 
     @property
     def ended(self) -> bool:
@@ -43,6 +46,15 @@ def stats_run_seconds(stderr: str) -> float | None:
     """The guest run time `uhyve-ctl run --stats` reports (boot excluded), if it did."""
     m = re.search(r"run ([0-9.]+) ms", stderr)
     return float(m[1]) / 1000.0 if m else None
+
+
+def _first_report(stderr: str | None) -> str | None:
+    """uhyve-ctl's first line about why a VM stopped (the guest's own output aside)."""
+    for line in (stderr or "").splitlines():
+        if line.startswith("uhyve-ctl: ") and not line.startswith(("uhyve-ctl: registers",
+                                                                   "uhyve-ctl: confirmed")):
+            return line.removeprefix("uhyve-ctl: ")
+    return None
 
 
 class MachineAgent:
@@ -137,7 +149,9 @@ class MachineAgent:
             raise HostError(f"{self.name}: {b}.rc holds {rc!r}, not an exit status") from None
         return SegmentProbe(err is not None, status,
                             err is not None and "uhyve-ctl: checkpointed to" in err,
-                            state if state in LIVE_STATES else None)
+                            state if state in LIVE_STATES else None,
+                            err is not None and "uhyve-ctl: confirmed:" in err,
+                            _first_report(err) if status is not None else None)
 
     def checkpoint(self, job: str, n: int, timeout: float) -> tuple[bool, str]:
         """Checkpoint the job's VM in its own ISA into ck<n>; the VM stops once it is written."""

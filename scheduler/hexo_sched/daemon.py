@@ -5,8 +5,9 @@ One main loop probes the machines and ticks the policy; each migration runs in i
 (checkpoint in the source's own ISA, transform on the server, copy, restore, confirm). The
 policy is touched only under `lock`, and the state file is rewritten after every change, so a
 daemon killed at any point and restarted picks up its jobs where they are. The source keeps
-the job's cores and its checkpoint until the target reports the restored VM running; if any
-step fails, the job resumes from that checkpoint where it was.
+the job's cores and its checkpoint until the target reports that the restored VM has passed a
+migration point (or ended normally); if any step fails, the job resumes from that checkpoint
+where it was.
 """
 
 from __future__ import annotations
@@ -564,18 +565,20 @@ class Daemon:
         return final
 
     def _confirm(self, dst: MachineAgent, jid: str, n: int) -> None:
-        """The target confirms when its VM is running (or has already run to completion)."""
+        """The target confirms when its restored VM has passed a migration point (its state
+        was sound) or has run to a normal end; merely starting is not enough."""
         deadline = time.time() + self.cfg.confirm_timeout_s
         while time.time() < deadline:
             p = self._probe1(dst, jid, n)
-            if p.vm_state == "running" or (p.ended and p.rc == 0 and not p.checkpointed):
+            if p.confirmed or (p.ended and p.rc == 0 and not p.checkpointed):
                 return
             if p.ended:
-                raise MigrationFailed(f"restore of {jid} on {dst.name} ended with status {p.rc}")
+                raise MigrationFailed(f"restore of {jid} on {dst.name} ended with status {p.rc}"
+                                      + (f": {p.cause}" if p.cause else ""))
             self._pause(dst)
         dst.kill_vm(jid)
-        raise MigrationFailed(f"{dst.name} did not confirm {jid} running within "
-                              f"{self.cfg.confirm_timeout_s:g} s")
+        raise MigrationFailed(f"{dst.name} did not confirm {jid} (no migration point passed) "
+                              f"within {self.cfg.confirm_timeout_s:g} s")
 
     def _migration_failed(self, jid: str, why: str) -> None:
         """Resume the job where it was: still running there, or restored from its checkpoint."""

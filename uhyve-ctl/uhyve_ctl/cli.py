@@ -3,6 +3,10 @@
 Exit status of run/restore: the guest's own exit status; 0 after a checkpoint; 123 when a
 post-copy restore lost its page source; 124 when --timeout expired; 125 when the guest
 crashed or broke the hypercall ABI; 126 when the VM could not be started.
+
+A restored job *confirms* at its first migration point (or a normal exit): until then a
+cross-ISA checkpoint's untransformed copy is the job's safe state, and `restore --fallback`
+resumes from it by itself if the transformed state dies first.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 import time
 
 EXIT_SOURCE_LOST, EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 123, 124, 125, 126
+EXIT_UNCONFIRMED = -1      # internal: a held restore failed before it confirmed
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
@@ -83,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--retry-for", type=_duration, default=10.0, metavar="TIME",
                    help="how long a lost page source is retried before the job stops "
                         "(default 10s)")
+    kept = s.add_mutually_exclusive_group()
+    kept.add_argument("--fallback", action="store_true",
+                      help="if the transformed job dies before its first migration point, "
+                           "resume it from the untransformed copy the checkpoint keeps (its "
+                           "output is held until the transformed job has confirmed)")
+    kept.add_argument("--source-copy", action="store_true",
+                      help="resume from the untransformed copy the checkpoint keeps, on the "
+                           "ISA it was taken on")
     _vm_options(s)
     c = sub.add_parser("checkpoint", help="checkpoint a named VM at its next migration point")
     _checkpoint_options(c)
@@ -121,7 +134,7 @@ def _paging(args, ckpt):
                          args.retry_for, info["full_checkpoint"])
 
 
-def _start_vm(args, restore=None):
+def _start_vm(args, restore=None, stdio=(0, 1, 2)):
     from hexo.image import Image
 
     from .hypercalls import Mount
@@ -137,7 +150,7 @@ def _start_vm(args, restore=None):
         mem = parse_size(args.mem) if args.mem else None
     return VirtualMachine(image, isa, backend=args.backend, mem_size=mem, argv=args.guest_args,
                           mounts=[Mount.parse(m) for m in args.mount],
-                          x86_entry=args.x86_entry, restore=restore,
+                          x86_entry=args.x86_entry, restore=restore, stdio=stdio,
                           pages=None if restore is None else _paging(args, restore))
 
 
@@ -145,7 +158,7 @@ def _control(vm, name: str):
     from . import control
     from .migration import MigrationError, Request
 
-    def handle(req: dict) -> dict:
+    def handle(server, req: dict) -> dict:
         if req.get("op") == "status":
             return {"ok": True, **server.info}
         if req.get("op") != "checkpoint":
@@ -173,8 +186,7 @@ def _control(vm, name: str):
             "image": vm.image.path}
     if vm.backend_kind == "kvm":        # KVM_RUN runs on this thread: where counters count
         info["vcpu_tid"] = threading.get_native_id()
-    server = control.ControlServer(name, info, handle)
-    return server
+    return control.ControlServer(name, info, handle)
 
 
 def _served_at(vm, path: str) -> str:
@@ -182,14 +194,45 @@ def _served_at(vm, path: str) -> str:
     return Checkpoint(path).meta["postcopy"]["server"]
 
 
-def _execute(args, restore=None) -> int:
+class HeldOutput:
+    """The guest's stdout and stderr held in files until `release()` copies them out and
+    lets later output through: a restore with --fallback prints nothing that a fallback
+    would print again."""
+
+    def __init__(self):
+        import os
+        import tempfile
+        self.held = []
+        for _ in range(2):
+            fd, path = tempfile.mkstemp(prefix="uhyve-held-")
+            os.unlink(path)
+            self.held.append(fd)
+        self.fds = (0, *self.held)
+
+    def release(self) -> None:
+        import os
+        for fd, real in zip(self.held, (1, 2)):
+            os.lseek(fd, 0, os.SEEK_SET)
+            for chunk in iter(lambda: os.read(fd, 1 << 16), b""):
+                os.write(real, chunk)
+            os.dup2(real, fd)
+
+    def close(self) -> None:
+        import os
+        for fd in self.held:
+            os.close(fd)
+
+
+def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
+    """Run or restore a VM to its end; returns its exit status. `held`: the guest's output
+    is held until the restored job confirms."""
     from hexo.image import ImageError
 
     from .pager import SourceLost
     from .pagewire import ProtocolError
     t0 = time.perf_counter()
     try:
-        vm = _start_vm(args, restore)
+        vm = _start_vm(args, restore, held.fds if held else (0, 1, 2))
     except (ImageError, ValueError, OSError, ProtocolError) as e:   # CheckpointError too
         print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
         return EXIT_NOSTART
@@ -206,6 +249,17 @@ def _execute(args, restore=None) -> int:
         if vm.pager is not None:
             vm.pager.on_state = lambda m: server and server.set_state(
                 server.info["state"], migration=m)
+        if restore is not None:
+            def confirmed():
+                print("uhyve-ctl: confirmed: the restored job passed a migration point",
+                      file=sys.stderr, flush=True)
+                if held:
+                    held.release()
+                if server:
+                    server.set_state(server.info["state"], confirmed=True)
+            vm.migrator.on_point = confirmed
+            if args.checkpoint_at is None:
+                vm.migrator.probe(confirmed)
         if args.checkpoint_at is not None:
             import os
 
@@ -228,6 +282,13 @@ def _execute(args, restore=None) -> int:
                   f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls",
                   file=sys.stderr)
         code, state = _report(vm, stop)
+        unconfirmed = False
+        if restore is not None and not vm.migrator.passed_point.is_set():
+            if state == "exited" and code == 0:
+                vm.migrator.on_point()
+            elif state in ("exited", "crashed") and restore.source_isa:
+                unconfirmed = True
+                _unconfirmed(restore, state, code)
         if args.checkpoint_at is not None and state != "checkpointed":
             why = vm.migrator.outcome() or f"it reached fewer than {args.checkpoint_at} " \
                                             f"migration points"
@@ -248,7 +309,7 @@ def _execute(args, restore=None) -> int:
             state = "migrated"
         if server:
             server.close(state, exit_status=code)
-        return code
+        return EXIT_UNCONFIRMED if unconfirmed and held else code
 
 
 def _serve_pages(vm, server) -> None:
@@ -296,14 +357,42 @@ def _report(vm, stop) -> tuple[int, str]:
     return EXIT_CRASH, "crashed"
 
 
+def _unconfirmed(ckpt, state: str, code: int) -> None:
+    """One line: the restored job died before its first migration point, and where the job
+    is still safe."""
+    how = "crashed" if state == "crashed" else f"exited with status {code}"
+    line = f"uhyve-ctl: the restored job {how} before its first migration point"
+    if ckpt.source_isa:
+        line += (f"; the {ckpt.source_isa} state it was transformed from is kept in "
+                 f"{ckpt.path} (resume it with: uhyve-ctl restore --source-copy {ckpt.path})")
+    print(line, file=sys.stderr)
+
+
 def _restore(args) -> int:
     from hexo.checkpoint import Checkpoint, CheckpointError
     try:
         ckpt = Checkpoint(args.checkpoint)
+        if args.source_copy:
+            ckpt = ckpt.source_copy()
+        if args.fallback and ckpt.source_isa is None:
+            raise CheckpointError(f"--fallback: {ckpt.path} keeps no untransformed copy to "
+                                  f"fall back to (it was not transformed for another ISA)")
     except CheckpointError as e:
         print(f"uhyve-ctl: cannot restore: {e}", file=sys.stderr)
         return EXIT_NOSTART
-    return _execute(args, ckpt)
+    if not args.fallback:
+        return _execute(args, ckpt)
+    held = HeldOutput()
+    try:
+        code = _execute(args, ckpt, held)
+    finally:
+        held.close()
+    if code != EXIT_UNCONFIRMED:
+        return code
+    source = ckpt.source_copy()
+    print(f"uhyve-ctl: resuming from the kept {source.meta['isa']} copy", file=sys.stderr)
+    args.isa, args.backend = None, "auto"
+    return _execute(args, source)
 
 
 def _checkpoint(args) -> int:

@@ -60,9 +60,12 @@ def peer_allowed(conn: socket.socket) -> bool:
 
 
 class ControlServer:
-    """The VM side: state file plus a socket thread calling `handler(request) -> reply`."""
+    """The VM side: state file plus a socket thread calling `handler(server, request) ->
+    reply`; the handler gets the server as an argument because a request may arrive before
+    the constructor has returned."""
 
-    def __init__(self, name: str, info: dict, handler: Callable[[dict], dict]):
+    def __init__(self, name: str, info: dict,
+                 handler: Callable[["ControlServer", dict], dict]):
         self.name = _valid_name(name)
         d = run_dir()
         self.sock_path = os.path.join(d, f"{name}.sock")
@@ -103,7 +106,7 @@ class ControlServer:
                     conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
                     return
                 request = json.loads(recv_line(conn))
-                reply = self.handler(request)
+                reply = self.handler(self, request)
             except Exception as e:              # any bad request gets an answer, not a crash
                 reply = {"ok": False, "error": str(e)}
             conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -136,7 +139,7 @@ def _alive(state_path: str) -> bool:
         with open(state_path) as f:
             pid = json.load(f)["pid"]
         os.kill(pid, 0)
-        return True
+        return pid != os.getpid()      # this process's own earlier VM (a fallback) has ended
     except (OSError, ValueError, KeyError):
         return False
 

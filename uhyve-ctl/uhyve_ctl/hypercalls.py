@@ -23,7 +23,7 @@ MAX_AREAS = 16
 MAX_IO = 1 << 30
 
 
-def _guest_errno(e: OSError) -> int:
+def guest_errno(e: OSError) -> int:
     name = host_errno.errorcode.get(e.errno or 0, "EIO")
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
@@ -61,12 +61,19 @@ class FileTable:
         self.fds: dict[int, tuple[int, bool, str, int]] = {
             i: (fd, False, "", 0) for i, fd in enumerate(stdio)}
 
-    def resolve(self, guest_path: str, writing: bool) -> str:
+    def resolve(self, guest_path: str, writing: bool, follow_last: bool = True) -> str:
+        """The host path of a guest path inside a mount. With `follow_last` false a final
+        symlink is the object itself (unlink removes the link, not its target); the
+        directories above it are still resolved and confined to the mount."""
         path = posixpath.normpath(posixpath.join("/", guest_path))
         for m in self.mounts:
             if path == m.guest_dir or path.startswith(m.guest_dir.rstrip("/") + "/"):
-                host = os.path.realpath(os.path.join(m.host_dir,
-                                                     posixpath.relpath(path, m.guest_dir)))
+                rel = posixpath.relpath(path, m.guest_dir)
+                parent, name = posixpath.split(rel)
+                if follow_last or name == ".":
+                    host = os.path.realpath(os.path.join(m.host_dir, rel))
+                else:
+                    host = os.path.join(os.path.realpath(os.path.join(m.host_dir, parent)), name)
                 if os.path.commonpath((host, m.host_dir)) != m.host_dir:
                     raise PermissionError(host_errno.EACCES, "path escapes its mount")
                 if writing and m.read_only:
@@ -89,7 +96,7 @@ class FileTable:
             host = self.resolve(guest_path, writing)
             fd = os.open(host, host_flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode & 0o777)
         except OSError as e:
-            return _guest_errno(e)
+            return guest_errno(e)
         guest_fd = next(i for i in range(3, MAX_FILES + 3) if i not in self.fds)
         self.fds[guest_fd] = (fd, True, guest_path, flags)
         return guest_fd
@@ -111,6 +118,12 @@ class FileTable:
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
 
+    def writable(self) -> dict[int, int]:
+        """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""
+        return {g: fd for g, (fd, owned, _, flags) in self.fds.items()
+                if (g in (1, 2) and not owned) or
+                (owned and flags & abi.OPEN_FLAGS["O_ACCMODE"] != abi.OPEN_FLAGS["O_RDONLY"])}
+
     def host_fd(self, guest_fd: int) -> int | None:
         entry = self.fds.get(guest_fd)
         return entry[0] if entry else None
@@ -131,9 +144,10 @@ class FileTable:
 class Hypercalls:
     """Dispatches doorbell stores; returns a StopReason when the guest must stop."""
 
-    def __init__(self, memory, files: FileTable, on_migrate=None):
+    def __init__(self, memory, files: FileTable, on_migrate=None, ring=None):
         self.memory = memory
         self.files = files
+        self.ring = ring          # ioring.OutputRing: drained before every hypercall
         self.count = 0
         # (context, kernel state, areas) -> StopReason to stop, or -errno to resume the guest
         self.on_migrate = on_migrate
@@ -142,6 +156,10 @@ class Hypercalls:
     def __call__(self, nr: int, arg: int) -> StopReason | None:
         self.count += 1
         call = abi.HYPERCALL_BY_NR.get(nr)
+        if self.ring is not None:
+            broken = self.ring.drain()
+            if broken is not None:
+                return Crashed(broken)
         if call is None:
             return Crashed(f"guest made unknown hypercall {nr} (ABI {abi.ABI_MAJOR}.{abi.ABI_MINOR})")
         try:
@@ -170,7 +188,7 @@ class Hypercalls:
         try:
             return op(host, length)
         except OSError as e:
-            return _guest_errno(e)
+            return guest_errno(e)
 
     def _write(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "WRITE buffer")
@@ -180,18 +198,32 @@ class Hypercalls:
         view = self.memory.slice(buf, len, "READ buffer")
         return None, {"ret": self._io(fd, len, lambda h, n: os.readv(h, [view[:n]]))}
 
-    def _path(self, path, path_len) -> str | None:
-        raw = self.memory.read_string(path, path_len, abi.MAX_PATH, "path")
+    def _path(self, path, path_len) -> str | int:
+        """The guest path, or the -errno that refuses it (too long, or an embedded NUL)."""
+        if path_len > abi.MAX_PATH:
+            return -abi.ERRNO["ENAMETOOLONG"]
+        raw = self.memory.read(path, path_len, "path")
         if b"\0" in raw:
-            return None
+            return -abi.ERRNO["EINVAL"]
         return raw.decode("utf-8", "surrogateescape")
 
     def _open(self, path, path_len, flags, mode, ret):
         p = self._path(path, path_len)
-        return None, {"ret": -abi.ERRNO["EINVAL"] if p is None else self.files.open(p, flags, mode)}
+        fd = p if isinstance(p, int) else self.files.open(p, flags, mode)
+        if fd >= 0 and self.ring is not None:
+            self.ring.deferred.pop(fd, None)
+            self.ring.publish_fds()
+        return None, {"ret": fd}
 
     def _close(self, fd, ret):
-        return None, {"ret": self.files.close(fd)}
+        ret = self.files.close(fd)
+        if self.ring is not None:
+            self.ring.publish_fds()
+            ret = self.ring.deferred.pop(fd, ret)    # a buffered write that failed
+        return None, {"ret": ret}
+
+    def _flush(self, ret):
+        return None, None        # the ring was drained before this call
 
     def _lseek(self, fd, offset, whence, ret):
         if whence not in (0, 1, 2):
@@ -231,10 +263,10 @@ class Hypercalls:
 
     def _unlink(self, path, path_len, ret):
         p = self._path(path, path_len)
-        if p is None:
-            return None, {"ret": -abi.ERRNO["EINVAL"]}
+        if isinstance(p, int):
+            return None, {"ret": p}
         try:
-            os.unlink(self.files.resolve(p, writing=True))
+            os.unlink(self.files.resolve(p, writing=True, follow_last=False))
             return None, {"ret": 0}
         except OSError as e:
-            return None, {"ret": _guest_errno(e)}
+            return None, {"ret": guest_errno(e)}

@@ -19,7 +19,7 @@ class GuestMemoryError(Exception):
     """A guest-supplied address range that is not guest RAM."""
 
     def __init__(self, addr: int, length: int, what: str = "access"):
-        super().__init__(f"{what}: guest range [0x{addr:x}, +0x{length:x}) is outside guest RAM")
+        super().__init__(f"{what}: guest range [0x{addr:x}, +0x{length:x}) is not guest RAM the guest may use")
         self.addr = addr
         self.length = length
 
@@ -48,6 +48,8 @@ class GuestMemory:
         self.host_address = addr
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
         self._holes = ((abi.DOORBELL_ADDR, abi.DOORBELL_ADDR + abi.PAGE_SIZE),)
+        # RAM the guest's page tables leave unmapped: no hypercall may name it either.
+        self._unmapped = ((0, abi.PAGE_SIZE), (abi.STACK_GUARD, abi.STACK_GUARD + abi.PAGE_SIZE))
         self.on_access = None     # post-copy: called as (addr, length) to fetch missing pages
 
     def close(self) -> None:
@@ -69,7 +71,7 @@ class GuestMemory:
         """Raise GuestMemoryError unless [addr, addr+length) is RAM."""
         if addr < 0 or length < 0 or addr + length > self.size:
             raise GuestMemoryError(addr, length, what)
-        for lo, hi in self._holes:
+        for lo, hi in self._holes + self._unmapped:
             if addr < hi and addr + length > lo:
                 raise GuestMemoryError(addr, length, what)
         if self.on_access is not None:

@@ -5,7 +5,12 @@ The guest sees the flag at its next `hexo_check_migrate()`, saves its registers 
 MIGRATE hypercall, which lands in `Migrator.on_migrate()` on the vCPU thread. That writes and
 verifies the checkpoint and only then stops the guest. If writing fails, or the request
 timed out meanwhile, the guest is told so and keeps running: the source copy of a job is
-never discarded before its checkpoint is durable.
+never discarded before its checkpoint is durable. A failure is reported as one sentence, never
+as a Python error's text.
+
+A *probe* request checkpoints nothing: the guest's next migration point only tells the host
+that it got there (a restored job confirms that its state was sound), and with `skip` set
+the guest counts the points it passes (`count_points`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import sys
 import threading
 import time
-from typing import NamedTuple, Optional
+import traceback
+from typing import Callable, NamedTuple, Optional
 
 from hexo import abi
 from .backends.base import Checkpointed
@@ -28,13 +35,29 @@ class MigrationError(Exception):
 
 
 INLINE_LIMIT = 64 << 10     # post-copy: areas up to this size travel in the checkpoint
+ALL_POINTS = 2 ** 32 - 1    # a skip count no job exhausts: the guest counts every point
+
+
+def one_line_cause(err: BaseException, stage: str) -> str:
+    """The reason a user reads: the error's own sentence for the project's errors, a plain
+    statement (the traceback only with HEXO_DEBUG=1) for a defect."""
+    from hexo.checkpoint import CheckpointError
+    from hexo.image import ImageError
+    from hexo.transform import TransformError
+    if isinstance(err, (MigrationError, CheckpointError, ImageError, TransformError)):
+        return str(err).splitlines()[0] if str(err) else stage + " failed"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
+    if os.environ.get("HEXO_DEBUG"):
+        traceback.print_exception(err, file=sys.stderr)
+    return f"{stage} failed on an internal error (a hexo defect; HEXO_DEBUG=1 shows where)"
 
 
 class Request(NamedTuple):
     output: str
     target_isa: str
     compress: bool
-    mode: str = "stopcopy"             # or "postcopy"
+    mode: str = "stopcopy"             # or "postcopy", or "probe" (checkpoint nothing)
     serve: Optional[str] = None        # postcopy: HOST:PORT of the page server
     skip: int = 0                      # migration points the guest lets pass before acting
 
@@ -60,6 +83,23 @@ class Migrator:
         self._skip = ctypes.c_uint32.from_address(base + abi.SHARED_PAGE.offset("migrate_skip"))
         self.timings: dict[str, float] = {}
         self.page_server = None       # post-copy: serving the stopped guest's areas
+        self.passed_point = threading.Event()    # the guest reached a migration point
+        self.on_point: Optional[Callable[[], None]] = None     # called once, on that thread
+        self._stage = "checkpoint"
+
+    def probe(self, on_point: Callable[[], None]) -> None:
+        """Call `on_point` at the guest's next migration point and let it run on; a real
+        request made meanwhile takes the probe's place (and confirms as well)."""
+        self.on_point = on_point
+        self.arm(Request("", self.vm.isa, False, mode="probe"))
+
+    def count_points(self) -> None:
+        """Before the guest runs: have it count every migration point it passes."""
+        self.arm(Request("", self.vm.isa, False, mode="probe", skip=ALL_POINTS))
+
+    @property
+    def points_counted(self) -> int:
+        return ALL_POINTS - self._skip.value + (1 if self.passed_point.is_set() else 0)
 
     def arm(self, req: Request) -> None:
         """Raise the request without waiting: before the guest runs, `req.skip` = N - 1
@@ -67,7 +107,7 @@ class Migrator:
         if not 0 <= req.skip < 2 ** 32:
             raise MigrationError(f"cannot let {req.skip} migration points pass")
         with self._lock:
-            if self._pending is not None:
+            if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
             self._pending, self._result = req, None
             self._done.clear()
@@ -105,13 +145,21 @@ class Migrator:
             self._skip.value = 0
         if req is None:
             return -abi.ERRNO["EAGAIN"]                  # request withdrawn: keep running
+        if not self.passed_point.is_set():
+            self.passed_point.set()
+            if self.on_point is not None:
+                self.on_point()
+        if req.mode == "probe":
+            self._done.set()
+            return -abi.ERRNO["EAGAIN"]
         t0 = time.perf_counter()
         self.timings["stopped"] = t0
         self.timings["transform_s"] = 0.0
+        self._stage = "checkpoint"
         try:
             path = self._write(req, ctx, kernel, areas)
         except Exception as e:                           # reported to the requester
-            self._result = e
+            self._result = MigrationError(one_line_cause(e, self._stage))
             self._done.set()
             return -abi.ERRNO["EIO"]
         self.timings["written"] = time.perf_counter()
@@ -138,15 +186,21 @@ class Migrator:
         mem = vm.memory
         data = [(_KIND_NAMES.get(a["kind"], "unknown"), a["start"],
                  mem.slice(a["start"], a["size"])) for a in areas]
-        vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+        try:
+            vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+        except ValueError as e:
+            raise MigrationError(f"the guest named an invalid memory area: {e}") from None
         t0 = time.perf_counter()
+        kept = retarget.kept_source(state, data, req.target_isa)
+        self._stage = f"the transform for {req.target_isa}"
         state, data = retarget.retarget(state, data, vm.image, req.target_isa)
+        self._stage = "writing the checkpoint"
         self.timings["transform_s"] = time.perf_counter() - t0
         if req.mode == "postcopy":
-            return self._write_postcopy(req, state, data)
-        return checkpoint.write(req.output, state, data, req.compress).path
+            return self._write_postcopy(req, state, data, kept)
+        return checkpoint.write(req.output, state, data, req.compress, kept=kept).path
 
-    def _write_postcopy(self, req: Request, state: dict, data: list) -> str:
+    def _write_postcopy(self, req: Request, state: dict, data: list, kept) -> str:
         """A minimal checkpoint, a listening page server holding the areas it leaves out, and
         a full checkpoint beside it (the fallback if either side dies before every page has
         arrived). Both are durable before the migration reports success, so there is no moment
@@ -169,12 +223,12 @@ class Migrator:
             minimal = dict(state, postcopy={"protocol": list(VERSION), "server": bound,
                                             "secret": secret.hex(), "full_checkpoint": full})
             path = checkpoint.write(req.output, minimal, data, req.compress,
-                                    remote=served_remotely).path
+                                    remote=served_remotely, kept=kept).path
         except BaseException:
             server.close()
             raise
         try:
-            checkpoint.write(full, state, data, req.compress)
+            checkpoint.write(full, state, data, req.compress, kept=kept)
         except BaseException:
             server.close()
             shutil.rmtree(path, ignore_errors=True)

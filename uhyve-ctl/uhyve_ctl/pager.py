@@ -97,8 +97,9 @@ class PageLink:
                     if last is not None:
                         self.reconnects += 1
                 return op(self.sock)
-            except Refused:
-                self.close()
+            except Refused as e:
+                if e.code != wire.E_RANGE:      # a refused request leaves the link usable
+                    self.close()
                 raise
             except (OSError, ProtocolError) as e:      # dropped, reset, timed out, corrupt
                 self.close()
@@ -138,6 +139,7 @@ class Pager:
         self._puller: Optional[threading.Thread] = None
         self.faults = 0
         self.finished = False
+        self.pulls_abandoned = False
 
     def connect(self) -> None:
         """Authenticate once before the guest starts and check the areas match."""
@@ -195,6 +197,8 @@ class Pager:
     def finish(self) -> None:
         """The job has ended (or every page is here): stop pulling and release the source."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         if self._puller is not None:
             self._puller.join()
         if self.error is None and not self.finished:
@@ -224,12 +228,17 @@ class Pager:
             out[page - run.start:page - run.start + PAGE_SIZE] = merged
         return bytes(out)
 
-    def _fetch(self, link: PageLink, run: Run) -> None:
+    def _fetch(self, link: PageLink, run: Run, demanded: bool = True) -> None:
+        """Fetch and install a claimed run. Only a failed demand fetch ends the job: a failed
+        prefetch gives its pages back, so faults fetch them themselves."""
         try:
             self.install(run.start, self._pages(run, link.fetch(run)))
         except BaseException as e:
             with self._cond:
-                self.error = self.error or e
+                if demanded:
+                    self.error = self.error or e
+                else:
+                    self.tracker.release(run)
                 self._cond.notify_all()
             raise
         with self._cond:
@@ -237,22 +246,32 @@ class Pager:
             self._cond.notify_all()
 
     def _pull(self) -> None:
-        try:
-            while not self._stop.is_set():
-                with self._cond:
-                    run = self.tracker.claim_prefetch(self.opts.prefetch_pages)
-                if run is None:
-                    break
-                self._fetch(self.pull_link, run)
-                if self.opts.prefetch_interval > 0:
-                    self._stop.wait(self.opts.prefetch_interval)
-            if not self._stop.is_set():
+        """Background pull; a run that fails is retried at half the size, and a source that
+        cannot serve even one page to the puller is left to the demand path."""
+        pages = self.opts.prefetch_pages
+        while not self._stop.is_set():
+            with self._cond:
+                if self.error is not None:
+                    return
+                run = self.tracker.claim_prefetch(pages)
+            if run is None:
                 self._wait_for_demand_and_finish()
-        except BaseException:
-            pass                                  # recorded in self.error; faults will see it
+                return
+            try:
+                self._fetch(self.pull_link, run, demanded=False)
+            except (OSError, SourceLost, wire.ProtocolError):
+                if run.pages == 1:
+                    self.pulls_abandoned = True
+                    return
+                pages = max(1, run.pages // 2)
+                continue
+            if self.opts.prefetch_interval > 0:
+                self._stop.wait(self.opts.prefetch_interval)
 
     def _wait_for_demand_and_finish(self) -> None:
         with self._cond:
-            while not self.tracker.complete:
+            while not (self.tracker.complete or self.error or self._stop.is_set()):
                 self._cond.wait()
+            if not self.tracker.complete:
+                return
         self._done()

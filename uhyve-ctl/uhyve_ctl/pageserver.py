@@ -79,7 +79,12 @@ class PageServer:
                         wire.send(conn, wire.BYE)
                         self.done.set()
                         return
-                    self._send_run(conn, wire.parse_get(payload))
+                    try:
+                        self._send_run(conn, wire.parse_get(payload))
+                    except ProtocolError as e:
+                        if e.code != wire.E_RANGE:
+                            raise
+                        wire.send_error(conn, e.code, str(e))   # the connection stays usable
             except ProtocolError as e:
                 try:
                     wire.send_error(conn, e.code, str(e))

@@ -85,6 +85,11 @@ class PageTracker:
         self._set(run, ARRIVED, expect=FETCHING)
         self.arrived += run.pages
 
+    def release(self, run: Run) -> None:
+        """A claimed run did not arrive (a failed prefetch): its pages are MISSING again."""
+        self._set(run, MISSING, expect=FETCHING)
+        self._cursor = 0
+
     def map(self, run: Run) -> None:
         self._set(run, MAPPED, expect=ARRIVED)
 

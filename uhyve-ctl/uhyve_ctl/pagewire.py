@@ -83,6 +83,8 @@ def recv(sock: socket.socket, expect: tuple[int, ...],
     kind, length = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if kind == ERROR:
         payload = _recv_exact(sock, min(length, MAX_CONTROL))
+        if len(payload) < _ERROR.size:
+            raise ProtocolError(f"malformed ERROR ({len(payload)} bytes, no code)")
         (code,) = _ERROR.unpack_from(payload)
         raise Refused(f"the peer refused: {payload[_ERROR.size:].decode(errors='replace')}", code)
     if kind not in expect:

@@ -1,6 +1,7 @@
 """Identity-mapped page tables for the guest, built by the host in PAGE_TABLE_ADDR.
 
-Both ISAs get the same picture: page 0 unmapped (null pointers fault), the doorbell page
+Both ISAs get the same picture: page 0 unmapped (null pointers fault), the page below the
+stack unmapped (a stack overflow faults), the doorbell page
 mapped so stores reach the host (device memory on aarch64), all other RAM read/write with
 2 MiB mappings. On x86-64 every level carries the U/S bit because the guest may run at CPL3
 (PVM hosts); on aarch64 the guest loads TTBR0_EL1 itself with the MAIR/TCR values below.
@@ -28,7 +29,7 @@ class _Allocator:
 
     def page(self) -> int:
         addr = self.next
-        if addr >= abi.PAGE_TABLE_END:
+        if addr >= abi.STACK_GUARD:
             raise ValueError("guest memory too large for the page-table area")
         self.next += abi.PAGE_SIZE
         return addr
@@ -38,11 +39,14 @@ class _Allocator:
 
 
 def _low_pages(alloc: _Allocator, page_flags: int, doorbell_flags: int) -> int:
-    """A last-level table for the first 2 MiB: page 0 absent, doorbell with its own flags."""
+    """A last-level table for the first 2 MiB: page 0 and the stack guard page absent, the
+    doorbell with its own flags."""
     table = alloc.page()
     for i in range(1, 512):
         addr = i * abi.PAGE_SIZE
-        alloc.put(table, i, addr | (doorbell_flags if addr == abi.DOORBELL_ADDR else page_flags))
+        if addr != abi.STACK_GUARD:
+            alloc.put(table, i,
+                      addr | (doorbell_flags if addr == abi.DOORBELL_ADDR else page_flags))
     return table
 
 

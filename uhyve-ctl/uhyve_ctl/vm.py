@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from hexo import abi
 from hexo.image import Image, ImageError
 
-from hexo import abi
 from . import paging
-from .backends.base import Backend, BootState, StopReason
+from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
+from .ioring import OutputRing
 from .memory import GuestMemory
 from .migration import Migrator
 
@@ -85,12 +86,15 @@ class VirtualMachine:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
             self.migrator = Migrator(self)
-            self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate)
+            self.ring = OutputRing(self.memory, self.files)
+            self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
+                                         self.ring)
             root = paging.BUILDERS[isa](self.memory)
             argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
             self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
             if restore is not None:
                 self._restore(restore)
+            self.ring.reset()
             self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
                 magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
             self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
@@ -202,7 +206,23 @@ class VirtualMachine:
     def run(self, timeout: Optional[float] = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
-        return self.backend.run(self.hypercalls, timeout)
+        self.ring.start()
+        try:
+            stop = self.backend.run(self.hypercalls, timeout)
+        finally:
+            self.ring.stop()
+            broken = self.ring.drain()      # what the guest wrote before it stopped
+        if broken is not None and not isinstance(stop, Crashed):
+            return Crashed(broken)
+        if isinstance(stop, Crashed):
+            regs = self.backend.registers()
+            sp = regs.get("sp", regs.get("rsp"))
+            if sp is not None and (abi.STACK_GUARD - abi.PAGE_SIZE <= sp
+                                   < abi.STACK_BOTTOM + abi.PAGE_SIZE):
+                stop = stop._replace(reason=f"{stop.reason}; stack overflow: sp 0x{sp:x} reached "
+                                     f"the guard page below the "
+                                     f"{(abi.STACK_TOP - abi.STACK_BOTTOM) >> 10} KiB stack")
+        return stop
 
     def close(self) -> None:
         if self.pager is not None:

@@ -434,6 +434,17 @@ static void test_malloc(void)
         free(NULL);
         printf("free(NULL) ok\n");
     }
+
+    /* n * size that wraps must fail, not return a small block (the volatile sink and
+       opaque sizes keep the compiler from folding or eliding the call; clang -O2 assumes
+       calloc leaves errno alone, so errno is not compared) */
+    {
+        static void *volatile sink;
+        volatile size_t n = (size_t)1 << 40, size = (size_t)1 << 30;
+        sink = calloc(n, size);
+        printf("calloc(2^40, 2^30) %s\n", sink ? "returned memory" : "NULL");
+        free(sink);
+    }
 }
 
 int main(void)

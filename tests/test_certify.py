@@ -1,0 +1,75 @@
+"""`hexo certify`: unmigrated and migrated runs of a job in both directions, compared."""
+
+import json
+
+from conftest import HEXO, needs_kvm, run
+
+TIMINGS = "Time in seconds|Mop/s"        # what NPB prints that no two runs share
+
+
+@needs_kvm
+def test_npb_is_certifies_at_default_points_both_ways_and_a_round_trip(images):
+    image = images.migratable("npb-is", "S")
+    p = run([HEXO, "certify", image, "--json", "--ignore", TIMINGS])
+    assert p.returncode == 0, p.stdout + p.stderr
+    result = json.loads(p.stdout)
+    assert result["ok"] and result["points_total"] == 10 and result["points"] == [1, 5, 9]
+    legs = [r["legs"] for r in result["runs"]]
+    assert legs[:2] == [[["x86_64", None]], [["aarch64", None]]]
+    for src, dst in (("x86_64", "aarch64"), ("aarch64", "x86_64")):
+        assert all([[src, p], [dst, None]] in legs for p in (1, 5, 9))
+    assert [["x86_64", 1], ["aarch64", 8], ["x86_64", None]] in legs
+    assert all(r["identical"] and r["exit_status"] == 0 for r in result["runs"])
+    table = run([HEXO, "certify", image, "--points", "50%", "--ignore", TIMINGS])
+    assert table.returncode == 0, table.stderr
+    assert "aarch64 -> x86_64 at 5" in table.stdout and "identical" in table.stdout
+    assert "every migrated run is identical" in table.stdout
+
+
+@needs_kvm
+def test_any_difference_fails_the_check_and_is_shown(images):
+    """The timings NPB prints differ between runs: compared, they fail the check."""
+    image = images.migratable("npb-is", "S")
+    p = run([HEXO, "certify", image, "--points", "3", "--json"])
+    assert p.returncode == 1, p.stderr
+    rows = json.loads(p.stdout)["runs"]
+    assert rows[0]["reference"] and not any(r["identical"] for r in rows[1:])
+    assert all(r["difference"].startswith("stdout line 15: 'Time in seconds") for r in rows[1:])
+
+
+@needs_kvm
+def test_a_broken_transform_is_caught(images, monkeypatch, capsys):
+    """A transform defect (the resumed pc points nowhere): every migration to the other ISA
+    crashes, the check says so per run and fails; the unmigrated runs still agree."""
+    from hexo import retarget
+    from uhyve_ctl import certify
+    real = retarget.retarget
+
+    def broken(state, areas, image, to_isa):
+        new_state, new_areas = real(state, areas, image, to_isa)
+        if state["isa"] != to_isa:
+            new_state = dict(new_state, context=dict(new_state["context"],
+                                                     pc=state["mem_size"] + 0x10000))
+        return new_state, new_areas
+    monkeypatch.setattr(retarget, "retarget", broken)
+    code = certify.main([str(images.migratable("npb-is", "S")), "--points", "5", "--json",
+                         "--ignore", TIMINGS])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1 and not result["ok"]
+    verdicts = {r["run"]: r["difference"] for r in result["runs"]}
+    assert verdicts["x86_64 unmigrated"] is None and verdicts["aarch64 unmigrated"] is None
+    assert verdicts["x86_64 -> aarch64 at 5"].startswith("aarch64 guest stopped: ")
+    assert verdicts["aarch64 -> x86_64 at 5"].startswith("x86_64 guest stopped: ")
+
+
+@needs_kvm
+def test_bad_requests_are_refused_in_one_line(images):
+    image = images.migratable("npb-is", "S")
+    for points, why in (("0", "outside the 1-10 migration points"),
+                        ("11", "outside the 1-10 migration points"),
+                        ("half", "neither a percentage nor a point number")):
+        p = run([HEXO, "certify", image, "--points", points])
+        assert p.returncode == 2 and why in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+    plain = run([HEXO, "certify", images.get("npb-is", "S")])
+    assert plain.returncode == 2 and "build it with --migratable" in plain.stderr

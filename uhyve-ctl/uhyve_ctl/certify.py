@@ -1,0 +1,294 @@
+"""`hexo certify IMAGE [-- args]`: the operator's pre-flight check of a migratable job.
+
+It runs the job unmigrated on both ISAs (counting the migration points a full run reaches),
+then migrated at chosen points in both directions and once there and back, and compares each
+run's whole output (stdout and stderr) and exit status with the unmigrated x86-64 run. Every
+VM runs in this process (KVM for x86-64 where usable, the emulator otherwise), each checkpoint
+in a temporary directory. Exit status 0: every run identical; 1: a difference; 2: the check
+could not be made. Registered as a `hexo` subcommand through the `hexo.commands` entry-point
+group (the core CLI does not import the runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import NamedTuple, Optional
+
+ISAS = ("x86_64", "aarch64")
+OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
+DEFAULT_POINTS = "10%,50%,90%"
+
+
+class CertifyError(Exception):
+    """The check cannot be made (bad arguments, an image that does not run)."""
+
+
+class Outcome(NamedTuple):
+    """What one run printed and how it ended; `failure` says why it did not end normally."""
+    stdout: bytes
+    stderr: bytes
+    status: Optional[int]
+    failure: Optional[str]
+    points: int = 0
+
+
+class Plan(NamedTuple):
+    name: str
+    legs: tuple[tuple[str, Optional[int]], ...]     # (ISA, checkpoint at this point or None)
+
+
+def register(sub) -> None:
+    sub.add_parser("certify", add_help=False,
+                   help="run a job unmigrated and migrated at chosen points in both "
+                        "directions; compare outputs (options: hexo certify --help)"
+                   ).set_defaults(run=main, raw_argv=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hexo certify", description=__doc__.split("\n\n")[1]
+                                .replace("\n", " "))
+    p.add_argument("image")
+    p.add_argument("--points", default=DEFAULT_POINTS,
+                   help="where to migrate: percentages of the points a full run reaches "
+                        "and/or point numbers, e.g. 10%%,50%%,90%% (default) or 1,40,300")
+    p.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="leave out of the comparison the output lines this matches, e.g. "
+                        "the timings a benchmark prints (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds each VM may run (default 900)")
+    p.add_argument("--mem", help="guest RAM, e.g. 512M (default: what the image needs)")
+    return p
+
+
+def parse_points(text: str, total: int) -> list[int]:
+    """'10%,50%,90%' or '1,40' -> sorted distinct point numbers in 1..total."""
+    points = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            n = (max(1, round(total * float(item[:-1]) / 100)) if item.endswith("%")
+                 else int(item))
+        except ValueError:
+            raise CertifyError(f"--points: '{item}' is neither a percentage nor a point "
+                               f"number") from None
+        if not 1 <= n <= total:
+            raise CertifyError(f"--points: point {item} is outside the 1-{total} migration "
+                               f"points a full run reaches")
+        points.append(n)
+    if not points:
+        raise CertifyError("--points: no point given")
+    return sorted(set(points))
+
+
+def plans(points: list[int]) -> list[Plan]:
+    """Both directions at every point, and one round trip: out at the first point, back at
+    the last (or at the next point when there is only one)."""
+    out = [Plan(f"{src} -> {OTHER[src]} at {p}", ((src, p), (OTHER[src], None)))
+           for src in ISAS for p in points]
+    first, last = points[0], points[-1]
+    back = last - first if last > first else 1
+    out.append(Plan(f"x86_64 -> aarch64 at {first} -> x86_64 at {first + back}",
+                    (("x86_64", first), ("aarch64", back), ("x86_64", None))))
+    return out
+
+
+class Runner:
+    """Runs legs of a job in this process with its output captured."""
+
+    def __init__(self, image_path: str, argv: list[str], mem: Optional[int], timeout: float,
+                 workdir: str):
+        from hexo.image import Image, ImageError
+        try:
+            self.image = Image(image_path)
+        except (ImageError, OSError) as e:
+            raise CertifyError(str(e)) from None
+        missing = [isa for isa in ISAS if f"meta.{isa}" not in self.image.entries]
+        if missing:
+            raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
+                               f"metadata: build it with --migratable or --auto-points")
+        self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
+        self.checkpoints = 0
+
+    def run(self, plan: Plan) -> Outcome:
+        """Every leg of the plan in turn; the output is what all legs printed together."""
+        from hexo.checkpoint import Checkpoint
+        stdout = stderr = b""
+        ckpt = None
+        for n, (isa, at) in enumerate(plan.legs):
+            target = plan.legs[n + 1][0] if at is not None else None
+            leg, path = self.leg(isa, ckpt, at, target, count=len(plan.legs) == 1)
+            stdout, stderr = stdout + leg.stdout, stderr + leg.stderr
+            if path is None:
+                return leg._replace(stdout=stdout, stderr=stderr)
+            ckpt = Checkpoint(path)
+        raise AssertionError("a plan ends with a leg that runs to the end")
+
+    def leg(self, isa: str, restore, at: Optional[int], target: Optional[str],
+            count: bool) -> tuple[Outcome, Optional[str]]:
+        """One VM: fresh or restored, to its end or to a checkpoint at point `at` for
+        `target`; returns its outcome and the checkpoint it wrote."""
+        from hexo.checkpoint import CheckpointError
+        from hexo.image import ImageError
+
+        from .backends.base import Checkpointed, Crashed, Exited, TimedOut
+        from .migration import MigrationError, Request
+        from .vm import VirtualMachine
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+                open(os.devnull, "rb") as stdin:
+            try:
+                vm = VirtualMachine(self.image, isa, mem_size=self.mem, argv=self.argv,
+                                    stdio=(stdin.fileno(), out.fileno(), err.fileno()),
+                                    restore=restore)
+            except (ImageError, CheckpointError, ValueError, OSError) as e:
+                return Outcome(b"", b"", None, f"{isa} VM could not start: {e}"), None
+            with vm:
+                try:
+                    if count:
+                        vm.migrator.count_points()
+                    if at is not None:
+                        self.checkpoints += 1
+                        vm.migrator.arm(Request(os.path.join(self.workdir,
+                                                             f"ck{self.checkpoints}"),
+                                                target, False, skip=at - 1))
+                except MigrationError as e:
+                    return Outcome(b"", b"", None, str(e)), None
+                started = time.perf_counter()
+                stop = vm.run(self.timeout)
+                points = vm.migrator.points_counted if count else 0
+                why = vm.migrator.outcome()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        if isinstance(stop, Checkpointed):
+            return Outcome(stdout, stderr, None, None, points), stop.path
+        if isinstance(stop, Exited):
+            failure = None if at is None else (
+                f"no checkpoint at point {at} on {isa}: " + (why or "the job ended first"))
+            return Outcome(stdout, stderr, stop.status & 0xFF, failure, points), None
+        if isinstance(stop, TimedOut):
+            return Outcome(stdout, stderr, None, f"{isa} run timed out after "
+                                                 f"{time.perf_counter() - started:.0f} s"), None
+        assert isinstance(stop, Crashed)
+        pc = f" at pc 0x{stop.pc:x}" if stop.pc is not None else ""
+        return Outcome(stdout, stderr, None, f"{isa} guest stopped: {stop.reason}{pc}"), None
+
+
+def _clip(line: bytes) -> str:
+    text = " ".join(line.decode(errors="replace").split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def compare(reference: Outcome, got: Outcome, ignore=()) -> Optional[str]:
+    """None when `got` is identical to the reference (lines matching an `ignore` pattern
+    left out), else what differs, in a few words."""
+    if got.failure:
+        return got.failure
+    if got.status != reference.status:
+        return f"exit status {got.status}, unmigrated {reference.status}"
+    for name, a, b in (("stdout", reference.stdout, got.stdout),
+                       ("stderr", reference.stderr, got.stderr)):
+        la, lb = ([ln for ln in text.splitlines() if not any(p.search(ln) for p in ignore)]
+                  for text in (a, b))
+        if la != lb:
+            n = next((i for i, (x, y) in enumerate(zip(la, lb)) if x != y),
+                     min(len(la), len(lb)))
+            return (f"{name} line {n + 1}: '{_clip(lb[n]) if n < len(lb) else '(end)'}', "
+                    f"unmigrated '{_clip(la[n]) if n < len(la) else '(end)'}'")
+    return None
+
+
+def certify(args, argv: list[str], progress=None) -> dict:
+    """Every run, compared; `progress(name, runs)` is called before each run (`runs`: how
+    many there are in all, once known)."""
+    import re
+
+    from .vm import parse_size
+    mem = parse_size(args.mem) if args.mem else None
+    try:
+        ignore = [re.compile(p.encode()) for p in args.ignore]
+    except re.error as e:
+        raise CertifyError(f"--ignore: bad pattern: {e}") from None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
+        runner = Runner(args.image, argv, mem, args.timeout, work)
+        unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
+        step = progress or (lambda name, runs: None)
+        results = []
+        for plan in unmigrated:
+            step(plan.name, None)
+            t0 = time.perf_counter()
+            results.append((plan, runner.run(plan), time.perf_counter() - t0))
+        reference = results[0][1]
+        if reference.failure:
+            raise CertifyError(f"the unmigrated run failed: {reference.failure}")
+        total = reference.points
+        if total == 0:
+            raise CertifyError(f"{args.image} reaches no migration point (build it with "
+                               f"--migratable or --auto-points)")
+        chosen = parse_points(args.points, total)
+        migrated = plans(chosen)
+        for plan in migrated:
+            step(plan.name, len(unmigrated) + len(migrated))
+            t0 = time.perf_counter()
+            results.append((plan, runner.run(plan), time.perf_counter() - t0))
+    for plan, got, seconds in results:
+        diff = None if got is reference else compare(reference, got, ignore)
+        if diff is None and len(plan.legs) == 1 and got.points != total:
+            diff = f"reached {got.points} migration points, x86_64 {total}"
+        rows.append({"run": plan.name, "legs": [list(leg) for leg in plan.legs],
+                     "exit_status": got.status, "identical": diff is None,
+                     "difference": diff, "reference": got is reference,
+                     "seconds": round(seconds, 3)})
+    return {"image": os.path.abspath(args.image), "args": argv, "points_total": total,
+            "points": chosen, "ignored": args.ignore, "runs": rows, "ok": all(r["identical"] for r in rows)}
+
+
+def _table(result: dict):
+    from rich.table import Table
+    t = Table(title=f"hexo certify {os.path.basename(result['image'])}: "
+                    f"{result['points_total']} migration points in a full run, migrated at "
+                    f"{', '.join(map(str, result['points']))}")
+    for col in ("run", "exit", "output", "seconds"):
+        t.add_column(col, justify="right" if col in ("exit", "seconds") else "left")
+    for r in result["runs"]:
+        t.add_row(r["run"], "-" if r["exit_status"] is None else str(r["exit_status"]),
+                  "reference" if r["reference"] else "[green]identical[/]" if r["identical"]
+                  else f"[red]{r['difference']}[/]",
+                  f"{r['seconds']:.2f}")
+    return t
+
+
+def main(argv: list[str]) -> int:
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = _parser().parse_args(argv[:split])
+    guest_args = argv[split + 1:]
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    err = Console(stderr=True)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+                "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
+                transient=True) as bar:
+            task = bar.add_task("unmigrated runs", total=None)
+            started = []
+
+            def step(name: str, runs: Optional[int]) -> None:
+                bar.update(task, description=name, completed=len(started), total=runs)
+                started.append(name)
+            result = certify(args, guest_args, step)
+    except CertifyError as e:
+        print(f"hexo certify: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        Console().print(_table(result))
+        verdict = ("every migrated run is identical to the unmigrated one" if result["ok"]
+                   else f"{sum(not r['identical'] for r in result['runs'])} run(s) differ")
+        print(f"hexo certify: {verdict}")
+    return 0 if result["ok"] else 1

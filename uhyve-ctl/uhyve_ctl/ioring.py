@@ -1,0 +1,150 @@
+"""Host side of the output ring: the consumer of what the guest wrote without exiting.
+
+The guest appends bytes to a ring in its own RAM and publishes them by advancing `head`
+(hexo/abi.py IO_RING, docs/formats.md). `drain()` writes everything published to the host
+fds, in the order the guest wrote it, then advances `tail`. It runs on the vCPU thread before
+every hypercall (so exit, panic, reads, lseek, close and checkpoints see all earlier output),
+after every run (crash, timeout) and on a timer thread while the vCPU runs, so output
+appears within `INTERVAL` without the guest ever exiting.
+
+The host trusts nothing the guest put there: its own copies of tail and switch_tail are
+authoritative, head and every switch entry are checked against them, and a violation
+stops the guest. Bytes the host drained are written exactly once; bytes still in the ring
+when the hypervisor process is killed are lost with the guest, never duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from typing import Optional
+
+from hexo import abi
+from .hypercalls import guest_errno
+
+INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
+
+_U64 = struct.Struct("<Q")
+_SWITCH = struct.Struct("<QI")
+_HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("head")
+_SWITCH_HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("switch_head")
+_TAIL = abi.IO_RING_ADDR + abi.IO_RING.offset("tail")
+_SWITCH_TAIL = abi.IO_RING_ADDR + abi.IO_RING.offset("switch_tail")
+_FDS = abi.IO_RING_ADDR + abi.IO_RING.offset("writable_fds_lo")
+_SIZE, _SLOTS, _DATA = abi.IO_DATA_SIZE, abi.IO_SWITCH_SLOTS, abi.IO_DATA_ADDR
+
+
+class RingError(Exception):
+    """The guest broke the ring protocol."""
+
+
+class OutputRing:
+    def __init__(self, memory, files):
+        self.view = memory.view
+        self.files = files
+        self.error: Optional[str] = None
+        self.drains = 0                    # drains that found output
+        self.bytes = 0
+        # guest fd -> -errno of a buffered write that failed; CLOSE reports it
+        self.deferred: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._tail = self._switch_tail = 0
+        self._fd = -1                      # guest fd the bytes at tail belong to
+        self._timer: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    def reset(self) -> None:
+        """An empty ring, as every boot and restore starts with (a checkpoint is taken after
+        a drain, so it never holds undrained output)."""
+        self._tail = self._switch_tail = 0
+        self._fd = -1
+        self.view[abi.IO_RING_ADDR:abi.IO_RING_ADDR + abi.IO_RING.size] = abi.IO_RING.pack(
+            magic=abi.IO_RING_MAGIC, data_size=_SIZE, switch_slots=_SLOTS)
+        self.publish_fds()
+
+    def publish_fds(self) -> None:
+        """Tell the guest which of its fds it may write through the ring."""
+        bits = sum(1 << fd for fd in self.files.writable() if fd < abi.IO_RING_FDS)
+        self.view[_FDS:_FDS + 16] = (bits & (2 ** 64 - 1)).to_bytes(8, "little") + \
+            (bits >> 64).to_bytes(8, "little")
+
+    def drain(self) -> Optional[str]:
+        """Write out what the guest published; returns why the ring is broken, if it is."""
+        with self._lock:
+            if self.error is None:
+                try:
+                    self._drain()
+                except RingError as e:
+                    self.error = f"I/O ring protocol violation: {e}"
+            return self.error
+
+    def _drain(self) -> None:
+        view = self.view
+        head = _U64.unpack_from(view, _HEAD)[0]           # before switch_head: see abi.py
+        switch_head = _U64.unpack_from(view, _SWITCH_HEAD)[0]
+        tail, switch_tail = self._tail, self._switch_tail
+        if head == tail and switch_head == switch_tail:
+            return
+        if not 0 <= head - tail <= _SIZE:
+            raise RingError(f"head {head} is not within {_SIZE} bytes after tail {tail}")
+        if not 0 <= switch_head - switch_tail <= _SLOTS:
+            raise RingError(f"switch_head {switch_head} is not within {_SLOTS} entries after "
+                            f"switch_tail {switch_tail}")
+        runs: list[tuple[int, int, int]] = []             # (guest fd, start, end)
+        pos, fd, i = tail, self._fd, switch_tail
+        while i < switch_head:
+            at, new_fd = _SWITCH.unpack_from(view, abi.IO_SWITCH_ADDR + (i % _SLOTS) * 16)
+            if at > head:
+                break                                      # its bytes are not published yet
+            if at < pos:
+                raise RingError(f"switch {i} at byte {at} goes back before byte {pos}")
+            if at > pos:
+                runs.append((fd, pos, at))
+            pos, fd, i = at, new_fd, i + 1
+        if head > pos:
+            runs.append((fd, pos, head))
+        writable = self.files.writable()
+        for guest_fd, start, end in runs:
+            self._write(writable, guest_fd, start, end)
+        self._tail, self._switch_tail, self._fd = head, i, fd
+        _U64.pack_into(view, _TAIL, head)
+        _U64.pack_into(view, _SWITCH_TAIL, i)
+        self.drains += 1
+        self.bytes += head - tail
+
+    def _write(self, writable, guest_fd: int, start: int, end: int) -> None:
+        host = writable.get(guest_fd)
+        if host is None:
+            self.deferred.setdefault(guest_fd, -abi.ERRNO["EBADF"])
+            return
+        a, b = start % _SIZE, end % _SIZE
+        if a < b:
+            parts = [self.view[_DATA + a:_DATA + b]]
+        else:                                              # wraps around the end
+            parts = [self.view[_DATA + a:_DATA + _SIZE], self.view[_DATA:_DATA + b]]
+        try:
+            while parts:
+                n = os.writev(host, parts)
+                while parts and n >= len(parts[0]):
+                    n -= len(parts.pop(0))
+                if n:
+                    parts[0] = parts[0][n:]
+        except OSError as e:
+            self.deferred.setdefault(guest_fd, guest_errno(e))
+
+    def start(self) -> None:
+        """Drain every INTERVAL from a thread of its own while the guest runs."""
+        self._stop.clear()
+        self._timer = threading.Thread(target=self._tick, name="hexo-ioring", daemon=True)
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._stop.set()
+            self._timer.join()
+            self._timer = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            self.drain()
