@@ -12,7 +12,6 @@ scripts and the package list): changing any of them builds a new image.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import json
@@ -23,16 +22,21 @@ import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from hexo.toolchain.sysroot import _locked
 
 from .qemu import qemu_argv
 
 HERE = Path(__file__).resolve().parent
 SUITE = "bookworm"
-PACKAGES = ["openssh-server", "python3", "criu", "podman", "tini", "iproute2", "procps", "kmod"]
+PACKAGES = ["openssh-server", "python3", "criu", "tini", "iproute2", "procps", "kmod"]
+# podman depends on the virtual container-network-stack, which debootstrap does not resolve:
+# named explicitly. A board without podman still runs hexo, so a failure there is reported,
+# not fatal.
+OPTIONAL = ["podman", "containernetworking-plugins"]
 WHEELS = ["unicorn", "pyelftools"]            # what uhyve-ctl imports beyond the stdlib
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "ext4",
                      "crc32c_generic"]
@@ -95,7 +99,8 @@ def recipe_hash() -> str:
     h = hashlib.sha256()
     for name in ["image.py", *BOARD_SCRIPTS]:
         h.update((HERE / name).read_bytes())
-    h.update(json.dumps([SUITE, PACKAGES, wheel_pins(), INITRAMFS_MODULES, IMAGE_SIZE])
+    h.update(json.dumps([SUITE, PACKAGES, OPTIONAL, wheel_pins(), INITRAMFS_MODULES,
+                         IMAGE_SIZE])
              .encode())
     return h.hexdigest()[:16]
 
@@ -119,14 +124,6 @@ def missing_tools() -> list[str]:
     return [t for t in need if shutil.which(t) is None]
 
 
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def build(progress=None, force: bool = False) -> BoardImage:
     """Build the image for the current recipe unless it is cached; returns it.
 
@@ -135,7 +132,7 @@ def build(progress=None, force: bool = False) -> BoardImage:
     say = progress or (lambda phase, frac, line: None)
     root = cache_root()
     final = root / recipe_hash()
-    with _lock(root / ".build.lock"):
+    with _locked(root / ".build.lock"):
         if (final / "image.json").exists() and not force:
             return BoardImage(final)
         missing = missing_tools()
@@ -181,9 +178,9 @@ def _build_into(work: Path, say) -> None:
     _run(["depmod", "-b", kroot, kver], "depmod")
     _write_initramfs(work, kroot, kver, bbroot / "bin/busybox")
 
-    say("debootstrap", None, f"debootstrap --foreign {SUITE} arm64 ({', '.join(PACKAGES)})")
+    say("debootstrap", None, f"debootstrap --foreign {SUITE} arm64")
     _stream(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
-             f"--include={','.join(PACKAGES)}", SUITE, rootfs, mirror()],
+             f"--include={','.join(PACKAGES + OPTIONAL)}", SUITE, rootfs, mirror()],
             lambda line: say("debootstrap", None, line), "debootstrap --foreign")
     if (rootfs / "proc").is_symlink():             # debootstrap does this inside containers
         (rootfs / "proc").unlink()
@@ -209,6 +206,8 @@ def _build_into(work: Path, say) -> None:
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n"
         "MaxSessions 64\nMaxStartups 64\n")
     (setup / "hostname").write_text(HOSTNAME + "\n")
+    (setup / "required").write_text("\n".join(PACKAGES) + "\n")
+    (setup / "optional").write_text("\n".join(OPTIONAL) + "\n")
     for name in ("board-init.sh", "stage2.sh"):
         shutil.copyfile(HERE / name, setup / name)
     os.chmod(setup / "stage2.sh", 0o755)
@@ -219,10 +218,11 @@ def _build_into(work: Path, say) -> None:
     _run(["mkfs.ext4", "-q", "-L", HOSTNAME, "-d", rootfs, disk, IMAGE_SIZE], "mkfs.ext4")
     shutil.rmtree(rootfs)
 
-    _second_stage(work, say, packages)
+    optional = _second_stage(work, say, packages)
     _run(["e2fsck", "-fp", disk], "e2fsck after the second stage")
     (work / "image.json").write_text(json.dumps({
         "recipe": recipe_hash(), "suite": SUITE, "kernel": kver, "packages": PACKAGES,
+        "optional_installed": optional,
         "wheels": wheel_pins(), "mirror": mirror()}, indent=1))
     shutil.rmtree(debs)
     shutil.rmtree(kroot)
@@ -305,18 +305,21 @@ def _stream(cmd: list, on_line, what: str, timeout: float | None = None) -> list
     return tail
 
 
-def _second_stage(work: Path, say, packages: int) -> None:
+def _second_stage(work: Path, say, packages: int) -> dict[str, bool]:
     """Boot the image once with stage2.sh as init: debootstrap --second-stage in arm64 code,
-    then the board's configuration. The disk is only written back when it reports OK."""
+    then the board's configuration. Which OPTIONAL packages got installed."""
     steps = max(1, 2 * packages)
     done = 0
-    result = []
+    result, optional = [], {}
 
     def on_line(line: str) -> None:
         nonlocal done
         if re.match(r"I: (Unpacking|Configuring) \S+\.\.\.", line):
             done += 1
-        if line.startswith("hexo-stage2: "):
+        if line.startswith("hexo-stage2: optional "):
+            name, _, status = line.removeprefix("hexo-stage2: optional ").partition(": ")
+            optional[name] = status.strip()
+        elif line.startswith("hexo-stage2: "):
             result.append(line.split(": ", 1)[1])
         say("second stage", min(done / steps, 1.0), line)
 
@@ -327,3 +330,4 @@ def _second_stage(work: Path, say, packages: int) -> None:
     if result[-1:] != ["OK"]:
         raise BoardImageError("the second stage inside the board did not finish "
                               f"(last report: {result[-1] if result else 'none'})")
+    return {name: status == "install ok installed" for name, status in optional.items()}

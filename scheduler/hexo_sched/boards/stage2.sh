@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs once as PID 1 inside qemu-system-aarch64 while the board image is built: debootstrap's
 # second stage, then the board's configuration prepared on the host in /hexo-setup.
+# Argument-free; the packages the board cannot work without are listed in /hexo-setup/required.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -10,11 +11,20 @@ finish() {
     umount /dev /sys /proc 2>/dev/null
     mount -o remount,ro / 2>/dev/null
     echo o > /proc/sysrq-trigger
+    while :; do sleep 1; done
 }
 if ! /debootstrap/debootstrap --second-stage; then
-    cat /debootstrap/debootstrap.log 2>/dev/null | tail -n 30
-    finish FAILED
+    tail -n 30 /debootstrap/debootstrap.log 2>/dev/null
+    echo "hexo-stage2: debootstrap --second-stage reported errors; checking required packages"
 fi
+for p in $(cat /hexo-setup/required); do
+    if [ "$(dpkg-query -W -f '${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+        finish "FAILED: required package $p is not installed"
+    fi
+done
+for p in $(cat /hexo-setup/optional); do
+    echo "hexo-stage2: optional $p: $(dpkg-query -W -f '${Status}' "$p" 2>&1)"
+done
 set -e
 cp -a /hexo-setup/ssh/. /etc/ssh/
 mkdir -p -m 700 /root/.ssh
@@ -26,4 +36,4 @@ rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*
 rm -rf /hexo-setup /var/cache/apt/archives/*.deb
 set +e
 python3 -c 'import unicorn, elftools' && finish OK
-finish FAILED
+finish "FAILED: the aarch64 wheels do not import"
