@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross linux-libc-dev-arm64-cross make patch xz-utils python3-venv \
+DEBS := clang lld llvm newlib-source libgcc-12-dev-arm64-cross linux-libc-dev-arm64-cross libc6-dev-arm64-cross make patch xz-utils python3-venv \
         openssh-server iproute2 valgrind
 PYTEST_ARGS ?= -n 2
 
