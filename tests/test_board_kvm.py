@@ -141,3 +141,41 @@ def test_x86_64_kvm_to_board_kvm_and_back(board, migratable, tmp_path, there, ba
                 "--backend", "kvm"])
     assert home.returncode == 0, home.stderr
     assert p.stdout + r.stdout + home.stdout == x86_kvm("run", str(migratable), "--", ROUNDS)
+
+
+_WAIT_RUNNING = ("until uhyve-ctl ps | grep -q '^{name} .* running'; do "
+                 "kill -0 $! || exit 9; sleep 0.2; done")
+
+
+def test_named_vm_on_board_kvm_checkpointed_by_name_resumes_on_x86_64(board, images, tmp_path):
+    """The operator's path on a board: a named VM, `uhyve-ctl checkpoint NAME --to x86_64`."""
+    image = images.migratable("npb-cg", "S")
+    r = board(f"uhyve-ctl run {image.name} --backend kvm --name j1 >job.out 2>job.err & "
+              + _WAIT_RUNNING.format(name="j1")
+              + "; uhyve-ctl checkpoint j1 --to x86_64 -o ck; st=$?; wait $!; exit $st",
+              puts=[image], get=["ck", "job.out", "job.err"])
+    assert r.status == 0, r.stderr + (r.files / "job.err").read_text()
+    first = (r.files / "job.out").read_text()
+    assert "Verification" not in first
+    p = run([UHYVE, "restore", r.files / "ck", "--image", image, "--isa", "x86_64",
+             "--backend", "kvm"])
+    assert p.returncode == 0, p.stderr
+    check("cg", "S", first + p.stdout)
+
+
+def test_postcopy_on_board_kvm_pulls_pages_through_userfaultfd(board, images):
+    """Post-copy between two VMs on the board's KVM (a board's network reaches only itself
+    and its SSH forward): the target's missing pages fault into userfaultfd and are pulled."""
+    image = images.migratable("npb-cg", "S")
+    r = board(f"uhyve-ctl run {image.name} --backend kvm --name src >src.out 2>src.err & "
+              + _WAIT_RUNNING.format(name="src")
+              + "; uhyve-ctl migrate src --to aarch64 --mode postcopy --serve 127.0.0.1:0 "
+                "-o ck >&2 && uhyve-ctl restore ck --backend kvm --stats --name dst; st=$?; "
+                "wait $!; exit $st",
+              puts=[image], get=["src.out", "src.err"])
+    assert r.status == 0, r.stderr + (r.files / "src.err").read_text()
+    first = (r.files / "src.out").read_text()
+    assert "Verification" not in first
+    check("cg", "S", first + r.stdout)
+    fetched = re.search(r"post-copy: (\d+) of (\d+) pages fetched, (\d+) faults", r.stderr)
+    assert fetched and int(fetched[1]) > 0 and int(fetched[3]) > 0, r.stderr

@@ -2,11 +2,13 @@
 
 Every ioctl number and struct is declared once, here. Objects are created only by their
 parent (Kvm -> Vm -> Vcpu), each ioctl has one method, failures raise KvmError with errno and
-the ioctl name, and a vCPU exit is a typed value. Ioctl numbers follow the generic _IOC
-encoding, which x86-64 and arm64 share; the structs differ per architecture, so x86-64
-registers have their own ioctls (KVM_GET_REGS, KVM_GET_SREGS) and arm64 registers go through
-KVM_GET/SET_ONE_REG with ids built by `arm64_core_reg`/`arm64_sys_reg`. Ioctls go through ctypes, which releases
+the ioctl name, and a vCPU exit is a typed value. Ioctls go through ctypes, which releases
 the GIL, so another thread can kick a vCPU that sits in KVM_RUN (Vcpu.kick).
+
+Ioctl numbers follow the generic _IOC encoding, which x86-64 and arm64 share; the structs
+differ per architecture, so x86-64 registers have their own ioctls (KVM_GET_REGS,
+KVM_GET_SREGS) and arm64 registers go through KVM_GET/SET_ONE_REG with ids built by
+`arm64_core_reg`/`arm64_sys_reg`.
 """
 
 from __future__ import annotations
