@@ -1,4 +1,4 @@
-"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate), registered
+"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate, board), registered
 through the `hexo.commands` entry-point group so that the core CLI does not import the
 scheduler."""
 
@@ -39,6 +39,8 @@ def register(sub) -> None:
     from .api import ApiError
     for name in ("simulate", "submit", "status"):
         sub.choices[name].set_defaults(errors=(ApiError,))
+    from .boards.commands import register as register_boards
+    register_boards(sub)
 
 
 def _job_specs(args) -> list[dict]:

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Runs once as PID 1 inside qemu-system-aarch64 while the board image is built: debootstrap's
+# second stage, then the board's configuration prepared on the host in /hexo-setup.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+finish() {
+    echo "hexo-stage2: $1"
+    sync
+    umount /dev /sys /proc 2>/dev/null
+    mount -o remount,ro / 2>/dev/null
+    echo o > /proc/sysrq-trigger
+}
+if ! /debootstrap/debootstrap --second-stage; then
+    cat /debootstrap/debootstrap.log 2>/dev/null | tail -n 30
+    finish FAILED
+fi
+set -e
+cp -a /hexo-setup/ssh/. /etc/ssh/
+mkdir -p -m 700 /root/.ssh
+cp /hexo-setup/authorized_keys /root/.ssh/authorized_keys
+chmod 600 /root/.ssh/authorized_keys
+install -m 755 /hexo-setup/board-init.sh /sbin/hexo-board-init
+cp /hexo-setup/hostname /etc/hostname
+rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*
+rm -rf /hexo-setup /var/cache/apt/archives/*.deb
+set +e
+python3 -c 'import unicorn, elftools' && finish OK
+finish FAILED
