@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -16,11 +15,15 @@ import pytest
 
 from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 from npb_reference import check
+from test_board import qemu_unusable
 
-pytestmark = [pytest.mark.board, needs_kvm, pytest.mark.skipif(
-    not shutil.which("qemu-system-aarch64"), reason="qemu-system-aarch64 cannot run here")]
+pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"), needs_kvm,
+              pytest.mark.timeout(3600)]
 
-BOARD = os.environ.get("HEXO_TEST_BOARD", f"kvmtest{os.getpid() % 1000}")
+if qemu_unusable():
+    pytest.skip(qemu_unusable(), allow_module_level=True)
+
+BOARD = "kvm0"
 FAULTS = ROOT / "tests" / "programs" / "faults.c"
 MIGRATABLE = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = "300"
@@ -34,7 +37,7 @@ class BoardResult:
 
 
 class BoardShell:
-    """One SSH connection to the board for the whole session; each call runs a shell script
+    """One SSH connection to the board for the whole module; each call runs a shell script
     in a fresh directory holding copies of `puts` and brings back the paths named in `get`."""
 
     def __init__(self, conn, tmp: Path):
@@ -57,13 +60,21 @@ class BoardShell:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
-    from hexo_sched.boards import vm as boards
-    b = boards.up(BOARD)
+    """One board for this module, in a private state directory (the image is the cached one)."""
+    from hexo_sched.boards import image as board_image, vm as boards
+    state = tmp_path_factory.mktemp("boards")
+    old = os.environ.get("HEXO_BOARD_STATE")
+    os.environ["HEXO_BOARD_STATE"] = str(state)
     try:
-        with b.connect() as conn:
+        board_image.build()
+        with boards.up(BOARD).connect() as conn:
             yield BoardShell(conn, tmp_path_factory.mktemp("board"))
     finally:
         boards.down(BOARD)
+        if old is None:
+            del os.environ["HEXO_BOARD_STATE"]
+        else:
+            os.environ["HEXO_BOARD_STATE"] = old
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +104,21 @@ def x86_kvm(*args: str) -> str:
     return p.stdout
 
 
-@pytest.mark.parametrize("kind,report", [
-    ("null", r"aarch64 data abort: translation fault, level 3, on a read, address 0x0 at pc"),
-    ("beyond-ram", r"aarch64 data abort: translation fault, level \d, on a read, "
-                   r"address 0x8000000000 at pc"),
-    ("wild-jump", r"aarch64 instruction abort: translation fault, level 3, address 0x0 "
-                  r"at pc 0x0"),
-    ("trap", r"aarch64 brk \(breakpoint\) #1 \(ESR_EL1 0x[0-9a-f]+\) at pc 0x8"),
-])
-def test_guest_faults_end_as_crash_reports(board, faults, kind, report):
+CRASH_REPORTS = {
+    "null": r"aarch64 data abort: translation fault, level 3, on a read, address 0x0 at pc",
+    "beyond-ram": r"aarch64 data abort: translation fault, level \d, on a read, "
+                  r"address 0x8000000000 at pc",
+    "wild-jump": r"aarch64 instruction abort: translation fault, level 3, address 0x0 at pc 0x0",
+    "trap": r"aarch64 brk \(breakpoint\) #1 \(ESR_EL1 0x[0-9a-f]+\) at pc 0x8",
+}
+
+
+@pytest.mark.parametrize("kind", CRASH_REPORTS)
+def test_guest_faults_end_as_crash_reports(board, faults, kind):
     r = board(f"uhyve-ctl run {faults.name} --backend kvm -- {kind}", puts=[faults])
     assert r.status == 125, r.stderr
     assert r.stdout == f"about to fault: {kind}\n"
-    assert re.search(report, r.stderr), r.stderr
+    assert re.search(CRASH_REPORTS[kind], r.stderr), r.stderr
 
 
 @pytest.mark.parametrize("kernel", ["ep", "is", "cg"])
