@@ -5,7 +5,6 @@ KVM runs of the same images; jobs migrate x86-64 KVM -> board KVM -> x86-64 KVM.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shlex
 import tarfile
@@ -15,7 +14,7 @@ import pytest
 
 from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 from npb_reference import check
-from test_board import qemu_unusable
+from test_board import board_state, qemu_unusable  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"), needs_kvm,
               pytest.mark.timeout(3600)]
@@ -59,22 +58,10 @@ class BoardShell:
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    """One board for this module, in a private state directory (the image is the cached one)."""
-    from hexo_sched.boards import image as board_image, vm as boards
-    state = tmp_path_factory.mktemp("boards")
-    old = os.environ.get("HEXO_BOARD_STATE")
-    os.environ["HEXO_BOARD_STATE"] = str(state)
-    try:
-        board_image.build()
-        with boards.up(BOARD).connect() as conn:
-            yield BoardShell(conn, tmp_path_factory.mktemp("board"))
-    finally:
-        boards.down(BOARD)
-        if old is None:
-            del os.environ["HEXO_BOARD_STATE"]
-        else:
-            os.environ["HEXO_BOARD_STATE"] = old
+def board(board_state, tmp_path_factory):
+    from hexo_sched.boards import vm as boards
+    with boards.up(BOARD).connect() as conn:
+        yield BoardShell(conn, tmp_path_factory.mktemp("board"))
 
 
 @pytest.fixture(scope="module")
