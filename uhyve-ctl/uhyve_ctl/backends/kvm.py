@@ -61,7 +61,8 @@ class KvmBackend(Backend):
     guest_isa = "x86_64"
     _pc_name = "rip"
 
-    def __init__(self, memory, isa: str = "x86_64", mode: str = "auto"):
+    def __init__(self, memory, isa: Optional[str] = None, mode: str = "auto"):
+        isa = isa or self.guest_isa
         if isa != self.guest_isa:
             raise ValueError(f"this KVM backend runs {self.guest_isa} guests, not {isa}")
         super().__init__(memory, isa)

@@ -72,9 +72,6 @@ class Aarch64KvmBackend(KvmBackend):
     guest_isa = "aarch64"
     _pc_name = "pc"
 
-    def __init__(self, memory, isa: str = "aarch64", mode: str = "auto"):
-        super().__init__(memory, isa, mode)
-
     def _entry_mode(self, mode: str) -> str:
         return "el1"                     # x86-64 entry modes do not apply
 
