@@ -7,7 +7,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross make patch xz-utils python3-venv \
+DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross linux-libc-dev-arm64-cross \
+        libc6-dev-arm64-cross make patch xz-utils python3-venv \
         openssh-server iproute2 valgrind qemu-system-arm qemu-utils debootstrap cpio kmod
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
