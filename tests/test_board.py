@@ -140,6 +140,18 @@ def test_hexo_code_on_the_board_is_the_checkout(boards):
     assert out.split() == [version, "runs"]
 
 
+def test_counter_sampling_on_the_board_says_what_it_can_read(boards):
+    p = hexo_board("exec", "b1", "--", "python3", "-m", "hexo_sched.counters")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("hardware counters on aarch64"), p.stdout
+    events = {line.split()[0]: line for line in lines[1:]}
+    assert set(events) == {"instructions_per_s", "llc_references_per_s", "llc_misses_per_s"}
+    for line in events.values():
+        assert " readable: perf_event_open works" in line or (
+            "NOT readable: perf_event_open(" in line), line
+
+
 def test_a_wrong_host_key_is_refused(boards, tmp_path):
     b = boards["b1"]
     other = tmp_path / "other"
@@ -209,7 +221,8 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
         backend = board_backend(conn)
     sections = "".join(
         sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
-                                   "/var/tmp/hexo", "uhyve-ctl", backend=backend)
+                                   "/var/tmp/hexo", "uhyve-ctl", backend=backend,
+                                   model="emulated-aarch64")
         for name, b in sorted(boards.items()))
     cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
                                      idle_after_s=1, poll_s=0.5, confirm_timeout_s=900,
