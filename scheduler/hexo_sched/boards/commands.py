@@ -35,7 +35,7 @@ def register(sub) -> None:
                                     "code, stream its output and exit with its status.")
     e.add_argument("name")
     e.add_argument("--put", action="append", default=[], type=Path, metavar="PATH")
-    e.add_argument("cmd", nargs="+", metavar="CMD")
+    e.add_argument("command", nargs="+", metavar="CMD")
     e.set_defaults(run=_exec)
     for p in (board, b, u, d, ls, e):
         p.set_defaults(errors=(BoardError, BoardImageError, HostError))
@@ -81,4 +81,5 @@ def _ls(args) -> int:
 def _exec(args) -> int:
     from .vm import Board
     with Board.running(args.name).connect() as conn:
-        return conn.run(args.cmd, puts=args.put, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+        return conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
+                        stderr=sys.stderr.buffer)

@@ -119,8 +119,7 @@ def require() -> BoardImage:
 
 
 def missing_tools() -> list[str]:
-    need = ["qemu-system-aarch64", "qemu-img", "debootstrap", "mkfs.ext4", "e2fsck", "debugfs",
-            "depmod", "cpio", "ssh-keygen", "apt-get", "dpkg-deb"]
+    need = ["qemu-system-aarch64", "qemu-img", "debootstrap", "mkfs.ext4", "e2fsck", "depmod", "cpio", "ssh-keygen", "apt-get", "dpkg-deb"]
     return [t for t in need if shutil.which(t) is None]
 
 
@@ -219,7 +218,10 @@ def _build_into(work: Path, say) -> None:
     shutil.rmtree(rootfs)
 
     optional = _second_stage(work, say, packages)
-    _run(["e2fsck", "-fp", disk], "e2fsck after the second stage")
+    fsck = subprocess.run(["e2fsck", "-fp", str(disk)], capture_output=True, text=True)
+    if fsck.returncode not in (0, 1):                  # 1: errors corrected
+        raise BoardImageError(f"e2fsck after the second stage failed ({fsck.returncode}):\n"
+                              f"{fsck.stdout[-2000:]}{fsck.stderr[-2000:]}")
     (work / "image.json").write_text(json.dumps({
         "recipe": recipe_hash(), "suite": SUITE, "kernel": kver, "packages": PACKAGES,
         "optional_installed": optional,

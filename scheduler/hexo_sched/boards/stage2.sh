@@ -8,9 +8,8 @@ mount -t devtmpfs devtmpfs /dev
 finish() {
     echo "hexo-stage2: $1"
     sync
-    umount /dev /sys /proc 2>/dev/null
     mount -o remount,ro / 2>/dev/null
-    echo o > /proc/sysrq-trigger
+    echo o > /proc/sysrq-trigger                  # needs /proc: it stays mounted
     while :; do sleep 1; done
 }
 if ! /debootstrap/debootstrap --second-stage; then
