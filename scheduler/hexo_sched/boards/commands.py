@@ -1,4 +1,4 @@
-"""`hexo board build|up|down|ls|exec|ssh-config`: arm64 board VMs for the scheduler and the tests."""
+"""`hexo board build|up|down|ls|exec`: arm64 board VMs for the scheduler and the tests."""
 
 from __future__ import annotations
 

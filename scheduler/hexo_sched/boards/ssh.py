@@ -21,7 +21,8 @@ SOURCE_ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = {"hexo": SOURCE_ROOT / "hexo", "uhyve_ctl": SOURCE_ROOT / "uhyve-ctl/uhyve_ctl",
             "hexo_sched": SOURCE_ROOT / "scheduler/hexo_sched"}
 SCRIPTS = {"uhyve-ctl": "uhyve_ctl.cli", "hexo": "hexo.cli"}
-ENV = f"PATH={CODE_DIR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ENV = (f"PATH={CODE_DIR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+       f"PYTHONPATH={CODE_DIR}")
 
 
 def code_bundle() -> tuple[str, bytes]:
