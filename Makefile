@@ -1,7 +1,7 @@
 # Entry points for a fresh Debian 12 machine (run as root: installs Debian packages).
 #   make demo    set up, build the NPB workloads, run them on KVM x86-64 and emulated arm64
 #   make board-image  build the arm64 board image (cached in /var/cache/hexo/board; first
-#                build ~10 min on an idle 2-core host, ~45 min on a busy one)
+#                build ~10 min on an idle 2-core host, ~45 min on a loaded one)
 #   make test    set up, build the board image and run the test suite
 #   make bench   set up and run the pyperf benchmarks
 SHELL := /bin/bash

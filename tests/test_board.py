@@ -232,7 +232,7 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
     try:
-        p = run([HEXO, "submit", ep, is_, ep, is_, "--state-dir", state_dir])
+        p = run([HEXO, "submit", ep, ep, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
         st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 1500,
                       "every job to end")

@@ -119,7 +119,8 @@ def require() -> BoardImage:
 
 
 def missing_tools() -> list[str]:
-    need = ["qemu-system-aarch64", "qemu-img", "debootstrap", "mkfs.ext4", "e2fsck", "depmod", "cpio", "ssh-keygen", "apt-get", "dpkg-deb"]
+    need = ["qemu-system-aarch64", "qemu-img", "debootstrap", "mkfs.ext4", "e2fsck", "depmod",
+            "cpio", "ssh-keygen", "apt-get", "dpkg-deb"]
     return [t for t in need if shutil.which(t) is None]
 
 
