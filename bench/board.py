@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +27,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "uhyve-ctl"), str(ROOT / "scheduler")]
 
 from hexo_sched.boards import vm  # noqa: E402
 
-os.environ.setdefault("HEXO_BOARD_STATE", tempfile.mkdtemp(prefix="hexo-bench-board-"))
+if "HEXO_BOARD_STATE" not in os.environ:
+    os.environ["HEXO_BOARD_STATE"] = tempfile.mkdtemp(prefix="hexo-bench-board-")
+    atexit.register(shutil.rmtree, os.environ["HEXO_BOARD_STATE"], True)
 
 
 def boot(loops: int) -> float:
