@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--linux", action="store_true",
                    help="static Linux executables (same layout and metadata) instead of "
                         "unikernels, for process and container migration with CRIU")
+    b.add_argument("--native-isa", choices=("x86_64", "aarch64"),
+                   help="with --native: a static Linux executable for this ISA (e.g. for an "
+                        "arm64 board)")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
     b.add_argument("--migratable", action="store_true",
                    help="record live values at every call site that can lead to a migration "
@@ -96,8 +99,8 @@ def _build(args) -> int:
     elif not sources:
         raise ValueError("nothing to build: give C sources or --workload")
     if args.native:
-        build_native(sources, args.output, defines, args.include_dirs)
-        print(f"{args.output}: native x86-64 executable")
+        isa = build_native(sources, args.output, defines, args.include_dirs, args.native_isa)
+        print(f"{args.output}: native {isa} Linux executable")
         return 0
     req = BuildRequest(sources, args.output, name or args.output.stem, defines,
                        args.include_dirs, extra, migratable=args.migratable or args.auto_points,

@@ -99,6 +99,34 @@ def cluster_config(directory: Path, s: Sshd, hexo: str, uhyve_ctl: str,
                    known_hosts: Path | None = None, **daemon) -> Path:
     """A hexo-schedd config: a one-core KVM server here and a one-core board reached over
     the sshd `s` (the emulated arm64 stand-in for a board); `daemon` adds [daemon] keys."""
+    board = board_section("board0", s.port, s.user_key, known_hosts or s.known_hosts,
+                          directory / "board", uhyve_ctl)
+    return server_config(directory, hexo, uhyve_ctl, board, **daemon)
+
+
+def board_section(name: str, port: int, key: Path, known_hosts: Path, board_dir, uhyve_ctl: str,
+                  **extra) -> str:
+    """One [[board]] of a hexo-schedd config: one core, reached over SSH on 127.0.0.1."""
+    more = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra.items())
+    return f"""
+[[board]]
+name = "{name}"
+cores = 1
+ram = "1G"
+link_mbit = 100
+host = "127.0.0.1"
+port = {port}
+user = "root"
+key = "{key}"
+known_hosts = "{known_hosts}"
+work_dir = "{board_dir}/work"
+run_dir = "{board_dir}/run"
+uhyve_ctl = "{uhyve_ctl}"
+{more}"""
+
+
+def server_config(directory: Path, hexo: str, uhyve_ctl: str, boards: str, **daemon) -> Path:
+    """directory/cluster.toml: a one-core KVM server here and the given [[board]] sections."""
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in daemon.items())
     cfg = directory / "cluster.toml"
     cfg.write_text(f"""[daemon]
@@ -113,19 +141,5 @@ ram = "2G"
 work_dir = "server/work"
 run_dir = "server/run"
 uhyve_ctl = "{uhyve_ctl}"
-
-[[board]]
-name = "board0"
-cores = 1
-ram = "1G"
-link_mbit = 100
-host = "127.0.0.1"
-port = {s.port}
-user = "root"
-key = "{s.user_key}"
-known_hosts = "{known_hosts or s.known_hosts}"
-work_dir = "{directory / 'board' / 'work'}"
-run_dir = "{directory / 'board' / 'run'}"
-uhyve_ctl = "{uhyve_ctl}"
-""")
+{boards}""")
     return cfg

@@ -10,6 +10,7 @@ location, instead of misbehaving on arm64 at run time.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -299,8 +300,14 @@ def _migration_metadata(work: Path, table: dict) -> dict[str, dict]:
 
 
 def build_native(sources: list[Path], output: Path, defines: list[str] = (),
-                 include_dirs: list[Path] = ()) -> None:
-    """The same program as an ordinary Linux executable (for comparisons and baselines)."""
-    run(["clang", "-O2", "-ffp-contract=off", "-fsigned-char", *[f"-D{d}" for d in defines],
-         *[f"-I{d}" for d in include_dirs], "-o", str(output), *map(str, sources), "-lm"],
-        "native build")
+                 include_dirs: list[Path] = (), isa: str | None = None) -> str:
+    """The same program as an ordinary Linux executable (for comparisons and baselines), for
+    this host or, statically linked, for another ISA's Linux; returns the ISA."""
+    host = os.uname().machine
+    cross = []
+    if isa not in (None, host):
+        cross = [f"--target={isa}-linux-gnu", "-static", "-fuse-ld=lld"]
+    run(["clang", *cross, "-O2", "-ffp-contract=off", "-fsigned-char",
+         *[f"-D{d}" for d in defines], *[f"-I{d}" for d in include_dirs], "-o", str(output),
+         *map(str, sources), "-lm"], "native build")
+    return isa or host

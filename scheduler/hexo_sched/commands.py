@@ -1,4 +1,4 @@
-"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate), registered
+"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate, board), registered
 through the `hexo.commands` entry-point group so that the core CLI does not import the
 scheduler."""
 
@@ -40,6 +40,8 @@ def register(sub) -> None:
     from .errors import SchedError
     for name in ("simulate", "submit", "status"):
         sub.choices[name].set_defaults(errors=(SchedError,))
+    from .boards.commands import register as register_boards
+    register_boards(sub)
 
 
 def _job_specs(args) -> list[dict]:

@@ -75,11 +75,8 @@ def _perf_event_open(config: int, tid: int, kind: int = PERF_TYPE_HARDWARE) -> i
 
 def hardware_counters() -> tuple[bool, str]:
     """Whether this machine can count hardware instructions, and why not."""
-    try:
-        os.close(_perf_event_open(PERF_COUNT_HW_INSTRUCTIONS, 0))
-        return True, "perf_event_open hardware events work"
-    except CountersUnavailable as e:
-        return False, str(e)
+    _, ok, why = event_report()[0]
+    return ok, "perf_event_open hardware events work" if ok else why
 
 
 class PerfEventSource:
@@ -153,3 +150,23 @@ def open_source(tid: int, benchmark: str, npb_class: str | None,
             raise CountersUnavailable(f"{e}; and no calibration table was given") from e
         rates = calibration.rates(benchmark, npb_class)
         return rates, f"no hardware counters ({e}); using {rates.source}"
+
+
+def event_report() -> list[tuple[str, bool, str]]:
+    """For each event the slowdown model uses: (name, readable here, what perf_event_open
+    said). Run on a board (`python3 -m hexo_sched.counters`) it tells what sampling there can
+    and cannot read."""
+    report = []
+    for name, config in EVENTS:
+        try:
+            os.close(_perf_event_open(config, 0))
+            report.append((name, True, "perf_event_open works"))
+        except CountersUnavailable as e:
+            report.append((name, False, str(e)))
+    return report
+
+
+if __name__ == "__main__":
+    print(f"hardware counters on {platform.machine()} ({platform.node()}):")
+    for event, ok, why in event_report():
+        print(f"  {event:22} {'readable' if ok else 'NOT readable'}: {why}")

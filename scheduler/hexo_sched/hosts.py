@@ -157,6 +157,16 @@ class SshHost:
                 self.close()
                 raise HostError(f"{self.name}: command failed over SSH: {e}") from None
 
+    def open_channel(self):
+        """A new session channel on the connection, for commands that stream (board exec)."""
+        import paramiko
+        with self._lock:
+            try:
+                return self._connect().get_transport().open_session()
+            except (paramiko.SSHException, EOFError) as e:
+                self.close()
+                raise HostError(f"{self.name}: cannot open an SSH channel: {e}") from None
+
     def _sftp(self, fn):
         import paramiko
         with self._lock:

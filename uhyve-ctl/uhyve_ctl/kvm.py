@@ -4,6 +4,11 @@ Every ioctl number and struct is declared once, here. Objects are created only b
 parent (Kvm -> Vm -> Vcpu), each ioctl has one method, failures raise KvmError with errno and
 the ioctl name, and a vCPU exit is a typed value. Ioctls go through ctypes, which releases
 the GIL, so another thread can kick a vCPU that sits in KVM_RUN (Vcpu.kick).
+
+Ioctl numbers follow the generic _IOC encoding, which x86-64 and arm64 share; the structs
+differ per architecture, so x86-64 registers have their own ioctls (KVM_GET_REGS,
+KVM_GET_SREGS) and arm64 registers go through KVM_GET/SET_ONE_REG with ids built by
+`arm64_core_reg`/`arm64_sys_reg`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class KvmError(UhyveError, OSError):
         self.ioctl = ioctl
 
 
-# --- structs (linux/kvm.h, x86 layouts) ----------------------------------------------------
+# --- structs (linux/kvm.h; x86 layouts, then arm64 and shared ones) ---------------------------
 
 class KvmRegs(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
@@ -78,6 +83,20 @@ class KvmCpuidEntry2(ctypes.Structure):
 
 class KvmCpuid2Header(ctypes.Structure):
     _fields_ = [("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32)]
+
+
+class KvmVcpuInit(ctypes.Structure):
+    """arm64: the CPU model (target) and optional features of a vCPU."""
+    _fields_ = [("target", ctypes.c_uint32), ("features", ctypes.c_uint32 * 7)]
+
+
+class KvmOneReg(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("addr", ctypes.c_uint64)]
+
+
+class KvmEnableCap(ctypes.Structure):
+    _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
 
 
 def _cpuid2(n: int) -> ctypes.Structure:
@@ -131,6 +150,11 @@ KVM_GET_SREGS = _ior(0x83, KvmSregs)
 KVM_SET_SREGS = _iow(0x84, KvmSregs)
 KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
 KVM_GET_STATS_FD = _io(0xCE)
+KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
+KVM_GET_ONE_REG = _iow(0xAB, KvmOneReg)
+KVM_SET_ONE_REG = _iow(0xAC, KvmOneReg)
+KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit)
+KVM_ARM_PREFERRED_TARGET = _ior(0xAF, KvmVcpuInit)
 
 _NAMES = {v: k for k, v in list(globals().items()) if k.startswith("KVM_") and isinstance(v, int)}
 
@@ -149,11 +173,13 @@ def _ioctl(fd: int, request: int, arg=None) -> int:
 
 _EXIT_IO, _EXIT_HLT, _EXIT_MMIO, _EXIT_SHUTDOWN = 2, 5, 6, 8
 _EXIT_FAIL_ENTRY, _EXIT_INTR, _EXIT_INTERNAL_ERROR = 9, 10, 17
+_EXIT_SYSTEM_EVENT, _EXIT_ARM_NISV = 24, 28
 _RUN_EXIT_REASON = 8            # offsets into struct kvm_run
 _RUN_IMMEDIATE_EXIT = 1
 _RUN_UNION = 32
 _EXIT_IO_FMT = struct.Struct("<BBHIQ")   # direction, size, port, count, data_offset
 _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
+_EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
 
 
 class IoExit(NamedTuple):
@@ -189,12 +215,24 @@ class Interrupted(NamedTuple):
     """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
 
 
+class SystemEvent(NamedTuple):
+    """arm64: the guest asked the firmware (PSCI) to power off, reset or report a crash."""
+    type: int
+
+
+class ArmNisv(NamedTuple):
+    """arm64: an access outside guest RAM whose instruction KVM cannot decode (no valid
+    syndrome: load/store pair, register writeback...); needs KVM_CAP_ARM_NISV_TO_USER."""
+    esr_iss: int
+    fault_ipa: int
+
+
 class UnknownExit(NamedTuple):
     reason: int
 
 
 VcpuExit = Union[IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted,
-                 UnknownExit]
+                 SystemEvent, ArmNisv, UnknownExit]
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -283,6 +321,15 @@ class Vm(_Fd):
     def create_vcpu(self, vcpu_id: int = 0) -> "Vcpu":
         return Vcpu(self, _ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id))
 
+    def enable_cap(self, cap: int, *args: int) -> None:
+        _ioctl(self.fd, KVM_ENABLE_CAP, KvmEnableCap(cap=cap, args=(ctypes.c_uint64 * 4)(*args)))
+
+    def arm_preferred_target(self) -> KvmVcpuInit:
+        """arm64: the vCPU model that matches the host CPU, for Vcpu.arm_vcpu_init."""
+        init = KvmVcpuInit()
+        _ioctl(self.fd, KVM_ARM_PREFERRED_TARGET, init)
+        return init
+
 
 class Stats:
     """A binary stats fd (KVM_GET_STATS_FD): descriptors parsed once, values read by pread."""
@@ -353,6 +400,21 @@ class Vcpu(_Fd):
     def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
         _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
 
+    def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
+        """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""
+        _ioctl(self.fd, KVM_ARM_VCPU_INIT, init)
+
+    def get_one_reg(self, reg_id: int) -> int:
+        """One register by its KVM_REG_* id; its size is encoded in the id."""
+        buf = ctypes.create_string_buffer(_one_reg_size(reg_id))
+        _ioctl(self.fd, KVM_GET_ONE_REG, KvmOneReg(id=reg_id, addr=ctypes.addressof(buf)))
+        return int.from_bytes(buf.raw, "little")
+
+    def set_one_reg(self, reg_id: int, value: int) -> None:
+        size = _one_reg_size(reg_id)
+        buf = ctypes.create_string_buffer(value.to_bytes(size, "little"), size)
+        _ioctl(self.fd, KVM_SET_ONE_REG, KvmOneReg(id=reg_id, addr=ctypes.addressof(buf)))
+
     def stats(self) -> Stats:
         if self._stats is None:
             self._stats = Stats(_ioctl(self.fd, KVM_GET_STATS_FD))
@@ -404,4 +466,70 @@ class Vcpu(_Fd):
             return InternalError(struct.unpack_from("<I", run, _RUN_UNION)[0])
         if reason == _EXIT_FAIL_ENTRY:
             return FailEntry(struct.unpack_from("<Q", run, _RUN_UNION)[0])
+        if reason == _EXIT_SYSTEM_EVENT:
+            return SystemEvent(struct.unpack_from("<I", run, _RUN_UNION)[0])
+        if reason == _EXIT_ARM_NISV:
+            return ArmNisv(*_EXIT_NISV_FMT.unpack_from(run, _RUN_UNION))
         return UnknownExit(reason)
+
+
+# --- arm64 register ids (arch/arm64/include/uapi/asm/kvm.h) ---------------------------------
+
+KVM_CAP_ARM_NISV_TO_USER = 177       # undecodable MMIO accesses exit as ArmNisv, not ENOSYS
+KVM_REG_ARM64 = 0x6000000000000000
+KVM_REG_SIZE_SHIFT = 52
+KVM_REG_SIZE_U32 = 2 << KVM_REG_SIZE_SHIFT
+KVM_REG_SIZE_U64 = 3 << KVM_REG_SIZE_SHIFT
+KVM_REG_SIZE_U128 = 4 << KVM_REG_SIZE_SHIFT
+KVM_REG_ARM_CORE = 0x0010 << 16
+KVM_REG_ARM64_SYSREG = 0x0013 << 16
+
+
+def _one_reg_size(reg_id: int) -> int:
+    return 1 << ((reg_id >> KVM_REG_SIZE_SHIFT) & 0xF)
+
+
+class _Arm64UserPtRegs(ctypes.Structure):
+    _fields_ = [("regs", ctypes.c_uint64 * 31), ("sp", ctypes.c_uint64),
+                ("pc", ctypes.c_uint64), ("pstate", ctypes.c_uint64)]
+
+
+class Arm64KvmRegs(ctypes.Structure):
+    """struct kvm_regs of arm64, only to give the offsets that KVM_REG_ARM_CORE ids encode.
+    vregs are __uint128_t (16-byte aligned), modelled as pairs of u64 after explicit padding."""
+    _fields_ = [("regs", _Arm64UserPtRegs), ("sp_el1", ctypes.c_uint64),
+                ("elr_el1", ctypes.c_uint64), ("spsr", ctypes.c_uint64 * 5),
+                ("_align_vregs", ctypes.c_uint64), ("vregs", ctypes.c_uint64 * 64),
+                ("fpsr", ctypes.c_uint32), ("fpcr", ctypes.c_uint32),
+                ("_reserved", ctypes.c_uint32 * 2)]
+
+
+def _arm64_core_offset(name: str) -> tuple[int, int]:
+    """Byte offset and size of a kvm_regs field: x0..x30, sp (SP_EL0), pc, pstate, sp_el1,
+    elr_el1, spsr_el1, v0..v31, fpsr, fpcr."""
+    pt = Arm64KvmRegs.regs.offset
+    if name[0] == "x" and name[1:].isdigit() and int(name[1:]) < 31:
+        return pt + 8 * int(name[1:]), 8
+    if name in ("sp", "pc", "pstate"):
+        return pt + getattr(_Arm64UserPtRegs, name).offset, 8
+    if name == "spsr_el1":
+        return Arm64KvmRegs.spsr.offset, 8
+    if name[0] == "v" and name[1:].isdigit() and int(name[1:]) < 32:
+        return Arm64KvmRegs.vregs.offset + 16 * int(name[1:]), 16
+    if name in ("sp_el1", "elr_el1", "fpsr", "fpcr"):
+        field = getattr(Arm64KvmRegs, name)
+        return field.offset, field.size
+    raise ValueError(f"no arm64 core register {name!r}")
+
+
+def arm64_core_reg(name: str) -> int:
+    """ONE_REG id of a core register (a field of arm64's struct kvm_regs)."""
+    offset, size = _arm64_core_offset(name)
+    width = {4: KVM_REG_SIZE_U32, 8: KVM_REG_SIZE_U64, 16: KVM_REG_SIZE_U128}[size]
+    return KVM_REG_ARM64 | width | KVM_REG_ARM_CORE | offset // 4
+
+
+def arm64_sys_reg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """ONE_REG id of a 64-bit system register by its MRS/MSR encoding."""
+    return (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | (op0 << 14) | (op1 << 11)
+            | (crn << 7) | (crm << 3) | op2)

@@ -10,6 +10,7 @@ GIL and the handler could never run, so host accesses go through GuestMemory.on_
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
 import struct
@@ -24,7 +25,7 @@ _libc.ioctl.restype = ctypes.c_int
 _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
-SYS_USERFAULTFD = 323                       # x86-64
+SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}.get(os.uname().machine)
 UFFD_API = 0xAA
 UFFDIO_API = 0xC018AA3F                     # _IOWR(0xAA, 0x3F, struct uffdio_api)
 UFFDIO_REGISTER = 0xC020AA00
@@ -54,6 +55,9 @@ class Userfault:
     calls `on_fault(host_address)` for each fault."""
 
     def __init__(self, ranges: list[tuple[int, int]], on_fault: Callable[[int], None]):
+        if SYS_USERFAULTFD is None:
+            raise UserfaultError(errno.ENOSYS, f"userfaultfd: no syscall number known for "
+                                               f"{os.uname().machine}")
         self.fd = _check(_libc.syscall(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK),
                          "userfaultfd (needs root, or vm.unprivileged_userfaultfd=1)")
         try:

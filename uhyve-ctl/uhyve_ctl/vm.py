@@ -27,14 +27,15 @@ def pick_backend(isa: str, requested: str = "auto") -> str:
     native = isa == HOST_ISA and os.access("/dev/kvm", os.R_OK | os.W_OK)
     if requested == "kvm" and isa != HOST_ISA:
         raise ValueError(f"the kvm backend runs {HOST_ISA} guests on this host, not {isa}")
-    if requested == "kvm" and isa != "x86_64":
-        raise ValueError("the kvm backend supports x86_64 guests only so far")
     if requested == "auto":
-        return "kvm" if native and isa == "x86_64" else "emu"
+        return "kvm" if native else "emu"
     return requested
 
 
 def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
+    if kind == "kvm" and isa == "aarch64":
+        from .backends.kvm_aarch64 import Aarch64KvmBackend
+        return Aarch64KvmBackend(memory, isa)
     if kind == "kvm":
         from .backends.kvm import KvmBackend
         return KvmBackend(memory, isa, mode=x86_entry)

@@ -4,6 +4,10 @@ Two entry modes. "user" runs the guest at CPL3 (CS 0x33, SS/DS 0x2b): on PVM hos
 (kvm_pvm, no VT-x) that is the only way to run natively, a CPL0 guest is emulated instruction
 by instruction. "kernel" is the classic CPL0 entry (CS 0x08, SS/DS 0x10) for VT-x/SVM hosts.
 "auto" picks user on PVM. Either way the guest has no IDT: an exception ends the run.
+
+KvmBackend also holds what both ISAs share on KVM (memory slots, post-copy through
+userfaultfd, the run loop and its doorbell check, teardown); kvm_aarch64.py overrides the
+vCPU set-up, register access and crash reports for arm64 hosts.
 """
 
 from __future__ import annotations
@@ -54,12 +58,15 @@ def resolve_mode(mode: str) -> str:
 
 class KvmBackend(Backend):
     name = "kvm"
+    guest_isa = "x86_64"
+    _pc_name = "rip"
 
-    def __init__(self, memory, isa: str = "x86_64", mode: str = "auto"):
-        if isa != "x86_64":
-            raise ValueError(f"the KVM backend runs x86_64 guests, not {isa}")
+    def __init__(self, memory, isa: Optional[str] = None, mode: str = "auto"):
+        isa = isa or self.guest_isa
+        if isa != self.guest_isa:
+            raise ValueError(f"this KVM backend runs {self.guest_isa} guests, not {isa}")
         super().__init__(memory, isa)
-        self.mode = resolve_mode(mode)
+        self.mode = self._entry_mode(mode)
         self.kvm = kvm.Kvm()
         self.vm: Optional[kvm.Vm] = None
         self.vcpu: Optional[kvm.Vcpu] = None
@@ -68,9 +75,16 @@ class KvmBackend(Backend):
             self.vm = self.kvm.create_vm()
             for slot, (addr, size) in enumerate(memory.ram_regions()):
                 self.vm.set_user_memory_region(slot, addr, size, memory.host_address + addr)
+            self._configure_vm()
         except BaseException:
             self.close()
             raise
+
+    def _entry_mode(self, mode: str) -> str:
+        return resolve_mode(mode)
+
+    def _configure_vm(self) -> None:
+        """VM-wide set-up an ISA needs before its vCPU exists."""
 
     def defer_pages(self, pager) -> None:
         """Post-copy restore: the remote areas' pages are missing in the host mapping; the
@@ -150,14 +164,18 @@ class KvmBackend(Backend):
                     if deadline is not None and time.monotonic() >= deadline:
                         return TimedOut(timeout)
                 else:
-                    rip = vcpu.get_regs().rip
-                    return Crashed(self._describe(ex, rip), rip)
+                    return self._crash(ex)
         finally:
             if timer is not None:
                 timer.cancel()
 
+    def _crash(self, ex: kvm.VcpuExit) -> Crashed:
+        """The report of an exit that is not a hypercall."""
+        rip = self.vcpu.get_regs().rip
+        return Crashed(self._describe(ex, rip), rip)
+
     def _describe(self, ex: kvm.VcpuExit, rip: int) -> str:
-        at = f"at rip 0x{rip:x}"
+        at = f"at {self._pc_name} 0x{rip:x}"
         if isinstance(ex, kvm.Shutdown):
             why = ("a CPL3 guest on PVM has no exception handling, so a page fault, #GP, #UD, "
                    "hlt or privileged instruction ends it" if self.mode == "user"

@@ -1,0 +1,85 @@
+"""`hexo board build|up|down|ls|exec`: arm64 board VMs for the scheduler and the tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from ..hosts import HostError
+    from .image import BoardImageError
+    from .vm import BoardError
+    board = sub.add_parser("board", help="arm64 board VMs (qemu-system-aarch64 with KVM inside): "
+                                         "build, up, exec, ls, down",
+                           description="Arm64 Linux boards emulated by qemu-system-aarch64 "
+                                       "(EL2, so the board has /dev/kvm), driven over SSH.")
+    bsub = board.add_subparsers(dest="board_command", required=True)
+    b = bsub.add_parser("build", help="build the board image (cached; progress shown)")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.set_defaults(run=_build)
+    u = bsub.add_parser("up", help="boot a board and wait until SSH answers")
+    u.add_argument("name")
+    u.add_argument("--cpus", type=int, default=2)
+    u.add_argument("--mem", default="2G")
+    u.set_defaults(run=_up)
+    d = bsub.add_parser("down", help="shut a board down (or clean up after a crashed one)")
+    d.add_argument("names", nargs="+", metavar="name")
+    d.set_defaults(run=_down)
+    ls = bsub.add_parser("ls", help="boards and their state (running, crashed, ...)")
+    ls.set_defaults(run=_ls)
+    e = bsub.add_parser("exec", help="run a command in a fresh directory on a board",
+                        usage="hexo board exec [-h] NAME [--put PATH]... -- CMD [ARG...]",
+                        description="Copy each --put file or directory into a fresh working "
+                                    "directory on the board, run CMD there with hexo's current "
+                                    "code, stream its output and exit with its status.")
+    e.add_argument("name")
+    e.add_argument("--put", action="append", default=[], type=Path, metavar="PATH")
+    e.add_argument("command", nargs="+", metavar="CMD")
+    e.set_defaults(run=_exec)
+    for p in (board, b, u, d, ls, e):
+        p.set_defaults(errors=(BoardError, BoardImageError, HostError))
+
+
+def _build(args) -> int:
+    from .image import build
+    from .progress import BuildProgress
+    with BuildProgress() as progress:
+        img = build(progress.update, force=args.force)
+    info = img.info
+    print(f"board image {img.dir}: Debian {info['suite']} arm64, kernel {info['kernel']}, "
+          f"wheels {' '.join(info['wheels'])}")
+    return 0
+
+
+def _up(args) -> int:
+    from .vm import up
+    b = up(args.name, cpus=args.cpus, mem=args.mem)
+    print(f"{b.name}: up, SSH root@127.0.0.1:{b.port} (host key pinned in {b.known_hosts})")
+    print(f"  ssh -i {b.image.client_key} -o UserKnownHostsFile={b.known_hosts} "
+          f"-p {b.port} root@127.0.0.1")
+    return 0
+
+
+def _down(args) -> int:
+    from .vm import down
+    for name in args.names:
+        print(f"{name}: {down(name)}")
+    return 0
+
+
+def _ls(args) -> int:
+    from .vm import list_boards
+    boards = list_boards()
+    if not boards:
+        print("no boards")
+    for b in boards:
+        print(f"{b.name:10} {b.state():34} 127.0.0.1:{b.port:<6} cpus {b.cpus} mem {b.mem}")
+    return 0
+
+
+def _exec(args) -> int:
+    from .vm import Board
+    with Board.running(args.name).connect() as conn:
+        return conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
+                        stderr=sys.stderr.buffer)

@@ -1,0 +1,147 @@
+"""Commands on a board over one SSH connection (each new key exchange costs 2-3 s under TCG).
+
+hexo's code is pushed to `/opt/hexo` on first use and whenever the checkout changes (a hash of
+the shipped files is kept there), so a board always runs the server's code: `uhyve-ctl` and
+`hexo` on the board's PATH are wrappers around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import select
+import shlex
+import tarfile
+from pathlib import Path
+
+from ..hosts import HostError, SshHost
+
+CODE_DIR = "/opt/hexo"
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+PACKAGES = {"hexo": SOURCE_ROOT / "hexo", "uhyve_ctl": SOURCE_ROOT / "uhyve-ctl/uhyve_ctl",
+            "hexo_sched": SOURCE_ROOT / "scheduler/hexo_sched"}
+SCRIPTS = {"uhyve-ctl": "uhyve_ctl.cli", "hexo": "hexo.cli"}
+ENV = (f"PATH={CODE_DIR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+       f"PYTHONPATH={CODE_DIR}")
+
+
+def code_bundle() -> tuple[str, bytes]:
+    """(hash, tar.gz) of hexo's Python packages and the wrappers of its commands."""
+    files: list[tuple[str, bytes, int]] = []
+    for pkg, src in PACKAGES.items():
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".sh"):
+                files.append((f"{pkg}/{f.relative_to(src)}", f.read_bytes(), 0o644))
+    for name, module in SCRIPTS.items():
+        files.append((f"bin/{name}", (f"#!/usr/bin/python3\nimport sys\n"
+                                      f"sys.path.insert(0, {CODE_DIR!r})\n"
+                                      f"from {module} import main\nsys.exit(main())\n").encode(),
+                      0o755))
+    digest = hashlib.sha256()
+    for name, data, mode in files:
+        digest.update(f"{name}\0{mode}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()[:16], _tar_gz((name, data, mode) for name, data, mode in files)
+
+
+def _tar_gz(entries) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _tar_of_paths(paths: list[Path]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for p in paths:
+            if not p.exists():
+                raise HostError(f"--put {p}: no such file or directory")
+            tar.add(p, arcname=p.resolve().name)
+    return buf.getvalue()
+
+
+class BoardConnection:
+    """One authenticated SSH connection to a board (host key pinned), reused for all calls."""
+
+    def __init__(self, board):
+        self.board = board
+        self.host = SshHost(board.name, "127.0.0.1", board.port, "root", board.image.client_key,
+                            board.known_hosts, connect_timeout=30.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.host.close()
+
+    def sync_code(self) -> None:
+        """Install the checkout's hexo code on the board unless it is already there."""
+        version, bundle = code_bundle()
+        rc, out, _ = self.host.sh(f"cat {CODE_DIR}/VERSION 2>/dev/null")
+        if out.strip() == version:
+            return
+        new = f"{CODE_DIR}.new"
+        status = self.stream(
+            f"set -e; rm -rf {new}; mkdir -p {new}; tar -xzf - -C {new}; "
+            f"echo {version} > {new}/VERSION; rm -rf {CODE_DIR}; mv {new} {CODE_DIR}; "
+            f"for s in {' '.join(SCRIPTS)}; do ln -sf {CODE_DIR}/bin/$s /usr/local/bin/$s; done",
+            stdin=bundle)
+        if status != 0:
+            raise HostError(f"{self.board.name}: installing hexo's code failed ({status})")
+
+    def run(self, cmd: list[str], puts: list[Path] = (), stdout=None, stderr=None) -> int:
+        """Run cmd in a fresh directory holding copies of puts; stream its output; its status."""
+        self.sync_code()
+        rc, out, err = self.host.sh("mktemp -d /var/tmp/hexo-exec.XXXXXX")
+        if rc != 0:
+            raise HostError(f"{self.board.name}: mktemp failed: {err.strip()}")
+        work = out.strip()
+        if puts:
+            status = self.stream(f"tar -xzf - -C {work}", stdin=_tar_of_paths(list(puts)))
+            if status != 0:
+                raise HostError(f"{self.board.name}: copying --put files failed ({status})")
+        return self.stream(f"cd {work} && {ENV} {shlex.join(cmd)}; st=$?; cd /; rm -rf {work}; "
+                           "exit $st", stdout=stdout, stderr=stderr)
+
+    def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None) -> int:
+        """Run a shell script on the board, copying its output to the given binary files as
+        it comes; its exit status (128+N when killed by signal N)."""
+        chan = self.host.open_channel()
+        try:
+            chan.exec_command(script)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                select.select([chan], [], [], 1.0)
+                got = False
+                while chan.recv_ready():
+                    _write(stdout, chan.recv(65536))
+                    got = True
+                while chan.recv_stderr_ready():
+                    _write(stderr, chan.recv_stderr(65536))
+                    got = True
+                if not got and chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+                if not got and chan.closed:
+                    break
+            status = chan.recv_exit_status()
+            return status if status >= 0 else 255
+        finally:
+            chan.close()
+
+    def power_off(self) -> None:
+        """Sync, remount read-only and power off (qemu then exits); the command does not
+        return, so its channel is not waited for."""
+        chan = self.host.open_channel()
+        chan.exec_command("sync; echo u > /proc/sysrq-trigger; echo o > /proc/sysrq-trigger")
+
+
+def _write(f, data: bytes) -> None:
+    if f is not None and data:
+        f.write(data)
+        f.flush()
