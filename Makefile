@@ -39,8 +39,10 @@ bench: deps
 	$(PY) bench/migration.py
 	$(PY) bench/postcopy.py
 	$(PY) bench/schedd.py
+	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
 	$(PY) bench/shortjob.py
+	$(PY) bench/fuzz_hypercalls.py
 
 clean:
 	rm -rf build $(VENV)

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pyperf
 
+from hexo.workloads import CORPUS
+from hexo_sched.agents import stats_run_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scheduler")]
-
-from hexo.workloads import CORPUS  # noqa: E402
-from hexo_sched.agents import stats_run_seconds  # noqa: E402
-
 BIN = Path(sys.executable).parent
 IMAGES = ROOT / "build" / "bench"
 TARGET = 1.05

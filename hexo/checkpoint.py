@@ -23,10 +23,15 @@ version, a checksum mismatch, a truncated area, or a checkpoint of another image
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import zlib
 from typing import Callable, Iterable, NamedTuple
+
+from . import abi, checkpoint_schema
+from .errors import HexoError
 
 FORMAT = "hexo-checkpoint"
 VERSION_MAJOR = 1
@@ -36,7 +41,7 @@ POSTCOPY_MAJOR = 2      # a checkpoint with remote areas: a 1.x reader must refu
 MANIFEST = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HexoError, ValueError):
     """A checkpoint that cannot be used, with the reason."""
 
 
@@ -151,6 +156,13 @@ class Checkpoint:
                                   f"{POSTCOPY_MAJOR}.x)")
         if meta.get("manifest_crc32") != _manifest_crc(meta):
             raise CheckpointError(f"{mpath}: manifest checksum mismatch (corrupt checkpoint)")
+        wrong = checkpoint_schema.problem(meta)
+        if wrong:
+            raise CheckpointError(f"{mpath}: malformed manifest: {wrong}")
+        if meta["abi_version"] >> 16 != abi.ABI_MAJOR:
+            raise CheckpointError(f"{self.path}: taken under hypercall ABI "
+                                  f"{meta['abi_version'] >> 16}.{meta['abi_version'] & 0xffff}; "
+                                  f"this hexo speaks {abi.ABI_MAJOR}.x")
         self.meta = meta
         try:
             self.areas = [Area(**a) for a in meta["areas"]]
@@ -189,13 +201,18 @@ class Checkpoint:
                                   f"--pages-from)")
         fpath = os.path.join(self.path, os.path.basename(area.file))
         try:
-            with open(fpath, "rb") as f:
-                stored = f.read()
+            fd = os.open(fpath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise CheckpointError(f"{fpath}: not a regular file")
+                stored = f.read(area.stored_size + 1)     # bounded by what the manifest says
         except OSError as e:
-            raise CheckpointError(f"{fpath}: cannot read area: {e.strerror}") from None
+            why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            raise CheckpointError(f"{fpath}: cannot read area: {why}") from None
         if len(stored) != area.stored_size:
-            raise CheckpointError(f"{fpath}: truncated ({len(stored)} of {area.stored_size} "
-                                  f"bytes)")
+            raise CheckpointError(f"{fpath}: {'longer' if len(stored) > area.stored_size else 'shorter'}"
+                                  f" than the {area.stored_size} bytes the manifest names "
+                                  f"(corrupt or truncated checkpoint)")
         try:
             raw = zlib.decompress(stored) if area.compression == "zlib" else stored
         except zlib.error as e:

@@ -52,9 +52,33 @@ def _workloads(args) -> int:
     return 0
 
 
+def _output_file(path: Path) -> Path:
+    """An output path whose directory exists and that is not itself a directory."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; -o names the file to write")
+    if not path.resolve().parent.is_dir():
+        raise ValueError(f"{path.parent} does not exist; create it first")
+    return path
+
+
+def _new_directory(path: Path) -> Path:
+    """An output directory that does not exist yet, in one that does."""
+    if path.exists():
+        raise ValueError(f"{path} already exists; -o names a new checkpoint directory")
+    if not path.resolve().parent.is_dir():
+        raise ValueError(f"{path.parent} does not exist; create it first")
+    return path
+
+
 def _build(args) -> int:
     from .toolchain.build import BuildRequest, build, build_native
     from . import workloads
+    _output_file(args.output)
+    for src in args.sources:
+        if src.suffix != ".c":
+            raise ValueError(f"{src}: not a C source file (hexo build compiles .c files)")
+        if not src.is_file():
+            raise ValueError(f"{src}: no such file")
 
     sources, defines, name, extra = list(args.sources), list(args.defines), None, {}
     if args.workload:
@@ -151,9 +175,13 @@ def _inspect(args) -> int:
     for region, (lo, hi) in lay["areas"].items():
         print(f"  {region:8} [{lo:#x}, {hi:#x}) {hi - lo} bytes")
     if "migration" in m:
+        from .retarget import metadata
+        for isa in img.isas:
+            metadata(img, isa)          # the transform's own reader: corrupt metadata fails here
         mig = m["migration"]
         print(f"migration  {mig['call_sites']} call sites, {mig['live_values']} live values "
-              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))})")
+              f"recorded (metadata {'.'.join(map(str, mig['metadata_version']))}, readable on "
+              f"every ISA)")
     mem = m["memory"]
     print(f"memory     image ends at {mem['image_end']:#x}; needs at least "
           f"{mem['min_mem'] >> 20} MiB of guest RAM")
@@ -164,6 +192,7 @@ def _transform(args) -> int:
     from . import checkpoint
     from .image import Image
     from .retarget import kept_source, retarget
+    _new_directory(args.output)
     ck = checkpoint.Checkpoint(args.checkpoint)
     image = Image(args.image or ck.meta["image"]["path"])
     ck.check_image(image)
@@ -194,10 +223,7 @@ def _plugins(sub) -> None:
 
 
 def main(argv=None) -> int:
-    from .checkpoint import CheckpointError
-    from .image import ImageError
-    from .toolchain.sysroot import ToolchainError
-    from .transform import TransformError
+    from .errors import HexoError, one_line
     argv = list(sys.argv[1:] if argv is None else argv)
     p, sub = _parser()
     if not argv or argv[0] not in COMMANDS:
@@ -207,12 +233,11 @@ def main(argv=None) -> int:
             return cmd.get_default("run")(argv[1:])
     args = p.parse_args(argv)
     run = COMMANDS.get(args.cmd) or args.run
-    errors = (ToolchainError, ImageError, CheckpointError, TransformError, ValueError,
-              *getattr(args, "errors", ()))
     try:
         return run(args)
-    except errors as e:
-        print(f"hexo: error: {e}", file=sys.stderr)
+    except Exception as e:          # the boundary: one line, never a traceback
+        known = (HexoError, ValueError, *getattr(args, "errors", ()))
+        print(f"hexo: error: {one_line(e, args.cmd, known)}", file=sys.stderr)
         return 1
 
 

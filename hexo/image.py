@@ -21,6 +21,8 @@ import struct
 import zlib
 from typing import NamedTuple
 
+from .errors import HexoError
+
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
@@ -30,7 +32,7 @@ _ALIGN = 4096
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
 
-class ImageError(Exception):
+class ImageError(HexoError):
     """A file that is not a usable hexo image, with the reason."""
 
 

@@ -22,6 +22,7 @@ import struct
 from typing import NamedTuple
 
 from .abi import STACK_BOTTOM, STACK_TOP
+from .errors import HexoError
 
 MAIN_CFA_GAP = 512          # bytes left above main's frame for the trampoline and boot frames
 
@@ -38,7 +39,7 @@ _ARM_TO_X86_ROUNDING = {v: k for k, v in _X86_TO_ARM_ROUNDING.items()}
 _RA_SLOT = {"x86_64": 16, "aarch64": 30}
 
 
-class TransformError(Exception):
+class TransformError(HexoError):
     """The stack cannot be rewritten for the other ISA; the checkpoint stays as it was."""
 
 

@@ -73,3 +73,20 @@ def test_bad_requests_are_refused_in_one_line(images):
         assert len(p.stderr.strip().splitlines()) == 1
     plain = run([HEXO, "certify", images.get("npb-is", "S")])
     assert plain.returncode == 2 and "build it with --migratable" in plain.stderr
+
+
+@needs_kvm
+def test_guest_arguments_and_both_output_streams_are_compared(tmp_path):
+    """chatty prints to stdout and stderr with a migration point after each pair of lines:
+    its arguments reach every run, and both streams are compared whole."""
+    from conftest import ROOT
+    image = tmp_path / "chatty.hexo"
+    b = run([HEXO, "build", ROOT / "tests" / "programs" / "chatty.c", "--migratable", "-o",
+             image])
+    assert b.returncode == 0, b.stderr
+    p = run([HEXO, "certify", image, "--points", "1,50%,12", "--json", "--", "lines", "12"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    result = json.loads(p.stdout)
+    assert result["args"] == ["lines", "12"] and result["points_total"] == 12
+    assert result["points"] == [1, 6, 12] and all(r["identical"] for r in result["runs"])
+    assert len(result["runs"]) == 2 + 6 + 1

@@ -94,6 +94,19 @@ def _damage(path, offset=10):
     path.write_bytes(bytes(data))
 
 
+def _forge(d, change):
+    """Edit the manifest and sign it again: right checksum, wrong content."""
+    meta = json.loads((d / "checkpoint.json").read_text())
+    change(meta)
+    meta["manifest_crc32"] = checkpoint._manifest_crc(meta)
+    (d / "checkpoint.json").write_text(json.dumps(meta))
+
+
+def _link_to_dev_zero(d):
+    (d / "area-1.bin").unlink()
+    os.symlink("/dev/zero", d / "area-1.bin")
+
+
 @pytest.fixture
 def saved(image, env, tmp_path):
     out = tmp_path / "ckpt"
@@ -111,13 +124,30 @@ def saved(image, env, tmp_path):
     (lambda d: (d / "checkpoint.json").write_text(
         (d / "checkpoint.json").read_text().replace('"version": [\n  1,', '"version": [\n  9,')),
      "format 9.x is not readable"),
+    (lambda d: (d / "area-2.bin").write_bytes((d / "area-2.bin").read_bytes() + b"x"),
+     "longer than"),
+    (_link_to_dev_zero, "symbolic link"),
+    (lambda d: _forge(d, lambda m: m.pop("context")), "'context' is a required property"),
+    (lambda d: _forge(d, lambda m: m["context"].update(pc=-1)), "context.pc"),
+    (lambda d: _forge(d, lambda m: m["kernel"].update(brk="0x800000")), "kernel.brk"),
+    (lambda d: _forge(d, lambda m: m["areas"][0].update(compression="lz4")),
+     "areas.0.compression"),
+    (lambda d: _forge(d, lambda m: m["areas"][0].update(file="../../etc/passwd")),
+     "areas.0.file"),
+    (lambda d: _forge(d, lambda m: m.update(abi_version=9 << 16)), "hypercall ABI 9.0"),
+    (lambda d: _forge(d, lambda m: m["context"].update(pc=0x41414141)),
+     "pc 0x41414141 is outside the x86_64 code"),
 ])
 def test_bad_checkpoints_are_refused_and_left_intact(image, env, saved, damage, message):
     damage(saved)
-    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    before = _contents(saved)
     p = run([UHYVE, "restore", saved], env=env)
     assert p.returncode == 126 and message in p.stderr, p.stderr
-    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert _contents(saved) == before
+
+
+def _contents(d):
+    return {p.name: os.readlink(p) if p.is_symlink() else p.read_bytes() for p in d.iterdir()}
 
 
 def test_wrong_image_and_wrong_isa_then_retry(image, env, saved, images):

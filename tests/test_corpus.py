@@ -113,17 +113,27 @@ def test_migration_point_inside_a_vla_frame(images, env, tmp_path, legs):
     assert _stable(out) == _stable(_native(images, "vla"))
 
 
-LEGACY_PENDING = ("unprototyped calls are refused on paths to migration points until they are "
-                  "resolved against the linked definitions (issue 10, item 3)")
+@needs_kvm
+@pytest.mark.parametrize("legs", [[("x86_64", 50), ("aarch64", None)],
+                                  [("aarch64", 150), ("x86_64", None)]], ids=_leg_id)
+def test_legacy_program_with_a_point_behind_unprototyped_calls(images, env, tmp_path, legs):
+    """The point is in eliminate() (knr_lib.c), which main (knr.c) calls without a prototype."""
+    b = _build_variant(tmp_path, ["corpus/knr.c", "corpus/knr_lib.c"],
+                       "-DPOINT_IN_LEGACY_CALLEE", "--migratable")
+    assert b.returncode == 0, b.stderr
+    out = _chain(tmp_path / "variant.hexo", legs, env, tmp_path)
+    _verified("knr", out)
+    assert _stable(out) == _stable(_native(images, "knr"))
 
 
 @needs_kvm
-@pytest.mark.xfail(reason=LEGACY_PENDING, strict=True)
-@pytest.mark.parametrize("flags", [["-DPOINT_IN_LEGACY_CALLEE", "--migratable"],
-                                   ["--auto-points"]], ids=["point-in-callee", "auto-points"])
-def test_legacy_program_with_points_behind_unprototyped_calls(images, env, tmp_path, flags):
-    b = _build_variant(tmp_path, ["corpus/knr.c", "corpus/knr_lib.c"], *flags)
+@pytest.mark.parametrize("workload", CORPUS)
+def test_auto_points_accepted_and_migrating(images, env, tmp_path, workload):
+    """`--auto-points` builds every corpus program; the job moves at its second point."""
+    image = tmp_path / f"{workload}.auto.hexo"
+    b = run([HEXO, "build", "--workload", workload, "--class", "S", "--auto-points",
+             "-o", image])
     assert b.returncode == 0, b.stderr
-    out = _chain(tmp_path / "variant.hexo", [("x86_64", 3), ("aarch64", None)], env, tmp_path)
-    _verified("knr", out)
-    assert _stable(out) == _stable(_native(images, "knr"))
+    out = _chain(image, [("aarch64", 2), ("x86_64", None)], env, tmp_path)
+    _verified(workload, out)
+    assert _stable(out) == _stable(_native(images, workload))

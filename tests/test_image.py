@@ -129,3 +129,17 @@ def test_the_format_document_gives_the_sizes_the_code_writes():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
     assert f"| {image._HEADER.size} | {image._ENTRY.size}·N | entry table |" in doc
     assert re.search(rf"Each entry \({image._ENTRY.size} bytes\)", doc)
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
+def test_inspect_refuses_corrupt_migration_metadata(images, tmp_path, isa):
+    from conftest import HEXO, run
+    src = images.migratable("npb-ep", "S")
+    off, size, _ = Image(src).entries[f"meta.{isa}"]
+    data = bytearray(src.read_bytes())
+    data[off + size // 2] ^= 0x20
+    bad = tmp_path / "bad.hexo"
+    bad.write_bytes(bytes(data))
+    assert run([HEXO, "inspect", src]).returncode == 0
+    p = run([HEXO, "inspect", bad])
+    assert p.returncode == 1 and f"'meta.{isa}'" in p.stderr, p.stderr

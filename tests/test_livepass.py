@@ -1,12 +1,14 @@
 """The live-value pass (LLVM pass plugin) on program shapes that the regex pass it replaced got
-wrong or refused: a switch whose cases share a successor (CoreMark-like), K&R declarations
-across files, VLAs and alloca() on the path to migration points. Each program prints what its
+wrong or refused: a switch whose cases share a successor and local arrays used across calls
+(CoreMark-like), K&R declarations across files, VLAs and alloca() on the path to migration
+points. Each program prints what its
 native build prints, on both ISAs, and after migrations at early, middle and late points in
 both directions and a round trip."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -18,6 +20,7 @@ CASES = {
     "switch_state": ([PROGRAMS / "switch_state.c"], "200"),
     "knr": ([PROGRAMS / "knr_main.c", PROGRAMS / "knr_solver.c"], "100"),
     "vla": ([PROGRAMS / "vla.c"], "24"),
+    "local_arrays": ([PROGRAMS / "local_arrays.c"], "100"),
 }
 POINTS = (3, 20, 60)
 
@@ -28,7 +31,8 @@ def program(request, tmp_path_factory):
     sources, arg = CASES[request.param]
     d = tmp_path_factory.mktemp(request.param)
     image = d / f"{request.param}.hexo"
-    p = run([HEXO, "build", *sources, "--auto-points", "-o", image])
+    p = run([HEXO, "build", *sources, "--auto-points", "-o", image, "--keep-build-dir",
+             d / "work"])
     assert p.returncode == 0, p.stderr
     stub = d / "stub.c"
     stub.write_text("void hexo_check_migrate(void) {}\n")
@@ -43,6 +47,15 @@ def program(request, tmp_path_factory):
 def env(tmp_path):
     (tmp_path / "run").mkdir(mode=0o700)
     return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
+
+
+def test_stack_objects_stay_in_the_entry_block(program):
+    """Every alloca left in the migratable IR is a fixed-size object of the entry block (the
+    frame layout the records describe); none was split off behind a migration point."""
+    ir = (program[0].parent / "work" / "app-migratable.ll").read_text()
+    for body in re.findall(r"^define [^\n]*\{\n(.*?)^\}", ir, re.M | re.S):
+        after_entry = re.split(r"^\S+:", body, maxsplit=1, flags=re.M)[1:]
+        assert not any(" = alloca " in rest for rest in after_entry), body[:200]
 
 
 @needs_kvm

@@ -119,7 +119,7 @@ def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, 
 def test_a_job_that_needs_part_of_its_memory_transfers_less(link, env, tmp_path, touch, src,
                                                             dst):
     reference = run([UHYVE, "run", touch, "--", "16", "25", "0"])
-    source = _start_source(link, env, touch, src, ("16", "25", "0.8"))
+    source = _start_source(link, env, touch, src, ("16", "25", "2.5"))
     _migrate(link, env, tmp_path / "ck", dst)
     p = _restore(link, env, tmp_path / "ck", "--prefetch-interval", "off")
     _, served, total = _source_finished(source)

@@ -4,6 +4,7 @@ and where our policy beats HEXO's."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -150,14 +151,15 @@ def test_policy_claim_on_work_done_at_two_horizons():
     for h in ("1h", "4h"):
         r = {n: (v["work_gain_pct"], v["ci95"]) for n, v in claim[h].items()}
         (ours, ci_o), (hexo, ci_h) = r["cost-aware"], r["hexo"]
-        # ours does more work than HEXO's, beyond the seeds' spread, but far from +10 %
-        assert ours - hexo > ci_o + ci_h and ours - hexo > 2.0, h
+        # ours does more work than HEXO's, beyond the seeds' spread, but not +10 %
+        assert ours - hexo > ci_o + ci_h and ours - hexo > 5.0, h
         assert (100 + ours) / (100 + hexo) < 1.10
         # with its extras off it is HEXO's policy again
         assert r["cost-aware, no extras"][0] == pytest.approx(hexo, abs=2.0)
-        # the direct starts carry the gain; keeping board cores in reserve costs work here
+        # each extra adds work; a reserve for the whole queue holds board cores idle
         assert r["cost-aware, no direct start"][0] < ours
-        assert r["cost-aware, no reserve"][0] > ours
+        assert r["cost-aware, no reserve"][0] < ours
+        assert r["cost-aware, reserve for the whole queue"][0] < ours
 
 
 def test_experiment_output_is_json_with_gains(tmp_path):
@@ -199,3 +201,24 @@ def test_scale_cluster_keeps_its_invariants_with_a_long_queue():
                          queue_depth=300, check=True)
         r = sim.run()
         assert len(sim.state.queue) == 300 and r["migrations"] > 0
+
+
+def test_estimate_error_shows_in_the_results():
+    exact = run_experiment({"EP+CG": ("EP", "CG")}, ("X", "XP"))["results"]["hexo"]
+    # told EP is 60x (20 times its slowdown), HEXO offloads CG instead, which helps less
+    wrong = run_experiment({"EP+CG": ("EP", "CG")}, ("X", "XP"),
+                           estimate_bias={"EP": 20.0})["results"]["hexo"]
+    assert gain(wrong, "EP+CG", "XP") < gain(exact, "EP+CG", "XP") - 10
+
+
+def test_model_bias_is_the_held_out_error_per_benchmark():
+    from hexo_sched.cli import model_bias
+    from hexo_sched.model import lobo, load_dataset
+    from hexo_sched.model import EMULATED_DATASET
+    bias = model_bias(str(EMULATED_DATASET))
+    rows = load_dataset(EMULATED_DATASET).labelled("emulated-aarch64")
+    held = lobo(rows, "emulated-aarch64")
+    cg = held[held["benchmark"] == "CG"]
+    ratios = (cg["predicted_clipped"] / cg["slowdown"]).to_numpy()
+    assert bias["CG"] == pytest.approx(float(np.exp(np.log(ratios).mean())))
+    assert set(bias) <= set(paper.POTATO_SLOWDOWN) | set(paper.POTATO_SLOWDOWN_FIG1)

@@ -119,8 +119,12 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
         st = status(state_dir)
         first = next(j for j in st["jobs"] if j["id"] == ids[0])
         assert first["state"] == "migrating" and first["migrating_to"] == "board0"
-        assert "hardware counters: NO" in st["counters"]
-        assert "calibration" in first["estimate_source"]
+        from hexo_sched.counters import hardware_counters
+        if hardware_counters()[0]:
+            assert "hardware counters: NO" not in st["counters"]
+        else:
+            assert "hardware counters: NO" in st["counters"]
+            assert "calibration" in first["estimate_source"]
 
         # kill -9 in the middle of the first offload, then restart
         kill_in_phase(daemon, state_dir / "state.json", ids[0], kill_at,

@@ -10,7 +10,6 @@ location, instead of misbehaving on arm64 at run time.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tempfile
 from dataclasses import dataclass, field

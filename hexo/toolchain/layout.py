@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hexo import abi
+from ..errors import HexoError
 
 PAGE = abi.PAGE_SIZE
 KERNEL_ARCHIVE = "libhexo-os.a"
@@ -30,7 +31,7 @@ ARRAYS = (".preinit_array", ".init_array", ".fini_array")
 ISA_PRIVATE = (".llvm_stackmaps",)
 
 
-class LayoutError(Exception):
+class LayoutError(HexoError):
     """The two ISA builds cannot be given one layout."""
 
 

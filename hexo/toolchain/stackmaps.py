@@ -15,6 +15,8 @@ import json
 import struct
 from typing import NamedTuple
 
+from ..errors import HexoError
+
 META_FORMAT = "hexo-migration-meta"
 META_VERSION = (1, 2)
 STATEPOINT_HEADER = 3           # cc, flags, number of deopt values precede the values
@@ -31,7 +33,7 @@ ABI = {
 }
 
 
-class StackMapError(Exception):
+class StackMapError(HexoError):
     """A malformed stackmap section, or metadata the ISAs disagree on."""
 
 
@@ -291,10 +293,13 @@ class Metadata(NamedTuple):
 
 
 def load(blob: bytes) -> Metadata:
-    m = json.loads(blob)
-    if m.get("format") != META_FORMAT or m.get("version", [0])[0] != META_VERSION[0]:
-        raise StackMapError(f"not {META_FORMAT} {META_VERSION[0]}.x metadata")
-    by_id: dict[int, list[dict]] = {}
-    for s in m["sites"]:
-        by_id.setdefault(s["id"], []).append(s)
-    return Metadata(m["isa"], m, {s["ra"]: s for s in m["sites"]}, by_id)
+    try:
+        m = json.loads(blob)
+        if m.get("format") != META_FORMAT or m.get("version", [0])[0] != META_VERSION[0]:
+            raise StackMapError(f"not {META_FORMAT} {META_VERSION[0]}.x metadata")
+        by_id: dict[int, list[dict]] = {}
+        for s in m["sites"]:
+            by_id.setdefault(s["id"], []).append(s)
+        return Metadata(m["isa"], m, {s["ra"]: s for s in m["sites"]}, by_id)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StackMapError(f"corrupt migration metadata ({e.__class__.__name__}: {e})") from None

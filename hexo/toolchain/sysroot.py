@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .targets import COMMON_CFLAGS, TARGETS
+from ..errors import HexoError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 KERNEL_IMAGES = SOURCE_ROOT / "kernel-images"
@@ -25,7 +26,7 @@ NEWLIB = KERNEL_IMAGES / "newlib"
 ABI_INCLUDE = KERNEL_IMAGES / "include"
 
 
-class ToolchainError(Exception):
+class ToolchainError(HexoError):
     """A build step failed; the message says which and why."""
 
 

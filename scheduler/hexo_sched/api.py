@@ -16,13 +16,15 @@ from typing import Callable
 
 from uhyve_ctl.control import ControlError, peer_allowed, recv_line
 
+from .errors import SchedError
+
 PROTOCOL = "hexo-schedd"
 VERSION = 1
 MAX_LINE = 1 << 22
 SOCKET_NAME = "control.sock"
 
 
-class ApiError(RuntimeError):
+class ApiError(SchedError, RuntimeError):
     pass
 
 
@@ -69,9 +71,9 @@ JOB_FIELDS = {"image", "vcpus", "mem"}
 
 def parse_job_spec(spec) -> tuple[str, int, int]:
     """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes).
-    `mem` is a size as uhyve-ctl's --mem takes it ("256M", "1G"; a bare number is bytes) or an
+    `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is MiB) or an
     integer number of bytes."""
-    from uhyve_ctl.vm import parse_size
+    from hexo.sizes import parse_size
     if not isinstance(spec, dict):
         raise ApiError(f"a job must be a JSON object, got {spec!r:.80}")
     unknown = sorted(set(spec) - JOB_FIELDS)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .agents import stats_run_seconds
 from .model import COLUMNS
+from .errors import SchedError
 
 #: Cache geometry given to cachegrind. Pinned so that counts do not depend on the host running
 #: calibration; sets must be a power of two, so the LLC is 8 MiB 16-way (the paper's Xeon E5-2637
@@ -37,7 +38,7 @@ CACHES_TEXT = "I1 32 KiB 8-way, D1 32 KiB 8-way, LL 8 MiB 16-way, 64 B lines"
 
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(SchedError, RuntimeError):
     pass
 
 

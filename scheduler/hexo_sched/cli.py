@@ -50,6 +50,10 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
                    help="run time of every job on the Xeon, s (an assumption; see output)")
     p.add_argument("--compare", action="store_true",
                    help="also run the policy comparison (several seeds, jittered lengths)")
+    p.add_argument("--estimates-from", metavar="CSV",
+                   help="tell the policy slowdowns off by the slowdown model's leave-one-"
+                        "benchmark-out error on this calibration dataset, per benchmark in "
+                        "both (jobs still run at the paper's slowdowns)")
     p.add_argument("--boards", type=int, metavar="N",
                    help="instead of the paper's setups: one server and N Potato boards, a "
                         "queue held at --queued jobs; reports decision cost (decision_ms)")
@@ -78,8 +82,9 @@ def simulate(args: argparse.Namespace) -> int:
         setups = ("X",) + setups
     policies = ("hexo", "cost-aware") if args.policy == "both" else (args.policy,)
     work_s = args.work_s if args.work_s is not None else sim.DEFAULT_WORK_S
+    bias = model_bias(args.estimates_from) if args.estimates_from else None
     exp = sim.run_experiment(job_sets, setups, policies, args.duration, args.link_mbit,
-                             work_s=work_s)
+                             work_s=work_s, estimate_bias=bias)
     cmp = sim.compare_policies(work_s=work_s, duration=args.duration) if args.compare else None
     claim = sim.policy_claim(work_s=work_s) if args.claim else None
     if args.plot:
@@ -94,6 +99,20 @@ def simulate(args: argparse.Namespace) -> int:
         if claim:
             print(sim.format_claim(claim))
     return 0
+
+
+def model_bias(path: str) -> dict[str, float]:
+    """The model's held-out error (predicted / measured slowdown) per benchmark of a dataset,
+    keyed by the simulator's benchmark names."""
+    from .model import load_dataset, lobo_bias
+    ds = load_dataset(path)
+    names = {b.upper(): b for b in (*paper.POTATO_SLOWDOWN, *paper.POTATO_SLOWDOWN_FIG1)}
+    out = {}
+    for board in ds.boards:
+        for bench, ratio in lobo_bias(ds.labelled(board), board).items():
+            if bench.upper() in names:
+                out[names[bench.upper()]] = ratio
+    return out
 
 
 def simulate_scale(args: argparse.Namespace, job_sets: dict) -> int:
@@ -172,8 +191,15 @@ def main(argv=None) -> int:
     m.add_argument("--json", action="store_true")
     sub.add_parser("counters", help="say whether hardware counters work here")
     args = p.parse_args(argv)
-    return {"simulate": simulate, "model": model_report, "counters": counters_report}[
-        args.cmd](args)
+    try:
+        return {"simulate": simulate, "model": model_report, "counters": counters_report}[
+            args.cmd](args)
+    except Exception as e:          # the boundary: one line, never a traceback
+        from hexo.errors import one_line
+        from .errors import SchedError
+        print(f"hexo-sched: error: {one_line(e, args.cmd, (SchedError, ValueError))}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ def register(sub) -> None:
                        help="measure counter rates and board slowdowns for the slowdown model "
                             "(options: hexo calibrate --help)")
     c.set_defaults(run=_calibrate, raw_argv=True)
-    from .api import ApiError
+    from .errors import SchedError
     for name in ("simulate", "submit", "status"):
-        sub.choices[name].set_defaults(errors=(ApiError,))
+        sub.choices[name].set_defaults(errors=(SchedError,))
 
 
 def _job_specs(args) -> list[dict]:
@@ -67,6 +67,8 @@ def _job_specs(args) -> list[dict]:
     line_parser.add_argument("--vcpus", type=int, default=args.vcpus)
     line_parser.add_argument("--mem", default=args.mem)
     for lst in args.lists:
+        if not lst.is_file():
+            raise ValueError(f"{lst}: no such job-list file")
         for no, line in enumerate(lst.read_text().splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue

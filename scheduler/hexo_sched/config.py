@@ -11,28 +11,27 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hexo.sizes import parse_size
+
 from .energy import table1_models
+from .errors import SchedError
 from .policy import Machine
 
 EMULATED_DATASET = Path(__file__).resolve().parents[1] / "data" / "emulated_aarch64_npb.csv"
 
 
-class ConfigError(ValueError):
+class ConfigError(SchedError, ValueError):
     pass
 
 
 def parse_mb(text: str | int | float) -> float:
-    """'256M', '2G', '512K' or a number of MiB."""
+    """'256M', '2G', '512K' or a number of MiB (hexo.sizes), in MiB."""
     if isinstance(text, (int, float)):
         return float(text)
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2}
     try:
-        if t and t[-1] in scale:
-            return float(t[:-1]) * scale[t[-1]]
-        return float(t)
-    except ValueError:
-        raise ConfigError(f"bad size {text!r} (e.g. 256M, 2G)") from None
+        return parse_size(text) / (1 << 20)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclass

@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import SchedError
+
 # perf_event_open ABI (linux/perf_event.h)
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1             # kernel-counted events: every Linux has them
@@ -35,7 +37,7 @@ EVENTS = (("instructions_per_s", PERF_COUNT_HW_INSTRUCTIONS),
 HARDWARE_EVENTS = tuple((PERF_TYPE_HARDWARE, config) for _, config in EVENTS)
 
 
-class CountersUnavailable(RuntimeError):
+class CountersUnavailable(SchedError, RuntimeError):
     """No source can give rates for this job; the message says why."""
 
 

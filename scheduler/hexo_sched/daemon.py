@@ -35,6 +35,7 @@ from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFi
 from .metrics import Metrics
 from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
                      Run, Wait)
+from .errors import SchedError
 
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
@@ -48,7 +49,7 @@ MIB = 1 << 20
 log = logging.getLogger("hexo-schedd")
 
 
-class MigrationFailed(RuntimeError):
+class MigrationFailed(SchedError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paper
+from .errors import SchedError
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class EnergyReport:
                 "amortize_years": self.amortize_years}
 
 
-class RaplUnavailable(RuntimeError):
+class RaplUnavailable(SchedError, RuntimeError):
     pass
 
 

@@ -17,12 +17,14 @@ import subprocess
 import threading
 from pathlib import Path
 
+from .errors import SchedError
+
 
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)     # loaded here: nothing to load after fork
 
 
-class HostError(RuntimeError):
+class HostError(SchedError, RuntimeError):
     """A machine could not be reached or a command could not be run there."""
 
 

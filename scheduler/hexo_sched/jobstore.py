@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .policy import ClusterState, Job, JobState, Migration, TransitionError
+from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
 VERSION = (1, 1)
 
 
-class StateFileError(ValueError):
+class StateFileError(SchedError, ValueError):
     pass
 
 

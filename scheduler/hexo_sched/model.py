@@ -19,6 +19,8 @@ import pandas as pd
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_percentage_error, r2_score
 
+from .errors import SchedError
+
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
 COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
            "counters_source"]
@@ -27,11 +29,11 @@ DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 
 
-class DatasetError(ValueError):
+class DatasetError(SchedError, ValueError):
     pass
 
 
-class InsufficientData(ValueError):
+class InsufficientData(SchedError, ValueError):
     """Too few labelled rows or benchmarks for what was asked; the message says how many."""
 
 
@@ -141,6 +143,16 @@ def lobo(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log")
         out.loc[test, "predicted"] = m.predict_rows(rows[test])
         out.loc[test, "predicted_clipped"] = out.loc[test, "predicted"].clip(*m.range)
     return out
+
+
+def lobo_bias(rows: pd.DataFrame, board: str,
+              transform: str = "per-instruction-log") -> dict[str, float]:
+    """Per benchmark, held-out predicted / measured slowdown (geometric mean over its rows,
+    predictions held in the training range as `predict` does): the model's error on a program
+    it has not seen."""
+    held = lobo(rows, board, transform)
+    ratio = np.log(held["predicted_clipped"] / held["slowdown"])
+    return {b: float(np.exp(r.mean())) for b, r in ratio.groupby(held["benchmark"])}
 
 
 def evaluate(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> dict:

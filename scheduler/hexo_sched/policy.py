@@ -15,6 +15,8 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from .errors import SchedError
+
 
 class JobState(enum.Enum):
     QUEUED = "queued"
@@ -23,7 +25,7 @@ class JobState(enum.Enum):
     DONE = "done"
 
 
-class TransitionError(RuntimeError):
+class TransitionError(SchedError, RuntimeError):
     """An event that the current state does not allow (a driver bug, or a lost event)."""
 
 
@@ -371,6 +373,10 @@ def check_invariants(state: ClusterState) -> None:
     represented (one `migration` per job, and `begin_migration` needs a running job). Real
     checks, not asserts: they hold under `python -O` too."""
     held = held_from_scratch(state)
+    running_on: dict[str, set[str]] = {m: set() for m in state.machines}
+    for j in state.active.values():
+        if j.state is JobState.RUNNING and j.location in running_on:
+            running_on[j.location].add(j.id)
     for m in state.machines.values():
         hs = held[m.name]
         cores, ram = sum(j.vcpus for j in hs), sum(j.mem_mb for j in hs)
@@ -381,9 +387,8 @@ def check_invariants(state: ClusterState) -> None:
         icores, iram = state._used[m.name]
         _check(icores == cores and abs(iram - ram) < 1e-6,
                f"{m.name}: usage index {state._used[m.name]} != {(cores, ram)}")
-        running = {j.id for j in state.active.values()
-                   if j.state is JobState.RUNNING and j.location == m.name}
-        _check(running == set(state._running[m.name]), f"{m.name}: running index out of step")
+        _check(running_on[m.name] == set(state._running[m.name]),
+               f"{m.name}: running index out of step")
         if m.kind == "board":
             _check((m.name in state._open_boards) == (cores < m.usable_cores and ram < m.ram_mb),
                    f"{m.name}: free-board index out of step")
@@ -644,9 +649,11 @@ class CostAwarePolicy(HexoPolicy):
     efficiency is then HEXO's 1/s). Then:
 
     - none is taken while the free board cores are no more than the jobs on servers or queued
-      (the next `lookahead`) that would use a board core at least 1/`reserve` times better
-      (a CG at 30x does not take the board core an EP at 3x will want soon; with cores to
-      spare, it does);
+      (the next `lookahead`; by default one more than the servers' cores, the jobs the next
+      server completions will pull in) that would use a board core at least 1/`reserve` times
+      better (a CG at 30x does not take the board core an EP at 3x will want soon; with cores
+      to spare, it does). Looking further, at the whole queue, kept board cores idle for jobs
+      that would not need them for hours;
     - among candidates within `tolerance` of the best efficiency, the one that commits the board
       core for the least time wins (the same work rate, shorter turnaround, less work in flight),
       then a direct start (no migration), then the oldest job;
@@ -663,7 +670,8 @@ class CostAwarePolicy(HexoPolicy):
                  lookahead: int | None = None):
         super().__init__(state, idle_after_s)
         self.reserve, self.tolerance, self.direct_start = reserve, tolerance, direct_start
-        self.lookahead = lookahead
+        self.lookahead = lookahead if lookahead is not None else \
+            1 + sum(m.usable_cores for m in state.servers)
         self.lengths: dict[str, list[float]] = {}
         self.estimates: dict[tuple[str, str], float] = {}
 
@@ -742,8 +750,8 @@ class CostAwarePolicy(HexoPolicy):
         return out
 
     def better_jobs_soon(self, efficiency: float, enough: int) -> list[Job]:
-        """Up to `enough` jobs on servers or among the next `lookahead` queued ones (all when
-        None) that would use a board core at least 1/reserve times better than `efficiency`.
+        """Up to `enough` jobs on servers or among the next `lookahead` queued ones that would
+        use a board core at least 1/reserve times better than `efficiency`.
         Queued jobs with no estimate of their own share their benchmark's, computed once."""
         models = {b.model for b in self.state.boards}
         by_benchmark: dict[str, bool] = {}
@@ -753,7 +761,7 @@ class CostAwarePolicy(HexoPolicy):
             return bool(ss) and self.reserve / min(ss) > efficiency
 
         out = []
-        queue = self.state.queue if self.lookahead is None else self.state.queue[:self.lookahead]
+        queue = self.state.queue[:self.lookahead]
         servers = (j for m in self.state.servers for j in self.state.running_on(m.name))
         for j in itertools.chain(queue, servers):
             if isinstance(j, str):

@@ -19,12 +19,14 @@ import tempfile
 import time
 from typing import NamedTuple, Optional
 
+from .errors import UhyveError
+
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 DEFAULT_POINTS = "10%,50%,90%"
 
 
-class CertifyError(Exception):
+class CertifyError(UhyveError):
     """The check cannot be made (bad arguments, an image that does not run)."""
 
 
@@ -50,8 +52,12 @@ def register(sub) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hexo certify", description=__doc__.split("\n\n")[1]
-                                .replace("\n", " "))
+    p = argparse.ArgumentParser(
+        prog="hexo certify", usage="hexo certify IMAGE [options] [-- guest arguments]",
+        description="Run the job unmigrated on both ISAs, then migrated at the chosen points "
+                    "in both directions and once there and back; compare every run's whole "
+                    "output and exit status with the unmigrated x86-64 run. Exit status 0: "
+                    "all identical; 1: a difference; 2: the check could not be made.")
     p.add_argument("image")
     p.add_argument("--points", default=DEFAULT_POINTS,
                    help="where to migrate: percentages of the points a full run reaches "
@@ -208,7 +214,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
     many there are in all, once known)."""
     import re
 
-    from .vm import parse_size
+    from hexo.sizes import parse_size
     mem = parse_size(args.mem) if args.mem else None
     try:
         ignore = [re.compile(p.encode()) for p in args.ignore]

@@ -27,7 +27,7 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
                         "the ISA is the host's, else emu)")
     p.add_argument("--mount", action="append", default=[], metavar="HOST_DIR[:GUEST_DIR[:ro]]",
                    help="let the guest open files below HOST_DIR (repeatable)")
-    p.add_argument("--timeout", type=float, help="stop the guest after this many seconds")
+    p.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
     p.add_argument("--x86-entry", choices=("auto", "user", "kernel"), default="auto",
                    help="x86-64 KVM guest privilege: user (CPL3, needed on PVM hosts) or "
                         "kernel (CPL0, VT-x hosts); auto detects")
@@ -39,6 +39,18 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", metavar="DIR", help="where --checkpoint-at writes")
     p.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad number of seconds '{text}'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}': the timeout must be a positive number of "
+                                         "seconds")
+    return value
 
 
 def _duration(text: str) -> float:
@@ -59,7 +71,7 @@ def _checkpoint_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
     c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
                    help="ISA the job will resume on (default: the VM's own)")
-    c.add_argument("--timeout", type=float, default=30.0,
+    c.add_argument("--timeout", type=_seconds, default=30.0,
                    help="give up (the job keeps running) if no migration point is reached")
     c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
 
@@ -138,7 +150,9 @@ def _start_vm(args, restore=None, stdio=(0, 1, 2)):
     from hexo.image import Image
 
     from .hypercalls import Mount
-    from .vm import HOST_ISA, VirtualMachine, parse_size
+    from hexo.sizes import parse_size
+
+    from .vm import HOST_ISA, VirtualMachine
 
     if restore is not None:
         image = Image(args.image or restore.meta["image"]["path"])
@@ -438,8 +452,11 @@ def _ps(args) -> int:
         return 0
     print(f"{'NAME':16} {'PID':>7} {'ISA':8} {'BACKEND':7} {'MEM':>7} {'STATE':12} MIGRATION")
     for v in vms:
-        print(f"{v['name']:16} {v['pid']:>7} {v['isa']:8} {v['backend']:7} "
-              f"{v['mem'] >> 20:>5}Mi {v['state']:12} {v.get('migration', '-')}")
+        mem = v.get("mem")
+        mem = f"{mem >> 20:>5}Mi" if isinstance(mem, int) else f"{'?':>7}"
+        print(f"{v.get('name', '?'):16} {v.get('pid', '?'):>7} {v.get('isa', '?'):8} "
+              f"{v.get('backend', '?'):7} {mem} {v.get('state', '?'):12} "
+              f"{v.get('migration', '-')}")
     return 0
 
 

@@ -17,10 +17,12 @@ import threading
 import time
 from typing import Callable
 
+from .errors import UhyveError
+
 MAX_REQUEST = 1 << 16
 
 
-class ControlError(Exception):
+class ControlError(UhyveError):
     pass
 
 
@@ -173,8 +175,10 @@ def list_vms() -> list[dict]:
         try:
             with open(path) as f:
                 info = json.load(f)
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError):
-            continue
+            info = {"name": entry[:-5], "state": "unreadable"}
         if info.get("state") in ("running", "booting", "checkpointing", "serving") and not _alive(path):
             info["state"] = "dead"
         out.append(info)

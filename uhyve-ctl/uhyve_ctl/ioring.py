@@ -22,6 +22,7 @@ from typing import Optional
 
 from hexo import abi
 from .hypercalls import guest_errno
+from .errors import UhyveError
 
 INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
 
@@ -35,7 +36,7 @@ _FDS = abi.IO_RING_ADDR + abi.IO_RING.offset("writable_fds_lo")
 _SIZE, _SLOTS, _DATA = abi.IO_DATA_SIZE, abi.IO_SWITCH_SLOTS, abi.IO_DATA_ADDR
 
 
-class RingError(Exception):
+class RingError(UhyveError):
     """The guest broke the ring protocol."""
 
 

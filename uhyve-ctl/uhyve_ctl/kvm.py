@@ -17,6 +17,8 @@ import struct
 import threading
 from typing import NamedTuple, Optional, Union
 
+from .errors import UhyveError
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.restype = ctypes.c_int
 _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
@@ -25,7 +27,7 @@ API_VERSION = 12
 KICK_SIGNAL = signal.SIGRTMIN
 
 
-class KvmError(OSError):
+class KvmError(UhyveError, OSError):
     """An ioctl failed; `errno` is the kernel's error, `ioctl` the request's name."""
 
     def __init__(self, err: int, ioctl: str, detail: str = ""):

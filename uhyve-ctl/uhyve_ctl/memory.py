@@ -15,9 +15,10 @@ import mmap
 import os
 
 from hexo import abi
+from .errors import UhyveError
 
 
-class GuestMemoryError(Exception):
+class GuestMemoryError(UhyveError):
     """A guest-supplied address range that is not guest RAM."""
 
     def __init__(self, addr: int, length: int, what: str = "access"):

@@ -18,19 +18,20 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
-import sys
 import threading
 import time
-import traceback
 from typing import Callable, NamedTuple, Optional
 
 from hexo import abi
+from hexo.errors import HexoError, one_line
+
 from .backends.base import Checkpointed
+from .errors import UhyveError
 
 _KIND_NAMES = {v: k.removeprefix("AREA_").lower() for k, v in abi.AREA_KINDS.items()}
 
 
-class MigrationError(Exception):
+class MigrationError(UhyveError):
     """A checkpoint request that did not produce a checkpoint; the guest keeps running."""
 
 
@@ -39,18 +40,8 @@ ALL_POINTS = 2 ** 32 - 1    # a skip count no job exhausts: the guest counts eve
 
 
 def one_line_cause(err: BaseException, stage: str) -> str:
-    """The reason a user reads: the error's own sentence for the project's errors, a plain
-    statement (the traceback only with HEXO_DEBUG=1) for a defect."""
-    from hexo.checkpoint import CheckpointError
-    from hexo.image import ImageError
-    from hexo.transform import TransformError
-    if isinstance(err, (MigrationError, CheckpointError, ImageError, TransformError)):
-        return str(err).splitlines()[0] if str(err) else stage + " failed"
-    if isinstance(err, OSError) and err.strerror:
-        return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
-    if os.environ.get("HEXO_DEBUG"):
-        traceback.print_exception(err, file=sys.stderr)
-    return f"{stage} failed on an internal error (a hexo defect; HEXO_DEBUG=1 shows where)"
+    """The reason a user reads: the core's and the runtime's errors say their own sentence."""
+    return one_line(err, stage, (HexoError, UhyveError))
 
 
 class Request(NamedTuple):
@@ -188,8 +179,9 @@ class Migrator:
                  mem.slice(a["start"], a["size"])) for a in areas]
         try:
             vm.check_areas([(k, s, len(d)) for k, s, d in data], regs["sp"], kernel["brk"])
+            vm.check_context(regs["pc"], regs["sp"])
         except ValueError as e:
-            raise MigrationError(f"the guest named an invalid memory area: {e}") from None
+            raise MigrationError(f"the guest gave an invalid migration state: {e}") from None
         t0 = time.perf_counter()
         kept = retarget.kept_source(state, data, req.target_isa)
         self._stage = f"the transform for {req.target_isa}"

@@ -20,11 +20,12 @@ from typing import Callable, NamedTuple, Optional
 from . import pagewire as wire
 from .pagetracker import ARRIVED, FETCHING, MAPPED, MISSING, PageTracker
 from .pagewire import PAGE_SIZE, ProtocolError, Refused, Run
+from .errors import UhyveError
 
 IO_TIMEOUT = 10.0
 
 
-class SourceLost(Exception):
+class SourceLost(UhyveError):
     """The source stopped serving pages the job still needs; the job cannot go on here."""
 
 

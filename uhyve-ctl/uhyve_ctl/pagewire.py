@@ -16,6 +16,8 @@ import struct
 import zlib
 from typing import NamedTuple
 
+from .errors import UhyveError
+
 MAGIC = b"HXPG"
 VERSION = (1, 0)
 PAGE_SIZE = 0x1000
@@ -40,7 +42,7 @@ _DATA = struct.Struct("<QII")
 _ERROR = struct.Struct("<H")
 
 
-class ProtocolError(Exception):
+class ProtocolError(UhyveError):
     """The peer broke the protocol or refused us; `code` is the ERROR code when it said so."""
 
     def __init__(self, message: str, code: int = E_PROTOCOL):

@@ -16,6 +16,8 @@ import struct
 import threading
 from typing import Callable
 
+from .errors import UhyveError
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.ioctl.restype = ctypes.c_int
@@ -36,7 +38,7 @@ _MSG = struct.Struct("<B7xQQ8x")            # event, pagefault.flags, pagefault.
 _POLL_MS = 100
 
 
-class UserfaultError(OSError):
+class UserfaultError(UhyveError, OSError):
     pass
 
 

@@ -42,18 +42,6 @@ def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "aut
     return EmuBackend(memory, isa)
 
 
-def parse_size(text: str) -> int:
-    """'256M', '1G', '65536' -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise ValueError(f"bad size '{text}' (examples: 512M, 2G)") from None
-
-
 class VirtualMachine:
     """Boots one ISA build of an image, fresh or from a checkpoint; `run()` returns why the
     guest stopped."""
@@ -153,6 +141,17 @@ class VirtualMachine:
                 raise ValueError(f"{kind} area [0x{start:x}, +0x{size:x}) is outside "
                                  f"[0x{lo:x}, 0x{hi:x})")
 
+    def check_context(self, pc: int, sp: int) -> None:
+        """Refuse a saved context that cannot resume this build: pc outside its code, sp
+        outside the stack (a forged or corrupt context must not stop a job that runs)."""
+        code = [(s.vaddr, s.vaddr + s.memsz) for s in self.image.build(self.isa).segments
+                if "x" in s.flags]
+        if not any(lo <= pc < hi for lo, hi in code):
+            raise ValueError(f"pc 0x{pc:x} is outside the {self.isa} code of {self.image.path}")
+        if not abi.STACK_BOTTOM <= sp <= abi.STACK_TOP:
+            raise ValueError(f"stack pointer 0x{sp:x} is outside the stack "
+                             f"[0x{abi.STACK_BOTTOM:x}, 0x{abi.STACK_TOP:x}]")
+
     @staticmethod
     def _boot_stack(restore) -> int:
         """A restoring kernel boots on stack below the restored frames, not over them."""
@@ -169,6 +168,7 @@ class VirtualMachine:
         if meta["isa"] != self.isa:
             raise ValueError(f"{ckpt.path} holds {meta['isa']} registers; transform it for "
                              f"{self.isa} first")
+        self.check_context(meta["context"]["pc"], meta["context"]["sp"])
         return meta["mem_size"]
 
     def _restore(self, ckpt) -> None:

@@ -361,6 +361,9 @@ public:
     if (Opts.DumpLiveness)
       dumpLiveness();
     resolveUnprototypedCalls();
+    for (Function &F : M)
+      if (!F.isDeclaration())
+        hoistStaticAllocas(F);
     std::map<Function *, std::string> Callbacks = libraryCallbacks();
     if (Opts.AutoPoints)
       insertAutoPoints(Callbacks);
@@ -480,6 +483,24 @@ private:
       Resolved.push_back(where(C) + ": call of '" + Callee->getName().str() + "'");
       C->eraseFromParent();
     }
+  }
+
+  // clang interleaves the entry block's fixed-size allocas with their bitcasts; gathered at
+  // its top, they stay in the entry block when a migration point is put after them and the
+  // block is split there (an alloca elsewhere would be a dynamic stack allocation).
+  static void hoistStaticAllocas(Function &F) {
+    BasicBlock &Entry = F.getEntryBlock();
+    std::vector<AllocaInst *> Fixed;
+    for (Instruction &I : Entry)
+      if (auto *AI = dyn_cast<AllocaInst>(&I))
+        if (isa<Constant>(AI->getArraySize()))
+          Fixed.push_back(AI);
+    Instruction *First = &*Entry.getFirstInsertionPt();
+    for (AllocaInst *AI : Fixed)
+      if (AI != First)
+        AI->moveBefore(First);
+      else
+        First = AI->getNextNode();
   }
 
   // Application functions that library code may call: passed to a declared function, or a

@@ -1,0 +1,22 @@
+"""The one error type of the core: every failure the core reports to a user is a HexoError
+whose message is one sentence; the `hexo` command prints it on one line."""
+
+import os
+import sys
+import traceback
+
+
+class HexoError(Exception):
+    """A failure of the core (image, checkpoint, toolchain, transform) with its reason."""
+
+
+def one_line(err: BaseException, stage: str, known: tuple = (HexoError,)) -> str:
+    """The reason a user reads: a `known` error's own sentence, an OSError's strerror and file;
+    anything else is a defect, said plainly (HEXO_DEBUG=1 prints the traceback)."""
+    if isinstance(err, known):
+        return str(err).splitlines()[0] if str(err) else f"{stage} failed"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
+    if os.environ.get("HEXO_DEBUG"):
+        traceback.print_exception(err, file=sys.stderr)
+    return f"{stage} failed on an internal error (a hexo defect; HEXO_DEBUG=1 shows where)"

@@ -1,0 +1,108 @@
+"""Every command-line tool refuses bad input with a short message and a non-zero status, never
+a Python traceback (`--debug` is how a developer asks for one)."""
+
+import json
+import os
+
+import pytest
+
+from conftest import BIN, HEXO, UHYVE, run
+
+SCHEDD = str(BIN / "hexo-schedd")
+SCHED = str(BIN / "hexo-sched")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "prog.c").write_text("int main(void) { return 0; }\n")
+    (d / "notc.txt").write_text("this is not C\n")
+    (d / "garbage.hexo").write_bytes(b"HEXOIMG\0" + os.urandom(200))
+    (d / "adir").mkdir()
+    (d / "empty-ckpt").mkdir()
+    bad_ckpt = d / "bad-ckpt"
+    bad_ckpt.mkdir()
+    (bad_ckpt / "manifest.json").write_text('{"format": "hexo-checkpoint", "version": [1, 0]}')
+    (d / "jobs.txt").write_text("nosuch.hexo --vcpus 2\n")
+    run_dir = d / "run"
+    run_dir.mkdir(mode=0o700)
+    (run_dir / "half.json").write_text(json.dumps({"name": "half", "pid": os.getpid()}))
+    (run_dir / "torn.json").write_text('{"name": "torn", "pi')
+    (d / "cluster.toml").write_text("[server]\ncores = 'many'\n")
+    p = run([HEXO, "build", d / "prog.c", "-o", d / "good.hexo"])
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+CASES = [
+    (HEXO, "build", "{d}/notc.txt", "-o", "{d}/x.hexo"),
+    (HEXO, "build", "{d}/prog.c", "-o", "{d}/missing/dir/x.hexo"),
+    (HEXO, "build", "{d}/prog.c", "-o", "{d}/adir"),
+    (HEXO, "build", "{d}/nosuch.c", "-o", "{d}/x.hexo"),
+    (HEXO, "build", "--workload", "nosuch", "-o", "{d}/x.hexo"),
+    (HEXO, "build", "--workload", "npb-ep", "--class", "Q", "-o", "{d}/x.hexo"),
+    (HEXO, "build", "-o", "{d}/x.hexo"),
+    (HEXO, "inspect", "{d}/nosuch.hexo"),
+    (HEXO, "inspect", "{d}/notc.txt"),
+    (HEXO, "inspect", "{d}/garbage.hexo"),
+    (HEXO, "inspect", "{d}/empty-ckpt"),
+    (HEXO, "inspect", "{d}/bad-ckpt"),
+    (HEXO, "transform", "{d}/nosuch", "--to", "aarch64", "-o", "{d}/out"),
+    (HEXO, "transform", "{d}/bad-ckpt", "--to", "aarch64", "-o", "{d}/out"),
+    (HEXO, "transform", "{d}/empty-ckpt", "--to", "aarch64", "-o", "{d}/adir"),
+    (HEXO, "submit", "--state-dir", "{d}/nodaemon", "--list", "{d}/missing.txt"),
+    (HEXO, "submit", "--state-dir", "{d}/nodaemon", "--list", "{d}/adir"),
+    (HEXO, "submit", "--state-dir", "{d}/nodaemon", "--list", "{d}/jobs.txt"),
+    (HEXO, "submit", "--state-dir", "{d}/nodaemon", "{d}/garbage.hexo", "--vcpus", "0"),
+    (HEXO, "status", "--state-dir", "{d}/nodaemon"),
+    (HEXO, "simulate", "--jobs", "NOPE"),
+    (HEXO, "simulate", "--duration", "soon"),
+    (HEXO, "simulate", "--setup", "Q"),
+    (HEXO, "certify", "{d}/nosuch.hexo"),
+    (HEXO, "certify", "{d}/garbage.hexo"),
+    (UHYVE, "run", "{d}/nosuch.hexo"),
+    (UHYVE, "run", "{d}/notc.txt"),
+    (UHYVE, "run", "{d}/garbage.hexo"),
+    (UHYVE, "run", "{d}/good.hexo", "--mem", "0"),
+    (UHYVE, "run", "{d}/good.hexo", "--mem", "lots"),
+    (UHYVE, "run", "{d}/good.hexo", "--mem", "1M"),
+    (UHYVE, "run", "{d}/good.hexo", "--timeout", "0"),
+    (UHYVE, "run", "{d}/good.hexo", "--timeout", "-1"),
+    (UHYVE, "run", "{d}/good.hexo", "--mount", "{d}/nosuchdir:/data"),
+    (UHYVE, "run", "{d}/good.hexo", "--name", "../escape"),
+    (UHYVE, "restore", "{d}/nosuch"),
+    (UHYVE, "restore", "{d}/empty-ckpt"),
+    (UHYVE, "restore", "{d}/bad-ckpt"),
+    (UHYVE, "checkpoint", "nosuchvm", "-o", "{d}/ck"),
+    (UHYVE, "migrate", "nosuchvm", "-o", "{d}/ck", "--mode", "postcopy", "--serve", "nohost"),
+    (SCHEDD, "--config", "{d}/nosuch.toml"),
+    (SCHEDD, "--config", "{d}/cluster.toml"),
+    (SCHED, "model", "--dataset", "{d}/nosuch.csv"),
+]
+
+
+@pytest.mark.parametrize("cmd", CASES, ids=[" ".join(c[1:]).replace("{d}/", "")
+                                             for c in CASES])
+def test_bad_input_is_one_clear_line(inputs, cmd):
+    p = run([c.format(d=inputs) for c in cmd], timeout=120,
+            env={**os.environ, "HEXO_RUN_DIR": str(inputs / "run")})
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert lines, "no message at all"
+    if lines[0].startswith("usage:"):           # argparse's own refusal: usage, then the error
+        assert ": error: " in lines[-1], p.stderr
+    else:
+        assert len(lines) <= 2, p.stderr
+
+
+def test_a_bare_memory_size_is_mib(inputs):
+    p = run([UHYVE, "run", inputs / "good.hexo", "--mem", "64"])
+    assert p.returncode == 0, p.stderr
+
+
+def test_ps_survives_incomplete_state_files(inputs):
+    p = run([UHYVE, "ps"], env={**os.environ, "HEXO_RUN_DIR": str(inputs / "run")})
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 0, p.stderr
+    assert "half" in p.stdout + p.stderr and "torn" in p.stdout + p.stderr
