@@ -106,3 +106,16 @@ def test_ps_survives_incomplete_state_files(inputs):
     assert "Traceback" not in p.stderr, p.stderr
     assert p.returncode == 0, p.stderr
     assert "half" in p.stdout + p.stderr and "torn" in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("status,code,note", [(0, 0, False), (7, 7, False), (125, 125, True),
+                                             (256, 0, True), (300, 44, True)])
+def test_guest_exit_statuses_are_told_apart_from_uhyve_ctls_own(inputs, status, code, note):
+    src = inputs / f"exit{status}.c"
+    src.write_text(f"#include <stdlib.h>\nint main(void) {{ exit({status}); }}\n")
+    b = run([HEXO, "build", src, "-o", inputs / f"exit{status}.hexo"])
+    assert b.returncode == 0, b.stderr
+    p = run([UHYVE, "run", inputs / f"exit{status}.hexo"])
+    assert p.returncode == code
+    said = f"the guest itself exited with status {status}" in p.stderr
+    assert said == note, p.stderr

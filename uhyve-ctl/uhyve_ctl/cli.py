@@ -1,6 +1,8 @@
 """uhyve-ctl: run hexo unikernel images on KVM or an emulated CPU; checkpoint and restore them.
 
-Exit status of run/restore: the guest's own exit status; 0 after a checkpoint; 123 when a
+Exit status of run/restore: the guest's own exit status (its low 8 bits, as on Linux; when
+those are 123-126 or differ from what the guest passed, stderr says that the guest itself
+exited, and with what); 0 after a checkpoint; 123 when a
 post-copy restore lost its page source; 124 when --timeout expired; 125 when the guest
 crashed or broke the hypercall ABI; 126 when the VM could not be started.
 
@@ -361,7 +363,11 @@ def _report(vm, stop) -> tuple[int, str]:
     """Tell the user why the guest stopped; returns (exit status, final state)."""
     from .backends.base import Checkpointed, Crashed, Exited, TimedOut
     if isinstance(stop, Exited):
-        return stop.status & 0xFF, "exited"
+        code = stop.status & 0xFF            # what a process's exit status keeps, as on Linux
+        if code != stop.status or EXIT_SOURCE_LOST <= code <= EXIT_NOSTART:
+            print(f"uhyve-ctl: the guest itself exited with status {stop.status}"
+                  + (f" (reported as {code})" if code != stop.status else ""), file=sys.stderr)
+        return code, "exited"
     if isinstance(stop, Checkpointed):
         print(f"uhyve-ctl: checkpointed to {stop.path}; the job has stopped here",
               file=sys.stderr)
