@@ -8,8 +8,8 @@ ratios mean something):
   static Linux process in the board, by NPB's own timer (its timed section);
 - exit cost: one hypercall round trip on board KVM (guest -> uhyve-ctl in the board -> guest)
   vs one system call of a board process, each timed by the program over N calls.
-The board (HEXO_BENCH_BOARD, default bench0) is booted if it is not running and shut down at
-the end only if this run booted it.
+The parent process boots one board in a private state directory (passed to pyperf's workers,
+which connect to it) and shuts it down at the end.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyperf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "uhyve-ctl"), str(ROOT / "scheduler")]
+
+from hexo_sched.boards import vm  # noqa: E402
+
 BIN = Path(sys.executable).parent
 IMAGES = ROOT / "build" / "bench-board"
-BOARD = os.environ.get("HEXO_BENCH_BOARD", "bench0")
+BOARD = "kvmbench"
 KERNELS = ("ep", "is", "cg")
 CALLS = 1000                     # hypercalls per measurement (~0.1-0.5 ms each on board KVM)
 _conn = None
@@ -51,10 +56,9 @@ def build_images() -> None:
 
 def board_run(cmd: list[str]) -> str:
     """stdout of cmd run on the board next to copies of the bench images."""
-    from hexo_sched.boards.vm import Board
     global _conn
     if _conn is None:
-        _conn = Board.running(BOARD).connect()
+        _conn = vm.Board.running(BOARD).connect()
     out, err = io.BytesIO(), io.BytesIO()
     status = _conn.run(cmd, puts=[IMAGES], stdout=out, stderr=err)
     if status != 0:
@@ -79,14 +83,17 @@ def per_call(cmd: list[str]):
 
 
 def main() -> None:
-    runner = pyperf.Runner(processes=2, values=2, warmups=0)
-    runner.parse_args()
-    booted = False
-    if not runner.args.worker:
-        from hexo_sched.boards import vm as boards
+    runner = pyperf.Runner(processes=2, values=2, warmups=0, add_cmdline_args=lambda cmd, args:
+                           cmd.extend(("--board-state", args.board_state)))
+    runner.argparser.add_argument("--board-state", help="the boards' state directory (set by "
+                                  "the parent for its workers)")
+    args = runner.parse_args()
+    if not args.worker:
+        args.board_state = args.board_state or tempfile.mkdtemp(prefix="hexo-bench-board-")
+    os.environ["HEXO_BOARD_STATE"] = args.board_state
+    if not args.worker:
         build_images()
-        booted = BOARD not in {b.name for b in boards.list_boards() if b.pid() is not None}
-        boards.up(BOARD)
+        vm.up(BOARD)
     d = IMAGES.name
     results = {}
     try:
@@ -102,9 +109,8 @@ def main() -> None:
             "board-kvm-exit", per_call(["uhyve-ctl", "run", f"{d}/loop.hexo", "--backend",
                                         "kvm", "--", str(CALLS)]))
     finally:
-        if booted:
-            from hexo_sched.boards import vm as boards
-            boards.down(BOARD)
+        if not args.worker:
+            vm.down(BOARD)
     if runner.args.worker or any(b is None for b in results.values()):
         return
     t = {k: b.mean() for k, b in results.items()}
