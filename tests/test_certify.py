@@ -40,7 +40,8 @@ def test_any_difference_fails_the_check_and_is_shown(images):
 @needs_kvm
 def test_a_broken_transform_is_caught(images, monkeypatch, capsys):
     """A transform defect (the resumed pc points nowhere): every migration to the other ISA
-    crashes, the check says so per run and fails; the unmigrated runs still agree."""
+    is refused at restore, the check says so per run and fails; the unmigrated runs still
+    agree."""
     from hexo import retarget
     from uhyve_ctl import certify
     real = retarget.retarget
@@ -58,8 +59,8 @@ def test_a_broken_transform_is_caught(images, monkeypatch, capsys):
     assert code == 1 and not result["ok"]
     verdicts = {r["run"]: r["difference"] for r in result["runs"]}
     assert verdicts["x86_64 unmigrated"] is None and verdicts["aarch64 unmigrated"] is None
-    assert verdicts["x86_64 -> aarch64 at 5"].startswith("aarch64 guest stopped: ")
-    assert verdicts["aarch64 -> x86_64 at 5"].startswith("x86_64 guest stopped: ")
+    assert verdicts["x86_64 -> aarch64 at 5"].startswith("aarch64 VM could not start: pc ")
+    assert verdicts["aarch64 -> x86_64 at 5"].startswith("x86_64 VM could not start: pc ")
 
 
 @needs_kvm

@@ -306,11 +306,16 @@ def test_minimal_checkpoint_format_on_both_sides(tmp_path):
     """Writer: remote areas make a 2.0 checkpoint; a full one stays 1.0 with no new key.
     Reader: a remote area cannot be read from the directory, and a 3.x one is refused."""
     from hexo import checkpoint
-    state = {"isa": "aarch64", "context": {"pc": 1, "sp": 2}}
+    from hexo import abi
+    state = {"image": {"path": "/x.hexo", "build_id": "0" * 32}, "isa": "aarch64",
+             "target_isa": "aarch64", "mem_size": 256 << 20, "abi_version": abi.ABI_VERSION,
+             "context": {"pc": 1, "sp": 2}, "kernel": {"brk": 0, "monotonic_ns": 0},
+             "files": []}
     areas = [("data", 0x200000, b"d" * 70000), ("stack", 0x7ff000, b"s" * 100)]
     from uhyve_ctl.migration import served_remotely
-    ck = checkpoint.write(tmp_path / "min", dict(state, postcopy={"secret": "00"}), areas,
-                          remote=served_remotely)
+    ck = checkpoint.write(tmp_path / "min", dict(state, postcopy={
+        "protocol": [1, 0], "server": "127.0.0.1:1", "secret": "00" * 32,
+        "full_checkpoint": "/x.full"}), areas, remote=served_remotely)
     assert ck.meta["version"][0] == 2
     assert (tmp_path / "min" / "checkpoint.json").stat().st_mode & 0o077 == 0
     assert [a.remote for a in ck.areas] == [True, False]

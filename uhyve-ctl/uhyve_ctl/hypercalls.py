@@ -258,7 +258,7 @@ class Hypercalls:
         found = []
         for i in range(nareas):
             a = abi.AREA.unpack(raw[i * abi.AREA.size:(i + 1) * abi.AREA.size])
-            self.memory.check(a["start"], a["size"], "migration area")
+            self.memory.check(a["start"], a["size"], "migration area", fetch=False)
             found.append(a)
         outcome = self.on_migrate(ctx, state, found)
         if isinstance(outcome, int):

@@ -73,14 +73,16 @@ class GuestMemory:
         regions.append((start, self.size - start))
         return regions
 
-    def check(self, addr: int, length: int, what: str = "access") -> None:
-        """Raise GuestMemoryError unless [addr, addr+length) is RAM."""
+    def check(self, addr: int, length: int, what: str = "access", fetch: bool = True) -> None:
+        """Raise GuestMemoryError unless [addr, addr+length) is RAM. `fetch`: the caller will
+        touch the bytes, so a post-copy target brings them in first; a bounds check alone
+        (fetch=False) must not pull a whole area over the network."""
         if addr < 0 or length < 0 or addr + length > self.size:
             raise GuestMemoryError(addr, length, what)
         for lo, hi in self._holes + self._unmapped:
             if addr < hi and addr + length > lo:
                 raise GuestMemoryError(addr, length, what)
-        if self.on_access is not None:
+        if fetch and self.on_access is not None:
             self.on_access(addr, length)
 
     def fill(self, addr: int, data: bytes) -> None:
