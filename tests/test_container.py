@@ -71,8 +71,8 @@ def test_linux_builds_match_native(migratable, tmp_path):
 
 
 def test_same_isa_checkpoint_restore(migratable, tmp_path):
-    want = unmigrated(migratable, ["3000"], tmp_path)
-    p = start(migratable, ["3000"], tmp_path / "run.out")
+    want = unmigrated(migratable, ["40000"], tmp_path)
+    p = start(migratable, ["40000"], tmp_path / "run.out")
     state = ckpt.checkpoint(p.pid, tmp_path / "ck")
     assert p.wait() != 0                    # CRIU ended the source after the dump
     assert state["isa"] == process.host_isa()
@@ -101,8 +101,8 @@ def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
     calls = []
     core = retarget.transform
     monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
-    want = unmigrated(migratable, ["3000"], tmp_path)
-    p = start(migratable, ["3000"], tmp_path / "run.out")
+    want = unmigrated(migratable, ["40000"], tmp_path)
+    p = start(migratable, ["40000"], tmp_path / "run.out")
     d = tmp_path / "ck"
     state = ckpt.checkpoint(p.pid, d, to_isa="aarch64")
     p.wait()

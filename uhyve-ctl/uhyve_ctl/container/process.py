@@ -76,18 +76,20 @@ def image_of(pid: int) -> tuple[Image, str]:
 
 def tcp_connections(pid: int) -> list[str]:
     """Local addresses of the process's TCP connections (listening sockets excluded)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        if link.startswith("socket:["):
-            inodes.add(link[len("socket:["):-1])
-    found = []
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[9] in inodes and fields[3] != "0A":      # 0A: LISTEN
-                    found.append(fields[1])
+    inodes, found = set(), []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[9] in inodes and fields[3] != "0A":      # 0A: LISTEN
+                        found.append(fields[1])
+    except FileNotFoundError:
+        raise ProcessError(f"process {pid} has ended") from None
     return found
 
 
