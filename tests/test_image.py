@@ -8,6 +8,8 @@ import pytest
 
 from hexo.image import FORMAT_MAJOR, Image, ImageError, write_image
 
+from conftest import HEXO, run
+
 
 def _elf(machine: int) -> bytes:
     head = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack("<HH", 2, machine)
@@ -133,7 +135,6 @@ def test_the_format_document_gives_the_sizes_the_code_writes():
 
 @pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
 def test_inspect_refuses_corrupt_migration_metadata(images, tmp_path, isa):
-    from conftest import HEXO, run
     src = images.migratable("npb-ep", "S")
     off, size, _ = Image(src).entries[f"meta.{isa}"]
     data = bytearray(src.read_bytes())

@@ -54,8 +54,9 @@ class GuestMemory:
         self.host_address = addr
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
         self._holes = ((abi.DOORBELL_ADDR, abi.DOORBELL_ADDR + abi.PAGE_SIZE),)
-        # RAM the guest's page tables leave unmapped: no hypercall may name it either.
-        self._unmapped = ((0, abi.PAGE_SIZE), (abi.STACK_GUARD, abi.STACK_GUARD + abi.PAGE_SIZE))
+        # The holes, and RAM the guest's page tables leave unmapped: no hypercall may name them.
+        self._forbidden = self._holes + ((0, abi.PAGE_SIZE),
+                                         (abi.STACK_GUARD, abi.STACK_GUARD + abi.PAGE_SIZE))
         self.on_access = None     # post-copy: called as (addr, length) to fetch missing pages
 
     def close(self) -> None:
@@ -79,7 +80,7 @@ class GuestMemory:
         (fetch=False) must not pull a whole area over the network."""
         if addr < 0 or length < 0 or addr + length > self.size:
             raise GuestMemoryError(addr, length, what)
-        for lo, hi in self._holes + self._unmapped:
+        for lo, hi in self._forbidden:
             if addr < hi and addr + length > lo:
                 raise GuestMemoryError(addr, length, what)
         if fetch and self.on_access is not None:
