@@ -116,9 +116,10 @@ def test_exit_status_crash_and_stderr(images, tmp_path):
 
 
 def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, sshd):
-    """EP is offloaded to make room for a job that spins on the server (not migratable, so it
-    stays there); SIGTERM to each `hexo run` cancels its job."""
-    ep, chatty = images.migratable("npb-ep", "S"), images.program("chatty")
+    """EP (class W: it runs long enough on the server not to end before the second job
+    comes) is offloaded to make room for a job that spins on the server (not migratable, so
+    it stays there); SIGTERM to each `hexo run` cancels its job."""
+    ep, chatty = images.migratable("npb-ep", "W"), images.program("chatty")
     cfg = sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, policy="hexo",
                                       idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)
     state_dir = tmp_path / "state"

@@ -122,9 +122,10 @@ def test_batch_completes_verified_with_the_guests_exit_codes(cluster, images):
 
 
 def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
-    """EP is offloaded to make room for a job that spins on the server (its image is not
-    migratable, so it stays there); both are cancelled with scancel."""
-    ep, chatty = images.migratable("npb-ep", "S"), images.program("chatty")
+    """EP (class W: it runs long enough on the server not to end before the second job
+    comes) is offloaded to make room for a job that spins on the server (not migratable, so
+    it stays there); both are cancelled with scancel."""
+    ep, chatty = images.migratable("npb-ep", "W"), images.program("chatty")
     first = cluster.submit(ep)
     wait_for(lambda s: len(s["jobs"]) == 1, cluster.state_dir, 120, "the first job")
     second = cluster.submit(chatty, "--", "spin", 1)
