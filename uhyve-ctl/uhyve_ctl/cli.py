@@ -450,6 +450,9 @@ def _checkpoint(args) -> int:
     if reply.get("serving"):
         print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']}, full "
               f"checkpoint at {reply['path']}.full")
+    elif mode == "postcopy":
+        print(f"{reply['path']}: every area fits in the checkpoint: a full checkpoint, no "
+              f"pages to serve")
     return 0
 
 

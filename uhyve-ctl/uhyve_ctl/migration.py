@@ -204,6 +204,10 @@ class Migrator:
         from .pagewire import VERSION, parse_address
         if not req.serve:
             raise MigrationError("post-copy needs a page server address (--serve HOST:PORT)")
+        if not any(served_remotely(kind, len(d)) for kind, _, d in data):
+            # Every area fits in the checkpoint: it is already complete, and a page server
+            # no target ever connects to would hold the source forever.
+            return checkpoint.write(req.output, state, data, req.compress, kept=kept).path
         data = [(kind, start, bytes(d)) for kind, start, d in data]
         secret = os.urandom(32)
         host, port = parse_address(req.serve)
