@@ -97,6 +97,8 @@ class Migrator:
         makes the checkpoint happen at exactly the Nth migration point."""
         if not 0 <= req.skip < 2 ** 32:
             raise MigrationError(f"cannot let {req.skip} migration points pass")
+        if req.mode != "probe":
+            self._prepare(req.target_isa)
         with self._lock:
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
@@ -106,6 +108,17 @@ class Migrator:
             self._target.value = abi.ISA_IDS[req.target_isa]
             self._skip.value = req.skip
             self._flag.value = abi.MIGRATE_REQUESTED    # one aligned 32-bit store, the last
+
+    def _prepare(self, target_isa: str) -> None:
+        """Everything the checkpoint needs that does not depend on the guest's state, loaded
+        while the guest still runs: the writer's code and both ISAs' migration metadata."""
+        from hexo import checkpoint, retarget  # noqa: F401  (a run that never migrates skips them)
+        if target_isa != self.vm.isa:
+            try:
+                retarget.metadata(self.vm.image, self.vm.isa)
+                retarget.metadata(self.vm.image, target_isa)
+            except HexoError as e:
+                raise MigrationError(f"cannot move this job to {target_isa}: {e}") from None
 
     def request(self, req: Request, timeout: float) -> str:
         """Checkpoint at the next migration point (after `req.skip` more); returns the
@@ -173,7 +186,7 @@ class Migrator:
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
         }
-        from hexo import checkpoint, retarget   # only when checkpointing: keeps start-up lean
+        from hexo import checkpoint, retarget   # loaded by _prepare while the guest ran
         mem = vm.memory
         data = [(_KIND_NAMES.get(a["kind"], "unknown"), a["start"],
                  mem.slice(a["start"], a["size"])) for a in areas]
