@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyperf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from netlink import ShapedLink  # noqa: E402
@@ -171,6 +169,7 @@ def _recv(directory: str) -> None:
 
 
 def main() -> None:
+    import pyperf         # not at the top: the checkpoint copy helpers would pay for it
     runner = pyperf.Runner(processes=1, values=3, warmups=1)
     runner.parse_args()
     if not runner.args.worker:
