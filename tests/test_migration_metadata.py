@@ -559,7 +559,6 @@ def _run(image: Path, isa: str, *args) -> str:
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 def test_migratable_npb_cg_verifies_on_kvm_and_emulated_aarch64(cg):
     for isa in ISAS:
@@ -568,7 +567,6 @@ def test_migratable_npb_cg_verifies_on_kvm_and_emulated_aarch64(cg):
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 def test_migratable_programs_print_what_the_native_build_prints(prog, auto, tmp_path):
     native, stub = tmp_path / "prog", tmp_path / "stub.c"
