@@ -65,10 +65,11 @@ class ImageCache:
         return out
 
     def get(self, workload: str, klass: str | None = None) -> Path:
+        """The default build: migratable."""
         return self._build(workload, klass, "hexo")
 
-    def migratable(self, workload: str, klass: str | None = None) -> Path:
-        return self._build(workload, klass, "migratable.hexo", "--migratable")
+    def plain(self, workload: str, klass: str | None = None) -> Path:
+        return self._build(workload, klass, "plain.hexo", "--no-migratable")
 
     def native(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "native", "--native")
