@@ -266,6 +266,18 @@ def ensure_kick_handler() -> None:
     signal.signal(KICK_SIGNAL, lambda signum, frame: None)
 
 
+def unavailable() -> str:
+    """Why KVM cannot run guests here, '' when it can. HEXO_KVM=off hides it, so that a host
+    with KVM can show what one without does (nothing falls back to the emulator silently)."""
+    if os.environ.get("HEXO_KVM", "").lower() == "off":
+        return "KVM is turned off (HEXO_KVM=off)"
+    try:
+        Kvm().close()
+    except KvmError as e:
+        return f"/dev/kvm is not usable: {e}"
+    return ""
+
+
 class Kvm(_Fd):
     """/dev/kvm."""
 
