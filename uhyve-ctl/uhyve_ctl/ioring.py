@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Optional
 
 from hexo import abi
 from .hypercalls import guest_errno
@@ -44,7 +43,7 @@ class OutputRing:
     def __init__(self, memory, files):
         self.view = memory.view
         self.files = files
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.drains = 0                    # drains that found output
         self.bytes = 0
         # guest fd -> -errno of a buffered write that failed; CLOSE reports it
@@ -52,7 +51,7 @@ class OutputRing:
         self._lock = threading.Lock()
         self._tail = self._switch_tail = 0
         self._fd = -1                      # guest fd the bytes at tail belong to
-        self._timer: Optional[threading.Thread] = None
+        self._timer: threading.Thread | None = None
         self._stop = threading.Event()
 
     def reset(self) -> None:
@@ -74,7 +73,7 @@ class OutputRing:
         """Held, no drain runs: the host may swap the fds output goes to meanwhile."""
         return self._lock
 
-    def drain(self) -> Optional[str]:
+    def drain(self) -> str | None:
         """Write out what the guest published; returns why the ring is broken, if it is."""
         view = self.view
         if (self.error is None and _U64.unpack_from(view, _HEAD)[0] == self._tail
