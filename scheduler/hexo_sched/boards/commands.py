@@ -6,10 +6,15 @@ import sys
 from pathlib import Path
 
 
-def register(sub) -> None:
+def _errors() -> tuple:
+    """The errors a board command reports in one line (imported only when one is run)."""
     from ..hosts import HostError
     from .image import BoardImageError
     from .vm import BoardError
+    return BoardError, BoardImageError, HostError
+
+
+def register(sub) -> None:
     board = sub.add_parser("board", help="arm64 board VMs (qemu-system-aarch64 with KVM inside): "
                                          "build, up, exec, ls, down",
                            description="Arm64 Linux boards emulated by qemu-system-aarch64 "
@@ -38,7 +43,7 @@ def register(sub) -> None:
     e.add_argument("command", nargs="+", metavar="CMD")
     e.set_defaults(run=_exec)
     for p in (board, b, u, d, ls, e):
-        p.set_defaults(errors=(BoardError, BoardImageError, HostError))
+        p.set_defaults(errors=_errors)
 
 
 def _build(args) -> int:
