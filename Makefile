@@ -51,6 +51,7 @@ bench: deps board-image
 	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 	$(PY) bench/board.py
+	$(PY) bench/board_kvm.py
 
 clean:
 	rm -rf build $(VENV)

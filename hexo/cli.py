@@ -30,9 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --native: a static Linux executable for this ISA (e.g. for an "
                         "arm64 board)")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
-    b.add_argument("--migratable", action="store_true",
+    b.add_argument("--migratable", action=argparse.BooleanOptionalAction,
                    help="record live values at every call site that can lead to a migration "
-                        "point, for cross-ISA migration (metadata stored in the image)")
+                        "point, for cross-ISA migration (metadata stored in the image; the "
+                        "default: a job nobody planned to move can still be moved; costs "
+                        "~3%% run time, see bench/corpus.py)")
     b.add_argument("--auto-points", action="store_true",
                    help="also put a migration point at every function entry (implies "
                         "--migratable)")
@@ -78,6 +80,7 @@ def _new_directory(path: Path) -> Path:
 
 def _build(args) -> int:
     from .toolchain.build import BuildRequest, build, build_native
+    from .toolchain.sysroot import ToolchainError
     from . import workloads
     _output_file(args.output)
     for src in args.sources:
@@ -102,10 +105,18 @@ def _build(args) -> int:
         isa = build_native(sources, args.output, defines, args.include_dirs, args.native_isa)
         print(f"{args.output}: native {isa} Linux executable")
         return 0
+    if args.auto_points and args.migratable is False:
+        raise ValueError("--auto-points makes a migratable build; drop --no-migratable")
     req = BuildRequest(sources, args.output, name or args.output.stem, defines,
-                       args.include_dirs, extra, migratable=args.migratable or args.auto_points,
+                       args.include_dirs, extra, migratable=args.migratable is not False,
                        auto_points=args.auto_points, linux=args.linux)
-    m = build(req, keep=args.keep_build_dir)
+    try:
+        m = build(req, keep=args.keep_build_dir)
+    except ToolchainError as e:
+        if args.migratable is None and "migrat" in str(e):
+            raise ToolchainError(f"{e}\n(images are migratable by default; --no-migratable "
+                                 f"builds one that cannot move across ISAs)") from None
+        raise
     lay = m["layout"]
     print(f"{args.output}: {', '.join(m['isas'])}; {lay['symbols_at_same_address']} symbols "
           f"at the same address on every ISA; needs {m['memory']['min_mem'] >> 20} MiB")

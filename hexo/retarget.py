@@ -20,8 +20,8 @@ def metadata(image: Image, isa: str):
         from .toolchain import stackmaps
         name = f"meta.{isa}"
         if name not in image.entries:
-            raise ImageError(f"{image.path} was not built with --migratable: it has no {isa} "
-                             f"migration metadata")
+            raise ImageError(f"{image.path} has no {isa} migration metadata: it was "
+                             f"built with --no-migratable")
         loaded[isa] = stackmaps.load(image.payload(name))
     return loaded[isa]
 

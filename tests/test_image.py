@@ -197,7 +197,7 @@ def test_the_format_document_gives_the_sizes_the_code_writes():
 
 @pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
 def test_inspect_refuses_corrupt_migration_metadata(images, tmp_path, isa):
-    src = images.migratable("npb-ep", "S")
+    src = images.get("npb-ep", "S")
     off, size, _ = Image(src).entries[f"meta.{isa}"]
     data = bytearray(src.read_bytes())
     data[off + size // 2] ^= 0x20

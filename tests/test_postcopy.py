@@ -101,7 +101,7 @@ def _source_finished(proc):
 def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, klass, src, dst,
                                            delay, backend):
     from npb_reference import check
-    image = images.migratable(f"npb-{kernel}", klass)
+    image = images.get(f"npb-{kernel}", klass)
     plain = run([UHYVE, "run", image, "--stats"])
     assert plain.returncode == 0, plain.stderr
     source = _start_source(link, env, image, src, backend=backend)

@@ -229,3 +229,55 @@ def test_results_name_the_rows_the_paper_disagrees_with_and_why():
     text = format_results(run_experiment({"EP": ("EP",)}, ("X", "XP", "X3P")))
     far = next(line for line in text.splitlines() if line.startswith("more than 10 points"))
     assert "EP X3P work +" in far and "EP XP work " not in far and PAPER_GAP in text
+
+
+def test_model_difference_reports_what_wrong_slowdowns_change():
+    from hexo_sched.simulation import format_model_difference, model_difference
+    sets = {"EP+CG": ("EP", "CG")}
+    exact = model_difference({}, sets, ("X", "XP"), duration=1200.0)["rows"]["EP+CG XP"]
+    assert exact["policy told the model minus true"] == 0.0
+    assert exact["simulated from the model minus true"] == 0.0
+    # a model that says EP is 20 times slower than it is: HEXO offloads CG instead (told), and
+    # a simulation that believed it would have EP crawl on the boards (simulated)
+    d = model_difference({"EP": 20.0}, sets, ("X", "XP"), duration=1200.0)
+    row = d["rows"]["EP+CG XP"]
+    assert row["true work_gain_pct"] == exact["true work_gain_pct"]
+    assert row["policy told the model minus true"] < -10
+    assert row["simulated from the model minus true"] < -10
+    assert "EP x20" in format_model_difference(d)
+
+
+def test_cli_simulate_with_the_model(capsys):
+    from hexo_sched.model import CORPUS_DATASET
+    assert cli_main(["simulate", "--jobs", "EP+CG", "--setup", "X,XP", "--duration", "600",
+                 "--model", str(CORPUS_DATASET), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    d = out["model_difference"]
+    assert set(d["bias"]) >= {"EP", "CG"} and list(d["rows"]) == ["EP+CG XP"]
+
+
+def test_a_fixed_batch_runs_to_its_last_job():
+    from hexo_sched.simulation import Simulation
+    profiles = paper_profiles()
+    r = Simulation("X3P", ("EP", "CG"), "hexo", duration=1e6, profiles=profiles, seed=3,
+                   length_jitter=0.1, batch=40, check=True).run()
+    assert r["jobs"] == 40
+    # every job's whole length was done, and no faster than all cores working flat out
+    # (3 server cores at full speed, 9 board cores at 1/3 of it for EP)
+    assert r["work_s"] == pytest.approx(40 * 60.0, rel=0.1)
+    assert r["makespan_s"] >= r["work_s"] / (3 + 9 / 3.0)
+    with pytest.raises(RuntimeError, match="not done after 100 s"):
+        Simulation("X", ("EP",), "hexo", duration=100.0, profiles=profiles, batch=40).run()
+
+
+def test_makespan_comparison_is_paired_by_seed():
+    from hexo_sched.simulation import Simulation, compare_makespan, format_makespan
+    c = compare_makespan({"EP+CG": ("EP", "CG")}, batch=30, seeds=(0, 1))
+    row = c["mixes"]["EP+CG"]
+    runs = {pol: [Simulation("X3P", ("EP", "CG"), pol, duration=1e7, seed=s, batch=30,
+                             length_jitter=0.1).run()["makespan_s"] for s in (0, 1)]
+            for pol in ("hexo", "cost-aware")}
+    rel = [100 * (a / b - 1) for a, b in zip(runs["cost-aware"], runs["hexo"])]
+    assert row["cost-aware"]["makespan_vs_hexo_pct"][0] == pytest.approx(np.mean(rel))
+    assert row["hexo"]["makespan_s"][0] == pytest.approx(np.mean(runs["hexo"]))
+    assert "EP+CG" in format_makespan(c)

@@ -1,4 +1,4 @@
-"""The daemon's control socket: `hexo submit` and `hexo status` talk to it.
+"""The daemon's control socket: `hexo submit`, `hexo status` and `hexo run` talk to it.
 
 A Unix socket `control.sock` in the daemon's state directory, mode 0600; the daemon answers only
 peers of its own user or root (SO_PEERCRED). One JSON request line, one JSON reply line, both
@@ -69,13 +69,14 @@ def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
     return reply
 
 
-JOB_FIELDS = {"image", "vcpus", "mem"}
+JOB_FIELDS = {"image", "vcpus", "mem", "args"}
+MAX_ARGS, MAX_ARG_CHARS = 256, 4096
 
 
-def parse_job_spec(spec) -> tuple[str, int, int]:
-    """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes).
-    `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is MiB) or an
-    integer number of bytes."""
+def parse_job_spec(spec) -> tuple[str, int, int, list[str]]:
+    """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes,
+    guest arguments). `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is
+    MiB) or an integer number of bytes."""
     from hexo.sizes import parse_size
     if not isinstance(spec, dict):
         raise ApiError(f"a job must be a JSON object, got {spec!r:.80}")
@@ -103,7 +104,12 @@ def parse_job_spec(spec) -> tuple[str, int, int]:
         raise ApiError(f"{image}: mem must be a size such as \"256M\", got {mem!r:.40}")
     if size <= 0:
         raise ApiError(f"{image}: mem must be positive, got {mem!r:.40}")
-    return image, vcpus, size
+    args = spec.get("args", [])
+    if not isinstance(args, list) or len(args) > MAX_ARGS or not all(
+            isinstance(a, str) and len(a) <= MAX_ARG_CHARS and "\0" not in a for a in args):
+        raise ApiError(f"{image}: args must be a list of at most {MAX_ARGS} strings of at most "
+                       f"{MAX_ARG_CHARS} characters without NUL")
+    return image, vcpus, size, args
 
 
 def reply(ok: bool, **fields) -> dict:

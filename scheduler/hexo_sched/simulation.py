@@ -14,7 +14,7 @@ import math
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import simpy
 
@@ -152,7 +152,7 @@ class Simulation:
                  estimate_error: float = 0.0, seed: int = 0, tick_s: float = 10.0,
                  policy_kwargs: dict | None = None, sample_s: float = 1.0,
                  length_jitter: float = 0.0, queue_depth: int | None = None,
-                 estimate_bias: dict[str, float] | None = None):
+                 estimate_bias: dict[str, float] | None = None, batch: int | None = None):
         self.env = simpy.Environment()
         self.machines = build_machines(setup, link_mbit) if isinstance(setup, str) else setup
         self.state = ClusterState(self.machines)
@@ -177,6 +177,12 @@ class Simulation:
         self.completed: list[Job] = []
         self.transitions = 0
         self.queue_depth = queue_depth or sum(m.usable_cores for m in self.machines)
+        # a fixed batch: every job queued at the start, none added, run until the last ends
+        self.batch = batch
+        if batch is not None:
+            self.queue_depth = batch
+            self.all_done = self.env.event()
+        self.submitted = 0
         self.decision_s: list[float] = []
 
     # -- event plumbing -----------------------------------------------------------------------
@@ -185,7 +191,7 @@ class Simulation:
         many queued jobs as the cluster has usable cores unless told otherwise: the "infinite
         queue", visible). The CPU time of each call into the policy is recorded."""
         self.carry_out(self.timed(handler, *args))
-        while len(self.state.queue) < self.queue_depth:
+        while len(self.state.queue) < self.queue_depth and self.submitted != self.batch:
             self.carry_out(self.timed(self.policy.on_submit, self.new_job()))
 
     def timed(self, handler, *args):
@@ -213,6 +219,7 @@ class Simulation:
     def new_job(self) -> Job:
         p = self.profiles[next(self.order)]
         jid = f"{p.benchmark}-{next(self.counter)}"
+        self.submitted += 1
         self.true_left[jid] = self.work[jid] = \
             p.work_s * (1 + self.rng.uniform(-1, 1) * self.length_jitter)
         return Job(jid, p.vcpus, p.mem_mb, p.benchmark, checkpoint_mb=p.checkpoint_mb)
@@ -253,6 +260,8 @@ class Simulation:
         self.stop_compute(jid)
         self.completed.append(self.state.jobs[jid])
         self.event(self.policy.on_job_finished, jid)
+        if self.batch is not None and len(self.completed) == self.batch:
+            self.all_done.succeed()
 
     def migration(self, jid: str, src: str, dst: str):
         s, d = self.state.machines[src], self.state.machines[dst]
@@ -281,9 +290,19 @@ class Simulation:
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Up to `duration`, or with a batch until its last job ends (`duration` then only
+        bounds it: a batch not done by then is an error)."""
         self.event(lambda now: [])
         self.env.process(self.ticking())
-        self.env.run(until=self.duration)
+        if self.batch is None:
+            self.env.run(until=self.duration)
+        else:
+            self.env.run(until=self.env.any_of([self.all_done,
+                                                self.env.timeout(self.duration)]))
+            if not self.all_done.triggered:
+                raise RuntimeError(f"batch of {self.batch} not done after {self.duration:.0f} "
+                                   f"s ({len(self.completed)} jobs finished)")
+            self.duration = self.env.now
         for jid in list(self.running):
             self.stop_compute(jid)
         work_done = sum(self.work[j] - self.true_left[j] for j in self.work)
@@ -295,7 +314,8 @@ class Simulation:
         for j in self.completed:
             per_bench[j.benchmark] = per_bench.get(j.benchmark, 0) + 1
         return {"jobs": len(self.completed), "jobs_per_hour": len(self.completed) * 3600.0
-                / self.duration, "work_s": work_done,
+                / self.duration, "work_s": work_done, "makespan_s": self.duration,
+                "energy_kj": report.energy_j / 1000,
                 "work_per_kj": work_done / (report.energy_j / 1000), "completed_by_benchmark": per_bench,
                 "finished_on_board": sum(1 for j in self.completed
                                          if self.state.machines[j.location].kind == "board"),
@@ -347,13 +367,16 @@ def run_experiment(job_sets: dict[str, tuple[str, ...]] | None = None,
                    work_s: float | dict[str, float] = DEFAULT_WORK_S, length_jitter: float = 0.0,
                    seeds: tuple[int, ...] = (0,), check: bool = False,
                    estimate_error: float = 0.0,
-                   estimate_bias: dict[str, float] | None = None) -> dict:
+                   estimate_bias: dict[str, float] | None = None,
+                   slowdown_scale: dict[str, float] | None = None) -> dict:
     """HEXO's §5.2 experiment: a JSON-able dict, per policy, job set and setup, with
     `throughput_gain_pct` and `jobs_per_kj_gain_pct` over X next to the paper's figures.
     `estimate_bias` multiplies the slowdown the policy is told, per benchmark (the model's
-    error), while jobs run at the true one."""
+    error), while jobs run at the true one; `slowdown_scale` multiplies the slowdown jobs run
+    at (and so the one the policy is told)."""
     job_sets = job_sets or paper.JOB_SETS
-    profiles = paper_profiles(work_s)
+    profiles = {b: replace(p, slowdown=p.slowdown * (slowdown_scale or {}).get(b, 1.0))
+                for b, p in paper_profiles(work_s).items()}
     assumptions = [dict(zip(("what", "value", "why"), a)) for a in ASSUMPTIONS]
     if work_s != DEFAULT_WORK_S or length_jitter:
         assumptions[0]["value"] = f"{work_s} s, jitter +/-{100 * length_jitter:g}%"
@@ -373,6 +396,49 @@ def run_experiment(job_sets: dict[str, tuple[str, ...]] | None = None,
                     setup)
             out["results"][pol][name] = rows
     return out
+
+
+def model_difference(bias: dict[str, float], job_sets: dict[str, tuple[str, ...]] | None = None,
+                     setups: tuple[str, ...] = ("X", "XP", "X3P"), policy: str = "hexo",
+                     **kw) -> dict:
+    """The experiment three times: with the true slowdowns; with the policy told the model's
+    predictions (true slowdown x `bias`, the model's held-out predicted/measured ratio per
+    benchmark) while jobs run at the true ones, as the daemon would; and with jobs running at
+    the predictions too, as a simulation fed by the model would. Per row: the work-done gain
+    over X of each and the difference to the truth, in points."""
+    runs = {"true": run_experiment(job_sets, setups, (policy,), **kw),
+            "policy told the model": run_experiment(job_sets, setups, (policy,),
+                                                    estimate_bias=bias, **kw),
+            "simulated from the model": run_experiment(job_sets, setups, (policy,),
+                                                       slowdown_scale=bias, **kw)}
+    rows = {}
+    for name, per_setup in runs["true"]["results"][policy].items():
+        for setup in per_setup:
+            if setup == "X":
+                continue
+            gains = {k: r["results"][policy][name][setup]["work_gain_pct"]
+                     for k, r in runs.items()}
+            rows[f"{name} {setup}"] = {
+                **{f"{k} work_gain_pct": v for k, v in gains.items()},
+                **{f"{k} minus true": v - gains["true"] for k, v in gains.items() if k != "true"}}
+    return {"policy": policy, "bias": bias, "rows": rows}
+
+
+def format_model_difference(d: dict) -> str:
+    told, sim = "policy told the model", "simulated from the model"
+    lines = [f"slowdown model vs true slowdowns, policy {d['policy']}: work-done gain over X; "
+             "model = true slowdown x its held-out predicted/measured ratio: "
+             + (", ".join(f"{b} x{r:.3g}" for b, r in d["bias"].items()) or
+                "no benchmark of these sets is in the dataset"),
+             f"{'row':12} {'true':>7} {'told':>7} {'diff':>6} {'simulated':>9} {'diff':>6}"]
+    for row, r in d["rows"].items():
+        lines.append(f"{row:12} {r['true work_gain_pct']:+7.1f} {r[told + ' work_gain_pct']:+7.1f}"
+                     f" {r[told + ' minus true']:+6.1f} {r[sim + ' work_gain_pct']:+9.1f}"
+                     f" {r[sim + ' minus true']:+6.1f}")
+    lines.append("told: jobs run at the true slowdowns, the policy decides on the model's; "
+                 "simulated: jobs run at the model's slowdowns too (what a simulation fed by "
+                 "the model would report)")
+    return "\n".join(lines)
 
 
 #: Where our policy should beat HEXO's: mixes where HEXO offloads a 30x job when the server
@@ -451,6 +517,62 @@ def policy_claim(jobs: tuple[str, ...] = paper.JOB_SETS["mix5"], setup: str = "X
             row[name] = {"work_gain_pct": m, "ci95": ci, "runs": gains}
         out["results"][f"{h}h"] = row
     return out
+
+
+#: Job mixes of the batch comparison: the paper's sets and Figure 1's FT and MG.
+BATCH_MIXES = {"EP": ("EP",), "CG": ("CG",), "EP+CG": ("EP", "CG"), "mix5": paper.JOB_SETS["mix5"],
+               "FT+MG": ("FT", "MG")}
+
+
+def compare_makespan(mixes: dict[str, tuple[str, ...]] | None = None, setup: str = "X3P",
+                     policies=("hexo", "cost-aware"), batch: int = 200,
+                     seeds=tuple(range(8)), length_jitter: float = 0.1,
+                     link_mbit: float = paper.BOARD_LINK_MBIT,
+                     work_s: float = DEFAULT_WORK_S) -> dict:
+    """A fixed batch per mix, all queued at once, run to its last job: makespan and energy of
+    each policy, and each policy's makespan and energy relative to the first policy's on the
+    same seed (same job lengths), mean and 95 % CI over seeds. No horizon: every job counts,
+    the tail (boards finishing their last jobs while the server idles) included."""
+    profiles = paper_profiles(work_s)
+    out = {"setup": setup, "batch": batch, "seeds": list(seeds), "work_s": work_s,
+           "length_jitter": length_jitter, "link_mbit": link_mbit, "mixes": {}}
+    base_pol = policies[0]
+    for name, jobs in (mixes or BATCH_MIXES).items():
+        runs = {pol: [Simulation(setup, jobs, pol, duration=1e7, link_mbit=link_mbit,
+                                 profiles=profiles, seed=seed, length_jitter=length_jitter,
+                                 batch=batch).run() for seed in seeds] for pol in policies}
+        row = {}
+        for pol, rs in runs.items():
+            mk, kj = [r["makespan_s"] for r in rs], [r["energy_kj"] for r in rs]
+            row[pol] = {"makespan_s": mean_ci95(mk), "energy_kj": mean_ci95(kj)}
+            if pol != base_pol:
+                base = runs[base_pol]
+                row[pol]["makespan_vs_" + base_pol + "_pct"] = mean_ci95(
+                    [gain_pct(a, b["makespan_s"]) for a, b in zip(mk, base)])
+                row[pol]["energy_vs_" + base_pol + "_pct"] = mean_ci95(
+                    [gain_pct(a, b["energy_kj"]) for a, b in zip(kj, base)])
+        out["mixes"][name] = row
+    return out
+
+
+def format_makespan(cmp: dict) -> str:
+    pols = list(next(iter(cmp["mixes"].values())))
+    base = pols[0]
+    lines = [f"fixed batch of {cmp['batch']} jobs on {cmp['setup']}, {cmp['work_s']:g} s "
+             f"+/-{100 * cmp['length_jitter']:g}% each, {len(cmp['seeds'])} seeds; mean +/- "
+             f"95% CI; vs {base}: paired by seed (negative = shorter / less energy)"]
+    for name, row in cmp["mixes"].items():
+        cells = []
+        for pol in pols:
+            r = row[pol]
+            cell = (f"{pol} makespan {r['makespan_s'][0]:.0f} +/- {r['makespan_s'][1]:.0f} s, "
+                    f"{r['energy_kj'][0]:.0f} +/- {r['energy_kj'][1]:.0f} kJ")
+            if pol != base:
+                m, e = r[f"makespan_vs_{base}_pct"], r[f"energy_vs_{base}_pct"]
+                cell += f" ({m[0]:+.1f} +/- {m[1]:.1f} % time, {e[0]:+.1f} +/- {e[1]:.1f} % energy)"
+            cells.append(cell)
+        lines.append(f"  {name:6} " + "; ".join(cells))
+    return "\n".join(lines)
 
 
 def format_claim(claim: dict) -> str:

@@ -112,7 +112,7 @@ class Runner:
         missing = [isa for isa in ISAS if f"meta.{isa}" not in self.image.entries]
         if missing:
             raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
-                               f"metadata: build it with --migratable or --auto-points")
+                               f"metadata: it was built with --no-migratable")
         self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
         self.checkpoints = 0
 
@@ -232,8 +232,8 @@ def certify(args, argv: list[str], progress=None) -> dict:
             raise CertifyError(f"the unmigrated run failed: {reference.failure}")
         total = reference.points
         if total == 0:
-            raise CertifyError(f"{args.image} reaches no migration point (build it with "
-                               f"--migratable or --auto-points)")
+            raise CertifyError(f"{args.image} reaches no migration point (call "
+                               f"hexo_check_migrate, or build it with --auto-points)")
         chosen = parse_points(args.points, total)
         migrated = plans(chosen, total)
         for plan in migrated:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hexo import abi
 from hexo.image import Image, ImageError
 
-from . import paging
+from . import kvm, paging
 from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
@@ -21,15 +21,17 @@ HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
 
 
 def pick_backend(isa: str, requested: str = "auto") -> str:
-    """KVM when the guest ISA is the host's and /dev/kvm is usable, else the emulator."""
+    """KVM when the guest ISA is the host's and KVM is usable, else the emulator."""
     if requested not in ("auto", "kvm", "emu"):
         raise ValueError(f"unknown backend '{requested}' (auto, kvm, emu)")
-    native = isa == HOST_ISA and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if requested == "emu":
+        return requested
     if requested == "kvm" and isa != HOST_ISA:
         raise ValueError(f"the kvm backend runs {HOST_ISA} guests on this host, not {isa}")
-    if requested == "auto":
-        return "kvm" if native else "emu"
-    return requested
+    why_not = kvm.unavailable() if isa == HOST_ISA else "another ISA"
+    if requested == "kvm" and why_not:
+        raise ValueError(f"the kvm backend cannot run here: {why_not}")
+    return "emu" if why_not else "kvm"
 
 
 def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
