@@ -19,7 +19,7 @@ emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 ABI_MAJOR = 1
 ABI_MINOR = 4
@@ -202,10 +202,8 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(NamedTuple):
-    nr: int
-    name: str
-    args: Struct
+class Hypercall(namedtuple("Hypercall", "nr name args")):
+    __slots__ = ()
 
 
 HYPERCALLS = (

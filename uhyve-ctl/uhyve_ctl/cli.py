@@ -13,7 +13,6 @@ resumes from it by itself if the transformed state dies first.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -21,7 +20,7 @@ EXIT_SOURCE_LOST, EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 123, 124, 125, 126
 EXIT_UNCONFIRMED = -1      # internal: a held restore failed before it confirmed
 
 
-def _vm_options(p: argparse.ArgumentParser) -> None:
+def _vm_options(p) -> None:
     p.add_argument("--isa", choices=("x86_64", "aarch64"), help="which build to run "
                    "(default: this host's ISA)")
     p.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto",
@@ -58,12 +57,13 @@ def _env_var(text: str) -> str:
 
 def _seconds(text: str) -> float:
     """A positive number of seconds."""
+    from argparse import ArgumentTypeError
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad number of seconds '{text}'") from None
+        raise ArgumentTypeError(f"bad number of seconds '{text}'") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}': the timeout must be a positive number of "
+        raise ArgumentTypeError(f"'{text}': the timeout must be a positive number of "
                                          "seconds")
     return value
 
@@ -78,10 +78,11 @@ def _duration(text: str) -> float:
             return float(t[:-2]) / 1e3
         return float(t.removesuffix("s"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad duration '{text}' (examples: 50ms, 2s, off)")
+        from argparse import ArgumentTypeError
+        raise ArgumentTypeError(f"bad duration '{text}' (examples: 50ms, 2s, off)") from None
 
 
-def _checkpoint_options(c: argparse.ArgumentParser) -> None:
+def _checkpoint_options(c) -> None:
     c.add_argument("name")
     c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
     c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
@@ -91,7 +92,8 @@ def _checkpoint_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="uhyve-ctl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="boot an image and run it",
@@ -139,6 +141,55 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print the state files as a JSON list "
                     "(for the scheduler daemon)")
     return p
+
+
+# `run IMAGE [options]` is read without argparse when it uses only these options in their
+# plain form: argparse, with the re, gettext and locale modules it brings, costs as much as
+# the interpreter's own start. Anything else (help, a bad value, another command, --opt=value,
+# an abbreviation) goes to the full parser, which gives every error message;
+# tests/test_cli_errors.py checks that both readings agree.
+_QUICK_VALUES = {"--isa": ("x86_64", "aarch64"), "--backend": ("auto", "kvm", "emu"),
+                 "--x86-entry": ("auto", "user", "kernel"), "--name": None, "--mem": None,
+                 "--timeout": _seconds, "--mount": list}
+_RUN_DEFAULTS = {"isa": None, "backend": "auto", "timeout": None, "x86_entry": "auto",
+                 "name": None, "stats": False, "checkpoint_at": None, "checkpoint_dir": None,
+                 "target_isa": None, "mem": None}
+
+
+def _quick_run(argv: list[str]):
+    """The parsed `run` command line, or None when it needs the full parser."""
+    if argv[:1] != ["run"]:
+        return None
+    import types
+    args = dict(_RUN_DEFAULTS, cmd="run", mount=[])
+    rest = iter(argv[1:])
+    for opt in rest:
+        if not opt.startswith("-") and "image" not in args:
+            args["image"] = opt
+            continue
+        if opt == "--stats":
+            args["stats"] = True
+            continue
+        if opt not in _QUICK_VALUES:
+            return None
+        kind, value = _QUICK_VALUES[opt], next(rest, None)
+        if value is None or value.startswith("-"):
+            return None
+        key = opt[2:].replace("-", "_")
+        if kind is list:
+            args[key].append(value)
+        elif isinstance(kind, tuple):
+            if value not in kind:
+                return None
+            args[key] = value
+        elif kind is None:
+            args[key] = value
+        else:
+            try:
+                args[key] = kind(value)
+            except Exception:
+                return None
+    return types.SimpleNamespace(**args) if "image" in args else None
 
 
 def _paging(args, ckpt):
@@ -493,7 +544,7 @@ def _ps(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    args = _parser().parse_args(argv[:split])
+    args = _quick_run(argv[:split]) or _parser().parse_args(argv[:split])
     args.guest_args = argv[split + 1:]
     if args.cmd in ("run", "restore") and (args.checkpoint_at is None) != (
             args.checkpoint_dir is None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from hexo import abi
 from hexo.image import Image, ImageError
@@ -50,7 +50,7 @@ class VirtualMachine:
     guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
-                 mem_size: Optional[int] = None, argv: Sequence[str] = (),
+                 mem_size: int | None = None, argv: Sequence[str] = (),
                  env: Sequence[str] = (), mounts: Sequence[Mount] = (), x86_entry: str = "auto",
                  stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
         """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
@@ -61,11 +61,11 @@ class VirtualMachine:
         self.build = image.build(isa)
         if restore is not None:
             mem_size = self._check_restore(restore)
-        if image.manifest.get("abi_version", 0) >> 16 != abi.ABI_MAJOR:
+        if image.index.abi_version >> 16 != abi.ABI_MAJOR:
             raise ImageError(f"{image.path}: built for hypercall ABI "
-                             f"{image.manifest.get('abi_version', 0) >> 16}.x, this uhyve-ctl "
+                             f"{image.index.abi_version >> 16}.x, this uhyve-ctl "
                              f"speaks {abi.ABI_MAJOR}.x")
-        needed = image.manifest["memory"]["min_mem"]
+        needed = image.index.min_mem
         mem_size = mem_size or max(DEFAULT_MEM, needed)
         mem_size = -(-mem_size // abi.MEM_ALIGN) * abi.MEM_ALIGN
         if mem_size < needed:
@@ -86,7 +86,7 @@ class VirtualMachine:
             meta = restore.meta if restore is not None else {}
             self.argv = list(meta.get("argv", argv))
             self.env = list(meta.get("env", env))
-            argv_addr = self._write_args([image.manifest.get("name", "hexo")] + self.argv,
+            argv_addr = self._write_args([image.index.name] + self.argv,
                                          self.env)
             self._write_boot_info(root, argv_addr, len(self.argv) + 1, restore is not None)
             if restore is not None:
@@ -135,8 +135,7 @@ class VirtualMachine:
 
     @property
     def app_data(self) -> tuple[int, int]:
-        areas = self.image.manifest["layout"]["areas"]
-        return areas["data"][0], areas["bss"][1]
+        return self.image.index.app_data
 
     def check_areas(self, areas: list[tuple[str, int, int]], sp: int, brk: int) -> None:
         """Refuse migration areas outside where application state can live."""
@@ -216,7 +215,7 @@ class VirtualMachine:
             restore_context=abi.RESTORE_CONTEXT_ADDR if restoring else 0,
             restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
 
-    def run(self, timeout: Optional[float] = None) -> StopReason:
+    def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
         self.ring.start()
