@@ -19,12 +19,14 @@ import pandas as pd
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_absolute_percentage_error, r2_score
 
+from hexo.resources import package_path
+
 from .errors import SchedError
 
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
 COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
            "counters_source"]
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"
