@@ -42,16 +42,17 @@ def _vm_options(p) -> None:
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
 
 
-def env_option(p: argparse.ArgumentParser) -> None:
+def env_option(p) -> None:
     p.add_argument("--env", action="append", default=[], type=_env_var, metavar="NAME=VALUE",
                    help="set a variable in the guest's environment (repeatable; the guest "
                         "sees no other host variable)")
 
 
 def _env_var(text: str) -> str:
+    from argparse import ArgumentTypeError
     name, eq, _ = text.partition("=")
     if not eq or not name or "\0" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+        raise ArgumentTypeError(f"{text!r} is not NAME=VALUE")
     return text
 
 
