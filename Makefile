@@ -14,6 +14,9 @@ DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross linux
         openssh-server iproute2 valgrind qemu-user-static qemu-system-arm qemu-utils debootstrap cpio kmod \
         slurmctld slurmd slurm-client munge
 PYTEST_ARGS ?= -n 2 --dist loadgroup
+# What hexo builds once (sysroots, the pass plugin, CRIU, board state) stays in this checkout;
+# an installed hexo uses ~/.cache/hexo.
+export HEXO_HOME ?= $(CURDIR)/build
 
 .PHONY: deps board-image demo slurm-demo test bench clean
 
@@ -26,7 +29,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    --no-install-recommends $(DEBS); fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,schedd]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	# setuptools' editable import hook costs ~20 ms at every interpreter start, more than a
 	# VM boot; plain path entries give the same imports for free.
 	for pth in $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/__editable__.hexo-*.pth; do \
@@ -57,6 +60,7 @@ bench: deps board-image
 	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 	$(PY) bench/board.py
+	$(PY) bench/board_kvm.py
 
 clean:
 	rm -rf build $(VENV)

@@ -49,6 +49,12 @@ def stats_run_seconds(stderr: str) -> float | None:
     return float(m[1]) / 1000.0 if m else None
 
 
+def stats_cpu_seconds(stderr: str) -> float | None:
+    """The CPU time of the run `uhyve-ctl run --stats` reports, if it did."""
+    m = re.search(r"cpu ([0-9.]+) ms", stderr)
+    return float(m[1]) / 1000.0 if m else None
+
+
 def first_report(stderr: str | None) -> str | None:
     """uhyve-ctl's first line about why a VM stopped (the guest's own output aside)."""
     for line in (stderr or "").splitlines():

@@ -289,7 +289,7 @@ class Daemon:
             if "migration" in img.manifest:
                 slow, source = self.estimator.estimate(bench, klass)
             else:
-                slow, source = {}, "no estimate: the image was not built with --migratable, " \
+                slow, source = {}, "no estimate: the image was built with --no-migratable, " \
                                    "so it is never offloaded"
             checked.append((str(Path(image).resolve()), vcpus, mem, bench, klass, slow, source,
                             args))
