@@ -14,7 +14,6 @@ import pytest
 from hexo.image import Image
 
 from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
-from test_transform import _chain
 
 PROGRAMS = ROOT / "tests" / "programs"
 ISAS = [pytest.param("x86_64", marks=needs_kvm), "aarch64"]
@@ -41,85 +40,83 @@ def _native(src, isa, out, args):
     return run([*runner, out, *args])
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def program(request, tmp_path_factory):
-    name = request.param
-    d = tmp_path_factory.mktemp(name)
-    images = {}
-    for kind, flags in (("plain", []), ("migratable", ["--migratable"])):
-        images[kind] = d / f"{name}-{kind}.hexo"
-        p = run([HEXO, "build", PROGRAMS / f"{name}.c", *flags, "-o", images[kind]])
-        assert p.returncode == 0, p.stderr
-    return name, images, d
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """built(name) -> {"plain": image, "migratable": image} of tests/programs/<name>.c."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            d = tmp_path_factory.mktemp(name)
+            cache[name] = {}
+            for kind, flags in (("plain", []), ("migratable", ["--migratable"])):
+                image = cache[name][kind] = d / f"{name}-{kind}.hexo"
+                p = run([HEXO, "build", PROGRAMS / f"{name}.c", *flags, "-o", image])
+                assert p.returncode == 0, p.stderr
+        return cache[name]
+    return get
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("kind", ["plain", "migratable"])
-def test_prints_and_exits_as_the_native_build(program, kind, isa, tmp_path):
-    name, images, _ = program
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_prints_and_exits_as_the_native_build(built, name, kind, isa, tmp_path):
     args = CASES[name][0]
     native = _native(PROGRAMS / f"{name}.c", isa, tmp_path / "native", args)
     assert native.stdout
-    p = run([UHYVE, "run", images[kind], "--isa", isa, "--", *args], timeout=300)
+    p = run([UHYVE, "run", built(name)[kind], "--isa", isa, "--", *args], timeout=300)
     assert (p.stdout, p.returncode) == (native.stdout, native.returncode), p.stderr
 
 
 @needs_kvm
 @pytest.mark.kvm
 @pytest.mark.parametrize("src,dst", [("x86_64", "aarch64"), ("aarch64", "x86_64")])
-@pytest.mark.parametrize("where", ["before", "inside", "after", "inside-late", "late"])
-def test_migrated_run_prints_what_the_unmoved_run_prints(program, src, dst, where, tmp_path):
-    name, images, _ = program
-    points = CASES[name][2]
-    if where not in points:
-        pytest.skip(f"{name} has no '{where}' point")
-    args = CASES[name][1]
-    unmoved = run([UHYVE, "run", images["migratable"], "--isa", dst, "--", *args])
+@pytest.mark.parametrize("name,where", [(n, w) for n in sorted(CASES) for w in CASES[n][2]])
+def test_migrated_run_prints_what_the_unmoved_run_prints(built, name, where, src, dst,
+                                                         tmp_path):
+    image, point, args = built(name)["migratable"], CASES[name][2][where], CASES[name][1]
+    unmoved = run([UHYVE, "run", image, "--isa", dst, "--", *args])
     (tmp_path / "run").mkdir(mode=0o700)
     env = dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
-    if name == "c_exit":        # the exit code comes from the last leg
-        last = _chain_last(images["migratable"], src, dst, points[where], env, tmp_path, args)
-        assert (last.stdout, last.returncode) == (unmoved.stdout, unmoved.returncode)
-        return
-    moved = _chain(images["migratable"], [(src, points[where]), (dst, None)], env, tmp_path, args)
-    assert moved == unmoved.stdout
-
-
-def _chain_last(image, src, dst, point, env, tmp, args):
-    ck = tmp / "ck"
+    ck = tmp_path / "ck"
     p = run([UHYVE, "run", image, "--isa", src, "--checkpoint-at", point, "--checkpoint-dir", ck,
              "--to", dst, "--", *args], env=env)
     assert p.returncode == 0 and f"checkpointed to {ck}" in p.stderr, p.stderr
-    return run([UHYVE, "restore", ck, "--isa", dst], env=env, timeout=300)
+    moved = run([UHYVE, "restore", ck, "--isa", dst], env=env, timeout=300)
+    assert (p.stdout + moved.stdout, moved.returncode) == (unmoved.stdout, unmoved.returncode)
 
 
-def test_the_image_lists_the_functions_compiled_per_isa(program):
-    name, images, _ = program
+PER_ISA = {
+    "c_varargs": {"sum_ints": "handles a va_list", "mixed": "handles a va_list",
+                  "vformat": "handles a va_list", "log_msg": "handles a va_list"},
+    "c_setjmp": {"attempt": "calls setjmp"},
+    "c_long_double": {"describe": "uses long double", "series": "uses long double",
+                      "one_round": "uses long double"},
+    "c_complex": {"show": "passes float _Complex to or from code compiled per ISA or the C "
+                          "library"},
+    "c_exit": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_image_lists_the_functions_compiled_per_isa(built, name):
     source = (PROGRAMS / f"{name}.c").read_text().splitlines()
-    per_isa = Image(images["migratable"]).manifest.get("per_isa", {"functions": []})
-    expected = {"c_varargs": {"sum_ints": "handles a va_list", "mixed": "handles a va_list",
-                              "vformat": "handles a va_list", "log_msg": "handles a va_list"},
-                "c_setjmp": {"attempt": "calls setjmp"},
-                "c_long_double": {"series": "uses long double", "one_round": "uses long double"},
-                "c_complex": {"show": "passes float _Complex to or from code compiled per ISA or the C library"}, "c_exit": {}}[name]
-    assert {f["name"]: f["why"] for f in per_isa["functions"]} == expected
+    per_isa = Image(built(name)["migratable"]).manifest.get("per_isa", {"functions": []})
+    assert {f["name"]: f["why"] for f in per_isa["functions"]} == PER_ISA[name]
     for f in per_isa["functions"]:
         file, line = f["where"].rsplit(":", 1)
         assert file.endswith(f"{name}.c") and f" {f['name']}(" in source[int(line) - 1]
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("code", [0, 1, 200, 255])
 @pytest.mark.parametrize("how", ["return", "exit"])
-def test_exit_codes(program, code, how, tmp_path):
-    name, images, _ = program
-    if name != "c_exit":
-        pytest.skip("exit codes are c_exit's")
+def test_exit_codes(built, code, how, isa, tmp_path):
     args = [str(code)] + (["exit"] if how == "exit" else [])
-    native = _native(PROGRAMS / "c_exit.c", os.uname().machine, tmp_path / "native", args)
+    native = _native(PROGRAMS / "c_exit.c", isa, tmp_path / "native", args)
     assert native.returncode == code
-    for isa in ("x86_64", "aarch64"):
-        p = run([UHYVE, "run", images["plain"], "--isa", isa, "--", *args])
-        assert (p.stdout, p.returncode) == (native.stdout, code), p.stderr
+    p = run([UHYVE, "run", built("c_exit")["plain"], "--isa", isa, "--", *args])
+    assert (p.stdout, p.returncode) == (native.stdout, code), p.stderr
 
 
 REFUSED = {
