@@ -119,26 +119,15 @@ def test_exit_codes(built, code, how, isa, tmp_path):
     assert (p.stdout, p.returncode) == (native.stdout, code), p.stderr
 
 
-REFUSED = {
-    "setjmp_in_main": ("#include <setjmp.h>\nvoid hexo_check_migrate(void);\njmp_buf b;\n"
-                       "int main(void) {\n  if (setjmp(b)) return 1;\n  hexo_check_migrate();\n"
-                       "  return 0;\n}\n",
-                       "prog.c:4: function 'main' calls setjmp"),
-    "long_double_global": ("void hexo_check_migrate(void);\nlong double g = 1.5L;\n"
-                           "int main(void) { hexo_check_migrate(); return (int)(g * 2); }\n",
-                           "long double globals (g)"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(REFUSED))
-def test_migratable_build_refuses_what_migration_could_never_reach(tmp_path, case):
-    """A migratable build whose only points run under a setjmp frame, or with a long double
-    global, is refused with the reason; the plain build of the same program works."""
-    code, message = REFUSED[case]
+def test_long_double_global_is_refused_by_migratable_builds_only(tmp_path):
+    """A long double global's bytes would reach the other ISA unconverted: a migratable build
+    says so; the plain build prints what the native build prints."""
     src = tmp_path / "prog.c"
-    src.write_text(code)
+    src.write_text("#include <stdio.h>\nvoid hexo_check_migrate(void);\nlong double g = 1.5L;\n"
+                   "int main(void) { hexo_check_migrate(); printf(\"%Lg\\n\", g * 3);"
+                   " return (int)(g * 2); }\n")
     p = run([HEXO, "build", src, "--migratable", "-o", tmp_path / "m.hexo"])
-    assert p.returncode == 1 and message in p.stderr, p.stderr
+    assert p.returncode == 1 and "long double globals (g)" in p.stderr, p.stderr
     assert not (tmp_path / "m.hexo").exists()
     p = run([HEXO, "build", src, "-o", tmp_path / "p.hexo"])
     assert p.returncode == 0, p.stderr
