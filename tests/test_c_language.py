@@ -11,7 +11,9 @@ import os
 
 import pytest
 
+from hexo.checkpoint import Checkpoint
 from hexo.image import Image
+from hexo.toolchain import stackmaps
 
 from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 
@@ -25,7 +27,7 @@ CASES = {
     "c_setjmp": (["4"], ["4"], {"before": 1, "inside": 2, "after": 3, "inside-late": 6}),
     "c_long_double": (["3", "full"], ["2"], {"before": 1, "inside": 3, "after": 4,
                                              "inside-late": 7}),
-    "c_complex": (["4"], ["4"], {"before": 1, "inside": 2, "after": 3, "late": 8}),
+    "c_complex": (["4"], ["4"], {"before": 1, "in-rotate": 2, "after": 3, "late": 8}),
     "c_exit": (["7", "exit"], ["255", "exit"], {"before": 1, "late": 2}),
 }
 
@@ -82,6 +84,11 @@ def test_migrated_run_prints_what_the_unmoved_run_prints(built, name, where, src
     p = run([UHYVE, "run", image, "--isa", src, "--checkpoint-at", point, "--checkpoint-dir", ck,
              "--to", dst, "--", *args], env=env)
     assert p.returncode == 0 and f"checkpointed to {ck}" in p.stderr, p.stderr
+    if where.startswith("inside"):
+        # The request waited: it was taken at main's next point, after the per-ISA frame.
+        meta = stackmaps.load(Image(image).payload(f"meta.{dst}"))
+        pc = Checkpoint(ck).meta["context"]["pc"]
+        assert meta.by_ra[pc]["function"] == "main"
     moved = run([UHYVE, "restore", ck, "--isa", dst], env=env, timeout=300)
     assert (p.stdout + moved.stdout, moved.returncode) == (unmoved.stdout, unmoved.returncode)
 
