@@ -52,7 +52,7 @@ def _native_output(images, workload, args=()):
 @needs_kvm
 @pytest.mark.parametrize("workload", LIBC)
 def test_libc_programs_match_native_on_kvm(images, workload):
-    p = run([UHYVE, "run", images.get(workload), "--isa", "x86_64"])
+    p = run([UHYVE, "run", images.get(workload), "--isa", "x86_64", "--backend", "kvm"])
     assert p.returncode == 0, p.stderr
     assert p.stdout == _native_output(images, workload)
 

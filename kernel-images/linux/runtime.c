@@ -6,7 +6,8 @@
    hexo_check_migrate() saves the caller's registers at HEXO_LINUX_CONTEXT_ADDR, marks the
    page HEXO_LINUX_STOPPED and stops the process with SIGSTOP, where CRIU dumps it. When it
    continues on the same ISA it simply returns; a process recoded for the other ISA starts
-   in hexo_resume() on the context the tool rewrote there. */
+   in hexo_resume() on the context the tool rewrote there. HEXO_STOP_AT_POINT raises the
+   request from the start. */
 #include <errno.h>
 #include <fcntl.h>
 #include <reent.h>
@@ -69,6 +70,23 @@ static void map_fixed(uintptr_t start, uintptr_t end)
     }
 }
 
+/* HEXO_STOP_AT_POINT=N in the environment: the job stops at its (N+1)-th migration point, as
+   if a tool had raised migrate_request with migrate_skip = N from the start, and waits there
+   to be checkpointed or continued (a chosen point, whatever the speed of the machine). */
+static void stop_at_chosen_point(struct hexo_shared_page *page, char **envp)
+{
+    static const char name[] = "HEXO_STOP_AT_POINT=";
+    for (char **e = envp; *e; e++) {
+        if (strncmp(*e, name, sizeof name - 1) != 0)
+            continue;
+        uint32_t skip = 0;
+        for (const char *c = *e + sizeof name - 1; *c >= '0' && *c <= '9'; c++)
+            skip = skip * 10 + (uint32_t)(*c - '0');
+        page->migrate_skip = skip;
+        page->migrate_request = HEXO_MIGRATE_REQUESTED;
+    }
+}
+
 _Noreturn void hexo_linux_start(long *sp)
 {
     int argc = (int)sp[0];
@@ -79,6 +97,7 @@ _Noreturn void hexo_linux_start(long *sp)
     page->magic = HEXO_SHARED_PAGE_MAGIC;
     page->abi_version = HEXO_ABI_VERSION;
     page->guest_state = HEXO_LINUX_RUNNING;
+    stop_at_chosen_point(page, envp);
     hexo_linux_switch(HEXO_STACK_TOP - 64, argc, argv, envp);
 }
 

@@ -12,7 +12,7 @@ import errno as host_errno
 import os
 import posixpath
 import time
-from typing import NamedTuple
+from collections import namedtuple
 
 from hexo import abi
 from .backends.base import Crashed, Exited, StopReason
@@ -28,11 +28,9 @@ def guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-class Mount(NamedTuple):
+class Mount(namedtuple("Mount", "host_dir guest_dir read_only", defaults=(False,))):
     """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
-    host_dir: str
-    guest_dir: str
-    read_only: bool = False
+    __slots__ = ()
 
     @classmethod
     def parse(cls, spec: str) -> "Mount":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Optional
 
 from hexo import abi
 from .hypercalls import guest_errno
@@ -44,7 +43,7 @@ class OutputRing:
     def __init__(self, memory, files):
         self.view = memory.view
         self.files = files
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.drains = 0                    # drains that found output
         self.bytes = 0
         # guest fd -> -errno of a buffered write that failed; CLOSE reports it
@@ -72,7 +71,7 @@ class OutputRing:
         """Held, no drain runs: the host may swap the fds output goes to meanwhile."""
         return self._lock
 
-    def drain(self) -> Optional[str]:
+    def drain(self) -> str | None:
         """Write out what the guest published; returns why the ring is broken, if it is."""
         view = self.view
         if (self.error is None and _U64.unpack_from(view, _HEAD)[0] == self._tail
@@ -158,7 +157,7 @@ class _Drainer:
         self._rings: set[OutputRing] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def add(self, ring: OutputRing) -> None:
         with self._lock:

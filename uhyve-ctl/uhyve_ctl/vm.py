@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from hexo import abi
 from hexo.image import Image, ImageError
 
-from . import paging
+from . import kvm, paging
 from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
@@ -21,15 +21,17 @@ HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
 
 
 def pick_backend(isa: str, requested: str = "auto") -> str:
-    """KVM when the guest ISA is the host's and /dev/kvm is usable, else the emulator."""
+    """KVM when the guest ISA is the host's and KVM is usable, else the emulator."""
     if requested not in ("auto", "kvm", "emu"):
         raise ValueError(f"unknown backend '{requested}' (auto, kvm, emu)")
-    native = isa == HOST_ISA and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if requested == "emu":
+        return requested
     if requested == "kvm" and isa != HOST_ISA:
         raise ValueError(f"the kvm backend runs {HOST_ISA} guests on this host, not {isa}")
-    if requested == "auto":
-        return "kvm" if native else "emu"
-    return requested
+    why_not = kvm.unavailable() if isa == HOST_ISA else "another ISA"
+    if requested == "kvm" and why_not:
+        raise ValueError(f"the kvm backend cannot run here: {why_not}")
+    return "emu" if why_not else "kvm"
 
 
 def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
@@ -48,7 +50,7 @@ class VirtualMachine:
     guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
-                 mem_size: Optional[int] = None, argv: Sequence[str] = (),
+                 mem_size: int | None = None, argv: Sequence[str] = (),
                  env: Sequence[str] = (), mounts: Sequence[Mount] = (), x86_entry: str = "auto",
                  stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
         """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
@@ -59,11 +61,11 @@ class VirtualMachine:
         self.build = image.build(isa)
         if restore is not None:
             mem_size = self._check_restore(restore)
-        if image.manifest.get("abi_version", 0) >> 16 != abi.ABI_MAJOR:
+        if image.index.abi_version >> 16 != abi.ABI_MAJOR:
             raise ImageError(f"{image.path}: built for hypercall ABI "
-                             f"{image.manifest.get('abi_version', 0) >> 16}.x, this uhyve-ctl "
+                             f"{image.index.abi_version >> 16}.x, this uhyve-ctl "
                              f"speaks {abi.ABI_MAJOR}.x")
-        needed = image.manifest["memory"]["min_mem"]
+        needed = image.index.min_mem
         mem_size = mem_size or max(DEFAULT_MEM, needed)
         mem_size = -(-mem_size // abi.MEM_ALIGN) * abi.MEM_ALIGN
         if mem_size < needed:
@@ -84,7 +86,7 @@ class VirtualMachine:
             meta = restore.meta if restore is not None else {}
             self.argv = list(meta.get("argv", argv))
             self.env = list(meta.get("env", env))
-            argv_addr = self._write_args([image.manifest.get("name", "hexo")] + self.argv,
+            argv_addr = self._write_args([image.index.name] + self.argv,
                                          self.env)
             self._write_boot_info(root, argv_addr, len(self.argv) + 1, restore is not None)
             if restore is not None:
@@ -133,8 +135,7 @@ class VirtualMachine:
 
     @property
     def app_data(self) -> tuple[int, int]:
-        areas = self.image.manifest["layout"]["areas"]
-        return areas["data"][0], areas["bss"][1]
+        return self.image.index.app_data
 
     def check_areas(self, areas: list[tuple[str, int, int]], sp: int, brk: int) -> None:
         """Refuse migration areas outside where application state can live."""
@@ -214,7 +215,7 @@ class VirtualMachine:
             restore_context=abi.RESTORE_CONTEXT_ADDR if restoring else 0,
             restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
 
-    def run(self, timeout: Optional[float] = None) -> StopReason:
+    def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
         self.ring.start()
