@@ -1,6 +1,6 @@
 """`hexo run` against a real hexo-schedd: the output of a job that is offloaded to a board (a
 real sshd on loopback, the emulated arm64 stand-in) and brought back, exit statuses, crashes,
-and cancellation by signal or by a client that vanished."""
+and cancellation by signal or because the client was killed."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def hexo_run(state_dir: Path, *args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def vm_processes(job: str) -> list[str]:
-    """Command lines of live processes started for `job` (uhyve-ctl and its shell)."""
+def vm_processes(root: Path, job: str) -> list[str]:
+    """Command lines of live processes started for `job` of the cluster under `root`
+    (uhyve-ctl and its shell)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -44,7 +45,7 @@ def vm_processes(job: str) -> list[str]:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if f"--name {job} " in cmd and state != "Z":
+        if f"--name {job} " in cmd and str(root) in cmd and state != "Z":
             found.append(cmd)
     return found
 
@@ -52,7 +53,7 @@ def vm_processes(job: str) -> list[str]:
 def assert_nothing_left(root: Path, job: str) -> None:
     """No VM, no segment or checkpoint, no VM state file or socket on any machine under
     `root` (server/, board*/), no copy in the daemon's state directory."""
-    assert vm_processes(job) == []
+    assert vm_processes(root, job) == []
     for machine in [root / "server", *root.glob("board*")]:
         assert not (machine / "work" / job).exists(), machine
         assert not list((machine / "run").glob(f"{job}.*")), machine
@@ -115,7 +116,9 @@ def test_exit_status_crash_and_stderr(images, tmp_path):
 
 
 def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, sshd):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    """EP is offloaded to make room for a job that spins on the server (not migratable, so it
+    stays there); SIGTERM to each `hexo run` cancels its job."""
+    ep, chatty = images.migratable("npb-ep", "S"), images.program("chatty")
     cfg = sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, policy="hexo",
                                       idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)
     state_dir = tmp_path / "state"
@@ -123,43 +126,56 @@ def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, s
     try:
         first = hexo_run(state_dir, ep)
         wait_for(lambda s: len(s["jobs"]) == 1, state_dir, 60, "the first job")
-        second = hexo_run(state_dir, is_)
-        wait_for(lambda s: s["jobs"][0]["location"] == "board0"
-                 and s["jobs"][0]["state"] == "running", state_dir, 300,
-                 "job-1 to run on the board")
-        assert vm_processes("job-1")
-        first.send_signal(signal.SIGTERM)
-        out1, err1 = first.communicate(timeout=120)
+        second = hexo_run(state_dir, chatty, "--", "spin", "1")
+        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "running"
+                                                            for j in s["jobs"]),
+                      state_dir, 300, "EP to run on the board, chatty on the server")
+        assert st["jobs"][0]["location"] == "board0", st
+        assert vm_processes(tmp_path, "job-1")
+        results = []
+        for client in (first, second):
+            client.send_signal(signal.SIGTERM)
+            results.append((client.communicate(timeout=120)[1], client.returncode))
         st = status(state_dir)
-        out2, _ = second.communicate(timeout=600)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
-    assert first.returncode == 128 + signal.SIGTERM, err1
-    assert b"cancelled" in err1
-    job1 = st["jobs"][0]
-    assert job1["state"] == "done" and job1["outcome"].startswith("cancelled"), job1
-    assert_nothing_left(tmp_path, "job-1")
-    assert second.returncode == 0
-    check("is", "S", out2.decode())
+    for (err, rc), job in zip(results, st["jobs"]):
+        assert rc == 128 + signal.SIGTERM, err
+        assert b"cancelled" in err
+        assert job["state"] == "done" and job["outcome"] == \
+            "cancelled: hexo run received SIGTERM", job
+        assert_nothing_left(tmp_path, job["id"])
 
 
-def test_a_vanished_client_gets_its_job_cancelled(images, tmp_path):
+def test_a_killed_client_gets_its_job_cancelled(images, tmp_path):
+    """A client killed with SIGKILL: at once while the daemon watches its connection; after
+    `client_lease_s` when it died while the daemon was down."""
     chatty = images.program("chatty")
     cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, "", poll_s=0.2, client_lease_s=2)
-    state_dir = tmp_path / "state"
-    daemon = start_daemon(cfg, tmp_path / "schedd.log")
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
     try:
-        client = hexo_run(state_dir, chatty, "--", "spin", "1")
+        first = hexo_run(state_dir, chatty, "--", "spin", "1")
         wait_for(lambda s: s["jobs"] and s["jobs"][0]["state"] == "running", state_dir, 60,
                  "the job to run")
-        time.sleep(1)
-        client.kill()
-        client.wait()
-        st = wait_for(lambda s: s["jobs"][0]["state"] == "done", state_dir, 60,
-                      "the job to be cancelled")
+        second = hexo_run(state_dir, chatty, "--", "spin", "1")
+        wait_for(lambda s: len(s["jobs"]) == 2, state_dir, 60, "the second job")
+        first.kill()
+        first.wait()
+        wait_for(lambda s: s["jobs"][0]["state"] == "done", state_dir, 60,
+                 "the first job to be cancelled")
+        daemon.kill()
+        daemon.wait()
+        second.kill()
+        second.wait()
+        daemon = start_daemon(cfg, log)
+        st = wait_for(lambda s: s["jobs"][1]["state"] == "done", state_dir, 60,
+                      "the second job to be cancelled")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
-    assert "client has not asked" in st["jobs"][0]["outcome"]
-    assert_nothing_left(tmp_path, "job-1")
+    assert st["jobs"][0]["outcome"] == "cancelled: its hexo run client is gone"
+    assert st["jobs"][1]["outcome"].startswith("cancelled: its hexo run client has not asked")
+    for job in ("job-1", "job-2"):
+        assert_nothing_left(tmp_path, job)

@@ -69,13 +69,14 @@ def test_aarch64_to_x86_64_keeps_progress(image, env, tmp_path):
     assert out == _reference(image, rounds)
 
 
-def _chain(image, legs, env, tmp, args=()) -> str:
+def _chain(image, legs, env, tmp, args=(), run_options=()) -> str:
     """Run `image` on legs[0][0], checkpoint it at migration point legs[0][1] for the next
     leg's ISA, restore it there, and so on; the last leg runs to the end. Returns everything
     the job printed, across all legs."""
     out, ck = "", None
     for n, (isa, point) in enumerate(legs):
-        cmd = [UHYVE, "restore", ck, "--isa", isa] if ck else [UHYVE, "run", image, "--isa", isa]
+        cmd = ([UHYVE, "restore", ck, "--isa", isa] if ck
+               else [UHYVE, "run", image, "--isa", isa, *run_options])
         if point is not None:
             ck = tmp / f"ck{n}"
             cmd += ["--checkpoint-at", point, "--checkpoint-dir", ck, "--to", legs[n + 1][0]]

@@ -46,6 +46,8 @@ def register(sub) -> None:
         sub.choices[name].set_defaults(errors=(SchedError,))
     from .boards.commands import register as register_boards
     register_boards(sub)
+    from .slurm import register as register_slurm
+    register_slurm(sub)
 
 
 def _job_specs(args) -> list[dict]:

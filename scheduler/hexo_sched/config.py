@@ -11,13 +11,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hexo.resources import package_path
 from hexo.sizes import parse_size
 
 from .energy import table1_models
 from .errors import SchedError
 from .policy import Machine
 
-EMULATED_DATASET = Path(__file__).resolve().parents[1] / "data" / "emulated_aarch64_npb.csv"
+EMULATED_DATASET = package_path("hexo_sched", "data", "emulated_aarch64_npb.csv")
 
 
 class ConfigError(SchedError, ValueError):

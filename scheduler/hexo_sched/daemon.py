@@ -238,6 +238,9 @@ class Daemon:
                 raise ApiError("slurm_job must be a string of at most 64 characters")
             jid = self.submit([req.get("job")], attached=True, slurm_job=slurm_job)["jobs"][0]
             return {"job": jid}
+        if op == "attach":
+            jid = self._job_arg(req)
+            return {"job": jid, "hold": lambda conn: self._attached(jid, conn)}
         if op == "follow":
             return self.follow(self._job_arg(req), req.get("out"), req.get("err"))
         if op == "cancel":
@@ -416,6 +419,21 @@ class Daemon:
         self._decision("cancel", jid, f"cancel {jid} ({j.state.value}"
                        + (f" on {j.location}" if j.location else "") + f"): {rec.cancel}")
         self._event(self.policy.on_job_cancelled, jid)
+
+    def _attached(self, jid: str, conn) -> None:
+        """A `hexo run` client stays connected while it follows its job: when its end of the
+        connection closes (the client was killed, e.g. by Slurm after the batch shell it ran
+        in), the job is cancelled at once. A daemon that stops closes these connections
+        itself and cancels nothing: clients reconnect to the next one."""
+        conn.settimeout(None)
+        try:
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        if self.stopping.is_set():
+            return
+        self.cancel(jid, "its hexo run client is gone")
 
     def _cancel_due(self) -> None:
         """Cancels that waited for a migration to settle, and jobs whose `hexo run` client

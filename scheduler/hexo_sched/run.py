@@ -3,9 +3,13 @@
 The job-side client a batch script calls: it queues the image on the daemon, copies the guest's
 stdout and stderr to its own while the job runs (on the server, on a board, across migrations:
 the daemon's relay decides what is final), asks the daemon to cancel the job on SIGTERM/SIGINT
-(what `scancel` sends) and exits with the guest's exit status. It asks for output at least every
-POLL_S, which also tells the daemon that someone still waits for the job: a client killed
-without a word (SIGKILL) leaves a job that the daemon cancels after `client_lease_s`.
+(what `scancel` sends) and exits with the guest's exit status.
+
+A client killed without a word (SIGKILL: Slurm kills what is left of a job once its batch shell
+has died of the SIGTERM) must not leave its job running: the client stays connected to the
+daemon (op `attach`), which cancels the job as soon as that connection closes. While the daemon
+restarts the client reconnects, and a job whose client does not come back within
+`client_lease_s` is cancelled too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +74,7 @@ class Runner:
             if reply is None:
                 time.sleep(1.0)
         jid = reply["job"]
+        threading.Thread(target=self._stay_attached, args=(jid,), daemon=True).start()
         if self.verbose:
             self.say(f"{jid} queued on hexo-schedd at {self.state_dir}")
         offsets, epoch, cancelled, where = {"out": 0, "err": 0}, 0, False, None
@@ -103,6 +109,19 @@ class Runner:
                 return self._finished(jid, r)
             if not r["more"]:
                 time.sleep(POLL_S)
+
+    def _stay_attached(self, jid: str) -> None:
+        """Keep one connection open to the daemon for as long as this process lives."""
+        while True:
+            try:
+                _, conn = api.connect(self.state_dir, "attach", job=jid)
+                with conn:
+                    conn.settimeout(None)
+                    while conn.recv(64):
+                        pass
+            except (OSError, api.ApiError):
+                pass
+            time.sleep(1.0)
 
     def _finished(self, jid: str, r: dict) -> int:
         if r["rc"] is None:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import namedtuple
 
+from .cli import env_option
 from .errors import UhyveError
 
 ISAS = ("x86_64", "aarch64")
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each VM may run (default 900)")
     p.add_argument("--mem", help="guest RAM, e.g. 512M (default: what the image needs)")
+    env_option(p)
     return p
 
 
@@ -103,7 +105,7 @@ class Runner:
     """Runs legs of a job in this process with its output captured."""
 
     def __init__(self, image_path: str, argv: list[str], mem: int | None, timeout: float,
-                 workdir: str):
+                 workdir: str, env: list[str] = ()):
         from hexo.image import Image, ImageError
         try:
             self.image = Image(image_path)
@@ -114,6 +116,7 @@ class Runner:
             raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
                                f"metadata: it was built with --no-migratable")
         self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
+        self.env = list(env)
         self.checkpoints = 0
 
     def run(self, plan: Plan) -> Outcome:
@@ -145,6 +148,7 @@ class Runner:
                 open(os.devnull, "rb") as stdin:
             try:
                 vm = VirtualMachine(self.image, isa, mem_size=self.mem, argv=self.argv,
+                                    env=self.env,
                                     stdio=(stdin.fileno(), out.fileno(), err.fileno()),
                                     restore=restore)
             except (ImageError, CheckpointError, ValueError, OSError) as e:
@@ -219,7 +223,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
         raise CertifyError(f"--ignore: bad pattern: {e}") from None
     rows = []
     with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
-        runner = Runner(args.image, argv, mem, args.timeout, work)
+        runner = Runner(args.image, argv, mem, args.timeout, work, args.env)
         unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
         step = progress or (lambda name, runs: None)
         results = []

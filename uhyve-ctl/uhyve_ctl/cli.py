@@ -42,6 +42,20 @@ def _vm_options(p) -> None:
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
 
 
+def env_option(p) -> None:
+    p.add_argument("--env", action="append", default=[], type=_env_var, metavar="NAME=VALUE",
+                   help="set a variable in the guest's environment (repeatable; the guest "
+                        "sees no other host variable)")
+
+
+def _env_var(text: str) -> str:
+    from argparse import ArgumentTypeError
+    name, eq, _ = text.partition("=")
+    if not eq or not name or "\0" in text:
+        raise ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return text
+
+
 def _seconds(text: str) -> float:
     """A positive number of seconds."""
     from argparse import ArgumentTypeError
@@ -88,6 +102,7 @@ def _parser():
     r.add_argument("image")
     r.add_argument("--mem", help="guest RAM, e.g. 512M or 2G (default: 256M or what the "
                    "image needs)")
+    env_option(r)
     _vm_options(r)
     s = sub.add_parser("restore", help="resume a checkpoint")
     s.add_argument("checkpoint")
@@ -217,6 +232,7 @@ def _start_vm(args, restore=None, stdio=(0, 1, 2)):
         isa = args.isa or HOST_ISA
         mem = parse_size(args.mem) if args.mem else None
     return VirtualMachine(image, isa, backend=args.backend, mem_size=mem, argv=args.guest_args,
+                          env=getattr(args, "env", ()),     # a restore has the job's own
                           mounts=[Mount.parse(m) for m in args.mount],
                           x86_entry=args.x86_entry, restore=restore, stdio=stdio,
                           pages=None if restore is None else _paging(args, restore))

@@ -184,6 +184,7 @@ class Migrator:
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
+            "env": vm.env,
         }
         from hexo import checkpoint, retarget   # loaded by _prepare while the guest ran
         mem = vm.memory

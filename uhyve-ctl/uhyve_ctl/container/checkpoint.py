@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -91,11 +92,12 @@ def _carry_files(out: Path, pid: int) -> list[dict]:
     """Copies of the regular files the process has open (output redirected to a file, data
     files in a volume), so that another machine can put them back at the same paths."""
     carried = []
-    for entry_id, path in criu_images.open_files(out, pid):
+    for entry_id, path, mode in criu_images.open_files(out, pid):
         copy = Path(FILES_DIR) / str(entry_id)
         (out / FILES_DIR).mkdir(exist_ok=True)
         shutil.copyfile(path, out / copy)
-        carried.append({"path": path, "copy": str(copy), "size": (out / copy).stat().st_size})
+        carried.append({"path": path, "copy": str(copy), "mode": stat.S_IMODE(mode),
+                        "size": (out / copy).stat().st_size})
     return carried
 
 
@@ -130,7 +132,10 @@ def _place_files(directory: Path, state: dict) -> None:
         raise ProcessError(f"{directory}: {IMAGE_FILE} is not the image the process runs")
     pid = state["pid"]
     criu_images.point_executable(directory, pid, process.executable(image, state["isa"]))
-    Path(criu_images.working_directory(directory, pid)).mkdir(parents=True, exist_ok=True)
+    cwd, mode = criu_images.working_directory(directory, pid)
+    if not Path(cwd).is_dir():
+        Path(cwd).mkdir(parents=True)
+        os.chmod(cwd, stat.S_IMODE(mode))
     for f in state["files"]:
         data, path = (directory / f["copy"]).read_bytes(), Path(f["path"])
         if path.exists() and path.read_bytes() == data:
@@ -138,6 +143,7 @@ def _place_files(directory: Path, state: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.hexo-restore")
         tmp.write_bytes(data)
+        os.chmod(tmp, f["mode"])
         os.replace(tmp, path)
 
 

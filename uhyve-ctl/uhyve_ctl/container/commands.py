@@ -17,6 +17,9 @@ def register(sub) -> None:
     r = csub.add_parser("run", help="run a Linux-mode image's executable for this ISA")
     r.add_argument("image", type=Path)
     r.add_argument("args", nargs="*")
+    r.add_argument("--stop-at-point", type=int, metavar="N",
+                   help="stop at the (N+1)-th migration point and wait there to be "
+                        "checkpointed (or continued with SIGCONT)")
     r.set_defaults(run=_run)
     k = csub.add_parser("checkpoint", help="stop a process at its next migration point and "
                         "dump it with CRIU")
@@ -42,10 +45,12 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from .process import executable, host_isa, open_image
+    from .process import STOP_AT_POINT, executable, host_isa, open_image
     exe = executable(open_image(args.image), host_isa())
     if os.getpgid(0) != os.getpid():
         os.setsid()                 # its own session: CRIU dumps it without --shell-job
+    if args.stop_at_point is not None:
+        os.environ[STOP_AT_POINT] = str(args.stop_at_point)
     os.execv(exe, [str(exe), *args.args])
 
 

@@ -206,20 +206,22 @@ def point_executable(directory: Path, pid: int, exe: Path) -> None:
     _dump(directory, "files.img", files)
 
 
-def open_files(directory: Path, pid: int) -> list[tuple[int, str]]:
-    """(entry id, path) of the regular files the dumped process has open, but its executable
-    and files under /dev, /proc and /sys."""
+def open_files(directory: Path, pid: int) -> list[tuple[int, str, int]]:
+    """(entry id, path, mode) of the regular files the dumped process has open, but its
+    executable and files under /dev, /proc and /sys."""
     files = _load(directory, "files.img")
     exe_id = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])["id"]
-    return [(f["reg"]["id"], f["reg"]["name"]) for f in files["entries"]
+    return [(f["reg"]["id"], f["reg"]["name"], f["reg"]["mode"]) for f in files["entries"]
             if f.get("reg") and f["reg"]["id"] != exe_id
             and stat.S_ISREG(f["reg"].get("mode", 0))
             and not f["reg"]["name"].startswith(("/dev/", "/proc/", "/sys/"))]
 
 
-def working_directory(directory: Path, pid: int) -> str:
+def working_directory(directory: Path, pid: int) -> tuple[str, int]:
+    """The dumped process's working directory and its mode (CRIU checks both)."""
     cwd = _load(directory, f"fs-{pid}.img")["entries"][0]["cwd_id"]
-    return next(f["reg"]["name"] for f in _load(directory, "files.img")["entries"]
+    return next((f["reg"]["name"], f["reg"]["mode"])
+                for f in _load(directory, "files.img")["entries"]
                 if f.get("reg") and f["reg"]["id"] == cwd)
 
 
