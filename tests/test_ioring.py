@@ -23,7 +23,7 @@ from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 from test_checkpoint import _wait_running
 
 PROGRAM = ROOT / "tests" / "programs" / "chatty.c"
-STATS = re.compile(r"uhyve-ctl: \w+ on \w+: .* (\d+) hypercalls\n")
+STATS = re.compile(r"uhyve-ctl: \w+ on \w+: .* (\d+) hypercalls.*\n")
 BACKENDS = [pytest.param("x86_64", marks=needs_kvm), "aarch64"]
 
 
