@@ -228,7 +228,7 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     import signal as sig
     from test_schedd_live import UHYVE, start_daemon, wait_for
     from npb_reference import check
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     sections = "".join(
         sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
                                    "/var/tmp/hexo", "uhyve-ctl", backend="kvm",

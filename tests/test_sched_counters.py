@@ -3,29 +3,8 @@
 import pytest
 
 from hexo_sched import model
-from hexo_sched.calibrate import CalibrationError, parse_cachegrind
 from hexo_sched.counters import (CalibrationSource, CounterRates, CountersUnavailable,
                                  PerfEventSource, hardware_counters, hardware_pmus, open_source)
-
-CACHEGRIND_OUT = """desc: I1 cache:         32768 B, 64 B, 8-way associative
-cmd: ./cg.S
-events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
-fl=cg.c
-fn=main
-1 10 1 1 2 0 0 0 0 0
-summary: 272006992 1607 1553 105815410 6506044 1184 5680539 126790 19860
-"""
-
-
-def test_cachegrind_summary_parsing():
-    c = parse_cachegrind(CACHEGRIND_OUT)
-    assert c == {"instructions": 272006992, "llc_references": 1607 + 6506044 + 126790,
-                 "llc_misses": 1553 + 1184 + 19860}
-    with pytest.raises(CalibrationError, match="without cache simulation"):
-        parse_cachegrind("events: Ir\nsummary: 5\n")
-    with pytest.raises(CalibrationError):
-        parse_cachegrind("garbage")
-
 
 def test_hardware_counters_say_why_not():
     ok, why = hardware_counters()
