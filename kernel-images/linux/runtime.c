@@ -10,6 +10,7 @@
    request from the start. */
 #include <errno.h>
 #include <fcntl.h>
+#include <reent.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,12 +29,12 @@ _Noreturn void hexo_linux_switch(uintptr_t sp, int argc, char **argv, char **env
 #ifdef __x86_64__
 enum { NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8, NR_MMAP = 9,
        NR_BRK = 12, NR_GETPID = 39, NR_KILL = 62, NR_CLOCK_GETTIME = 228, NR_EXIT_GROUP = 231,
-       NR_OPENAT = 257, NR_UNLINKAT = 263, NR_LINKAT = 265 };
+       NR_OPENAT = 257, NR_MKDIRAT = 258, NR_UNLINKAT = 263, NR_LINKAT = 265 };
 enum { STAT_MODE = 24, STAT_SIZE = 48 };
 #else
 enum { NR_READ = 63, NR_WRITE = 64, NR_CLOSE = 57, NR_FSTAT = 80, NR_LSEEK = 62,
        NR_MMAP = 222, NR_BRK = 214, NR_GETPID = 172, NR_KILL = 129, NR_CLOCK_GETTIME = 113,
-       NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_UNLINKAT = 35, NR_LINKAT = 37 };
+       NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_MKDIRAT = 34, NR_UNLINKAT = 35, NR_LINKAT = 37 };
 enum { STAT_MODE = 16, STAT_SIZE = 48 };
 #endif
 enum { L_PROT_RW = 3, L_MAP_PRIVATE = 2, L_MAP_ANONYMOUS = 0x20,
@@ -166,6 +167,16 @@ int _isatty(int fd)
 int _unlink(const char *path)
 {
     return (int)result(SYS(NR_UNLINKAT, L_AT_FDCWD, path, 0, 0, 0, 0));
+}
+
+int _mkdir(const char *path, mode_t mode)
+{
+    return (int)result(SYS(NR_MKDIRAT, L_AT_FDCWD, path, mode, 0, 0, 0));
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    return _mkdir_r(_REENT, path, mode);    /* it moves the stub's errno into the caller's */
 }
 
 int _link(const char *old, const char *new)

@@ -6,12 +6,17 @@ import sys
 from pathlib import Path
 
 
-def register(sub) -> None:
-    from ..hosts import HostError
+def _errors() -> tuple:
+    """The errors a board command reports in one line (imported only when one is run)."""
     from uhyve_ctl.errors import UhyveError
 
+    from ..hosts import HostError
     from .image import BoardImageError
     from .vm import BoardError
+    return BoardError, BoardImageError, HostError, UhyveError
+
+
+def register(sub) -> None:
     board = sub.add_parser("board", help="arm64 board VMs (qemu-system-aarch64 with KVM inside): "
                                          "build, up, exec, ls, down",
                            description="Arm64 Linux boards emulated by qemu-system-aarch64 "
@@ -54,7 +59,7 @@ def register(sub) -> None:
                    help="seconds to wait for a migration point")
     m.set_defaults(run=_migrate)
     for p in (board, b, u, d, ls, e, m):
-        p.set_defaults(errors=(BoardError, BoardImageError, HostError, UhyveError))
+        p.set_defaults(errors=_errors)
 
 
 def _build(args) -> int:

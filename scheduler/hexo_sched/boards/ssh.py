@@ -14,12 +14,12 @@ import shlex
 import tarfile
 from pathlib import Path
 
+from hexo.resources import package_path
+
 from ..hosts import HostError, SshHost
 
 CODE_DIR = "/opt/hexo"
-SOURCE_ROOT = Path(__file__).resolve().parents[3]
-PACKAGES = {"hexo": SOURCE_ROOT / "hexo", "uhyve_ctl": SOURCE_ROOT / "uhyve-ctl/uhyve_ctl",
-            "hexo_sched": SOURCE_ROOT / "scheduler/hexo_sched"}
+PACKAGES = {name: package_path(name) for name in ("hexo", "uhyve_ctl", "hexo_sched")}
 SCRIPTS = {"uhyve-ctl": "uhyve_ctl.cli", "hexo": "hexo.cli"}
 ENV = (f"PATH={CODE_DIR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
        f"PYTHONPATH={CODE_DIR}")

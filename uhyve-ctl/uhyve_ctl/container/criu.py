@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hexo.resources import package_path
 from hexo.toolchain.sysroot import home
 
 from ..errors import UhyveError
 
-BUILD_SCRIPT = Path(__file__).with_name("build-criu.sh")
+BUILD_SCRIPT = package_path("uhyve_ctl.container", "build-criu.sh")
 
 
 class CriuError(UhyveError):
