@@ -30,9 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --native: a static Linux executable for this ISA (e.g. for an "
                         "arm64 board)")
     b.add_argument("--keep-build-dir", type=Path, help="keep intermediate files here")
-    b.add_argument("--migratable", action="store_true",
+    b.add_argument("--migratable", action=argparse.BooleanOptionalAction,
                    help="record live values at every call site that can lead to a migration "
-                        "point, for cross-ISA migration (metadata stored in the image)")
+                        "point, for cross-ISA migration (metadata stored in the image; the "
+                        "default: a job nobody planned to move can still be moved; costs "
+                        "~3%% run time, see bench/corpus.py)")
     b.add_argument("--auto-points", action="store_true",
                    help="also put a migration point at every function entry (implies "
                         "--migratable)")
@@ -78,6 +80,7 @@ def _new_directory(path: Path) -> Path:
 
 def _build(args) -> int:
     from .toolchain.build import BuildRequest, build, build_native
+    from .toolchain.sysroot import ToolchainError
     from . import workloads
     _output_file(args.output)
     for src in args.sources:
@@ -102,10 +105,18 @@ def _build(args) -> int:
         isa = build_native(sources, args.output, defines, args.include_dirs, args.native_isa)
         print(f"{args.output}: native {isa} Linux executable")
         return 0
+    if args.auto_points and args.migratable is False:
+        raise ValueError("--auto-points makes a migratable build; drop --no-migratable")
     req = BuildRequest(sources, args.output, name or args.output.stem, defines,
-                       args.include_dirs, extra, migratable=args.migratable or args.auto_points,
+                       args.include_dirs, extra, migratable=args.migratable is not False,
                        auto_points=args.auto_points, linux=args.linux)
-    m = build(req, keep=args.keep_build_dir)
+    try:
+        m = build(req, keep=args.keep_build_dir)
+    except ToolchainError as e:
+        if args.migratable is None and "migrat" in str(e):
+            raise ToolchainError(f"{e}\n(images are migratable by default; --no-migratable "
+                                 f"builds one that cannot move across ISAs)") from None
+        raise
     lay = m["layout"]
     print(f"{args.output}: {', '.join(m['isas'])}; {lay['symbols_at_same_address']} symbols "
           f"at the same address on every ISA; needs {m['memory']['min_mem'] >> 20} MiB")
@@ -220,12 +231,49 @@ COMMANDS = {"workloads": _workloads, "build": _build, "inspect": _inspect,
 PLUGIN_GROUP = "hexo.commands"
 
 
+def _plugin_entries() -> list[str]:
+    """The `module:function` of every `hexo.commands` entry point. Importing
+    importlib.metadata costs more than the rest of a command (it brings email, zipfile,
+    csv...), so the list is kept in a cache file keyed by the modification times of the
+    import path's directories, which installing or removing a distribution changes."""
+    import os
+    import zlib
+    stamps = []
+    for d in filter(None, sys.path):       # not '' (the working directory)
+        try:
+            stamps.append(f"{d}:{os.stat(d).st_mtime_ns}")
+        except OSError:
+            pass
+    key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "hexo", f"commands-{zlib.crc32(key.encode()):08x}")
+    try:
+        with open(cache) as f:
+            head, _, body = f.read().partition("\n\n")
+        if head == key:
+            return body.split()
+    except OSError:
+        pass
+    from importlib.metadata import entry_points
+    found = [ep.value for ep in entry_points(group=PLUGIN_GROUP)]
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{key}\n\n" + "\n".join(found))
+        os.replace(tmp, cache)
+    except OSError:
+        pass                    # no cache: the next command looks them up again
+    return found
+
+
 def _plugins(sub) -> None:
     """Subcommands of the packages above the core (runtimes, scheduler), registered through
     the `hexo.commands` entry-point group so that the core imports none of them."""
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=PLUGIN_GROUP):
-        ep.load()(sub)
+    import importlib
+    for value in _plugin_entries():
+        module, _, attr = value.partition(":")
+        getattr(importlib.import_module(module.strip()), attr.strip())(sub)
 
 
 def main(argv=None) -> int:
@@ -242,7 +290,8 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except Exception as e:          # the boundary: one line, never a traceback
-        known = (HexoError, ValueError, *getattr(args, "errors", ()))
+        errors = getattr(args, "errors", ())       # a plug-in's tuple, or what returns one
+        known = (HexoError, ValueError, *(errors() if callable(errors) else errors))
         print(f"hexo: error: {one_line(e, args.cmd, known)}", file=sys.stderr)
         return 1
 

@@ -34,7 +34,7 @@ def _build(tmp: Path, workload: str, klass: str) -> Path:
     if not image.exists():
         print(f"== hexo build --workload {workload} --class {klass}", flush=True)
         subprocess.run([BIN / "hexo", "build", "--workload", workload, "--class", klass,
-                        "--migratable", "-o", image], check=True)
+                        "-o", image], check=True)
     return image
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .toolchain.sysroot import KERNEL_IMAGES
+from .resources import KERNEL_IMAGES
 
 ROOT = KERNEL_IMAGES / "workloads"
 

@@ -153,7 +153,7 @@ _WAIT_RUNNING = ("until uhyve-ctl ps | grep -q '^{name} .* running'; do "
 def test_named_vm_on_board_kvm_checkpointed_by_name_resumes_on_x86_64(board, images, tmp_path):
     """The operator's path on a board: a named VM, `uhyve-ctl checkpoint NAME --to x86_64`
     (CG class W: class S ends on board KVM before a board command can reach it)."""
-    image = images.migratable("npb-cg", "W")
+    image = images.get("npb-cg", "W")
     r = board(f"uhyve-ctl run {image.name} --backend kvm --name j1 >job.out 2>job.err & "
               + _WAIT_RUNNING.format(name="j1")
               + "; uhyve-ctl checkpoint j1 --to x86_64 -o ck; st=$?; wait $!; exit $st",
@@ -170,7 +170,7 @@ def test_named_vm_on_board_kvm_checkpointed_by_name_resumes_on_x86_64(board, ima
 def test_postcopy_on_board_kvm_pulls_pages_through_userfaultfd(board, images):
     """Post-copy between two VMs on the board's KVM (a board's network reaches only itself
     and its SSH forward): the target's missing pages fault into userfaultfd and are pulled."""
-    image = images.migratable("npb-cg", "W")
+    image = images.get("npb-cg", "W")
     r = board(f"uhyve-ctl run {image.name} --backend kvm --name src >src.out 2>src.err & "
               + _WAIT_RUNNING.format(name="src")
               + "; uhyve-ctl migrate src --to aarch64 --mode postcopy --serve 127.0.0.1:0 "

@@ -9,7 +9,7 @@ TIMINGS = "Time in seconds|Mop/s"        # what NPB prints that no two runs shar
 
 @needs_kvm
 def test_npb_is_certifies_at_default_points_both_ways_and_a_round_trip(images):
-    image = images.migratable("npb-is", "S")
+    image = images.get("npb-is", "S")
     p = run([HEXO, "certify", image, "--json", "--ignore", TIMINGS])
     assert p.returncode == 0, p.stdout + p.stderr
     result = json.loads(p.stdout)
@@ -29,7 +29,7 @@ def test_npb_is_certifies_at_default_points_both_ways_and_a_round_trip(images):
 @needs_kvm
 def test_any_difference_fails_the_check_and_is_shown(images):
     """The timings NPB prints differ between runs: compared, they fail the check."""
-    image = images.migratable("npb-is", "S")
+    image = images.get("npb-is", "S")
     p = run([HEXO, "certify", image, "--points", "3", "--json"])
     assert p.returncode == 1, p.stderr
     rows = json.loads(p.stdout)["runs"]
@@ -53,7 +53,7 @@ def test_a_broken_transform_is_caught(images, monkeypatch, capsys):
                                                      pc=state["mem_size"] + 0x10000))
         return new_state, new_areas
     monkeypatch.setattr(retarget, "retarget", broken)
-    code = certify.main([str(images.migratable("npb-is", "S")), "--points", "5", "--json",
+    code = certify.main([str(images.get("npb-is", "S")), "--points", "5", "--json",
                          "--ignore", TIMINGS])
     result = json.loads(capsys.readouterr().out)
     assert code == 1 and not result["ok"]
@@ -65,15 +65,15 @@ def test_a_broken_transform_is_caught(images, monkeypatch, capsys):
 
 @needs_kvm
 def test_bad_requests_are_refused_in_one_line(images):
-    image = images.migratable("npb-is", "S")
+    image = images.get("npb-is", "S")
     for points, why in (("0", "outside the 1-10 migration points"),
                         ("11", "outside the 1-10 migration points"),
                         ("half", "neither a percentage nor a point number")):
         p = run([HEXO, "certify", image, "--points", points])
         assert p.returncode == 2 and why in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
-    plain = run([HEXO, "certify", images.get("npb-is", "S")])
-    assert plain.returncode == 2 and "build it with --migratable" in plain.stderr
+    plain = run([HEXO, "certify", images.plain("npb-is", "S")])
+    assert plain.returncode == 2 and "built with --no-migratable" in plain.stderr
 
 
 @needs_kvm

@@ -78,7 +78,7 @@ MIGRATIONS = [pytest.param(w, legs, id=f"{w}-{_leg_id(legs)}")
 @needs_kvm
 @pytest.mark.parametrize("workload,legs", MIGRATIONS)
 def test_migrated_output_equals_the_unmigrated_run(images, env, tmp_path, workload, legs):
-    out = _chain(images.migratable(workload, "S"), legs, env, tmp_path)
+    out = _chain(images.get(workload, "S"), legs, env, tmp_path)
     _verified(workload, out)
     assert _stable(out) == _stable(_native(images, workload))
 
@@ -89,7 +89,7 @@ def test_every_corpus_program_has_its_points_listed():
 
 def test_the_last_point_is_the_last_one(images, env, tmp_path):
     """POINTS is right: asking for one point more than a run reaches finds none."""
-    p = run([UHYVE, "run", images.migratable("sort", "S"), "--isa", "x86_64",
+    p = run([UHYVE, "run", images.get("sort", "S"), "--isa", "x86_64",
              "--checkpoint-at", POINTS["sort"] + 1, "--checkpoint-dir", tmp_path / "ck"], env=env)
     assert "checkpointed" not in p.stderr and not (tmp_path / "ck").exists()
     _verified("sort", p.stdout)

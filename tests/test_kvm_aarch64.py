@@ -61,13 +61,15 @@ def test_ioctls_and_register_ids_match_the_arm64_kernel_headers(tmp_path):
 
 def test_pick_backend_chooses_kvm_for_aarch64_on_an_arm64_host(monkeypatch):
     monkeypatch.setattr(vm, "HOST_ISA", "aarch64")
-    monkeypatch.setattr(vm.os, "access", lambda path, mode: path == "/dev/kvm")
+    monkeypatch.setattr(vm.kvm, "unavailable", lambda: "")
     assert vm.pick_backend("aarch64") == "kvm"
     assert vm.pick_backend("x86_64") == "emu"
     with pytest.raises(ValueError, match="runs aarch64 guests on this host"):
         vm.pick_backend("x86_64", "kvm")
-    monkeypatch.setattr(vm.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(vm.kvm, "unavailable", lambda: "/dev/kvm is not usable: ENOENT")
     assert vm.pick_backend("aarch64") == "emu"
+    with pytest.raises(ValueError, match="cannot run here: /dev/kvm is not usable"):
+        vm.pick_backend("aarch64", "kvm")
 
 
 @needs_kvm

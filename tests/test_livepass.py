@@ -59,7 +59,6 @@ def test_stack_objects_stay_in_the_entry_block(program):
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
 def test_prints_what_the_native_build_prints(program, isa):
     image, arg, expect = program
@@ -69,7 +68,6 @@ def test_prints_what_the_native_build_prints(program, isa):
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 @pytest.mark.parametrize("src,dst", [("x86_64", "aarch64"), ("aarch64", "x86_64")])
 @pytest.mark.parametrize("point", POINTS)
@@ -80,7 +78,6 @@ def test_migrated_run_prints_what_the_native_build_prints(program, env, tmp_path
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 def test_round_trip_prints_what_the_native_build_prints(program, env, tmp_path):
     image, arg, expect = program

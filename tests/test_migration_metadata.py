@@ -509,15 +509,26 @@ REJECTED = {
 }
 
 
+@pytest.mark.parametrize("flags", [[], ["--migratable"]], ids=["default", "explicit"])
 @pytest.mark.parametrize("case", sorted(REJECTED))
-def test_unmigratable_code_is_refused_with_its_location(tmp_path, case):
+def test_unmigratable_code_is_refused_with_its_location(tmp_path, case, flags):
     code, message = REJECTED[case]
     src = tmp_path / "bad.c"
     src.write_text(code)
-    p = run([HEXO, "build", src, "-o", tmp_path / "bad.hexo", "--migratable"])
+    p = run([HEXO, "build", src, "-o", tmp_path / "bad.hexo", *flags])
     assert p.returncode == 1
     assert "cannot be made migratable" in p.stderr and message in p.stderr, p.stderr
+    assert ("--no-migratable builds one" in p.stderr) == (not flags), p.stderr
     assert not (tmp_path / "bad.hexo").exists()
+
+
+def test_no_migratable_builds_what_cannot_be_made_migratable(tmp_path):
+    src = tmp_path / "cb.c"
+    src.write_text(REJECTED["callback"][0])
+    p = run([HEXO, "build", src, "-o", tmp_path / "cb.hexo", "--no-migratable"])
+    assert p.returncode == 0, p.stderr
+    p = run([UHYVE, "run", tmp_path / "cb.hexo"])
+    assert p.returncode == 1, p.stderr                    # main returns v[0] after the sort
 
 
 def test_unprototyped_call_is_resolved_against_its_definition(tmp_path):
@@ -544,8 +555,10 @@ def test_auto_points_put_a_migration_point_in_every_function(auto, prog):
     assert len(auto.table["sites"]) > len(prog.table["sites"])
 
 
-def test_plain_builds_carry_no_migration_metadata(images):
+def test_builds_are_migratable_unless_told_not_to_be(images):
     img = Image(images.get("npb-cg", "S"))
+    assert {"meta.x86_64", "meta.aarch64"} <= set(img.entries) and "migration" in img.manifest
+    img = Image(images.plain("npb-cg", "S"))
     assert not any(n.startswith("meta.") for n in img.entries)
     assert "migration" not in img.manifest
 
@@ -559,7 +572,6 @@ def _run(image: Path, isa: str, *args) -> str:
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 def test_migratable_npb_cg_verifies_on_kvm_and_emulated_aarch64(cg):
     for isa in ISAS:
@@ -568,7 +580,6 @@ def test_migratable_npb_cg_verifies_on_kvm_and_emulated_aarch64(cg):
 
 
 @needs_kvm
-@pytest.mark.kvm
 @pytest.mark.slow
 def test_migratable_programs_print_what_the_native_build_prints(prog, auto, tmp_path):
     native, stub = tmp_path / "prog", tmp_path / "stub.c"

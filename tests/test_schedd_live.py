@@ -105,7 +105,7 @@ def kill_in_phase(daemon: subprocess.Popen, state_file: Path, job: str, phase: s
 @pytest.mark.parametrize("kill_at", PHASES)
 def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, tmp_path, sshd,
                                                                         kill_at):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     jobs = tmp_path / "jobs.txt"
     jobs.write_text(f"{ep}\n{is_} --mem 128M\n{is_}\n{ep} --vcpus 1\n")
     cfg = write_config(tmp_path, sshd)
@@ -188,7 +188,7 @@ def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_p
     """The board holds a corrupt copy of the image: the restore there fails, the job resumes
     from its source checkpoint on the server, is not offloaded again, and still verifies."""
     import hashlib
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     digest = hashlib.sha256(ep.read_bytes()).hexdigest()[:16]
     corrupt = tmp_path / "board" / "work" / "images" / f"{digest}-{ep.name}"
     corrupt.parent.mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_target_crashing_before_its_first_point_resumes_the_job_on_the_server(im
     point. Starting is not confirming: the job resumes from its source checkpoint on the
     server, the failure is one line, and the output verifies with nothing printed twice."""
     import sys
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     faulty = tmp_path / "hexo-faulty-transform"
     faulty.write_text(f"""#!{sys.executable}
 import json, subprocess, sys
@@ -272,7 +272,7 @@ sys.exit(rc)
 def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp_path, sshd):
     """The board's SSH server dies after the daemon connected: the offload cannot copy the
     checkpoint, the job is restored from it on the server and still verifies."""
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     cfg = write_config(tmp_path, sshd)
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)

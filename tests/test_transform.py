@@ -69,13 +69,14 @@ def test_aarch64_to_x86_64_keeps_progress(image, env, tmp_path):
     assert out == _reference(image, rounds)
 
 
-def _chain(image, legs, env, tmp, args=()) -> str:
+def _chain(image, legs, env, tmp, args=(), run_options=()) -> str:
     """Run `image` on legs[0][0], checkpoint it at migration point legs[0][1] for the next
     leg's ISA, restore it there, and so on; the last leg runs to the end. Returns everything
     the job printed, across all legs."""
     out, ck = "", None
     for n, (isa, point) in enumerate(legs):
-        cmd = [UHYVE, "restore", ck, "--isa", isa] if ck else [UHYVE, "run", image, "--isa", isa]
+        cmd = ([UHYVE, "restore", ck, "--isa", isa] if ck
+               else [UHYVE, "run", image, "--isa", isa, *run_options])
         if point is not None:
             ck = tmp / f"ck{n}"
             cmd += ["--checkpoint-at", point, "--checkpoint-dir", ck, "--to", legs[n + 1][0]]
@@ -109,7 +110,7 @@ def _chain(image, legs, env, tmp, args=()) -> str:
 ], ids=lambda v: "-".join(f"{i}@{p}" if p else i for i, p in v) if isinstance(v, list) else v)
 def test_npb_migrated_at_chosen_points_still_verifies(images, env, tmp_path, kernel, legs):
     from npb_reference import check
-    out = _chain(images.migratable(f"npb-{kernel}", "S"), legs, env, tmp_path)
+    out = _chain(images.get(f"npb-{kernel}", "S"), legs, env, tmp_path)
     check(kernel, "S", out)
 
 
@@ -129,12 +130,12 @@ def test_migration_at_random_points_in_either_direction(image, tmp_path_factory,
 
 def test_transform_refused_for_an_image_without_metadata(images, env, tmp_path):
     """The job is not lost: the checkpoint fails and the job runs to completion."""
-    proc = subprocess.Popen([UHYVE, "run", images.get("npb-cg", "W"), "--name", "job"], env=env,
+    proc = subprocess.Popen([UHYVE, "run", images.plain("npb-cg", "W"), "--name", "job"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "job", proc)
     ck = run([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck", "--to", "aarch64"], env=env)
     out, _ = proc.communicate(timeout=120)
-    assert ck.returncode == 1 and "not built with --migratable" in ck.stderr
+    assert ck.returncode == 1 and "built with --no-migratable" in ck.stderr
     assert proc.returncode == 0 and "SUCCESSFUL" in out
     assert not (tmp_path / "ck").exists()
 
@@ -153,7 +154,7 @@ def test_npb_checkpointed_by_name_resumes_on_aarch64(images, env, tmp_path, kern
                                                      delay):
     """The operator's path: a running named VM, `uhyve-ctl checkpoint NAME --to aarch64`."""
     from npb_reference import check
-    image = images.migratable(f"npb-{kernel}", klass)
+    image = images.get(f"npb-{kernel}", klass)
     proc = subprocess.Popen([UHYVE, "run", image, "--name", "job"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "job", proc)
@@ -169,7 +170,7 @@ def test_npb_checkpointed_by_name_resumes_on_aarch64(images, env, tmp_path, kern
 
 def test_npb_ep_round_trip_x86_64_aarch64_x86_64(images, env, tmp_path):
     from npb_reference import check
-    image = images.migratable("npb-ep", "S")
+    image = images.get("npb-ep", "S")
     first = subprocess.Popen([UHYVE, "run", image, "--name", "a"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "a", first)
@@ -203,3 +204,27 @@ def test_rounding_mode_and_flush_to_zero_carry_across_isas():
             assert (arm >> 22) & 3 == rmode and (arm >> 24) & 1 == ftz
             back = fp_control("aarch64", arm, "x86_64")
             assert back == x86 | rc << 42, hex(back)     # the x87 control word follows MXCSR
+
+
+def test_a_live_migration_reads_no_metadata_once_the_guest_has_stopped(image, tmp_path,
+                                                                        monkeypatch):
+    """Both ISAs' metadata is loaded while the guest still runs; after the stop only the
+    transform itself works (and the checkpoint it makes resumes on the other ISA)."""
+    from hexo.image import Image
+    from uhyve_ctl.backends.base import Checkpointed
+    from uhyve_ctl.migration import Request
+    from uhyve_ctl.vm import VirtualMachine
+    real, loads = stackmaps.load, []
+    null = os.open(os.devnull, os.O_WRONLY)
+    with VirtualMachine(Image(image), "x86_64", argv=["300"], stdio=(0, null, null)) as vm:
+        monkeypatch.setattr(stackmaps, "load", lambda blob: loads.append(
+            "stopped" in vm.migrator.timings) or real(blob))
+        vm.migrator.arm(Request(str(tmp_path / "ck"), "aarch64", False, skip=40))
+        stop = vm.run()
+        xform = vm.migrator.timings["transform_s"]
+    os.close(null)
+    assert isinstance(stop, Checkpointed), stop
+    assert loads == [False, False] and xform > 0
+    restored = run([UHYVE, "restore", tmp_path / "ck"])
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout == _reference(image, "300")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-
+from ..resources import package_path
 from .sysroot import ToolchainError, _locked, home, run
 
-SOURCE = Path(__file__).resolve().parent / "livepass"
+SOURCE = package_path("hexo.toolchain", "livepass")
 PLUGIN_SOURCE = SOURCE / "LiveValues.cpp"
 DYNAMIC_STACK = SOURCE / "dynstack.c"
 

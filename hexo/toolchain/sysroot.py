@@ -1,6 +1,6 @@
 """Per-ISA sysroots: newlib (built once from Debian's newlib-source) and the library OS.
 
-Both live under the hexo home (`$HEXO_HOME`, default `build/` in the source tree). The
+Both live under the hexo home (resources.home()). The
 library OS archive is rebuilt whenever its sources change; a file lock makes concurrent
 builds (parallel tests) wait for one another instead of racing.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -18,9 +17,8 @@ from pathlib import Path
 
 from .targets import COMMON_CFLAGS, TARGETS
 from ..errors import HexoError
+from ..resources import KERNEL_IMAGES, home
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
-KERNEL_IMAGES = SOURCE_ROOT / "kernel-images"
 LIBOS = KERNEL_IMAGES / "libos"
 LINUX_RUNTIME = KERNEL_IMAGES / "linux"
 NEWLIB = KERNEL_IMAGES / "newlib"
@@ -29,10 +27,6 @@ ABI_INCLUDE = KERNEL_IMAGES / "include"
 
 class ToolchainError(HexoError):
     """A build step failed; the message says which and why."""
-
-
-def home() -> Path:
-    return Path(os.environ.get("HEXO_HOME", SOURCE_ROOT / "build"))
 
 
 def run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
@@ -85,11 +79,11 @@ def _newlib_recipe() -> str:
 
 def _runtime_sources(sr: Sysroot) -> tuple[Path, list[Path]]:
     """The runtime's directory and sources; Linux mode shares the migration point and
-    resume code (context.S) with the library OS."""
+    resume code (context.S) and setjmp/longjmp with the library OS."""
     if sr.linux:
         return LINUX_RUNTIME, (sorted(LINUX_RUNTIME.glob("*.c"))
                                + sorted((LINUX_RUNTIME / "arch" / sr.isa).glob("*.S"))
-                               + [LIBOS / "arch" / sr.isa / "context.S"])
+                               + [LIBOS / "arch" / sr.isa / f for f in ("context.S", "setjmp.S")])
     return LIBOS, sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / sr.isa).glob("*.S"))
 
 

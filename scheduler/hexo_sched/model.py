@@ -22,6 +22,8 @@ from sklearn.metrics import mean_absolute_percentage_error, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from hexo.resources import package_path
+
 from .errors import SchedError
 
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
@@ -34,7 +36,7 @@ MIX_FEATURES = ["fp_per_insn", "divsqrt_per_insn", "loads_per_insn", "stores_per
                 "ll_misses_per_insn"]
 MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
               "ll_misses"]
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from hexo.resources import package_path
 from hexo.toolchain.sysroot import _locked
 
 from .qemu import qemu_argv
 
-HERE = Path(__file__).resolve().parent
+HERE = package_path("hexo_sched.boards")
 SUITE = "bookworm"
 PACKAGES = ["openssh-server", "python3", "criu", "tini", "iproute2", "procps", "kmod"]
 # podman depends on the virtual container-network-stack, which debootstrap does not resolve:

@@ -16,7 +16,6 @@ import os
 import struct
 import threading
 import time
-from typing import Optional
 
 from hexo import abi
 from .. import kvm
@@ -28,13 +27,12 @@ CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1, 2, 0x10, 0x20, 1 << 16, 1 <<
 CR4_PAE, CR4_OSFXSR, CR4_OSXMMEXCPT = 0x20, 0x200, 0x400
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1, 0x100, 0x400, 0x800
 
-# GDT slot -> (selector without RPL, descriptor). The user slots follow the SYSRET layout
-# (32-bit code, data, 64-bit code) that gives the Linux selectors 0x2b/0x33 PVM expects.
+# GDT slot (selector without RPL) -> descriptor, for the selectors hexo.abi declares.
 _CODE64, _CODE32, _DATA = 0x00AF9B000000FFFF, 0x00CF9B000000FFFF, 0x00CF93000000FFFF
 _DPL3 = 3 << 45
-KERNEL_CS, KERNEL_DS, USER_CS32, USER_DS, USER_CS = 0x08, 0x10, 0x23, 0x2B, 0x33
-_GDT = {KERNEL_CS: _CODE64, KERNEL_DS: _DATA, USER_CS32: _CODE32 | _DPL3,
-        USER_DS: _DATA | _DPL3, USER_CS: _CODE64 | _DPL3}
+_GDT = {abi.X86_KERNEL_CS: _CODE64, abi.X86_KERNEL_DS: _DATA,
+        abi.X86_SYSRET_BASE & ~3: _CODE32 | _DPL3, abi.X86_USER_DS & ~3: _DATA | _DPL3,
+        abi.X86_USER_CS & ~3: _CODE64 | _DPL3}
 _GDT_ENTRIES = max(_GDT) // 8 + 1
 
 _REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
@@ -61,15 +59,15 @@ class KvmBackend(Backend):
     guest_isa = "x86_64"
     _pc_name = "rip"
 
-    def __init__(self, memory, isa: Optional[str] = None, mode: str = "auto"):
+    def __init__(self, memory, isa: str | None = None, mode: str = "auto"):
         isa = isa or self.guest_isa
         if isa != self.guest_isa:
             raise ValueError(f"this KVM backend runs {self.guest_isa} guests, not {isa}")
         super().__init__(memory, isa)
         self.mode = self._entry_mode(mode)
         self.kvm = kvm.Kvm()
-        self.vm: Optional[kvm.Vm] = None
-        self.vcpu: Optional[kvm.Vcpu] = None
+        self.vm: kvm.Vm | None = None
+        self.vcpu: kvm.Vcpu | None = None
         self._userfault = None                  # post-copy: resolves missing guest pages
         try:
             self.vm = self.kvm.create_vm()
@@ -120,7 +118,8 @@ class KvmBackend(Backend):
     def _sregs(self, sregs: kvm.KvmSregs, cr3: int) -> kvm.KvmSregs:
         """Long mode with paging, SSE enabled, flat segments at the mode's privilege level."""
         user = self.mode == "user"
-        cs_sel, ds_sel = (USER_CS, USER_DS) if user else (KERNEL_CS, KERNEL_DS)
+        cs_sel, ds_sel = ((abi.X86_USER_CS, abi.X86_USER_DS) if user
+                          else (abi.X86_KERNEL_CS, abi.X86_KERNEL_DS))
         dpl = 3 if user else 0
         code = kvm.KvmSegment(base=0, limit=0xFFFFFFFF, selector=cs_sel, type=11, present=1,
                               dpl=dpl, db=0, s=1, l=1, g=1)
@@ -137,7 +136,7 @@ class KvmBackend(Backend):
         sregs.efer = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
         return sregs
 
-    def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
+    def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         if self.vcpu is None:
             raise RuntimeError("boot() the guest before run()")
         vcpu = self.vcpu

@@ -1,0 +1,32 @@
+"""hexo's files that are not Python: the library OS, headers, newlib's build recipe and the
+workload sources (`kernel_images`), the live-value pass, the scheduler's data and the board
+scripts. Found through importlib.resources as package data, so an installed wheel and a
+checkout find them the same way; tools such as clang get real paths (hexo installs unzipped).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import HexoError
+
+
+def package_path(package: str, *parts: str) -> Path:
+    """A file or directory shipped in `package`."""
+    root = files(package)
+    if not isinstance(root, Path):
+        raise HexoError(f"{package} is installed zipped; hexo needs its package data as files")
+    return root.joinpath(*parts)
+
+
+KERNEL_IMAGES = package_path("hexo", "kernel_images")
+
+
+def home() -> Path:
+    """Where hexo keeps what it builds once (sysroots, the pass plugin, CRIU, board state):
+    $HEXO_HOME, else the user's cache directory."""
+    if "HEXO_HOME" in os.environ:
+        return Path(os.environ["HEXO_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hexo"
