@@ -1,5 +1,7 @@
 # Entry points for a fresh Debian 12 machine (run as root: installs Debian packages).
 #   make demo    set up, build the NPB workloads, run them on KVM x86-64 and emulated arm64
+#   make slurm-demo  set up, start a one-host Slurm whose node is the server + a board, run a
+#                batch of NPB jobs through sbatch and hexo run, check them
 #   make board-image  build the arm64 board image (cached in /var/cache/hexo/board; first
 #                build ~10 min on an idle 2-core host, ~45 min on a loaded one)
 #   make test    set up, build the board image and run the test suite
@@ -9,13 +11,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross linux-libc-dev-arm64-cross \
         libc6-dev-arm64-cross make patch xz-utils python3-venv \
-        openssh-server iproute2 valgrind qemu-user-static qemu-system-arm qemu-utils debootstrap cpio kmod
+        openssh-server iproute2 valgrind qemu-user-static qemu-system-arm qemu-utils debootstrap cpio kmod \
+        slurmctld slurmd slurm-client munge
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 # What hexo builds once (sysroots, the pass plugin, CRIU, board state) stays in this checkout;
 # an installed hexo uses ~/.cache/hexo.
 export HEXO_HOME ?= $(CURDIR)/build
 
-.PHONY: deps board-image demo test bench clean
+.PHONY: deps board-image demo slurm-demo test bench clean
 
 deps: $(VENV)/.installed
 
@@ -36,6 +39,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: deps
 	$(PY) -m hexo.demo
 
+slurm-demo: deps
+	$(PY) scheduler/slurm_demo.py
+
 board-image: deps
 	$(VENV)/bin/hexo board build
 
@@ -54,6 +60,7 @@ bench: deps board-image
 	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 	$(PY) bench/board.py
+	$(PY) bench/board_kvm.py
 
 clean:
 	rm -rf build $(VENV)

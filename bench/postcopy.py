@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyperf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from netlink import ShapedLink  # noqa: E402
@@ -43,6 +41,8 @@ BATCH_MIB = 8                      # demand-only runs: one emulator mapping per 
 LINK_MBIT = 100
 COPY_PORT = 7300
 BULK_RUN = 256                     # pages per request of the bulk pull
+WINDOW = 0.5                       # seconds the job waits at migration points: room for the
+                                   # migrate command to start on a loaded machine
 LINK = ShapedLink("hxbench", 240)
 
 
@@ -66,7 +66,7 @@ def _wait_state(tmp: str, name: str, state: str) -> None:
 
 def _start_source(tmp: str, percent: int, mib: int = MIB) -> subprocess.Popen:
     job = subprocess.Popen(LINK.in_src([UHYVE, "run", IMAGE, "--name", "src", "--", mib,
-                                        percent, "0.05"]),
+                                        percent, WINDOW]),
                            env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_state(tmp, "src", "running")
     return job
@@ -169,6 +169,7 @@ def _recv(directory: str) -> None:
 
 
 def main() -> None:
+    import pyperf         # not at the top: the checkpoint copy helpers would pay for it
     runner = pyperf.Runner(processes=1, values=3, warmups=1)
     runner.parse_args()
     if not runner.args.worker:

@@ -19,10 +19,10 @@ emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 ABI_MAJOR = 1
-ABI_MINOR = 3
+ABI_MINOR = 4
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -31,7 +31,7 @@ PAGE_SIZE = 0x1000
 BOOT_INFO_ADDR = 0x1000      # struct hexo_boot_info, written by the host, kernel state
 SHARED_PAGE_ADDR = 0x2000    # struct hexo_shared_page, host and guest both write it
 DOORBELL_ADDR = 0x3000       # hypercall doorbell page: MMIO, not backed by RAM
-ARGS_ADDR = 0x4000           # argv pointer array and strings
+ARGS_ADDR = 0x4000           # argv and environment pointer arrays, then the strings
 ARGS_SIZE = 0xB000
 GDT_ADDR = 0xF000            # x86-64 descriptor table built by the host
 # x86-64 selectors of that table. The user ones follow the SYSRET layout (32-bit code, data,
@@ -163,6 +163,9 @@ ARGS_CLOCK = Struct("hexo_args_clock", (("monotonic_ns", "u64"), ("realtime_ns",
                     "host clocks in nanoseconds")
 ARGS_UNLINK = Struct("hexo_args_unlink", (("path", "u64"), ("path_len", "u64"), ("ret", "i64")),
                      "remove a host file inside a mapped directory")
+ARGS_MKDIR = Struct("hexo_args_mkdir", (
+    ("path", "u64"), ("path_len", "u64"), ("mode", "u32"), ("reserved", "u32"), ("ret", "i64"),
+), "create a host directory inside a mapped directory")
 CALLEE_SLOTS = 20
 CPU_CONTEXT = Struct("hexo_cpu_context", (
     ("isa", "u32"), ("reserved", "u32"), ("pc", "u64"), ("sp", "u64"),
@@ -199,10 +202,8 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(NamedTuple):
-    nr: int
-    name: str
-    args: Struct
+class Hypercall(namedtuple("Hypercall", "nr name args")):
+    __slots__ = ()
 
 
 HYPERCALLS = (
@@ -218,6 +219,7 @@ HYPERCALLS = (
     Hypercall(9, "PANIC", ARGS_PANIC),
     Hypercall(10, "MIGRATE", ARGS_MIGRATE),
     Hypercall(11, "FLUSH", ARGS_FLUSH),
+    Hypercall(12, "MKDIR", ARGS_MKDIR),
 )
 HYPERCALL_BY_NR = {h.nr: h for h in HYPERCALLS}
 NR = {h.name: h.nr for h in HYPERCALLS}

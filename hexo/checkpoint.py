@@ -225,11 +225,11 @@ class Checkpoint:
     def check_image(self, image) -> None:
         """Refuse to pair this checkpoint with any image but the one it was taken from."""
         saved = self.meta["image"]
-        if saved["build_id"] != image.manifest["build_id"]:
+        if saved["build_id"] != image.index.build_id:
             raise CheckpointError(
                 f"{self.path} is a checkpoint of image {saved['name']} (build "
                 f"{saved['build_id'][:12]}), not of {image.path} (build "
-                f"{image.manifest['build_id'][:12]})")
+                f"{image.index.build_id[:12]})")
 
     def verify(self) -> None:
         for area in self.areas + self.kept_areas:

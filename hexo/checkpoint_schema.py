@@ -35,6 +35,7 @@ MANIFEST = ("obj", {
     "files": ("list", ("obj", {"fd": U64, "path": ("str",), "flags": U64, "offset": U64},
                        {"fd", "path", "flags", "offset"}, None), None),
     "argv": ("list", ("str",), None),
+    "env": ("list", ("match", r"[^=]+=.*"), None),
     "areas": ("list", _AREA, None),
     "source": ("obj", {"isa": ISA, "context": _CONTEXT, "areas": ("list", _AREA, None)},
                {"isa", "context", "areas"}, None),

@@ -231,12 +231,49 @@ COMMANDS = {"workloads": _workloads, "build": _build, "inspect": _inspect,
 PLUGIN_GROUP = "hexo.commands"
 
 
+def _plugin_entries() -> list[str]:
+    """The `module:function` of every `hexo.commands` entry point. Importing
+    importlib.metadata costs more than the rest of a command (it brings email, zipfile,
+    csv...), so the list is kept in a cache file keyed by the modification times of the
+    import path's directories, which installing or removing a distribution changes."""
+    import os
+    import zlib
+    stamps = []
+    for d in filter(None, sys.path):       # not '' (the working directory)
+        try:
+            stamps.append(f"{d}:{os.stat(d).st_mtime_ns}")
+        except OSError:
+            pass
+    key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "hexo", f"commands-{zlib.crc32(key.encode()):08x}")
+    try:
+        with open(cache) as f:
+            head, _, body = f.read().partition("\n\n")
+        if head == key:
+            return body.split()
+    except OSError:
+        pass
+    from importlib.metadata import entry_points
+    found = [ep.value for ep in entry_points(group=PLUGIN_GROUP)]
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{key}\n\n" + "\n".join(found))
+        os.replace(tmp, cache)
+    except OSError:
+        pass                    # no cache: the next command looks them up again
+    return found
+
+
 def _plugins(sub) -> None:
     """Subcommands of the packages above the core (runtimes, scheduler), registered through
     the `hexo.commands` entry-point group so that the core imports none of them."""
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=PLUGIN_GROUP):
-        ep.load()(sub)
+    import importlib
+    for value in _plugin_entries():
+        module, _, attr = value.partition(":")
+        getattr(importlib.import_module(module.strip()), attr.strip())(sub)
 
 
 def main(argv=None) -> int:
@@ -253,7 +290,8 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except Exception as e:          # the boundary: one line, never a traceback
-        known = (HexoError, ValueError, *getattr(args, "errors", ()))
+        errors = getattr(args, "errors", ())       # a plug-in's tuple, or what returns one
+        known = (HexoError, ValueError, *(errors() if callable(errors) else errors))
         print(f"hexo: error: {one_line(e, args.cmd, known)}", file=sys.stderr)
         return 1
 

@@ -3,7 +3,6 @@ whose message is one sentence; the `hexo` command prints it on one line."""
 
 import os
 import sys
-import traceback
 
 
 class HexoError(Exception):
@@ -19,5 +18,6 @@ def one_line(err: BaseException, stage: str, known: tuple = (HexoError,)) -> str
     if isinstance(err, OSError) and err.strerror:
         return f"{stage} failed: {err.strerror}" + (f": {err.filename}" if err.filename else "")
     if os.environ.get("HEXO_DEBUG"):
+        import traceback        # with linecache and tokenize: only when asked for
         traceback.print_exception(err, file=sys.stderr)
     return f"{stage} failed on an internal error (a hexo defect; HEXO_DEBUG=1 shows where)"

@@ -9,25 +9,31 @@ Layout (little-endian; docs/formats.md is the reference):
 
 The manifest carries each ISA's entry point and load segments, precomputed at build time, so
 the hypervisor boots an image without parsing ELF, and each ELF's SHA-256 as its identity.
+Since format 1.1 the "index" entry holds what booting needs (entry points, segments, ABI
+version, memory size, application data range, name, build id) as fixed-size records read
+with struct: a run parses no JSON; the manifest is parsed only when something asks for it.
 Loading checks CRC32s only: zlib is cheap to import, hashlib's OpenSSL is not, and boot time
 is measured in milliseconds. Readers refuse a newer major version.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zlib
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import HexoError
 
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 _HEADER = struct.Struct("<8sHHII12x")
 _ENTRY = struct.Struct("<16sQQI4x")
+_INDEX = struct.Struct("<4sIQQQ16sHH")      # magic, ABI, min_mem, app data, build id, name, ISAs
+_INDEX_ISA = struct.Struct("<16sQI4x")      # ISA name, entry point, segment count
+_INDEX_SEGMENT = struct.Struct("<QQQQ4s4x")  # vaddr, offset, filesz, memsz, flags
+_INDEX_MAGIC = b"HXIX"
 _ALIGN = 4096
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
@@ -36,18 +42,63 @@ class ImageError(HexoError):
     """A file that is not a usable hexo image, with the reason."""
 
 
-class Segment(NamedTuple):
-    vaddr: int
-    offset: int     # within the ELF payload
-    filesz: int
-    memsz: int
-    flags: str      # "r", "rw", "rx"
+class Segment(namedtuple("Segment", "vaddr offset filesz memsz flags")):
+    # offset: within the ELF payload
+    # flags: "r", "rw", "rx"
+    __slots__ = ()
 
 
-class IsaBuild(NamedTuple):
-    isa: str
-    entry: int
-    segments: tuple[Segment, ...]
+class IsaBuild(namedtuple("IsaBuild", "isa entry segments")):
+    __slots__ = ()
+
+
+class Index(namedtuple("Index", "abi_version min_mem app_data build_id name builds")):
+    """What booting an image needs (the "index" entry, or a 1.0 image's manifest)."""
+    # app_data: [start of data, end of bss)
+    __slots__ = ()
+
+
+def index_of(manifest: dict) -> Index:
+    areas = manifest.get("layout", {}).get("areas", {})
+    builds = {isa: IsaBuild(isa, info["entry"], tuple(Segment(**s) for s in info["segments"]))
+              for isa, info in manifest.get("isas", {}).items()}
+    return Index(manifest.get("abi_version", 0), manifest.get("memory", {}).get("min_mem", 0),
+                 (areas.get("data", (0, 0))[0], areas.get("bss", (0, 0))[1]),
+                 manifest.get("build_id", ""), manifest.get("name", "hexo"), builds)
+
+
+def pack_index(index: Index) -> bytes:
+    name = index.name.encode()
+    out = [_INDEX.pack(_INDEX_MAGIC, index.abi_version, index.min_mem, *index.app_data,
+                       bytes.fromhex(index.build_id).ljust(16, b"\0"), len(name),
+                       len(index.builds))]
+    for isa, b in sorted(index.builds.items()):
+        out.append(_INDEX_ISA.pack(isa.encode(), b.entry, len(b.segments)))
+        out += [_INDEX_SEGMENT.pack(s.vaddr, s.offset, s.filesz, s.memsz, s.flags.encode())
+                for s in b.segments]
+    return b"".join(out) + name
+
+
+def unpack_index(blob: bytes) -> Index:
+    """Raises ValueError (or struct.error) on a malformed index."""
+    magic, abi_version, min_mem, lo, hi, build_id, name_len, nisas = _INDEX.unpack_from(blob)
+    if magic != _INDEX_MAGIC:
+        raise ValueError("bad magic")
+    pos, builds = _INDEX.size, {}
+    for _ in range(nisas):
+        raw, entry, nsegs = _INDEX_ISA.unpack_from(blob, pos)
+        pos += _INDEX_ISA.size
+        segs = []
+        for _ in range(nsegs):
+            vaddr, offset, filesz, memsz, flags = _INDEX_SEGMENT.unpack_from(blob, pos)
+            segs.append(Segment(vaddr, offset, filesz, memsz, flags.rstrip(b"\0").decode()))
+            pos += _INDEX_SEGMENT.size
+        isa = raw.rstrip(b"\0").decode()
+        builds[isa] = IsaBuild(isa, entry, tuple(segs))
+    if pos + name_len != len(blob):
+        raise ValueError(f"{len(blob) - pos - name_len} stray bytes")
+    return Index(abi_version, min_mem, (lo, hi), build_id.hex() if any(build_id) else "",
+                 blob[pos:].decode(), builds)
 
 
 class Image:
@@ -61,11 +112,26 @@ class Image:
         except OSError as e:
             raise ImageError(f"{self.path}: cannot read image: {e.strerror}") from None
         self.entries = self._parse_header()
-        try:
-            self.manifest = json.loads(self.payload("manifest"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ImageError(f"{self.path}: manifest is not valid JSON: {e}") from None
-        self.isas = tuple(sorted(self.manifest.get("isas", {})))
+        self._manifest = None
+        if "index" in self.entries:
+            try:
+                self.index = unpack_index(self.payload("index"))
+            except (ValueError, struct.error) as e:
+                raise ImageError(f"{self.path}: corrupt index entry ({e})") from None
+        else:                                   # format 1.0
+            self.index = index_of(self.manifest)
+        self.isas = tuple(sorted(self.index.builds))
+
+    @property
+    def manifest(self) -> dict:
+        """The whole JSON manifest, parsed on first use (a run needs only the index)."""
+        if self._manifest is None:
+            import json
+            try:
+                self._manifest = json.loads(self.payload("manifest"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ImageError(f"{self.path}: manifest is not valid JSON: {e}") from None
+        return self._manifest
 
     def _parse_header(self) -> dict[str, tuple[int, int, int]]:
         data, where = self._data, self.path
@@ -102,12 +168,11 @@ class Image:
         return blob
 
     def build(self, isa: str) -> IsaBuild:
-        info = self.manifest.get("isas", {}).get(isa)
-        if info is None:
+        build = self.index.builds.get(isa)
+        if build is None:
             have = ", ".join(self.isas) or "none"
             raise ImageError(f"{self.path}: image has no {isa} build (it has: {have})")
-        segs = tuple(Segment(**s) for s in info["segments"])
-        return IsaBuild(isa, info["entry"], segs)
+        return build
 
     def elf(self, isa: str) -> bytes:
         """The ISA's ELF, checked to be a little-endian 64-bit executable for that ISA."""
@@ -125,7 +190,9 @@ class Image:
 
 def write_image(path: str | os.PathLike, manifest: dict, payloads: dict[str, bytes]) -> None:
     """Write atomically: a reader sees the old file or the complete new one."""
-    blobs = {"manifest": json.dumps(manifest, indent=1, sort_keys=True).encode(), **payloads}
+    import json
+    blobs = {"manifest": json.dumps(manifest, indent=1, sort_keys=True).encode(),
+             "index": pack_index(index_of(manifest)), **payloads}
     table_end = _HEADER.size + len(blobs) * _ENTRY.size
     offset = -(-table_end // _ALIGN) * _ALIGN
     table, body = b"", bytearray()

@@ -4,18 +4,26 @@ the transform core, every other area stays as it is (one layout on both ISAs).""
 from __future__ import annotations
 
 import time
+import weakref
 
 from .image import Image, ImageError
 from .transform import TransformError, transform
 
+# Per image, its ISAs' metadata as loaded once: a live migration loads it before the guest
+# stops (Migrator.arm), so the transform phase is the transform alone.
+_loaded: "weakref.WeakKeyDictionary[Image, dict]" = weakref.WeakKeyDictionary()
+
 
 def metadata(image: Image, isa: str):
-    from .toolchain import stackmaps
-    name = f"meta.{isa}"
-    if name not in image.entries:
-        raise ImageError(f"{image.path} has no {isa} migration metadata: it was built with "
-                         f"--no-migratable")
-    return stackmaps.load(image.payload(name))
+    loaded = _loaded.setdefault(image, {})
+    if isa not in loaded:
+        from .toolchain import stackmaps
+        name = f"meta.{isa}"
+        if name not in image.entries:
+            raise ImageError(f"{image.path} has no {isa} migration metadata: it was "
+                             f"built with --no-migratable")
+        loaded[isa] = stackmaps.load(image.payload(name))
+    return loaded[isa]
 
 
 def kept_source(state: dict, areas: list[tuple[str, int, bytes]], to_isa: str):

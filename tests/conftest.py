@@ -51,12 +51,13 @@ class ImageCache:
     def __init__(self, root: Path):
         self.root = root
 
-    def _build(self, workload: str, klass: str | None, suffix: str, *flags: str) -> Path:
+    def _build(self, workload: str, klass: str | None, suffix: str, *flags: str,
+               sources: tuple = ()) -> Path:
         out = self.root / (f"{workload}.{klass}.{suffix}" if klass else f"{workload}.{suffix}")
         with open(self.root / (out.name + ".lock"), "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             if not out.exists():
-                cmd = [HEXO, "build", "--workload", workload, *flags, "-o", out]
+                cmd = [HEXO, "build", *(sources or ("--workload", workload)), *flags, "-o", out]
                 if klass:
                     cmd += ["--class", klass]
                 p = run(cmd)
@@ -69,6 +70,11 @@ class ImageCache:
 
     def plain(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "plain.hexo", "--no-migratable")
+
+    def program(self, name: str) -> Path:
+        """tests/programs/NAME.c as an image."""
+        return self._build(name, None, "prog.hexo",
+                           sources=(ROOT / "tests" / "programs" / f"{name}.c",))
 
     def native(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "native", "--native")

@@ -119,3 +119,25 @@ def test_guest_exit_statuses_are_told_apart_from_uhyve_ctls_own(inputs, status, 
     assert p.returncode == code
     said = f"the guest itself exited with status {status}" in p.stderr
     assert said == note, p.stderr
+
+
+QUICK = [["run", "x.hexo"], ["run", "x.hexo", "--stats"],
+         ["run", "x.hexo", "--isa", "aarch64", "--backend", "emu", "--name", "j", "--mem", "1G",
+          "--timeout", "2.5", "--mount", "/tmp", "--mount", "/:/h:ro", "--x86-entry", "user"],
+         ["run", "--stats", "--isa", "x86_64", "x.hexo", "--name", "j"]]
+FULL = [["run", "x.hexo", "--isa", "sparc"], ["run", "x.hexo", "--timeout", "-1"],
+        ["run", "x.hexo", "--timeout", "soon"], ["run", "x.hexo", "--isa=aarch64"],
+        ["run", "x.hexo", "--is", "aarch64"], ["run", "x.hexo", "--name"],
+        ["run", "x.hexo", "y.hexo"], ["run", "x.hexo", "--checkpoint-at", "2", "--checkpoint-dir",
+                                  "d"], ["run", "x.hexo", "-h"], ["restore", "ck"], ["run"]]
+
+
+@pytest.mark.parametrize("argv", QUICK + FULL)
+def test_a_plain_run_is_read_as_argparse_reads_it(argv):
+    """`run` skips argparse at start-up only where it reads the command line exactly as the
+    full parser does; everything else (errors, help, rarer forms) is left to the full parser."""
+    from uhyve_ctl import cli
+    quick = cli._quick_run(argv)
+    assert (quick is not None) == (argv in QUICK)
+    if quick is not None:
+        assert vars(quick) == vars(cli._parser().parse_args(argv))

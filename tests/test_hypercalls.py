@@ -110,7 +110,7 @@ def test_paths_outside_mounts_are_refused(guest, path, err):
     assert res["ret"] == -abi.ERRNO[err]
 
 
-@pytest.mark.parametrize("name", ["OPEN", "UNLINK"])
+@pytest.mark.parametrize("name", ["OPEN", "UNLINK", "MKDIR"])
 def test_an_overlong_path_is_enametoolong(guest, name):
     mem, hc, _, _ = guest
     stop, res = call(hc, mem, name, path=BUF, path_len=abi.MAX_PATH + 1)
@@ -141,6 +141,23 @@ def test_unlink_through_a_directory_link_out_of_the_mount_is_refused(guest, tmp_
     assert res["ret"] == -abi.ERRNO["EACCES"] and (outside / "precious").exists()
 
 
+def test_mkdir_inside_a_mount_only(guest, tmp_path):
+    mem, hc, _, data = guest
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, data / "door")
+    results = {}
+    for name in (b"/data/made", b"/data/made", b"/data/door/made", b"/data/../made", b"/made"):
+        mem.write(BUF, name)
+        _, res = call(hc, mem, "MKDIR", path=BUF, path_len=len(name), mode=0o750)
+        results.setdefault(name, []).append(res["ret"])
+    assert results[b"/data/made"] == [0, -abi.ERRNO["EEXIST"]]
+    assert results[b"/data/door/made"] == [-abi.ERRNO["EACCES"]]
+    assert results[b"/data/../made"] == results[b"/made"] == [-abi.ERRNO["ENOENT"]]
+    assert (data / "made").is_dir() and list(outside.iterdir()) == []
+    assert not (tmp_path / "made").exists()
+
+
 def test_read_only_mount(tmp_path):
     mem = GuestMemory(16 << 20)
     try:
@@ -149,6 +166,9 @@ def test_read_only_mount(tmp_path):
         _, res = _open(hc, mem, b"/ro/new", abi.OPEN_FLAGS["O_WRONLY"] | abi.OPEN_FLAGS["O_CREAT"])
         assert res["ret"] == -abi.ERRNO["EROFS"]
         assert not (tmp_path / "new").exists()
+        mem.write(BUF, b"/ro/dir")
+        _, res = call(hc, mem, "MKDIR", path=BUF, path_len=7, mode=0o755)
+        assert res["ret"] == -abi.ERRNO["EROFS"] and not (tmp_path / "dir").exists()
     finally:
         mem.close()
 

@@ -2,11 +2,13 @@
 
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
-from hexo.image import FORMAT_MAJOR, Image, ImageError, write_image
+from hexo.image import (FORMAT_MAJOR, FORMAT_MINOR, Image, ImageError, index_of, unpack_index,
+                        write_image)
 
 from conftest import HEXO, run
 
@@ -83,7 +85,8 @@ def test_newer_major_version_refused(image):
     data = bytearray(image.read_bytes())
     struct.pack_into("<H", data, 8, FORMAT_MAJOR + 1)
     image.write_bytes(bytes(data))
-    with pytest.raises(ImageError, match=f"format {FORMAT_MAJOR + 1}.0 is not readable"):
+    with pytest.raises(ImageError, match=f"format {FORMAT_MAJOR + 1}.{FORMAT_MINOR} is not "
+                                         "readable"):
         Image(image)
 
 
@@ -103,6 +106,7 @@ def test_foreign_elf_in_payload(tmp_path):
 
 
 def test_garbage_manifest(tmp_path):
+    """Booting reads the index only; whatever asks for the manifest gets the damage."""
     p = tmp_path / "g.hexo"
     write_image(p, MANIFEST, {})
     data = bytearray(p.read_bytes())
@@ -110,7 +114,63 @@ def test_garbage_manifest(tmp_path):
     off, size, _ = img.entries["manifest"]
     data[off:off + 1] = b"\xff"
     p.write_bytes(bytes(data))
+    img = Image(p)
+    assert img.build("x86_64").entry == 0x800000
     with pytest.raises(ImageError, match="checksum mismatch in 'manifest'"):
+        img.manifest
+
+
+FULL = dict(MANIFEST, build_id="0123456789abcdef" * 2, memory={"min_mem": 32 << 20},
+            layout={"areas": {"data": [0x900000, 0x901000], "bss": [0x901000, 0x905000]}})
+
+
+def test_the_index_holds_what_the_manifest_says(tmp_path):
+    """Writer: the index entry is the manifest's boot facts in struct records; reader: they
+    come back equal, without the manifest being parsed."""
+    p = tmp_path / "i.hexo"
+    write_image(p, FULL, {})
+    img = Image(p)
+    assert img.index == index_of(FULL) == unpack_index(img.payload("index"))
+    assert img._manifest is None
+    assert img.index.app_data == (0x900000, 0x905000) and img.index.min_mem == 32 << 20
+    assert img.index.build_id == FULL["build_id"] and img.index.name == "t"
+    assert struct.unpack_from("<HH", p.read_bytes(), 8) == (1, 1)
+
+
+def _without_index(path: Path) -> None:
+    """Rewrite `path` as a format 1.0 writer would have: no index entry."""
+    from hexo import image
+    img = Image(path)
+    blobs = {n: img.payload(n) for n in img.entries if n != "index"}
+    table_end = image._HEADER.size + len(blobs) * image._ENTRY.size
+    offset, table, body = 4096, b"", b""
+    for name, blob in blobs.items():
+        table += image._ENTRY.pack(name.encode(), offset + len(body), len(blob),
+                                   zlib.crc32(blob))
+        body += blob + bytes(-len(blob) % 4096)
+    head = image._HEADER.pack(image.MAGIC, 1, 0, len(blobs), 0)
+    head = image._HEADER.pack(image.MAGIC, 1, 0, len(blobs), zlib.crc32(head[:16] + table))
+    path.write_bytes(head + table + bytes(offset - table_end) + body)
+
+
+def test_a_1_0_image_without_index_still_boots(tmp_path):
+    p = tmp_path / "old.hexo"
+    write_image(p, FULL, {"elf.x86_64": _elf(62)})
+    _without_index(p)
+    img = Image(p)
+    assert "index" not in img.entries and img.index == index_of(FULL)
+    assert img.build("x86_64").segments[0].memsz == 128
+
+
+@pytest.mark.parametrize("damage", [lambda b: b"XXXX" + b[4:], lambda b: b + b"\0",
+                                    lambda b: b[:40]])
+def test_a_malformed_index_is_refused(tmp_path, monkeypatch, damage):
+    from hexo import image
+    p = tmp_path / "bad.hexo"
+    real = image.pack_index
+    monkeypatch.setattr(image, "pack_index", lambda index: damage(real(index)))
+    write_image(p, FULL, {})
+    with pytest.raises(ImageError, match="corrupt index entry"):
         Image(p)
 
 
@@ -131,6 +191,8 @@ def test_the_format_document_gives_the_sizes_the_code_writes():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
     assert f"| {image._HEADER.size} | {image._ENTRY.size}·N | entry table |" in doc
     assert re.search(rf"Each entry \({image._ENTRY.size} bytes\)", doc)
+    for record in (image._INDEX, image._INDEX_ISA, image._INDEX_SEGMENT):
+        assert f"({record.size} bytes" in doc
 
 
 @pytest.mark.parametrize("isa", ["x86_64", "aarch64"])

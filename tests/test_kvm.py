@@ -269,3 +269,22 @@ def test_struct_layouts_match_the_kernel_abi():
     assert ctypes.sizeof(kvm.KvmUserspaceMemoryRegion) == 32
     assert ctypes.sizeof(kvm.KvmCpuidEntry2) == 40
     assert (kvm.KVM_GET_SREGS, kvm.KVM_SET_CPUID2, kvm.KVM_RUN) == (0x8138AE83, 0x4008AE90, 0xAE80)
+
+
+# What `python -X importtime` must not show for a plain run: modules only the full command
+# line, the JSON manifest, checkpointing or error reports need (each costs start-up time).
+NOT_ON_THE_RUN_PATH = {"argparse", "json", "typing", "re", "gettext", "locale", "shutil",
+                       "traceback", "hexo.checkpoint", "hexo.retarget", "hexo.toolchain"}
+
+
+def test_a_plain_run_imports_only_what_it_needs(images):
+    import sys
+
+    from conftest import UHYVE
+    p = subprocess.run([sys.executable, "-X", "importtime", UHYVE, "run", "--stats",
+                        str(images.get("hello"))], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "uhyve_ctl.backends.kvm" in imported
+    assert imported & NOT_ON_THE_RUN_PATH == set()

@@ -31,3 +31,23 @@ def test_no_import_points_up():
 def test_the_check_sees_an_upward_import():
     tree = ast.parse("import os\nfrom uhyve_ctl.vm import VM\n")
     assert [m for _, m in _imported(tree) if FLOORS.get(m, -1) > FLOORS["hexo"]] == ["uhyve_ctl"]
+
+
+def test_plug_in_commands_are_found_and_the_list_is_cached(tmp_path, monkeypatch):
+    """The core lists the `hexo.commands` entry points of what is installed; the list is
+    kept between commands, and a cache written for another set of installed packages (another
+    key) is not used."""
+    from importlib.metadata import entry_points
+
+    from hexo import cli
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    installed = sorted(ep.value for ep in entry_points(group=cli.PLUGIN_GROUP))
+    assert "hexo_sched.commands:register" in installed
+    assert sorted(cli._plugin_entries()) == installed
+    [cache] = (tmp_path / "hexo").iterdir()
+    assert sorted(cli._plugin_entries()) == installed          # read back from the cache
+    cache.write_text("another key\n\nnowhere:register")
+    assert sorted(cli._plugin_entries()) == installed
+    head, _, body = cache.read_text().partition("\n\n")
+    cache.write_text(f"{head}\n\nsomewhere:register")
+    assert cli._plugin_entries() == ["somewhere:register"]     # the same key: the cache

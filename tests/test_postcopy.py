@@ -76,6 +76,10 @@ def _restore(link, env, out, *opts, name="dst"):
     return run(link.in_dst(cmd), env=env, timeout=300)
 
 
+def _hypercalls(stats: str) -> int:
+    return int(re.search(r"(\d+) hypercalls", stats)[1])
+
+
 def _source_finished(proc):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -98,6 +102,8 @@ def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, 
                                            delay, backend):
     from npb_reference import check
     image = images.get(f"npb-{kernel}", klass)
+    plain = run([UHYVE, "run", image, "--stats"])
+    assert plain.returncode == 0, plain.stderr
     source = _start_source(link, env, image, src, backend=backend)
     time.sleep(delay)
     _migrate(link, env, tmp_path / "ck", dst)
@@ -108,6 +114,9 @@ def test_npb_migrated_in_postcopy_verifies(link, images, env, tmp_path, kernel, 
     assert "Verification" not in src_out
     check(kernel, klass, src_out + p.stdout)
     assert 0 < served <= total                # a short job may end before the puller does
+    # The rest of the job makes its own hypercalls and one at the confirming migration point:
+    # fetching pages, on a fault or for a hypercall's buffer, is not the guest's business.
+    assert _hypercalls(p.stderr) <= _hypercalls(plain.stderr) + 1
     assert _state(env, "src")["state"] == "migrated"
     assert _state(env, "src")["migration"] == "done"
     assert _state(env, "dst")["migration"] == "done"
@@ -179,6 +188,27 @@ def test_source_death_stops_the_target_and_the_full_checkpoint_restarts_the_job(
     again = run([UHYVE, "restore", tmp_path / "ck.full"], env=env)
     assert again.returncode == 0, again.stderr
     assert again.stdout == reference.stdout
+
+
+def test_a_job_whose_areas_all_fit_inline_leaves_nothing_to_serve(env, tmp_path, touch):
+    """No area is big enough to be served: the checkpoint is complete, the source ends at
+    once instead of waiting for a target that never needs to call, and the job resumes."""
+    reference = run([UHYVE, "run", touch, "--", "0", "100", "0"])
+    source = subprocess.Popen([UHYVE, "run", touch, "--name", "src", "--", "0", "100", "1.5"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "src", source)
+    ck = run([UHYVE, "migrate", "src", "--to", "aarch64", "--mode", "postcopy", "--serve",
+              "127.0.0.1:0", "-o", tmp_path / "ck"], env=env)
+    assert ck.returncode == 0, ck.stderr
+    assert "no pages to serve" in ck.stdout and "minimal checkpoint" not in ck.stdout
+    src_out, src_err = source.communicate(timeout=60)
+    assert source.returncode == 0, src_err
+    assert src_out == "" and "served" not in src_err
+    meta = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert "postcopy" not in meta and not any(a.get("remote") for a in meta["areas"])
+    p = run([UHYVE, "restore", tmp_path / "ck"], env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == reference.stdout
 
 
 # The page protocol, both ends, on loopback.

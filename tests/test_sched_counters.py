@@ -3,29 +3,8 @@
 import pytest
 
 from hexo_sched import model
-from hexo_sched.calibrate import CalibrationError, parse_cachegrind
 from hexo_sched.counters import (CalibrationSource, CounterRates, CountersUnavailable,
-                                 PerfEventSource, hardware_counters, open_source)
-
-CACHEGRIND_OUT = """desc: I1 cache:         32768 B, 64 B, 8-way associative
-cmd: ./cg.S
-events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
-fl=cg.c
-fn=main
-1 10 1 1 2 0 0 0 0 0
-summary: 272006992 1607 1553 105815410 6506044 1184 5680539 126790 19860
-"""
-
-
-def test_cachegrind_summary_parsing():
-    c = parse_cachegrind(CACHEGRIND_OUT)
-    assert c == {"instructions": 272006992, "llc_references": 1607 + 6506044 + 126790,
-                 "llc_misses": 1553 + 1184 + 19860}
-    with pytest.raises(CalibrationError, match="without cache simulation"):
-        parse_cachegrind("events: Ir\nsummary: 5\n")
-    with pytest.raises(CalibrationError):
-        parse_cachegrind("garbage")
-
+                                 PerfEventSource, hardware_counters, hardware_pmus, open_source)
 
 def test_hardware_counters_say_why_not():
     ok, why = hardware_counters()
@@ -73,3 +52,33 @@ def test_open_source_falls_back_with_a_reason():
         assert isinstance(src, CounterRates) and why.startswith("no hardware counters")
         with pytest.raises(CountersUnavailable, match="no calibration table"):
             open_source(0, "EP", "S", None)
+
+
+def test_pmus_and_their_events_come_from_sysfs(tmp_path):
+    """An x86 PMU (event and umask terms at their format bits), an arm64 one, and the kernel's
+    own event sources, which are no PMU."""
+    def source(name, kind, formats, events):
+        d = tmp_path / name
+        (d / "format").mkdir(parents=True)
+        (d / "events").mkdir()
+        (d / "type").write_text(f"{kind}\n")
+        for k, v in formats.items():
+            (d / "format" / k).write_text(v + "\n")
+        for k, v in events.items():
+            (d / "events" / k).write_text(v + "\n")
+    source("cpu", 4, {"event": "config:0-7", "umask": "config:8-15", "ldlat": "config1:0-15"},
+           {"instructions": "event=0xc0", "cache-references": "event=0x2e,umask=0x4f",
+            "cache-misses": "event=0x2e,umask=0x41", "mem-loads": "event=0xcd,umask=0x1,ldlat=3",
+            "mem-loads.unit": "ns"})
+    source("armv8_pmuv3", 8, {"event": "config:0-15"},
+           {"cpu_cycles": "event=0x0011", "stall": "event=0x003c"})
+    source("software", 1, {}, {})
+    source("msr", 9, {"event": "config:0-63"}, {"tsc": "event=0x00"})
+    pmus = {p.name: p for p in hardware_pmus(tmp_path)}
+    assert set(pmus) == {"cpu", "armv8_pmuv3"}
+    assert pmus["cpu"].type == 4
+    assert pmus["cpu"].events == {"cache-misses": 0x412e, "cache-references": 0x4f2e,
+                                  "instructions": 0xc0}     # mem-loads needs config1
+    assert pmus["armv8_pmuv3"].events == {"cpu_cycles": 0x11, "stall": 0x3c}
+    assert pmus["armv8_pmuv3"].describe() == "armv8_pmuv3 lists cpu_cycles, stall"
+    assert hardware_pmus(tmp_path / "absent") == []

@@ -69,13 +69,14 @@ def test_aarch64_to_x86_64_keeps_progress(image, env, tmp_path):
     assert out == _reference(image, rounds)
 
 
-def _chain(image, legs, env, tmp, args=()) -> str:
+def _chain(image, legs, env, tmp, args=(), run_options=()) -> str:
     """Run `image` on legs[0][0], checkpoint it at migration point legs[0][1] for the next
     leg's ISA, restore it there, and so on; the last leg runs to the end. Returns everything
     the job printed, across all legs."""
     out, ck = "", None
     for n, (isa, point) in enumerate(legs):
-        cmd = [UHYVE, "restore", ck, "--isa", isa] if ck else [UHYVE, "run", image, "--isa", isa]
+        cmd = ([UHYVE, "restore", ck, "--isa", isa] if ck
+               else [UHYVE, "run", image, "--isa", isa, *run_options])
         if point is not None:
             ck = tmp / f"ck{n}"
             cmd += ["--checkpoint-at", point, "--checkpoint-dir", ck, "--to", legs[n + 1][0]]
@@ -203,3 +204,27 @@ def test_rounding_mode_and_flush_to_zero_carry_across_isas():
             assert (arm >> 22) & 3 == rmode and (arm >> 24) & 1 == ftz
             back = fp_control("aarch64", arm, "x86_64")
             assert back == x86 | rc << 42, hex(back)     # the x87 control word follows MXCSR
+
+
+def test_a_live_migration_reads_no_metadata_once_the_guest_has_stopped(image, tmp_path,
+                                                                        monkeypatch):
+    """Both ISAs' metadata is loaded while the guest still runs; after the stop only the
+    transform itself works (and the checkpoint it makes resumes on the other ISA)."""
+    from hexo.image import Image
+    from uhyve_ctl.backends.base import Checkpointed
+    from uhyve_ctl.migration import Request
+    from uhyve_ctl.vm import VirtualMachine
+    real, loads = stackmaps.load, []
+    null = os.open(os.devnull, os.O_WRONLY)
+    with VirtualMachine(Image(image), "x86_64", argv=["300"], stdio=(0, null, null)) as vm:
+        monkeypatch.setattr(stackmaps, "load", lambda blob: loads.append(
+            "stopped" in vm.migrator.timings) or real(blob))
+        vm.migrator.arm(Request(str(tmp_path / "ck"), "aarch64", False, skip=40))
+        stop = vm.run()
+        xform = vm.migrator.timings["transform_s"]
+    os.close(null)
+    assert isinstance(stop, Checkpointed), stop
+    assert loads == [False, False] and xform > 0
+    restored = run([UHYVE, "restore", tmp_path / "ck"])
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout == _reference(image, "300")

@@ -1,9 +1,13 @@
-"""Built-in workloads, built by `hexo build`, verified on KVM, on the emulated CPUs and natively."""
+"""Built-in workloads, built by `hexo build`, verified on KVM, on the emulated CPUs and natively;
+what the library OS gives them (files, directories, arguments, environment)."""
+
+import os
 
 import pytest
 
-from conftest import UHYVE, needs_kvm, run
+from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 from npb_reference import check
+from test_transform import _chain
 
 KERNELS = ["ep", "is", "cg"]
 
@@ -72,7 +76,10 @@ def test_file_io_through_a_mounted_directory(images, tmp_path, isa):
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.replace("/data", "DIR") == \
         _native_output(images, "libc-fileio", [native_dir]).replace(str(native_dir), "DIR")
-    assert list(data.iterdir()) == []       # the program removed its file
+    # the program made a directory (mkdir) and removed its file from it
+    assert [(d.name, d.is_dir(), list(d.iterdir())) for d in data.iterdir()] == \
+        [("hexo_file_io.d", True, [])]
+    assert "mkdir of an existing directory: EEXIST" in p.stdout
 
 
 def test_hello_arguments_reach_the_guest(images):
@@ -84,3 +91,40 @@ def test_hello_arguments_reach_the_guest(images):
         return [line for line in text.splitlines() if not line.startswith("argv[0]")]
     assert "argc = 3" in p.stdout
     assert without_argv0(p.stdout) == without_argv0(native)
+
+
+@pytest.fixture(scope="module")
+def environment_image(tmp_path_factory):
+    image = tmp_path_factory.mktemp("environment") / "environment.hexo"
+    p = run([HEXO, "build", ROOT / "tests" / "programs" / "environment.c", "--auto-points",
+             "-o", image])
+    assert p.returncode == 0, p.stderr
+    return image
+
+
+def test_the_guest_sees_only_the_environment_it_is_given(environment_image):
+    p = run([UHYVE, "run", environment_image, "--env", "HEXO_PARAM=a=b c", "--", "6"],
+            env=dict(os.environ, HEXO_PARAM="from the host"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("HEXO_PARAM=a=b c HEXO_SET_BY_JOB=yes PATH unset\n2 variables")
+    p = run([UHYVE, "run", environment_image, "--", "6"],
+            env=dict(os.environ, HEXO_PARAM="from the host"))
+    assert p.returncode == 1 and p.stdout == "HEXO_PARAM is not set\n"
+    p = run([UHYVE, "run", environment_image, "--env", "NO_VALUE"])
+    assert p.returncode == 2 and "'NO_VALUE' is not NAME=VALUE" in p.stderr
+
+
+# Point 1 is main's entry (before getenv); the loops reach points 2-13, setenv comes after 7.
+@pytest.mark.parametrize("legs", [
+    [("x86_64", 1), ("aarch64", None)],
+    [("x86_64", 4), ("aarch64", None)],
+    [("aarch64", 10), ("x86_64", None)],
+    [("x86_64", 3), ("aarch64", 6), ("x86_64", None)],
+], ids=lambda v: "-".join(f"{i}@{p}" if p else i for i, p in v))
+def test_the_environment_moves_with_the_job(environment_image, tmp_path, legs):
+    (tmp_path / "run").mkdir(mode=0o700)
+    env = dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
+    options = ["--env", "HEXO_PARAM=moved", "--env", "OTHER=1"]
+    reference = run([UHYVE, "run", environment_image, *options, "--", "12"])
+    assert reference.returncode == 0 and "HEXO_PARAM=moved" in reference.stdout
+    assert _chain(environment_image, legs, env, tmp_path, ["12"], options) == reference.stdout

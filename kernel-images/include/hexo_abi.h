@@ -6,8 +6,8 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 3
-#define HEXO_ABI_VERSION 0x10003
+#define HEXO_ABI_MINOR 4
+#define HEXO_ABI_VERSION 0x10004
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
 #define HEXO_SHARED_PAGE_ADDR 0x2000
@@ -52,6 +52,7 @@
 #define HEXO_HC_PANIC 9
 #define HEXO_HC_MIGRATE 10
 #define HEXO_HC_FLUSH 11
+#define HEXO_HC_MKDIR 12
 #define HEXO_O_RDONLY 0
 #define HEXO_O_WRONLY 1
 #define HEXO_O_RDWR 2
@@ -331,6 +332,16 @@ struct hexo_args_flush {
     int64_t ret;
 };
 _Static_assert(sizeof(struct hexo_args_flush) == 8, "ABI size");
+
+/* create a host directory inside a mapped directory */
+struct hexo_args_mkdir {
+    uint64_t path;
+    uint64_t path_len;
+    uint32_t mode;
+    uint32_t reserved;
+    int64_t ret;
+};
+_Static_assert(sizeof(struct hexo_args_mkdir) == 32, "ABI size");
 
 #endif
 #endif

@@ -14,8 +14,9 @@ _Noreturn void hexo_main_trampoline(int argc, char **argv, char **envp);
 extern void __libc_init_array(void);
 extern void __libc_fini_array(void);
 
-static char *empty_env[] = { 0 };
-char **environ = empty_env;
+/* newlib's, so that it lives in application data and migrates with the job (after a
+   setenv it points into the heap); at boot, the table the host wrote after argv's null. */
+extern char **environ;
 
 _Noreturn void hexo_panic(const char *msg)
 {
@@ -53,6 +54,8 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
     struct stat st;
     if (fstat(1, &st) == 0 && !S_ISCHR(st.st_mode))
         setvbuf(stdout, NULL, _IOFBF, (size_t)st.st_blksize);
+    char **argv = (char **)(uintptr_t)bi->argv;
+    environ = argv + bi->argc + 1;
     __libc_init_array();
-    hexo_main_trampoline((int)bi->argc, (char **)(uintptr_t)bi->argv, environ);
+    hexo_main_trampoline((int)bi->argc, argv, environ);
 }

@@ -3,6 +3,7 @@
    newlib's nor the host's numbering. */
 #include <errno.h>
 #include <fcntl.h>
+#include <reent.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -159,6 +160,19 @@ int _unlink(const char *path)
     struct hexo_args_unlink a = { (uint64_t)(uintptr_t)path, strlen(path), 0 };
     hexo_hypercall(HEXO_HC_UNLINK, &a);
     return (int)result(a.ret);
+}
+
+/* newlib has _mkdir_r over the _mkdir stub, but no mkdir() */
+int _mkdir(const char *path, mode_t mode)
+{
+    struct hexo_args_mkdir a = { (uint64_t)(uintptr_t)path, strlen(path), (uint32_t)mode, 0, 0 };
+    hexo_hypercall(HEXO_HC_MKDIR, &a);
+    return (int)result(a.ret);
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    return _mkdir_r(_REENT, path, mode);    /* it moves the stub's errno into the caller's */
 }
 
 int _link(const char *old, const char *new)

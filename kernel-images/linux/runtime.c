@@ -6,9 +6,11 @@
    hexo_check_migrate() saves the caller's registers at HEXO_LINUX_CONTEXT_ADDR, marks the
    page HEXO_LINUX_STOPPED and stops the process with SIGSTOP, where CRIU dumps it. When it
    continues on the same ISA it simply returns; a process recoded for the other ISA starts
-   in hexo_resume() on the context the tool rewrote there. */
+   in hexo_resume() on the context the tool rewrote there. HEXO_STOP_AT_POINT raises the
+   request from the start. */
 #include <errno.h>
 #include <fcntl.h>
+#include <reent.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,12 +29,12 @@ _Noreturn void hexo_linux_switch(uintptr_t sp, int argc, char **argv, char **env
 #ifdef __x86_64__
 enum { NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8, NR_MMAP = 9,
        NR_BRK = 12, NR_GETPID = 39, NR_KILL = 62, NR_CLOCK_GETTIME = 228, NR_EXIT_GROUP = 231,
-       NR_OPENAT = 257, NR_UNLINKAT = 263, NR_LINKAT = 265 };
+       NR_OPENAT = 257, NR_MKDIRAT = 258, NR_UNLINKAT = 263, NR_LINKAT = 265 };
 enum { STAT_MODE = 24, STAT_SIZE = 48 };
 #else
 enum { NR_READ = 63, NR_WRITE = 64, NR_CLOSE = 57, NR_FSTAT = 80, NR_LSEEK = 62,
        NR_MMAP = 222, NR_BRK = 214, NR_GETPID = 172, NR_KILL = 129, NR_CLOCK_GETTIME = 113,
-       NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_UNLINKAT = 35, NR_LINKAT = 37 };
+       NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_MKDIRAT = 34, NR_UNLINKAT = 35, NR_LINKAT = 37 };
 enum { STAT_MODE = 16, STAT_SIZE = 48 };
 #endif
 enum { L_PROT_RW = 3, L_MAP_PRIVATE = 2, L_MAP_ANONYMOUS = 0x20,
@@ -68,6 +70,23 @@ static void map_fixed(uintptr_t start, uintptr_t end)
     }
 }
 
+/* HEXO_STOP_AT_POINT=N in the environment: the job stops at its (N+1)-th migration point, as
+   if a tool had raised migrate_request with migrate_skip = N from the start, and waits there
+   to be checkpointed or continued (a chosen point, whatever the speed of the machine). */
+static void stop_at_chosen_point(struct hexo_shared_page *page, char **envp)
+{
+    static const char name[] = "HEXO_STOP_AT_POINT=";
+    for (char **e = envp; *e; e++) {
+        if (strncmp(*e, name, sizeof name - 1) != 0)
+            continue;
+        uint32_t skip = 0;
+        for (const char *c = *e + sizeof name - 1; *c >= '0' && *c <= '9'; c++)
+            skip = skip * 10 + (uint32_t)(*c - '0');
+        page->migrate_skip = skip;
+        page->migrate_request = HEXO_MIGRATE_REQUESTED;
+    }
+}
+
 _Noreturn void hexo_linux_start(long *sp)
 {
     int argc = (int)sp[0];
@@ -78,6 +97,7 @@ _Noreturn void hexo_linux_start(long *sp)
     page->magic = HEXO_SHARED_PAGE_MAGIC;
     page->abi_version = HEXO_ABI_VERSION;
     page->guest_state = HEXO_LINUX_RUNNING;
+    stop_at_chosen_point(page, envp);
     hexo_linux_switch(HEXO_STACK_TOP - 64, argc, argv, envp);
 }
 
@@ -147,6 +167,16 @@ int _isatty(int fd)
 int _unlink(const char *path)
 {
     return (int)result(SYS(NR_UNLINKAT, L_AT_FDCWD, path, 0, 0, 0, 0));
+}
+
+int _mkdir(const char *path, mode_t mode)
+{
+    return (int)result(SYS(NR_MKDIRAT, L_AT_FDCWD, path, mode, 0, 0, 0));
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    return _mkdir_r(_REENT, path, mode);    /* it moves the stub's errno into the caller's */
 }
 
 int _link(const char *old, const char *new)

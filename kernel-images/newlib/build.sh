@@ -120,6 +120,7 @@ start=$SECONDS
     --disable-newlib-supplied-syscalls \
     --enable-newlib-io-long-long \
     --enable-newlib-io-c99-formats \
+    --enable-newlib-io-long-double \
     --disable-newlib-multithread \
     --enable-newlib-global-atexit \
     --disable-nls \

@@ -49,7 +49,13 @@ def stats_run_seconds(stderr: str) -> float | None:
     return float(m[1]) / 1000.0 if m else None
 
 
-def _first_report(stderr: str | None) -> str | None:
+def stats_cpu_seconds(stderr: str) -> float | None:
+    """The CPU time of the run `uhyve-ctl run --stats` reports, if it did."""
+    m = re.search(r"cpu ([0-9.]+) ms", stderr)
+    return float(m[1]) / 1000.0 if m else None
+
+
+def first_report(stderr: str | None) -> str | None:
     """uhyve-ctl's first line about why a VM stopped (the guest's own output aside)."""
     for line in (stderr or "").splitlines():
         if line.startswith("uhyve-ctl: ") and not line.startswith(("uhyve-ctl: registers",
@@ -96,10 +102,12 @@ class MachineAgent:
             self.host.put_file(Path(local_image), remote)
         return remote
 
-    def launch(self, job: str, n: int, uhyve_args: list[str]) -> None:
-        """Start `uhyve-ctl <args> --name job` detached, as segment n of the job."""
+    def launch(self, job: str, n: int, uhyve_args: list[str], guest_args=()) -> None:
+        """Start `uhyve-ctl <args> --name job [-- guest args]` detached, as segment n of the
+        job."""
         base = self.seg_path(job, n, "")[:-1]
-        inner = (f"{self._uhyve(*uhyve_args, '--isa', self.cfg.isa, '--backend', self.cfg.backend, '--name', job)}"
+        tail = ("--", *guest_args) if guest_args else ()
+        inner = (f"{self._uhyve(*uhyve_args, '--isa', self.cfg.isa, '--backend', self.cfg.backend, '--name', job, *tail)}"
                  f" </dev/null >{quote(base + '.out')} 2>{quote(base + '.err')}; "
                  f"echo $? >{quote(base + '.rc.tmp')}; mv {quote(base + '.rc.tmp')} "
                  f"{quote(base + '.rc')}")
@@ -120,8 +128,8 @@ class MachineAgent:
             raise HostError(f"{self.name}: {image} exited {rc}: {err.strip()[-300:]}")
         return seconds
 
-    def run(self, job: str, n: int, image: str, mem_mb: float) -> None:
-        self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"])
+    def run(self, job: str, n: int, image: str, mem_mb: float, guest_args=()) -> None:
+        self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"], guest_args)
 
     def restore(self, job: str, n: int, checkpoint: str, image: str) -> None:
         self.launch(job, n, ["restore", checkpoint, "--image", image])
@@ -152,7 +160,7 @@ class MachineAgent:
                             err is not None and "uhyve-ctl: checkpointed to" in err,
                             state if state in LIVE_STATES else None,
                             err is not None and "uhyve-ctl: confirmed:" in err,
-                            _first_report(err) if status is not None else None)
+                            first_report(err) if status is not None else None)
 
     def checkpoint(self, job: str, n: int, timeout: float) -> tuple[bool, str]:
         """Checkpoint the job's VM in its own ISA into ck<n>; the VM stops once it is written."""
@@ -179,10 +187,38 @@ class MachineAgent:
             return True
         return False
 
+    def discard(self, job: str) -> None:
+        """Cancel the job here: stop its VM whatever it is doing (its whole process group: the
+        launching shell, uhyve-ctl and whatever it started), then remove everything the job
+        left on this machine (segments, checkpoints, the VM's state file and socket). The
+        pid comes from the VM's state file and is killed only if it still is that VM."""
+        state = f"{self.cfg.run_dir}/{job}"
+        info = self.host.files(lambda fs: fs.read(state + ".json"))
+        try:
+            pid = int(json.loads(info)["pid"]) if info else None
+        except (ValueError, KeyError, TypeError):
+            pid = None
+        kill = ""
+        if pid:
+            kill = (f"if tr '\\0' ' ' </proc/{pid}/cmdline 2>/dev/null | "
+                    f"grep -q -- {quote(f'--name {job} ')}; then "
+                    f"kill -9 -$(ps -o pgid= -p {pid} | tr -d ' '); "
+                    f"for i in $(seq 200); do kill -0 {pid} 2>/dev/null || break; "
+                    f"grep -q '^[^)]*) Z' /proc/{pid}/stat 2>/dev/null && break; sleep 0.05; "
+                    "done; fi; ")
+        rc, _, err = self.host.sh(kill + "rm -rf " + quote(self.job_dir(job), state + ".json",
+                                                           state + ".sock"), timeout=60)
+        if rc:
+            raise HostError(f"{self.name}: cannot remove {job}: {err.strip()}")
+
     def fetch_segment(self, job: str, n: int, local_dir: Path) -> None:
+        """Copies of the segment's output in the daemon's state directory, each complete
+        or absent (the output relay reads them while they are fetched)."""
         local_dir.mkdir(parents=True, exist_ok=True)
         for ext in ("out", "err"):
-            self.host.get_file(self.seg_path(job, n, ext), local_dir / f"seg{n}.{ext}")
+            part = local_dir / f"seg{n}.{ext}.part"
+            self.host.get_file(self.seg_path(job, n, ext), part)
+            part.replace(local_dir / f"seg{n}.{ext}")
 
     def remove(self, path: str) -> None:
         self.host.rmtree(path)

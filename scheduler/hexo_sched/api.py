@@ -1,4 +1,4 @@
-"""The daemon's control socket: `hexo submit` and `hexo status` talk to it.
+"""The daemon's control socket: `hexo submit`, `hexo status` and `hexo run` talk to it.
 
 A Unix socket `control.sock` in the daemon's state directory, mode 0600; the daemon answers only
 peers of its own user or root (SO_PEERCRED). One JSON request line, one JSON reply line, both
@@ -47,11 +47,20 @@ def check_version(msg) -> None:
 
 def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
     """Send one request; returns the reply, or raises ApiError with the daemon's message."""
+    reply, conn = connect(state_dir, op, timeout, **args)
+    conn.close()
+    return reply
+
+
+def connect(state_dir: Path, op: str, timeout: float = 60.0,
+            **args) -> tuple[dict, socket.socket]:
+    """Send one request; returns the reply and the connection, still open (op `attach`)."""
     path = Path(state_dir) / SOCKET_NAME
     if not path.exists():
         raise ApiError(f"no daemon at {state_dir} (is hexo-schedd running? "
                        "--state-dir or HEXO_SCHEDD_STATE say where)")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         s.settimeout(timeout)
         try:
             s.connect(str(path))
@@ -60,22 +69,26 @@ def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
             line = recv_line(s, MAX_LINE)
         except (OSError, ControlError) as e:
             raise ApiError(f"daemon at {state_dir} did not answer: {e}") from None
-    if not line:
-        raise ApiError("the daemon closed the connection")
-    reply = json.loads(line)
-    check_version(reply)
-    if not reply.get("ok"):
-        raise ApiError(reply.get("error", "request failed"))
-    return reply
+        if not line:
+            raise ApiError("the daemon closed the connection")
+        reply = json.loads(line)
+        check_version(reply)
+        if not reply.get("ok"):
+            raise ApiError(reply.get("error", "request failed"))
+    except BaseException:
+        s.close()
+        raise
+    return reply, s
 
 
-JOB_FIELDS = {"image", "vcpus", "mem"}
+JOB_FIELDS = {"image", "vcpus", "mem", "args"}
+MAX_ARGS, MAX_ARG_CHARS = 256, 4096
 
 
-def parse_job_spec(spec) -> tuple[str, int, int]:
-    """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes).
-    `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is MiB) or an
-    integer number of bytes."""
+def parse_job_spec(spec) -> tuple[str, int, int, list[str]]:
+    """Typed check of one job of a submit request: (image path, vCPUs, guest RAM in bytes,
+    guest arguments). `mem` is a size as every --mem takes it ("256M", "1G"; a bare number is
+    MiB) or an integer number of bytes."""
     from hexo.sizes import parse_size
     if not isinstance(spec, dict):
         raise ApiError(f"a job must be a JSON object, got {spec!r:.80}")
@@ -103,7 +116,12 @@ def parse_job_spec(spec) -> tuple[str, int, int]:
         raise ApiError(f"{image}: mem must be a size such as \"256M\", got {mem!r:.40}")
     if size <= 0:
         raise ApiError(f"{image}: mem must be positive, got {mem!r:.40}")
-    return image, vcpus, size
+    args = spec.get("args", [])
+    if not isinstance(args, list) or len(args) > MAX_ARGS or not all(
+            isinstance(a, str) and len(a) <= MAX_ARG_CHARS and "\0" not in a for a in args):
+        raise ApiError(f"{image}: args must be a list of at most {MAX_ARGS} strings of at most "
+                       f"{MAX_ARG_CHARS} characters without NUL")
+    return image, vcpus, size, args
 
 
 def reply(ok: bool, **fields) -> dict:
@@ -112,7 +130,9 @@ def reply(ok: bool, **fields) -> dict:
 
 class ControlServer:
     """Serves requests on a thread; `handler(request) -> reply fields` may raise ValueError or
-    ApiError for a clear refusal."""
+    ApiError for a clear refusal. A reply may carry `hold`, a function that is called with
+    the connection after the reply is sent, before it is closed (for a client that stays
+    connected so that the daemon learns when it is gone)."""
 
     def __init__(self, state_dir: Path, handler: Callable[[dict], dict]):
         self.path = Path(state_dir) / SOCKET_NAME
@@ -137,6 +157,7 @@ class ControlServer:
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
+        hold = None
         with conn:
             try:
                 if not peer_allowed(conn):
@@ -144,7 +165,9 @@ class ControlServer:
                 else:
                     req = json.loads(recv_line(conn, MAX_LINE))
                     check_version(req)
-                    out = reply(True, **self.handler(req))
+                    fields = self.handler(req)
+                    hold = fields.pop("hold", None)
+                    out = reply(True, **fields)
             except (ApiError, ControlError, ValueError, KeyError, TypeError) as e:
                 out = reply(False, error=str(e))
             except Exception as e:               # a bug must still answer the client
@@ -152,7 +175,9 @@ class ControlServer:
             try:
                 conn.sendall(json.dumps(out).encode() + b"\n")
             except OSError:
-                pass
+                return
+            if hold is not None:
+                hold(conn)
 
     def close(self) -> None:
         self.sock.close()

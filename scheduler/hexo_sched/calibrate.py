@@ -1,41 +1,40 @@
 """Calibration: measure what the slowdown model learns from, on the machines at hand.
 
-Two measurements per benchmark and problem class:
+Two measurements per workload and problem class:
 
-* counter rates without hardware counters: the native build runs under
-  `valgrind --tool=cachegrind` with a fixed, stated cache geometry, which gives deterministic
-  instruction, last-level-cache reference and miss counts; dividing by the native run time
-  (median of a few runs, measured separately, not under valgrind) gives rates per second;
+* counters without hardware counters: the native build runs under valgrind's callgrind
+  (insn_mix), which gives deterministic instruction, load, store, branch, misprediction, FP
+  and cache-miss counts for a stated cache geometry; the mix is kept per instruction, and the
+  three rates of HEXO's model (instructions, LLC references and misses per second) divide the
+  counts by the native run's CPU time (median of a few runs, not under valgrind);
 * a board's slowdown: the same .hexo image run on the server (`uhyve-ctl run --isa x86_64`) and
-  on the board (`--isa aarch64`), compared by the run time uhyve-ctl reports (`--stats`).
+  on the board (`--isa aarch64`), compared by the CPU time of the run that uhyve-ctl reports
+  (`--stats`): unlike wall-clock time it is not stretched by other work on the machine.
 
 `hexo calibrate` (or `python -m hexo_sched.calibrate`) writes a CSV with its provenance in `#`
-header lines. The server is this machine (KVM); the board is the local emulated one
-(`--emulated-board`) or a board of a hexo-schedd config reached over SSH (`--board --config`).
+header lines, its own command line among them. The server is this machine (KVM); the board is
+the local emulated one (`--emulated-board`) or a board of a hexo-schedd config reached over SSH
+(`--board --config`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .agents import stats_run_seconds
-from .model import COLUMNS
+from . import insn_mix
+from .agents import stats_cpu_seconds
 from .errors import SchedError
-
-#: Cache geometry given to cachegrind. Pinned so that counts do not depend on the host running
-#: calibration; sets must be a power of two, so the LLC is 8 MiB 16-way (the paper's Xeon E5-2637
-#: has 10-15 MiB of L3, depending on its version).
-CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=8388608,16,64")
-CACHES_TEXT = "I1 32 KiB 8-way, D1 32 KiB 8-way, LL 8 MiB 16-way, 64 B lines"
-
+from .model import COLUMNS, MIX_COUNTS, MIX_FEATURES
 
 
 class CalibrationError(SchedError, RuntimeError):
@@ -53,72 +52,44 @@ def build_native(workload: str, klass: str, out_dir: Path) -> Path:
 
 
 def time_native(exe: Path, repeats: int = 3) -> float:
-    """Median wall-clock seconds of `repeats` runs; the program must exit 0."""
+    """Median CPU seconds (user + system) of `repeats` runs; the program must exit 0."""
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        p = subprocess.run([str(exe)], capture_output=True, text=True)
-        times.append(time.perf_counter() - t)
+        p = subprocess.Popen([str(exe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = p.stderr.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
-            raise CalibrationError(f"{exe} exited {p.returncode}: {p.stderr[-500:]}")
+            raise CalibrationError(f"{exe} exited {p.returncode}: {err[-500:].decode()}")
+        times.append(usage.ru_utime + usage.ru_stime)
     return statistics.median(times)
 
 
-def parse_cachegrind(text: str) -> dict[str, int]:
-    """Totals from a cachegrind.out file: instructions, LL references and LL misses.
-
-    LL references are the first-level misses (I1mr + D1mr + D1mw); LL misses are ILmr + DLmr +
-    DLmw. Raises when the file has no cache simulation (no misses recorded)."""
-    events = summary = None
-    for line in text.splitlines():
-        if line.startswith("events:"):
-            events = line.split()[1:]
-        elif line.startswith("summary:"):
-            summary = [int(x) for x in line.split()[1:]]
-    if not events or not summary or len(events) != len(summary):
-        raise CalibrationError("not a cachegrind output file (no events/summary lines)")
-    v = dict(zip(events, summary))
-    need = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
-    missing = [e for e in need if e not in v]
-    if missing:
-        raise CalibrationError(f"cachegrind ran without cache simulation (missing {missing})")
-    return {"instructions": v["Ir"], "llc_references": v["I1mr"] + v["D1mr"] + v["D1mw"],
-            "llc_misses": v["ILmr"] + v["DLmr"] + v["DLmw"]}
-
-
-def cachegrind_counts(exe: Path) -> dict[str, int]:
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "cachegrind.out"
-        p = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHES,
-                            f"--cachegrind-out-file={out}", str(exe)],
-                           capture_output=True, text=True)
-        if p.returncode != 0 or not out.exists():
-            raise CalibrationError(f"cachegrind failed on {exe}: {p.stderr[-500:]}")
-        return parse_cachegrind(out.read_text())
-
-
 def run_seconds(image: Path, isa: str, uhyve_ctl: str) -> float:
-    """Guest run time as reported by `uhyve-ctl run --stats` (boot excluded)."""
+    """CPU time of the guest's run as reported by `uhyve-ctl run --stats` (boot excluded)."""
     p = subprocess.run([uhyve_ctl, "run", str(image), "--isa", isa, "--stats"],
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise CalibrationError(f"{image} on {isa} exited {p.returncode}: {p.stderr[-500:]}")
-    seconds = stats_run_seconds(p.stderr)
+    seconds = stats_cpu_seconds(p.stderr)
     if seconds is None:
-        raise CalibrationError(f"no run time in uhyve-ctl --stats output: {p.stderr[-300:]}")
+        raise CalibrationError(f"no CPU time in uhyve-ctl --stats output: {p.stderr[-300:]}")
     return seconds
 
 
 def counter_row(workload: str, klass: str, work: Path, repeats: int = 3) -> dict:
     exe = build_native(workload, klass, work)
     seconds = time_native(exe, repeats)
-    c = cachegrind_counts(exe)
+    c = insn_mix.measure(exe)
+    n = c["instructions"]
     return {"benchmark": workload.removeprefix("npb-").upper(), "npb_class": klass,
-            "instructions_per_s": c["instructions"] / seconds,
-            "llc_references_per_s": c["llc_references"] / seconds,
-            "llc_misses_per_s": c["llc_misses"] / seconds,
-            "counters_source": f"cachegrind counts / native run {seconds:.3f} s (median of "
-                               f"{repeats}) on this project's build"}
+            "instructions_per_s": n / seconds,
+            "llc_references_per_s": c["l1_misses"] / seconds,
+            "llc_misses_per_s": c["ll_misses"] / seconds,
+            **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)},
+            "counters_source": f"derived: callgrind counts ({n:.4g} instructions) / native "
+                               f"CPU time {seconds:.3f} s (median of {repeats}) of this "
+                               "project's build"}
 
 
 def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
@@ -133,13 +104,14 @@ def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
 
 
 def emulated_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str,
-                      repeats: int = 1) -> tuple[float, str]:
-    """Slowdown of the emulated aarch64 board vs KVM x86-64 on this machine, same image."""
+                      repeats: int = 3) -> tuple[float, str]:
+    """Slowdown of the emulated aarch64 board vs KVM x86-64 on this machine, same image: the
+    server run is repeated (median), the board's, 10-150x longer, is run once."""
     image = _build_image(workload, klass, work, uhyve_ctl)
     server = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
-    board = statistics.median(run_seconds(image, "aarch64", uhyve_ctl) for _ in range(repeats))
-    return board / server, (f"measured: uhyve-ctl run time aarch64 (emulated) {board:.3f} s / "
-                            f"x86_64 (KVM) {server:.3f} s")
+    board = run_seconds(image, "aarch64", uhyve_ctl)
+    return board / server, (f"measured: uhyve-ctl run CPU time aarch64 (emulated) {board:.3f} "
+                            f"s / x86_64 (KVM) {server:.4f} s (median of {repeats})")
 
 
 def potato_rows(counter_rows: list[dict]) -> list[dict]:
@@ -168,18 +140,20 @@ def potato_rows(counter_rows: list[dict]) -> list[dict]:
     return out
 
 
-def header(what: str) -> list[str]:
+def header(what: str, argv: list[str]) -> list[str]:
     return [f"# {what}",
-            f"# generated {datetime.date.today().isoformat()} by hexo_sched.calibrate on "
-            f"{platform.machine()} {platform.processor() or ''}".rstrip(),
-            f"# counters: valgrind --tool=cachegrind ({CACHES_TEXT}) on the native build "
-            "(clang -O2 -ffp-contract=off); this machine has no hardware performance counters",
-            "# rates = counts / median native wall time on this machine"]
+            f"# generated {datetime.date.today().isoformat()} on {platform.machine()} by: "
+            f"python -m hexo_sched.calibrate {shlex.join(argv)}",
+            f"# counters: derived, not hardware (this machine has no hardware performance "
+            f"counters): valgrind --tool=callgrind ({insn_mix.CACHES_TEXT}, its branch "
+            "predictor) on the native build (clang -O2 -ffp-contract=off); FP instructions "
+            "classified by mnemonic from objdump",
+            "# *_per_insn = counts per instruction; rates = counts / median native CPU time"]
 
 
 def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
     import pandas as pd
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=[*COLUMNS, *MIX_FEATURES])
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
         df.to_csv(f, index=False, float_format="%.6g")
@@ -226,24 +200,37 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
                     "reaches it")
     ap.add_argument("--config", type=Path, help="the hexo-schedd config naming the board")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=1, help="runs measured at once (default 1)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     if (args.board is None) != (args.config is None):
         ap.error("--board and --config go together")
     uhyve_ctl = str(Path(sys.executable).with_name("uhyve-ctl"))
-    rows = []
-    with tempfile.TemporaryDirectory() as d:
-        for spec in args.runs:
-            workload, _, klass = spec.partition(":")
-            row = counter_row(workload, klass, Path(d), args.repeats)
-            if args.board:
-                row["board"], row["slowdown"], row["slowdown_source"] = board_slowdown(
-                    workload, klass, Path(d), uhyve_ctl, args.config, args.board)
-            elif args.emulated_board:
-                row["board"] = "emulated-aarch64"
-                row["slowdown"], row["slowdown_source"] = emulated_slowdown(
-                    workload, klass, Path(d), uhyve_ctl)
-            rows.append(row)
-            print(f"{spec}: {row}", file=sys.stderr)
+    failed = []
+
+    def measure(spec: str, work: Path) -> dict | None:
+        try:
+            return measure_one(spec, work)
+        except (SchedError, ValueError) as e:      # one bad run loses none of the others
+            failed.append(f"{spec}: {e}")
+            print(f"{spec}: not measured: {e}", file=sys.stderr)
+            return None
+
+    def measure_one(spec: str, work: Path) -> dict:
+        workload, _, klass = spec.partition(":")
+        row = counter_row(workload, klass, work, args.repeats)
+        if args.board:
+            row["board"], row["slowdown"], row["slowdown_source"] = board_slowdown(
+                workload, klass, work, uhyve_ctl, args.config, args.board)
+        elif args.emulated_board:
+            row["board"] = "emulated-aarch64"
+            row["slowdown"], row["slowdown_source"] = emulated_slowdown(
+                workload, klass, work, uhyve_ctl, args.repeats)
+        print(f"{spec}: {row}", file=sys.stderr)
+        return row
+
+    with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        rows = [r for r in pool.map(lambda spec: measure(spec, Path(d)), args.runs) if r]
     if args.board:
         what = f"slowdown of board {args.board} of {args.config.name} vs KVM x86-64 here"
     elif args.emulated_board:
@@ -254,9 +241,10 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
                 "measured here; rows without a value were not measured or not published")
     else:
         what = "counter rates of the NPB kernels, measured here"
-    write_csv(rows, args.output, header(what))
-    print(f"wrote {args.output} ({len(rows)} rows)")
-    return 0
+    write_csv(rows, args.output, header(what, argv) + [f"# not measured: {f}" for f in failed])
+    print(f"wrote {args.output} ({len(rows)} rows"
+          + (f"; {len(failed)} runs failed, listed in its header)" if failed else ")"))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

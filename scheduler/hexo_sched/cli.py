@@ -50,10 +50,10 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
                    help="run time of every job on the Xeon, s (an assumption; see output)")
     p.add_argument("--compare", action="store_true",
                    help="also run the policy comparison (several seeds, jittered lengths)")
-    p.add_argument("--estimates-from", metavar="CSV",
-                   help="tell the policy slowdowns off by the slowdown model's leave-one-"
-                        "benchmark-out error on this calibration dataset, per benchmark in "
-                        "both (jobs still run at the paper's slowdowns)")
+    p.add_argument("--model", metavar="CSV",
+                   help="also run with the slowdown model's predictions instead of the true "
+                        "slowdowns (its held-out error on this calibration dataset, per "
+                        "benchmark in both) and report the difference")
     p.add_argument("--boards", type=int, metavar="N",
                    help="instead of the paper's setups: one server and N Potato boards, a "
                         "queue held at --queued jobs; reports decision cost (decision_ms)")
@@ -64,6 +64,9 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claim", action="store_true",
                    help="our policy vs HEXO's and its extras one by one, mix5 on X3P, at 1, 2, "
                         "4 and 10 h, 5 seeds (takes minutes)")
+    p.add_argument("--makespan", action="store_true",
+                   help="our policy vs HEXO's on a fixed batch per job mix, run to its last "
+                        "job: makespan and energy, 8 seeds, 95%% CI (takes a minute)")
     p.add_argument("--plot", metavar="PNG", help="write throughput and energy charts here")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -82,34 +85,44 @@ def simulate(args: argparse.Namespace) -> int:
         setups = ("X",) + setups
     policies = ("hexo", "cost-aware") if args.policy == "both" else (args.policy,)
     work_s = args.work_s if args.work_s is not None else sim.DEFAULT_WORK_S
-    bias = model_bias(args.estimates_from) if args.estimates_from else None
     exp = sim.run_experiment(job_sets, setups, policies, args.duration, args.link_mbit,
-                             work_s=work_s, estimate_bias=bias)
+                             work_s=work_s)
+    diff = sim.model_difference(model_bias(args.model), job_sets, setups, policies[0],
+                                duration=args.duration, link_mbit=args.link_mbit,
+                                work_s=work_s) if args.model else None
     cmp = sim.compare_policies(work_s=work_s, duration=args.duration) if args.compare else None
     claim = sim.policy_claim(work_s=work_s) if args.claim else None
+    makespan = sim.compare_makespan(work_s=work_s) if args.makespan else None
     if args.plot:
         sim.plot(exp, args.plot, cmp)
     if args.json:
-        extra = {k: v for k, v in (("comparison", cmp), ("claim", claim)) if v}
+        extra = {k: v for k, v in (("comparison", cmp), ("claim", claim),
+                                   ("model_difference", diff), ("makespan", makespan))
+                 if v}
         print(json.dumps({"experiment": exp, **extra} if extra else exp, indent=1))
     else:
         print(sim.format_results(exp))
+        if diff:
+            print(sim.format_model_difference(diff))
         if cmp:
             print(sim.format_comparison(cmp))
         if claim:
             print(sim.format_claim(claim))
+        if makespan:
+            print(sim.format_makespan(makespan))
     return 0
 
 
 def model_bias(path: str) -> dict[str, float]:
     """The model's held-out error (predicted / measured slowdown) per benchmark of a dataset,
     keyed by the simulator's benchmark names."""
-    from .model import load_dataset, lobo_bias
+    from .model import best_features, load_dataset, lobo_bias
     ds = load_dataset(path)
     names = {b.upper(): b for b in (*paper.POTATO_SLOWDOWN, *paper.POTATO_SLOWDOWN_FIG1)}
     out = {}
     for board in ds.boards:
-        for bench, ratio in lobo_bias(ds.labelled(board), board).items():
+        for bench, ratio in lobo_bias(ds.labelled(board), board,
+                                      best_features(ds.frame)).items():
             if bench.upper() in names:
                 out[names[bench.upper()]] = ratio
     return out
@@ -164,11 +177,15 @@ def model_report(args: argparse.Namespace) -> int:
             print(f"  {board}: {m['rows']} labelled rows; metrics not computed: "
                   f"{m['not_computed']}")
         else:
-            print(f"  {board}: {m['rows']} rows, {len(m['benchmarks'])} benchmarks; training "
-                  f"R² {m['train_r2']:.3f} (r {m['train_r']:.3f}); leave-one-benchmark-out "
-                  f"R² {m['lobo_r2']:.3g}, MAPE {m['lobo_mape_pct']:.1f}% (held in the "
-                  f"training range: R² {m['lobo_r2_clipped']:.3g}, MAPE "
-                  f"{m['lobo_mape_clipped_pct']:.1f}%)")
+            print(f"  {board}: {m['rows']} rows, {len(m['benchmarks'])} benchmarks, features "
+                  f"{m['features']}; training R² {m['train_r2']:.3f} (r {m['train_r']:.3f}); "
+                  f"leave-one-benchmark-out R² {m['lobo_r2']:.3g}, MAPE "
+                  f"{m['lobo_mape_pct']:.1f}% (held in the training range: R² "
+                  f"{m['lobo_r2_clipped']:.3g}, MAPE {m['lobo_mape_clipped_pct']:.1f}%)")
+            for f, o in m["other_features"].items():
+                print(f"    features {f}: " + (o.get("not_computed") or
+                      f"leave-one-benchmark-out R² {o['lobo_r2']:.3g}, MAPE "
+                      f"{o['lobo_mape_pct']:.1f}%"))
     return 0
 
 

@@ -1,6 +1,6 @@
-"""The scheduler's subcommands of `hexo` (simulate, submit, status, calibrate, board), registered
-through the `hexo.commands` entry-point group so that the core CLI does not import the
-scheduler."""
+"""The scheduler's subcommands of `hexo` (simulate, submit, status, run, calibrate, board,
+slurm), registered through the `hexo.commands` entry-point group so that the core CLI does not
+import the scheduler."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def register(sub) -> None:
                         "run, estimated slowdowns, migrations")
     st.add_argument("--json", action="store_true")
     st.set_defaults(run=_status)
+    r = sub.add_parser("run", add_help=False,
+                       help="run one image through the scheduler daemon as if here: its "
+                            "output, its exit status; SIGTERM cancels it (hexo run --help)")
+    r.set_defaults(run=_run, raw_argv=True)
     c = sub.add_parser("calibrate", add_help=False,
                        help="measure counter rates and board slowdowns for the slowdown model "
                             "(options: hexo calibrate --help)")
@@ -42,6 +46,8 @@ def register(sub) -> None:
         sub.choices[name].set_defaults(errors=(SchedError,))
     from .boards.commands import register as register_boards
     register_boards(sub)
+    from .slurm import register as register_slurm
+    register_slurm(sub)
 
 
 def _job_specs(args) -> list[dict]:
@@ -126,6 +132,11 @@ def _status(args) -> int:
     for d in st["decisions"][-10:]:
         print(f"  {d['reason']}")
     return 0
+
+
+def _run(argv) -> int:
+    from .run import main
+    return main(argv)
 
 
 def _calibrate(argv) -> int:

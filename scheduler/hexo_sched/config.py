@@ -72,6 +72,7 @@ class DaemonConfig:
     poll_s: float = 1.0
     confirm_timeout_s: float = 120.0
     checkpoint_timeout_s: float = 60.0
+    client_lease_s: float = 60.0      # a `hexo run` job is cancelled when its client is silent
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = 9466
     hexo: str = "hexo"
@@ -159,6 +160,7 @@ def load(path: str | os.PathLike) -> DaemonConfig:
         idle_after_s=float(d.get("idle_after_s", 60.0)), poll_s=float(d.get("poll_s", 1.0)),
         confirm_timeout_s=float(d.get("confirm_timeout_s", 120.0)),
         checkpoint_timeout_s=float(d.get("checkpoint_timeout_s", 60.0)),
+        client_lease_s=float(d.get("client_lease_s", 60.0)),
         metrics_addr=d.get("metrics_addr", "127.0.0.1"),
         metrics_port=int(d.get("metrics_port", 9466)), hexo=d.get("hexo", "hexo"),
         calibration=_path(base, d.get("calibration")) or EMULATED_DATASET,

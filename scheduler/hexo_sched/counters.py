@@ -35,6 +35,10 @@ EVENTS = (("instructions_per_s", PERF_COUNT_HW_INSTRUCTIONS),
           ("llc_references_per_s", PERF_COUNT_HW_CACHE_REFERENCES),
           ("llc_misses_per_s", PERF_COUNT_HW_CACHE_MISSES))
 HARDWARE_EVENTS = tuple((PERF_TYPE_HARDWARE, config) for _, config in EVENTS)
+EVENT_SOURCES = Path("/sys/bus/event_source/devices")
+# perf event sources of the kernel itself, not of the CPU's PMU
+SOFTWARE_SOURCES = frozenset({"software", "tracepoint", "kprobe", "uprobe", "breakpoint", "msr",
+                              "power"})
 
 
 class CountersUnavailable(SchedError, RuntimeError):
@@ -52,6 +56,69 @@ class CounterRates:
         return [self.instructions_per_s, self.llc_references_per_s, self.llc_misses_per_s]
 
 
+@dataclass(frozen=True)
+class Pmu:
+    """A hardware event source as the kernel lists it in sysfs: its perf type and its named
+    events (name -> config)."""
+
+    name: str
+    type: int
+    events: dict[str, int]
+
+    def describe(self) -> str:
+        return f"{self.name} lists {', '.join(self.events) or 'no named events'}"
+
+
+def _config(terms: str, formats: Path) -> int | None:
+    """The config value of a sysfs event ("event=0x11" or "event=0x2e,umask=0x4f"), placing
+    each term at the bits its format file gives; None for terms outside `config`."""
+    config = 0
+    for term in terms.strip().split(","):
+        key, _, value = term.partition("=")
+        try:
+            field, _, bits = (formats / key).read_text().strip().partition(":")
+            lo = int(bits.split("-")[0])
+            number = int(value or "1", 0)
+        except (OSError, ValueError):
+            return None
+        if field != "config":
+            return None
+        config |= number << lo
+    return config
+
+
+def hardware_pmus(root: Path = EVENT_SOURCES) -> list[Pmu]:
+    """The hardware PMUs this kernel exposes (none in a VM without a virtual PMU)."""
+    pmus = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.name in SOFTWARE_SOURCES:
+            continue
+        try:
+            kind = int((d / "type").read_text())
+        except (OSError, ValueError):
+            continue
+        events = {}
+        for e in sorted((d / "events").glob("*")) if (d / "events").is_dir() else []:
+            if "." in e.name:                   # .scale / .unit companions
+                continue
+            config = _config(e.read_text(), d / "format")
+            if config is not None:
+                events[e.name] = config
+        pmus.append(Pmu(d.name, kind, events))
+    return pmus
+
+
+def _no_such_event() -> str:
+    """Why the kernel answered ENOENT to a hardware event, in terms of what it does have."""
+    pmus = hardware_pmus()
+    if not pmus:
+        sources = sorted(d.name for d in EVENT_SOURCES.iterdir()) if EVENT_SOURCES.is_dir() \
+            else []
+        return (f"no hardware PMU here (perf event sources: {', '.join(sources) or 'none'}; "
+                "a VM without a virtual PMU)")
+    return f"the PMU has no such event ({'; '.join(p.describe() for p in pmus)})"
+
+
 def _perf_event_open(config: int, tid: int, kind: int = PERF_TYPE_HARDWARE) -> int:
     nr = _SYSCALL.get(platform.machine())
     if nr is None:
@@ -64,7 +131,7 @@ def _perf_event_open(config: int, tid: int, kind: int = PERF_TYPE_HARDWARE) -> i
     fd = libc.syscall(nr, ctypes.create_string_buffer(attr), tid, -1, -1, 0)
     if fd < 0:
         e = ctypes.get_errno()
-        why = {errno.ENOENT: "this CPU (or hypervisor) exposes no such hardware event",
+        why = {errno.ENOENT: _no_such_event() if kind == PERF_TYPE_HARDWARE else "no such event",
                errno.EOPNOTSUPP: "hardware events not supported here",
                errno.EACCES: "not permitted (see /proc/sys/kernel/perf_event_paranoid)",
                errno.EPERM: "not permitted (see /proc/sys/kernel/perf_event_paranoid)",
@@ -166,7 +233,45 @@ def event_report() -> list[tuple[str, bool, str]]:
     return report
 
 
-if __name__ == "__main__":
+def pmu_counts(work=lambda: sum(range(200_000))) -> list[tuple[str, str, int | str]]:
+    """Every named event of every hardware PMU, counted over `work` in this thread:
+    (PMU, event, count or why it could not be counted). What a board can read beyond the
+    model's three events (a TCG board's PMU counts cycles and stalls, not instructions)."""
+    out = []
+    for pmu in hardware_pmus():
+        for event, config in pmu.events.items():
+            try:
+                fd = _perf_event_open(config, 0, pmu.type)
+            except CountersUnavailable as e:
+                out.append((pmu.name, event, str(e)))
+                continue
+            try:
+                work()
+                out.append((pmu.name, event, struct.unpack("<Q", os.read(fd, 8))[0]))
+            finally:
+                os.close(fd)
+    return out
+
+
+def main() -> None:
+    report = event_report()
     print(f"hardware counters on {platform.machine()} ({platform.node()}):")
-    for event, ok, why in event_report():
+    for event, ok, why in report:
         print(f"  {event:22} {'readable' if ok else 'NOT readable'}: {why}")
+    pmus = hardware_pmus()
+    if not pmus:
+        print("  no hardware PMU: only software events (task-clock, page-faults...) count here")
+    for pmu, event, count in pmu_counts():
+        what = (f"NOT readable: {count}" if isinstance(count, str) else
+                f"readable, {count} over a busy loop" if count else
+                "opens, but counted nothing over a busy loop")
+        print(f"  PMU {pmu} {event}: {what}")
+    if all(ok for _, ok, _ in report):
+        print("sampling: possible here (the three events on a job's vCPU thread)")
+    else:
+        print("sampling: NOT possible here; slowdown estimates use per-image calibration "
+              "rates, labelled as such")
+
+
+if __name__ == "__main__":
+    main()

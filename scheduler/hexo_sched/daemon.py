@@ -13,6 +13,7 @@ where it was.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import shutil
@@ -23,7 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from .agents import MachineAgent, SegmentProbe
+from . import relay
+from .agents import MachineAgent, SegmentProbe, first_report
 from .api import ApiError, ControlServer, parse_job_spec
 from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
@@ -91,6 +93,7 @@ class Daemon:
                          "the figures are the power models'")
         except RaplUnavailable as e:
             self.rapl = f"no RAPL: {e}"
+        self.seen: dict[str, float] = {}    # attached job -> when its client last asked
         self.metrics_port: int | None = None
         self.control: ControlServer | None = None
         self.stopping = threading.Event()
@@ -114,6 +117,8 @@ class Daemon:
         self.metrics_port = self.metrics.serve(self.cfg.metrics_addr, self.cfg.metrics_port)
         log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_addr, self.metrics_port)
         with self.lock:
+            now = time.time()
+            self.seen = {jid: now for jid, rec in self.records.items() if rec.attached}
             self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
@@ -204,7 +209,7 @@ class Daemon:
         rec.segments.append(seg)
         self._save()                            # before launching: a restart finds it either way
         try:
-            agent.run(jid, seg.n, agent.image_path(Path(rec.image)), job.mem_mb)
+            agent.run(jid, seg.n, agent.image_path(Path(rec.image)), job.mem_mb, rec.args)
         except (HostError, OSError) as e:
             log.error("launching %s on %s failed (%s); it is requeued once the failure is "
                       "confirmed", jid, machine, e)
@@ -217,7 +222,7 @@ class Daemon:
             self.energy.set_busy(m.name, self.state.used(m.name)[0], now)
         self._save()
 
-    # -- requests from hexo submit / hexo status -----------------------------------------------
+    # -- requests from hexo submit / hexo status / hexo run ------------------------------------
     def handle(self, req: dict) -> dict:
         op = req.get("op")
         if op == "submit":
@@ -227,14 +232,37 @@ class Daemon:
             return self.submit(jobs)
         if op == "status":
             return self.status()
+        if op == "run":
+            slurm_job = req.get("slurm_job")
+            if slurm_job is not None and (not isinstance(slurm_job, str) or len(slurm_job) > 64):
+                raise ApiError("slurm_job must be a string of at most 64 characters")
+            jid = self.submit([req.get("job")], attached=True, slurm_job=slurm_job)["jobs"][0]
+            return {"job": jid}
+        if op == "attach":
+            jid = self._job_arg(req)
+            return {"job": jid, "hold": lambda conn: self._attached(jid, conn)}
+        if op == "follow":
+            return self.follow(self._job_arg(req), req.get("out"), req.get("err"))
+        if op == "cancel":
+            why = req.get("reason", "cancelled by its owner")
+            if not isinstance(why, str) or len(why) > 200:
+                raise ApiError("reason must be a string of at most 200 characters")
+            return self.cancel(self._job_arg(req), why)
         raise ApiError(f"unknown request {op!r:.80}")
 
-    def submit(self, specs: list) -> dict:
-        """Check every job first, so that a bad one leaves the queue as it was."""
+    def _job_arg(self, req: dict) -> str:
+        jid = req.get("job")
+        if not isinstance(jid, str) or jid not in self.records:
+            raise ApiError(f"no job {jid!r:.80}")
+        return jid
+
+    def submit(self, specs: list, **record) -> dict:
+        """Check every job first, so that a bad one leaves the queue as it was. `record`:
+        extra JobRecord fields of every job (a `hexo run` client's)."""
         from hexo.image import Image, ImageError
         checked = []
         for s in specs:
-            image, vcpus, mem_bytes = parse_job_spec(s)
+            image, vcpus, mem_bytes, args = parse_job_spec(s)
             try:
                 img = Image(image)
             except ImageError as e:
@@ -258,13 +286,17 @@ class Daemon:
             else:
                 slow, source = {}, "no estimate: the image was built with --no-migratable, " \
                                    "so it is never offloaded"
-            checked.append((str(Path(image).resolve()), vcpus, mem, bench, klass, slow, source))
+            checked.append((str(Path(image).resolve()), vcpus, mem, bench, klass, slow, source,
+                            args))
         ids = []
         with self.lock:
-            for image, vcpus, mem, bench, klass, slow, source in checked:
+            for image, vcpus, mem, bench, klass, slow, source, args in checked:
                 jid = f"job-{self.next_id}"
                 job = Job(jid, vcpus, mem, benchmark=bench, slowdown=dict(slow))
-                self.records[jid] = JobRecord(jid, image, bench, klass, source)
+                self.records[jid] = JobRecord(jid, image, bench, klass, source, args=args,
+                                              **record)
+                if record.get("attached"):
+                    self.seen[jid] = time.time()
                 try:
                     self._event(self.policy.on_submit, job)
                 except ValueError as e:            # refused by the policy: no trace of it left
@@ -299,12 +331,122 @@ class Daemon:
                              "migrating_to": j.migration.dst if j.migration else None,
                              "migrations": [dict(h) for h in rec.history],
                              "segments": [dict(vars(s)) for s in rec.segments],
-                             "outcome": rec.outcome, "output": rec.output})
+                             "outcome": rec.outcome, "output": rec.output,
+                             "slurm_job": rec.slurm_job})
             return {"policy": self.policy.name, "counters": self.estimator.counters,
                     "energy": self._energy(),
                     "metrics": f"http://{self.cfg.metrics_addr}:{self.metrics_port}/metrics",
                     "machines": machines, "queue": list(self.state.queue), "jobs": jobs,
                     "decisions": self.decisions[-50:]}
+
+    def follow(self, jid: str, out, err) -> dict:
+        """For `hexo run`: the job's output from the client's offsets on (relay.py), where the
+        job is, and once it is done its outcome. Each call renews the client's lease."""
+        offsets = {"out": out, "err": err}
+        for name, v in offsets.items():
+            if type(v) is not int or v < 0:
+                raise ApiError(f"{name} must be a byte offset (an integer >= 0), got {v!r:.40}")
+        with self.lock:
+            rec, j = self.records[jid], self.state.jobs[jid]
+            if rec.attached:
+                self.seen[jid] = time.time()
+            parts = {st: self._output_parts(jid, st) for st in relay.STREAMS}
+            done = j.state is JobState.DONE
+            reply = {"job": jid, "state": j.state.value, "location": j.location,
+                     "migrating_to": j.migration.dst if j.migration else None,
+                     "epoch": max(0, sum(s.kind == "run" for s in rec.segments) - 1),
+                     "outcome": rec.outcome if done else None, "rc": None, "cause": None}
+            if done and rec.outcome and rec.outcome.startswith("exit "):
+                reply["rc"] = int(rec.outcome.split()[1])
+                last = self.cfg.state_dir / "jobs" / jid / f"seg{rec.current.n}.err"
+                reply["cause"] = first_report(LocalFiles().read(str(last)))
+        more = False
+        for st in relay.STREAMS:
+            data, m = relay.read(parts[st], st, offsets[st])
+            reply[st] = base64.b64encode(data).decode()
+            more |= m
+        return {**reply, "more": more}
+
+    def _output_parts(self, jid: str, stream: str) -> list[relay.Part]:
+        """The files of one stream of the job, in order, up to a restore not yet confirmed
+        (lock held)."""
+        rec = self.records[jid]
+        pg = rec.progress
+        held = {pg.dst_seg, pg.resume_seg} if pg else set()
+        parts = []
+        for s in rec.segments:
+            if s.discarded:
+                continue
+            if s.n in held:
+                break
+            copy = self.cfg.state_dir / "jobs" / jid / f"seg{s.n}.{stream}"
+            if s.rc is not None and copy.exists():
+                parts.append(relay.local_part(str(copy)))
+            else:
+                agent = self.agents[s.machine]
+                parts.append(relay.Part(agent.host.files, agent.seg_path(jid, s.n, stream),
+                                        s.rc is not None))
+        return parts
+
+    def cancel(self, jid: str, why: str) -> dict:
+        """Stop the job wherever it is and remove everything of it. A job being migrated is
+        cancelled as soon as its migration has settled (succeeded or resumed at the source),
+        so that no copy is left behind on either side."""
+        with self.lock:
+            rec, j = self.records[jid], self.state.jobs[jid]
+            if j.state is not JobState.DONE:
+                rec.cancel = rec.cancel or why
+                self._save()
+                if jid not in self.workers:
+                    self._cancel_now(jid)
+            return {"job": jid, "state": j.state.value, "outcome": rec.outcome}
+
+    def _cancel_now(self, jid: str) -> None:
+        """(lock held)"""
+        rec, j = self.records[jid], self.state.jobs[jid]
+        machines = {s.machine for s in rec.segments} | {j.location} - {None}
+        for m in sorted(machines):
+            try:
+                self.agents[m].discard(jid)
+            except HostError as e:
+                log.error("cancelling %s: %s; what it left on %s stays there", jid, e, m)
+        shutil.rmtree(self.cfg.state_dir / "jobs" / jid, ignore_errors=True)
+        for t in (self.cfg.state_dir / "transfer").glob(f"{jid}-*"):
+            shutil.rmtree(t, ignore_errors=True)
+        rec.outcome, rec.output, rec.progress = f"cancelled: {rec.cancel}", None, None
+        self.seen.pop(jid, None)
+        self.metrics.completed.labels("cancelled").inc()
+        self._decision("cancel", jid, f"cancel {jid} ({j.state.value}"
+                       + (f" on {j.location}" if j.location else "") + f"): {rec.cancel}")
+        self._event(self.policy.on_job_cancelled, jid)
+
+    def _attached(self, jid: str, conn) -> None:
+        """A `hexo run` client stays connected while it follows its job: when its end of the
+        connection closes (the client was killed, e.g. by Slurm after the batch shell it ran
+        in), the job is cancelled at once. A daemon that stops closes these connections
+        itself and cancels nothing: clients reconnect to the next one."""
+        conn.settimeout(None)
+        try:
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        if self.stopping.is_set():
+            return
+        self.cancel(jid, "its hexo run client is gone")
+
+    def _cancel_due(self) -> None:
+        """Cancels that waited for a migration to settle, and jobs whose `hexo run` client
+        stopped asking for their output (killed before it could cancel) (lock held)."""
+        now = time.time()
+        for jid, j in list(self.state.active.items()):
+            rec = self.records[jid]
+            if rec.attached and rec.cancel is None \
+                    and now - self.seen.get(jid, now) > self.cfg.client_lease_s:
+                rec.cancel = (f"its hexo run client has not asked for {self.cfg.client_lease_s:g}"
+                              " s")
+            if rec.cancel is not None and jid not in self.workers:
+                self._cancel_now(jid)
 
     def _energy(self) -> dict:
         """Energy since this daemon started, from each machine's power model and its busy
@@ -367,6 +509,7 @@ class Daemon:
                 if j.state is JobState.RUNNING and j.id not in self.workers:
                     seg = self.records[j.id].current
                     wanted.setdefault(j.location, []).append((j.id, seg.n))
+            self._cancel_due()
         results = {}
         for machine, segs in wanted.items():
             agent = self.agents[machine]
@@ -471,6 +614,9 @@ class Daemon:
         finally:
             with self.lock:
                 self.workers.pop(jid, None)
+                if self.records[jid].cancel is not None \
+                        and self.state.jobs[jid].state is not JobState.DONE:
+                    self._cancel_now(jid)
 
     def _probe1(self, agent: MachineAgent, jid: str, n: int) -> SegmentProbe:
         return agent.probe([(jid, n)])[(jid, n)]

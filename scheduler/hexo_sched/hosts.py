@@ -74,12 +74,27 @@ class LocalHost:
 
 
 class LocalFiles:
-    """FileReader for this machine. read(path) -> text or None; exists(path) -> bool."""
+    """FileReader for this machine. read(path) -> text or None; read_bytes(path, offset,
+    limit) -> bytes or None; size(path) -> int or None; exists(path) -> bool."""
 
     def read(self, path: str) -> str | None:
         try:
             with open(path, errors="replace") as f:
                 return f.read()
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, path: str, offset: int = 0, limit: int = -1) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return None
+
+    def size(self, path: str) -> int | None:
+        try:
+            return os.stat(path).st_size
         except FileNotFoundError:
             return None
 
@@ -100,12 +115,22 @@ class SftpFiles:
         except FileNotFoundError:
             return None
 
-    def exists(self, path: str) -> bool:
+    def read_bytes(self, path: str, offset: int = 0, limit: int = -1) -> bytes | None:
         try:
-            self.sftp.stat(path)
-            return True
+            with self.sftp.open(path) as f:
+                f.seek(offset)
+                return f.read(limit if limit >= 0 else None)
         except FileNotFoundError:
-            return False
+            return None
+
+    def size(self, path: str) -> int | None:
+        try:
+            return self.sftp.stat(path).st_size
+        except FileNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.size(path) is not None
 
 
 class SshHost:

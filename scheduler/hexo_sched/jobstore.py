@@ -19,7 +19,7 @@ from .policy import ClusterState, Job, JobState, Migration, TransitionError
 from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 1)
+VERSION = (1, 2)
 
 
 class StateFileError(SchedError, ValueError):
@@ -68,8 +68,12 @@ class JobRecord:
     segments: list[Segment] = field(default_factory=list)
     progress: MigrationProgress | None = None
     history: list[dict] = field(default_factory=list)
-    outcome: str | None = None       # once done: "exit 0", "exit 3", ...
+    outcome: str | None = None       # once done: "exit 0", "exit 3", "cancelled: <why>"
     output: str | None = None        # the job's stdout, all segments joined, once done
+    args: list[str] = field(default_factory=list)   # the guest's arguments
+    attached: bool = False           # a `hexo run` client follows it: cancelled when it is gone
+    slurm_job: str | None = None     # the Slurm job whose `hexo run` submitted it
+    cancel: str | None = None        # why it is to be cancelled once its migration has settled
 
     @property
     def current(self) -> Segment | None:

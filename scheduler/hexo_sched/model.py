@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, RidgeCV
 from sklearn.metrics import mean_absolute_percentage_error, r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from hexo.resources import package_path
 
@@ -26,6 +29,13 @@ from .errors import SchedError
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
 COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
            "counters_source"]
+#: The instruction mix per instruction (insn_mix; optional columns of a dataset) and the
+#: insn_mix count each one divides by the instruction count.
+MIX_FEATURES = ["fp_per_insn", "divsqrt_per_insn", "loads_per_insn", "stores_per_insn",
+                "branches_per_insn", "mispredicts_per_insn", "l1_misses_per_insn",
+                "ll_misses_per_insn"]
+MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
+              "ll_misses"]
 DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
@@ -90,50 +100,91 @@ def per_instruction_log(x: np.ndarray) -> np.ndarray:
     return np.c_[np.log10(ips), np.log10(refs / ips + 1e-9), np.log10(misses / ips + 1e-9)]
 
 
-#: How the three counter rates become regression inputs.
-TRANSFORMS = {"per-instruction-log": per_instruction_log, "raw": lambda x: x}
+#: Below this many events per instruction the mix counts an event as absent (log10 floor).
+MIX_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """What a model is fitted on: dataset columns, how they become regression inputs, whether
+    it fits log(slowdown) (errors then are relative, as slowdowns are ratios) and whether the
+    fit is ridge-regularised, its strength chosen by cross-validation on the training rows
+    only (more inputs than the three rates, few benchmarks)."""
+    columns: tuple[str, ...]
+    transform: Callable[[np.ndarray], np.ndarray]
+    log_target: bool
+    regularised: bool
+
+
+FEATURE_SETS = {
+    # this project's: the instruction mix (insn_mix), log-scaled
+    "mix": FeatureSet(tuple(MIX_FEATURES), lambda x: np.log10(np.maximum(x, MIX_FLOOR)),
+                      True, True),
+    # HEXO's three rates, normalised per instruction and log-scaled
+    "per-instruction-log": FeatureSet(tuple(FEATURES), per_instruction_log, False, False),
+    # HEXO's model as published
+    "raw": FeatureSet(tuple(FEATURES), lambda x: x, False, False),
+}
 
 
 class SlowdownModel:
-    """slowdown ≈ w · f(instructions/s, LLC references/s, LLC misses/s) + b, for one board
-    model; f is one of TRANSFORMS (HEXO's model is "raw").
+    """slowdown ≈ w · f(features) + b for one board model, with the features and f of one of
+    FEATURE_SETS (HEXO's model is "raw").
 
     A linear model extrapolates without bound, so predictions are held inside the range of
     slowdowns it was trained on; `predict` says when it did so."""
 
-    def __init__(self, board: str, transform: str = "per-instruction-log"):
+    def __init__(self, board: str, features: str = "per-instruction-log"):
         self.board = board
-        self.transform = TRANSFORMS[transform]
-        self.reg = LinearRegression()
+        self.features = FEATURE_SETS[features]
+        self.reg = (make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 25)))
+                    if self.features.regularised else LinearRegression())
         self.range: tuple[float, float] | None = None
 
+    def _inputs(self, rows: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.features.columns if c not in rows.columns]
+        if missing:
+            raise InsufficientData(f"the dataset has no {', '.join(missing)} column(s)")
+        return self.features.transform(rows[list(self.features.columns)].to_numpy(float))
+
     def fit(self, rows: pd.DataFrame) -> SlowdownModel:
-        if len(rows) < len(FEATURES) + 1:
+        n = len(self.features.columns)
+        if len(rows) < n + 1:
             raise InsufficientData(f"{len(rows)} labelled rows for board {self.board}; a "
-                                   f"linear model on {len(FEATURES)} rates needs at least "
-                                   f"{len(FEATURES) + 1}")
-        self.reg.fit(self.transform(rows[FEATURES].to_numpy(float)),
-                     rows["slowdown"].to_numpy(float))
-        self.range = (float(rows["slowdown"].min()), float(rows["slowdown"].max()))
+                                   f"linear model on {n} inputs needs at least {n + 1}")
+        y = rows["slowdown"].to_numpy(float)
+        self.reg.fit(self._inputs(rows), np.log(y) if self.features.log_target else y)
+        self.range = (float(y.min()), float(y.max()))
         return self
 
     def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
-        return self.reg.predict(self.transform(rows[FEATURES].to_numpy(float)))
+        return self._output(self.reg.predict(self._inputs(rows)))
+
+    def _output(self, y: np.ndarray) -> np.ndarray:
+        return np.exp(y) if self.features.log_target else y
 
     def predict(self, features) -> tuple[float, bool]:
         """(estimated slowdown, whether it was clipped to the training range)."""
         if self.range is None:
             raise RuntimeError("model not fitted")
         x = features.features() if hasattr(features, "features") else list(features)
-        raw = float(self.reg.predict(self.transform(np.asarray([x], float)))[0])
+        raw = float(self._output(self.reg.predict(self.features.transform(
+            np.asarray([x], float))))[0])
         lo, hi = self.range
         est = min(max(raw, lo), hi)
         return est, est != raw
 
 
-def lobo(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> pd.DataFrame:
+def labelled(rows: pd.DataFrame, features: str) -> pd.DataFrame:
+    """The rows that have a slowdown and every input of a feature set."""
+    cols = [c for c in FEATURE_SETS[features].columns if c in rows.columns]
+    return rows.dropna(subset=["slowdown", *cols])
+
+
+def lobo(rows: pd.DataFrame, board: str, features: str = "per-instruction-log") -> pd.DataFrame:
     """Held-out prediction for every row: the model is trained without the row's benchmark
     (`predicted`; `predicted_clipped` is held in that model's training range, as `predict`)."""
+    rows = labelled(rows, features)
     benches = sorted(rows["benchmark"].unique())
     if len(benches) < 3:
         raise InsufficientData(f"{len(benches)} labelled benchmark(s) for board {board} "
@@ -142,29 +193,30 @@ def lobo(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log")
     out = rows.copy()
     for b in benches:
         train, test = rows[rows["benchmark"] != b], rows["benchmark"] == b
-        m = SlowdownModel(board, transform).fit(train)
+        m = SlowdownModel(board, features).fit(train)
         out.loc[test, "predicted"] = m.predict_rows(rows[test])
         out.loc[test, "predicted_clipped"] = out.loc[test, "predicted"].clip(*m.range)
     return out
 
 
 def lobo_bias(rows: pd.DataFrame, board: str,
-              transform: str = "per-instruction-log") -> dict[str, float]:
+              features: str = "per-instruction-log") -> dict[str, float]:
     """Per benchmark, held-out predicted / measured slowdown (geometric mean over its rows,
     predictions held in the training range as `predict` does): the model's error on a program
     it has not seen."""
-    held = lobo(rows, board, transform)
+    held = lobo(rows, board, features)
     ratio = np.log(held["predicted_clipped"] / held["slowdown"])
     return {b: float(np.exp(r.mean())) for b, r in ratio.groupby(held["benchmark"])}
 
 
-def evaluate(rows: pd.DataFrame, board: str, transform: str = "per-instruction-log") -> dict:
+def evaluate(rows: pd.DataFrame, board: str, features: str = "per-instruction-log") -> dict:
     """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped."""
-    held = lobo(rows, board, transform)
+    held = lobo(rows, board, features)
+    rows = labelled(rows, features)
     y = rows["slowdown"].to_numpy(float)
-    train_pred = SlowdownModel(board, transform).fit(rows).predict_rows(rows)
+    train_pred = SlowdownModel(board, features).fit(rows).predict_rows(rows)
     r2_train = float(r2_score(y, train_pred))
-    return {"board": board, "rows": len(rows), "transform": transform,
+    return {"board": board, "rows": len(rows), "features": features,
             "benchmarks": sorted(rows["benchmark"].unique()),
             "train_r2": r2_train, "train_r": float(np.corrcoef(y, train_pred)[0, 1]),
             "lobo_r2": float(r2_score(y, held["predicted"])),
@@ -177,15 +229,31 @@ def evaluate(rows: pd.DataFrame, board: str, transform: str = "per-instruction-l
                  "predicted": float(r.predicted)} for r in held.itertuples()]}
 
 
+def best_features(frame: pd.DataFrame) -> str:
+    """The richest feature set a dataset has columns for."""
+    return "mix" if all(c in frame.columns for c in MIX_FEATURES) else "per-instruction-log"
+
+
+def _held_out_metrics(rows: pd.DataFrame, board: str, features: str) -> dict:
+    try:
+        m = evaluate(rows, board, features)
+    except InsufficientData as e:
+        return {"not_computed": str(e)}
+    return {k: m[k] for k in ("lobo_r2", "lobo_mape_pct")}
+
+
 def report(path: str | os.PathLike = DEFAULT_DATASET) -> dict:
     """Metrics per board in a dataset, or why they cannot be computed."""
     ds = load_dataset(path)
     out = {"dataset": Path(path).name, "provenance": ds.provenance, "rows": len(ds.frame),
            "boards": {}}
+    features = best_features(ds.frame)
     for board in ds.boards:
         rows = ds.labelled(board)
         try:
-            out["boards"][board] = evaluate(rows, board)
+            m = out["boards"][board] = evaluate(rows, board, features)
+            m["other_features"] = {f: _held_out_metrics(rows, board, f)
+                                   for f in FEATURE_SETS if f != features}
         except InsufficientData as e:
             out["boards"][board] = {"board": board, "rows": len(rows),
                                     "benchmarks": sorted(rows["benchmark"].unique()),

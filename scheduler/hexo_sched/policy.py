@@ -321,6 +321,22 @@ class ClusterState:
         j.state, j.finished_at = JobState.DONE, self.now
         del self.active[job_id]
 
+    def cancel(self, job_id: str) -> None:
+        """The job's owner withdrew it, wherever it was: queued, running or migrating."""
+        j = self.jobs.get(job_id)
+        if j is None:
+            raise TransitionError(f"no job {job_id}")
+        if j.state is JobState.DONE:
+            raise TransitionError(f"job {job_id} is done already")
+        if j.state is JobState.QUEUED:
+            self.queue.remove(job_id)
+            if not self.queue:
+                self.queue_empty_since = self.now
+        else:
+            self._leave(j)
+        j.state, j.migration, j.finished_at = JobState.DONE, None, self.now
+        del self.active[job_id]
+
     def _leave(self, j: Job) -> None:
         """Drop a running or migrating job from the indexes of every machine holding it."""
         if j.state is JobState.RUNNING:
@@ -480,6 +496,11 @@ class Policy:
     def on_job_failed(self, job_id: str, now: float) -> list[Action]:
         self.state.advance(now)
         self.state.fail(job_id)
+        return self._decide(now)
+
+    def on_job_cancelled(self, job_id: str, now: float) -> list[Action]:
+        self.state.advance(now)
+        self.state.cancel(job_id)
         return self._decide(now)
 
     def on_estimate(self, job_id: str, board_model: str, slowdown: float,

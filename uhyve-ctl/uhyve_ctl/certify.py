@@ -15,10 +15,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from typing import NamedTuple, Optional
+from collections import namedtuple
 
+from .cli import env_option
 from .errors import UhyveError
 
 ISAS = ("x86_64", "aarch64")
@@ -30,18 +30,14 @@ class CertifyError(UhyveError):
     """The check cannot be made (bad arguments, an image that does not run)."""
 
 
-class Outcome(NamedTuple):
+class Outcome(namedtuple("Outcome", "stdout stderr status failure points", defaults=(0,))):
     """What one run printed and how it ended; `failure` says why it did not end normally."""
-    stdout: bytes
-    stderr: bytes
-    status: Optional[int]
-    failure: Optional[str]
-    points: int = 0
+    __slots__ = ()
 
 
-class Plan(NamedTuple):
-    name: str
-    legs: tuple[tuple[str, Optional[int]], ...]     # (ISA, checkpoint at this point or None)
+class Plan(namedtuple("Plan", "name legs")):
+    # legs: (ISA, checkpoint at this point or None)
+    __slots__ = ()
 
 
 def register(sub) -> None:
@@ -69,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each VM may run (default 900)")
     p.add_argument("--mem", help="guest RAM, e.g. 512M (default: what the image needs)")
+    env_option(p)
     return p
 
 
@@ -107,8 +104,8 @@ def plans(points: list[int], total: int) -> list[Plan]:
 class Runner:
     """Runs legs of a job in this process with its output captured."""
 
-    def __init__(self, image_path: str, argv: list[str], mem: Optional[int], timeout: float,
-                 workdir: str):
+    def __init__(self, image_path: str, argv: list[str], mem: int | None, timeout: float,
+                 workdir: str, env: list[str] = ()):
         from hexo.image import Image, ImageError
         try:
             self.image = Image(image_path)
@@ -119,6 +116,7 @@ class Runner:
             raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
                                f"metadata: it was built with --no-migratable")
         self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
+        self.env = list(env)
         self.checkpoints = 0
 
     def run(self, plan: Plan) -> Outcome:
@@ -135,8 +133,8 @@ class Runner:
             ckpt = Checkpoint(path)
         raise AssertionError("a plan ends with a leg that runs to the end")
 
-    def leg(self, isa: str, restore, at: Optional[int], target: Optional[str],
-            count: bool) -> tuple[Outcome, Optional[str]]:
+    def leg(self, isa: str, restore, at: int | None, target: str | None,
+            count: bool) -> tuple[Outcome, str | None]:
         """One VM: fresh or restored, to its end or to a checkpoint at point `at` for
         `target`; returns its outcome and the checkpoint it wrote."""
         from hexo.checkpoint import CheckpointError
@@ -145,10 +143,12 @@ class Runner:
         from .backends.base import Checkpointed, Crashed, Exited, TimedOut
         from .migration import MigrationError, Request
         from .vm import VirtualMachine
+        import tempfile
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
                 open(os.devnull, "rb") as stdin:
             try:
                 vm = VirtualMachine(self.image, isa, mem_size=self.mem, argv=self.argv,
+                                    env=self.env,
                                     stdio=(stdin.fileno(), out.fileno(), err.fileno()),
                                     restore=restore)
             except (ImageError, CheckpointError, ValueError, OSError) as e:
@@ -190,7 +190,7 @@ def _clip(line: bytes) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def compare(reference: Outcome, got: Outcome, ignore=()) -> Optional[str]:
+def compare(reference: Outcome, got: Outcome, ignore=()) -> str | None:
     """None when `got` is identical to the reference (lines matching an `ignore` pattern
     left out), else what differs, in a few words."""
     if got.failure:
@@ -213,6 +213,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
     """Every run, compared; `progress(name, runs)` is called before each run (`runs`: how
     many there are in all, once known)."""
     import re
+    import tempfile
 
     from hexo.sizes import parse_size
     mem = parse_size(args.mem) if args.mem else None
@@ -222,7 +223,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
         raise CertifyError(f"--ignore: bad pattern: {e}") from None
     rows = []
     with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
-        runner = Runner(args.image, argv, mem, args.timeout, work)
+        runner = Runner(args.image, argv, mem, args.timeout, work, args.env)
         unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
         step = progress or (lambda name, runs: None)
         results = []
@@ -284,7 +285,7 @@ def main(argv: list[str]) -> int:
             task = bar.add_task("unmigrated runs", total=None)
             started = []
 
-            def step(name: str, runs: Optional[int]) -> None:
+            def step(name: str, runs: int | None) -> None:
                 bar.update(task, description=name, completed=len(started), total=runs)
                 started.append(name)
             result = certify(args, guest_args, step)

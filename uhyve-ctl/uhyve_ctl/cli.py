@@ -13,7 +13,6 @@ resumes from it by itself if the transformed state dies first.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -21,7 +20,7 @@ EXIT_SOURCE_LOST, EXIT_TIMEOUT, EXIT_CRASH, EXIT_NOSTART = 123, 124, 125, 126
 EXIT_UNCONFIRMED = -1      # internal: a held restore failed before it confirmed
 
 
-def _vm_options(p: argparse.ArgumentParser) -> None:
+def _vm_options(p) -> None:
     p.add_argument("--isa", choices=("x86_64", "aarch64"), help="which build to run "
                    "(default: this host's ISA)")
     p.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto",
@@ -43,14 +42,29 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
 
 
+def env_option(p) -> None:
+    p.add_argument("--env", action="append", default=[], type=_env_var, metavar="NAME=VALUE",
+                   help="set a variable in the guest's environment (repeatable; the guest "
+                        "sees no other host variable)")
+
+
+def _env_var(text: str) -> str:
+    from argparse import ArgumentTypeError
+    name, eq, _ = text.partition("=")
+    if not eq or not name or "\0" in text:
+        raise ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return text
+
+
 def _seconds(text: str) -> float:
     """A positive number of seconds."""
+    from argparse import ArgumentTypeError
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad number of seconds '{text}'") from None
+        raise ArgumentTypeError(f"bad number of seconds '{text}'") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}': the timeout must be a positive number of "
+        raise ArgumentTypeError(f"'{text}': the timeout must be a positive number of "
                                          "seconds")
     return value
 
@@ -65,10 +79,11 @@ def _duration(text: str) -> float:
             return float(t[:-2]) / 1e3
         return float(t.removesuffix("s"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad duration '{text}' (examples: 50ms, 2s, off)")
+        from argparse import ArgumentTypeError
+        raise ArgumentTypeError(f"bad duration '{text}' (examples: 50ms, 2s, off)") from None
 
 
-def _checkpoint_options(c: argparse.ArgumentParser) -> None:
+def _checkpoint_options(c) -> None:
     c.add_argument("name")
     c.add_argument("-o", "--output", required=True, help="checkpoint directory to create")
     c.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
@@ -78,7 +93,8 @@ def _checkpoint_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="uhyve-ctl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="boot an image and run it",
@@ -86,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("image")
     r.add_argument("--mem", help="guest RAM, e.g. 512M or 2G (default: 256M or what the "
                    "image needs)")
+    env_option(r)
     _vm_options(r)
     s = sub.add_parser("restore", help="resume a checkpoint")
     s.add_argument("checkpoint")
@@ -127,6 +144,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# `run IMAGE [options]` is read without argparse when it uses only these options in their
+# plain form: argparse, with the re, gettext and locale modules it brings, costs as much as
+# the interpreter's own start. Anything else (help, a bad value, another command, --opt=value,
+# an abbreviation) goes to the full parser, which gives every error message;
+# tests/test_cli_errors.py checks that both readings agree.
+_QUICK_VALUES = {"--isa": ("x86_64", "aarch64"), "--backend": ("auto", "kvm", "emu"),
+                 "--x86-entry": ("auto", "user", "kernel"), "--name": None, "--mem": None,
+                 "--timeout": _seconds, "--mount": list}
+_RUN_DEFAULTS = {"isa": None, "backend": "auto", "timeout": None, "x86_entry": "auto",
+                 "name": None, "stats": False, "checkpoint_at": None, "checkpoint_dir": None,
+                 "target_isa": None, "mem": None}
+
+
+def _quick_run(argv: list[str]):
+    """The parsed `run` command line, or None when it needs the full parser."""
+    if argv[:1] != ["run"]:
+        return None
+    import types
+    args = dict(_RUN_DEFAULTS, cmd="run", mount=[])
+    rest = iter(argv[1:])
+    for opt in rest:
+        if not opt.startswith("-") and "image" not in args:
+            args["image"] = opt
+            continue
+        if opt == "--stats":
+            args["stats"] = True
+            continue
+        if opt not in _QUICK_VALUES:
+            return None
+        kind, value = _QUICK_VALUES[opt], next(rest, None)
+        if value is None or value.startswith("-"):
+            return None
+        key = opt[2:].replace("-", "_")
+        if kind is list:
+            args[key].append(value)
+        elif isinstance(kind, tuple):
+            if value not in kind:
+                return None
+            args[key] = value
+        elif kind is None:
+            args[key] = value
+        else:
+            try:
+                args[key] = kind(value)
+            except Exception:
+                return None
+    return types.SimpleNamespace(**args) if "image" in args else None
+
+
 def _paging(args, ckpt):
     """Where and how a post-copy restore gets its pages; None for a full checkpoint."""
     from .pager import PagingOptions
@@ -166,6 +232,7 @@ def _start_vm(args, restore=None, stdio=(0, 1, 2)):
         isa = args.isa or HOST_ISA
         mem = parse_size(args.mem) if args.mem else None
     return VirtualMachine(image, isa, backend=args.backend, mem_size=mem, argv=args.guest_args,
+                          env=getattr(args, "env", ()),     # a restore has the job's own
                           mounts=[Mount.parse(m) for m in args.mount],
                           x86_entry=args.x86_entry, restore=restore, stdio=stdio,
                           pages=None if restore is None else _paging(args, restore))
@@ -294,16 +361,18 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
             except MigrationError as e:
                 print(f"uhyve-ctl: cannot start: {e}", file=sys.stderr)
                 return EXIT_NOSTART
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         try:
             stop = vm.run(args.timeout)
         except lost as e:
             return _source_lost(vm, server, e)
-        t2 = time.perf_counter()
+        t2, cpu2 = time.perf_counter(), time.process_time()
         if args.stats:
+            # cpu: this process's CPU time over the run (a KVM guest's time included), which
+            # a loaded machine does not stretch as it stretches the wall-clock run time
             print(f"uhyve-ctl: {vm.isa} on {vm.backend_kind}: setup {1e3 * (t1 - t0):.1f} ms, "
-                  f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls",
-                  file=sys.stderr)
+                  f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls, "
+                  f"cpu {1e3 * (cpu2 - cpu1):.1f} ms", file=sys.stderr)
         code, state = _report(vm, stop)
         unconfirmed = False
         if restore is not None and not vm.migrator.passed_point.is_set():
@@ -450,6 +519,9 @@ def _checkpoint(args) -> int:
     if reply.get("serving"):
         print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']}, full "
               f"checkpoint at {reply['path']}.full")
+    elif mode == "postcopy":
+        print(f"{reply['path']}: every area fits in the checkpoint: a full checkpoint, no "
+              f"pages to serve")
     return 0
 
 
@@ -473,7 +545,7 @@ def _ps(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    args = _parser().parse_args(argv[:split])
+    args = _quick_run(argv[:split]) or _parser().parse_args(argv[:split])
     args.guest_args = argv[split + 1:]
     if args.cmd in ("run", "restore") and (args.checkpoint_at is None) != (
             args.checkpoint_dir is None):

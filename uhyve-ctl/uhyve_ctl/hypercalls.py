@@ -12,7 +12,7 @@ import errno as host_errno
 import os
 import posixpath
 import time
-from typing import NamedTuple
+from collections import namedtuple
 
 from hexo import abi
 from .backends.base import Crashed, Exited, StopReason
@@ -28,11 +28,9 @@ def guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-class Mount(NamedTuple):
+class Mount(namedtuple("Mount", "host_dir guest_dir read_only", defaults=(False,))):
     """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
-    host_dir: str
-    guest_dir: str
-    read_only: bool = False
+    __slots__ = ()
 
     @classmethod
     def parse(cls, spec: str) -> "Mount":
@@ -266,11 +264,20 @@ class Hypercalls:
         return outcome, None
 
     def _unlink(self, path, path_len, ret):
+        return None, {"ret": self._in_mount(path, path_len, os.unlink)}
+
+    def _mkdir(self, path, path_len, mode, reserved, ret):
+        return None, {"ret": self._in_mount(path, path_len,
+                                            lambda host: os.mkdir(host, mode & 0o777))}
+
+    def _in_mount(self, path, path_len, op) -> int:
+        """0 once `op` has acted on the host path of a guest path in a writable mount (a
+        final symlink is the object itself), or the -errno that refused it."""
         p = self._path(path, path_len)
         if isinstance(p, int):
-            return None, {"ret": p}
+            return p
         try:
-            os.unlink(self.files.resolve(p, writing=True, follow_last=False))
-            return None, {"ret": 0}
+            op(self.files.resolve(p, writing=True, follow_last=False))
+            return 0
         except OSError as e:
-            return None, {"ret": guest_errno(e)}
+            return guest_errno(e)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Optional
 
 from hexo import abi
 from .hypercalls import guest_errno
@@ -44,7 +43,7 @@ class OutputRing:
     def __init__(self, memory, files):
         self.view = memory.view
         self.files = files
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.drains = 0                    # drains that found output
         self.bytes = 0
         # guest fd -> -errno of a buffered write that failed; CLOSE reports it
@@ -52,8 +51,6 @@ class OutputRing:
         self._lock = threading.Lock()
         self._tail = self._switch_tail = 0
         self._fd = -1                      # guest fd the bytes at tail belong to
-        self._timer: Optional[threading.Thread] = None
-        self._stop = threading.Event()
 
     def reset(self) -> None:
         """An empty ring, as every boot and restore starts with (a checkpoint is taken after
@@ -74,7 +71,7 @@ class OutputRing:
         """Held, no drain runs: the host may swap the fds output goes to meanwhile."""
         return self._lock
 
-    def drain(self) -> Optional[str]:
+    def drain(self) -> str | None:
         """Write out what the guest published; returns why the ring is broken, if it is."""
         view = self.view
         if (self.error is None and _U64.unpack_from(view, _HEAD)[0] == self._tail
@@ -143,17 +140,55 @@ class OutputRing:
             self.deferred.setdefault(guest_fd, guest_errno(e))
 
     def start(self) -> None:
-        """Drain every INTERVAL from a thread of its own while the guest runs."""
-        self._stop.clear()
-        self._timer = threading.Thread(target=self._tick, name="hexo-ioring", daemon=True)
-        self._timer.start()
+        """Drain every INTERVAL while the guest runs."""
+        _drainer.add(self)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._stop.set()
-            self._timer.join()
-            self._timer = None
+        """No timer drain runs after this returns (guest memory may be unmapped next)."""
+        _drainer.remove(self)
+
+
+class _Drainer:
+    """The one thread per process that drains every running guest's ring each INTERVAL.
+    Created with the first run and kept: a thread of its own per run cost a short job
+    ~0.2 ms of CPU to start and join, and a daemon running many guests one thread each."""
+
+    def __init__(self):
+        self._rings: set[OutputRing] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def add(self, ring: OutputRing) -> None:
+        with self._lock:
+            self._rings.add(ring)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._tick, name="hexo-ioring",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def remove(self, ring: OutputRing) -> None:
+        with self._lock:           # drains run under this lock: none is in progress now
+            self._rings.discard(ring)
+
+    def _forget_thread(self) -> None:
+        """In a forked child: the parent's thread does not exist there."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread = None
+        self._rings = set()
 
     def _tick(self) -> None:
-        while not self._stop.wait(INTERVAL):
-            self.drain()
+        with self._lock:
+            while True:
+                if not self._rings:
+                    self._changed.wait()
+                    continue
+                self._changed.wait(INTERVAL)
+                for ring in list(self._rings):
+                    ring.drain()
+
+
+_drainer = _Drainer()
+os.register_at_fork(after_in_child=_drainer._forget_thread)

@@ -20,7 +20,7 @@ import os
 import signal
 import struct
 import threading
-from typing import NamedTuple, Optional, Union
+from collections import namedtuple
 
 from .errors import UhyveError
 
@@ -182,57 +182,54 @@ _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 _EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
 
 
-class IoExit(NamedTuple):
-    port: int
-    size: int
-    is_out: bool
-    data: bytes
+class IoExit(namedtuple("IoExit", "port size is_out data")):
+    __slots__ = ()
 
 
-class MmioExit(NamedTuple):
-    addr: int
-    data: bytes        # the stored bytes for a write; the host fills reads (unsupported here)
-    is_write: bool
+class MmioExit(namedtuple("MmioExit", "addr data is_write")):
+    # data: the stored bytes for a write; the host fills reads (unsupported here)
+    __slots__ = ()
 
 
-class Shutdown(NamedTuple):
+class Shutdown(namedtuple("Shutdown", "")):
     """Triple fault, or any exception of a CPL3 guest on PVM."""
+    __slots__ = ()
 
 
-class Hlt(NamedTuple):
-    pass
+class Hlt(namedtuple("Hlt", "")):
+    __slots__ = ()
 
 
-class InternalError(NamedTuple):
-    suberror: int
+class InternalError(namedtuple("InternalError", "suberror")):
+    __slots__ = ()
 
 
-class FailEntry(NamedTuple):
-    reason: int
+class FailEntry(namedtuple("FailEntry", "reason")):
+    __slots__ = ()
 
 
-class Interrupted(NamedTuple):
+class Interrupted(namedtuple("Interrupted", "")):
     """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
+    __slots__ = ()
 
 
-class SystemEvent(NamedTuple):
+class SystemEvent(namedtuple("SystemEvent", "type")):
     """arm64: the guest asked the firmware (PSCI) to power off, reset or report a crash."""
-    type: int
+    __slots__ = ()
 
 
-class ArmNisv(NamedTuple):
+class ArmNisv(namedtuple("ArmNisv", "esr_iss fault_ipa")):
     """arm64: an access outside guest RAM whose instruction KVM cannot decode (no valid
     syndrome: load/store pair, register writeback...); needs KVM_CAP_ARM_NISV_TO_USER."""
-    esr_iss: int
-    fault_ipa: int
+    __slots__ = ()
 
 
-class UnknownExit(NamedTuple):
-    reason: int
+class UnknownExit(namedtuple("UnknownExit", "reason")):
+    __slots__ = ()
 
 
-VcpuExit = Union[IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted,
-                 SystemEvent, ArmNisv, UnknownExit]
+VcpuExit = (IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted, SystemEvent,
+            ArmNisv, UnknownExit)     # what Vcpu.run() returns: one of these
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -278,6 +275,9 @@ def unavailable() -> str:
     return ""
 
 
+_supported_cpuid: ctypes.Structure | None = None
+
+
 class Kvm(_Fd):
     """/dev/kvm."""
 
@@ -300,16 +300,20 @@ class Kvm(_Fd):
         return _ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE)
 
     def supported_cpuid(self, max_entries: int = 256) -> ctypes.Structure:
-        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2."""
-        while True:
+        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2 (which only
+        reads it). Asked once per process: it depends on the host alone, and the query cost
+        ~0.3 ms of CPU per job, a visible share of a short one."""
+        global _supported_cpuid
+        while _supported_cpuid is None:
             cpuid = _cpuid2(max_entries)
             try:
                 _ioctl(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
-                return cpuid
+                _supported_cpuid = cpuid
             except KvmError as e:
                 if e.errno != _errno.E2BIG or max_entries >= 4096:
                     raise
                 max_entries *= 2
+        return _supported_cpuid
 
     def create_vm(self) -> "Vm":
         return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
@@ -382,9 +386,9 @@ class Vcpu(_Fd):
         self.vm = vm
         self._run = mmap.mmap(fd, vm.kvm.vcpu_mmap_size(), mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
-        self._thread: Optional[int] = None
+        self._thread: int | None = None
         self._lock = threading.Lock()
-        self._stats: Optional[Stats] = None
+        self._stats: Stats | None = None
 
     def close(self) -> None:
         if self._stats:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from collections import namedtuple
+from collections.abc import Callable
 
 from hexo import abi
 from hexo.errors import HexoError, one_line
@@ -44,13 +44,12 @@ def one_line_cause(err: BaseException, stage: str) -> str:
     return one_line(err, stage, (HexoError, UhyveError))
 
 
-class Request(NamedTuple):
-    output: str
-    target_isa: str
-    compress: bool
-    mode: str = "stopcopy"             # or "postcopy", or "probe" (checkpoint nothing)
-    serve: Optional[str] = None        # postcopy: HOST:PORT of the page server
-    skip: int = 0                      # migration points the guest lets pass before acting
+class Request(namedtuple("Request", "output target_isa compress mode serve skip",
+                         defaults=("stopcopy", None, 0))):
+    # mode: "stopcopy", "postcopy", or "probe" (checkpoint nothing)
+    # serve: postcopy: HOST:PORT of the page server
+    # skip: migration points the guest lets pass before acting
+    __slots__ = ()
 
 
 def served_remotely(kind: str, size: int) -> bool:
@@ -63,9 +62,9 @@ class Migrator:
     def __init__(self, vm):
         self.vm = vm
         self._lock = threading.Lock()
-        self._pending: Optional[Request] = None
+        self._pending: Request | None = None
         self._done = threading.Event()
-        self._result: Optional[str | Exception] = None
+        self._result: str | Exception | None = None
         offset = abi.SHARED_PAGE.offset("migrate_request")
         base = vm.memory.host_address + abi.SHARED_PAGE_ADDR
         self._flag = ctypes.c_uint32.from_address(base + offset)
@@ -75,7 +74,7 @@ class Migrator:
         self.timings: dict[str, float] = {}
         self.page_server = None       # post-copy: serving the stopped guest's areas
         self.passed_point = threading.Event()    # the guest reached a migration point
-        self.on_point: Optional[Callable[[], None]] = None     # called once, on that thread
+        self.on_point: Callable[[], None] | None = None     # called once, on that thread
         self._stage = "checkpoint"
 
     def probe(self, on_point: Callable[[], None]) -> None:
@@ -97,6 +96,8 @@ class Migrator:
         makes the checkpoint happen at exactly the Nth migration point."""
         if not 0 <= req.skip < 2 ** 32:
             raise MigrationError(f"cannot let {req.skip} migration points pass")
+        if req.mode != "probe":
+            self._prepare(req.target_isa)
         with self._lock:
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
@@ -106,6 +107,17 @@ class Migrator:
             self._target.value = abi.ISA_IDS[req.target_isa]
             self._skip.value = req.skip
             self._flag.value = abi.MIGRATE_REQUESTED    # one aligned 32-bit store, the last
+
+    def _prepare(self, target_isa: str) -> None:
+        """Everything the checkpoint needs that does not depend on the guest's state, loaded
+        while the guest still runs: the writer's code and both ISAs' migration metadata."""
+        from hexo import checkpoint, retarget  # noqa: F401  (a run that never migrates skips them)
+        if target_isa != self.vm.isa:
+            try:
+                retarget.metadata(self.vm.image, self.vm.isa)
+                retarget.metadata(self.vm.image, target_isa)
+            except HexoError as e:
+                raise MigrationError(f"cannot move this job to {target_isa}: {e}") from None
 
     def request(self, req: Request, timeout: float) -> str:
         """Checkpoint at the next migration point (after `req.skip` more); returns the
@@ -125,7 +137,7 @@ class Migrator:
             raise MigrationError(str(self._result))
         return self._result
 
-    def outcome(self) -> Optional[str]:
+    def outcome(self) -> str | None:
         """Why the last request produced no checkpoint, if it failed."""
         return str(self._result) if isinstance(self._result, Exception) else None
 
@@ -167,13 +179,14 @@ class Migrator:
         regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
         regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(names)})
         state = {
-            "image": {"path": os.path.abspath(vm.image.path), "build_id": vm.image.manifest["build_id"],
-                      "name": vm.image.manifest.get("name")},
+            "image": {"path": os.path.abspath(vm.image.path), "build_id": vm.image.index.build_id,
+                      "name": vm.image.index.name},
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
+            "env": vm.env,
         }
-        from hexo import checkpoint, retarget   # only when checkpointing: keeps start-up lean
+        from hexo import checkpoint, retarget   # loaded by _prepare while the guest ran
         mem = vm.memory
         data = [(_KIND_NAMES.get(a["kind"], "unknown"), a["start"],
                  mem.slice(a["start"], a["size"])) for a in areas]
@@ -204,6 +217,10 @@ class Migrator:
         from .pagewire import VERSION, parse_address
         if not req.serve:
             raise MigrationError("post-copy needs a page server address (--serve HOST:PORT)")
+        if not any(served_remotely(kind, len(d)) for kind, _, d in data):
+            # Every area fits in the checkpoint: it is already complete, and a page server
+            # no target ever connects to would hold the source forever.
+            return checkpoint.write(req.output, state, data, req.compress, kept=kept).path
         data = [(kind, start, bytes(d)) for kind, start, d in data]
         secret = os.urandom(32)
         host, port = parse_address(req.serve)
@@ -222,6 +239,7 @@ class Migrator:
         try:
             checkpoint.write(full, state, data, req.compress, kept=kept)
         except BaseException:
+            import shutil
             server.close()
             shutil.rmtree(path, ignore_errors=True)
             raise

@@ -9,6 +9,7 @@ mapped so stores reach the host (device memory on aarch64), all other RAM read/w
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from hexo import abi
@@ -23,10 +24,10 @@ _A64_DEVICE = (1 << 2) | (1 << 10) | (1 << 54) | (1 << 53)  # AttrIndx 1, AF, XN
 
 
 class _Tables:
-    """Page tables built in Python lists, each written to guest RAM in one store."""
+    """Page tables built in Python lists, then packed into the bytes of each page."""
 
-    def __init__(self, memory):
-        self.memory = memory
+    def __init__(self, size: int):
+        self.size = size
         self.tables: dict[int, list[int]] = {}
         self.next = abi.PAGE_TABLE_ADDR
 
@@ -41,9 +42,9 @@ class _Tables:
     def put(self, table: int, index: int, value: int) -> None:
         self.tables[table][index] = value
 
-    def write(self) -> None:
-        for addr, entries in self.tables.items():
-            self.memory.write(addr, struct.pack("<512Q", *entries))
+    def pages(self) -> tuple[tuple[int, bytes], ...]:
+        return tuple((addr, struct.pack("<512Q", *entries))
+                     for addr, entries in self.tables.items())
 
 
 def _low_pages(t: _Tables, page_flags: int, doorbell_flags: int) -> int:
@@ -57,40 +58,56 @@ def _low_pages(t: _Tables, page_flags: int, doorbell_flags: int) -> int:
     return table
 
 
-def _identity(memory, t: _Tables, upper: int, table_flags: int, low: int, low_flags: int,
+def _identity(t: _Tables, upper: int, table_flags: int, low: int, low_flags: int,
               block_flags: int) -> None:
     """Under table `upper`, one table per GiB mapping RAM with 2 MiB blocks; the first 2 MiB
     through the `low` table."""
-    for gb in range((memory.size + _1G - 1) // _1G):
+    for gb in range((t.size + _1G - 1) // _1G):
         pd = t.new()
         t.put(upper, gb, pd | table_flags)
-        blocks = range(gb * _1G, min(memory.size, (gb + 1) * _1G), _2M)
+        blocks = range(gb * _1G, min(t.size, (gb + 1) * _1G), _2M)
         t.tables[pd][:len(blocks)] = [(low | low_flags) if addr == 0 else (addr | block_flags)
                                       for addr in blocks]
 
 
 def build_x86_64(memory) -> int:
     """4-level tables; returns CR3."""
-    P, RW, US, PS = 1, 2, 4, 0x80
-    t = _Tables(memory)
-    pml4, pdpt = t.new(), t.new()
-    t.put(pml4, 0, pdpt | P | RW | US)
-    low = _low_pages(t, P | RW | US, P | RW | US)
-    _identity(memory, t, pdpt, P | RW | US, low, P | RW | US, P | RW | US | PS)
-    t.write()
-    return pml4
+    return _write(memory, _x86_64_tables(memory.size))
 
 
 def build_aarch64(memory) -> int:
     """4 KiB granule, 48-bit VA tables for TTBR0_EL1; returns the L0 table address."""
+    return _write(memory, _aarch64_tables(memory.size))
+
+
+def _write(memory, tables: tuple[int, tuple[tuple[int, bytes], ...]]) -> int:
+    root, pages = tables
+    for addr, page in pages:
+        memory.write(addr, page)
+    return root
+
+
+# Built once per guest size and kept: the same few pages serve every job of that size.
+@functools.lru_cache(maxsize=8)
+def _x86_64_tables(size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
+    P, RW, US, PS = 1, 2, 4, 0x80
+    t = _Tables(size)
+    pml4, pdpt = t.new(), t.new()
+    t.put(pml4, 0, pdpt | P | RW | US)
+    low = _low_pages(t, P | RW | US, P | RW | US)
+    _identity(t, pdpt, P | RW | US, low, P | RW | US, P | RW | US | PS)
+    return pml4, t.pages()
+
+
+@functools.lru_cache(maxsize=8)
+def _aarch64_tables(size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
     TABLE, BLOCK, PAGE = 3, 1, 3
-    t = _Tables(memory)
+    t = _Tables(size)
     l0, l1 = t.new(), t.new()
     t.put(l0, 0, l1 | TABLE)
     low = _low_pages(t, _A64_NORMAL | PAGE, _A64_DEVICE | PAGE)
-    _identity(memory, t, l1, TABLE, low, TABLE, _A64_NORMAL | BLOCK)
-    t.write()
-    return l0
+    _identity(t, l1, TABLE, low, TABLE, _A64_NORMAL | BLOCK)
+    return l0, t.pages()
 
 
 BUILDERS = {"x86_64": build_x86_64, "aarch64": build_aarch64}

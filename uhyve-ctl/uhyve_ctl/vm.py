@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from hexo import abi
 from hexo.image import Image, ImageError
@@ -50,8 +50,8 @@ class VirtualMachine:
     guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
-                 mem_size: Optional[int] = None, argv: Sequence[str] = (),
-                 mounts: Sequence[Mount] = (), x86_entry: str = "auto",
+                 mem_size: int | None = None, argv: Sequence[str] = (),
+                 env: Sequence[str] = (), mounts: Sequence[Mount] = (), x86_entry: str = "auto",
                  stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
         """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
         come from."""
@@ -61,11 +61,11 @@ class VirtualMachine:
         self.build = image.build(isa)
         if restore is not None:
             mem_size = self._check_restore(restore)
-        if image.manifest.get("abi_version", 0) >> 16 != abi.ABI_MAJOR:
+        if image.index.abi_version >> 16 != abi.ABI_MAJOR:
             raise ImageError(f"{image.path}: built for hypercall ABI "
-                             f"{image.manifest.get('abi_version', 0) >> 16}.x, this uhyve-ctl "
+                             f"{image.index.abi_version >> 16}.x, this uhyve-ctl "
                              f"speaks {abi.ABI_MAJOR}.x")
-        needed = image.manifest["memory"]["min_mem"]
+        needed = image.index.min_mem
         mem_size = mem_size or max(DEFAULT_MEM, needed)
         mem_size = -(-mem_size // abi.MEM_ALIGN) * abi.MEM_ALIGN
         if mem_size < needed:
@@ -81,12 +81,14 @@ class VirtualMachine:
             self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
-            # A restored job gets the arguments it started with: pointers into them may be
-            # live in its frames (an early migration point, or argv kept for later).
-            self.argv = list(restore.meta.get("argv", argv) if restore is not None else argv)
-            argv = self.argv
-            argv_addr = self._write_args([image.manifest.get("name", "hexo")] + list(argv))
-            self._write_boot_info(root, argv_addr, len(argv) + 1, restore is not None)
+            # A restored job gets the arguments and environment it started with: pointers
+            # into them may be live in its frames or its data (getenv returns one).
+            meta = restore.meta if restore is not None else {}
+            self.argv = list(meta.get("argv", argv))
+            self.env = list(meta.get("env", env))
+            argv_addr = self._write_args([image.index.name] + self.argv,
+                                         self.env)
+            self._write_boot_info(root, argv_addr, len(self.argv) + 1, restore is not None)
             if restore is not None:
                 self._restore(restore)
             self.ring.reset()
@@ -114,23 +116,26 @@ class VirtualMachine:
         end = max(s.vaddr + s.memsz for s in self.build.segments)
         return -(-end // abi.PAGE_SIZE) * abi.PAGE_SIZE
 
-    def _write_args(self, argv: list[str]) -> int:
-        strings = [a.encode() + b"\0" for a in argv]
-        table = 8 * (len(argv) + 1)
+    def _write_args(self, argv: list[str], env: list[str]) -> int:
+        """The argv pointer table, a null, the environment's pointer table, a null, then
+        the strings (docs/formats.md, guest memory map)."""
+        strings = [a.encode() + b"\0" for a in argv + env]
+        table = 8 * (len(argv) + len(env) + 2)
         if table + sum(map(len, strings)) > abi.ARGS_SIZE:
-            raise ValueError(f"guest arguments exceed {abi.ARGS_SIZE} bytes")
-        ptr, addr = abi.ARGS_ADDR + table, abi.ARGS_ADDR
-        for s in strings:
-            self.memory.write(addr, ptr.to_bytes(8, "little"))
-            self.memory.write(ptr, s)
-            addr, ptr = addr + 8, ptr + len(s)
-        self.memory.write(addr, bytes(8))
+            raise ValueError(f"guest arguments and environment exceed {abi.ARGS_SIZE} bytes")
+        pointers, ptr = [], abi.ARGS_ADDR + table
+        for group in (strings[:len(argv)], strings[len(argv):]):
+            for s in group:
+                pointers.append(ptr)
+                ptr += len(s)
+            pointers.append(0)
+        self.memory.write(abi.ARGS_ADDR, b"".join(p.to_bytes(8, "little") for p in pointers)
+                          + b"".join(strings))
         return abi.ARGS_ADDR
 
     @property
     def app_data(self) -> tuple[int, int]:
-        areas = self.image.manifest["layout"]["areas"]
-        return areas["data"][0], areas["bss"][1]
+        return self.image.index.app_data
 
     def check_areas(self, areas: list[tuple[str, int, int]], sp: int, brk: int) -> None:
         """Refuse migration areas outside where application state can live."""
@@ -210,7 +215,7 @@ class VirtualMachine:
             restore_context=abi.RESTORE_CONTEXT_ADDR if restoring else 0,
             restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
 
-    def run(self, timeout: Optional[float] = None) -> StopReason:
+    def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
         self.ring.start()

@@ -3,14 +3,18 @@
  * with newlib (hexo unikernel, files served by the host) and glibc.
  *
  * usage: file_io DIR
- * Writes DIR/hexo_file_io.tmp with fprintf/fputs/fputc/fwrite, reads it
+ * Creates the directory DIR/hexo_file_io.d with mkdir() (and checks that a
+ * second mkdir() fails with EEXIST), writes hexo_file_io.tmp in it with fprintf/fputs/fputc/fwrite, reads it
  * back with fgets/fgetc/ungetc/fread/fseek/ftell, appends to it, prints
- * what it read and checksums, then removes it with remove().
+ * what it read and checksums, then removes the file with remove() and
+ * leaves the empty directory.
  * Exit status: 0 on success, 1 on usage error, 2 on any I/O failure or
  * mismatch.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NLINES 20
 #define BLOB 5000
@@ -188,14 +192,20 @@ int main(int argc, char **argv)
         printf("usage: file_io DIR\n");
         return 1;
     }
-    if (strlen(argv[1]) + 32 > sizeof path) {
+    if (strlen(argv[1]) + 48 > sizeof path) {
         printf("directory name too long\n");
         return 1;
     }
     strcpy(path, argv[1]);
     if (path[0] != '\0' && path[strlen(path) - 1] != '/')
         strcat(path, "/");
-    strcat(path, "hexo_file_io.tmp");
+    strcat(path, "hexo_file_io.d");
+    if (mkdir(path, 0755) != 0)
+        fail("mkdir");
+    errno = 0;
+    printf("mkdir of an existing directory: %s\n",
+           mkdir(path, 0755) != 0 && errno == EEXIST ? "EEXIST" : "WRONG");
+    strcat(path, "/hexo_file_io.tmp");
 
     text_end = write_file();
     if (text_end > 0) {

@@ -6,10 +6,17 @@ import sys
 from pathlib import Path
 
 
-def register(sub) -> None:
+def _errors() -> tuple:
+    """The errors a board command reports in one line (imported only when one is run)."""
+    from uhyve_ctl.errors import UhyveError
+
     from ..hosts import HostError
     from .image import BoardImageError
     from .vm import BoardError
+    return BoardError, BoardImageError, HostError, UhyveError
+
+
+def register(sub) -> None:
     board = sub.add_parser("board", help="arm64 board VMs (qemu-system-aarch64 with KVM inside): "
                                          "build, up, exec, ls, down",
                            description="Arm64 Linux boards emulated by qemu-system-aarch64 "
@@ -37,8 +44,22 @@ def register(sub) -> None:
     e.add_argument("--put", action="append", default=[], type=Path, metavar="PATH")
     e.add_argument("command", nargs="+", metavar="CMD")
     e.set_defaults(run=_exec)
-    for p in (board, b, u, d, ls, e):
-        p.set_defaults(errors=(BoardError, BoardImageError, HostError))
+    m = bsub.add_parser("migrate", help="move a Linux-mode process (hexo container run) to a "
+                        "board, or back to this server",
+                        description="Checkpoint the process at its next migration point with "
+                                    "CRIU, recode it for the other ISA, restore it on the other "
+                                    "side. The source stays stopped until the target runs it; "
+                                    "if the restore fails it continues.")
+    m.add_argument("pid", type=int, help="the process (on the board with --from)")
+    where = m.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="BOARD", help="move it from here to BOARD")
+    where.add_argument("--from", dest="from_board", metavar="BOARD",
+                       help="move it from BOARD to here")
+    m.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for a migration point")
+    m.set_defaults(run=_migrate)
+    for p in (board, b, u, d, ls, e, m):
+        p.set_defaults(errors=_errors)
 
 
 def _build(args) -> int:
@@ -83,3 +104,13 @@ def _exec(args) -> int:
     with Board.running(args.name).connect() as conn:
         return conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
                         stderr=sys.stderr.buffer)
+
+
+def _migrate(args) -> int:
+    from .migrate import from_board, to_board
+    if args.to:
+        print(f"process {args.pid} runs on {args.to} as {to_board(args.pid, args.to, args.timeout)}")
+    else:
+        print(f"process {args.pid} of {args.from_board} runs here as "
+              f"{from_board(args.from_board, args.pid, args.timeout)}")
+    return 0

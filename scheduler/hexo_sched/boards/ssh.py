@@ -32,6 +32,7 @@ def code_bundle() -> tuple[str, bytes]:
         for f in sorted(src.rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".sh"):
                 files.append((f"{pkg}/{f.relative_to(src)}", f.read_bytes(), 0o644))
+    files += _plugin_metadata()
     for name, module in SCRIPTS.items():
         files.append((f"bin/{name}", (f"#!/usr/bin/python3\nimport sys\n"
                                       f"sys.path.insert(0, {CODE_DIR!r})\n"
@@ -41,6 +42,19 @@ def code_bundle() -> tuple[str, bytes]:
     for name, data, mode in files:
         digest.update(f"{name}\0{mode}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()[:16], _tar_gz((name, data, mode) for name, data, mode in files)
+
+
+def _plugin_metadata() -> list[tuple[str, bytes, int]]:
+    """A dist-info with the runtime's `hexo.commands` entry points, so that `hexo` on the
+    board has its subcommands (container, ...) without installing a package there (the
+    scheduler's need libraries the board has not)."""
+    from importlib.metadata import entry_points
+    from hexo.cli import PLUGIN_GROUP
+    eps = "".join(f"{ep.name} = {ep.value}\n" for ep in entry_points(group=PLUGIN_GROUP)
+                  if ep.value.startswith("uhyve_ctl."))
+    info = "hexo_board-0.dist-info"
+    return [(f"{info}/METADATA", b"Metadata-Version: 2.1\nName: hexo-board\nVersion: 0\n", 0o644),
+            (f"{info}/entry_points.txt", f"[{PLUGIN_GROUP}]\n{eps}".encode(), 0o644)]
 
 
 def _tar_gz(entries) -> bytes:

@@ -8,42 +8,41 @@ backend for arm64 boards can be added next to the x86-64 one without touching th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, NamedTuple, Optional, Union
+from collections import namedtuple
+from collections.abc import Callable
 
 
-class Exited(NamedTuple):
+class Exited(namedtuple("Exited", "status")):
     """The guest called the EXIT hypercall."""
-    status: int
+    __slots__ = ()
 
 
-class Crashed(NamedTuple):
+class Crashed(namedtuple("Crashed", "reason pc", defaults=(None,))):
     """The guest faulted, or broke the hypercall ABI, and was stopped."""
-    reason: str
-    pc: Optional[int] = None
+    __slots__ = ()
 
 
-class TimedOut(NamedTuple):
-    seconds: float
+class TimedOut(namedtuple("TimedOut", "seconds")):
+    __slots__ = ()
 
 
-class Checkpointed(NamedTuple):
+class Checkpointed(namedtuple("Checkpointed", "path")):
     """The guest reached a migration point and its checkpoint is durably written."""
-    path: str
+    __slots__ = ()
 
 
-StopReason = Union[Exited, Crashed, TimedOut, Checkpointed]
+StopReason = (Exited, Crashed, TimedOut, Checkpointed)    # why a run ended: one of these
 
 # Called for each doorbell store: (hypercall number, guest address of its argument struct).
 # Returns a StopReason to end the run, or None to resume the guest.
-HypercallHandler = Callable[[int, int], Optional[StopReason]]
+HypercallHandler = Callable
 
 
-class BootState(NamedTuple):
+class BootState(namedtuple("BootState", "entry stack_top boot_info page_table_root")):
     """CPU state at the first guest instruction, identical in meaning on every ISA."""
-    entry: int
-    stack_top: int
-    boot_info: int          # passed in the first argument register (rdi / x0)
-    page_table_root: int    # CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
+    # boot_info: passed in the first argument register (rdi / x0)
+    # page_table_root: CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
+    __slots__ = ()
 
 
 class Backend(ABC):
@@ -58,7 +57,7 @@ class Backend(ABC):
         """Create the vCPU and put it at `state`."""
 
     @abstractmethod
-    def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
+    def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         """Run until a hypercall handler, a fault or the timeout stops the guest."""
 
     @abstractmethod

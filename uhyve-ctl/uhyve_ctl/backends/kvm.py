@@ -16,7 +16,6 @@ import os
 import struct
 import threading
 import time
-from typing import Optional
 
 from hexo import abi
 from .. import kvm
@@ -60,15 +59,15 @@ class KvmBackend(Backend):
     guest_isa = "x86_64"
     _pc_name = "rip"
 
-    def __init__(self, memory, isa: Optional[str] = None, mode: str = "auto"):
+    def __init__(self, memory, isa: str | None = None, mode: str = "auto"):
         isa = isa or self.guest_isa
         if isa != self.guest_isa:
             raise ValueError(f"this KVM backend runs {self.guest_isa} guests, not {isa}")
         super().__init__(memory, isa)
         self.mode = self._entry_mode(mode)
         self.kvm = kvm.Kvm()
-        self.vm: Optional[kvm.Vm] = None
-        self.vcpu: Optional[kvm.Vcpu] = None
+        self.vm: kvm.Vm | None = None
+        self.vcpu: kvm.Vcpu | None = None
         self._userfault = None                  # post-copy: resolves missing guest pages
         try:
             self.vm = self.kvm.create_vm()
@@ -137,7 +136,7 @@ class KvmBackend(Backend):
         sregs.efer = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
         return sregs
 
-    def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
+    def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         if self.vcpu is None:
             raise RuntimeError("boot() the guest before run()")
         vcpu = self.vcpu

@@ -17,6 +17,9 @@ def register(sub) -> None:
     r = csub.add_parser("run", help="run a Linux-mode image's executable for this ISA")
     r.add_argument("image", type=Path)
     r.add_argument("args", nargs="*")
+    r.add_argument("--stop-at-point", type=int, metavar="N",
+                   help="stop at the (N+1)-th migration point and wait there to be "
+                        "checkpointed (or continued with SIGCONT)")
     r.set_defaults(run=_run)
     k = csub.add_parser("checkpoint", help="stop a process at its next migration point and "
                         "dump it with CRIU")
@@ -25,9 +28,16 @@ def register(sub) -> None:
     k.add_argument("--to", dest="to_isa", help="recode the images for this ISA")
     k.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for a migration point")
+    k.add_argument("--leave-stopped", action="store_true",
+                   help="keep the process stopped at the point after the dump (kill it once "
+                        "the target runs it, or continue it with SIGCONT)")
     k.set_defaults(run=_checkpoint)
     s = csub.add_parser("restore", help="restore a checkpoint directory and let it run")
     s.add_argument("directory", type=Path)
+    s.add_argument("--wait", action="store_true",
+                   help="wait for the process to end and exit with its status")
+    s.add_argument("--until-point", action="store_true",
+                   help="stop it again at its next migration point (one step here)")
     s.set_defaults(run=_restore)
     i = csub.add_parser("inspect", help="decode a checkpoint directory's CRIU images")
     i.add_argument("directory", type=Path)
@@ -35,24 +45,27 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from .process import executable, host_isa, open_image
+    from .process import STOP_AT_POINT, executable, host_isa, open_image
     exe = executable(open_image(args.image), host_isa())
     if os.getpgid(0) != os.getpid():
         os.setsid()                 # its own session: CRIU dumps it without --shell-job
+    if args.stop_at_point is not None:
+        os.environ[STOP_AT_POINT] = str(args.stop_at_point)
     os.execv(exe, [str(exe), *args.args])
 
 
 def _checkpoint(args) -> int:
     from .checkpoint import checkpoint
-    state = checkpoint(args.pid, args.output, args.to_isa, args.timeout)
+    state = checkpoint(args.pid, args.output, args.to_isa, args.timeout, args.leave_stopped)
     print(f"{args.output}: process {args.pid} ({state['image']['name']}) for {state['isa']}")
     return 0
 
 
 def _restore(args) -> int:
-    from .checkpoint import restore
-    print(f"restored process {restore(args.directory)}")
-    return 0
+    from .checkpoint import restore, wait
+    pid = restore(args.directory, reap=args.wait, until_point=args.until_point)
+    print(f"restored process {pid}", flush=True)
+    return wait(pid) if args.wait else 0
 
 
 def _inspect(args) -> int:

@@ -1,9 +1,13 @@
-"""CRIU 4.1.1 and pycriu, built once from Debian's source under the hexo home (Debian 12's
-criu 3.17 cannot dump on recent kernels), and the few CRIU invocations hexo makes."""
+"""CRIU and pycriu, and the few CRIU invocations hexo makes. On x86-64 CRIU 4.1.1 is built
+once from Debian's source under the hexo home (Debian 12's criu 3.17 cannot dump on recent
+x86-64 kernels); an arm64 board uses the system's criu, Debian's 3.17, which works on its
+kernel, restores the 4.1 images hexo recodes and would take hours to build under emulation."""
 
 from __future__ import annotations
 
 import fcntl
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +28,17 @@ def root() -> Path:
     return home() / "criu"
 
 
+def _system() -> bool:
+    return platform.machine() not in ("x86_64", "AMD64")
+
+
 def ensure() -> Path:
     """The criu executable, building it (about a minute, once) if it is missing."""
+    if _system():
+        exe = shutil.which("criu")
+        if exe is None:
+            raise CriuError("criu is not installed (Debian package criu)")
+        return Path(exe)
     exe = root() / "bin" / "criu"
     if exe.exists():
         return exe
@@ -42,10 +55,10 @@ def ensure() -> Path:
 
 
 def pycriu():
-    """The pycriu package of the CRIU build (image decoding and encoding)."""
+    """The pycriu package of the CRIU in use (image decoding and encoding)."""
     ensure()
     path = str(root() / "python")
-    if path not in sys.path:
+    if not _system() and path not in sys.path:
         sys.path.insert(0, path)
     import pycriu as module
     return module

@@ -11,6 +11,7 @@ heap stay as they are: both ISAs share one layout. Images are read and written w
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from hexo import abi, retarget
@@ -21,9 +22,11 @@ from .process import ProcessError
 PAGE = abi.PAGE_SIZE
 # VMA status bits (CRIU's criu/include/image.h): VSYSCALL, VDSO, VVAR.
 DROPPED_VMAS = 1 << 2 | 1 << 3 | 1 << 12
-# Auxiliary vector entries that describe the source ISA or its vdso, turned into AT_IGNORE:
-# AT_PLATFORM, AT_HWCAP, AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ.
-_ISA_AUXV, _AT_IGNORE = {15, 16, 33, 26, 51}, 1
+PROT_WRITE = 2
+# Auxiliary vector entries that describe the source ISA or its vdso, dropped (the target's
+# CRIU bounds the vector by its own, smaller on arm64, AT_VECTOR_SIZE): AT_PLATFORM, AT_HWCAP,
+# AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ, and the AT_NULL/AT_IGNORE padding.
+_DROPPED_AUXV = {0, 1, 15, 16, 33, 26, 51}
 _MTYPE = {"x86_64": "X86_64", "aarch64": "AARCH64"}
 
 
@@ -140,6 +143,9 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     pages.drop(abi.STACK_BOTTOM, abi.STACK_TOP)
     pages.write(low, new_stack)
     ctx = new_state["context"]
+    # hexo_resume() returns straight into the job, past the line that marks it running again.
+    pages.write(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("guest_state"),
+                process.LINUX_RUNNING.to_bytes(4, "little"))
     pages.write(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
         isa=abi.ISA_IDS[to_isa], reserved=0, pc=ctx["pc"], sp=ctx["sp"],
         **{f"callee{i}": ctx.get(n, 0) for i, n in enumerate(abi.CALLEE_SAVED[to_isa])},
@@ -154,11 +160,15 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
             pages.drop(vma["start"], vma["end"])
         else:
             kept.append(vma)
+        if vma.get("shmid") == m.get("exe_file_id") and not vma["prot"] & PROT_WRITE:
+            # The executable's code and read-only data come from the other ISA's file; a
+            # copy of such a page in the dump (CRIU's parasite wrote into the code) would
+            # put this ISA's instructions back.
+            pages.drop(vma["start"], vma["end"])
     m["vmas"] = kept
     auxv = m.get("mm_saved_auxv", [])
-    for i in range(0, len(auxv) - 1, 2):
-        if auxv[i] in _ISA_AUXV:
-            auxv[i], auxv[i + 1] = _AT_IGNORE, 0
+    m["mm_saved_auxv"] = [v for i in range(0, len(auxv) - 1, 2)
+                          if auxv[i] not in _DROPPED_AUXV for v in auxv[i:i + 2]]
     _dump(directory, mm_name, mm)
     pages.save()
 
@@ -168,30 +178,51 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     old = c.pop("thread_info", None) or c.pop("ti_aarch64", None) or {}
     c.pop("ti_aarch64", None)
     c["mtype"] = _MTYPE[to_isa]
+    c["tc"]["comm"] = to_isa                # the executable's name, as exec would have set it
     resume = symbol(image, to_isa, "hexo_resume")
     ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.LINUX_CONTEXT_ADDR, old)
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
 
-    _swap_executable(directory, image, isa, to_isa)
+    point_executable(directory, pid, process.executable(image, to_isa))
     return dict(state, isa=to_isa, context=ctx, transformed=new_state["transformed"])
 
 
-def _swap_executable(directory: Path, image, isa: str, to_isa: str) -> None:
-    old = str(process.executable(image, isa))
-    new = process.executable(image, to_isa)
-    files = _load(directory, "files.img")
-    found = 0
+def _exe_entry(files: dict, mm: dict) -> dict:
     for f in files["entries"]:
-        reg = f.get("reg")
-        if reg and reg.get("name") == old:
-            reg["name"] = str(new)
-            reg["size"] = new.stat().st_size
-            reg.pop("build_id", None)
-            found += 1
-    if not found:
-        raise ProcessError(f"the dump does not reference the executable {old}")
+        if f.get("reg") and f["reg"]["id"] == mm.get("exe_file_id"):
+            return f["reg"]
+    raise ProcessError("the dump names no executable file")
+
+
+def point_executable(directory: Path, pid: int, exe: Path) -> None:
+    """Make the images map `exe` as the process's executable (size updated, build id
+    dropped: the file is another build, or the same one unpacked elsewhere)."""
+    files = _load(directory, "files.img")
+    reg = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])
+    reg["name"] = str(exe)
+    reg["size"] = exe.stat().st_size
+    reg.pop("build_id", None)
     _dump(directory, "files.img", files)
+
+
+def open_files(directory: Path, pid: int) -> list[tuple[int, str, int]]:
+    """(entry id, path, mode) of the regular files the dumped process has open, but its
+    executable and files under /dev, /proc and /sys."""
+    files = _load(directory, "files.img")
+    exe_id = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])["id"]
+    return [(f["reg"]["id"], f["reg"]["name"], f["reg"]["mode"]) for f in files["entries"]
+            if f.get("reg") and f["reg"]["id"] != exe_id
+            and stat.S_ISREG(f["reg"].get("mode", 0))
+            and not f["reg"]["name"].startswith(("/dev/", "/proc/", "/sys/"))]
+
+
+def working_directory(directory: Path, pid: int) -> tuple[str, int]:
+    """The dumped process's working directory and its mode (CRIU checks both)."""
+    cwd = _load(directory, f"fs-{pid}.img")["entries"][0]["cwd_id"]
+    return next((f["reg"]["name"], f["reg"]["mode"])
+                for f in _load(directory, "files.img")["entries"]
+                if f.get("reg") and f["reg"]["id"] == cwd)
 
 
 def summary(directory: Path) -> dict:
@@ -202,13 +233,12 @@ def summary(directory: Path) -> dict:
     core = _load(directory, f"core-{pid}.img")["entries"][0]
     mm = _load(directory, f"mm-{pid}.img")["entries"][0]
     pages = Pages(directory, pid)
-    exe = [f["reg"]["name"] for f in _load(directory, "files.img")["entries"]
-           if f.get("reg") and f["reg"].get("id") == mm.get("exe_file_id")]
+    exe = _exe_entry(_load(directory, "files.img"), mm)["name"]
     ti = core.get("ti_aarch64") or core.get("thread_info") or {}
     pc = ti.get("gpregs", {}).get("pc", ti.get("gpregs", {}).get("ip"))
     return {"isa": state["isa"], "pid": pid, "image": state["image"],
             "core_mtype": core["mtype"], "thread_pc": pc, "context": state["context"],
-            "executable": exe[0] if exe else None,
+            "executable": exe,
             "vmas": [{"start": v["start"], "end": v["end"], "status": v["status"]}
                      for v in mm["vmas"]],
             "dumped_pages": len(pages.pages), **({"transformed": state["transformed"]}

@@ -24,6 +24,7 @@ from ..errors import UhyveError
 
 LINUX_RUNNING, LINUX_STOPPED = 1, 2     # shared page guest_state (kernel-images/linux)
 IMAGE_COPY = "image.hexo"
+STOP_AT_POINT = "HEXO_STOP_AT_POINT"    # kernel-images/linux/runtime.c
 
 
 class ProcessError(UhyveError):
@@ -107,24 +108,36 @@ def _shared_page(mem) -> dict:
         return abi.SHARED_PAGE.unpack(bytes(abi.SHARED_PAGE.size))
 
 
+def _at_point(mem, pid: int) -> bool:
+    return _shared_page(mem)["guest_state"] == LINUX_STOPPED and _state(pid) == "T"
+
+
+def _request_migration(mem, value: int) -> None:
+    mem.seek(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("migrate_request"))
+    mem.write(value.to_bytes(4, "little"))
+
+
+def arm(pid: int) -> None:
+    """Ask process `pid` to stop at its next migration point, without waiting for it."""
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        _request_migration(mem, abi.MIGRATE_REQUESTED)
+
+
 def stop_at_point(pid: int, timeout: float) -> dict:
-    """Arm the migration point of `pid` and wait until it has stopped there; its registers
-    as hexo_cpu_context fields."""
-    page = abi.LINUX_PAGE_ADDR
+    """Arm the migration point of `pid` (unless it already waits at one: HEXO_STOP_AT_POINT,
+    restore --until-point) and wait until it has stopped there; its registers as
+    hexo_cpu_context fields."""
     deadline = time.monotonic() + timeout
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
         while _shared_page(mem)["magic"] != abi.SHARED_PAGE_MAGIC:
             if time.monotonic() > deadline or _state(pid) in "ZX":
                 raise ProcessError(f"process {pid} has no hexo shared page")
             time.sleep(0.005)           # a process just started maps it first thing
-        mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
-        mem.write(abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
-        while True:
-            if _shared_page(mem)["guest_state"] == LINUX_STOPPED and _state(pid) == "T":
-                break
+        if not _at_point(mem, pid):
+            _request_migration(mem, abi.MIGRATE_REQUESTED)
+        while not _at_point(mem, pid):
             if time.monotonic() > deadline:
-                mem.seek(page + abi.SHARED_PAGE.offset("migrate_request"))
-                mem.write(b"\0" * 4)
+                _request_migration(mem, 0)
                 raise ProcessError(f"process {pid} reached no migration point in {timeout} s; "
                                    f"it keeps running")
             time.sleep(0.005)

@@ -9,6 +9,16 @@
 #endif
 #define FRAME ((HEXO_CPU_CONTEXT_SIZE + 15) & ~15)
 
+/* Non-zero while a function compiled per ISA (hexo/toolchain/perisa.py) is on the stack:
+   a raised request then waits for the first migration point outside it. */
+    .section .bss.hexo_migration_deferred, "aw", %nobits
+    .balign 4
+    .globl hexo_migration_deferred
+    .type hexo_migration_deferred, %object
+    .size hexo_migration_deferred, 4
+hexo_migration_deferred:
+    .zero 4
+
     .section .text.hexo_check_migrate, "ax", %progbits
     .balign 4
     .globl hexo_check_migrate
@@ -24,7 +34,11 @@ hexo_check_migrate:
     sub w17, w17, #1
     str w17, [x16, #HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP]
     ret
-2:  sub sp, sp, #FRAME
+2:  adrp x16, hexo_migration_deferred        /* a frame compiled per ISA is on the stack */
+    ldr w17, [x16, :lo12:hexo_migration_deferred]
+    cbz w17, 3f
+    ret
+3:  sub sp, sp, #FRAME
     mov x16, #HEXO_ISA_AARCH64
     str x16, [sp, #CTX(ISA)]
     str x30, [sp, #CTX(PC)]

@@ -8,6 +8,16 @@
 #define FLAG_PAGE HEXO_SHARED_PAGE_ADDR
 #endif
 
+/* Non-zero while a function compiled per ISA (hexo/toolchain/perisa.py) is on the stack:
+   a raised request then waits for the first migration point outside it. */
+    .section .bss.hexo_migration_deferred, "aw", @nobits
+    .balign 4
+    .globl hexo_migration_deferred
+    .type hexo_migration_deferred, @object
+    .size hexo_migration_deferred, 4
+hexo_migration_deferred:
+    .zero 4
+
     .section .text.hexo_check_migrate, "ax", @progbits
     .globl hexo_check_migrate
     .type hexo_check_migrate, @function
@@ -19,7 +29,10 @@ hexo_check_migrate:
     je 2f
     decl FLAG_PAGE + HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP
     ret
-2:  subq $HEXO_CPU_CONTEXT_SIZE, %rsp          /* keeps %rsp 16-byte aligned for the call */
+2:  cmpl $0, hexo_migration_deferred(%rip)  /* a frame compiled per ISA is on the stack */
+    je 3f
+    ret
+3:  subq $HEXO_CPU_CONTEXT_SIZE, %rsp          /* keeps %rsp 16-byte aligned for the call */
     movq $HEXO_ISA_X86_64, CTX(ISA)(%rsp)
     movq HEXO_CPU_CONTEXT_SIZE(%rsp), %rax     /* return address */
     movq %rax, CTX(PC)(%rsp)

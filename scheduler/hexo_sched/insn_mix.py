@@ -1,0 +1,174 @@
+"""Instruction mix of a native run, derived without hardware counters.
+
+What a PMU would count (instructions, loads, stores, branches, mispredictions, FP operations,
+L1 and last-level cache misses) is derived here from `valgrind --tool=callgrind` run on the
+workload's native build: with `--dump-instr=yes` it gives, per executed instruction address,
+instruction, data-read and data-write counts and the misses of its cache and branch
+simulators; each address is classified by its mnemonic from `objdump -d`. Counts are exact for
+the simulated caches and predictor (geometry pinned in CACHES), deterministic, and do not
+depend on how loaded the machine is. They are derived, not hardware, and say so.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import SchedError
+
+#: Cache geometry given to valgrind, pinned so that counts do not depend on the host; sets
+#: must be a power of two, so the LLC is 8 MiB 16-way (the paper's Xeon E5-2637 has 10-15 MiB).
+CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=8388608,16,64")
+CACHES_TEXT = "I1 32 KiB 8-way, D1 32 KiB 8-way, LL 8 MiB 16-way, 64 B lines"
+
+#: Instruction classes by x86-64 mnemonic (Intel syntax). FP arithmetic is what an emulator
+#: does in software (QEMU's softfloat); division and square root are slow on both sides.
+_DIVSQRT = re.compile(r"^v?(div|sqrt)[sp][sd]$|^f(i?div|sqrt)")
+_FP = re.compile(r"^v?(add|sub|mul|min|max|cmp[a-z]*|hadd|hsub|addsub|round|dp)[sp][sd]$"
+                 r"|^v?u?comis[sd]$|^v?cvt|^vf(n?m(add|sub)|maddsub|msubadd)|^f(?!nop|xch)")
+_PREFIXES = {"rep", "repe", "repz", "repne", "repnz", "lock", "bnd", "notrack", "data16",
+             "addr32", "cs", "ds", "es", "ss", "fs", "gs"}
+
+
+class MixError(SchedError, RuntimeError):
+    pass
+
+
+def insn_class(mnemonic: str) -> str:
+    """'divsqrt', 'fp' or 'other' for an x86-64 mnemonic."""
+    if _DIVSQRT.match(mnemonic):
+        return "divsqrt"
+    if _FP.match(mnemonic):
+        return "fp"
+    return "other"
+
+
+def disassemble(path: str) -> dict[int, str]:
+    """Address -> mnemonic of every instruction of an ELF file (objdump, Intel syntax)."""
+    p = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-M", "intel", path],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise MixError(f"objdump failed on {path}: {p.stderr[-300:]}")
+    out = {}
+    for line in p.stdout.splitlines():
+        addr, sep, rest = line.partition(":\t")
+        if not sep:
+            continue
+        try:
+            a = int(addr.strip(), 16)
+        except ValueError:
+            continue
+        words = [w for w in rest.split() if w not in _PREFIXES]
+        if words:
+            out[a] = words[0]
+    return out
+
+
+def _position(token: str, last: int) -> int:
+    if token == "*":
+        return last
+    if token[0] in "+-":
+        return last + int(token, 0)
+    return int(token, 0)
+
+
+def parse_callgrind(text: str) -> tuple[list[str], dict[str, dict[int, list[int]]], list[int]]:
+    """(event names, {object: {instruction address: self cost}}, summary) of a callgrind
+    file written with `--dump-instr=yes`; call lines' inclusive costs are not self costs and
+    are skipped."""
+    events, summary = None, None
+    names: dict[str, str] = {}
+    costs: dict[str, dict[int, list[int]]] = defaultdict(dict)
+    obj, last, skip_next = "", 0, False
+    positions = 2
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        head = line[0]
+        if head.isdigit() or head in "+-*":
+            fields = line.split()
+            last = _position(fields[0], last)
+            if skip_next:
+                skip_next = False
+                continue
+            vals = [int(v) for v in fields[positions:]]
+            acc = costs[obj].setdefault(last, [0] * len(events))
+            for i, v in enumerate(vals):
+                acc[i] += v
+            continue
+        key, _, value = line.partition("=")
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("positions:"):
+            positions = len(line.split()) - 1
+        elif line.startswith("summary:"):
+            summary = [int(v) for v in line.split()[1:]]
+        elif key == "ob":
+            m = re.match(r"\((\d+)\)(?: (.*))?", value)
+            if m:
+                if m[2] is not None:
+                    names[m[1]] = m[2]
+                obj = names.get(m[1], "")
+            else:
+                obj = value
+        elif key == "calls":
+            skip_next = True
+        elif key in ("cob", "cfi", "cfl", "cfn"):
+            m = re.match(r"\((\d+)\) (.*)", value)
+            if key == "cob" and m:
+                names[m[1]] = m[2]
+    if events is None or summary is None:
+        raise MixError("not a callgrind output file (no events/summary lines)")
+    if positions != 2:
+        raise MixError("callgrind ran without --dump-instr=yes (no instruction positions)")
+    return events, dict(costs), summary
+
+
+REQUIRED = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw",
+            "Bc", "Bcm", "Bi", "Bim")
+
+
+def mix_counts(events: list[str], costs: dict[str, dict[int, list[int]]],
+               mnemonics: dict[str, dict[int, str]]) -> dict[str, int]:
+    """Totals of a run: instructions, loads, stores, branches, mispredictions, FP and FP
+    divide/sqrt instructions, first-level and last-level misses. `mnemonics` maps each object
+    to its disassembly; instructions it cannot classify (an unnamed object: valgrind's own
+    preload) count as 'other'."""
+    missing = [e for e in REQUIRED if e not in events]
+    if missing:
+        raise MixError(f"callgrind ran without cache and branch simulation (missing {missing})")
+    ix = {e: events.index(e) for e in REQUIRED}
+    tot = dict.fromkeys(REQUIRED, 0)
+    by_class = {"fp": 0, "divsqrt": 0}
+    for obj, per_addr in costs.items():
+        names = mnemonics.get(obj, {})
+        for addr, c in per_addr.items():
+            for e, i in ix.items():
+                tot[e] += c[i]
+            cls = insn_class(names.get(addr, ""))
+            if cls in by_class:
+                by_class[cls] += c[ix["Ir"]]
+    return {"instructions": tot["Ir"], "loads": tot["Dr"], "stores": tot["Dw"],
+            "branches": tot["Bc"] + tot["Bi"], "mispredicts": tot["Bcm"] + tot["Bim"],
+            "fp": by_class["fp"], "divsqrt": by_class["divsqrt"],
+            "l1_misses": tot["I1mr"] + tot["D1mr"] + tot["D1mw"],
+            "ll_misses": tot["ILmr"] + tot["DLmr"] + tot["DLmw"]}
+
+
+def measure(exe: Path) -> dict[str, int]:
+    """Run `exe` under callgrind and return its mix (mix_counts); the program must exit 0."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "callgrind.out"
+        p = subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                            "--cache-sim=yes", "--branch-sim=yes", *CACHES,
+                            f"--callgrind-out-file={out}", str(exe)],
+                           capture_output=True, text=True)
+        if p.returncode != 0 or not out.exists():
+            raise MixError(f"callgrind failed on {exe} (exit {p.returncode}): "
+                           f"{p.stderr[-500:]}")
+        events, costs, _ = parse_callgrind(out.read_text())
+    mnemonics = {obj: disassemble(obj) for obj in costs if obj and Path(obj).is_file()}
+    return mix_counts(events, costs, mnemonics)

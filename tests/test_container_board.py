@@ -1,0 +1,127 @@
+"""Linux-mode processes across ISAs for real: checkpointed by CRIU on this x86-64 server,
+recoded, restored by CRIU inside an arm64 board VM (Debian's criu there), run there, and
+moved back. Outputs are checked against unmigrated runs and NPB's verification values."""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hexo import workloads
+from hexo.image import Image
+from hexo.toolchain.build import BuildRequest, build
+from test_board import qemu_unusable
+from uhyve_ctl.container import checkpoint as ckpt, criu, process
+
+import npb_reference
+
+pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"),
+              pytest.mark.timeout(3600),
+              pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root"),
+              pytest.mark.skipif(qemu_unusable() is not None, reason=str(qemu_unusable()))]
+
+PROGRAMS = Path(__file__).parent / "programs"
+BOARD = "ct-b0"
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    from hexo_sched.boards import image as board_image, vm
+    old = os.environ.get("HEXO_BOARD_STATE")
+    os.environ["HEXO_BOARD_STATE"] = str(tmp_path_factory.mktemp("boards"))
+    board_image.build()
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+    criu.ensure()
+    try:
+        yield vm.up(BOARD)
+    finally:
+        vm.down(BOARD)
+        if old is None:
+            del os.environ["HEXO_BOARD_STATE"]
+        else:
+            os.environ["HEXO_BOARD_STATE"] = old
+
+
+def linux_image(tmp: Path, name: str, sources, defines=()) -> Image:
+    out = tmp / f"{name}.hexo"
+    build(BuildRequest(list(sources), out, name, defines=list(defines), migratable=True,
+                       linux=True))
+    return process.open_image(out)
+
+
+def start(image, args, out: Path, stop_at: int | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if stop_at is not None:
+        env[process.STOP_AT_POINT] = str(stop_at)
+    with open(out, "w") as f:
+        return subprocess.Popen([process.executable(image, process.host_isa()), *args],
+                                stdout=f, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, cwd=out.parent)
+
+
+def on_board(board, cmd: list[str], puts=()) -> tuple[int, str]:
+    out = io.BytesIO()
+    with board.connect() as conn:
+        status = conn.run(cmd, puts=list(puts), stdout=out, stderr=out)
+    return status, out.getvalue().decode(errors="replace")
+
+
+def test_process_finishes_on_the_board(board, tmp_path):
+    """x86-64 -> arm64: restored by the board's CRIU, the job runs to its end there."""
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    out = tmp_path / "run.out"
+    p = start(image, ["3000"], out, stop_at=5)
+    ckpt.checkpoint(p.pid, tmp_path / "ck", "aarch64")
+    assert p.wait() != 0                                # CRIU ended the source
+    status, log = on_board(board, ["sh", "-c", "hexo container restore --wait ck && cat "
+                                   + str(out)], puts=[tmp_path / "ck"])
+    assert status == 0, log
+    assert log.endswith(want.read_text())
+
+
+@pytest.mark.parametrize("kernel,point", [("ep", 3), ("is", 2), ("cg", 4)])
+def test_npb_there_and_back(board, tmp_path, kernel, point):
+    """NPB class S: stopped at a chosen point on x86-64, one step on the arm64 board (to its
+    next point), back on x86-64 to the end; NPB's own verification must pass."""
+    from hexo_sched.boards.migrate import from_board, to_board
+    w = workloads.get(f"npb-{kernel}")
+    image = linux_image(tmp_path, kernel, w.paths(), w.defines("S"))
+    out = tmp_path / "run.out"
+    p = start(image, [], out, stop_at=point)
+    remote = to_board(p.pid, board.name, until_point=True)
+    assert p.wait() != 0                                # ended once the board ran it
+    assert on_board(board, ["cat", f"/proc/{remote}/comm"]) == (0, "aarch64\n")
+    local = from_board(board.name, remote, reap=True)
+    assert ckpt.wait(local) == 0
+    npb_reference.check(kernel, "S", out.read_text())
+    assert on_board(board, ["test", "-e", f"/proc/{remote}"])[0] != 0
+
+
+def test_failed_restore_leaves_the_source_running(board, tmp_path):
+    """The board's restore fails (its pid is taken there): the source, left stopped at its
+    point, continues here and ends as if never touched."""
+    from hexo_sched.boards.migrate import MigrationError, to_board
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    out = tmp_path / "run.out"
+    p = start(image, ["3000"], out, stop_at=5)
+    # A process on the board under the job's pid (ns_last_pid: the next fork gets pid).
+    status, log = on_board(board, ["sh", "-c", f"echo {p.pid - 1} > "
+                                   "/proc/sys/kernel/ns_last_pid; setsid sleep 600 </dev/null >/dev/null 2>&1 & "
+                                   "echo $!"])
+    assert status == 0 and log.split()[-1] == str(p.pid), log
+    try:
+        with pytest.raises(MigrationError, match=f"process {p.pid} continues here"):
+            to_board(p.pid, board.name)
+        assert p.wait() == 0
+        assert out.read_text() == want.read_text()
+    finally:
+        on_board(board, ["kill", str(p.pid)])

@@ -1,0 +1,96 @@
+"""Derived counters: callgrind's per-instruction costs classified by mnemonic (insn_mix)."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from hexo_sched import insn_mix
+from hexo_sched.insn_mix import MixError, insn_class, parse_callgrind
+
+EVENTS = " ".join(insn_mix.REQUIRED)
+
+CALLGRIND_OUT = f"""# callgrind format
+version: 1
+positions: instr line
+events: {EVENTS}
+summary: 130 0 0 0 0 0 0 0 0 0 0 0 0
+
+ob=(1) /bin/prog
+fl=(1) prog.c
+fn=(1) main
+0x1000 3 10 4 1
++4 * 20 0 2
+calls=1 0x2000 9
+* * 1000 999
+cob=(2) /lib/libm.so
+calls=1 0x30 9
++8 4 7
+-8 * 5
+ob=(2)
+fn=(2) sqrt
+0x30 0 88
+"""
+
+
+def test_callgrind_instruction_costs_are_parsed_with_relative_positions():
+    events, costs, summary = parse_callgrind(CALLGRIND_OUT)
+    assert events == list(insn_mix.REQUIRED) and summary[0] == 130
+    zeros = [0] * (len(events) - 3)
+    # the cost lines that follow calls= are inclusive costs of the callee: not counted here
+    assert costs["/bin/prog"] == {0x1000: [10, 4, 1] + zeros,
+                                  0x1004: [25] + [0, 2] + zeros}
+    assert costs["/lib/libm.so"] == {0x30: [88] + [0] * (len(events) - 1)}
+
+
+def test_callgrind_without_instruction_positions_or_events_is_refused():
+    with pytest.raises(MixError, match="dump-instr"):
+        parse_callgrind(f"positions: line\nevents: {EVENTS}\nsummary: 1\n")
+    with pytest.raises(MixError, match="not a callgrind"):
+        parse_callgrind("garbage")
+    with pytest.raises(MixError, match="without cache and branch"):
+        insn_mix.mix_counts(["Ir"], {}, {})
+
+
+@pytest.mark.parametrize("mnemonic, cls", [
+    ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "fp"),
+    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
+    ("vdivps", "divsqrt"), ("fdivp", "divsqrt"), ("fsqrt", "divsqrt"), ("movsd", "other"),
+    ("xorpd", "other"), ("imul", "other"), ("add", "other"), ("paddd", "other"),
+    ("nop", "other")])
+def test_instruction_classes(mnemonic, cls):
+    assert insn_class(mnemonic) == cls
+
+
+PROGRAM = r"""
+#include <stdio.h>
+volatile double a = 1.0001, b = 0.9999;
+int main(void) {
+    double x = 1.0, y = 0.0;
+    for (int i = 0; i < N; i++) { x = x * a; y = y + b / x; }
+    printf("%f %f\n", x, y);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("clang")),
+                    reason="needs valgrind and clang")
+def test_a_real_run_counts_what_the_program_does(tmp_path):
+    """Per loop iteration: one FP multiply, one add, one division, two volatile loads, one
+    loop branch. Two loop counts, so that the C library's start-up cancels out (printf's
+    work differs a little with the digits it prints, hence the looser bounds)."""
+    src = tmp_path / "loop.c"
+    src.write_text(PROGRAM)
+    counts = []
+    for n in (20000, 80000):
+        exe = tmp_path / f"loop{n}"
+        subprocess.run(["clang", "-O1", f"-DN={n}", "-o", exe, src], check=True)
+        counts.append(insn_mix.measure(exe))
+    per = {k: (counts[1][k] - counts[0][k]) / 60000 for k in counts[0]}
+    assert per["divsqrt"] == pytest.approx(1, abs=1e-3)
+    assert per["fp"] == pytest.approx(2, abs=1e-3)
+    assert per["loads"] == pytest.approx(2, abs=0.02)
+    assert per["branches"] == pytest.approx(1, abs=0.02)
+    assert per["stores"] == pytest.approx(0, abs=0.02)
+    assert 6 <= per["instructions"] <= 12
