@@ -76,9 +76,10 @@ def assert_nothing_left(root: Path, job: str) -> None:
 
 def test_output_follows_an_offloaded_job_and_the_exit_status_is_the_guests(images, tmp_path,
                                                                            sshd):
-    """Two jobs for a one-core server: the first is offloaded to the board to make room and
-    brought back when the server frees up; its `hexo run` shows every byte once."""
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    """Two jobs for a one-core server: the first (EP class W, so that it cannot end before the
+    second comes) is offloaded to the board to make room and brought back when the server
+    frees up; its `hexo run` shows every byte once."""
+    ep, is_ = images.get("npb-ep", "W"), images.get("npb-is", "S")
     daemon, state_dir = with_board(tmp_path, sshd)
     try:
         first, second = one_then_another(state_dir, [ep], [is_])
@@ -93,7 +94,7 @@ def test_output_follows_an_offloaded_job_and_the_exit_status_is_the_guests(image
     moves = [(h["src"], h["dst"]) for h in job1["migrations"] if h["outcome"] == "done"]
     assert ("server", "board0") in moves, job1
     assert b"moves to board0" in err1, err1
-    check("ep", "S", out1.decode())
+    check("ep", "W", out1.decode())
     check("is", "S", out2.decode())
     assert out1.count(b"NAS Parallel Benchmarks") == 1, out1
     assert out1 == Path(job1["output"]).read_bytes()     # the daemon's joined copy
@@ -127,7 +128,7 @@ def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, s
     """EP (class W: it runs long enough on the server not to end before the second job
     comes) is offloaded to make room for a job that spins on the server (not migratable, so
     it stays there); SIGTERM to each `hexo run` cancels its job."""
-    ep, chatty = images.migratable("npb-ep", "W"), images.program("chatty")
+    ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
     daemon, state_dir = with_board(tmp_path, sshd)
     try:
         first, second = one_then_another(state_dir, [ep], [chatty, "--", "spin", "1"])

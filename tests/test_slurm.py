@@ -103,7 +103,7 @@ def test_node_is_the_server_plus_the_boards(tmp_path):
 
 
 def test_batch_completes_verified_with_the_guests_exit_codes(cluster, images):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     exits, chatty = images.program("exit_status"), images.program("chatty")
     ids = {"ep": cluster.submit(ep), "is": cluster.submit(is_),
            "three": cluster.submit(exits, "--", 3), "crash": cluster.submit(chatty, "--",
@@ -129,7 +129,7 @@ def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
     """EP (class W: it runs long enough on the server not to end before the second job
     comes) is offloaded to make room for a job that spins on the server (not migratable, so
     it stays there); both are cancelled with scancel."""
-    ep, chatty = images.migratable("npb-ep", "W"), images.program("chatty")
+    ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
     first = cluster.submit(ep)
     wait_for(lambda s: len(s["jobs"]) == 1, cluster.state_dir, 120, "the first job")
     second = cluster.submit(chatty, "--", "spin", 1)
@@ -151,7 +151,7 @@ def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
 
 
 def test_daemon_restarted_mid_batch_loses_no_slurm_job(cluster, images):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     ids = [cluster.submit(ep), cluster.submit(is_), cluster.submit(ep)]
     wait_for(lambda s: any(j["state"] == "running" for j in s["jobs"]), cluster.state_dir,
              120, "a job to run")
