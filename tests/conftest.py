@@ -72,7 +72,7 @@ class ImageCache:
         return self._build(workload, klass, "plain.hexo", "--no-migratable")
 
     def program(self, name: str) -> Path:
-        """tests/programs/NAME.c as a plain image: a job the scheduler never moves."""
+        """tests/programs/NAME.c as a plain image (never offloaded by the scheduler)."""
         return self._build(name, None, "prog.hexo", "--no-migratable",
                            sources=(ROOT / "tests" / "programs" / f"{name}.c",))
 

@@ -107,7 +107,9 @@ class MachineAgent:
         job."""
         base = self.seg_path(job, n, "")[:-1]
         tail = ("--", *guest_args) if guest_args else ()
-        inner = (f"{self._uhyve(*uhyve_args, '--isa', self.cfg.isa, '--backend', self.cfg.backend, '--name', job, *tail)}"
+        uhyve = self._uhyve(*uhyve_args, "--isa", self.cfg.isa, "--backend", self.cfg.backend,
+                            "--name", job, *tail)
+        inner = (f"{uhyve}"
                  f" </dev/null >{quote(base + '.out')} 2>{quote(base + '.err')}; "
                  f"echo $? >{quote(base + '.rc.tmp')}; mv {quote(base + '.rc.tmp')} "
                  f"{quote(base + '.rc')}")

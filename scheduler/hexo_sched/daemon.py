@@ -390,10 +390,11 @@ class Daemon:
             else:
                 agent = self.agents[s.machine]
                 path = agent.seg_path(jid, s.n, stream)
-                files = agent.host.files
                 if agent.host.remote:
                     def files(fn, a=agent, n=s.n):
                         return fn(self._snapshot(a, jid, n))
+                else:
+                    files = agent.host.files
                 parts.append(relay.Part(files, path, s.rc is not None))
         return parts
 
