@@ -127,6 +127,14 @@ def _defined(ir: str) -> set[str]:
     return {n.strip('"') for n in names}
 
 
+def mark_declarations(ir: str, names: set[str]) -> str:
+    """`ir` with the declarations of `names` carrying the "hexo-per-isa" attribute: the
+    live-value pass then knows them for application code, not the C library."""
+    def mark(m: re.Match) -> str:
+        return m[0] + ' "hexo-per-isa"' if m[1].strip('"') in names else m[0]
+    return re.sub(r'^declare [^@\n]*@("?[^("\n]+"?)\(.*$', mark, ir, flags=re.M)
+
+
 def defer_migration(ir: str) -> str:
     """`ir` with every defined function raising the deferral counter while it runs."""
     out, inside = [], False
@@ -160,6 +168,7 @@ def split(linked: Path, ir_of_isa, work: Path) -> Split | None:
     names = [f["name"] for f in funcs]
     shared = work / "app-shared.ll"
     _extract(linked, names, globs, shared, delete=True)
+    shared.write_text(mark_declarations(shared.read_text(), set(names)))
     shared_defs = _defined(shared.read_text())
     objects, strays = {}, set()
     for isa in TARGETS:
