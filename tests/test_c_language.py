@@ -8,6 +8,7 @@ that never moved prints."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -142,3 +143,40 @@ def test_long_double_global_is_refused_by_migratable_builds_only(tmp_path):
     native = _native(src, "aarch64", tmp_path / "native", [])
     out = run([UHYVE, "run", tmp_path / "p.hexo", "--isa", "aarch64"])
     assert (out.stdout, out.returncode) == (native.stdout, native.returncode)
+
+
+HELPER_IR = """
+@table = internal {kind} [2 x i32] [i32 1, i32 2]
+define internal i32 @helper(i32 %x) {{
+  %p = getelementptr [2 x i32], [2 x i32]* @table, i32 0, i32 %x
+  %v = load i32, i32* %p
+  ret i32 %v
+}}
+define i32 @va_user(i32 %x) {{
+  %r = call i32 @helper(i32 %x)
+  ret i32 %r
+}}
+define i32 @main() {{
+  %r = call i32 @va_user(i32 1)
+  ret i32 %r
+}}
+"""
+
+
+@pytest.mark.parametrize("kind", ["constant", "global"])
+def test_a_helper_only_one_isa_kept_joins_that_isas_per_isa_code(tmp_path, kind):
+    """One ISA's optimizer kept a static helper (and its table) of a per-ISA function that
+    the other inlined, so the shared IR has neither: that ISA's copy takes them along; state
+    (a mutable global) that only one ISA has would diverge and is refused."""
+    from hexo.toolchain import perisa
+    from hexo.toolchain.sysroot import ToolchainError
+    src = tmp_path / "own.ll"
+    src.write_text(HELPER_IR.format(kind=kind))
+    out = tmp_path / "part.ll"
+    if kind == "global":
+        with pytest.raises(ToolchainError, match="state that only one ISA's compile has: table"):
+            perisa._extract_own(src, ["va_user"], [], {"main"}, out)
+        return
+    part = perisa._extract_own(src, ["va_user"], [], {"main"}, out)
+    assert "define i32 @va_user(" in part and re.search(r"define .*@helper\(", part)
+    assert re.search(r"^@table = .*constant", part, re.M) and "define i32 @main" not in part
