@@ -72,8 +72,8 @@ class ImageCache:
         return self._build(workload, klass, "plain.hexo", "--no-migratable")
 
     def program(self, name: str) -> Path:
-        """tests/programs/NAME.c as an image."""
-        return self._build(name, None, "prog.hexo",
+        """tests/programs/NAME.c as a plain image: a job the scheduler never moves."""
+        return self._build(name, None, "prog.hexo", "--no-migratable",
                            sources=(ROOT / "tests" / "programs" / f"{name}.c",))
 
     def native(self, workload: str, klass: str | None = None) -> Path:

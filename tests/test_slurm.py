@@ -36,6 +36,7 @@ class Cluster:
     config: Path
     slurm: LocalSlurm
     log: Path
+    ssh: sshd_fixture.Sshd
     daemon: object = None
 
     @property
@@ -69,11 +70,13 @@ class Cluster:
 def cluster(tmp_path):
     ssh = sshd_fixture.start(tmp_path / "ssh")
     cfg = sshd_fixture.cluster_config(tmp_path, ssh, HEXO, UHYVE, policy="hexo",
-                                      idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)
+                                      idle_after_s=1, poll_s=0.2, confirm_timeout_s=120,
+                                      slurm_node=bridge.NODE,
+                                      slurm_conf=str(tmp_path / "slurm" / "slurm.conf"))
     node = bridge.node(load(cfg))
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HEXO_SCHEDD_STATE": str(tmp_path / "state")}
     c = Cluster(tmp_path, cfg, LocalSlurm(tmp_path / "slurm", node, job_env=env),
-                tmp_path / "schedd.log")
+                tmp_path / "schedd.log", ssh)
     c.start_daemon()
     try:
         c.slurm.start()
@@ -84,7 +87,8 @@ def cluster(tmp_path):
         if c.daemon.poll() is None:
             c.daemon.send_signal(signal.SIGTERM)
             c.daemon.wait(30)
-        sshd_fixture.stop(ssh)
+        if ssh.proc.poll() is None:
+            sshd_fixture.stop(ssh)
     assert all(p.poll() is not None for p in daemons)       # nothing of Slurm left running
 
 
@@ -99,7 +103,7 @@ def test_node_is_the_server_plus_the_boards(tmp_path):
 
 
 def test_batch_completes_verified_with_the_guests_exit_codes(cluster, images):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     exits, chatty = images.program("exit_status"), images.program("chatty")
     ids = {"ep": cluster.submit(ep), "is": cluster.submit(is_),
            "three": cluster.submit(exits, "--", 3), "crash": cluster.submit(chatty, "--",
@@ -122,9 +126,10 @@ def test_batch_completes_verified_with_the_guests_exit_codes(cluster, images):
 
 
 def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
-    """EP is offloaded to make room for a job that spins on the server (its image is not
-    migratable, so it stays there); both are cancelled with scancel."""
-    ep, chatty = images.migratable("npb-ep", "S"), images.program("chatty")
+    """EP (class W: it runs long enough on the server not to end before the second job
+    comes) is offloaded to make room for a job that spins on the server (not migratable, so
+    it stays there); both are cancelled with scancel."""
+    ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
     first = cluster.submit(ep)
     wait_for(lambda s: len(s["jobs"]) == 1, cluster.state_dir, 120, "the first job")
     second = cluster.submit(chatty, "--", "spin", 1)
@@ -146,7 +151,7 @@ def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
 
 
 def test_daemon_restarted_mid_batch_loses_no_slurm_job(cluster, images):
-    ep, is_ = images.migratable("npb-ep", "S"), images.migratable("npb-is", "S")
+    ep, is_ = images.get("npb-ep", "S"), images.get("npb-is", "S")
     ids = [cluster.submit(ep), cluster.submit(is_), cluster.submit(ep)]
     wait_for(lambda s: any(j["state"] == "running" for j in s["jobs"]), cluster.state_dir,
              120, "a job to run")
@@ -161,3 +166,15 @@ def test_daemon_restarted_mid_batch_loses_no_slurm_job(cluster, images):
         check(kernel, "S", out)
         assert out.count("NAS Parallel Benchmarks") == 1, out
     assert "recovered" in cluster.log.read_text()
+
+
+def test_a_board_that_does_not_answer_drains_the_node(cluster):
+    """Slurm cannot shrink a node: the daemon drains it, with the reason in sinfo -R."""
+    assert cluster.slurm.node_state() == "IDLE"
+    sshd_fixture.stop(cluster.ssh)
+    deadline = time.time() + 120
+    while time.time() < deadline and "DRAIN" not in cluster.slurm.node_state():
+        time.sleep(0.5)
+    reason = cluster.slurm.run("sinfo", "-h", "-R", "-o", "%E").stdout.strip()
+    assert reason == "hexo: board0 unreachable, 1 of 2 CPUs left", reason
+    assert "board board0 does not answer" in cluster.log.read_text()

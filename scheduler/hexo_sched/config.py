@@ -73,6 +73,8 @@ class DaemonConfig:
     confirm_timeout_s: float = 120.0
     checkpoint_timeout_s: float = 60.0
     client_lease_s: float = 60.0      # a `hexo run` job is cancelled when its client is silent
+    slurm_node: str | None = None     # the Slurm node of this cluster: drained while a board
+    slurm_conf: Path | None = None    # is unreachable (slurm_conf: SLURM_CONF for scontrol)
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = 9466
     hexo: str = "hexo"
@@ -161,6 +163,7 @@ def load(path: str | os.PathLike) -> DaemonConfig:
         confirm_timeout_s=float(d.get("confirm_timeout_s", 120.0)),
         checkpoint_timeout_s=float(d.get("checkpoint_timeout_s", 60.0)),
         client_lease_s=float(d.get("client_lease_s", 60.0)),
+        slurm_node=d.get("slurm_node"), slurm_conf=_path(base, d.get("slurm_conf")),
         metrics_addr=d.get("metrics_addr", "127.0.0.1"),
         metrics_port=int(d.get("metrics_port", 9466)), hexo=d.get("hexo", "hexo"),
         calibration=_path(base, d.get("calibration")) or EMULATED_DATASET,

@@ -43,6 +43,7 @@ POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
 REMOTE_PROBE_S = 1.0         # boards are probed at most this often
+BOARD_CHECK_S = 10.0         # a board with no job is checked this often
 RETRY_S = 5.0                # an unreachable source is retried this often after a failure
 SAMPLE_S = 1.0               # hardware counters of server jobs are sampled this often (HEXO)
 KEPT_DECISIONS = 500
@@ -94,6 +95,10 @@ class Daemon:
         except RaplUnavailable as e:
             self.rapl = f"no RAPL: {e}"
         self.seen: dict[str, float] = {}    # attached job -> when its client last asked
+        self.snapshots: dict[tuple, tuple[float, relay.Snapshot]] = {}
+        self.unreachable: dict[str, str] = {}    # board -> why, while it does not answer
+        self.drained = False                      # this daemon drained the Slurm node
+        self.snapshot_lock = threading.Lock()
         self.metrics_port: int | None = None
         self.control: ControlServer | None = None
         self.stopping = threading.Event()
@@ -384,9 +389,28 @@ class Daemon:
                 parts.append(relay.local_part(str(copy)))
             else:
                 agent = self.agents[s.machine]
-                parts.append(relay.Part(agent.host.files, agent.seg_path(jid, s.n, stream),
-                                        s.rc is not None))
+                path = agent.seg_path(jid, s.n, stream)
+                files = agent.host.files
+                if agent.host.remote:
+                    def files(fn, a=agent, n=s.n):
+                        return fn(self._snapshot(a, jid, n))
+                parts.append(relay.Part(files, path, s.rc is not None))
         return parts
+
+    def _snapshot(self, agent: MachineAgent, jid: str, n: int) -> relay.Snapshot:
+        """Both output files of a segment on a board, read at most every REMOTE_PROBE_S in
+        one SFTP session whoever asks."""
+        key = (agent.name, jid, n)
+        with self.snapshot_lock:
+            taken, snap = self.snapshots.get(key, (0.0, None))
+            if snap is None or time.time() - taken >= REMOTE_PROBE_S:
+                paths = [agent.seg_path(jid, n, st) for st in relay.STREAMS]
+                snap = relay.Snapshot(agent.host.files(
+                    lambda fs: {p: fs.read_bytes(p) for p in paths}))
+                self.snapshots = {k: v for k, v in self.snapshots.items()
+                                  if time.time() - v[0] < 60}
+                self.snapshots[key] = (time.time(), snap)
+            return snap
 
     def cancel(self, jid: str, why: str) -> dict:
         """Stop the job wherever it is and remove everything of it. A job being migrated is
@@ -518,8 +542,19 @@ class Daemon:
             self.last_probe[machine] = now
             try:
                 results[machine] = agent.probe(segs)
+                self._board_answers(machine, None)
             except HostError as e:
                 log.warning("cannot probe %s: %s", machine, e)
+                self._board_answers(machine, str(e))
+        for m in self.cfg.machines:
+            if m.kind == "board" and m.name not in wanted \
+                    and now - self.last_probe.get(m.name, 0) >= BOARD_CHECK_S:
+                self.last_probe[m.name] = now
+                try:
+                    self.agents[m.name].host.files(lambda fs, d=m.work_dir: fs.exists(d))
+                    self._board_answers(m.name, None)
+                except HostError as e:
+                    self._board_answers(m.name, str(e))
         with self.lock:
             for machine, probes in results.items():
                 for (jid, n), p in probes.items():
@@ -529,6 +564,36 @@ class Daemon:
                         continue                       # changed while we probed
                     self._check_segment(jid, rec.current, p)
             self._event(self.policy.on_tick)
+
+    def _board_answers(self, board: str, error: str | None) -> None:
+        """Track which boards answer; with `slurm_node` set, the Slurm node is drained while
+        one does not (Slurm cannot shrink a node, slurm.py) and resumed when all answer."""
+        if self.cfg.machine(board).kind != "board" or \
+                (error is None) == (board not in self.unreachable):
+            return
+        if error is None:
+            log.info("board %s answers again", board)
+            del self.unreachable[board]
+        else:
+            log.error("board %s does not answer: %s", board, error)
+            self.unreachable[board] = error
+        if not self.cfg.slurm_node:
+            return
+        from . import slurm
+        conf = str(self.cfg.slurm_conf) if self.cfg.slurm_conf else None
+        try:
+            if self.unreachable:
+                left = sum(m.cores - m.reserved_cores for m in self.cfg.machines
+                           if m.name not in self.unreachable)
+                total = sum(m.cores - m.reserved_cores for m in self.cfg.machines)
+                slurm.drain(self.cfg.slurm_node, f"hexo: {', '.join(sorted(self.unreachable))} "
+                            f"unreachable, {left} of {total} CPUs left", conf=conf)
+                self.drained = True
+            elif self.drained:
+                slurm.resume(self.cfg.slurm_node, conf=conf)
+                self.drained = False
+        except slurm.SlurmError as e:
+            log.error("cannot update Slurm node %s: %s", self.cfg.slurm_node, e)
 
     def _check_segment(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
         key = (jid, seg.n)

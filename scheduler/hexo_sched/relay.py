@@ -36,6 +36,24 @@ def local_part(path: str) -> Part:
     return Part(lambda fn: fn(LocalFiles()), path, True)
 
 
+class Snapshot:
+    """A FileReader over files read earlier in one go: a running segment on a board is read
+    once per probe interval for every client's request, not once per request."""
+
+    def __init__(self, files: dict[str, bytes | None]):
+        self.files = files
+
+    def read_bytes(self, path: str, offset: int = 0, limit: int = -1) -> bytes | None:
+        data = self.files.get(path)
+        if data is None:
+            return None
+        return data[offset:] if limit < 0 else data[offset:offset + limit]
+
+    def size(self, path: str) -> int | None:
+        data = self.files.get(path)
+        return None if data is None else len(data)
+
+
 def guest_stderr(data: bytes, final: bool) -> bytes:
     """A segment's stderr without uhyve-ctl's own lines (checkpointed, confirmed, reports: the
     client says why a job failed in its own words). Of a running segment only complete lines,
