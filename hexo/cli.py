@@ -245,8 +245,9 @@ def _plugin_entries() -> list[str]:
         except OSError:
             pass
     key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "hexo", f"commands-{zlib.crc32(key.encode()):08x}")
+    home = os.environ.get("HEXO_HOME") or os.path.join(        # as hexo.resources.home(),
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")  # lighter
+    cache = os.path.join(home, f"commands-{zlib.crc32(key.encode()):08x}")
     try:
         with open(cache) as f:
             head, _, body = f.read().partition("\n\n")
