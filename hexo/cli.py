@@ -238,15 +238,19 @@ def _plugin_entries() -> list[str]:
     import path's directories, which installing or removing a distribution changes."""
     import os
     import zlib
+    dirs = [d for d in sys.path if d]       # not '' (the working directory)
     stamps = []
-    for d in filter(None, sys.path):       # not '' (the working directory)
+    for d in dirs:
         try:
             stamps.append(f"{d}:{os.stat(d).st_mtime_ns}")
         except OSError:
             pass
     key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "hexo", f"commands-{zlib.crc32(key.encode()):08x}")
+    home = os.environ.get("HEXO_HOME") or os.path.join(        # as hexo.resources.home(),
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")  # lighter
+    # one file per interpreter and import path, rewritten when a directory's time changes
+    where = zlib.crc32("\n".join([sys.executable, *dirs]).encode())
+    cache = os.path.join(home, f"commands-{where:08x}")
     try:
         with open(cache) as f:
             head, _, body = f.read().partition("\n\n")

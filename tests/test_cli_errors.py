@@ -123,11 +123,13 @@ def test_guest_exit_statuses_are_told_apart_from_uhyve_ctls_own(inputs, status, 
 
 QUICK = [["run", "x.hexo"], ["run", "x.hexo", "--stats"],
          ["run", "x.hexo", "--isa", "aarch64", "--backend", "emu", "--name", "j", "--mem", "1G",
-          "--timeout", "2.5", "--mount", "/tmp", "--mount", "/:/h:ro", "--x86-entry", "user"],
+          "--timeout", "2.5", "--mount", "/tmp", "--mount", "/:/h:ro", "--x86-entry", "user",
+          "--env", "A=1", "--env", "B="],
          ["run", "--stats", "--isa", "x86_64", "x.hexo", "--name", "j"]]
 FULL = [["run", "x.hexo", "--isa", "sparc"], ["run", "x.hexo", "--timeout", "-1"],
         ["run", "x.hexo", "--timeout", "soon"], ["run", "x.hexo", "--isa=aarch64"],
         ["run", "x.hexo", "--is", "aarch64"], ["run", "x.hexo", "--name"],
+        ["run", "x.hexo", "--env", "NOEQUALS"],
         ["run", "x.hexo", "y.hexo"], ["run", "x.hexo", "--checkpoint-at", "2", "--checkpoint-dir",
                                   "d"], ["run", "x.hexo", "-h"], ["restore", "ck"], ["run"]]
 

@@ -40,7 +40,7 @@ def test_plug_in_commands_are_found_and_the_list_is_cached(tmp_path, monkeypatch
     from importlib.metadata import entry_points
 
     from hexo import cli
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "hexo"))
     installed = sorted(ep.value for ep in entry_points(group=cli.PLUGIN_GROUP))
     assert "hexo_sched.commands:register" in installed
     assert sorted(cli._plugin_entries()) == installed

@@ -155,7 +155,8 @@ def _parser():
 # tests/test_cli_errors.py checks that both readings agree.
 _QUICK_VALUES = {"--isa": ("x86_64", "aarch64"), "--backend": ("auto", "kvm", "emu"),
                  "--x86-entry": ("auto", "user", "kernel"), "--name": None, "--mem": None,
-                 "--timeout": _seconds, "--mount": list}
+                 "--timeout": _seconds}
+_QUICK_LISTS = {"--mount": None, "--env": _env_var}      # repeatable
 _RUN_DEFAULTS = {"isa": None, "backend": "auto", "timeout": None, "x86_entry": "auto",
                  "name": None, "stats": False, "checkpoint_at": None, "checkpoint_dir": None,
                  "target_isa": None, "mem": None}
@@ -166,7 +167,7 @@ def _quick_run(argv: list[str]):
     if argv[:1] != ["run"]:
         return None
     import types
-    args = dict(_RUN_DEFAULTS, cmd="run", mount=[])
+    args = dict(_RUN_DEFAULTS, cmd="run", **{o[2:]: [] for o in _QUICK_LISTS})
     rest = iter(argv[1:])
     for opt in rest:
         if not opt.startswith("-") and "image" not in args:
@@ -175,25 +176,24 @@ def _quick_run(argv: list[str]):
         if opt == "--stats":
             args["stats"] = True
             continue
-        if opt not in _QUICK_VALUES:
+        if opt not in _QUICK_VALUES and opt not in _QUICK_LISTS:
             return None
-        kind, value = _QUICK_VALUES[opt], next(rest, None)
+        check, value = _QUICK_VALUES.get(opt, _QUICK_LISTS.get(opt)), next(rest, None)
         if value is None or value.startswith("-"):
             return None
-        key = opt[2:].replace("-", "_")
-        if kind is list:
-            args[key].append(value)
-        elif isinstance(kind, tuple):
-            if value not in kind:
+        if isinstance(check, tuple):
+            if value not in check:
                 return None
-            args[key] = value
-        elif kind is None:
-            args[key] = value
-        else:
+        elif check is not None:
             try:
-                args[key] = kind(value)
+                value = check(value)
             except Exception:
                 return None
+        key = opt[2:].replace("-", "_")
+        if opt in _QUICK_LISTS:
+            args[key].append(value)
+        else:
+            args[key] = value
     return types.SimpleNamespace(**args) if "image" in args else None
 
 
