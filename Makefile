@@ -12,6 +12,7 @@ PY := $(VENV)/bin/python
 DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross linux-libc-dev-arm64-cross \
         libc6-dev-arm64-cross make patch xz-utils python3-venv \
         openssh-server iproute2 valgrind qemu-user-static qemu-system-arm qemu-utils debootstrap cpio kmod \
+        podman runc \
         slurmctld slurmd slurm-client munge
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 # What hexo builds once (sysroots, the pass plugin, CRIU, board state) stays in this checkout;

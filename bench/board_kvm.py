@@ -48,16 +48,20 @@ def npb_timer(cmd: list[str]):
     return timed
 
 
-def per_call(cmd: list[str]):
-    """A pyperf time function returning the time per call the loop program measured."""
+def calls_timer(cmd: list[str]):
+    """A pyperf time function returning the time the loop program measured for its CALLS
+    calls (pyperf divides by inner_loops=CALLS: the value is one call). Not the per-call time
+    itself, which would make pyperf's loop calibration run the program thousands of times."""
     def timed(loops: int) -> float:
-        return sum(float(re.search(r"([\d.]+) us per call", _output(cmd))[1]) * 1e-6
+        return sum(float(re.search(r"calls in ([\d.]+) us", _output(cmd))[1]) * 1e-6
                    for _ in range(loops))
     return timed
 
 
 def on_board() -> None:
-    runner = pyperf.Runner(processes=1, values=3, warmups=0,
+    # loops=1: every value is one program run of seconds on a TCG board, so pyperf's loop
+    # calibration would only add a run per benchmark
+    runner = pyperf.Runner(processes=1, values=3, warmups=0, loops=1,
                            program_args=(sys.argv[0], BOARD_FLAG))
     runner.argparser.add_argument(BOARD_FLAG, action="store_true")
     runner.parse_args()
@@ -65,9 +69,11 @@ def on_board() -> None:
     for k in KERNELS:
         runner.bench_time_func(f"npb-{k}-S-board-native", npb_timer([f"./{IMAGES}/{k}"]))
         runner.bench_time_func(f"npb-{k}-S-board-kvm", npb_timer([*kvm, f"{IMAGES}/{k}.hexo"]))
-    runner.bench_time_func("board-syscall", per_call([f"./{IMAGES}/loop", str(CALLS)]))
+    runner.bench_time_func("board-syscall", calls_timer([f"./{IMAGES}/loop", str(CALLS)]),
+                           inner_loops=CALLS)
     runner.bench_time_func("board-kvm-exit",
-                           per_call([*kvm, f"{IMAGES}/loop.hexo", "--", str(CALLS)]))
+                           calls_timer([*kvm, f"{IMAGES}/loop.hexo", "--", str(CALLS)]),
+                           inner_loops=CALLS)
 
 
 # -- on the host --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import HEXO, needs_kvm, run
+from conftest import HEXO, ROOT, needs_kvm, run
 
 TIMINGS = "Time in seconds|Mop/s"        # what NPB prints that no two runs share
 
@@ -91,3 +91,27 @@ def test_guest_arguments_and_both_output_streams_are_compared(tmp_path):
     assert result["args"] == ["lines", "12"] and result["points_total"] == 12
     assert result["points"] == [1, 6, 12] and all(r["identical"] for r in result["runs"])
     assert len(result["runs"]) == 2 + 6 + 1
+
+
+@needs_kvm
+def test_a_job_that_writes_files_and_reads_its_environment_certifies(tmp_path):
+    """--mount and --env reach every run, fresh and restored."""
+    image = tmp_path / "file_io.hexo"
+    p = run([HEXO, "build", "--workload", "libc-fileio", "--auto-points", "-o", image])
+    assert p.returncode == 0, p.stderr
+    data = tmp_path / "data"
+    data.mkdir()
+    p = run([HEXO, "certify", image, "--mount", f"{data}:/data", "--json", "--", "/data"],
+            timeout=900)
+    assert p.returncode == 0 and json.loads(p.stdout)["ok"], p.stdout + p.stderr
+    assert [d.name for d in data.iterdir()] == ["hexo_file_io.d"]
+    env_image = tmp_path / "environment.hexo"
+    p = run([HEXO, "build", ROOT / "tests" / "programs" / "environment.c", "--auto-points",
+             "-o", env_image])
+    assert p.returncode == 0, p.stderr
+    p = run([HEXO, "certify", env_image, "--env", "HEXO_PARAM=certified", "--points", "1,9",
+             "--json", "--", "12"])
+    result = json.loads(p.stdout)
+    assert p.returncode == 0 and result["ok"] and result["points_total"] == 13, p.stderr
+    p = run([HEXO, "certify", env_image, "--mount", str(tmp_path / "missing")])
+    assert p.returncode == 2 and "is not a directory" in p.stderr

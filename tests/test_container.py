@@ -5,6 +5,7 @@ here), with outputs compared with unmigrated runs."""
 import ctypes
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -152,3 +153,34 @@ def test_open_tcp_connection_is_refused(migratable, tmp_path):
         finally:
             p.kill()
             p.wait()
+
+
+PODMAN = ["podman", "--runtime", "runc"]
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+@pytest.mark.skipif(shutil.which("podman") is None or shutil.which("runc") is None,
+                    reason="podman and runc are not installed (Debian packages podman runc)")
+def test_podman_same_isa_export_import(migratable, tmp_path, monkeypatch, capsys):
+    """The image's OCI form runs in podman; `podman container checkpoint --export` and
+    `restore --import` (CRIU 4.1 on the PATH) finish the job with the unmigrated output."""
+    monkeypatch.setattr(cli, "_plugins", commands.register)
+    tag, name = "localhost/hexo-test-migratable", f"hexo-test-{os.getpid()}"
+    assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
+    env = dict(os.environ, PATH=f"{criu.ensure().parent}:{os.environ['PATH']}")
+
+    def podman(*args):
+        return subprocess.run([*PODMAN, *args], capture_output=True, text=True, check=True,
+                              env=env).stdout
+
+    want = unmigrated(migratable, ["100000"], tmp_path)
+    podman("run", "-d", *ULIMITS, "--name", name, tag, "100000")
+    try:
+        podman("container", "checkpoint", name, "--export", str(tmp_path / "c.tar"))
+        podman("rm", name)
+        podman("container", "restore", "--import", str(tmp_path / "c.tar"))
+        assert podman("wait", name).strip() == "0"
+        assert podman("logs", name) == want
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)

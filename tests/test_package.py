@@ -93,6 +93,7 @@ def installed_env(venv, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("package")
 def test_installed_package_imports_only_itself_and_its_dependencies(venv, installed_env,
                                                                      tmp_path):
     probe = ("import importlib, pkgutil, sys\n"
@@ -110,6 +111,7 @@ def test_installed_package_imports_only_itself_and_its_dependencies(venv, instal
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("package")
 def test_installed_commands_build_and_run_a_job(venv, installed_env, tmp_path):
     image = tmp_path / "is.hexo"
     p = run(["hexo", "build", "--workload", "npb-is", "--class", "S", "-o", image],

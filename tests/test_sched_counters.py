@@ -6,6 +6,7 @@ from hexo_sched import model
 from hexo_sched.counters import (CalibrationSource, CounterRates, CountersUnavailable,
                                  PerfEventSource, hardware_counters, hardware_pmus, open_source)
 
+
 def test_hardware_counters_say_why_not():
     ok, why = hardware_counters()
     assert why

@@ -289,20 +289,18 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
 
 
 def _check_deferred(split: perisa.Split | None, table: dict, req: BuildRequest) -> None:
-    """Refuse a migratable build whose migration points can only be reached under frames of
-    functions compiled per ISA (where migration waits), or that keeps long double globals
-    (their bytes would reach the other ISA unconverted)."""
-    if split is None:
+    """Refuse a migratable build with migration points that keeps long double globals (their
+    bytes would reach the other ISA unconverted), or whose points can only be reached under
+    frames of functions compiled per ISA (where migration waits)."""
+    if split is None or not (req.auto_points or table["sites"] or any(
+            "@hexo_check_migrate(" in obj.with_suffix(".ll").read_text()
+            for obj in split.objects.values())):
         return
     if split.globals:
         raise ToolchainError("cannot be made migratable for cross-ISA migration: long double "
                              f"globals ({', '.join(split.globals)}) have a different format "
                              "on each ISA; use double, or a long double local")
-    if "main" in table["reaching"]:
-        return
-    if req.auto_points or table["sites"] or any(
-            "@hexo_check_migrate(" in obj.with_suffix(".ll").read_text()
-            for obj in split.objects.values()):
+    if "main" not in table["reaching"]:
         raise ToolchainError(
             "cannot be made migratable for cross-ISA migration: no migration point can be "
             "reached outside functions compiled per ISA, where migration waits:\n  "

@@ -310,6 +310,9 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
         addresses = frame_addresses(isa, insns)
         for s in fsites:
             i = index.get(s["ra"])
+            if i is None and s["ra"] == end:
+                s["frame_bases"] = []       # a call that never returns (exit) ends the code
+                continue
             if i is None:
                 raise StackMapError(f"{isa}: return address {s['ra']:#x} is not an "
                                     f"instruction of {s['function']}")

@@ -1,8 +1,9 @@
 """Functions compiled per ISA: the parts of C whose IR bakes in one ISA's ABI.
 
 `va_arg` lowering and the va_list type (variadic definitions, va_copy, functions taking a
-va_list), long double (x87 80-bit on x86-64, IEEE 128-bit on aarch64) and functions that
-call setjmp cannot share one IR between ISAs. Such functions, and long double globals, are
+va_list), long double (x87 80-bit on x86-64, IEEE 128-bit on aarch64), functions that call
+setjmp, and float _Complex arguments between such code (or the C library) and the rest
+cannot share one IR between ISAs. Such functions, and long double globals, are
 taken out of the shared IR and compiled from each ISA's own IR of the same source, like the
 C library. Each ISA's copy keeps a counter (`hexo_migration_deferred`, kept by the library
 OS) raised while its frame is on the stack: a migration request then waits for the first
@@ -127,6 +128,14 @@ def _defined(ir: str) -> set[str]:
     return {n.strip('"') for n in names}
 
 
+def mark_declarations(ir: str, names: set[str]) -> str:
+    """`ir` with the declarations of `names` carrying the "hexo-per-isa" attribute: the
+    live-value pass then knows them for application code, not the C library."""
+    def mark(m: re.Match) -> str:
+        return m[0] + ' "hexo-per-isa"' if m[1].strip('"') in names else m[0]
+    return re.sub(r'^declare [^@\n]*@("?[^("\n]+"?)\(.*$', mark, ir, flags=re.M)
+
+
 def defer_migration(ir: str) -> str:
     """`ir` with every defined function raising the deferral counter while it runs."""
     out, inside = [], False
@@ -150,6 +159,30 @@ def defer_migration(ir: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _extract_own(src: Path, names: list[str], globs: list[str], shared_defs: set[str],
+                 out: Path) -> str:
+    """One ISA's copy of the per-ISA code from `src`, that ISA's IR of the application. Its
+    optimizer may have inlined a static per-ISA helper the other kept, or kept one (or a
+    constant table) that the other inlined: what its copy still defines goes in, and so does
+    any application symbol the copy uses that the shared IR lacks."""
+    text = src.read_text()
+    funcs = {m[1].strip('"') for m in _DEFINE.finditer(text)}
+    own = {m[1].strip('"'): m[2] for m in _GLOBAL.finditer(text)
+           if not m[2].startswith("external ")}
+    want = {n for n in names if n in funcs} | {g for g in globs if g in own}
+    while True:
+        _extract(src, sorted(want & funcs), sorted(want - funcs), out, delete=False)
+        part = out.read_text()
+        extra = (_declared(part) & (funcs | set(own))) - shared_defs - want
+        if not extra:
+            return part
+        mutable = sorted(g for g in extra if g in own and " constant " not in f" {own[g]} ")
+        if mutable:
+            raise ToolchainError(f"the functions compiled per ISA use state that only one "
+                                 f"ISA's compile has: {', '.join(mutable)} (a hexo defect)")
+        want |= extra
+
+
 def split(linked: Path, ir_of_isa, work: Path) -> Split | None:
     """Take the per-ISA code out of `linked` (the x86-64 IR of the whole application) and
     compile it for every ISA; `ir_of_isa(isa)` gives the linked IR of the same sources for
@@ -160,22 +193,14 @@ def split(linked: Path, ir_of_isa, work: Path) -> Split | None:
     names = [f["name"] for f in funcs]
     shared = work / "app-shared.ll"
     _extract(linked, names, globs, shared, delete=True)
+    shared.write_text(mark_declarations(shared.read_text(), set(names)))
     shared_defs = _defined(shared.read_text())
-    objects, strays = {}, set()
+    objects = {}
     for isa in TARGETS:
         src = linked if isa == "x86_64" else ir_of_isa(isa)
-        app = _defined(src.read_text())
-        missing = [n for n in names + globs if n not in app]
-        if missing:
-            raise ToolchainError(f"the {isa} compile of the application has no "
-                                 f"{', '.join(missing)} (a hexo defect)")
         part = work / isa / "perisa.ll"
         part.parent.mkdir(exist_ok=True)
-        _extract(src, names, globs, part, delete=False)
-        text = part.read_text()
-        # Application code the per-ISA copy calls or reads must be in the shared IR: the
-        # ISAs' optimizers may keep different static helpers.
-        strays |= (_declared(text) & app) - shared_defs
+        text = _extract_own(src, names, globs, shared_defs, part)
         part.write_text(defer_migration(text))
         obj = part.with_suffix(".o")
         run(["llc", "-O2", "-filetype=obj", f"-mtriple={TARGETS[isa].llc_triple}",
@@ -183,10 +208,6 @@ def split(linked: Path, ir_of_isa, work: Path) -> Split | None:
              "-data-sections", "--fp-contract=off", str(part), "-o", str(obj)],
             f"generating {isa} code of the functions compiled per ISA")
         objects[isa] = obj
-    if strays:
-        raise ToolchainError("the functions compiled per ISA use application symbols that "
-                             f"only one ISA's compile has: {', '.join(sorted(strays))} "
-                             "(a hexo defect)")
     return Split(shared, objects, funcs, globs)
 
 

@@ -8,6 +8,7 @@
 
 extern struct hexo_boot_info hexo_boot;
 extern uintptr_t hexo_brk;
+extern int hexo_exiting;            /* exit() has run the program's handlers */
 
 _Noreturn void hexo_panic(const char *msg);
 uint64_t hexo_monotonic_ns(void);

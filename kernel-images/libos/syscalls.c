@@ -119,6 +119,8 @@ int _open(const char *path, int flags, ...)
 int _close(int fd)
 {
     hexo_readahead_drop(fd, 0);
+    if (hexo_exiting)
+        return 0;
     struct hexo_args_close a = { fd, 0 };
     hexo_hypercall(HEXO_HC_CLOSE, &a);
     return (int)result(a.ret);

@@ -37,8 +37,10 @@ ALLOW = {
     ("libc.a", "object", "lib_a-strtold.o:map"): "table of __flt_rounds",
     # long double is x87 80-bit on x86_64 but IEEE binary128 on aarch64, so
     # aarch64 calls libgcc's soft-float TF helpers where x86 uses x87 code.
-    ("libc.a", "undefined", "__extenddftf2"): "aarch64 long double (libgcc)",
-    ("libc.a", "undefined", "__trunctfdf2"): "aarch64 long double (libgcc)",
+    # printf/scanf of long double (--enable-newlib-io-long-double) add the rest.
+    **{("libc.a", "undefined", n): "aarch64 long double (libgcc)" for n in (
+        "__eqtf2", "__extenddftf2", "__fixtfsi", "__floatsitf", "__gttf2", "__lttf2",
+        "__multf3", "__netf2", "__subtf3", "__trunctfdf2")},
     **{("libm.a", "undefined", n): "aarch64 long double (libgcc)" for n in (
         "__addtf3", "__divtf3", "__eqtf2", "__extenddftf2", "__extendsftf2",
         "__fixtfdi", "__floatditf", "__floatsitf", "__getf2", "__gttf2",

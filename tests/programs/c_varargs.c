@@ -1,6 +1,6 @@
 /* Variadic definitions, va_copy and functions taking a va_list, with migration points before,
-   inside (reached through a callback from a variadic frame: migration waits until it
-   returns) and after them. argv[1] = rounds. */
+   inside (in a callback the variadic function is handed: migration waits until it returns)
+   and after them. argv[1] = rounds. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +17,9 @@ __attribute__((noinline)) static long step(long x)
     return progress;
 }
 
-/* The sum of n ints; the running total goes through step(), a migration point. */
-__attribute__((noinline)) long sum_ints(int n, ...)
+/* The sum of n ints; the running total goes through `each` (step(), a migration point,
+   handed over by main as a callback). */
+__attribute__((noinline)) long sum_ints(long (*each)(long), int n, ...)
 {
     va_list ap;
     va_start(ap, n);
@@ -26,7 +27,7 @@ __attribute__((noinline)) long sum_ints(int n, ...)
     for (int i = 0; i < n; i++)
         s += va_arg(ap, int);
     va_end(ap);
-    return s + step(s) % 7;
+    return s + each(s) % 7;
 }
 
 /* Mixed types: a format of 'i' (int), 'l' (long), 'd' (double), 's' (string). */
@@ -79,7 +80,7 @@ int main(int argc, char **argv)
     int rounds = argc > 1 ? atoi(argv[1]) : 4;
     for (int r = 0; r < rounds; r++) {
         hexo_check_migrate();
-        long s = sum_ints(5, r, 2 * r, 3, -4, 5 + r);
+        long s = sum_ints(step, 5, r, 2 * r, 3, -4, 5 + r);
         double m = mixed("idlsd", r, 0.25 * r, (long)r << 33, "hexo", -1.5);
         log_msg("round %d: sum %ld mixed %.6f progress %ld %s", r, s, m, progress,
                 r % 2 ? "odd" : "even");

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import namedtuple
 
-from .cli import env_option
+from .cli import env_option, mount_option
 from .errors import UhyveError
 
 ISAS = ("x86_64", "aarch64")
@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds each VM may run (default 900)")
     p.add_argument("--mem", help="guest RAM, e.g. 512M (default: what the image needs)")
     env_option(p)
+    mount_option(p)
     return p
 
 
@@ -105,7 +106,7 @@ class Runner:
     """Runs legs of a job in this process with its output captured."""
 
     def __init__(self, image_path: str, argv: list[str], mem: int | None, timeout: float,
-                 workdir: str, env: list[str] = ()):
+                 workdir: str, env: list[str] = (), mounts: list[str] = ()):
         from hexo.image import Image, ImageError
         try:
             self.image = Image(image_path)
@@ -116,6 +117,11 @@ class Runner:
             raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
                                f"metadata: it was built with --no-migratable")
         self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
+        from .hypercalls import Mount
+        try:
+            self.mounts = [Mount.parse(m) for m in mounts]
+        except ValueError as e:
+            raise CertifyError(str(e)) from None
         self.env = list(env)
         self.checkpoints = 0
 
@@ -148,7 +154,7 @@ class Runner:
                 open(os.devnull, "rb") as stdin:
             try:
                 vm = VirtualMachine(self.image, isa, mem_size=self.mem, argv=self.argv,
-                                    env=self.env,
+                                    env=self.env, mounts=self.mounts,
                                     stdio=(stdin.fileno(), out.fileno(), err.fileno()),
                                     restore=restore)
             except (ImageError, CheckpointError, ValueError, OSError) as e:
@@ -223,7 +229,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
         raise CertifyError(f"--ignore: bad pattern: {e}") from None
     rows = []
     with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
-        runner = Runner(args.image, argv, mem, args.timeout, work, args.env)
+        runner = Runner(args.image, argv, mem, args.timeout, work, args.env, args.mount)
         unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
         step = progress or (lambda name, runs: None)
         results = []

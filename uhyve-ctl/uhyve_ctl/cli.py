@@ -26,8 +26,7 @@ def _vm_options(p) -> None:
     p.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto",
                    help="kvm: hardware virtualization; emu: emulated CPU (default: kvm when "
                         "the ISA is the host's, else emu)")
-    p.add_argument("--mount", action="append", default=[], metavar="HOST_DIR[:GUEST_DIR[:ro]]",
-                   help="let the guest open files below HOST_DIR (repeatable)")
+    mount_option(p)
     p.add_argument("--timeout", type=_seconds, help="stop the guest after this many seconds")
     p.add_argument("--x86-entry", choices=("auto", "user", "kernel"), default="auto",
                    help="x86-64 KVM guest privilege: user (CPL3, needed on PVM hosts) or "
@@ -40,6 +39,11 @@ def _vm_options(p) -> None:
     p.add_argument("--checkpoint-dir", metavar="DIR", help="where --checkpoint-at writes")
     p.add_argument("--to", dest="target_isa", choices=("x86_64", "aarch64"),
                    help="with --checkpoint-at: ISA the job will resume on (default: its own)")
+
+
+def mount_option(p) -> None:
+    p.add_argument("--mount", action="append", default=[], metavar="HOST_DIR[:GUEST_DIR[:ro]]",
+                   help="let the guest open files below HOST_DIR (repeatable)")
 
 
 def env_option(p) -> None:

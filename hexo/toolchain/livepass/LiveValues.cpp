@@ -504,14 +504,17 @@ private:
 
   // Application functions that library code may call: passed to a declared function, or a
   // constructor/destructor. They cannot host a migration point (a library frame would be
-  // below them).
+  // below them). Application functions compiled per ISA (declarations marked "hexo-per-isa"
+  // by hexo/toolchain/perisa.py) are not library code: migration waits while their frames,
+  // and whatever they call back, are on the stack.
   std::map<Function *, std::string> libraryCallbacks() {
     std::map<Function *, std::string> Out;
     for (Function &F : M)
       for (Instruction &I : instructions(F)) {
         auto *C = dyn_cast<CallBase>(&I);
         Function *Callee = C ? directCallee(C) : nullptr;
-        if (!Callee || !Callee->isDeclaration() || Callee->isIntrinsic())
+        if (!Callee || !Callee->isDeclaration() || Callee->isIntrinsic() ||
+            Callee->hasFnAttribute("hexo-per-isa"))
           continue;
         for (Value *A : C->args()) {
           auto *G = dyn_cast<Function>(A->stripPointerCasts());

@@ -35,9 +35,9 @@ HERE = package_path("hexo_sched.boards")
 SUITE = "bookworm"
 PACKAGES = ["openssh-server", "python3", "criu", "tini", "iproute2", "procps", "kmod"]
 # podman depends on the virtual container-network-stack, which debootstrap does not resolve:
-# named explicitly. A board without podman still runs hexo, so a failure there is reported,
-# not fatal.
-OPTIONAL = ["podman", "containernetworking-plugins"]
+# named explicitly; runc because Debian's crun (podman's default) cannot checkpoint. A board
+# without podman still runs hexo, so a failure there is reported, not fatal.
+OPTIONAL = ["podman", "containernetworking-plugins", "runc"]
 WHEELS = ["unicorn", "pyelftools"]            # what uhyve-ctl imports beyond the stdlib
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "ext4",
                      "crc32c_generic"]

@@ -39,6 +39,13 @@ def register(sub) -> None:
     s.add_argument("--until-point", action="store_true",
                    help="stop it again at its next migration point (one step here)")
     s.set_defaults(run=_restore)
+    o = csub.add_parser("image", help="an OCI image for podman with the executables of both "
+                        "ISAs, from a local root file system tarball")
+    o.add_argument("image", type=Path)
+    o.add_argument("-t", "--tag", required=True, help="e.g. localhost/app")
+    o.add_argument("--isa", help="the ISA whose executable is the entry point (default: this "
+                   "machine's)")
+    o.set_defaults(run=_image)
     i = csub.add_parser("inspect", help="decode a checkpoint directory's CRIU images")
     i.add_argument("directory", type=Path)
     i.set_defaults(run=_inspect)
@@ -66,6 +73,12 @@ def _restore(args) -> int:
     pid = restore(args.directory, reap=args.wait, until_point=args.until_point)
     print(f"restored process {pid}", flush=True)
     return wait(pid) if args.wait else 0
+
+
+def _image(args) -> int:
+    from .oci import build
+    print(f"{args.tag}: {build(args.image, args.tag, args.isa)}")
+    return 0
 
 
 def _inspect(args) -> int:

@@ -103,9 +103,12 @@ def _shared_page(mem) -> dict:
     """The shared page as the process sees it (all zero while it is not mapped yet)."""
     mem.seek(abi.LINUX_PAGE_ADDR)
     try:
-        return abi.SHARED_PAGE.unpack(mem.read(abi.SHARED_PAGE.size))
+        data = mem.read(abi.SHARED_PAGE.size)
     except OSError:
-        return abi.SHARED_PAGE.unpack(bytes(abi.SHARED_PAGE.size))
+        data = bytes(abi.SHARED_PAGE.size)
+    if len(data) < abi.SHARED_PAGE.size:             # no memory left: the process has ended
+        raise ProcessError("the process ended before it reached a migration point")
+    return abi.SHARED_PAGE.unpack(data)
 
 
 def _at_point(mem, pid: int) -> bool:
