@@ -108,7 +108,12 @@ def main() -> int:
     finally:
         cluster.stop()
         daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            print("hexo-schedd did not stop within 30 s of SIGTERM; killed", file=sys.stderr)
+            daemon.kill()
+            daemon.wait()
         sshd_fixture.stop(ssh)
     by_slurm = {j["slurm_job"]: j for j in st["jobs"]}
     ok = offloaded = 0

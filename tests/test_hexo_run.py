@@ -48,6 +48,20 @@ def one_then_another(state_dir: Path, first: list, second: list) -> tuple:
     return one, hexo_run(state_dir, *second)
 
 
+def stop(daemon: subprocess.Popen, state_dir: Path, clients=()) -> None:
+    """Kill the clients still running, so that the daemon cancels their jobs (a failed test
+    leaves no VM running), then stop the daemon."""
+    alive = [c for c in clients if c.poll() is None]
+    for c in alive:
+        c.kill()
+        c.wait()
+    if alive:
+        wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 60,
+                 "the jobs of killed clients to be cancelled")
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(30)
+
+
 def vm_processes(root: Path, job: str) -> list[str]:
     """Command lines of live processes started for `job` of the cluster under `root`
     (uhyve-ctl and its shell)."""
@@ -81,14 +95,14 @@ def test_output_follows_an_offloaded_job_and_the_exit_status_is_the_guests(image
     frees up; its `hexo run` shows every byte once."""
     ep, is_ = images.get("npb-ep", "W"), images.get("npb-is", "S")
     daemon, state_dir = with_board(tmp_path, sshd)
+    first = second = None
     try:
         first, second = one_then_another(state_dir, [ep], [is_])
         out1, err1 = first.communicate(timeout=600)
         out2, err2 = second.communicate(timeout=600)
         st = status(state_dir)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
+        stop(daemon, state_dir, filter(None, (first, second)))
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)
     job1 = next(j for j in st["jobs"] if j["id"] == "job-1")
     moves = [(h["src"], h["dst"]) for h in job1["migrations"] if h["outcome"] == "done"]
@@ -130,6 +144,7 @@ def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, s
     it stays there); SIGTERM to each `hexo run` cancels its job."""
     ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
     daemon, state_dir = with_board(tmp_path, sshd)
+    first = second = None
     try:
         first, second = one_then_another(state_dir, [ep], [chatty, "--", "spin", "1"])
         st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "running"
@@ -143,8 +158,7 @@ def test_sigterm_cancels_an_offloaded_job_and_leaves_nothing(images, tmp_path, s
             results.append((client.communicate(timeout=120)[1], client.returncode))
         st = status(state_dir)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
+        stop(daemon, state_dir, filter(None, (first, second)))
     for (err, rc), job in zip(results, st["jobs"]):
         assert rc == 128 + signal.SIGTERM, err
         assert b"cancelled" in err

@@ -83,8 +83,10 @@ def cluster(tmp_path):
         yield c
     finally:
         daemons = list(c.slurm.procs.values())
-        c.slurm.stop()
+        c.slurm.stop()              # cancels what runs: the daemon cancels the hexo jobs
         if c.daemon.poll() is None:
+            wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), c.state_dir, 60,
+                     "the jobs of cancelled Slurm jobs to be cancelled")
             c.daemon.send_signal(signal.SIGTERM)
             c.daemon.wait(30)
         if ssh.proc.poll() is None:
