@@ -114,9 +114,9 @@ def test_failed_restore_leaves_the_source_running(board, tmp_path):
     out = tmp_path / "run.out"
     p = start(image, ["3000"], out, stop_at=5)
     # A process on the board under the job's pid (ns_last_pid: the next fork gets pid).
-    status, log = on_board(board, ["sh", "-c", f"echo {p.pid - 1} > "
-                                   "/proc/sys/kernel/ns_last_pid; setsid sleep 600 </dev/null >/dev/null 2>&1 & "
-                                   "echo $!"])
+    status, log = on_board(board, ["sh", "-c", f"echo {p.pid - 1} > /proc/sys/kernel/"
+                                   "ns_last_pid; setsid sleep 600 </dev/null >/dev/null 2>&1 "
+                                   "& echo $!"])
     assert status == 0 and log.split()[-1] == str(p.pid), log
     try:
         with pytest.raises(MigrationError, match=f"process {p.pid} continues here"):

@@ -109,7 +109,8 @@ def _exec(args) -> int:
 def _migrate(args) -> int:
     from .migrate import from_board, to_board
     if args.to:
-        print(f"process {args.pid} runs on {args.to} as {to_board(args.pid, args.to, args.timeout)}")
+        print(f"process {args.pid} runs on {args.to} as "
+              f"{to_board(args.pid, args.to, args.timeout)}")
     else:
         print(f"process {args.pid} of {args.from_board} runs here as "
               f"{from_board(args.from_board, args.pid, args.timeout)}")
