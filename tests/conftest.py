@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def images(tmp_path_factory, worker_id) -> ImageCache:
         root = tmp_path_factory.getbasetemp().parent / "images"
     root.mkdir(parents=True, exist_ok=True)
     return ImageCache(root)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment of a test's own uhyve-ctl: its named VMs in a private run directory."""
+    (tmp_path / "run").mkdir(mode=0o700)
+    return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,6 @@ def reference(image):
     return p.stdout
 
 
-@pytest.fixture
-def env(tmp_path):
-    (tmp_path / "run").mkdir(mode=0o700)
-    return dict(os.environ, HEXO_RUN_DIR=str(tmp_path / "run"))
-
-
 def test_kernel_entry_runs_the_job_natively(image, reference, tmp_path):
     """Same output as the CPL3 entry, and KVM emulated no more than the few boot instructions
     before sysret (a PVM host emulating the whole job would count millions)."""
