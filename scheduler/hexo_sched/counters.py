@@ -3,7 +3,7 @@
 HEXO samples them per VM every second with perf (§4.3). Where the CPU has a PMU, the daemon opens
 the three generic hardware events on the vCPU thread with perf_event_open and turns deltas into
 rates. Where it has none (this project's development VMs: perf_event_open fails with ENOENT for
-hardware events), the fallback is the image's calibration row (cachegrind counts over the
+hardware events), the fallback is the image's calibration row (callgrind counts over the
 native run time, see calibrate.py), and the rates say so in their `source`. No source ever
 returns zeros in place of a measurement: it raises CountersUnavailable instead.
 """
