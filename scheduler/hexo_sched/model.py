@@ -1,6 +1,6 @@
-"""Slowdown model: linear regression from a job's counter rates on the server to its slowdown
-on a board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95,
-R² = 0.90 on NPB for the Potato, a training fit).
+"""Slowdown model: linear regression from a job's counters on the server to its slowdown on a
+board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95, R² = 0.90
+on NPB for the Potato, a training fit), or from its instruction mix (insn_mix; FEATURE_SETS).
 
 Datasets are CSV files whose `#` header lines state where every column comes from; loading one
 without them fails. A training fit says little with a handful of benchmarks, so `evaluate`
