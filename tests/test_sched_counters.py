@@ -1,5 +1,6 @@
 """Counter sources: hardware where it exists, a labelled calibration fallback, never zeros."""
 
+import numpy as np
 import pytest
 
 from hexo_sched import model
@@ -83,3 +84,25 @@ def test_pmus_and_their_events_come_from_sysfs(tmp_path):
     assert pmus["armv8_pmuv3"].events == {"cpu_cycles": 0x11, "stall": 0x3c}
     assert pmus["armv8_pmuv3"].describe() == "armv8_pmuv3 lists cpu_cycles, stall"
     assert hardware_pmus(tmp_path / "absent") == []
+
+
+def test_estimates_use_the_best_held_out_features_and_a_samples_rates():
+    from hexo_sched.estimates import Estimator
+    board = "emulated-aarch64"
+    est = Estimator(model.CORPUS_DATASET, model.CORPUS_DATASET, [board])
+    rows = model.load_dataset(model.CORPUS_DATASET).labelled(board)
+    r2 = {f: model.evaluate(rows, board, f)["lobo_r2"] for f in model.FEATURE_SETS}
+    assert r2[est.features[board]] == max(r2.values())
+    slow, why = est.estimate("EP", "S")
+    assert f"; {est.features[board]} features: calibration" in why
+    ep = rows[(rows["benchmark"] == "EP") & (rows["npb_class"] == "S")]
+    fit = model.SlowdownModel(board, est.features[board]).fit(rows)
+    assert slow[board] == pytest.approx(float(np.clip(fit.predict_rows(ep)[0], *fit.range)))
+    # a hardware sample has rates only: the rates model answers, and says so
+    r = CalibrationSource(model.CORPUS_DATASET).rates("EP", "S")
+    assert r.mix is not None and len(r.mix) == len(model.MIX_FEATURES)
+    sample = CounterRates(*r.features(), source="a sample")
+    slow, why = est.predict(sample)
+    assert why.endswith("; rates: a sample") and slow[board] > 0
+    with pytest.raises(CountersUnavailable, match="a sample: no fp_per_insn"):
+        sample.inputs(model.MIX_FEATURES)

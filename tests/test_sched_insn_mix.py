@@ -94,3 +94,11 @@ def test_a_real_run_counts_what_the_program_does(tmp_path):
     assert per["branches"] == pytest.approx(1, abs=0.02)
     assert per["stores"] == pytest.approx(0, abs=0.02)
     assert 6 <= per["instructions"] <= 12
+
+
+def test_calibration_reads_the_run_and_cpu_times_uhyve_ctl_reports():
+    from hexo_sched.agents import stats_cpu_seconds, stats_run_seconds
+    line = "uhyve-ctl: x86_64 on kvm: setup 139.4 ms, run 19.2 ms, cpu 8.1 ms, 8 hypercalls\n"
+    assert stats_run_seconds(line) == pytest.approx(0.0192)
+    assert stats_cpu_seconds(line) == pytest.approx(0.0081)
+    assert stats_cpu_seconds("uhyve-ctl: x86_64 on kvm: run 19.2 ms, 8 hypercalls") is None

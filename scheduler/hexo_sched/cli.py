@@ -121,8 +121,8 @@ def model_bias(path: str) -> dict[str, float]:
     names = {b.upper(): b for b in (*paper.POTATO_SLOWDOWN, *paper.POTATO_SLOWDOWN_FIG1)}
     out = {}
     for board in ds.boards:
-        for bench, ratio in lobo_bias(ds.labelled(board), board,
-                                      best_features(ds.frame)).items():
+        rows = ds.labelled(board)
+        for bench, ratio in lobo_bias(rows, board, best_features(rows, board)).items():
             if bench.upper() in names:
                 out[names[bench.upper()]] = ratio
     return out

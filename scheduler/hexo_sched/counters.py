@@ -3,7 +3,7 @@
 HEXO samples them per VM every second with perf (§4.3). Where the CPU has a PMU, the daemon opens
 the three generic hardware events on the vCPU thread with perf_event_open and turns deltas into
 rates. Where it has none (this project's development VMs: perf_event_open fails with ENOENT for
-hardware events), the fallback is the image's calibration row (cachegrind counts over the
+hardware events), the fallback is the image's calibration row (callgrind counts over the
 native run time, see calibrate.py), and the rates say so in their `source`. No source ever
 returns zeros in place of a measurement: it raises CountersUnavailable instead.
 """
@@ -51,9 +51,23 @@ class CounterRates:
     llc_references_per_s: float
     llc_misses_per_s: float
     source: str
+    #: the instruction mix per instruction (model.MIX_FEATURES order): a program's property
+    #: that a calibration row carries; hardware samples here do not
+    mix: tuple[float, ...] | None = None
 
     def features(self) -> list[float]:
         return [self.instructions_per_s, self.llc_references_per_s, self.llc_misses_per_s]
+
+    def inputs(self, columns) -> list[float]:
+        """The values of a model's input columns, or CountersUnavailable naming the missing."""
+        from .model import MIX_FEATURES
+        named = dict(zip(("instructions_per_s", "llc_references_per_s", "llc_misses_per_s"),
+                         self.features()))
+        named.update(zip(MIX_FEATURES, self.mix or ()))
+        missing = [c for c in columns if c not in named]
+        if missing:
+            raise CountersUnavailable(f"{self.source}: no {', '.join(missing)}")
+        return [named[c] for c in columns]
 
 
 @dataclass(frozen=True)
@@ -200,10 +214,14 @@ class CalibrationSource:
             raise CountersUnavailable(f"no calibration counts for {benchmark}"
                                       f"{'.' + npb_class if npb_class else ''} in {self.path.name}"
                                       " (run hexo_sched.calibrate for it)")
+        from .model import MIX_FEATURES
         r = rows.iloc[-1]
+        mix = tuple(float(r[c]) for c in MIX_FEATURES) if all(
+            c in r.index and r[c] == r[c] for c in MIX_FEATURES) else None
         return CounterRates(float(r["instructions_per_s"]), float(r["llc_references_per_s"]),
                             float(r["llc_misses_per_s"]),
-                            source=f"calibration {self.path.name}: {r['counters_source']}")
+                            source=f"calibration {self.path.name}: {r['counters_source']}",
+                            mix=mix)
 
 
 def open_source(tid: int, benchmark: str, npb_class: str | None,

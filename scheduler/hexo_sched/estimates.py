@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .counters import CalibrationSource, CounterRates, CountersUnavailable, hardware_counters
-from .model import InsufficientData, SlowdownModel, load_dataset
+from .model import InsufficientData, SlowdownModel, best_features, load_dataset
+
+RATES = "per-instruction-log"
 
 
 class Estimator:
@@ -25,11 +27,18 @@ class Estimator:
                          f"{Path(calibration).name}")
         self.source = CalibrationSource(calibration)
         ds = load_dataset(dataset)
+        # per board, the features that predict held-out benchmarks best (the instruction mix
+        # only a calibration row carries) and the three rates for hardware samples
+        self.features: dict[str, str] = {}
         self.models: dict[str, SlowdownModel] = {}
+        self.rate_models: dict[str, SlowdownModel] = {}
         self.missing: dict[str, str] = {}
         for b in board_models:
+            rows = ds.labelled(b)
             try:
-                self.models[b] = SlowdownModel(b).fit(ds.labelled(b))
+                self.features[b] = best_features(rows, b)
+                self.models[b] = SlowdownModel(b, self.features[b]).fit(rows)
+                self.rate_models[b] = SlowdownModel(b, RATES).fit(rows)
             except InsufficientData as e:
                 self.missing[b] = str(e)
 
@@ -46,9 +55,12 @@ class Estimator:
     def predict(self, rates: CounterRates) -> tuple[dict[str, float], str]:
         """Slowdown per board model for measured or calibrated rates, and a sentence."""
         out, notes = {}, []
-        for b, m in self.models.items():
+        models = self.models if rates.mix is not None else self.rate_models
+        for b, m in models.items():
             s, clipped = m.predict(rates)
             out[b] = s
             notes.append(f"{b} {s:.3g}x" + (" (held in the training range)" if clipped else ""))
         notes += [f"{b}: no model ({why})" for b, why in self.missing.items()]
-        return out, f"{'; '.join(notes)}; rates: {rates.source}"
+        used = "rates" if models is self.rate_models else \
+            ", ".join(sorted({f"{self.features[b]} features" for b in models}))
+        return out, f"{'; '.join(notes)}; {used}: {rates.source}"

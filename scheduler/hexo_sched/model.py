@@ -1,6 +1,6 @@
-"""Slowdown model: linear regression from a job's counter rates on the server to its slowdown
-on a board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95,
-R² = 0.90 on NPB for the Potato, a training fit).
+"""Slowdown model: linear regression from a job's counters on the server to its slowdown on a
+board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95, R² = 0.90
+on NPB for the Potato, a training fit), or from its instruction mix (insn_mix; FEATURE_SETS).
 
 Datasets are CSV files whose `#` header lines state where every column comes from; loading one
 without them fails. A training fit says little with a handful of benchmarks, so `evaluate`
@@ -167,7 +167,8 @@ class SlowdownModel:
         """(estimated slowdown, whether it was clipped to the training range)."""
         if self.range is None:
             raise RuntimeError("model not fitted")
-        x = features.features() if hasattr(features, "features") else list(features)
+        x = features.inputs(self.features.columns) if hasattr(features, "inputs") \
+            else list(features)
         raw = float(self._output(self.reg.predict(self.features.transform(
             np.asarray([x], float))))[0])
         lo, hi = self.range
@@ -229,9 +230,17 @@ def evaluate(rows: pd.DataFrame, board: str, features: str = "per-instruction-lo
                  "predicted": float(r.predicted)} for r in held.itertuples()]}
 
 
-def best_features(frame: pd.DataFrame) -> str:
-    """The richest feature set a dataset has columns for."""
-    return "mix" if all(c in frame.columns for c in MIX_FEATURES) else "per-instruction-log"
+def best_features(rows: pd.DataFrame, board: str) -> str:
+    """The feature set whose leave-one-benchmark-out R² is highest on these rows (among those
+    the rows have columns and enough data for; the three rates per instruction otherwise)."""
+    scores = {}
+    for f in FEATURE_SETS:
+        try:
+            held = lobo(rows, board, f)
+        except InsufficientData:
+            continue
+        scores[f] = r2_score(held["slowdown"], held["predicted"])
+    return max(scores, key=scores.get) if scores else "per-instruction-log"
 
 
 def _held_out_metrics(rows: pd.DataFrame, board: str, features: str) -> dict:
@@ -247,9 +256,9 @@ def report(path: str | os.PathLike = DEFAULT_DATASET) -> dict:
     ds = load_dataset(path)
     out = {"dataset": Path(path).name, "provenance": ds.provenance, "rows": len(ds.frame),
            "boards": {}}
-    features = best_features(ds.frame)
     for board in ds.boards:
         rows = ds.labelled(board)
+        features = best_features(rows, board)
         try:
             m = out["boards"][board] = evaluate(rows, board, features)
             m["other_features"] = {f: _held_out_metrics(rows, board, f)

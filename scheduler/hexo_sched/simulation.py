@@ -89,7 +89,7 @@ ASSUMPTIONS = [
      "§5: 100 Mb/s board NIC; protocol overhead ignored"),
     ("migration point", "reached at once", "instrumented code checks often"),
     ("slowdown estimate", "the paper's slowdown (times the model's held-out error with "
-     "--estimates-from), known 1 s after a job starts on a server",
+     "--model), known 1 s after a job starts on a server",
      "§4.3: counters sampled every second"),
     ("ties between equal estimates", "oldest running job first", "not specified"),
     ("slowdown on a busy board", f"{BOARD_CONTENTION:.3g}x the lone-run slowdown (the "

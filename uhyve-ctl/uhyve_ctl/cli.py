@@ -375,8 +375,8 @@ def _execute(args, restore=None, held: HeldOutput | None = None) -> int:
             # cpu: this process's CPU time over the run (a KVM guest's time included), which
             # a loaded machine does not stretch as it stretches the wall-clock run time
             print(f"uhyve-ctl: {vm.isa} on {vm.backend_kind}: setup {1e3 * (t1 - t0):.1f} ms, "
-                  f"run {1e3 * (t2 - t1):.1f} ms, {vm.hypercalls.count} hypercalls, "
-                  f"cpu {1e3 * (cpu2 - cpu1):.1f} ms", file=sys.stderr)
+                  f"run {1e3 * (t2 - t1):.1f} ms, cpu {1e3 * (cpu2 - cpu1):.1f} ms, "
+                  f"{vm.hypercalls.count} hypercalls", file=sys.stderr)
         code, state = _report(vm, stop)
         unconfirmed = False
         if restore is not None and not vm.migrator.passed_point.is_set():
