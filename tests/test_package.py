@@ -53,7 +53,7 @@ def test_every_imported_library_is_a_declared_dependency():
     assert not undeclared, f"imported but not in [project] dependencies: {undeclared}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def venv(tmp_path_factory):
     """A fresh venv with the wheel and its dependencies (pip's cache makes reruns offline).
     The wheel is built from a copy of the tree (setuptools writes build/ and egg-info where
