@@ -9,7 +9,6 @@ import shutil
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
@@ -53,14 +52,14 @@ def test_every_imported_library_is_a_declared_dependency():
     assert not undeclared, f"imported but not in [project] dependencies: {undeclared}"
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory):
+@pytest.fixture
+def venv(tmp_path):
     """A fresh venv with the wheel and its dependencies (pip's cache makes reruns offline).
     The wheel is built from a copy of the tree (setuptools writes build/ and egg-info where
     it builds), and pip runs without this session's PYTHONPATH, which would show it the
     checkout as an installed hexo."""
-    d = tmp_path_factory.mktemp("pkg")
-    (d / "src").mkdir()
+    d = tmp_path / "pkg"
+    (d / "src").mkdir(parents=True)
     for name in SHIPPED:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, d / "src" / name, symlinks=True,
@@ -93,9 +92,10 @@ def installed_env(venv, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("package")
-def test_installed_package_imports_only_itself_and_its_dependencies(venv, installed_env,
-                                                                     tmp_path):
+def test_installed_package_builds_and_runs_a_job(venv, installed_env, tmp_path):
+    """Every module imports with only the declared dependencies, all from the venv; the
+    commands build NPB IS (library OS, workload sources, pass source from the package), run
+    it on both ISAs, read the scheduler's data, and hexo-schedd starts."""
     probe = ("import importlib, pkgutil, sys\n"
              "for top in ('hexo', 'uhyve_ctl', 'hexo_sched'):\n"
              "    pkg = importlib.import_module(top)\n"
@@ -109,10 +109,6 @@ def test_installed_package_imports_only_itself_and_its_dependencies(venv, instal
     assert all(path.startswith(site) for path in p.stdout.split()), p.stdout
     assert str(ROOT) not in p.stdout
 
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("package")
-def test_installed_commands_build_and_run_a_job(venv, installed_env, tmp_path):
     image = tmp_path / "is.hexo"
     p = run(["hexo", "build", "--workload", "npb-is", "--class", "S", "-o", image],
             env=installed_env, cwd=tmp_path)

@@ -89,7 +89,8 @@ def _runtime_sources(sr: Sysroot) -> tuple[Path, list[Path]]:
 
 def _build_runtime(sr: Sysroot) -> None:
     where, srcs = _runtime_sources(sr)
-    h = hashlib.sha256(" ".join(sr.cflags()).encode())
+    # where the package data sits (a checkout, an installed wheel) does not change the archive
+    h = hashlib.sha256(" ".join(sr.cflags()).replace(str(KERNEL_IMAGES), "").encode())
     for p in srcs + sorted(where.glob("*.h")) + sorted(ABI_INCLUDE.glob("*.h")):
         h.update(p.name.encode() + p.read_bytes())
     stamp = sr.libs[0].with_suffix(".stamp")
