@@ -9,24 +9,11 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import sshd_fixture
-from conftest import HEXO, needs_kvm, run
+from conftest import HEXO, run
 from npb_reference import check
-from test_schedd_live import UHYVE, start_daemon, status, wait_for
-
-pytestmark = [needs_kvm, pytest.mark.slow,
-              pytest.mark.skipif(sshd_fixture.usable() is not None,
-                                 reason=str(sshd_fixture.usable()))]
-
-
-@pytest.fixture
-def sshd(tmp_path):
-    s = sshd_fixture.start(tmp_path / "ssh")
-    yield s
-    if s.proc.poll() is None:
-        sshd_fixture.stop(s)
+from test_schedd_live import (UHYVE, pytestmark, sshd, start_daemon,  # noqa: F401 (a fixture)
+                              status, wait_for)
 
 
 def hexo_run(state_dir: Path, *args) -> subprocess.Popen:
