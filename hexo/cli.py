@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -281,6 +282,16 @@ def _plugins(sub) -> None:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`hexo certify ... | head`): stop as a Unix filter does, with
+        # SIGPIPE's status, and let nothing flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
+
+
+def _main(argv) -> int:
     from .errors import HexoError, one_line
     argv = list(sys.argv[1:] if argv is None else argv)
     p, sub = _parser()
@@ -293,6 +304,8 @@ def main(argv=None) -> int:
     run = COMMANDS.get(args.cmd) or args.run
     try:
         return run(args)
+    except BrokenPipeError:
+        raise
     except Exception as e:          # the boundary: one line, never a traceback
         errors = getattr(args, "errors", ())       # a plug-in's tuple, or what returns one
         known = (HexoError, ValueError, *(errors() if callable(errors) else errors))

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import BIN, HEXO, UHYVE, run
+from conftest import BIN, HEXO, ROOT, UHYVE, run
 
 SCHEDD = str(BIN / "hexo-schedd")
 SCHED = str(BIN / "hexo-sched")
@@ -143,3 +143,23 @@ def test_a_plain_run_is_read_as_argparse_reads_it(argv):
     assert (quick is not None) == (argv in QUICK)
     if quick is not None:
         assert vars(quick) == vars(cli._parser().parse_args(argv))
+
+
+
+@pytest.mark.parametrize("command", ["inspect", "certify"])
+def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path, command):
+    """`hexo ... | head`: output into a pipe whose reader has closed ends the command with a
+    failure status (SIGPIPE's, or 1 where rich's console stops it) and not a word on stderr;
+    certify prints its table through a plug-in's own entry, past the CLI's error boundary."""
+    import subprocess
+    image = tmp_path / "migratable.hexo"
+    assert run([HEXO, "build", ROOT / "tests" / "programs" / "migratable.c", "-o",
+                image]).returncode == 0
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([HEXO, command, image, *(["--", "200"] if command == "certify" else [])],
+                           stdout=w, stderr=subprocess.PIPE, text=True, timeout=600)
+    finally:
+        os.close(w)
+    assert p.returncode in (1, 141) and p.stderr.strip() == "", (p.returncode, p.stderr)
