@@ -72,10 +72,13 @@ class ImageCache:
     def plain(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "plain.hexo", "--no-migratable")
 
-    def program(self, name: str) -> Path:
-        """tests/programs/NAME.c as a plain image (never offloaded by the scheduler)."""
-        return self._build(name, None, "prog.hexo", "--no-migratable",
-                           sources=(ROOT / "tests" / "programs" / f"{name}.c",))
+    def program(self, name: str, migratable: bool = False) -> Path:
+        """tests/programs/NAME.c as an image: plain unless asked (a plain job is never
+        offloaded by the scheduler)."""
+        source = (ROOT / "tests" / "programs" / f"{name}.c",)
+        if migratable:
+            return self._build(name, None, "mig.hexo", sources=source)
+        return self._build(name, None, "prog.hexo", "--no-migratable", sources=source)
 
     def native(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "native", "--native")

@@ -24,7 +24,6 @@ if qemu_unusable():
 
 BOARD = "kvm0"
 FAULTS = ROOT / "tests" / "programs" / "faults.c"
-MIGRATABLE = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = "300"
 _TIMING = re.compile(r"(?i)time|mop/s")
 _BOARD_TIMEOUT = 900            # seconds a board command may take under TCG before it is a hang
@@ -73,11 +72,8 @@ def faults(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def migratable(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mig") / "migratable.hexo"
-    p = run([HEXO, "build", MIGRATABLE, "--migratable", "-o", out])
-    assert p.returncode == 0, p.stderr
-    return out
+def migratable(images):
+    return images.program("migratable", migratable=True)
 
 
 def untimed(out: str) -> str:

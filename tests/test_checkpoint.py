@@ -10,19 +10,15 @@ import pytest
 from hexo import abi, checkpoint
 from hexo.checkpoint import Checkpoint, CheckpointError
 
-from conftest import HEXO, ROOT, UHYVE, run
+from conftest import HEXO, UHYVE, run
 from npb_reference import check
 
-PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = {"x86_64": "80000", "aarch64": "4000"}     # ~2 s and ~2.4 s of work here
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mig")
-    p = run([HEXO, "build", PROGRAM, "-o", d / "migratable.hexo"])
-    assert p.returncode == 0, p.stderr
-    return d / "migratable.hexo"
+def image(images):
+    return images.program("migratable", migratable=True)
 
 
 @pytest.fixture

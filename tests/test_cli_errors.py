@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import BIN, HEXO, ROOT, UHYVE, run
+from conftest import BIN, HEXO, UHYVE, run
 
 SCHEDD = str(BIN / "hexo-schedd")
 SCHED = str(BIN / "hexo-sched")
@@ -147,14 +147,12 @@ def test_a_plain_run_is_read_as_argparse_reads_it(argv):
 
 
 @pytest.mark.parametrize("command", ["inspect", "certify"])
-def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path, command):
+def test_a_reader_that_went_away_ends_the_command_quietly(images, command):
     """`hexo ... | head`: output into a pipe whose reader has closed ends the command with a
     failure status (SIGPIPE's, or 1 where rich's console stops it) and not a word on stderr;
     certify prints its table through a plug-in's own entry, past the CLI's error boundary."""
     import subprocess
-    image = tmp_path / "migratable.hexo"
-    assert run([HEXO, "build", ROOT / "tests" / "programs" / "migratable.c", "-o",
-                image]).returncode == 0
+    image = images.program("migratable", migratable=True)
     r, w = os.pipe()
     os.close(r)
     try:

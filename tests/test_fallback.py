@@ -9,19 +9,15 @@ import pytest
 from hexo import checkpoint
 from hexo.checkpoint import Checkpoint
 
-from conftest import HEXO, ROOT, UHYVE, run
+from conftest import HEXO, UHYVE, run
 
-PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = "300"
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fallback")
-    p = run([HEXO, "build", PROGRAM, "--migratable", "-o", d / "migratable.hexo"])
-    assert p.returncode == 0, p.stderr
-    return d / "migratable.hexo"
+def image(images):
+    return images.program("migratable", migratable=True)
 
 
 @pytest.fixture(scope="module")

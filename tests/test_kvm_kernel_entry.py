@@ -11,20 +11,16 @@ from hexo.image import Image
 from uhyve_ctl.backends.base import Exited
 from uhyve_ctl.vm import VirtualMachine
 
-from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
+from conftest import UHYVE, needs_kvm, run
 
 pytestmark = needs_kvm
 
-PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
 ROUNDS = "300"          # two migration points per round
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cpl0") / "migratable.hexo"
-    p = run([HEXO, "build", PROGRAM, "--migratable", "-o", out])
-    assert p.returncode == 0, p.stderr
-    return out
+def image(images):
+    return images.program("migratable", migratable=True)
 
 
 @pytest.fixture(scope="module")

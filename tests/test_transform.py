@@ -11,18 +11,14 @@ from hypothesis import strategies as st
 from hexo.transform import TransformError, transform
 from hexo.toolchain import stackmaps
 
-from conftest import HEXO, ROOT, UHYVE, run
+from conftest import HEXO, UHYVE, run
 from test_checkpoint import _wait_running
 
-PROGRAM = ROOT / "tests" / "programs" / "migratable.c"
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    d = tmp_path_factory.mktemp("xisa")
-    p = run([HEXO, "build", PROGRAM, "--migratable", "-o", d / "migratable.hexo"])
-    assert p.returncode == 0, p.stderr
-    return d / "migratable.hexo"
+def image(images):
+    return images.program("migratable", migratable=True)
 
 
 @pytest.fixture
