@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _thread
 import os
-from collections.abc import Sequence
 
 from hexo import abi
 from hexo.image import Image, ImageError
@@ -13,7 +13,6 @@ from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
 from .memory import GuestMemory
-from .migration import Migrator
 
 DEFAULT_MEM = 256 << 20
 HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
@@ -50,8 +49,9 @@ class VirtualMachine:
     guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
-                 mem_size: int | None = None, argv: Sequence[str] = (),
-                 env: Sequence[str] = (), mounts: Sequence[Mount] = (), x86_entry: str = "auto",
+                 mem_size: int | None = None, argv: tuple[str, ...] | list[str] = (),
+                 env: tuple[str, ...] | list[str] = (),
+                 mounts: tuple[Mount, ...] | list[Mount] = (), x86_entry: str = "auto",
                  stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
         """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
         come from."""
@@ -76,9 +76,11 @@ class VirtualMachine:
         try:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
-            self.migrator = Migrator(self)
+            self._migrator = None
+            self._migrator_lock = _thread.allocate_lock()
             self.ring = OutputRing(self.memory, self.files)
-            self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
+            self.hypercalls = Hypercalls(self.memory, self.files,
+                                         lambda *state: self.migrator.on_migrate(*state),
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
             # A restored job gets the arguments and environment it started with: pointers
@@ -102,6 +104,21 @@ class VirtualMachine:
         except BaseException:
             self.memory.close()
             raise
+
+    @property
+    def migrator(self):
+        """The VM's Migrator, made on first use (by a request, or by a guest's MIGRATE
+        hypercall): a run that is never asked to checkpoint does not load migration.py."""
+        with self._migrator_lock:           # the control thread and the vCPU may race here
+            if self._migrator is None:
+                from .migration import Migrator
+                self._migrator = Migrator(self)
+            return self._migrator
+
+    @property
+    def page_server(self):
+        """The post-copy page server a migration of this guest started, if any."""
+        return self._migrator.page_server if self._migrator is not None else None
 
     def _load(self, elf: bytes) -> None:
         for s in self.build.segments:
