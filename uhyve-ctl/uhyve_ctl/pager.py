@@ -23,6 +23,7 @@ from .pagewire import PAGE_SIZE, ProtocolError, Refused, Run
 from .errors import UhyveError
 
 IO_TIMEOUT = 10.0
+WELCOME_TIMEOUT = 600.0    # the source welcomes a target once its full checkpoint is durable
 
 
 class SourceLost(UhyveError):
@@ -59,7 +60,9 @@ class PageLink:
             server_nonce = wire.parse_hello(payload)
             nonce = os.urandom(wire.NONCE)
             wire.send(sock, wire.AUTH, wire.auth(self.secret, server_nonce, nonce))
+            sock.settimeout(WELCOME_TIMEOUT)
             _, payload = wire.recv(sock, (wire.WELCOME,))
+            sock.settimeout(IO_TIMEOUT)
             self.areas = wire.parse_welcome(payload, self.secret, server_nonce, nonce)
         except BaseException:
             sock.close()
