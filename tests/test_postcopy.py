@@ -232,6 +232,7 @@ def test_a_full_checkpoint_that_cannot_be_written_leaves_the_job_at_the_source(e
     assert out == reference.stdout
     assert "post-copy abandoned" in err and "could not write its full checkpoint" in err
     assert not (tmp_path / "ck").exists()
+    assert _state(env, "src")["migration"] == "abandoned"
 
 
 def test_targets_wait_for_the_full_checkpoint_and_are_refused_if_it_fails():

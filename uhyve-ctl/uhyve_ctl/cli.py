@@ -268,6 +268,8 @@ def _control(vm, name: str):
         except MigrationError as e:
             server.set_state("running")
             return {"ok": False, "error": str(e)}
+        if vm.page_server is not None:      # stopped: what a target fetches is served
+            server.set_state("serving", migration="serving")
         t = vm.migrator.timings
         target = req.get("target_isa") or vm.isa
         return {"ok": True, "path": path, "isa": target, "transformed": target != vm.isa,
@@ -357,7 +359,7 @@ def _drive(vm, args, restore, held: HeldOutput | None, t0: float, lost: tuple,
 
         def resumed(why: str) -> None:
             print(f"uhyve-ctl: post-copy abandoned: {why}", file=sys.stderr, flush=True)
-            server.set_state("running")
+            server.set_state("running", migration="abandoned")
         vm.migrator.on_resumed = resumed
     if vm.pager is not None:
         vm.pager.on_state = lambda m: server and server.set_state(

@@ -64,7 +64,8 @@ class Migrator:
         self._lock = threading.Lock()
         self._pending: Request | None = None
         self._done = threading.Event()
-        self._result: str | Exception | None = None
+        self._result: str | Exception | None = None     # the last request's outcome
+        self._answer: str | Exception | None = None     # what its requester was told
         offset = abi.SHARED_PAGE.offset("migrate_request")
         base = vm.memory.host_address + abi.SHARED_PAGE_ADDR
         self._flag = ctypes.c_uint32.from_address(base + offset)
@@ -104,7 +105,7 @@ class Migrator:
         with self._lock:
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
-            self._pending, self._result = req, None
+            self._pending, self._result, self._answer = req, None, None
             self._done.clear()
             self.timings = {"requested": time.perf_counter()}
             self._target.value = abi.ISA_IDS[req.target_isa]
@@ -136,9 +137,9 @@ class Migrator:
                         f"the guest reached no migration point within {timeout:g} s; "
                         f"it keeps running")
             self._done.wait()
-        if isinstance(self._result, Exception):
-            raise MigrationError(str(self._result))
-        return self._result
+        if isinstance(self._answer, Exception):
+            raise MigrationError(str(self._answer))
+        return self._answer
 
     def outcome(self) -> str | None:
         """Why the last request produced no checkpoint, if it failed."""
@@ -165,19 +166,21 @@ class Migrator:
         try:
             path = self._write(req, ctx, kernel, areas)
         except Exception as e:                           # reported to the requester
-            self._result = MigrationError(one_line_cause(e, self._stage))
+            error = MigrationError(one_line_cause(e, self._stage))
             if self._done.is_set() and self.on_resumed is not None:
-                self.on_resumed(str(self._result))       # it had been told of a checkpoint
-            self._done.set()
+                self.on_resumed(str(error))              # it had been told of a checkpoint
+            self._answer_with(error)
+            self._result = error
             return -abi.ERRNO["EIO"]
-        self._publish(path)
+        self._answer_with(path)
         return Checkpointed(path)
 
-    def _publish(self, path: str) -> None:
-        """Answer the requester: the checkpoint at `path` can be restored."""
+    def _answer_with(self, result: str | Exception) -> None:
+        """Answer the requester, once: a checkpoint path, or why there is none."""
         if not self._done.is_set():
-            self.timings["written"] = time.perf_counter()
-            self._result = path
+            if not isinstance(result, Exception):
+                self.timings["written"] = time.perf_counter()
+            self._answer = self._result = result
             self._done.set()
 
     def _write(self, req: Request, ctx: dict, kernel: dict, areas: list[dict]) -> str:
@@ -250,7 +253,7 @@ class Migrator:
             raise
         server.start()
         self.page_server = server
-        self._publish(path)
+        self._answer_with(path)
         try:
             checkpoint.write(full, state, data, req.compress, kept=kept)
         except Exception as e:
