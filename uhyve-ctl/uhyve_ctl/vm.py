@@ -33,7 +33,10 @@ def pick_backend(isa: str, requested: str = "auto") -> str:
     return "emu" if why_not else "kvm"
 
 
-def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
+def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto",
+                 absent=()) -> Backend:
+    """`absent`: post-copy runs of guest RAM that defer_pages() will fill (an emulated CPU
+    maps around them: unmapping them from its memory map costs it ~80 ms)."""
     if kind == "kvm" and isa == "aarch64":
         from .backends.kvm_aarch64 import Aarch64KvmBackend
         return Aarch64KvmBackend(memory, isa)
@@ -41,7 +44,7 @@ def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "aut
         from .backends.kvm import KvmBackend
         return KvmBackend(memory, isa, mode=x86_entry)
     from .backends.emu import EmuBackend
-    return EmuBackend(memory, isa)
+    return EmuBackend(memory, isa, absent)
 
 
 class VirtualMachine:
@@ -96,12 +99,18 @@ class VirtualMachine:
             self.ring.reset()
             self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
                 magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
-            self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
             if restore is not None and restore.remote_areas:
-                self._attach_pager(restore, pages)
+                self._connect_pager(restore, pages)
+            self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry,
+                                        self.pager.tracker.areas if self.pager else ())
+            if self.pager is not None:
+                self.backend.defer_pages(self.pager)
+                self.memory.on_access = self.pager.ensure
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
         except BaseException:
+            if self.pager is not None:
+                self.pager.demand_link.close()
             self.memory.close()
             raise
 
@@ -210,8 +219,9 @@ class VirtualMachine:
         self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
         self.files.reopen(meta["files"])
 
-    def _attach_pager(self, ckpt, pages) -> None:
-        """Post-copy: the remote areas stay absent until touched or pulled."""
+    def _connect_pager(self, ckpt, pages) -> None:
+        """Post-copy: the remote areas stay absent until touched or pulled; the backend,
+        made next, leaves them out of the guest's memory."""
         from .pager import Pager
         if pages is None:
             raise ValueError(f"{ckpt.path} is a post-copy checkpoint: its memory comes from "
@@ -219,8 +229,6 @@ class VirtualMachine:
         self.pager = Pager([(a.start, a.size) for a in ckpt.remote_areas], pages,
                            self.memory.read, self.memory.fill)
         self.pager.connect()
-        self.backend.defer_pages(self.pager)
-        self.memory.on_access = self.pager.ensure
 
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
