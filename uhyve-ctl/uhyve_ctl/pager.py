@@ -49,6 +49,8 @@ class PageLink:
         self.areas: list[Run] = []
         self.reconnects = 0
         self.requests = 0
+        self._sent_on: Optional[socket.socket] = None    # pipelined(): the connection
+        self._unanswered: list[Run] = []                 # and its GETs awaiting DATA
 
     def connect(self) -> list[Run]:
         """Connect and authenticate; returns the areas the source announces."""
@@ -73,6 +75,22 @@ class PageLink:
     def fetch(self, run: Run) -> bytes:
         return self._retrying(lambda s: self._get(s, run))
 
+    def pipelined(self, runs: list[Run]) -> bytes:
+        """The pages of runs[0], with a GET sent for each of `runs` (the caller's requests
+        in flight, oldest first, which it drops from the front as they are answered): the
+        link stays busy while an answer is checked and installed. A new connection gets
+        every unanswered GET again; a caller that gives up on the runs must close()."""
+        def op(sock: socket.socket) -> bytes:
+            if self._sent_on is not sock:
+                self._sent_on, self._unanswered = sock, []
+            for run in runs[len(self._unanswered):]:
+                wire.send(sock, wire.GET, wire.get(run))
+                self._unanswered.append(run)
+            data = self._answer(sock, runs[0])
+            self._unanswered.pop(0)
+            return data
+        return self._retrying(op)
+
     def done(self) -> None:
         def bye(s):
             wire.send(s, wire.DONE)
@@ -87,6 +105,9 @@ class PageLink:
 
     def _get(self, sock: socket.socket, run: Run) -> bytes:
         wire.send(sock, wire.GET, wire.get(run))
+        return self._answer(sock, run)
+
+    def _answer(self, sock: socket.socket, run: Run) -> bytes:
         _, payload = wire.recv(sock, (wire.DATA,), wire.data_limit(run.pages))
         self.requests += 1
         return wire.parse_data(payload, run)
@@ -188,7 +209,7 @@ class Pager:
                 run = self.tracker.claim_demand(addr, self.opts.batch)
                 self.faults += 1
                 break
-        self._fetch(self.demand_link, run)
+        self._fetch(run, lambda: self.demand_link.fetch(run))
 
     def take_arrived(self, addr: int) -> Optional[Run]:
         """The run of arrived pages around `addr`, now counted as mapped by the caller."""
@@ -232,11 +253,11 @@ class Pager:
             out[page - run.start:page - run.start + PAGE_SIZE] = merged
         return bytes(out)
 
-    def _fetch(self, link: PageLink, run: Run, demanded: bool = True) -> None:
-        """Fetch and install a claimed run. Only a failed demand fetch ends the job: a failed
-        prefetch gives its pages back, so faults fetch them themselves."""
+    def _fetch(self, run: Run, get: Callable[[], bytes], demanded: bool = True) -> None:
+        """Install a claimed run, its bytes from `get()`. Only a failed demand fetch ends the
+        job: a failed prefetch gives its pages back, so faults fetch them themselves."""
         try:
-            self.install(run.start, self._pages(run, link.fetch(run)))
+            self.install(run.start, self._pages(run, get()))
         except BaseException as e:
             with self._cond:
                 if demanded:
@@ -251,26 +272,46 @@ class Pager:
 
     def _pull(self) -> None:
         """Background pull; a run that fails is retried at half the size, and a source that
-        cannot serve even one page to the puller is left to the demand path."""
+        cannot serve even one page to the puller is left to the demand path. Pulling flat
+        out (no interval), it keeps two requests in flight: with one, the link idled while
+        each answer was checked and installed (~15% of a 100 Mbit/s link under load)."""
         pages = self.opts.prefetch_pages
-        while not self._stop.is_set():
-            with self._cond:
-                if self.error is not None:
+        depth = 1 if self.opts.prefetch_interval > 0 else 2
+        inflight: list[Run] = []          # claimed and asked for on the pull link, in order
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    if self.error is not None:
+                        return
+                    while len(inflight) < depth:
+                        run = self.tracker.claim_prefetch(pages)
+                        if run is None:
+                            break
+                        inflight.append(run)
+                if not inflight:
+                    self._wait_for_demand_and_finish()
                     return
-                run = self.tracker.claim_prefetch(pages)
-            if run is None:
-                self._wait_for_demand_and_finish()
-                return
-            try:
-                self._fetch(self.pull_link, run, demanded=False)
-            except (OSError, SourceLost, wire.ProtocolError):
-                if run.pages == 1:
-                    self.pulls_abandoned = True
-                    return
-                pages = max(1, run.pages // 2)
-                continue
-            if self.opts.prefetch_interval > 0:
-                self._stop.wait(self.opts.prefetch_interval)
+                run = inflight[0]
+                try:
+                    self._fetch(run, lambda: self.pull_link.pipelined(inflight), demanded=False)
+                except BaseException as e:
+                    inflight.pop(0)             # _fetch gave its pages back
+                    self.pull_link.close()      # no answer to an abandoned GET may follow
+                    if not isinstance(e, (OSError, SourceLost, wire.ProtocolError)):
+                        raise
+                    if run.pages == 1:
+                        self.pulls_abandoned = True
+                        return
+                    pages = max(1, run.pages // 2)
+                    continue
+                inflight.pop(0)
+                if self.opts.prefetch_interval > 0:
+                    self._stop.wait(self.opts.prefetch_interval)
+        finally:
+            with self._cond:                    # asked for, never answered: not coming
+                for run in inflight:
+                    self.tracker.release(run)
+                self._cond.notify_all()
 
     def _wait_for_demand_and_finish(self) -> None:
         with self._cond:

@@ -77,8 +77,15 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 
 
 def send(sock: socket.socket, kind: int, *parts: bytes) -> None:
-    sock.sendall(_HEADER.pack(kind, sum(len(p) for p in parts)) + b"".join(
-        bytes(p) for p in parts))
+    """One message, its parts gathered by the kernel (no copy of a DATA's pages here)."""
+    views = [memoryview(p).cast("B") for p in (_HEADER.pack(kind, sum(len(p) for p in parts)),
+                                                *parts) if len(p)]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def recv(sock: socket.socket, expect: tuple[int, ...],
