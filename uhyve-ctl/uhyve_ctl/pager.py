@@ -49,6 +49,7 @@ class PageLink:
         self.areas: list[Run] = []
         self.reconnects = 0
         self.requests = 0
+        self._aborted = False
         self._sent_on: Optional[socket.socket] = None    # pipelined(): the connection
         self._unanswered: list[Run] = []                 # and its GETs awaiting DATA
 
@@ -103,6 +104,17 @@ class PageLink:
             self.sock.close()
             self.sock = None
 
+    def abort(self) -> None:
+        """Give the link up from another thread: a request waiting for its answer fails at
+        once and none is tried again."""
+        self._aborted = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _get(self, sock: socket.socket, run: Run) -> bytes:
         wire.send(sock, wire.GET, wire.get(run))
         return self._answer(sock, run)
@@ -116,6 +128,8 @@ class PageLink:
         """Run `op(sock)`, reconnecting after a broken connection until `retry_for` passes."""
         deadline, delay, last = time.monotonic() + self.retry_for, 0.05, None
         while True:
+            if self._aborted:
+                raise ConnectionAbortedError("the page link was given up")
             try:
                 if self.sock is None:
                     self.connect()
@@ -222,6 +236,7 @@ class Pager:
     def finish(self) -> None:
         """The job has ended (or every page is here): stop pulling and release the source."""
         self._stop.set()
+        self.pull_link.abort()          # what the pull still waits for is not needed now
         with self._cond:
             self._cond.notify_all()
         if self._puller is not None:
