@@ -49,7 +49,9 @@ LINK_MBIT = 100
 COPY_PORT = 7300
 BULK_RUN = 256                     # pages per request of the bulk pull
 WINDOW = 0.5                       # seconds the job waits at migration points: room for the
-                                   # migrate command to start on a loaded machine
+                                   # migrate command to start on a loaded machine (a request
+                                   # that comes later is tried again; a longer window would
+                                   # keep a restored job waiting out the rest of it)
 LINK = ShapedLink("hxbench", 240)
 
 
@@ -95,13 +97,19 @@ def _migration(tmp: str, mode: str, percent: int, restore_opts=(), timed="total"
     """Seconds from the migrate request to the job's end (`total`), to the job running on
     the target (`downtime`), of the target's restore alone (`restore`), or of each phase
     (`phases`, a dict)."""
-    source = _start_source(tmp, percent, mib)
     env = _env(tmp)
-    t0 = time.perf_counter()
     cmd = [UHYVE, "migrate", "src", "--to", "aarch64", "--mode", mode, "-o", f"{tmp}/ck"]
     if mode == "postcopy":
         cmd += ["--serve", f"{LINK.src_ip}:0"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    for attempt in range(3):
+        source = _start_source(tmp, percent, mib)
+        t0 = time.perf_counter()
+        migrated = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if migrated.returncode == 0:
+            break
+        source.wait()                      # it left its window before the request came
+    else:
+        raise RuntimeError(f"migration failed: {migrated.stderr}")
     t_migrated = time.perf_counter()
     _copy_over_link(f"{tmp}/ck", f"{tmp}/ck-target")
     t1 = time.perf_counter()

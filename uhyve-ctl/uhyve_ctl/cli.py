@@ -539,8 +539,8 @@ def _checkpoint(args) -> int:
     print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, {xform}written and verified "
           f"in {reply['checkpoint_ms']:.1f} ms")
     if reply.get("serving"):
-        print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']}, full "
-              f"checkpoint at {reply['path']}.full")
+        print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']} once "
+              f"the full checkpoint {reply['path']}.full, being written, is durable")
     elif mode == "postcopy":
         print(f"{reply['path']}: every area fits in the checkpoint: a full checkpoint, no "
               f"pages to serve")

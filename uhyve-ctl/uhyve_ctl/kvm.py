@@ -24,6 +24,7 @@ import errno as _errno
 import mmap
 import os
 import struct
+
 from hexo.records import record
 
 from .errors import UhyveError
