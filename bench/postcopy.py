@@ -123,7 +123,7 @@ def _migration(tmp: str, mode: str, percent: int, restore_opts=(), timed="total"
     t3 = time.perf_counter()
     source.wait()
     if target.returncode != 0 or "sum" not in out:
-        raise RuntimeError(f"migrated job failed: {err}")
+        raise RuntimeError(f"migrated job failed (status {target.returncode}): {err}")
     if timed == "phases":
         return {"migrate command": t_migrated - t0, "checkpoint copy": t1 - t_migrated,
                 "target start": t2 - t1, "target run": t3 - t2}
