@@ -22,7 +22,7 @@ import struct
 from collections import namedtuple
 
 ABI_MAJOR = 1
-ABI_MINOR = 4
+ABI_MINOR = 5
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -130,8 +130,16 @@ SHARED_PAGE = Struct("hexo_shared_page", (
     ("magic", "u32"), ("abi_version", "u32"),
     ("migrate_request", "u32"), ("migrate_target_isa", "u32"),
     ("guest_state", "u32"), ("migrate_skip", "u32"),
+    ("counter_hz", "u64"),
 ), "Flags the host sets atomically and the guest polls at migration points; while a request "
-   "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting.")
+   "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. "
+   "counter_hz (1.5), written before the guest runs: the rate of the counter the guest may "
+   "read for its clocks without exiting (x86-64: the TSC; aarch64: non-zero means CNTVCT_EL0, "
+   "at the rate CNTFRQ_EL0 gives), 0 when it has none and must make CLOCK.")
+
+# counter_hz of an aarch64 guest: its architectural counter CNTVCT_EL0 counts real time at the
+# rate CNTFRQ_EL0 gives, which the guest reads itself.
+AARCH64_COUNTER = 1
 
 IO_RING = Struct("hexo_io_ring", (
     ("magic", "u32"), ("data_size", "u32"), ("switch_slots", "u32"), ("reserved", "u32"),

@@ -57,7 +57,7 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
         hexo_clock_resume(k->monotonic_ns);
         hexo_resume((const struct hexo_cpu_context *)(uintptr_t)bi->restore_context);
     }
-    hexo_monotonic_ns();
+    hexo_clock_resume(0);           /* the guest's clock starts at 0 */
     atexit(exit_begins);            /* registered first, so it runs last */
     atexit(__libc_fini_array);
     /* newlib without fcntl makes stdout line-buffered everywhere; C says: only on a

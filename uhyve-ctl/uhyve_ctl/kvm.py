@@ -151,6 +151,7 @@ KVM_SET_SREGS = _iow(0x84, KvmSregs)
 KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
 KVM_GET_STATS_FD = _io(0xCE)
 KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
+KVM_GET_TSC_KHZ = _io(0xA3)
 KVM_GET_ONE_REG = _iow(0xAB, KvmOneReg)
 KVM_SET_ONE_REG = _iow(0xAC, KvmOneReg)
 KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit)
@@ -415,6 +416,10 @@ class Vcpu(_Fd):
 
     def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
         _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
+
+    def tsc_khz(self) -> int:
+        """x86: the rate of the guest's TSC."""
+        return _ioctl(self.fd, KVM_GET_TSC_KHZ)
 
     def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
         """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""

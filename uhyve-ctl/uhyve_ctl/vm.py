@@ -92,13 +92,14 @@ class VirtualMachine:
             if restore is not None:
                 self._restore(restore)
             self.ring.reset()
-            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
-                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
             self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
             if restore is not None and restore.remote_areas:
                 self._attach_pager(restore, pages)
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
+            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
+                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION,
+                counter_hz=self.backend.counter_hz()))
         except BaseException:
             self.memory.close()
             raise
