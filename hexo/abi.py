@@ -122,6 +122,11 @@ BOOT_INFO = Struct("hexo_boot_info", (
 ), "Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first "
    "argument register).")
 
+# Boot info flags (1.5). STDOUT_TERMINAL: the host's fd 1 is a terminal (or could not be
+# examined), so the C library keeps stdout line-buffered; otherwise it buffers fully. The
+# host answers with an fstat of its own, which saves the guest an exit at every boot.
+BOOT_STDOUT_TERMINAL = 1
+
 # A restored guest finds its saved CPU context and kernel state here (boot info page).
 RESTORE_CONTEXT_ADDR = BOOT_INFO_ADDR + 0x400
 RESTORE_KERNEL_ADDR = BOOT_INFO_ADDR + 0x600
@@ -251,7 +256,7 @@ _STRUCTS = [BOOT_INFO, SHARED_PAGE, IO_RING, IO_SWITCH, CPU_CONTEXT, KERNEL_STAT
 
 def _constants() -> list[tuple[str, int]]:
     names = ["ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "BOOT_INFO_ADDR",
-             "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR",
+             "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "BOOT_STDOUT_TERMINAL", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR",
              "X86_KERNEL_CS", "X86_SYSRET_BASE", "PAGE_TABLE_ADDR",
              "PAGE_TABLE_END", "STACK_BOTTOM", "STACK_TOP", "IMAGE_BASE", "BOOT_INFO_MAGIC",
              "SHARED_PAGE_MAGIC", "IO_RING_MAGIC", "IO_RING_ADDR", "IO_SWITCH_ADDR",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno as host_errno
 import os
 import posixpath
+import stat
 import time
 from collections import namedtuple
 
@@ -115,6 +116,13 @@ class FileTable:
             entry = self.fds.pop(fd)
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
+
+    def stdout_is_file(self) -> bool:
+        """Guest fd 1 is not a terminal (character device): C buffers it fully."""
+        try:
+            return not stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
+        except (KeyError, OSError):
+            return False
 
     def writable(self) -> dict[int, int]:
         """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""

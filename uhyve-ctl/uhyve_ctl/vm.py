@@ -209,7 +209,7 @@ class VirtualMachine:
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
-            mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
+            flags=0 if self.files.stdout_is_file() else abi.BOOT_STDOUT_TERMINAL, mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
             argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],

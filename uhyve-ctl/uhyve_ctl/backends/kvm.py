@@ -67,7 +67,7 @@ class KvmBackend(Backend):
             raise ValueError(f"this KVM backend runs {self.guest_isa} guests, not {isa}")
         super().__init__(memory, isa)
         self.mode = self._entry_mode(mode)
-        self.kvm = kvm.Kvm()
+        self.kvm = kvm.system()
         self.vm: kvm.Vm | None = None
         self.vcpu: kvm.Vcpu | None = None
         self._userfault = None                  # post-copy: resolves missing guest pages
@@ -229,4 +229,3 @@ class KvmBackend(Backend):
         if self.vm is not None:
             self.vm.close()
             self.vm = None
-        self.kvm.close()
