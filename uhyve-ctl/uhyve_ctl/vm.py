@@ -105,6 +105,7 @@ class VirtualMachine:
             raise
 
     def _load(self, elf: bytes) -> None:
+        elf = memoryview(elf)        # segments go into guest RAM without a copy of their own
         for s in self.build.segments:
             if (s.vaddr < abi.IMAGE_BASE or s.vaddr + s.memsz > self.memory.size
                     or s.offset + s.filesz > len(elf) or s.filesz > s.memsz):
