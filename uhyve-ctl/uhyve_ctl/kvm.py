@@ -338,8 +338,11 @@ def system() -> Kvm:
     global _system
     if _system is None:
         _system = Kvm()
-    elif threading.current_thread() is threading.main_thread():
-        ensure_kick_handler()          # as Kvm() does, should the first open have been elsewhere
+    else:
+        try:                           # as Kvm() does, should the first open have been elsewhere
+            ensure_kick_handler()
+        except RuntimeError:           # not the main thread: whoever made the Kvm() set it
+            pass
     return _system
 
 
