@@ -142,6 +142,7 @@ class ClusterState:
         self.queue: list[str] = []
         self.now = 0.0
         self.queue_empty_since: float | None = 0.0
+        self.down: set[str] = set()          # boards that do not answer: nothing goes there
         self._reindex()
 
     def _reindex(self) -> None:
@@ -195,8 +196,9 @@ class ClusterState:
         return job.vcpus <= cores and job.mem_mb <= ram
 
     def open_boards(self) -> list[Machine]:
-        """Boards with a free core and some free RAM, in machine order."""
-        return [self.machines[b] for b in sorted(self._open_boards, key=self.order.__getitem__)]
+        """Boards that answer with a free core and some free RAM, in machine order."""
+        return [self.machines[b] for b in sorted(self._open_boards - self.down,
+                                                 key=self.order.__getitem__)]
 
     def running_on(self, machine: str) -> list[Job]:
         """Jobs computing on `machine` (not migrating), oldest start first."""
