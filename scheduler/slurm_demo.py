@@ -79,7 +79,7 @@ def main() -> int:
     images = [build(tmp, w, k) for w, k in BATCH]
     ssh = sshd_fixture.start(tmp / "ssh")
     cfg = sshd_fixture.cluster_config(tmp, ssh, HEXO, UHYVE, policy="hexo", idle_after_s=1,
-                                      poll_s=0.2, confirm_timeout_s=120)
+                                      poll_s=0.2, confirm_timeout_s=120, min_residence_s=15)
     daemon = start_daemon(cfg, tmp / "schedd.log")
     node = bridge.node(load(cfg))
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HEXO_SCHEDD_STATE": str(tmp / "state")}

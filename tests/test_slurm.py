@@ -184,7 +184,7 @@ def test_a_board_that_does_not_answer_drains_the_node(cluster):
     assert "board board0 does not answer" in cluster.log.read_text()
 
 
-@pytest.mark.daemon(checkpoint_period_s=2, board_lost_after_s=3, idle_after_s=600)
+@pytest.mark.daemon(checkpoint_period_s=8, board_lost_after_s=3, idle_after_s=600)
 def test_a_dead_board_loses_no_slurm_job(cluster, images):
     """EP (class W) is offloaded to make room for a job that stays on the server; once the
     daemon has a saved checkpoint of it, the board dies (its sshd and the job's VM are

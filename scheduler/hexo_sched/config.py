@@ -69,6 +69,8 @@ class DaemonConfig:
     state_dir: Path
     policy: str = "hexo"
     idle_after_s: float = 60.0
+    min_residence_s: float = 0.0      # a job that moved stays put this long (0: the paper's
+                                      # policy, undamped)
     poll_s: float = 1.0
     confirm_timeout_s: float = 120.0
     checkpoint_timeout_s: float = 60.0
@@ -175,6 +177,7 @@ def load(path: str | os.PathLike) -> DaemonConfig:
     return DaemonConfig(
         state_dir=_path(base, d.get("state_dir", "schedd-state")), policy=policy,
         idle_after_s=float(d.get("idle_after_s", 60.0)), poll_s=float(d.get("poll_s", 1.0)),
+        min_residence_s=_non_negative(path, d, "min_residence_s", 0.0),
         confirm_timeout_s=float(d.get("confirm_timeout_s", 120.0)),
         checkpoint_timeout_s=float(d.get("checkpoint_timeout_s", 60.0)),
         checkpoint_period_s=_non_negative(path, d, "checkpoint_period_s", 60.0),

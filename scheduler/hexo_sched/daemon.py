@@ -73,7 +73,8 @@ class Daemon:
         self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
                                    sorted({m.model for m in cfg.machines if m.kind == "board"}))
         self.state = ClusterState([m.policy_machine() for m in cfg.machines])
-        self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s)
+        self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s,
+                                           min_residence_s=cfg.min_residence_s)
         self.records: dict[str, JobRecord] = {}
         self.decisions: list[dict] = []
         self.next_id = 1
@@ -596,7 +597,7 @@ class Daemon:
                 if j.state is JobState.RUNNING and j.location == board \
                         and j.id not in self.workers:
                     self._job_lost(j.id, self.records[j.id].current,
-                                   f"did not answer for {now - since:.0f} s")
+                                   f"did not answer for {now - since:.0f} s", now - since)
 
     def _start_live_checkpoints(self, now: float) -> None:
         """Every `checkpoint_period_s`, a live checkpoint of each job on a board that answers,
@@ -615,6 +616,7 @@ class Daemon:
             if rec.saved is not None and rec.saved.seg == seg.n:
                 since = max(since, rec.saved.taken)
             if seg.rc is None and now - since >= period:
+                log.info("%s: live checkpoint on %s", j.id, j.location)
                 self.save_tried[j.id] = now
                 t = threading.Thread(target=self._take_live_checkpoint, args=(j.id, seg),
                                      daemon=True, name=f"save-{j.id}")
@@ -733,10 +735,11 @@ class Daemon:
             s.discarded = True
         self._event(self.policy.on_job_failed, jid)
 
-    def _job_lost(self, jid: str, seg: Segment, why: str) -> None:
+    def _job_lost(self, jid: str, seg: Segment, why: str, silent_s: float = 0.0) -> None:
         """Segment `seg`'s machine lost the job (lock held): it resumes from its saved
         checkpoint, its output cut where the checkpoint was taken, or else from the start.
-        The work lost is the time since that checkpoint (or since the job first started)."""
+        The work lost is the time since that checkpoint (or since the job first started), of
+        which `silent_s` passed while the daemon waited for a silent board to answer."""
         rec, now = self.records[jid], time.time()
         kept = rec.saved
         if kept is None:
@@ -756,7 +759,7 @@ class Daemon:
                       "ago", jid, seg.n, seg.machine, why, kept.kind, lost_s)
         rec.losses.append({"time": now, "machine": seg.machine, "why": why,
                            "resumed_from": kept.kind if kept else "start",
-                           "lost_s": round(lost_s, 3),
+                           "lost_s": round(lost_s, 3), "silent_s": round(silent_s, 3),
                            "checkpoint_period_s": self.cfg.checkpoint_period_s})
         self.metrics.work_lost.inc(lost_s)
         self.metrics.losses.labels("checkpoint" if kept else "start").inc()
