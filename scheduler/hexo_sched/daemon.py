@@ -596,6 +596,7 @@ class Daemon:
             for j in list(self.state.active.values()):
                 if j.state is JobState.RUNNING and j.location == board \
                         and j.id not in self.workers:
+                    self.left_behind.setdefault(board, set()).add(j.id)
                     self._job_lost(j.id, self.records[j.id].current,
                                    f"did not answer for {now - since:.0f} s", now - since)
 
@@ -662,8 +663,6 @@ class Daemon:
             log.info("board %s answers again", board)
             del self.unreachable[board]
             self.silent_since.pop(board, None)
-            with self.lock:
-                self.state.down.discard(board)
             for jid in sorted(self.left_behind.pop(board, ())):
                 try:
                     if self.agents[board].kill_vm(jid):
@@ -671,6 +670,8 @@ class Daemon:
                                  "silent", jid, board)
                 except HostError as e:
                     log.warning("could not stop the copy of %s left on %s: %s", jid, board, e)
+            with self.lock:                 # only now may the policy send jobs there again
+                self.state.down.discard(board)
         else:
             log.error("board %s does not answer: %s", board, error)
             self.unreachable[board] = error
@@ -763,8 +764,6 @@ class Daemon:
                            "checkpoint_period_s": self.cfg.checkpoint_period_s})
         self.metrics.work_lost.inc(lost_s)
         self.metrics.losses.labels("checkpoint" if kept else "start").inc()
-        if self.cfg.machine(seg.machine).kind == "board":
-            self.left_behind.setdefault(seg.machine, set()).add(jid)
         self._event(self.policy.on_job_failed, jid)
 
     def _segment_ended(self, jid: str, seg: Segment, p: SegmentProbe) -> None:

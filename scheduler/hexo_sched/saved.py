@@ -111,11 +111,15 @@ def cut_output(saved: SavedCheckpoint, seg: Segment, copy_dir: Path) -> dict:
 def place(saved: SavedCheckpoint, agent: MachineAgent, jid: str, n: int, image: str,
           hexo: str, scratch: Path) -> tuple[str, list[str]]:
     """The saved checkpoint on `agent`, in a state its ISA restores: its own (transformed on
-    the board when taken), the kept source copy (`--source-copy`), or transformed here.
+    the board when taken; the board's kept state is the fallback), the kept source copy
+    (`--source-copy`), or transformed here.
     Returns the path there and uhyve-ctl restore's extra arguments."""
     meta = Checkpoint(saved.path).meta
     src, args = Path(saved.path), []
-    if meta.get("source", {}).get("isa") == agent.cfg.isa:
+    kept_isa = meta.get("source", {}).get("isa")
+    if meta["isa"] == agent.cfg.isa and kept_isa:
+        args = ["--fallback"]        # the board's own state, should the transformed one fail
+    elif kept_isa == agent.cfg.isa:
         args = ["--source-copy"]
     elif meta["isa"] != agent.cfg.isa:
         src = scratch / f"{jid}-{n}-{agent.cfg.isa}"
