@@ -40,25 +40,11 @@ def image(path: Path, workload: str, klass: str) -> str:
     return str(path)
 
 
-def status(state: Path) -> dict:
-    from hexo_sched import api
-    return api.request(state, "status")
-
-
-def wait(state: Path, cond, timeout: float, what: str) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        st = status(state)
-        if cond(st):
-            return st
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def one_run(period: float, kill_after: float) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     import sshd_fixture
     from npb_reference import check
+    from test_schedd_live import start_daemon, wait_for
     from hexo_sched import api
     d = Path(tempfile.mkdtemp(prefix="hexo-bench-boardfail-"))
     ssh = sshd_fixture.start(d / "ssh")
@@ -66,23 +52,19 @@ def one_run(period: float, kill_after: float) -> dict:
                                       checkpoint_period_s=period,
                                       board_lost_after_s=LOST_AFTER_S)
     state = d / "state"
-    daemon = subprocess.Popen([BIN / "hexo-schedd", "--config", cfg], stdout=subprocess.DEVNULL,
-                              stderr=open(d / "schedd.log", "w"), start_new_session=True)
+    daemon = start_daemon(cfg, d / "schedd.log")
     try:
-        while not (state / "control.sock").exists():
-            time.sleep(0.05)
-        time.sleep(0.5)
         ep = api.request(state, "submit", jobs=[{"image": image(EP, "npb-ep", "W")},
                                                 {"image": image(IS, "npb-is", "S")}])["jobs"][0]
-        st = wait(state, lambda s: any(j["id"] == ep and j["location"] == "board0"
-                                       and j["state"] == "running" for j in s["jobs"]),
-                  300, "EP to run on the board")
+        wait_for(lambda s: any(j["id"] == ep and j["location"] == "board0"
+                               and j["state"] == "running" for j in s["jobs"]),
+                 state, 300, "EP to run on the board")
         time.sleep(kill_after)
         sshd_fixture.stop(ssh)
         vm = json.loads((d / "board" / "run" / f"{ep}.json").read_text())
         os.kill(vm["pid"], signal.SIGKILL)
-        st = wait(state, lambda s: all(j["state"] == "done" for j in s["jobs"]), 900,
-                  "the jobs to end")
+        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state, 900,
+                      "the jobs to end")
         job = next(j for j in st["jobs"] if j["id"] == ep)
         check("ep", "W", Path(job["output"]).read_text())
         [loss] = job["losses"]
