@@ -5,6 +5,7 @@ resumed job produces again."""
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -15,9 +16,9 @@ from test_checkpoint import _wait_running
 WORK = {"x86_64": "60000000", "aarch64": "300000"}    # ~5 s of chatty pairs 60 on each
 
 
-def _start(image, env, *args):
+def _start(image, env, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
     proc = subprocess.Popen([UHYVE, "run", image, "--name", "job", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=stdout, stderr=stderr)
     _wait_running(env, "job", proc)
     return proc
 
@@ -63,10 +64,15 @@ def test_output_counts_mark_what_a_resumed_job_prints_again(images, env, tmp_pat
     """chatty flushes a numbered stdout line and writes a stderr line before each migration
     point: the counts are past the start, and a restore prints exactly the rest of both."""
     image = images.program("chatty", migratable=True)
-    proc = _start(image, env, "--isa", isa, "--", "pairs", "60", WORK[isa])
+    files = tmp_path / "out", tmp_path / "err"
+    with open(files[0], "wb") as o, open(files[1], "wb") as e:
+        proc = _start(image, env, "--isa", isa, "--", "pairs", "60", WORK[isa], stdout=o,
+                      stderr=e)
+    while files[0].stat().st_size == 0 and proc.poll() is None:
+        time.sleep(0.01)                       # the first line is out before the first point
     taken = _live_checkpoints(proc, env, tmp_path, 2)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    assert proc.wait(600) == 0
+    out, err = (f.read_bytes() for f in files)
     stderr = b"".join(line for line in err.splitlines(True) if not line.startswith(b"uhyve-ctl"))
     assert out.count(b"\n") == 61 and stderr.count(b"\n") == 60     # and "done"
     counts = [_counts(ck) for ck in taken]
