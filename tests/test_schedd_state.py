@@ -58,6 +58,17 @@ def test_state_round_trip_keeps_every_job_and_migration():
         assert vars(fresh.jobs[jid]) == vars(j)
     assert records["job-1"].segments == [Segment(0, "server", "run", 1.0)]
     assert records["job-2"] == recs["job-2"]
+    old = json.loads(json.dumps(data))           # a 1.2 file: none of 1.3's keys
+    old["version"] = [1, 2]
+    for e in old["jobs"]:
+        for k in ("saved", "losses"):
+            e["record"].pop(k)
+        for seg in e["record"]["segments"]:
+            seg.pop("lost"), seg.pop("output_base")
+        e["policy"].pop("arrived_at")
+    records, _, _ = load_into(old, ClusterState(machines()))
+    assert records["job-2"].saved is None and records["job-2"].losses == []
+    assert records["job-2"].segments[0].output_base == {"stdout": 0, "stderr": 0}
     assert fresh.used("b0") == st.used("b0") and fresh.used("server") == st.used("server")
 
 
