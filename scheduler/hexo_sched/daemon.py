@@ -102,6 +102,9 @@ class Daemon:
         self.left_behind: dict[str, set[str]] = {}   # board -> jobs it lost (stopped there
                                                       # once it answers again)
         self.savers: dict[str, threading.Thread] = {}    # job -> live checkpoint being saved
+        # board -> a second connection for live checkpoints, which take seconds on a board:
+        # probes and output reads go on over the first meanwhile
+        self.saver_agents = {m.name: MachineAgent(m) for m in cfg.machines if m.kind == "board"}
         self.save_tried: dict[str, float] = {}           # job -> last live checkpoint attempt
         self.drained = False                      # this daemon drained the Slurm node
         self.snapshot_lock = threading.Lock()
@@ -173,7 +176,7 @@ class Daemon:
         if self.control:
             self.control.close()
         self.metrics.close()
-        for a in self.agents.values():
+        for a in [*self.agents.values(), *self.saver_agents.values()]:
             a.close()
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -625,7 +628,7 @@ class Daemon:
                 t.start()
 
     def _take_live_checkpoint(self, jid: str, seg: Segment) -> None:
-        agent, new = self.agents[seg.machine], None
+        agent, new = self.saver_agents[seg.machine], None
         try:
             new = saved.take_live(agent, self.cfg.state_dir / "jobs" / jid, jid, seg,
                                   self.cfg.server.isa, self.cfg.checkpoint_timeout_s)
