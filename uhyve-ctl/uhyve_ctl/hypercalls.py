@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno as host_errno
 import os
 import posixpath
+import stat
 import time
-from collections import namedtuple
 
 from hexo import abi
+from hexo.records import record
 from .backends.base import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 
@@ -28,7 +29,7 @@ def guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-class Mount(namedtuple("Mount", "host_dir guest_dir read_only", defaults=(False,))):
+class Mount(record("Mount", "host_dir guest_dir read_only", defaults=(False,))):
     """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
     __slots__ = ()
 
@@ -125,6 +126,13 @@ class FileTable:
             entry = self.fds.pop(fd)
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
+
+    def stdout_is_file(self) -> bool:
+        """Guest fd 1 is not a terminal (character device): C buffers it fully."""
+        try:
+            return not stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
+        except (KeyError, OSError):
+            return False
 
     def writable(self) -> dict[int, int]:
         """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""
