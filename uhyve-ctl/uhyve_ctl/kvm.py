@@ -339,10 +339,10 @@ def system() -> Kvm:
     if _system is None:
         _system = Kvm()
     else:
-        try:                           # as Kvm() does, should the first open have been elsewhere
-            ensure_kick_handler()
-        except RuntimeError:           # not the main thread: whoever made the Kvm() set it
-            pass
+        try:
+            ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
+        except RuntimeError:
+            pass                       # not the main thread: a later kick() says what is missing
     return _system
 
 
