@@ -79,12 +79,19 @@ def _new_directory(path: Path) -> Path:
     return path
 
 
+CXX_SUFFIXES = (".cc", ".cpp", ".cxx", ".c++", ".cp", ".C", ".CPP")
+
+
 def _build(args) -> int:
     from .toolchain.build import BuildRequest, build, build_native
     from .toolchain.sysroot import ToolchainError
     from . import workloads
     _output_file(args.output)
     for src in args.sources:
+        if src.suffix in CXX_SUFFIXES:
+            raise ValueError(f"{src}: C++ is not supported: the library OS has no C++ runtime "
+                             f"(no C++ standard library, exceptions or RTTI); hexo build "
+                             f"compiles C")
         if src.suffix != ".c":
             raise ValueError(f"{src}: not a C source file (hexo build compiles .c files)")
         if not src.is_file():

@@ -156,6 +156,7 @@ KVM_SET_SREGS = _iow(0x84, KvmSregs)
 KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
 KVM_GET_STATS_FD = _io(0xCE)
 KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
+KVM_GET_TSC_KHZ = _io(0xA3)
 KVM_GET_ONE_REG = _iow(0xAB, KvmOneReg)
 KVM_SET_ONE_REG = _iow(0xAC, KvmOneReg)
 KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit)
@@ -276,7 +277,7 @@ def unavailable() -> str:
     if os.environ.get("HEXO_KVM", "").lower() == "off":
         return "KVM is turned off (HEXO_KVM=off)"
     try:
-        Kvm().close()
+        system()
     except KvmError as e:
         return f"/dev/kvm is not usable: {e}"
     return ""
@@ -326,6 +327,23 @@ class Kvm(_Fd):
 
     def create_vm(self) -> "Vm":
         return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
+
+
+_system: Kvm | None = None
+
+
+def system() -> Kvm:
+    """This process's /dev/kvm, opened and checked once: every VM is created through it (a
+    job opened it twice, ~70 us of a short job's CPU). Never closed: it holds no VM."""
+    global _system
+    if _system is None:
+        _system = Kvm()
+    else:
+        try:
+            ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
+        except RuntimeError:
+            pass                       # not the main thread: a later kick() says what is missing
+    return _system
 
 
 class Vm(_Fd):
@@ -424,6 +442,10 @@ class Vcpu(_Fd):
 
     def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
         _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
+
+    def tsc_khz(self) -> int:
+        """x86: the rate of the guest's TSC."""
+        return _ioctl(self.fd, KVM_GET_TSC_KHZ)
 
     def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
         """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""

@@ -97,8 +97,6 @@ class VirtualMachine:
             if restore is not None:
                 self._restore(restore)
             self.ring.reset()
-            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
-                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
             if restore is not None and restore.remote_areas:
                 self._connect_pager(restore, pages)
             self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry,
@@ -108,6 +106,9 @@ class VirtualMachine:
                 self.memory.on_access = self.pager.ensure
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
+            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
+                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION,
+                counter_hz=self.backend.counter_hz()))
         except BaseException:
             if self.pager is not None:
                 self.pager.demand_link.close()
@@ -130,6 +131,7 @@ class VirtualMachine:
         return self._migrator.page_server if self._migrator is not None else None
 
     def _load(self, elf: bytes) -> None:
+        elf = memoryview(elf)        # segments go into guest RAM without a copy of their own
         for s in self.build.segments:
             if (s.vaddr < abi.IMAGE_BASE or s.vaddr + s.memsz > self.memory.size
                     or s.offset + s.filesz > len(elf) or s.filesz > s.memsz):
@@ -218,6 +220,7 @@ class VirtualMachine:
             isa=abi.ISA_IDS[self.isa], pc=ctx["pc"], sp=ctx["sp"], **callee))
         self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
         self.files.reopen(meta["files"])
+        self.files.output.update(meta.get("output", {}))
 
     def _connect_pager(self, ckpt, pages) -> None:
         """Post-copy: the remote areas stay absent until touched or pulled; the backend,
@@ -233,7 +236,7 @@ class VirtualMachine:
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
-            mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
+            flags=0 if self.files.stdout_is_file() else abi.BOOT_STDOUT_TERMINAL, mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
             argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],

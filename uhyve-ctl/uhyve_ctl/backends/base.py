@@ -61,6 +61,11 @@ class Backend(ABC):
     def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         """Run until a hypercall handler, a fault or the timeout stops the guest."""
 
+    def counter_hz(self) -> int:
+        """The shared page's counter_hz: the rate of a counter the booted guest can read
+        for its clocks without exiting (hexo/abi.py SHARED_PAGE); 0 when it has none."""
+        return 0
+
     @abstractmethod
     def registers(self) -> dict[str, int]:
         """General-purpose registers, pc and sp, by their ISA names (for reports)."""

@@ -179,6 +179,11 @@ class EmuBackend(Backend):
         self._writes, self._replay, self._fault = [], None, None
         self._booted = True
 
+    def counter_hz(self) -> int:
+        """unicorn's aarch64 CNTVCT_EL0 follows the host's clock at its CNTFRQ_EL0 rate, as the
+        architecture says; its x86-64 TSC is not tied to time, so that guest makes CLOCK."""
+        return abi.AARCH64_COUNTER if self.isa == "aarch64" else 0
+
     def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
         """Emulate in a worker thread, so that this thread sees the deadline and Ctrl-C."""
         if not self._booted:
