@@ -17,13 +17,13 @@ half of the buffer.
 - link utilisation of a bulk pull (target >= 90% of the shaped rate);
 - where the time goes, per phase, in one more migration of each mode (half the memory).
 
-Measured here (2 cores shared with other work, load 10-15): needing half its memory,
-post-copy took 0.74-0.87x of stop-and-copy while the full checkpoint was written before the
-migration answered, the page server copied the guest's areas, the emulated target unmapped
-the remote areas and the pull had one request in flight; now 2.62 s vs 4.89 s = 0.54x (all
-of it, 4.20 vs 4.67 s = 0.90x). Of post-copy's time, ~1.5 s is pulling 17 MiB (16 needed)
-at ~90% of the link; the migrate command (0.4 s), the checkpoint copy (0.5 s, mostly this
-script's two processes) and the target's start (0.1-0.3 s) are the rest.
+Measured here (2 cores shared with other work): needing half its memory, post-copy took
+0.74-0.87x of stop-and-copy while the full checkpoint was written before the migration
+answered, the page server copied the guest's areas, the emulated target unmapped the remote
+areas and the pull had one request in flight; now 1.79 s vs 3.61 s = 0.50x (0.54x under
+load 13; all of it: 3.49 vs 4.59 s = 0.76x; downtime 0.37 s vs 3.3 s; bulk pull 91% of the
+link). Of post-copy's time, ~1.5 s is pulling 17 MiB (16 needed); the migrate command
+(0.2 s), the checkpoint copy (0.15 s) and the target's start (0.1 s) are the rest.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ reports it) and by whole-process time (which adds the VM's start-up); migratable
 (statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
 arm64 build vs native (reported).
 
-Start-up, measured here by CPU time under load (~13 on 2 cores): `uhyve-ctl run hello`
-25.6 ms against 15.3 ms for the bare interpreter = 1.67x (2.7x before this session's cuts:
+Start-up by CPU time: `uhyve-ctl run hello` 21.2 ms against 11.0 ms for the bare
+interpreter = 1.9x on a quiet machine (30.7 ms, 2.7x, before this session's cuts:
 collections, functools, enum, signal and threading off the run path, ~5 ms; the
-interpreter's teardown skipped with os._exit, ~2 ms; the Migrator made on first use). Left:
-~5 ms of imports (ctypes ~1.3 ms, kvm.py's ctypes structs and records ~0.8 ms, twelve
-modules of its own) and ~4 ms creating, running and tearing down the KVM VM. `hexo inspect`
-2.2x (3.3x), `hexo status`'s client 3.6x (6.9x).
+interpreter's teardown skipped with os._exit, ~2 ms; the Migrator made on first use); 1.67x
+in this script under load. Left: ~6.5 ms of imports (ctypes ~1.9 ms, needed for guest RAM's
+address; kvm.py's ctypes structs and records ~1 ms; a dozen modules of its own) and ~3.5 ms
+creating, running and closing the KVM VM. `hexo inspect` 2.7x (3.3x), `hexo status`'s
+client 4.4x (6.9x).
 """
 
 from __future__ import annotations
