@@ -19,7 +19,8 @@ emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
+
+from .records import record
 
 ABI_MAJOR = 1
 ABI_MINOR = 5
@@ -215,7 +216,7 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(namedtuple("Hypercall", "nr name args")):
+class Hypercall(record("Hypercall", "nr name args")):
     __slots__ = ()
 
 

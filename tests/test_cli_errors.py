@@ -156,6 +156,19 @@ def test_a_plain_run_is_read_as_argparse_reads_it(argv):
     if quick is not None:
         assert vars(quick) == vars(cli._parser().parse_args(argv))
 
+INSPECT = [["inspect", "x.hexo"], ["inspect", "./d//x.hexo", "--json"], ["inspect", "--json", "ck/"]]
+INSPECT_FULL = [["inspect"], ["inspect", "--json"], ["inspect", "a", "b"], ["inspect", "-h"],
+                ["inspect", "x", "--js"], ["inspect", "--", "x"], ["inspect", "x", "--json", "y"]]
+
+
+@pytest.mark.parametrize("argv", INSPECT + INSPECT_FULL)
+def test_hexo_inspect_is_read_as_argparse_reads_it(argv):
+    """`hexo inspect` skips argparse only where the full parser would read the same."""
+    from hexo import cli
+    quick = cli._quick_inspect(argv)
+    assert (quick is not None) == (argv in INSPECT)
+    if quick is not None:
+        assert vars(quick) == vars(cli._parser()[0].parse_args(argv))
 
 
 @pytest.mark.parametrize("command", ["inspect", "certify"])

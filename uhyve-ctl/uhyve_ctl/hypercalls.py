@@ -13,9 +13,9 @@ import os
 import posixpath
 import stat
 import time
-from collections import namedtuple
 
 from hexo import abi
+from hexo.records import record
 from .backends.base import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 
@@ -29,7 +29,7 @@ def guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-class Mount(namedtuple("Mount", "host_dir guest_dir read_only", defaults=(False,))):
+class Mount(record("Mount", "host_dir guest_dir read_only", defaults=(False,))):
     """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
     __slots__ = ()
 

@@ -64,7 +64,8 @@ class Migrator:
         self._lock = threading.Lock()
         self._pending: Request | None = None
         self._done = threading.Event()
-        self._result: str | Exception | None = None
+        self._result: str | Exception | None = None     # the last request's outcome
+        self._answer: str | Exception | None = None     # what its requester was told
         offset = abi.SHARED_PAGE.offset("migrate_request")
         base = vm.memory.host_address + abi.SHARED_PAGE_ADDR
         self._flag = ctypes.c_uint32.from_address(base + offset)
@@ -75,6 +76,9 @@ class Migrator:
         self.page_server = None       # post-copy: serving the stopped guest's areas
         self.passed_point = threading.Event()    # the guest reached a migration point
         self.on_point: Callable[[], None] | None = None     # called once, on that thread
+        # post-copy: the full checkpoint failed after the requester was answered; the guest
+        # goes on here (called with the reason, on the vCPU thread)
+        self.on_resumed: Callable[[str], None] | None = None
         self._stage = "checkpoint"
 
     def probe(self, on_point: Callable[[], None]) -> None:
@@ -101,7 +105,7 @@ class Migrator:
         with self._lock:
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
-            self._pending, self._result = req, None
+            self._pending, self._result, self._answer = req, None, None
             self._done.clear()
             self.timings = {"requested": time.perf_counter()}
             self._target.value = abi.ISA_IDS[req.target_isa]
@@ -133,9 +137,9 @@ class Migrator:
                         f"the guest reached no migration point within {timeout:g} s; "
                         f"it keeps running")
             self._done.wait()
-        if isinstance(self._result, Exception):
-            raise MigrationError(str(self._result))
-        return self._result
+        if isinstance(self._answer, Exception):
+            raise MigrationError(str(self._answer))
+        return self._answer
 
     def outcome(self) -> str | None:
         """Why the last request produced no checkpoint, if it failed."""
@@ -162,13 +166,22 @@ class Migrator:
         try:
             path = self._write(req, ctx, kernel, areas)
         except Exception as e:                           # reported to the requester
-            self._result = MigrationError(one_line_cause(e, self._stage))
-            self._done.set()
+            error = MigrationError(one_line_cause(e, self._stage))
+            if self._done.is_set() and self.on_resumed is not None:
+                self.on_resumed(str(error))              # it had been told of a checkpoint
+            self._answer_with(error)
+            self._result = error
             return -abi.ERRNO["EIO"]
-        self.timings["written"] = time.perf_counter()
-        self._result = path
-        self._done.set()
+        self._answer_with(path)
         return Checkpointed(path)
+
+    def _answer_with(self, result: str | Exception) -> None:
+        """Answer the requester, once: a checkpoint path, or why there is none."""
+        if not self._done.is_set():
+            if not isinstance(result, Exception):
+                self.timings["written"] = time.perf_counter()
+            self._answer = self._result = result
+            self._done.set()
 
     def _write(self, req: Request, ctx: dict, kernel: dict, areas: list[dict]) -> str:
         vm = self.vm
@@ -208,9 +221,11 @@ class Migrator:
     def _write_postcopy(self, req: Request, state: dict, data: list, kept) -> str:
         """A minimal checkpoint, a listening page server holding the areas it leaves out, and
         a full checkpoint beside it (the fallback if either side dies before every page has
-        arrived). Both are durable before the migration reports success, so there is no moment
-        when the job's only complete copy is this process's memory; if either cannot be
-        written, the guest keeps running."""
+        arrived). The requester is answered once the minimal one is durable, so the target is
+        copied and started while the full one is written; the page server welcomes no target
+        before that is durable too, so no target runs while this process's memory is the
+        job's only complete copy. If the full checkpoint cannot be written, the server
+        refuses every target, the minimal checkpoint is removed and the guest keeps running."""
         from hexo import checkpoint
 
         from .pageserver import PageServer
@@ -221,11 +236,11 @@ class Migrator:
             # Every area fits in the checkpoint: it is already complete, and a page server
             # no target ever connects to would hold the source forever.
             return checkpoint.write(req.output, state, data, req.compress, kept=kept).path
-        data = [(kind, start, bytes(d)) for kind, start, d in data]
         secret = os.urandom(32)
         host, port = parse_address(req.serve)
         server = PageServer((host, port), secret,
-                            [(s, d) for k, s, d in data if served_remotely(k, len(d))])
+                            [(s, d) for k, s, d in data if served_remotely(k, len(d))],
+                            held=True)
         try:
             full = os.path.abspath(req.output).rstrip(os.sep) + ".full"
             bound = f"{host if ':' not in host else f'[{host}]'}:{server.address[1]}"
@@ -236,13 +251,19 @@ class Migrator:
         except BaseException:
             server.close()
             raise
-        try:
-            checkpoint.write(full, state, data, req.compress, kept=kept)
-        except BaseException:
-            import shutil
-            server.close()
-            shutil.rmtree(path, ignore_errors=True)
-            raise
         server.start()
         self.page_server = server
+        self._answer_with(path)
+        try:
+            checkpoint.write(full, state, data, req.compress, kept=kept)
+        except Exception as e:
+            import shutil
+            why = (f"the source could not write its full checkpoint "
+                   f"({one_line_cause(e, 'writing it')}); the job goes on there")
+            server.refuse(why)
+            self.page_server = None
+            shutil.rmtree(path, ignore_errors=True)
+            server.close()
+            raise MigrationError(why) from None
+        server.release()
         return path

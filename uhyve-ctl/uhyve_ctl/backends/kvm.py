@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 import time
 
 from hexo import abi
@@ -156,6 +155,7 @@ class KvmBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         timer = None
         if timeout is not None:
+            import threading        # a run without a timeout does without it (~3 ms)
             kvm.ensure_kick_handler()
             timer = threading.Timer(timeout, vcpu.kick)
             timer.daemon = True
