@@ -338,8 +338,11 @@ def system() -> Kvm:
     global _system
     if _system is None:
         _system = Kvm()
-    elif threading.current_thread() is threading.main_thread():
-        ensure_kick_handler()          # as Kvm() does, should the first open have been elsewhere
+    else:
+        try:
+            ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
+        except RuntimeError:
+            pass
     return _system
 
 
