@@ -1,6 +1,6 @@
 """Linux-mode processes moved between this server and a board (`hexo board migrate`): a CRIU
 checkpoint recoded for the other ISA, restored on the other side. The source process stays
-stopped at its migration point, restorable, until the target reports the job running; if
+parked at its migration point, restorable, until the target reports the job running; if
 the restore fails it continues where it was."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from uhyve_ctl.container import checkpoint as ckpt
-from uhyve_ctl.container.process import host_isa
+from uhyve_ctl.container.process import host_isa, resume
 
 from ..hosts import HostError
 from .vm import Board
@@ -48,10 +48,10 @@ def to_board(pid: int, board: str, timeout: float = 30.0, until_point: bool = Fa
                                             *(["--until-point"] if until_point else [])],
                                      puts=[d])
         except BaseException:
-            os.kill(pid, signal.SIGCONT)
+            resume(pid)
             raise
         if status != 0:
-            os.kill(pid, signal.SIGCONT)
+            resume(pid)
             raise MigrationError(f"restore on {board} failed ({err.strip() or status}); "
                                  f"process {pid} continues here")
         os.kill(pid, signal.SIGKILL)
@@ -76,7 +76,8 @@ def from_board(board: str, pid: int, timeout: float = 30.0, reap: bool = False) 
             conn.host.get_dir(remote, local)
             new = ckpt.restore(local, reap=reap)
         except BaseException as e:
-            conn.host.sh(f"kill -CONT {pid}; rm -rf {remote}")
+            _hexo(conn, ["container", "resume", str(pid)])
+            conn.host.sh(f"rm -rf {remote}")
             if isinstance(e, Exception):
                 raise MigrationError(f"restore here failed ({e}); process {pid} continues on "
                                      f"{board}") from None

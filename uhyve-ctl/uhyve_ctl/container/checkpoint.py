@@ -9,7 +9,6 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import stat
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
                leave_stopped: bool = False) -> dict:
     """Dump process `pid` at its next migration point into `out`, for `to_isa`.
 
-    CRIU ends the process after the dump unless `leave_stopped`: then it stays stopped at the
-    point until the caller ends it (the target runs the job) or continues it (it did not)."""
+    CRIU ends the process after the dump unless `leave_stopped`: then it stays parked at the
+    point until the caller ends it (the target runs the job) or resumes it (it did not)."""
     image, isa = process.image_of(pid)
     to_isa = to_isa or isa
     if to_isa not in abi.ISA_IDS:
@@ -57,13 +56,14 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
     t0 = time.perf_counter()
     try:
         criu.run(["dump", "-t", str(pid), *_shell_job(state),
-                  *(["--leave-stopped"] if leave_stopped else [])],
+                  *(["--leave-running"] if leave_stopped else [])],
                  f"criu dump of process {pid}", out)
     except criu.CriuError:
-        os.kill(pid, signal.SIGCONT)        # CRIU left it as it was: let it run on
+        process.resume(pid)                 # CRIU left it as it was: let it run on
         raise
     state["dump_s"] = round(time.perf_counter() - t0, 4)
     try:
+        criu_images.mark_running(out, pid)
         shutil.copyfile(image.path, out / IMAGE_FILE)
         state["files"] = _carry_files(out, pid)
         # Written before the recode: should that fail, the directory still restores here.
@@ -73,7 +73,7 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
             _write_state(out, state)
     except BaseException:
         if leave_stopped:
-            os.kill(pid, signal.SIGCONT)    # nothing moved: the source job runs on
+            process.resume(pid)             # nothing moved: the source job runs on
         raise
     return state
 
@@ -131,7 +131,8 @@ def _place_files(directory: Path, state: dict) -> None:
     if image.manifest["build_id"] != state["image"]["build_id"]:
         raise ProcessError(f"{directory}: {IMAGE_FILE} is not the image the process runs")
     pid = state["pid"]
-    criu_images.point_executable(directory, pid, process.executable(image, state["isa"]))
+    exe = process.executable(image, state["isa"])
+    criu_images.point_executable(directory, pid, exe, exe.stat().st_size)
     cwd, mode = criu_images.working_directory(directory, pid)
     if not Path(cwd).is_dir():
         Path(cwd).mkdir(parents=True)
@@ -164,7 +165,6 @@ def restore(directory: Path, reap: bool = False, until_point: bool = False) -> i
              "criu restore", directory)
     if until_point:
         process.arm(state["pid"])
-    os.kill(state["pid"], signal.SIGCONT)
     return state["pid"]
 
 

@@ -19,7 +19,7 @@ def register(sub) -> None:
     r.add_argument("args", nargs="*")
     r.add_argument("--stop-at-point", type=int, metavar="N",
                    help="stop at the (N+1)-th migration point and wait there to be "
-                        "checkpointed (or continued with SIGCONT)")
+                        "checkpointed (or continued with hexo container resume)")
     r.set_defaults(run=_run)
     k = csub.add_parser("checkpoint", help="stop a process at its next migration point and "
                         "dump it with CRIU")
@@ -29,8 +29,8 @@ def register(sub) -> None:
     k.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for a migration point")
     k.add_argument("--leave-stopped", action="store_true",
-                   help="keep the process stopped at the point after the dump (kill it once "
-                        "the target runs it, or continue it with SIGCONT)")
+                   help="keep the process parked at the point after the dump (kill it once "
+                        "the target runs it, or continue it with hexo container resume)")
     k.set_defaults(run=_checkpoint)
     s = csub.add_parser("restore", help="restore a checkpoint directory and let it run")
     s.add_argument("directory", type=Path)
@@ -39,6 +39,9 @@ def register(sub) -> None:
     s.add_argument("--until-point", action="store_true",
                    help="stop it again at its next migration point (one step here)")
     s.set_defaults(run=_restore)
+    c = csub.add_parser("resume", help="let a process parked at its migration point continue")
+    c.add_argument("pid", type=int)
+    c.set_defaults(run=_resume)
     o = csub.add_parser("image", help="an OCI image for podman with the executables of both "
                         "ISAs, from a local root file system tarball")
     o.add_argument("image", type=Path)
@@ -73,6 +76,12 @@ def _restore(args) -> int:
     pid = restore(args.directory, reap=args.wait, until_point=args.until_point)
     print(f"restored process {pid}", flush=True)
     return wait(pid) if args.wait else 0
+
+
+def _resume(args) -> int:
+    from .process import resume
+    resume(args.pid)
+    return 0
 
 
 def _image(args) -> int:

@@ -127,9 +127,20 @@ def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
                        "xmm_space": [0] * 64, "padding": [0] * 24}}
 
 
-def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
+def mark_running(directory: Path, pid: int) -> None:
+    """Say `running` in the dumped shared page: a process restored on the same ISA leaves its
+    park at the point by itself (kernel-images/linux/runtime.c), one recoded for the other ISA
+    enters hexo_resume() and never looks."""
+    pages = Pages(directory, pid)
+    pages.write(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("guest_state"),
+                process.LINUX_RUNNING.to_bytes(4, "little"))
+    pages.save()
+
+
+def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = None) -> dict:
     """Rewrite the CRIU images of `directory` (a process dumped at a migration point) so that
-    CRIU restores it on `to_isa`; the new hexo-process state."""
+    CRIU restores it on `to_isa` with `exe` (default: the build unpacked under the hexo home)
+    as its executable; the new hexo-process state."""
     pid, isa = state["pid"], state["isa"]
     pstree = _load(directory, "pstree.img")["entries"]
     if len(pstree) != 1 or pstree[0].get("threads", [pid]) != [pid]:
@@ -143,9 +154,6 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     pages.drop(abi.STACK_BOTTOM, abi.STACK_TOP)
     pages.write(low, new_stack)
     ctx = new_state["context"]
-    # hexo_resume() returns straight into the job, past the line that marks it running again.
-    pages.write(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("guest_state"),
-                process.LINUX_RUNNING.to_bytes(4, "little"))
     pages.write(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
         isa=abi.ISA_IDS[to_isa], reserved=0, pc=ctx["pc"], sp=ctx["sp"],
         **{f"callee{i}": ctx.get(n, 0) for i, n in enumerate(abi.CALLEE_SAVED[to_isa])},
@@ -184,7 +192,9 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
 
-    point_executable(directory, pid, process.executable(image, to_isa))
+    if exe is None:
+        exe = process.executable(image, to_isa)
+    point_executable(directory, pid, exe, len(image.payload(f"elf.{to_isa}")))
     return dict(state, isa=to_isa, context=ctx, transformed=new_state["transformed"])
 
 
@@ -195,13 +205,14 @@ def _exe_entry(files: dict, mm: dict) -> dict:
     raise ProcessError("the dump names no executable file")
 
 
-def point_executable(directory: Path, pid: int, exe: Path) -> None:
-    """Make the images map `exe` as the process's executable (size updated, build id
-    dropped: the file is another build, or the same one unpacked elsewhere)."""
+def point_executable(directory: Path, pid: int, exe: Path, size: int) -> None:
+    """Make the images map `exe` (`size` bytes; a path as the restored process sees it) as
+    the process's executable (build id dropped: the file is another build, or the same one
+    unpacked elsewhere)."""
     files = _load(directory, "files.img")
     reg = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])
     reg["name"] = str(exe)
-    reg["size"] = exe.stat().st_size
+    reg["size"] = size
     reg.pop("build_id", None)
     _dump(directory, "files.img", files)
 
