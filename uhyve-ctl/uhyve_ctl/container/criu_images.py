@@ -240,17 +240,20 @@ def summary(directory: Path) -> dict:
     """What a process checkpoint holds, decoded from its CRIU images."""
     from .checkpoint import load_state
     state = load_state(directory)
-    pid = state["pid"]
+    return {"isa": state["isa"], "pid": state["pid"], "image": state["image"],
+            "context": state["context"], **decoded(directory, state["pid"]),
+            **({"transformed": state["transformed"]} if "transformed" in state else {})}
+
+
+def decoded(directory: Path, pid: int) -> dict:
+    """The thread, executable, memory areas and dumped pages of process `pid`'s images."""
     core = _load(directory, f"core-{pid}.img")["entries"][0]
     mm = _load(directory, f"mm-{pid}.img")["entries"][0]
     pages = Pages(directory, pid)
     exe = _exe_entry(_load(directory, "files.img"), mm)["name"]
     ti = core.get("ti_aarch64") or core.get("thread_info") or {}
     pc = ti.get("gpregs", {}).get("pc", ti.get("gpregs", {}).get("ip"))
-    return {"isa": state["isa"], "pid": pid, "image": state["image"],
-            "core_mtype": core["mtype"], "thread_pc": pc, "context": state["context"],
-            "executable": exe,
+    return {"core_mtype": core["mtype"], "thread_pc": pc, "executable": exe,
             "vmas": [{"start": v["start"], "end": v["end"], "status": v["status"]}
                      for v in mm["vmas"]],
-            "dumped_pages": len(pages.pages), **({"transformed": state["transformed"]}
-                                                 if "transformed" in state else {})}
+            "dumped_pages": len(pages.pages)}
