@@ -102,12 +102,13 @@ def _restore(args) -> int:
 
 
 def _resume(args) -> int:
-    from .process import resume
     pid = _pid(args.target)
     if pid is None:
-        from .podman import running_pid
-        pid = running_pid(args.target)
-    resume(pid)
+        from .podman import resume
+        resume(args.target)
+    else:
+        from .process import resume
+        resume(pid)
     return 0
 
 

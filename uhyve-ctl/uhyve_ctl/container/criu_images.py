@@ -127,6 +127,43 @@ def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
                        "xmm_space": [0] * 64, "padding": [0] * 24}}
 
 
+CGROUP_MOUNT = "/sys/fs/cgroup"
+
+
+def forget_cgroups(directory: Path) -> None:
+    """Empty the dumped cgroup tree (controllers and each set's memberships) and drop the
+    container's cgroup mounts. One machine's cgroup layout means nothing on another: the
+    server's is v1 and v2 side by side, a board's v2 only, where neither CRIU nor runc can
+    recreate the v1 controller mounts the dump names. The runtime that restores the job puts
+    it in the container's cgroup of that machine; the job sees no /sys/fs/cgroup."""
+    img = _load(directory, "cgroup.img")
+    for e in img["entries"]:
+        e.pop("controllers", None)
+        for cg_set in e.get("sets", []):
+            cg_set.pop("ctls", None)
+    _dump(directory, "cgroup.img", img)
+    drop_mounts(directory, lambda path: path == CGROUP_MOUNT
+                or path.startswith(CGROUP_MOUNT + "/"))
+
+
+def drop_mounts(directory: Path, dropped) -> list[str]:
+    """Remove the mounts whose mount point `dropped(path)` says from the dumped mount
+    namespaces (with the contents CRIU saved of a dropped tmpfs); their mount points."""
+    gone = []
+    for mounts in directory.glob("mountpoints-*.img"):
+        img = _load(directory, mounts.name)
+        kept = []
+        for m in img["entries"]:
+            if dropped(m["mountpoint"]):
+                (directory / f"tmpfs-dev-{m['mnt_id']}.tar.gz.img").unlink(missing_ok=True)
+                gone.append(m["mountpoint"])
+            else:
+                kept.append(m)
+        img["entries"] = kept
+        _dump(directory, mounts.name, img)
+    return gone
+
+
 def mark_running(directory: Path, pid: int) -> None:
     """Say `running` in the dumped shared page: a process restored on the same ISA leaves its
     park at the point by itself (kernel-images/linux/runtime.c), one recoded for the other ISA

@@ -84,6 +84,7 @@ def recode(work: Path, state: dict, image, to_isa: str) -> dict:
     spec = _config(work, "spec.dump")
     profile = spec.get("linux", {}).get("seccomp")
     seccomp.replace_filters(work / IMAGES_DIR, profile, to_isa)
+    criu_images.forget_cgroups(work / IMAGES_DIR)
     for s in (spec, config["spec"]):
         _retarget_spec(s, to_isa)
     if config.get("entrypoint", [""])[0].startswith(f"{ROOT_DIR}/"):
@@ -93,10 +94,23 @@ def recode(work: Path, state: dict, image, to_isa: str) -> dict:
     return new
 
 
-def _unpack(archive: Path, work: Path) -> None:
+def _members(archive: Path, tar: tarfile.TarFile, wanted=lambda name: True) -> list:
+    """The archive's regular files and directories, each inside the archive (Python 3.11.2,
+    a board's, has no extraction filters)."""
+    members = []
+    for m in tar.getmembers():
+        if not (m.isfile() or m.isdir()) or m.name.startswith("/") \
+                or ".." in Path(m.name).parts:
+            raise ProcessError(f"{archive}: unexpected member {m.name!r}")
+        if wanted(m.name):
+            members.append(m)
+    return members
+
+
+def _unpack(archive: Path, work: Path, wanted=lambda name: True) -> None:
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(work, filter="tar")
+            tar.extractall(work, _members(archive, tar, wanted))
     except (tarfile.TarError, OSError) as e:
         raise ProcessError(f"{archive}: not a readable checkpoint archive ({e})") from None
 
@@ -147,7 +161,8 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
             state = {"format": "hexo-container", "version": FORMAT_VERSION, "pid": INIT_PID,
                      "container": config["name"], "image": {
                          "build_id": image.manifest["build_id"], "name": image.manifest["name"],
-                         "oci_id": config["rootfsImageID"]},
+                         "oci_id": config["rootfsImageID"],
+                         "oci_name": config["rootfsImageName"]},
                      "isa": isa, "context": regs}
             criu_images.mark_running(work / IMAGES_DIR, INIT_PID)
             if to_isa != isa:
@@ -194,15 +209,16 @@ def load_state(archive: Path) -> dict:
     return state
 
 
-def _ensure_image(archive: Path, oci_id: str) -> None:
-    """The container's image, loaded from the archive unless this machine has it."""
-    if subprocess.run(["podman", "image", "exists", oci_id]).returncode == 0:
-        return
-    with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp, \
-            tarfile.open(archive) as tar:
-        with open(Path(tmp) / IMAGE_ARCHIVE, "wb") as f:
-            shutil.copyfileobj(tar.extractfile(IMAGE_ARCHIVE), f)
-        podman(["load", "-i", str(Path(tmp) / IMAGE_ARCHIVE)], "podman load of the image")
+def _ensure_image(archive: Path, oci_id: str, name: str) -> None:
+    """The container's image, loaded from the archive unless this machine has it, under the
+    name the container was made from (podman's restore looks the image up by that name)."""
+    if subprocess.run(["podman", "image", "exists", oci_id]).returncode != 0:
+        with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp, \
+                tarfile.open(archive) as tar:
+            with open(Path(tmp) / IMAGE_ARCHIVE, "wb") as f:
+                shutil.copyfileobj(tar.extractfile(IMAGE_ARCHIVE), f)
+            podman(["load", "-i", str(Path(tmp) / IMAGE_ARCHIVE)], "podman load of the image")
+    podman(["tag", oci_id, name], f"podman tag {name}")
 
 
 def restore(archive: Path, name: str | None = None) -> str:
@@ -212,10 +228,36 @@ def restore(archive: Path, name: str | None = None) -> str:
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{archive} holds an {state['isa']} container; this machine is "
                            f"{process.host_isa()}")
-    _ensure_image(archive, state["image"]["oci_id"])
-    podman(["container", "restore", "--import", str(archive),
-            *(["--name", name] if name else [])], f"podman restore of {archive}")
+    _ensure_image(archive, state["image"]["oci_id"], state["image"]["oci_name"])
+    with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
+        work = Path(tmp) / "export"
+        _unpack(archive, work)
+        _fit_masks(work)
+        fitted = Path(tmp) / "fitted.tar"
+        _pack(work, fitted)
+        podman(["container", "restore", "--import", str(fitted),
+                *(["--name", name] if name else [])], f"podman restore of {archive}")
     return name or state["container"]
+
+
+def _fit_masks(work: Path) -> None:
+    """Podman hides some kernel files from the job by mounting over them (the spec's
+    maskedPaths), those that exist on the machine it runs on: /proc/acpi is masked on an
+    x86-64 server and does not exist on an arm64 board, where CRIU could not mount over it.
+    Such masks of files this machine lacks are dropped."""
+    masked = set(_config(work, "spec.dump").get("linux", {}).get("maskedPaths") or [])
+    criu_images.drop_mounts(work / IMAGES_DIR,
+                            lambda path: path in masked and not os.path.exists(path))
+
+
+def resume(name: str) -> None:
+    """Let container `name`'s job, parked at its migration point, continue."""
+    process.resume(running_pid(name))
+
+
+def remove(name: str) -> None:
+    """Remove container `name` at once (its parked init ignores podman's SIGTERM)."""
+    podman(["rm", "--force", "--time", "0", name], f"podman rm {name}")
 
 
 def wait(name: str) -> int:
@@ -228,9 +270,6 @@ def summary(archive: Path) -> dict:
     state = load_state(archive)
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp)
-        with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
-                if member.name.startswith(f"{IMAGES_DIR}/") or member.name == IMAGES_DIR:
-                    tar.extract(member, work, filter="tar")
+        _unpack(archive, work, lambda name: name.split("/")[0] == IMAGES_DIR)
         images = criu_images.decoded(work / IMAGES_DIR, INIT_PID)
     return {**state, **images}
