@@ -91,7 +91,8 @@ def from_board(board: str, pid: int, timeout: float = 30.0, reap: bool = False) 
         return new
 
 
-def container_to_board(name: str, board: str, timeout: float = 30.0) -> str:
+def container_to_board(name: str, board: str, timeout: float = 30.0,
+                       until_point: bool = False) -> str:
     """Move local podman container `name` to `board`, where its podman restores it; its name
     there. The source stays parked until the board runs it, then it is removed."""
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
@@ -99,7 +100,8 @@ def container_to_board(name: str, board: str, timeout: float = 30.0) -> str:
         archive = Path(tmp) / f"container-{name}.tar"
         podman.checkpoint(name, archive, BOARD_ISA, timeout, leave_running=True)
         try:
-            status, out, err = _hexo(conn, ["container", "restore", archive.name],
+            status, out, err = _hexo(conn, ["container", "restore", archive.name,
+                                            *(["--until-point"] if until_point else [])],
                                      puts=[archive])
         except BaseException:
             podman.resume(name)

@@ -40,7 +40,7 @@ def register(sub) -> None:
     s.add_argument("--wait", action="store_true",
                    help="wait for the job to end and exit with its status")
     s.add_argument("--until-point", action="store_true",
-                   help="stop a process again at its next migration point (one step here)")
+                   help="stop the job again at its next migration point (one step here)")
     s.add_argument("--name", help="a container's new name (default: its own)")
     s.set_defaults(run=_restore)
     c = csub.add_parser("resume", help="let a process or container parked at its migration "
@@ -92,7 +92,7 @@ def _checkpoint(args) -> int:
 def _restore(args) -> int:
     if args.checkpoint.is_file():
         from .podman import restore, wait
-        name = restore(args.checkpoint, args.name)
+        name = restore(args.checkpoint, args.name, args.until_point)
         print(f"restored container {name}", flush=True)
         return wait(name) if args.wait else 0
     from .checkpoint import restore, wait

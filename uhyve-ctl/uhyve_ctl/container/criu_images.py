@@ -28,6 +28,12 @@ PROT_WRITE = 2
 # AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ, and the AT_NULL/AT_IGNORE padding.
 _DROPPED_AUXV = {0, 1, 15, 16, 33, 26, 51}
 _MTYPE = {"x86_64": "X86_64", "aarch64": "AARCH64"}
+# Open-file flags whose bits differ between the ISAs' Linux ABIs (fcntl.h), as
+# (x86-64, aarch64): an arm64 file's O_LARGEFILE is x86-64's O_NOFOLLOW, with which CRIU's
+# reopening of a pipe through /proc/self/fd fails (ELOOP).
+_OPEN_FLAGS = {"O_DIRECT": (0o40000, 0o200000), "O_LARGEFILE": (0o100000, 0o400000),
+               "O_DIRECTORY": (0o200000, 0o40000), "O_NOFOLLOW": (0o400000, 0o100000)}
+_ISA_COLUMN = {"x86_64": 0, "aarch64": 1}
 
 
 def _load(directory: Path, name: str) -> dict:
@@ -229,10 +235,32 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
 
+    _recode_file_flags(directory, isa, to_isa)
     if exe is None:
         exe = process.executable(image, to_isa)
     point_executable(directory, pid, exe, len(image.payload(f"elf.{to_isa}")))
     return dict(state, isa=to_isa, context=ctx, transformed=new_state["transformed"])
+
+
+def open_flags(flags: int, isa: str, to_isa: str) -> int:
+    """Open-file flags of `isa` as `to_isa` spells them."""
+    src, dst = _ISA_COLUMN[isa], _ISA_COLUMN[to_isa]
+    out = flags
+    for bits in _OPEN_FLAGS.values():
+        out &= ~bits[src]
+    for bits in _OPEN_FLAGS.values():
+        if flags & bits[src]:
+            out |= bits[dst]
+    return out
+
+
+def _recode_file_flags(directory: Path, isa: str, to_isa: str) -> None:
+    files = _load(directory, "files.img")
+    for entry in files["entries"]:
+        for part in entry.values():
+            if isinstance(part, dict) and "flags" in part:
+                part["flags"] = open_flags(part["flags"], isa, to_isa)
+    _dump(directory, "files.img", files)
 
 
 def _exe_entry(files: dict, mm: dict) -> dict:

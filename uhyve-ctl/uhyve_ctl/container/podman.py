@@ -221,9 +221,9 @@ def _ensure_image(archive: Path, oci_id: str, name: str) -> None:
     podman(["tag", oci_id, name], f"podman tag {name}")
 
 
-def restore(archive: Path, name: str | None = None) -> str:
+def restore(archive: Path, name: str | None = None, until_point: bool = False) -> str:
     """Restore the container of `archive` with podman on this machine and let it run; its
-    name."""
+    name. With `until_point` its job stops again at its next migration point."""
     state = load_state(archive)
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{archive} holds an {state['isa']} container; this machine is "
@@ -237,7 +237,10 @@ def restore(archive: Path, name: str | None = None) -> str:
         _pack(work, fitted)
         podman(["container", "restore", "--import", str(fitted),
                 *(["--name", name] if name else [])], f"podman restore of {archive}")
-    return name or state["container"]
+    name = name or state["container"]
+    if until_point:
+        process.arm(running_pid(name))
+    return name
 
 
 def _fit_masks(work: Path) -> None:
