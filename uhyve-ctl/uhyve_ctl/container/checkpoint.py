@@ -148,7 +148,8 @@ def _place_files(directory: Path, state: dict) -> None:
         os.replace(tmp, path)
 
 
-def restore(directory: Path, reap: bool = False, until_point: bool = False) -> int:
+def restore(directory: Path, reap: bool = False, until_point: bool = False,
+            timeout: float = criu.TIMEOUT) -> int:
     """Restore the process of `directory` on this machine and let it run; its pid. With
     `reap` the caller becomes its parent (a subreaper), so that it can wait for its end; with
     `until_point` it stops again at its next migration point (one step on this machine)."""
@@ -162,7 +163,7 @@ def restore(directory: Path, reap: bool = False, until_point: bool = False) -> i
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     # The source machine's cgroups mean nothing here: the job joins the restorer's.
     criu.run(["restore", "--restore-detached", "--manage-cgroups=ignore", *_shell_job(state)],
-             "criu restore", directory)
+             "criu restore", directory, timeout)
     if until_point:
         process.arm(state["pid"])
     return state["pid"]

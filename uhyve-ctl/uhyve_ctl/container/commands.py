@@ -42,6 +42,8 @@ def register(sub) -> None:
     s.add_argument("--until-point", action="store_true",
                    help="stop the job again at its next migration point (one step here)")
     s.add_argument("--name", help="a container's new name (default: its own)")
+    s.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds CRIU may take to restore a process (then it is ended)")
     s.set_defaults(run=_restore)
     c = csub.add_parser("resume", help="let a process or container parked at its migration "
                         "point continue")
@@ -96,7 +98,8 @@ def _restore(args) -> int:
         print(f"restored container {name}", flush=True)
         return wait(name) if args.wait else 0
     from .checkpoint import restore, wait
-    pid = restore(args.checkpoint, reap=args.wait, until_point=args.until_point)
+    pid = restore(args.checkpoint, reap=args.wait, until_point=args.until_point,
+                  timeout=args.timeout)
     print(f"restored process {pid}", flush=True)
     return wait(pid) if args.wait else 0
 

@@ -45,12 +45,16 @@ def podman(args: list[str], what: str) -> str:
     return p.stdout
 
 
-def running_pid(name: str) -> int:
-    """The host pid of container `name`'s init; an error if it does not run."""
+def _inspect(name: str) -> dict:
     try:
-        info = json.loads(podman(["container", "inspect", name], f"podman inspect {name}"))[0]
+        return json.loads(podman(["container", "inspect", name], f"podman inspect {name}"))[0]
     except ProcessError:
         raise ProcessError(f"no process or container {name}") from None
+
+
+def running_pid(name: str, info: dict | None = None) -> int:
+    """The host pid of container `name`'s init; an error if it does not run."""
+    info = info or _inspect(name)
     if not info["State"]["Running"] or info["State"].get("Paused"):
         raise ProcessError(f"container {name} is not running ({info['State']['Status']})")
     return info["State"]["Pid"]
@@ -130,7 +134,8 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
     for `to_isa`. Podman stops the container after the dump (still restorable here, with
     `podman container restore NAME`) unless `leave_running`: then the job stays parked at the
     point until the caller removes the container (the target runs it) or resumes it."""
-    pid = running_pid(name)
+    info = _inspect(name)
+    pid = running_pid(name, info)
     image, isa = process.image_of(pid)
     image_bytes = Path(image.path).read_bytes()     # gone with the container's root
     to_isa = to_isa or isa
@@ -153,6 +158,8 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
         except ProcessError:
             process.resume(pid)             # podman left it as it was: let it run on
             raise
+        if not leave_running:               # podman keeps its checkpoint: restorable here
+            criu_images.mark_running(Path(info["StaticDir"]) / IMAGES_DIR, INIT_PID)
         try:
             _unpack(Path(tmp) / "export.tar", work)
             config = _config(work, "config.dump")
