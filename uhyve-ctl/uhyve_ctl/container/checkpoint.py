@@ -158,14 +158,13 @@ def restore(directory: Path, reap: bool = False, until_point: bool = False,
         raise ProcessError(f"{directory} holds an {state['isa']} process; this machine is "
                            f"{process.host_isa()}")
     _place_files(directory, state)
+    criu_images.mark_running(directory, state["pid"], until_point)
     _wait_pid_free(state["pid"])
     if reap:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     # The source machine's cgroups mean nothing here: the job joins the restorer's.
     criu.run(["restore", "--restore-detached", "--manage-cgroups=ignore", *_shell_job(state)],
              "criu restore", directory, timeout)
-    if until_point:
-        process.arm(state["pid"])
     return state["pid"]
 
 

@@ -170,13 +170,20 @@ def drop_mounts(directory: Path, dropped) -> list[str]:
     return gone
 
 
-def mark_running(directory: Path, pid: int) -> None:
+def mark_running(directory: Path, pid: int, until_point: bool = False) -> None:
     """Say `running` in the dumped shared page: a process restored on the same ISA leaves its
     park at the point by itself (kernel-images/linux/runtime.c), one recoded for the other ISA
-    enters hexo_resume() and never looks."""
+    enters hexo_resume() and never looks. With `until_point` the migration request is raised
+    in the page too: the restored job stops at its very next point, however soon it gets
+    there (a request written after the restore could come too late)."""
     pages = Pages(directory, pid)
-    pages.write(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("guest_state"),
+    shared = abi.SHARED_PAGE
+    pages.write(abi.LINUX_PAGE_ADDR + shared.offset("guest_state"),
                 process.LINUX_RUNNING.to_bytes(4, "little"))
+    if until_point:
+        pages.write(abi.LINUX_PAGE_ADDR + shared.offset("migrate_request"),
+                    abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+        pages.write(abi.LINUX_PAGE_ADDR + shared.offset("migrate_skip"), bytes(4))
     pages.save()
 
 

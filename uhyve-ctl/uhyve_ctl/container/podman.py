@@ -240,14 +240,12 @@ def restore(archive: Path, name: str | None = None, until_point: bool = False) -
         work = Path(tmp) / "export"
         _unpack(archive, work)
         _fit_masks(work)
+        criu_images.mark_running(work / IMAGES_DIR, INIT_PID, until_point)
         fitted = Path(tmp) / "fitted.tar"
         _pack(work, fitted)
         podman(["container", "restore", "--import", str(fitted),
                 *(["--name", name] if name else [])], f"podman restore of {archive}")
-    name = name or state["container"]
-    if until_point:
-        process.arm(running_pid(name))
-    return name
+    return name or state["container"]
 
 
 def _fit_masks(work: Path) -> None:

@@ -141,12 +141,6 @@ def resume(pid: int) -> None:
         raise ProcessError(f"no process {pid}") from None
 
 
-def arm(pid: int) -> None:
-    """Ask process `pid` to stop at its next migration point, without waiting for it."""
-    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        _request_migration(mem, abi.MIGRATE_REQUESTED)
-
-
 def stop_at_point(pid: int, timeout: float) -> dict:
     """Arm the migration point of `pid` (unless it already waits at one: HEXO_STOP_AT_POINT,
     restore --until-point) and wait until it has stopped there; its registers as
