@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hexo import workloads
 from hexo.image import Image
 from hexo.toolchain.build import BuildRequest, build
 from test_board import qemu_unusable
+from test_container import PODMAN, ULIMITS, needs_podman
 from uhyve_ctl.container import checkpoint as ckpt, criu, oci, process
 
 import npb_reference
@@ -144,12 +144,6 @@ def test_hung_restore_is_ended(board, tmp_path):
     assert status == 1 and "did not finish in 20 s" in log, log
     assert on_board(board, ["sh", "-c", f"pgrep -x criu; test -e /proc/{state['pid']} || "
                                         "echo nothing left"]) == (0, "nothing left\n")
-
-
-PODMAN = ["podman", "--runtime", "runc"]
-ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-needs_podman = pytest.mark.skipif(shutil.which("podman") is None or shutil.which("runc") is None,
-                                  reason="podman and runc are not installed")
 
 
 def run_container(image: Image, name: str, args, stop_at: int) -> str:

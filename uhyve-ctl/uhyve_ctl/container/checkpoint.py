@@ -13,8 +13,6 @@ import stat
 import time
 from pathlib import Path
 
-from hexo import abi
-
 from . import criu, criu_images, process
 from .process import ProcessError
 
@@ -33,20 +31,11 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
     point until the caller ends it (the target runs the job) or resumes it (it did not)."""
     image, isa = process.image_of(pid)
     to_isa = to_isa or isa
-    if to_isa not in abi.ISA_IDS:
-        raise ProcessError(f"unknown ISA {to_isa!r} (one of {', '.join(abi.ISA_IDS)})")
     if out.exists() and any(out.iterdir()):
         raise ProcessError(f"{out}: exists and is not empty")
-    if to_isa != isa and "migration" not in image.manifest:
-        raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
-    tcp = process.tcp_connections(pid)
-    if tcp:
-        raise ProcessError(f"process {pid} has {len(tcp)} open TCP connection(s), which hexo "
-                           f"does not migrate yet; it keeps running")
+    process.check_movable(pid, image, isa, to_isa, f"process {pid}")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = process.stop_at_point(pid, timeout)
-    regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
-    regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(abi.CALLEE_SAVED[isa])})
+    regs = process.stop_at_point(pid, isa, timeout)
     state = {"format": "hexo-process", "version": FORMAT_VERSION, "pid": pid,
              "image": {"build_id": image.manifest["build_id"], "name": image.manifest["name"]},
              "isa": isa, "context": regs, "created": time.time()}

@@ -20,8 +20,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from hexo import abi
-
 from . import criu, criu_images, process, seccomp
 from .oci import ROOT_DIR
 from .process import ProcessError
@@ -139,15 +137,8 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
     image, isa = process.image_of(pid)
     image_bytes = Path(image.path).read_bytes()     # gone with the container's root
     to_isa = to_isa or isa
-    if to_isa not in abi.ISA_IDS:
-        raise ProcessError(f"unknown ISA {to_isa!r} (one of {', '.join(abi.ISA_IDS)})")
-    if to_isa != isa and "migration" not in image.manifest:
-        raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
-    tcp = process.tcp_connections(pid)
-    if tcp:
-        raise ProcessError(f"container {name} has {len(tcp)} open TCP connection(s), which "
-                           f"hexo does not migrate yet; it keeps running")
-    ctx = process.stop_at_point(pid, timeout)
+    process.check_movable(pid, image, isa, to_isa, f"container {name}")
+    regs = process.stop_at_point(pid, isa, timeout)
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp) / "export"
         work.mkdir()
@@ -163,8 +154,6 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
         try:
             _unpack(Path(tmp) / "export.tar", work)
             config = _config(work, "config.dump")
-            regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
-            regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(abi.CALLEE_SAVED[isa])})
             state = {"format": "hexo-container", "version": FORMAT_VERSION, "pid": INIT_PID,
                      "container": config["name"], "image": {
                          "build_id": image.manifest["build_id"], "name": image.manifest["name"],

@@ -79,6 +79,18 @@ def image_of(pid: int) -> tuple[Image, str]:
     return open_image(copy), exe.name
 
 
+def check_movable(pid: int, image: Image, isa: str, to_isa: str, what: str) -> None:
+    """Refuse, before the job is stopped, a move it cannot make (`what`: how to name it)."""
+    if to_isa not in abi.ISA_IDS:
+        raise ProcessError(f"unknown ISA {to_isa!r} (one of {', '.join(abi.ISA_IDS)})")
+    if to_isa != isa and "migration" not in image.manifest:
+        raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
+    tcp = tcp_connections(pid)
+    if tcp:
+        raise ProcessError(f"{what} has {len(tcp)} open TCP connection(s), which hexo does not "
+                           f"migrate yet; it keeps running")
+
+
 def tcp_connections(pid: int) -> list[str]:
     """Local addresses of the process's TCP connections (listening sockets excluded)."""
     inodes, found = set(), []
@@ -141,10 +153,10 @@ def resume(pid: int) -> None:
         raise ProcessError(f"no process {pid}") from None
 
 
-def stop_at_point(pid: int, timeout: float) -> dict:
+def stop_at_point(pid: int, isa: str, timeout: float) -> dict:
     """Arm the migration point of `pid` (unless it already waits at one: HEXO_STOP_AT_POINT,
-    restore --until-point) and wait until it has stopped there; its registers as
-    hexo_cpu_context fields."""
+    restore --until-point) and wait until it has stopped there; its registers at the point
+    by `isa`'s callee-saved names, plus pc and sp."""
     deadline = time.monotonic() + timeout
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
         while _shared_page(mem)["magic"] != abi.SHARED_PAGE_MAGIC:
@@ -162,4 +174,7 @@ def stop_at_point(pid: int, timeout: float) -> dict:
                                    f"it keeps running")
             time.sleep(0.005)
         mem.seek(abi.LINUX_CONTEXT_ADDR)
-        return abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
+        ctx = abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
+    regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
+    regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(abi.CALLEE_SAVED[isa])})
+    return regs
