@@ -136,6 +136,9 @@ def _parser():
     _vm_options(s)
     c = sub.add_parser("checkpoint", help="checkpoint a named VM at its next migration point")
     _checkpoint_options(c)
+    c.add_argument("--keep-running", action="store_true",
+                   help="let the job go on once the checkpoint is written and verified "
+                        "(default: it stops there)")
     m = sub.add_parser("migrate", help="move a named VM: stop-and-copy or post-copy",
                        description="stopcopy writes a full checkpoint; postcopy writes a "
                        "minimal one and serves the rest from this process until the target "
@@ -263,11 +266,14 @@ def _control(vm, name: str):
             path = vm.migrator.request(Request(str(req["output"]),
                                                req.get("target_isa") or vm.isa,
                                                bool(req.get("compress")),
-                                               req.get("mode") or "stopcopy", req.get("serve")),
+                                               req.get("mode") or "stopcopy", req.get("serve"),
+                                               keep_running=bool(req.get("keep_running"))),
                                        float(req.get("timeout", 30)))
         except MigrationError as e:
             server.set_state("running")
             return {"ok": False, "error": str(e)}
+        if req.get("keep_running"):
+            server.set_state("running")
         if vm.page_server is not None:      # stopped: what a target fetches is served
             server.set_state("serving", migration="serving")
         t = vm.migrator.timings
@@ -526,7 +532,8 @@ def _checkpoint(args) -> int:
         reply = control.request(args.name, {
             "op": "checkpoint", "output": os.path.abspath(args.output),
             "target_isa": args.target_isa, "timeout": args.timeout,
-            "compress": args.compress, "mode": mode, "serve": getattr(args, "serve", None)},
+            "compress": args.compress, "mode": mode, "serve": getattr(args, "serve", None),
+            "keep_running": getattr(args, "keep_running", False)},
             timeout=args.timeout + 600)
     except control.ControlError as e:
         print(f"uhyve-ctl: {e}", file=sys.stderr)
@@ -537,7 +544,8 @@ def _checkpoint(args) -> int:
     xform = (f"transformed for {reply['isa']} in {reply['transform_ms']:.1f} ms, "
              if reply["transformed"] else "")
     print(f"{reply['path']}: stopped in {reply['stop_ms']:.1f} ms, {xform}written and verified "
-          f"in {reply['checkpoint_ms']:.1f} ms")
+          f"in {reply['checkpoint_ms']:.1f} ms"
+          + ("; the job goes on" if getattr(args, "keep_running", False) else ""))
     if reply.get("serving"):
         print(f"{reply['path']}: minimal checkpoint; pages served at {reply['serving']} once "
               f"the full checkpoint {reply['path']}.full, being written, is durable")

@@ -59,6 +59,16 @@ class FileTable:
         # guest fd -> (host fd, owned by us, guest path, ABI open flags)
         self.fds: dict[int, tuple[int, bool, str, int]] = {
             i: (fd, False, "", 0) for i, fd in enumerate(stdio)}
+        # bytes the job has written to its stdout and stderr since it first started (a
+        # restore goes on from its checkpoint's counts): a reader of the output streams
+        # knows from a checkpoint's counts which output the resumed job produces again
+        self.output = {"stdout": 0, "stderr": 0}
+
+    def wrote(self, guest_fd: int, n: int) -> None:
+        """Count `n` bytes written through guest fd `guest_fd`."""
+        entry = self.fds.get(guest_fd)
+        if guest_fd in (1, 2) and entry is not None and not entry[1]:
+            self.output["stdout" if guest_fd == 1 else "stderr"] += n
 
     def resolve(self, guest_path: str, writing: bool, follow_last: bool = True) -> str:
         """The host path of a guest path inside a mount. With `follow_last` false a final
@@ -202,7 +212,10 @@ class Hypercalls:
 
     def _write(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "WRITE buffer")
-        return None, {"ret": self._io(fd, len, lambda h, n: os.write(h, view[:n]))}
+        ret = self._io(fd, len, lambda h, n: os.write(h, view[:n]))
+        if ret > 0:
+            self.files.wrote(fd, ret)
+        return None, {"ret": ret}
 
     def _read(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "READ buffer")

@@ -133,6 +133,7 @@ class OutputRing:
         try:
             while parts:
                 n = os.writev(host, parts)
+                self.files.wrote(guest_fd, n)
                 while parts and n >= len(parts[0]):
                     n -= len(parts.pop(0))
                 if n:

@@ -342,7 +342,7 @@ def system() -> Kvm:
         try:
             ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
         except RuntimeError:
-            pass
+            pass                       # not the main thread: a later kick() says what is missing
     return _system
 
 

@@ -6,7 +6,8 @@ MIGRATE hypercall, which lands in `Migrator.on_migrate()` on the vCPU thread. Th
 verifies the checkpoint and only then stops the guest. If writing fails, or the request
 timed out meanwhile, the guest is told so and keeps running: the source copy of a job is
 never discarded before its checkpoint is durable. A failure is reported as one sentence, never
-as a Python error's text.
+as a Python error's text. A *live* checkpoint (`keep_running`) is written and verified the
+same way, and then the guest goes on from its migration point instead of stopping.
 
 A *probe* request checkpoints nothing: the guest's next migration point only tells the host
 that it got there (a restored job confirms that its state was sound), and with `skip` set
@@ -44,11 +45,12 @@ def one_line_cause(err: BaseException, stage: str) -> str:
     return one_line(err, stage, (HexoError, UhyveError))
 
 
-class Request(namedtuple("Request", "output target_isa compress mode serve skip",
-                         defaults=("stopcopy", None, 0))):
+class Request(namedtuple("Request", "output target_isa compress mode serve skip keep_running",
+                         defaults=("stopcopy", None, 0, False))):
     # mode: "stopcopy", "postcopy", or "probe" (checkpoint nothing)
     # serve: postcopy: HOST:PORT of the page server
     # skip: migration points the guest lets pass before acting
+    # keep_running: stopcopy: the guest goes on once the checkpoint is written and verified
     __slots__ = ()
 
 
@@ -100,6 +102,8 @@ class Migrator:
         makes the checkpoint happen at exactly the Nth migration point."""
         if not 0 <= req.skip < 2 ** 32:
             raise MigrationError(f"cannot let {req.skip} migration points pass")
+        if req.keep_running and req.mode != "stopcopy":
+            raise MigrationError(f"a {req.mode} checkpoint cannot leave the job running")
         if req.mode != "probe":
             self._prepare(req.target_isa)
         with self._lock:
@@ -173,7 +177,7 @@ class Migrator:
             self._result = error
             return -abi.ERRNO["EIO"]
         self._answer_with(path)
-        return Checkpointed(path)
+        return 0 if req.keep_running else Checkpointed(path)
 
     def _answer_with(self, result: str | Exception) -> None:
         """Answer the requester, once: a checkpoint path, or why there is none."""
@@ -197,7 +201,7 @@ class Migrator:
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
-            "env": vm.env,
+            "env": vm.env, "output": dict(vm.files.output),
         }
         from hexo import checkpoint, retarget   # loaded by _prepare while the guest ran
         mem = vm.memory

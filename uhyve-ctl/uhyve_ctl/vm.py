@@ -220,6 +220,7 @@ class VirtualMachine:
             isa=abi.ISA_IDS[self.isa], pc=ctx["pc"], sp=ctx["sp"], **callee))
         self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
         self.files.reopen(meta["files"])
+        self.files.output.update(meta.get("output", {}))
 
     def _connect_pager(self, ckpt, pages) -> None:
         """Post-copy: the remote areas stay absent until touched or pulled; the backend,
