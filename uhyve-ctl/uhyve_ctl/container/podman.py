@@ -1,5 +1,5 @@
 """Podman containers of hexo Linux-mode jobs, checkpointed at a migration point and restored,
-on the same ISA or recoded for the other (docs/formats.md, section 8, "Podman").
+on the same ISA or recoded for the other (docs/formats.md, section 8, "Podman containers").
 
 The job is the container's init. It is stopped at a migration point the way every hexo
 process is (it parks, process.stop_at_point), then `podman container checkpoint --export`
@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import criu, criu_images, process, seccomp
+from . import criu, criu_images, oci, process, seccomp
 from .oci import ROOT_DIR
 from .process import ProcessError
 
@@ -34,13 +34,7 @@ INIT_PID = 1                       # the job, as the images name it (its pid nam
 def podman(args: list[str], what: str) -> str:
     """podman ARGS with this machine's CRIU first on the PATH; its output."""
     env = dict(os.environ, PATH=f"{criu.ensure().parent}:{os.environ.get('PATH', '')}")
-    try:
-        p = subprocess.run(["podman", *args], capture_output=True, text=True, env=env)
-    except FileNotFoundError:
-        raise ProcessError("podman is not installed (Debian packages podman runc)") from None
-    if p.returncode != 0:
-        raise ProcessError(f"{what} failed: {(p.stderr.strip() or p.stdout.strip())[-500:]}")
-    return p.stdout
+    return oci.podman(args, what, env=env)
 
 
 def _inspect(name: str) -> dict:
