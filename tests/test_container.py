@@ -165,9 +165,10 @@ needs_podman = pytest.mark.skipif(
 
 @pytest.fixture
 def oci_tag(migratable, monkeypatch):
-    """The migratable image's OCI form, made by `hexo container image`."""
+    """The migratable image's OCI form, made by `hexo container image` (a tag of this
+    process: other test runs on the machine share podman's storage)."""
     monkeypatch.setattr(cli, "_plugins", commands.register)
-    tag = "localhost/hexo-test-migratable"
+    tag = f"localhost/hexo-test-migratable-{os.getpid()}"
     assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
     yield tag
     subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
@@ -242,6 +243,10 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         assert calls == ["x86_64", "aarch64"]
         assert cli.main(["container", "checkpoint", "no-such-container", "-o",
                          str(tmp_path / "x.tar")]) == 1
-        assert "no process or container no-such-container" in capsys.readouterr().err
+        (tmp_path / "bad.tar").write_text("not a tar archive\n")
+        assert cli.main(["container", "restore", str(tmp_path / "bad.tar")]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and "no process or container no-such-container" in err[0]
+        assert "bad.tar: not a readable checkpoint archive (not a tar archive)" in err[1]
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)

@@ -103,12 +103,17 @@ def _members(archive: Path, tar: tarfile.TarFile, wanted=lambda name: True) -> l
     return members
 
 
+def _unreadable(archive: Path, e: Exception) -> ProcessError:
+    why = "not a tar archive" if isinstance(e, tarfile.ReadError) else str(e).splitlines()[0]
+    return ProcessError(f"{archive}: not a readable checkpoint archive ({why})")
+
+
 def _unpack(archive: Path, work: Path, wanted=lambda name: True) -> None:
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(work, _members(archive, tar, wanted))
     except (tarfile.TarError, OSError) as e:
-        raise ProcessError(f"{archive}: not a readable checkpoint archive ({e})") from None
+        raise _unreadable(archive, e) from None
 
 
 def _pack(work: Path, out: Path) -> None:
@@ -192,7 +197,7 @@ def load_state(archive: Path) -> dict:
         raise ProcessError(f"{archive}: not a hexo container checkpoint (no {STATE_FILE})") \
             from None
     except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
-        raise ProcessError(f"{archive}: not a readable checkpoint archive ({e})") from None
+        raise _unreadable(archive, e) from None
     if state.get("format") != "hexo-container" or state.get("version") != FORMAT_VERSION:
         raise ProcessError(f"{archive}: unsupported checkpoint format "
                            f"{state.get('format')} {state.get('version')}")
