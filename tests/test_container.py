@@ -250,3 +250,15 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         assert "bad.tar: not a readable checkpoint archive (not a tar archive)" in err[1]
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+def test_seccomp_filters_that_cannot_be_rebuilt_are_refused():
+    """Checked before the job is stopped: stacked filters (the job added its own), or a filter
+    the container's spec does not describe, cannot be rebuilt for another ISA."""
+    from uhyve_ctl.container import seccomp
+    with pytest.raises(process.ProcessError, match="2 stacked seccomp filters"):
+        seccomp.check_rebuildable(2, {"defaultAction": "SCMP_ACT_ALLOW"}, "aarch64")
+    with pytest.raises(process.ProcessError, match="seccomp=unconfined"):
+        seccomp.check_rebuildable(1, None, "aarch64")
+    seccomp.check_rebuildable(0, None, "aarch64")
+    assert seccomp.running_filters(os.getpid()) == 0

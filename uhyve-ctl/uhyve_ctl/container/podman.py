@@ -60,13 +60,17 @@ def _write_json(work: Path, name: str, value: dict) -> None:
     (work / name).write_text(json.dumps(value))
 
 
+def _profile(spec: dict) -> dict | None:
+    return spec.get("linux", {}).get("seccomp")
+
+
 def _retarget_spec(spec: dict, to_isa: str) -> None:
     """The entry point and the seccomp architectures of the other ISA (a later `podman start`
     of the container runs that ISA's executable)."""
     args = spec["process"]["args"]
     if args and args[0].startswith(f"{ROOT_DIR}/"):
         args[0] = f"{ROOT_DIR}/{to_isa}"
-    profile = spec.get("linux", {}).get("seccomp")
+    profile = _profile(spec)
     if profile:
         profile["architectures"] = list(seccomp.OCI_ARCHES[to_isa])
 
@@ -78,8 +82,7 @@ def recode(work: Path, state: dict, image, to_isa: str) -> dict:
                              exe=Path(ROOT_DIR) / to_isa)
     config = _config(work, "config.dump")
     spec = _config(work, "spec.dump")
-    profile = spec.get("linux", {}).get("seccomp")
-    seccomp.replace_filters(work / IMAGES_DIR, profile, to_isa)
+    seccomp.replace_filters(work / IMAGES_DIR, _profile(spec), to_isa)
     criu_images.forget_cgroups(work / IMAGES_DIR)
     for s in (spec, config["spec"]):
         _retarget_spec(s, to_isa)
@@ -137,6 +140,9 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
     image_bytes = Path(image.path).read_bytes()     # gone with the container's root
     to_isa = to_isa or isa
     process.check_movable(pid, image, isa, to_isa, f"container {name}")
+    if to_isa != isa:                   # refused before the job is stopped, as in recode()
+        spec = json.loads((Path(info["StaticDir"]) / "config.json").read_text())
+        seccomp.check_rebuildable(seccomp.running_filters(pid), _profile(spec), to_isa)
     regs = process.stop_at_point(pid, isa, timeout)
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp) / "export"
