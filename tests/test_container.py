@@ -213,6 +213,8 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
                oci_tag, "20000")
     arm, back = tmp_path / "arm.tar.gz", tmp_path / "back.tar"
     try:
+        pid = int(podman_cli("inspect", "--format", "{{.State.Pid}}", name))
+        assert seccomp.running_filters(pid) == 1                # podman's default profile
         assert cli.main(["container", "checkpoint", name, "--to", "aarch64", "-o", str(arm)]) == 0
         state = podman.load_state(arm)
         assert state["isa"] == "aarch64" and state["transformed"]["from"] == "x86_64"
@@ -261,4 +263,3 @@ def test_seccomp_filters_that_cannot_be_rebuilt_are_refused():
     with pytest.raises(process.ProcessError, match="seccomp=unconfined"):
         seccomp.check_rebuildable(1, None, "aarch64")
     seccomp.check_rebuildable(0, None, "aarch64")
-    assert seccomp.running_filters(os.getpid()) == 0
