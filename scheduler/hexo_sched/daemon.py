@@ -98,6 +98,7 @@ class Daemon:
         self.seen: dict[str, float] = {}    # attached job -> when its client last asked
         self.snapshots: dict[tuple, tuple[float, relay.Snapshot]] = {}
         self.unreachable: dict[str, str] = {}    # board -> why, while it does not answer
+        self.reached: set[str] = set()           # boards that have answered at least once
         self.silent_since: dict[str, float] = {}  # board -> since when it has not answered
         self.left_behind: dict[str, set[str]] = {}   # board -> jobs it lost (stopped there
                                                       # once it answers again)
@@ -659,6 +660,9 @@ class Daemon:
     def _board_answers(self, board: str, error: str | None) -> None:
         """Track which boards answer; with `slurm_node` set, the Slurm node is drained while
         one does not (Slurm cannot shrink a node, slurm.py) and resumed when all answer."""
+        if error is None and board not in self.reached:
+            self.reached.add(board)
+            log.info("board %s answers", board)
         if self.cfg.machine(board).kind != "board" or \
                 (error is None) == (board not in self.unreachable):
             return
