@@ -31,11 +31,9 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
            "counters_source"]
 #: The instruction mix per instruction (insn_mix; optional columns of a dataset) and the
 #: insn_mix count each one divides by the instruction count.
-MIX_FEATURES = ["fp_per_insn", "divsqrt_per_insn", "loads_per_insn", "stores_per_insn",
-                "branches_per_insn", "mispredicts_per_insn", "l1_misses_per_insn",
-                "ll_misses_per_insn"]
 MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
-              "ll_misses"]
+              "ll_misses", "fp_lanes", "simd_accesses", "indirect_branches", "tlb_misses"]
+MIX_FEATURES = [f"{c}_per_insn" for c in MIX_COUNTS]
 DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
