@@ -146,12 +146,57 @@ def test_mix_features_recover_a_relation_in_the_log_mix(tmp_path):
     assert m["features"] == "mix" and m["lobo_r2"] > 0.99 and m["lobo_mape_pct"] < 2
     # the report picks the features that predict held-out benchmarks best (the mix here)
     rep = model.report(write(tmp_path, df))["boards"]["toy"]
-    assert rep["features"] == "mix" and set(rep["other_features"]) == {"per-instruction-log",
-                                                                       "raw"}
+    assert rep["features"] == "mix"
+    assert set(rep["other_features"]) == set(model.FEATURE_SETS) - {"mix"}
     # a mix value of zero (no divisions at all) is the floor, not -inf
     df.loc[0, "divsqrt_per_insn"] = 0.0
     fit = SlowdownModel("toy", "mix").fit(df)
     assert np.isfinite(fit.predict_rows(df.head(1))).all()
+
+
+def synthetic_costs(seed=0, benchmarks=10, per=3, noise=0.0):
+    """Board time per instruction = a non-negative cost per event class; the server's rate
+    is independent of it. slowdown = rate x board time per instruction."""
+    rng = np.random.default_rng(seed)
+    costs = np.r_[2.0, rng.uniform(0, 20, len(model.COST_FEATURES))]
+    costs[3] = 0.0                       # a class that costs nothing beyond the constant
+    rows = []
+    for b in range(benchmarks):
+        base = rng.uniform(0, 0.4, len(model.COST_FEATURES))
+        for k in range(per):
+            mix = base * rng.uniform(0.8, 1.25, len(base))
+            ips = rng.uniform(1e9, 1e10)
+            ns = (costs @ np.r_[1.0, mix]) * rng.lognormal(0, noise)
+            rows.append({"benchmark": f"B{b}", "npb_class": "SWA"[k], "board": "toy",
+                         "slowdown": ns * ips / 1e9, "slowdown_source": "formula",
+                         "instructions_per_s": ips, "llc_references_per_s": 1e7,
+                         "llc_misses_per_s": 1e5, "counters_source": "random",
+                         **dict.fromkeys(model.MIX_FEATURES, 0.01),
+                         **dict(zip(model.COST_FEATURES, mix))})
+    return pd.DataFrame(rows, columns=[*model.COLUMNS, *model.MIX_FEATURES]), costs
+
+
+def test_emulation_cost_model_recovers_costs_per_event_and_predicts_held_out_benchmarks():
+    df, costs = synthetic_costs()
+    m = evaluate(df, "toy", "emulation-cost")
+    assert m["lobo_r2"] > 0.999 and m["lobo_mape_pct"] < 0.1
+    assert m["lobo_r2_ns_per_insn"] > 0.999
+    assert list(m["costs_ns"].values()) == pytest.approx(costs, abs=1e-6)
+    assert list(m["costs_ns"])[0] == "instruction"
+    # the server's rate scales the slowdown: twice as fast a server, twice the slowdown
+    fit = SlowdownModel("toy", "emulation-cost").fit(df)
+    row = df.head(1).copy()
+    once = fit.predict_rows(row)[0]
+    row["instructions_per_s"] *= 2
+    assert fit.predict_rows(row)[0] == pytest.approx(2 * once)
+
+
+def test_emulation_cost_model_costs_are_never_negative():
+    df, _ = synthetic_costs(seed=3, noise=0.3)
+    costs = SlowdownModel("toy", "emulation-cost").fit(df).costs_ns()
+    assert min(costs.values()) >= 0
+    with pytest.raises(ValueError, match="emulation-cost"):
+        SlowdownModel("toy", "raw").fit(df).costs_ns()
 
 
 def test_corpus_dataset_is_the_calibration_output():
