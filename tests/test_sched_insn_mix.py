@@ -53,8 +53,8 @@ def test_callgrind_without_instruction_positions_or_events_is_refused():
 
 
 @pytest.mark.parametrize("mnemonic, cls", [
-    ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "fp"),
-    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
+    ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "convert"),
+    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("cvttpd2dq", "convert"), ("fild", "convert"), ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
     ("vdivps", "divsqrt"), ("fdivp", "divsqrt"), ("fsqrt", "divsqrt"), ("movsd", "other"),
     ("xorpd", "other"), ("imul", "other"), ("add", "other"), ("paddd", "other"),
     ("nop", "other")])
@@ -66,7 +66,8 @@ def test_instruction_classes(mnemonic, cls):
     ("mulsd", False, 1), ("addss", False, 1), ("mulpd", True, 2), ("vaddps", True, 4),
     ("sqrtpd", True, 2), ("movupd", True, 2), ("paddd", True, 2), ("pxor", True, 2),
     ("movdqu", True, 2), ("unpcklpd", True, 2), ("push", False, 1), ("pop", False, 1),
-    ("cmps", False, 1), ("movsd", False, 1), ("fmul", False, 1)])
+    ("cmps", False, 1), ("movsd", False, 1), ("fmul", False, 1), ("cvtdq2pd", True, 2),
+    ("cvttps2dq", True, 4), ("cvtsi2sd", False, 1), ("cvtsd2ss", False, 1)])
 def test_packed_simd_instructions_and_their_fp_lanes(mnemonic, packed, lanes):
     assert insn_mix.is_packed(mnemonic) == packed
     assert insn_mix.fp_lanes(mnemonic) == lanes

@@ -152,16 +152,48 @@ def potato_rows(counter_rows: list[dict]) -> list[dict]:
     return out
 
 
+def workload_of(benchmark: str) -> str:
+    """The workload a dataset row's benchmark name came from (counter_row's naming)."""
+    from hexo import workloads
+    for name in workloads.WORKLOADS:
+        if name.removeprefix("npb-").upper() == benchmark.upper():
+            return name
+    raise CalibrationError(f"no workload named {benchmark!r}")
+
+
+def recount(dataset: Path, work: Path, jobs: int) -> tuple[list[dict], list[str]]:
+    """The rows of a calibration dataset with their instruction mix measured again by this
+    tree's insn_mix (what it counts is deterministic; slowdowns and rates are kept), and the
+    dataset's provenance."""
+    from .model import load_dataset
+    ds = load_dataset(dataset)
+
+    def mix(row: dict) -> dict:
+        exe = build_native(workload_of(row["benchmark"]), row["npb_class"], work)
+        c = insn_mix.measure(exe)
+        print(f"{row['benchmark']}.{row['npb_class']}: {c}", file=sys.stderr)
+        return {**row, **{f: c[k] / c["instructions"] for f, k in zip(MIX_FEATURES, MIX_COUNTS)}}
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        rows = list(pool.map(mix, ds.frame.to_dict("records")))
+    return rows, ds.provenance
+
+
+COUNTERS_NOTE = ("counters: derived, not hardware (this machine has no hardware performance "
+                 f"counters): valgrind --tool=callgrind ({insn_mix.CACHES_TEXT}, its branch "
+                 "predictor) on the native build (clang -O2 -ffp-contract=off); FP and packed "
+                 "SIMD instructions classified by mnemonic from objdump; tlb_misses: valgrind "
+                 "--tool=cachegrind with an emulator's software TLB "
+                 f"({insn_mix.SOFT_TLB_TEXT}) as its data cache")
+
+
+def generated(argv: list[str]) -> str:
+    return (f"{datetime.date.today().isoformat()} on {platform.machine()} by: "
+            f"python -m hexo_sched.calibrate {shlex.join(argv)}")
+
+
 def header(what: str, argv: list[str]) -> list[str]:
-    return [f"# {what}",
-            f"# generated {datetime.date.today().isoformat()} on {platform.machine()} by: "
-            f"python -m hexo_sched.calibrate {shlex.join(argv)}",
-            f"# counters: derived, not hardware (this machine has no hardware performance "
-            f"counters): valgrind --tool=callgrind ({insn_mix.CACHES_TEXT}, its branch "
-            "predictor) on the native build (clang -O2 -ffp-contract=off); FP and packed SIMD "
-            "instructions classified by mnemonic from objdump; tlb_misses: valgrind "
-            f"--tool=cachegrind with an emulator's software TLB ({insn_mix.SOFT_TLB_TEXT}) as "
-            "its data cache",
+    return [f"# {what}", f"# generated {generated(argv)}", f"# {COUNTERS_NOTE}",
             "# *_per_insn = counts per instruction; rates = counts / the run time named in "
             "counters_source (the job's run on KVM x86-64 when the row has a slowdown)"]
 
@@ -214,8 +246,19 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
     ap.add_argument("--config", type=Path, help="the hexo-schedd config naming the board")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1, help="runs measured at once (default 1)")
+    ap.add_argument("--recount", type=Path, metavar="CSV",
+                    help="measure the instruction mix of a dataset's rows again (after a change "
+                    "to what insn_mix counts), keeping its slowdowns and rates")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    if args.recount:
+        with tempfile.TemporaryDirectory() as d:
+            rows, provenance = recount(args.recount, Path(d), args.jobs)
+        lines = [f"# {COUNTERS_NOTE if line.startswith('counters:') else line}"
+                 for line in provenance]
+        write_csv(rows, args.output, lines + [f"# instruction mix measured again {generated(argv)}"])
+        print(f"wrote {args.output} ({len(rows)} rows)")
+        return 0
     if (args.board is None) != (args.config is None):
         ap.error("--board and --config go together")
     uhyve_ctl = str(Path(sys.executable).with_name("uhyve-ctl"))

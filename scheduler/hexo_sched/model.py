@@ -38,7 +38,8 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
 #: The instruction mix per instruction (insn_mix; optional columns of a dataset) and the
 #: insn_mix count each one divides by the instruction count.
 MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
-              "ll_misses", "fp_lanes", "simd_accesses", "indirect_branches", "tlb_misses"]
+              "ll_misses", "fp_lanes", "convert", "simd_accesses", "indirect_branches",
+              "tlb_misses"]
 MIX_FEATURES = [f"{c}_per_insn" for c in MIX_COUNTS]
 DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
@@ -107,11 +108,12 @@ def per_instruction_log(x: np.ndarray) -> np.ndarray:
 #: What an instruction costs an emulated board (QEMU's TCG, which unicorn is), beyond the
 #: constant every translated instruction costs: loads and stores go through the software TLB,
 #: a 16-byte SIMD access through it twice; an FP instruction calls a softfloat helper that
-#: computes each lane; divisions and square roots are slower still; a branch ends a
+#: computes each lane; divisions and square roots are slower still, and conversions between
+#: FP and integer formats have no fast path on the host's FPU; a branch ends a
 #: translation block and an indirect one looks the next block up; a TLB refill walks the
 #: guest's page table in software; a host cache miss stalls the emulator.
 COST_FEATURES = ("loads_per_insn", "stores_per_insn", "simd_accesses_per_insn", "fp_per_insn",
-                 "fp_lanes_per_insn", "divsqrt_per_insn", "branches_per_insn",
+                 "fp_lanes_per_insn", "divsqrt_per_insn", "convert_per_insn", "branches_per_insn",
                  "indirect_branches_per_insn", "tlb_misses_per_insn", "ll_misses_per_insn")
 
 #: Below this many events per instruction the mix counts an event as absent (log10 floor).
