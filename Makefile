@@ -58,6 +58,7 @@ bench: deps board-image
 	$(PY) bench/sched_decisions.py
 	$(PY) bench/corpus.py
 	$(PY) bench/shortjob.py
+	$(PY) bench/board_failure.py
 	$(PY) bench/container.py
 	$(PY) bench/fuzz_hypercalls.py
 	$(PY) bench/board.py

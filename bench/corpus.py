@@ -4,10 +4,11 @@
 
 Every program of hexo.workloads.CORPUS is built twice, plain (--no-migratable, -O2) and migratable
 (statepoints, restricted code generation), and both run side by side in this one run on KVM
-x86-64. The time compared is the guest's run time that `uhyve-ctl run --stats` reports (VM
-set-up excluded). Target: geometric mean of migratable / plain <= 1.05x. Class W by default
-(a fraction of a second to a few seconds per program natively); each run is checked to
-verify itself, so a wrong result cannot pass as a fast one.
+x86-64. The time compared is the CPU time of the guest's run that `uhyve-ctl run --stats`
+reports (VM set-up excluded): wall time on this 2-core machine swung by 2x with other load,
+CPU time by a few per cent. Target: geometric mean of migratable / plain <= 1.05x. Class W by
+default (a fraction of a second to a few seconds per program natively); each run is checked
+to verify itself, so a wrong result cannot pass as a fast one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pyperf
 
 from hexo.workloads import CORPUS
-from hexo_sched.agents import stats_run_seconds
+from hexo_sched.agents import stats_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,8 +46,8 @@ def build_images(klass: str) -> None:
                            check=True, stdout=subprocess.DEVNULL)
 
 
-def guest_run_time(image: Path):
-    """A pyperf time function: the guest's run time as uhyve-ctl --stats reports it."""
+def guest_cpu_time(image: Path):
+    """A pyperf time function: the CPU time of the guest's run as uhyve-ctl --stats reports it."""
     def timed(loops: int) -> float:
         total = 0.0
         for _ in range(loops):
@@ -54,7 +55,7 @@ def guest_run_time(image: Path):
                                capture_output=True, text=True)
             if p.returncode != 0 or not VERIFIED.search(p.stdout):
                 raise RuntimeError(f"{image.name} did not verify:\n{p.stdout[-500:]}{p.stderr}")
-            total += stats_run_seconds(p.stderr)
+            total += stats_cpu_seconds(p.stderr)
         return total
     return timed
 
@@ -73,10 +74,10 @@ def main() -> None:
         for migratable in (False, True):
             name = f"{workload}-{args.klass}-{'migratable' if migratable else 'plain'}"
             results[name] = runner.bench_time_func(
-                name, guest_run_time(_path(workload, args.klass, migratable)))
+                name, guest_cpu_time(_path(workload, args.klass, migratable)))
     if args.worker or any(b is None for b in results.values()):
         return
-    print(f"\nmigratable / plain build, guest run time on KVM x86-64, class {args.klass} "
+    print(f"\nmigratable / plain build, guest CPU time on KVM x86-64, class {args.klass} "
           f"(measured side by side in this run):")
     ratios = []
     for workload in CORPUS:

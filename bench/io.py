@@ -8,7 +8,7 @@ files) run whole by `uhyve-ctl run` on KVM vs the same program built natively (t
 KVM vs native (target <= 1.5x); the same output-heavy job on the emulated arm64 CPU vs its
 own compute-only variant, which formats the same lines into memory (target <= 3x). Also
 the cost of one hypercall exit (KVM_RUN return -> handler -> KVM_RUN), in µs, from a guest
-making 20,000 CLOCK hypercalls vs none, by the run time `uhyve-ctl run --stats` reports.
+making 20,000 FSTAT hypercalls vs none, by the run time `uhyve-ctl run --stats` reports.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def file_io(native: bool):
 
 def exit_cost(loops: int) -> float:
     """Seconds that EXITS hypercall exits take, `loops` times: the guest run time (`--stats`)
-    of a job making EXITS CLOCK hypercalls minus that of one making none. It returns time
+    of a job making EXITS FSTAT hypercalls minus that of one making none. It returns time
     spent, not time per exit, so that pyperf's loop calibration sees what a loop costs (per
     exit, it kept doubling the loops and never finished); pyperf divides by inner_loops."""
     total = 0.0
@@ -77,7 +77,7 @@ def exit_cost(loops: int) -> float:
         runs = []
         for n in (EXITS, 0):
             err = subprocess.run([str(BIN / "uhyve-ctl"), "run", "--backend", "kvm", "--stats",
-                                  str(GUEST), "--", "clock", str(n)], check=True, text=True,
+                                  str(GUEST), "--", "fstat", str(n)], check=True, text=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).stderr
             runs.append(float(re.search(r"run ([\d.]+) ms", err)[1]) / 1e3)
         total += runs[0] - runs[1]

@@ -14,7 +14,14 @@ half of the buffer.
   (the checkpoint copied over the same link), for a job needing all (target <= 1.1x) and
   half (target <= 0.6x) of its memory;
 - downtime in both modes: request until the job runs on the target;
-- link utilisation of a bulk pull (target >= 90% of the shaped rate).
+- link utilisation of a bulk pull (target >= 90% of the shaped rate);
+- where the time goes, per phase, in one more migration of each mode (half the memory).
+
+Measured here (2 cores shared with other work, load 10-12): needing half its memory,
+post-copy took 0.78-0.86x of stop-and-copy before the full checkpoint was written while the
+target starts, 0.56-0.73x after (the migrate command 0.6 -> 0.4 s, the target's set-up
+0.25 -> 0.1 s); of post-copy's ~2.9 s, ~1.55 s is pulling 17 MiB (16 needed) at ~90% of
+the link, the rest the migrate command, the checkpoint copy and the target's start.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ LINK_MBIT = 100
 COPY_PORT = 7300
 BULK_RUN = 256                     # pages per request of the bulk pull
 WINDOW = 0.5                       # seconds the job waits at migration points: room for the
-                                   # migrate command to start on a loaded machine
+                                   # migrate command to start on a loaded machine (a request
+                                   # that comes later is tried again; a longer window would
+                                   # keep a restored job waiting out the rest of it)
 LINK = ShapedLink("hxbench", 240)
 
 
@@ -86,27 +95,38 @@ def _copy_over_link(src: str, dst: str) -> None:
 def _migration(tmp: str, mode: str, percent: int, restore_opts=(), timed="total",
                mib: int = MIB) -> float:
     """Seconds from the migrate request to the job's end (`total`), to the job running on
-    the target (`downtime`), or of the target's restore alone (`restore`)."""
-    source = _start_source(tmp, percent, mib)
+    the target (`downtime`), of the target's restore alone (`restore`), or of each phase
+    (`phases`, a dict)."""
     env = _env(tmp)
-    t0 = time.perf_counter()
     cmd = [UHYVE, "migrate", "src", "--to", "aarch64", "--mode", mode, "-o", f"{tmp}/ck"]
     if mode == "postcopy":
         cmd += ["--serve", f"{LINK.src_ip}:0"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    for attempt in range(3):
+        source = _start_source(tmp, percent, mib)
+        t0 = time.perf_counter()
+        migrated = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if migrated.returncode == 0:
+            break
+        source.wait()                      # it left its window before the request came
+    else:
+        raise RuntimeError(f"migration failed: {migrated.stderr}")
+    t_migrated = time.perf_counter()
     _copy_over_link(f"{tmp}/ck", f"{tmp}/ck-target")
     t1 = time.perf_counter()
     target = subprocess.Popen(LINK.in_dst([UHYVE, "restore", f"{tmp}/ck-target", "--name", "dst",
                                            *restore_opts]),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if timed == "downtime":
+    if timed in ("downtime", "phases"):
         _wait_state(tmp, "dst", "running")
         t2 = time.perf_counter()
     out, err = target.communicate()
     t3 = time.perf_counter()
     source.wait()
     if target.returncode != 0 or "sum" not in out:
-        raise RuntimeError(f"migrated job failed: {err}")
+        raise RuntimeError(f"migrated job failed (status {target.returncode}): {err}")
+    if timed == "phases":
+        return {"migrate command": t_migrated - t0, "checkpoint copy": t1 - t_migrated,
+                "target start": t2 - t1, "target run": t3 - t2}
     return {"total": t3 - t0, "downtime": t2 - t0 if timed == "downtime" else 0.0,
             "restore": t3 - t1}[timed]
 
@@ -194,6 +214,11 @@ def main() -> None:
             return
         LINK.__enter__()
         nbytes, seconds = bulk_pull()
+        phases = {}
+        for mode in ("stopcopy", "postcopy"):
+            with tempfile.TemporaryDirectory() as tmp:
+                phases[mode] = _migration(tmp, mode, 50, bulk if mode == "postcopy" else (),
+                                          "phases")
     finally:
         if not runner.args.worker:
             LINK.close()
@@ -215,6 +240,9 @@ def main() -> None:
     mbit = nbytes * 8 / seconds / 1e6
     print(f"  bulk pull: {nbytes >> 20} MiB in {seconds:.2f} s = {mbit:.1f} Mbit/s, "
           f"{mbit / LINK_MBIT:.0%} of the shaped rate (target >= 90%; page payload only)")
+    for mode, times in phases.items():
+        print(f"  {mode:9} phases (one run, half the memory): " + ", ".join(
+            f"{name} {seconds:.2f} s" for name, seconds in times.items()))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ this one run; absolute times are only context.
     .venv/bin/python bench/run.py [-o results.json] [pyperf options]
 
 Pairs: VM creation -> guest main() on KVM (target <= 10 ms); whole-process `uhyve-ctl run`
-of hello vs a bare interpreter start, by wall time and by CPU time (target <= 1.5x); NPB kernels in the KVM guest vs the
+of hello vs a bare interpreter start, by wall time and by CPU time (target <= 1.5x), and by
+CPU time `hexo inspect` of that image and `hexo status` (its client side: no daemon answers,
+so it ends at its one-line error); NPB kernels in the KVM guest vs the
 same kernels built natively (target <= 1.05x), by NPB's own timer (the timed section, as NPB
 reports it) and by whole-process time (which adds the VM's start-up); migratable builds
 (statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
@@ -16,6 +18,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +39,12 @@ def _path(workload, klass, native=False, migratable=False):
 
 
 def build_images() -> None:
-    """Once per run, in the parent process only (pyperf workers re-run this script)."""
+    """Once per run, in the parent process only (pyperf workers re-run this script). The
+    sources are byte-compiled first: start-up is measured as an installed hexo starts, not
+    as one that compiles itself each time (PYTHONDONTWRITEBYTECODE=1 would leave it so)."""
+    import compileall
+    for package in ("hexo", "uhyve-ctl", "scheduler"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     IMAGES.mkdir(parents=True, exist_ok=True)
     for workload, klass in WORKLOADS:
         for native in (False, True):
@@ -51,8 +59,8 @@ def build_images() -> None:
 
 
 def boot_to_main(loops: int) -> float:
-    """VM creation until the library OS's last hypercall before main() (it asks whether
-    stdout is a terminal)."""
+    """VM creation until the library OS's last hypercall before main(): with stdout a file,
+    the C library's FSTAT of it (on a terminal it makes none)."""
     from hexo.image import Image
     from hexo import abi
     from uhyve_ctl.backends.base import Exited
@@ -61,9 +69,10 @@ def boot_to_main(loops: int) -> float:
     image = Image(_path("hello", None))
     fstat = abi.NR["FSTAT"]
     total = 0.0
+    out = tempfile.TemporaryFile()
     for _ in range(loops):
         t0 = time.perf_counter()
-        vm = VirtualMachine(image, "x86_64", backend="kvm")
+        vm = VirtualMachine(image, "x86_64", backend="kvm", stdio=(0, out.fileno(), 2))
         stop = vm.backend.run(lambda nr, arg: Exited(0) if nr == fstat else vm.hypercalls(nr, arg))
         total += time.perf_counter() - t0
         vm.close()
@@ -71,16 +80,16 @@ def boot_to_main(loops: int) -> float:
     return total
 
 
-def process_cpu(cmd: list[str]):
+def process_cpu(cmd: list[str], exit_status: int = 0):
     """A pyperf time function returning the CPU time (user + system) of whole processes:
     a start-up ratio that a loaded machine does not stretch as it stretches wall time."""
     def timed(loops: int) -> float:
         import os
         total = 0.0
         for _ in range(loops):
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _, status, usage = os.wait4(p.pid, 0)
-            assert status == 0, cmd
+            assert os.waitstatus_to_exitcode(status) == exit_status, cmd
             total += usage.ru_utime + usage.ru_stime
         return total
     return timed
@@ -112,6 +121,12 @@ def main() -> None:
             "python-start-cpu", process_cpu([sys.executable, "-c", "pass"])),
         "uhyve-ctl-run-hello-cpu": runner.bench_time_func(
             "uhyve-ctl-run-hello-cpu", process_cpu([uhyve, "run", str(_path("hello", None))])),
+        "hexo-inspect-cpu": runner.bench_time_func(
+            "hexo-inspect-cpu", process_cpu([str(BIN / "hexo"), "inspect",
+                                             str(_path("hello", None))])),
+        "hexo-status-cpu": runner.bench_time_func(
+            "hexo-status-cpu", process_cpu([str(BIN / "hexo"), "status", "--state-dir",
+                                            str(IMAGES / "no-daemon")], exit_status=1)),
         "npb-ep-W-native": runner.bench_command("npb-ep-W-native",
                                                 [str(_path("npb-ep", "W", True))]),
         "npb-ep-W-kvm": runner.bench_command("npb-ep-W-kvm",
@@ -147,6 +162,8 @@ def main() -> None:
           f"(target <= 10 ms; HEXO's Uhyve ~25 ms)")
     rows = [("uhyve-ctl run hello / python start", "uhyve-ctl-run-hello", "python-start", 1.5),
             ("the same, CPU time", "uhyve-ctl-run-hello-cpu", "python-start-cpu", 1.5),
+            ("hexo inspect hello / python, CPU", "hexo-inspect-cpu", "python-start-cpu", None),
+            ("hexo status client / python, CPU", "hexo-status-cpu", "python-start-cpu", None),
             ("NPB EP.W KVM / native, NPB timer", "npb-ep-W-kvm-timed", "npb-ep-W-native-timed",
              1.05),
             ("NPB CG.A KVM / native, NPB timer", "npb-cg-A-kvm-timed", "npb-cg-A-native-timed",

@@ -19,10 +19,11 @@ emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
+
+from .records import record
 
 ABI_MAJOR = 1
-ABI_MINOR = 4
+ABI_MINOR = 5
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -122,6 +123,11 @@ BOOT_INFO = Struct("hexo_boot_info", (
 ), "Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first "
    "argument register).")
 
+# Boot info flags (1.5). STDOUT_TERMINAL: the host's fd 1 is a terminal (or could not be
+# examined), so the C library keeps stdout line-buffered; otherwise it buffers fully. The
+# host answers with an fstat of its own, which saves the guest an exit at every boot.
+BOOT_STDOUT_TERMINAL = 1
+
 # A restored guest finds its saved CPU context and kernel state here (boot info page).
 RESTORE_CONTEXT_ADDR = BOOT_INFO_ADDR + 0x400
 RESTORE_KERNEL_ADDR = BOOT_INFO_ADDR + 0x600
@@ -130,8 +136,16 @@ SHARED_PAGE = Struct("hexo_shared_page", (
     ("magic", "u32"), ("abi_version", "u32"),
     ("migrate_request", "u32"), ("migrate_target_isa", "u32"),
     ("guest_state", "u32"), ("migrate_skip", "u32"),
+    ("counter_hz", "u64"),
 ), "Flags the host sets atomically and the guest polls at migration points; while a request "
-   "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting.")
+   "is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. "
+   "counter_hz (1.5), written before the guest runs: the rate of the counter the guest may "
+   "read for its clocks without exiting (x86-64: the TSC; aarch64: non-zero means CNTVCT_EL0, "
+   "at the rate CNTFRQ_EL0 gives), 0 when it has none and must make CLOCK.")
+
+# counter_hz of an aarch64 guest: its architectural counter CNTVCT_EL0 counts real time at the
+# rate CNTFRQ_EL0 gives, which the guest reads itself.
+AARCH64_COUNTER = 1
 
 IO_RING = Struct("hexo_io_ring", (
     ("magic", "u32"), ("data_size", "u32"), ("switch_slots", "u32"), ("reserved", "u32"),
@@ -202,7 +216,7 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(namedtuple("Hypercall", "nr name args")):
+class Hypercall(record("Hypercall", "nr name args")):
     __slots__ = ()
 
 
@@ -243,7 +257,8 @@ _STRUCTS = [BOOT_INFO, SHARED_PAGE, IO_RING, IO_SWITCH, CPU_CONTEXT, KERNEL_STAT
 
 def _constants() -> list[tuple[str, int]]:
     names = ["ABI_MAJOR", "ABI_MINOR", "ABI_VERSION", "PAGE_SIZE", "BOOT_INFO_ADDR",
-             "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR", "ARGS_SIZE", "GDT_ADDR",
+             "BOOT_STDOUT_TERMINAL", "SHARED_PAGE_ADDR", "DOORBELL_ADDR", "ARGS_ADDR",
+             "ARGS_SIZE", "GDT_ADDR",
              "X86_KERNEL_CS", "X86_SYSRET_BASE", "PAGE_TABLE_ADDR",
              "PAGE_TABLE_END", "STACK_BOTTOM", "STACK_TOP", "IMAGE_BASE", "BOOT_INFO_MAGIC",
              "SHARED_PAGE_MAGIC", "IO_RING_MAGIC", "IO_RING_ADDR", "IO_SWITCH_ADDR",

@@ -36,6 +36,7 @@ MANIFEST = ("obj", {
                        {"fd", "path", "flags", "offset"}, None), None),
     "argv": ("list", ("str",), None),
     "env": ("list", ("match", r"[^=]+=.*"), None),
+    "output": ("obj", {"stdout": U64, "stderr": U64}, {"stdout", "stderr"}, None),
     "areas": ("list", _AREA, None),
     "source": ("obj", {"isa": ISA, "context": _CONTEXT, "areas": ("list", _AREA, None)},
                {"isa", "context", "areas"}, None),

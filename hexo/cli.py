@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="hexo", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("workloads", help="list the built-in workloads")
@@ -79,12 +79,19 @@ def _new_directory(path: Path) -> Path:
     return path
 
 
+CXX_SUFFIXES = (".cc", ".cpp", ".cxx", ".c++", ".cp", ".C", ".CPP")
+
+
 def _build(args) -> int:
     from .toolchain.build import BuildRequest, build, build_native
     from .toolchain.sysroot import ToolchainError
     from . import workloads
     _output_file(args.output)
     for src in args.sources:
+        if src.suffix in CXX_SUFFIXES:
+            raise ValueError(f"{src}: C++ is not supported: the library OS has no C++ runtime "
+                             f"(no C++ standard library, exceptions or RTTI); hexo build "
+                             f"compiles C")
         if src.suffix != ".c":
             raise ValueError(f"{src}: not a C source file (hexo build compiles .c files)")
         if not src.is_file():
@@ -291,16 +298,31 @@ def main(argv=None) -> int:
         return 128 + 13
 
 
+def _quick_inspect(argv: list[str]):
+    """`inspect PATH [--json]` read without argparse, which with the gettext, locale and
+    shutil modules it brings costs a third of the command; any other form (help, errors,
+    abbreviations) goes to the full parser. tests/test_cli_errors.py checks they agree."""
+    if argv[:1] != ["inspect"] or not 2 <= len(argv) <= 3:
+        return None
+    paths = [a for a in argv[1:] if a != "--json"]
+    if len(paths) != 1 or paths[0].startswith("-"):
+        return None
+    import types
+    return types.SimpleNamespace(cmd="inspect", image=Path(paths[0]), json="--json" in argv)
+
+
 def _main(argv) -> int:
     from .errors import HexoError, one_line
     argv = list(sys.argv[1:] if argv is None else argv)
-    p, sub = _parser()
-    if not argv or argv[0] not in COMMANDS:
-        _plugins(sub)
-        cmd = sub.choices.get(argv[0]) if argv else None
-        if cmd is not None and cmd.get_default("raw_argv"):
-            return cmd.get_default("run")(argv[1:])
-    args = p.parse_args(argv)
+    args = _quick_inspect(argv)
+    if args is None:
+        p, sub = _parser()
+        if not argv or argv[0] not in COMMANDS:
+            _plugins(sub)
+            cmd = sub.choices.get(argv[0]) if argv else None
+            if cmd is not None and cmd.get_default("raw_argv"):
+                return cmd.get_default("run")(argv[1:])
+        args = p.parse_args(argv)
     run = COMMANDS.get(args.cmd) or args.run
     try:
         return run(args)

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections import namedtuple
 
 from .errors import HexoError
+from .records import record
 
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
@@ -42,17 +42,17 @@ class ImageError(HexoError):
     """A file that is not a usable hexo image, with the reason."""
 
 
-class Segment(namedtuple("Segment", "vaddr offset filesz memsz flags")):
+class Segment(record("Segment", "vaddr offset filesz memsz flags")):
     # offset: within the ELF payload
     # flags: "r", "rw", "rx"
     __slots__ = ()
 
 
-class IsaBuild(namedtuple("IsaBuild", "isa entry segments")):
+class IsaBuild(record("IsaBuild", "isa entry segments")):
     __slots__ = ()
 
 
-class Index(namedtuple("Index", "abi_version min_mem app_data build_id name builds")):
+class Index(record("Index", "abi_version min_mem app_data build_id name builds")):
     """What booting an image needs (the "index" entry, or a 1.0 image's manifest)."""
     # app_data: [start of data, end of bss)
     __slots__ = ()

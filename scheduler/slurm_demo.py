@@ -4,11 +4,14 @@ server plus its board, each job a `hexo run`; hexo-schedd decides underneath whe
 Everything is real and on this host: munged, slurmctld and slurmd on loopback (a generated
 slurm.conf in a temporary directory), hexo-schedd with a one-core KVM server and one board
 reached over a real sshd on loopback. The board is the emulated arm64 stand-in (the aarch64
-build on the emulated CPU, on this host), not a physical board. Needs root.
+build on the emulated CPU, on this host), not a physical board; with --board-vm it is an arm64
+board VM instead (qemu-system-aarch64 with EL2, the jobs on its KVM; needs `make board-image`).
+Needs root.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -70,23 +73,44 @@ def verified(kernel: str, klass: str, out: str) -> bool:
         return False
 
 
+def board_vm_config(tmp: Path, **daemon) -> Path:
+    """A cluster.toml whose board0 is a freshly booted arm64 board VM (its KVM runs the jobs)."""
+    from hexo_sched.boards import vm
+    print("== hexo board up slurm-demo (arm64 board VM, TCG with EL2)", flush=True)
+    b = vm.up("slurm-demo")
+    section = sshd_fixture.board_section("board0", b.port, b.image.client_key, b.known_hosts,
+                                         "/var/tmp/hexo", "uhyve-ctl", backend="kvm",
+                                         model="emulated-aarch64")
+    return sshd_fixture.server_config(tmp, HEXO, UHYVE, section, **daemon)
+
+
 def main() -> int:
-    why = missing() or sshd_fixture.usable()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board-vm", action="store_true",
+                    help="board0 is an arm64 board VM instead of the emulated stand-in")
+    args = ap.parse_args()
+    why = missing() or (None if args.board_vm else sshd_fixture.usable())
     if why:
         sys.exit(f"slurm-demo: {why}")
     tmp = Path(tempfile.mkdtemp(prefix="hexo-slurm-demo-"))
     print(f"== working directory {tmp}")
     images = [build(tmp, w, k) for w, k in BATCH]
-    ssh = sshd_fixture.start(tmp / "ssh")
-    cfg = sshd_fixture.cluster_config(tmp, ssh, HEXO, UHYVE, policy="hexo", idle_after_s=1,
-                                      poll_s=0.2, confirm_timeout_s=120)
+    settings = dict(policy="hexo", idle_after_s=1, poll_s=0.2, confirm_timeout_s=120,
+                    min_residence_s=15)
+    ssh = None
+    if args.board_vm:
+        cfg = board_vm_config(tmp, **settings)
+    else:
+        ssh = sshd_fixture.start(tmp / "ssh")
+        cfg = sshd_fixture.cluster_config(tmp, ssh, HEXO, UHYVE, **settings)
     daemon = start_daemon(cfg, tmp / "schedd.log")
     node = bridge.node(load(cfg))
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HEXO_SCHEDD_STATE": str(tmp / "state")}
     cluster = LocalSlurm(tmp / "slurm", node, job_env=env)
     try:
-        print("== hexo slurm conf (the node Slurm sees; board0 = the emulated arm64 stand-in, "
-              "over SSH on loopback)")
+        print("== hexo slurm conf (the node Slurm sees; board0 = "
+              + ("an arm64 board VM" if args.board_vm else "the emulated arm64 stand-in")
+              + ", over SSH on loopback)")
         print("\n".join("   " + line for line in node.lines()))
         cluster.start()
         print(f"== munged, slurmctld, slurmd up; sinfo: node {node.name} "
@@ -114,7 +138,11 @@ def main() -> int:
             print("hexo-schedd did not stop within 30 s of SIGTERM; killed", file=sys.stderr)
             daemon.kill()
             daemon.wait()
-        sshd_fixture.stop(ssh)
+        if ssh is not None:
+            sshd_fixture.stop(ssh)
+        else:
+            from hexo_sched.boards import vm
+            vm.down("slurm-demo")
     by_slurm = {j["slurm_job"]: j for j in st["jobs"]}
     ok = offloaded = 0
     print(f"{'SLURM':>5} {'STATE':10} {'EXIT':5} {'HEXO':7} {'WHERE IT RAN':32} NPB")

@@ -19,6 +19,14 @@ FT = {"S": [(5.546087004964e+02, 4.845363331978e+02), (5.546385409189e+02, 4.865
             (5.085233095391e+02, 5.104914655194e+02), (5.091487099959e+02, 5.107917842803e+02)]}
 
 
+_TIMING = re.compile(r"(?i)time|mop/s")
+
+
+def untimed(out: str) -> str:
+    """NPB output without its timing lines, which differ between any two runs."""
+    return "".join(line for line in out.splitlines(True) if not _TIMING.search(line))
+
+
 def check(kernel: str, klass: str, out: str) -> None:
     """Raise AssertionError unless `out` is a verified NPB run of kernel/class."""
     assert re.search(r"Class\s+=\s+" + klass + r"\b", out), out[-2000:]

@@ -51,7 +51,10 @@ def start(d: Path) -> Sshd:
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "PermitRootLogin prohibit-password\nStrictModes no\nMaxStartups 50\n"
-        "MaxSessions 50\nSubsystem sftp internal-sftp\n")
+        "MaxSessions 50\nSubsystem sftp internal-sftp\n"
+        # the emulated board runs the code under test, as the server does
+        + "".join(f"SetEnv {k}={os.environ[k]}\n" for k in ("PYTHONPATH", "HEXO_HOME")
+                  if k in os.environ))
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", d / "sshd_config"],
                             stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
-from npb_reference import check
+from npb_reference import check, untimed
 from test_board import board_state, qemu_unusable  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"), needs_kvm,
@@ -25,7 +25,6 @@ if qemu_unusable():
 BOARD = "kvm0"
 FAULTS = ROOT / "tests" / "programs" / "faults.c"
 ROUNDS = "300"
-_TIMING = re.compile(r"(?i)time|mop/s")
 _BOARD_TIMEOUT = 900            # seconds a board command may take under TCG before it is a hang
 
 
@@ -74,11 +73,6 @@ def faults(tmp_path_factory):
 @pytest.fixture(scope="module")
 def migratable(images):
     return images.program("migratable", migratable=True)
-
-
-def untimed(out: str) -> str:
-    """NPB output without its timing lines, which differ between any two runs."""
-    return "".join(line for line in out.splitlines(True) if not _TIMING.search(line))
 
 
 def x86_kvm(*args: str) -> str:

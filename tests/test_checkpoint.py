@@ -131,6 +131,7 @@ def saved(image, env, tmp_path):
     (lambda d: _forge(d, lambda m: m["areas"][0].update(file="../../etc/passwd")),
      "areas.0.file"),
     (lambda d: _forge(d, lambda m: m.update(abi_version=9 << 16)), "hypercall ABI 9.0"),
+    (lambda d: _forge(d, lambda m: m["output"].update(stdout=-5)), "output.stdout"),
     (lambda d: _forge(d, lambda m: m["context"].update(pc=0x41414141)),
      "pc 0x41414141 is outside the x86_64 code"),
 ])

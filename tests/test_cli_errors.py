@@ -96,6 +96,18 @@ def test_bad_input_is_one_clear_line(inputs, cmd):
         assert len(lines) <= 2, p.stderr
 
 
+@pytest.mark.parametrize("suffix", [".cc", ".cpp", ".cxx"])
+def test_cplusplus_is_refused_with_the_reason(tmp_path, suffix):
+    src = tmp_path / f"hpccg{suffix}"
+    src.write_text("#include <vector>\nint main() { std::vector<int> v(3); return v.size() - 3; }\n")
+    p = run([HEXO, "build", src, "-o", tmp_path / "x.hexo"])
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines() == [
+        f"hexo: error: {src}: C++ is not supported: the library OS has no C++ runtime (no C++ "
+        "standard library, exceptions or RTTI); hexo build compiles C"], p.stderr
+    assert not (tmp_path / "x.hexo").exists()
+
+
 def test_a_bare_memory_size_is_mib(inputs):
     p = run([UHYVE, "run", inputs / "good.hexo", "--mem", "64"])
     assert p.returncode == 0, p.stderr
@@ -144,6 +156,19 @@ def test_a_plain_run_is_read_as_argparse_reads_it(argv):
     if quick is not None:
         assert vars(quick) == vars(cli._parser().parse_args(argv))
 
+INSPECT = [["inspect", "x.hexo"], ["inspect", "./d//x.hexo", "--json"], ["inspect", "--json", "ck/"]]
+INSPECT_FULL = [["inspect"], ["inspect", "--json"], ["inspect", "a", "b"], ["inspect", "-h"],
+                ["inspect", "x", "--js"], ["inspect", "--", "x"], ["inspect", "x", "--json", "y"]]
+
+
+@pytest.mark.parametrize("argv", INSPECT + INSPECT_FULL)
+def test_hexo_inspect_is_read_as_argparse_reads_it(argv):
+    """`hexo inspect` skips argparse only where the full parser would read the same."""
+    from hexo import cli
+    quick = cli._quick_inspect(argv)
+    assert (quick is not None) == (argv in INSPECT)
+    if quick is not None:
+        assert vars(quick) == vars(cli._parser()[0].parse_args(argv))
 
 
 @pytest.mark.parametrize("command", ["inspect", "certify"])

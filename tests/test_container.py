@@ -158,28 +158,90 @@ PODMAN = ["podman", "--runtime", "runc"]
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
 
-@pytest.mark.skipif(shutil.which("podman") is None or shutil.which("runc") is None,
-                    reason="podman and runc are not installed (Debian packages podman runc)")
-def test_podman_same_isa_export_import(migratable, tmp_path, monkeypatch, capsys):
+needs_podman = pytest.mark.skipif(
+    shutil.which("podman") is None or shutil.which("runc") is None,
+    reason="podman and runc are not installed (Debian packages podman runc)")
+
+
+@pytest.fixture
+def oci_tag(migratable, monkeypatch):
+    """The migratable image's OCI form, made by `hexo container image`."""
+    monkeypatch.setattr(cli, "_plugins", commands.register)
+    tag = "localhost/hexo-test-migratable"
+    assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
+    yield tag
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+def podman_cli(*args) -> str:
+    env = dict(os.environ, PATH=f"{criu.ensure().parent}:{os.environ['PATH']}")
+    return subprocess.run([*PODMAN, *args], capture_output=True, text=True, check=True,
+                          env=env).stdout
+
+
+@needs_podman
+def test_podman_same_isa_export_import(migratable, oci_tag, tmp_path):
     """The image's OCI form runs in podman; `podman container checkpoint --export` and
     `restore --import` (CRIU 4.1 on the PATH) finish the job with the unmigrated output."""
-    monkeypatch.setattr(cli, "_plugins", commands.register)
-    tag, name = "localhost/hexo-test-migratable", f"hexo-test-{os.getpid()}"
-    assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
-    env = dict(os.environ, PATH=f"{criu.ensure().parent}:{os.environ['PATH']}")
-
-    def podman(*args):
-        return subprocess.run([*PODMAN, *args], capture_output=True, text=True, check=True,
-                              env=env).stdout
-
+    name = f"hexo-test-{os.getpid()}"
     want = unmigrated(migratable, ["100000"], tmp_path)
-    podman("run", "-d", *ULIMITS, "--name", name, tag, "100000")
+    podman_cli("run", "-d", *ULIMITS, "--name", name, oci_tag, "100000")
     try:
-        podman("container", "checkpoint", name, "--export", str(tmp_path / "c.tar"))
-        podman("rm", name)
-        podman("container", "restore", "--import", str(tmp_path / "c.tar"))
-        assert podman("wait", name).strip() == "0"
-        assert podman("logs", name) == want
+        podman_cli("container", "checkpoint", name, "--export", str(tmp_path / "c.tar"))
+        podman_cli("rm", name)
+        podman_cli("container", "restore", "--import", str(tmp_path / "c.tar"))
+        assert podman_cli("wait", name).strip() == "0"
+        assert podman_cli("logs", name) == want
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True)
-        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+@needs_podman
+def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypatch, capsys):
+    """A podman container (podman's default seccomp profile) stopped at a chosen point and
+    exported for aarch64: its images, seccomp filter and spec are the arm64 ones, the source
+    stays restorable here by plain podman; recoded back, podman restores the export here and
+    the job ends with the unmigrated output. Both recodes go through the transform core."""
+    from uhyve_ctl.container import podman, seccomp
+    calls = []
+    core = retarget.transform
+    monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
+    name = f"hexo-test-x-{os.getpid()}"
+    want = unmigrated(migratable, ["20000"], tmp_path)
+    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
+               oci_tag, "20000")
+    arm, back = tmp_path / "arm.tar.gz", tmp_path / "back.tar"
+    try:
+        assert cli.main(["container", "checkpoint", name, "--to", "aarch64", "-o", str(arm)]) == 0
+        state = podman.load_state(arm)
+        assert state["isa"] == "aarch64" and state["transformed"]["from"] == "x86_64"
+        info = podman.summary(arm)
+        assert info["core_mtype"] == "AARCH64" and info["executable"] == "/hexo/aarch64"
+        assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_resume")
+        with pytest.raises(process.ProcessError, match="aarch64 container"):
+            podman.restore(arm)
+        # The source, checkpointed by podman, restores here and finishes.
+        podman_cli("container", "restore", name)
+        assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+        podman_cli("rm", name)
+
+        work = tmp_path / "arm"
+        work.mkdir()
+        subprocess.run(["tar", "-xzf", arm, "-C", work], check=True)
+        spec = json.loads((work / "spec.dump").read_text())
+        assert spec["process"]["args"][0] == "/hexo/aarch64"
+        [bpf] = seccomp.filters(work / "checkpoint")
+        assert seccomp.audit_arches(bpf) == {seccomp.AUDIT_ARCHES["aarch64"][0]}
+        mounts = [m for f in (work / "checkpoint").glob("mountpoints-*.img")
+                  for m in criu_images._load(f.parent, f.name)["entries"]]
+        assert mounts and not any(m["mountpoint"].startswith("/sys/fs/cgroup") for m in mounts)
+
+        podman.recode_archive(arm, back, "x86_64")
+        assert cli.main(["container", "restore", str(back), "--wait"]) == 0
+        assert podman_cli("logs", name) == want
+        assert calls == ["x86_64", "aarch64"]
+        assert cli.main(["container", "checkpoint", "no-such-container", "-o",
+                         str(tmp_path / "x.tar")]) == 1
+        assert "no process or container no-such-container" in capsys.readouterr().err
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)

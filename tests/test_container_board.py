@@ -1,6 +1,7 @@
-"""Linux-mode processes across ISAs for real: checkpointed by CRIU on this x86-64 server,
-recoded, restored by CRIU inside an arm64 board VM (Debian's criu there), run there, and
-moved back. Outputs are checked against unmigrated runs and NPB's verification values."""
+"""Linux-mode processes and podman containers across ISAs for real: checkpointed by CRIU on
+this x86-64 server, recoded, restored inside an arm64 board VM (Debian's criu there, under
+podman for a container), run there, and moved back. Outputs are checked against unmigrated
+runs and NPB's verification values."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from hexo import workloads
 from hexo.image import Image
 from hexo.toolchain.build import BuildRequest, build
 from test_board import qemu_unusable
-from uhyve_ctl.container import checkpoint as ckpt, criu, process
+from test_container import PODMAN, ULIMITS, needs_podman
+from uhyve_ctl.container import checkpoint as ckpt, criu, oci, process
 
 import npb_reference
 
@@ -123,3 +125,90 @@ def test_failed_restore_leaves_the_source_running(board, tmp_path):
         to_board(p.pid, board.name)
     assert p.wait() == 0
     assert out.read_text() == want.read_text()
+
+
+def test_hung_restore_is_ended(board, tmp_path):
+    """A damaged checkpoint (its pages cut short, as by a broken transfer) makes the board's
+    CRIU 3.17 retry a short read for ever, its half-restored task spinning and its log
+    growing until the board starves (SSH then waited minutes to open a channel). The restore
+    is ended after --timeout with CRIU and that task; the board keeps nothing of it."""
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    p = start(image, ["3000"], tmp_path / "run.out", stop_at=5)
+    d = tmp_path / "ck"
+    state = ckpt.checkpoint(p.pid, d, "aarch64")
+    assert p.wait() != 0
+    pages = next(d.glob("pages-*.img"))
+    pages.write_bytes(pages.read_bytes()[:4096])
+    status, log = on_board(board, ["hexo", "container", "restore", "ck", "--timeout", "20"],
+                           puts=[d])
+    assert status == 1 and "did not finish in 20 s" in log, log
+    assert on_board(board, ["sh", "-c", f"pgrep -x criu; test -e /proc/{state['pid']} || "
+                                        "echo nothing left"]) == (0, "nothing left\n")
+
+
+def run_container(image: Image, name: str, args, stop_at: int) -> str:
+    """Container `name` of `image` started here, to wait at its (stop_at+1)-th point."""
+    tag = f"localhost/hexo-test-{image.manifest['name']}"
+    oci.build(Path(image.path), tag)
+    subprocess.run([*PODMAN, "run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}={stop_at}",
+                    "--name", name, tag, *args], check=True, capture_output=True)
+    return tag
+
+
+def podman_here(*args) -> str:
+    return subprocess.run(["podman", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def remove_everywhere(board, name: str, tag: str) -> None:
+    subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+    on_board(board, ["podman", "rm", "-f", "-t", "0", name])
+
+
+@needs_podman
+@pytest.mark.parametrize("kernel,point", [("ep", 3), ("is", 2), ("cg", 4)])
+def test_npb_container_there_and_back(board, tmp_path, kernel, point):
+    """An x86-64 podman container (podman's default seccomp profile) stopped at a chosen
+    point, restored by the board's podman, one step there as an arm64 process, then back to
+    this server's podman to the end; NPB's own verification must pass."""
+    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    w = workloads.get(f"npb-{kernel}")
+    image = linux_image(tmp_path, kernel, w.paths(), w.defines("S"))
+    name = f"hexo-test-{kernel}-{os.getpid()}"
+    tag = run_container(image, name, [], point)
+    try:
+        assert container_to_board(name, board.name, until_point=True) == name
+        assert subprocess.run(["podman", "container", "exists", name]).returncode == 1
+        status, pid = on_board(board, ["podman", "inspect", "--format", "{{.State.Pid}}", name])
+        assert status == 0 and on_board(board, ["cat", f"/proc/{pid.strip()}/comm"]) \
+            == (0, "aarch64\n")
+        assert container_from_board(board.name, name) == name
+        assert podman_here("wait", name).strip() == "0"
+        npb_reference.check(kernel, "S", podman_here("logs", name))
+        assert on_board(board, ["podman", "container", "exists", name])[0] == 1
+    finally:
+        remove_everywhere(board, name, tag)
+
+
+@needs_podman
+def test_failed_podman_restore_leaves_the_source_running(board, tmp_path):
+    """The board's podman refuses the restore (a container of that name exists there): the
+    source container, parked at its point, continues here and ends as if never touched."""
+    from hexo_sched.boards.migrate import MigrationError, container_to_board
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    name = f"hexo-test-taken-{os.getpid()}"
+    tag = run_container(image, name, ["3000"], 5)
+    try:
+        status, log = on_board(board, ["sh", "-c", "hexo container image migratable.hexo -t "
+                                       f"localhost/hexo-blocker && podman create --name {name} "
+                                       "localhost/hexo-blocker"], puts=[Path(image.path)])
+        assert status == 0, log
+        with pytest.raises(MigrationError, match=f"container {name} continues here"):
+            container_to_board(name, board.name)
+        assert podman_here("wait", name).strip() == "0"
+        assert podman_here("logs", name) == want.read_text()
+    finally:
+        remove_everywhere(board, name, tag)

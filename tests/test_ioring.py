@@ -3,6 +3,7 @@ once across crashes, timeouts, checkpoints, migrations and a `kill -9` of the hy
 guest that corrupts the ring is stopped without harming the host."""
 
 import os
+import pty
 import re
 import select
 import signal
@@ -189,6 +190,35 @@ def test_interleaved_stdout_and_stderr_match_the_native_run_without_exits(chatty
     stats = STATS.search(out.decode())
     assert out.replace(stats[0].encode(), b"") == native
     assert int(stats[1]) < 50                   # 2n writes, a handful of exits
+
+
+def _on_terminal(cmd) -> tuple[int, bytes]:
+    """Exit status and what stdout and stderr wrote to one terminal (a pty), in order."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(c) for c in cmd], stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:                 # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=300), out
+
+
+@pytest.mark.parametrize("isa", BACKENDS)
+def test_stdout_on_a_terminal_is_line_buffered_as_natively(chatty, isa):
+    """On a terminal each stdout line appears before the next stderr line, as with the native
+    C library; into a pipe stdout is fully buffered. The host says which in the boot info."""
+    guest, native = _on_terminal(_guest(chatty, isa, "lines", 20)), \
+        _on_terminal([chatty / "chatty.native", "lines", 20])
+    assert guest == native and guest[0] == 0
+    assert b"out 0: jumps over the lazy dog\r\nerr 1:" in guest[1]
+    assert b"out 0: jumps" not in _merged(_guest(chatty, isa, "lines", 20))[1].split(b"err 1:")[0]
 
 
 @pytest.mark.parametrize("isa", BACKENDS)

@@ -211,6 +211,60 @@ def test_a_job_whose_areas_all_fit_inline_leaves_nothing_to_serve(env, tmp_path,
     assert p.stdout == reference.stdout
 
 
+def test_a_full_checkpoint_that_cannot_be_written_leaves_the_job_at_the_source(env, tmp_path,
+                                                                              touch):
+    """The requester is answered once the minimal checkpoint is durable; the full one is
+    written while the target starts. When that write fails, no target is ever welcomed and
+    the job goes on at the source, its output whole."""
+    reference = run([UHYVE, "run", touch, "--", "16", "100", "0"])
+    source = subprocess.Popen([UHYVE, "run", touch, "--name", "src", "--", "16", "100", "1.5"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "src", source)
+    (tmp_path / "ck.full").write_text("in the way")
+    ck = run([UHYVE, "migrate", "src", "--to", "aarch64", "--mode", "postcopy", "--serve",
+              "127.0.0.1:0", "-o", tmp_path / "ck"], env=env)
+    assert ck.returncode == 0, ck.stderr
+    target = run([UHYVE, "restore", tmp_path / "ck"], env=env, timeout=300)
+    assert target.returncode == 126, target.stderr
+    assert target.stdout == ""
+    out, err = source.communicate(timeout=120)
+    assert source.returncode == 0, err
+    assert out == reference.stdout
+    assert "post-copy abandoned" in err and "could not write its full checkpoint" in err
+    assert not (tmp_path / "ck").exists()
+    assert _state(env, "src")["migration"] == "abandoned"
+
+
+def test_targets_wait_for_the_full_checkpoint_and_are_refused_if_it_fails():
+    """A held server welcomes an authenticated target only at release(); after refuse() it
+    turns every target away with ERROR 5."""
+    for outcome in ("release", "refuse"):
+        srv = PageServer(("127.0.0.1", 0), SECRET, [AREA], held=True)
+        srv.start()
+        link = PageLink(srv.address, SECRET, retry_for=1)
+        got = []
+        waiting = threading.Thread(target=lambda: got.append(_connect(link)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not got
+        getattr(srv, outcome)(*(() if outcome == "release" else ("it failed",)))
+        waiting.join(30)
+        if outcome == "release":
+            assert got == [[Run(0x200000, 4)]]
+            link.done()
+        else:
+            assert isinstance(got[0], Refused) and got[0].code == wire.E_RESUMED
+            assert "it failed" in str(got[0])
+        srv.close()
+
+
+def _connect(link):
+    try:
+        return link.connect()
+    except Refused as e:
+        return e
+
+
 # The page protocol, both ends, on loopback.
 
 SECRET = b"s" * 32

@@ -282,3 +282,57 @@ def test_cost_aware_leaves_a_nearly_done_job_where_it_is():
     # 23 s of work left: 70 s more on the board, vs 95 s to move 500 MB back then 23 s
     pol, acts = offloaded_then_idle(ckpt=500.0, idle_at=330.0)
     assert acts == [] and pol.state.jobs["a"].location == "b0"
+
+
+def ping_pong(pol, burst_every=30.0, bursts=4):
+    """One EP on a one-core server; a short job arrives every `burst_every` seconds and ends 5
+    s later, so the queue swings between a burst and a lull. Returns EP's moves as (time, dst)."""
+    fill_server(pol, [("ep", "EP", 3.0)])
+    moves, t = [], 2.0
+
+    def carry(acts, now):
+        for a in acts:
+            if isinstance(a, Migrate):
+                moves.append((now, a.dst))
+                pol.on_source_released(a.job, now + 0.1)
+                pol.on_migration_finished(a.job, now + 0.2)
+            check_invariants(pol.state)
+    for i in range(bursts):
+        carry(pol.on_submit(job(f"x{i}"), t), t)
+        carry(pol.on_tick(t + 0.5), t + 0.5)
+        if pol.state.jobs[f"x{i}"].state is JobState.RUNNING:
+            carry(pol.on_job_finished(f"x{i}", t + 5.0), t + 5.0)
+        for tick in range(6, int(burst_every), 2):
+            carry(pol.on_tick(t + tick), t + tick)
+        t += burst_every
+    return moves
+
+
+def test_without_damping_a_job_moves_on_every_burst_and_lull():
+    moves = ping_pong(HexoPolicy(cluster(server_cores=1), idle_after_s=10))
+    assert [dst for _, dst in moves] == ["b0", "srv"] * 4
+
+
+def test_a_job_stays_where_it_arrived_for_the_minimum_residence():
+    """With min_residence_s, a job brought back is not offloaded again, nor an offloaded job
+    brought back, until it has stayed that long where it arrived; the first offload is
+    immediate, as in the paper."""
+    pol = HexoPolicy(cluster(server_cores=1), idle_after_s=10, min_residence_s=50)
+    moves = ping_pong(pol)
+    assert moves[0] == (2.0, "b0")
+    arrivals = [t + 0.2 for t, _ in moves]
+    assert all(later - arrived >= 50 for arrived, later in zip(arrivals, [t for t, _ in
+                                                                          moves[1:]]))
+    assert len(moves) < 8
+
+
+def test_cost_aware_policy_damps_its_moves_too():
+    pol = CostAwarePolicy(cluster(server_cores=1), idle_after_s=10, direct_start=False,
+                          min_residence_s=50)
+    fill_server(pol, [("ep", "EP", 3.0)])
+    only(pol.on_submit(job("x0"), 2.0), Migrate)
+    pol.on_source_released("ep", 2.1)
+    pol.on_migration_finished("ep", 2.2)
+    pol.on_job_finished("x0", 5.0)
+    assert not [a for a in pol.on_tick(40.0) if isinstance(a, Migrate)]    # 37.8 s there
+    assert only(pol.on_tick(52.3), Migrate).dst == "srv"

@@ -290,3 +290,31 @@ def test_makespan_comparison_is_paired_by_seed():
     assert row["cost-aware"]["makespan_vs_hexo_pct"][0] == pytest.approx(np.mean(rel))
     assert row["hexo"]["makespan_s"][0] == pytest.approx(np.mean(runs["hexo"]))
     assert "EP+CG" in format_makespan(c)
+
+
+def bursts(min_residence_s: float, every: float = 600.0, seed: int = 0) -> dict:
+    """Two hours of EP arriving in bursts of one more job than the server has cores, every
+    `every` seconds: each burst offloads a job and each lull brings one back."""
+    sim = Simulation("XP", ("EP",), "hexo", duration=7200.0, queue_depth=0, check=True,
+                     seed=seed, length_jitter=0.3,
+                     policy_kwargs={"idle_after_s": 30, "min_residence_s": min_residence_s})
+    size = 1 + sum(m.usable_cores for m in sim.machines if m.kind == "server")
+
+    def arrivals():
+        while True:
+            for _ in range(size):
+                sim.event(sim.policy.on_submit, sim.new_job())
+            yield sim.env.timeout(every)
+    sim.env.process(arrivals())
+    return sim.run()
+
+
+def test_minimum_residence_halves_the_moves_of_bursty_arrivals_at_equal_work():
+    """Hysteresis in simulation: with a job kept where it arrived for 300 s, half the
+    migrations (and half the data moved) do the same work."""
+    plain, damped = bursts(0.0), bursts(300.0)
+    assert plain["migrations"] >= 2 * (plain["jobs"] // 4)      # a move out and back per burst
+    assert damped["migrations"] <= plain["migrations"] / 2
+    assert damped["transferred_mb"] <= plain["transferred_mb"] / 2
+    assert damped["jobs"] == plain["jobs"]
+    assert damped["work_s"] >= plain["work_s"] * 0.99

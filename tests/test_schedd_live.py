@@ -71,6 +71,13 @@ def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
     raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
 
 
+def wait_for_log(log: Path, line: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while line not in log.read_text():
+        assert time.time() < deadline, f"timed out waiting for {line!r} in {log}"
+        time.sleep(0.1)
+
+
 PHASES = ("checkpoint", "transfer", "restore")
 
 
@@ -277,6 +284,7 @@ def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
     try:
+        wait_for_log(log, "board board0 answers", 60)
         sshd_fixture.stop(sshd)                          # the board drops off the network
         p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr

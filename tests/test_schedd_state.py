@@ -19,8 +19,8 @@ from conftest import UHYVE, needs_kvm
 from test_checkpoint import _wait_running
 from hexo_sched import api, daemon as schedd
 from hexo_sched.config import ConfigError, load, parse_mb
-from hexo_sched.jobstore import (JobRecord, Segment, StateFile, StateFileError, dump,
-                                 load_into)
+from hexo_sched.jobstore import (JobRecord, SavedCheckpoint, Segment, StateFile,
+                                 StateFileError, dump, load_into)
 from hexo_sched.policy import ClusterState, HexoPolicy, Job, JobState, Machine
 
 
@@ -44,6 +44,11 @@ def test_state_round_trip_keeps_every_job_and_migration():
     st, recs = populated()
     assert st.jobs["job-1"].state is JobState.MIGRATING and st.queue == ["job-3"]
     recs["job-1"].segments.append(Segment(0, "server", "run", 1.0))
+    recs["job-2"].segments.append(Segment(0, "b0", "restore", 1.0, lost=True,
+                                          output_base={"stdout": 7, "stderr": 2}))
+    recs["job-2"].saved = SavedCheckpoint("/state/jobs/job-2/saved-0-1/checkpoint", 0, 2.0,
+                                          {"stdout": 9, "stderr": 2})
+    recs["job-2"].losses.append({"machine": "b0", "lost_s": 3.0})
     data = json.loads(json.dumps(dump(st, recs, [{"reason": "x"}], 4)))
     fresh = ClusterState(machines())
     records, decisions, next_id = load_into(data, fresh)
@@ -52,6 +57,18 @@ def test_state_round_trip_keeps_every_job_and_migration():
     for jid, j in st.jobs.items():
         assert vars(fresh.jobs[jid]) == vars(j)
     assert records["job-1"].segments == [Segment(0, "server", "run", 1.0)]
+    assert records["job-2"] == recs["job-2"]
+    old = json.loads(json.dumps(data))           # a 1.2 file: none of 1.3's keys
+    old["version"] = [1, 2]
+    for e in old["jobs"]:
+        for k in ("saved", "losses"):
+            e["record"].pop(k)
+        for seg in e["record"]["segments"]:
+            seg.pop("lost"), seg.pop("output_base")
+        e["policy"].pop("arrived_at")
+    records, _, _ = load_into(old, ClusterState(machines()))
+    assert records["job-2"].saved is None and records["job-2"].losses == []
+    assert records["job-2"].segments[0].output_base == {"stdout": 0, "stderr": 0}
     assert fresh.used("b0") == st.used("b0") and fresh.used("server") == st.used("server")
 
 
@@ -197,6 +214,16 @@ def test_config_errors_are_clear(tmp_path):
     assert parse_mb("2G") == 2048 and parse_mb("256M") == 256 and parse_mb(512) == 512
     with pytest.raises(ConfigError, match="bad size"):
         parse_mb("lots")
+    server = '[server]\nname = "s"\ncores = 2\nram = "2G"\nwork_dir = "w"\nrun_dir = "r"\n'
+    for key, value in (("checkpoint_period_s", "-1"), ("board_lost_after_s", '"soon"'),
+                       ("min_residence_s", "inf")):
+        cfg.write_text(f"[daemon]\n{key} = {value}\n" + server)
+        with pytest.raises(ConfigError, match=f"{key} must be a number of seconds >= 0"):
+            load(cfg)
+    cfg.write_text(server)
+    defaults = load(cfg)
+    assert (defaults.checkpoint_period_s, defaults.board_lost_after_s,
+            defaults.min_residence_s) == (60.0, 60.0, 0.0)
 
 
 def test_example_config_in_the_readme_loads(tmp_path):

@@ -4,6 +4,7 @@ stand-in) under a real hexo-schedd. Jobs are `sbatch --wrap "hexo run ..."`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -67,12 +68,13 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, request):
     ssh = sshd_fixture.start(tmp_path / "ssh")
-    cfg = sshd_fixture.cluster_config(tmp_path, ssh, HEXO, UHYVE, policy="hexo",
-                                      idle_after_s=1, poll_s=0.2, confirm_timeout_s=120,
-                                      slurm_node=bridge.NODE,
-                                      slurm_conf=str(tmp_path / "slurm" / "slurm.conf"))
+    mark = request.node.get_closest_marker("daemon")
+    cfg = sshd_fixture.cluster_config(tmp_path, ssh, HEXO, UHYVE, **{
+        "policy": "hexo", "idle_after_s": 1, "poll_s": 0.2, "confirm_timeout_s": 120,
+        "slurm_node": bridge.NODE, "slurm_conf": str(tmp_path / "slurm" / "slurm.conf"),
+        **(mark.kwargs if mark else {})})
     node = bridge.node(load(cfg))
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HEXO_SCHEDD_STATE": str(tmp_path / "state")}
     c = Cluster(tmp_path, cfg, LocalSlurm(tmp_path / "slurm", node, job_env=env),
@@ -180,3 +182,36 @@ def test_a_board_that_does_not_answer_drains_the_node(cluster):
     reason = cluster.slurm.run("sinfo", "-h", "-R", "-o", "%E").stdout.strip()
     assert reason == "hexo: board0 unreachable, 1 of 2 CPUs left", reason
     assert "board board0 does not answer" in cluster.log.read_text()
+
+
+@pytest.mark.daemon(checkpoint_period_s=8, board_lost_after_s=3, idle_after_s=600)
+def test_a_dead_board_loses_no_slurm_job(cluster, images):
+    """EP (class W) is offloaded to make room for a job that stays on the server; once the
+    daemon has a saved checkpoint of it, the board dies (its sshd and the job's VM are
+    killed). The job resumes on the server from that checkpoint when the server's job ends,
+    and the Slurm job completes with verified output, shown once."""
+    ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
+    first = cluster.submit(ep)
+    wait_for(lambda s: len(s["jobs"]) == 1, cluster.state_dir, 120, "the first job")
+    second = cluster.submit(chatty, "--", "lines", "40", "2000000")
+    st = wait_for(lambda s: any(j["saved"] and j["saved"]["kind"] == "periodic"
+                                for j in s["jobs"]),
+                  cluster.state_dir, 300, "a saved live checkpoint of EP on the board")
+    job = cluster.hexo_job(st, first)
+    assert job["location"] == "board0", st
+    vm = cluster.root / "board" / "run" / f"{job['id']}.json"
+    sshd_fixture.stop(cluster.ssh)
+    os.kill(json.loads(vm.read_text())["pid"], signal.SIGKILL)
+    jobs = cluster.wait_ended([first, second], 900)
+    st = status(cluster.state_dir)
+    assert (jobs[first]["JobState"], jobs[first]["ExitCode"]) == ("COMPLETED", "0:0"), jobs
+    out = cluster.output(first)
+    check("ep", "W", out)
+    assert out.count("NAS Parallel Benchmarks") == 1, out
+    job = cluster.hexo_job(st, first)
+    [loss] = job["losses"]
+    assert loss["machine"] == "board0" and loss["resumed_from"] == "periodic", job
+    assert 0 < loss["lost_s"], loss
+    assert job["segments"][-1]["machine"] == "server" and job["segments"][-1]["kind"] == \
+        "restore", job
+    print(json.dumps({"lost_s": loss["lost_s"], "period_s": loss["checkpoint_period_s"]}))

@@ -123,11 +123,13 @@ def codegen(ir: Path, isa: str, work: Path) -> Path:
 
 
 def make_migratable(ir: Path, req: BuildRequest, work: Path) -> tuple[Path, dict]:
-    """The application IR with statepoints at every call site that can lead to a migration
-    point (livevalues.py), linked with the region that takes the dynamic stack allocations
-    of such code; and the pass's side table."""
+    """The application IR, its loops strength-reduced, with statepoints at every call site
+    that can lead to a migration point (livevalues.py), linked with the region that takes the
+    dynamic stack allocations of such code; and the pass's side table."""
+    reduced = work / "app-reduced.ll"
+    livevalues.reduce_loops(ir, reduced)
     instrumented = work / "app-statepoints.ll"
-    table = livevalues.instrument(ir, instrumented, work / "sites.json", req.auto_points)
+    table = livevalues.instrument(reduced, instrumented, work / "sites.json", req.auto_points)
     dynstack = work / "dynstack.ll"
     run(["clang", *sysroot.ensure("x86_64").cflags(), "-S", "-emit-llvm",
          str(livevalues.DYNAMIC_STACK), "-o", str(dynstack)], "compiling the dynamic-stack region")

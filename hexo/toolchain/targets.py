@@ -28,6 +28,8 @@ class Target:
 # and they would be lost when the job moves to the other ISA. The IR pass ends a block after
 # every statepoint for the same reason (instruction selection shares values within a block);
 # CodeGenPrepare and, on aarch64, the CFG tidy-up after atomic expansion would merge them back.
+# Loop strength reduction runs on the IR before the live-value pass instead
+# (livevalues.reduce_loops).
 MIGRATABLE_LLC_FLAGS = ("--force-dwarf-frame-section", "-disable-machine-licm",
                         "-disable-postra-machine-licm", "-disable-lsr", "-disable-cgp",
                         "-disable-constant-hoisting", "--enable-global-merge=false",

@@ -6,10 +6,11 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 4
-#define HEXO_ABI_VERSION 0x10004
+#define HEXO_ABI_MINOR 5
+#define HEXO_ABI_VERSION 0x10005
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
+#define HEXO_BOOT_STDOUT_TERMINAL 1
 #define HEXO_SHARED_PAGE_ADDR 0x2000
 #define HEXO_DOORBELL_ADDR 0x3000
 #define HEXO_ARGS_ADDR 0x4000
@@ -137,6 +138,7 @@
 #define HEXO_OFF_SHARED_PAGE_MIGRATE_TARGET_ISA 12
 #define HEXO_OFF_SHARED_PAGE_GUEST_STATE 16
 #define HEXO_OFF_SHARED_PAGE_MIGRATE_SKIP 20
+#define HEXO_OFF_SHARED_PAGE_COUNTER_HZ 24
 #define HEXO_CPU_CONTEXT_SIZE 184
 
 #ifndef __ASSEMBLER__
@@ -165,7 +167,7 @@ struct hexo_boot_info {
 };
 _Static_assert(sizeof(struct hexo_boot_info) == 136, "ABI size");
 
-/* Flags the host sets atomically and the guest polls at migration points; while a request is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. */
+/* Flags the host sets atomically and the guest polls at migration points; while a request is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. counter_hz (1.5), written before the guest runs: the rate of the counter the guest may read for its clocks without exiting (x86-64: the TSC; aarch64: non-zero means CNTVCT_EL0, at the rate CNTFRQ_EL0 gives), 0 when it has none and must make CLOCK. */
 struct hexo_shared_page {
     uint32_t magic;
     uint32_t abi_version;
@@ -173,8 +175,9 @@ struct hexo_shared_page {
     uint32_t migrate_target_isa;
     uint32_t guest_state;
     uint32_t migrate_skip;
+    uint64_t counter_hz;
 };
-_Static_assert(sizeof(struct hexo_shared_page) == 24, "ABI size");
+_Static_assert(sizeof(struct hexo_shared_page) == 32, "ABI size");
 
 /* Output ring (1.3). The guest writes head/switch_head (byte and switch counts ever produced, release stores), the host tail/switch_tail (consumed) and the bitmap of guest fds the guest may write through the ring; counters never wrap, offsets are count % size */
 struct hexo_io_ring {

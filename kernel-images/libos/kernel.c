@@ -57,14 +57,16 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
         hexo_clock_resume(k->monotonic_ns);
         hexo_resume((const struct hexo_cpu_context *)(uintptr_t)bi->restore_context);
     }
-    hexo_monotonic_ns();
+    hexo_clock_resume(0);           /* the guest's clock starts at 0 */
     atexit(exit_begins);            /* registered first, so it runs last */
     atexit(__libc_fini_array);
     /* newlib without fcntl makes stdout line-buffered everywhere; C says: only on a
-       terminal. Elsewhere buffer it fully in st_blksize chunks, as other C libraries do. */
+       terminal. Elsewhere buffer it fully in st_blksize chunks (setvbuf's size 0), as other
+       C libraries do. A 1.5 host says which it is; an older one is asked. */
     struct stat st;
-    if (fstat(1, &st) == 0 && !S_ISCHR(st.st_mode))
-        setvbuf(stdout, NULL, _IOFBF, (size_t)st.st_blksize);
+    if ((bi->abi_version & 0xFFFF) >= 5 ? !(bi->flags & HEXO_BOOT_STDOUT_TERMINAL)
+                                        : fstat(1, &st) == 0 && !S_ISCHR(st.st_mode))
+        setvbuf(stdout, NULL, _IOFBF, 0);
     char **argv = (char **)(uintptr_t)bi->argv;
     environ = argv + bi->argc + 1;
     __libc_init_array();

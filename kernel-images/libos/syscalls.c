@@ -27,39 +27,98 @@ static int64_t result(int64_t ret)
     return ret;
 }
 
-/* Guest monotonic time = host monotonic time - base (mod 2^64). The base is set at boot,
-   and at restore so that the guest's clock continues where it stopped on the source. */
-static uint64_t clock_base_ns;
-static int clock_ready;
+/* Clocks without exits (ABI 1.5). When the host gives a counter rate in the shared page,
+   the guest reads a free-running counter (x86-64: the TSC; aarch64: CNTVCT_EL0, rate from
+   CNTFRQ_EL0) and converts it to the host's clocks with one CLOCK hypercall of calibration,
+   made at boot and again at every restore (the counter of another machine, or of the same
+   one after a pause, has its own origin). Without a counter every read makes CLOCK.
+   Guest monotonic time = host monotonic time - base (mod 2^64): the base is set at boot,
+   and at restore so that the guest's clock continues where it stopped on the source; it
+   never goes back, even if the counter of another core or machine lags. Realtime is the
+   host's monotonic clock plus the realtime offset taken at calibration. */
+static uint64_t clock_base_ns;      /* host monotonic ns at guest monotonic 0 */
+static uint64_t clock_last_ns;      /* the latest guest monotonic time handed out */
+static uint64_t counter_at;         /* counter value at host monotonic `host_ns_at` */
+static uint64_t host_ns_at;
+static uint64_t ns_per_tick_q32;    /* ns per counter tick, in 1/2^32 units; 0: no counter */
+static int64_t realtime_offset_ns;
 
-static uint64_t host_monotonic_ns(void)
+static uint64_t read_counter(void)
+{
+#if defined(__x86_64__)
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return (uint64_t)hi << 32 | lo;
+#elif defined(__aarch64__)
+    uint64_t v;
+    __asm__ volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v) : : "memory");
+    return v;
+#endif
+}
+
+static uint64_t counter_hz(void)
+{
+    const volatile struct hexo_shared_page *sp =
+        (const volatile struct hexo_shared_page *)(uintptr_t)HEXO_SHARED_PAGE_ADDR;
+    uint64_t hz = sp->counter_hz;
+#if defined(__aarch64__)
+    if (hz)
+        __asm__ volatile("mrs %0, cntfrq_el0" : "=r"(hz));
+#endif
+    return hz;
+}
+
+static struct hexo_args_clock host_clocks(void)
 {
     struct hexo_args_clock a = { 0, 0 };
     hexo_hypercall(HEXO_HC_CLOCK, &a);
+    return a;
+}
+
+/* One CLOCK between two counter reads: the counter's midpoint is taken as the instant the
+   host read its clocks. Returns the host's monotonic time. */
+static uint64_t clock_calibrate(void)
+{
+    uint64_t hz = counter_hz();
+    uint64_t before = read_counter();
+    struct hexo_args_clock a = host_clocks();
+    uint64_t after = read_counter();
+    counter_at = before + (after - before) / 2;
+    host_ns_at = a.monotonic_ns;
+    realtime_offset_ns = (int64_t)(a.realtime_ns - a.monotonic_ns);
+    /* 10^9 * 2^32 < 2^64: the quotient needs no 128-bit division */
+    ns_per_tick_q32 = hz >= 1000 ? (1000000000ull << 32) / hz : 0;
     return a.monotonic_ns;
+}
+
+static uint64_t host_monotonic_ns(void)
+{
+    if (!ns_per_tick_q32)
+        return host_clocks().monotonic_ns;
+    uint64_t now = read_counter();
+    uint64_t ticks = now > counter_at ? now - counter_at : 0;
+    return host_ns_at + (uint64_t)(((unsigned __int128)ticks * ns_per_tick_q32) >> 32);
 }
 
 uint64_t hexo_monotonic_ns(void)
 {
-    uint64_t now = host_monotonic_ns();
-    if (!clock_ready) {
-        clock_base_ns = now;
-        clock_ready = 1;
-    }
-    return now - clock_base_ns;
+    uint64_t now = host_monotonic_ns() - clock_base_ns;
+    if ((int64_t)(now - clock_last_ns) > 0)
+        clock_last_ns = now;
+    return clock_last_ns;
 }
 
 void hexo_clock_resume(uint64_t guest_ns)
 {
-    clock_base_ns = host_monotonic_ns() - guest_ns;
-    clock_ready = 1;
+    clock_base_ns = clock_calibrate() - guest_ns;
+    clock_last_ns = guest_ns;
 }
 
 uint64_t hexo_realtime_ns(void)
 {
-    struct hexo_args_clock a = { 0, 0 };
-    hexo_hypercall(HEXO_HC_CLOCK, &a);
-    return a.realtime_ns;
+    if (!ns_per_tick_q32)
+        return host_clocks().realtime_ns;
+    return host_monotonic_ns() + (uint64_t)realtime_offset_ns;
 }
 
 _Noreturn void _exit(int status)

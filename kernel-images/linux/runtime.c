@@ -4,10 +4,13 @@
    [HEXO_STACK_BOTTOM, HEXO_STACK_TOP), and runs main there. A migration tool raises
    migrate_request in the shared page (through /proc/PID/mem); the next
    hexo_check_migrate() saves the caller's registers at HEXO_LINUX_CONTEXT_ADDR, marks the
-   page HEXO_LINUX_STOPPED and stops the process with SIGSTOP, where CRIU dumps it. When it
-   continues on the same ISA it simply returns; a process recoded for the other ISA starts
-   in hexo_resume() on the context the tool rewrote there. HEXO_STOP_AT_POINT raises the
-   request from the start. */
+   page HEXO_LINUX_STOPPED and parks: it sleeps in short naps until the page says
+   HEXO_LINUX_RUNNING again, and CRIU dumps it there. No signal is involved, so the same stop
+   works for a container's init (pid 1 of its namespace ignores its own SIGSTOP) and under a
+   container runtime's freezer. The tool continues it by writing guest_state; a checkpoint
+   holds the page already marked running, so a restore on the same ISA leaves the nap by
+   itself, and a process recoded for the other ISA starts in hexo_resume() on the context the
+   tool rewrote there. HEXO_STOP_AT_POINT raises the request from the start. */
 #include <errno.h>
 #include <fcntl.h>
 #include <reent.h>
@@ -28,17 +31,18 @@ _Noreturn void hexo_linux_switch(uintptr_t sp, int argc, char **argv, char **env
 
 #ifdef __x86_64__
 enum { NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8, NR_MMAP = 9,
-       NR_BRK = 12, NR_GETPID = 39, NR_KILL = 62, NR_CLOCK_GETTIME = 228, NR_EXIT_GROUP = 231,
+       NR_BRK = 12, NR_NANOSLEEP = 35, NR_GETPID = 39, NR_KILL = 62, NR_CLOCK_GETTIME = 228, NR_EXIT_GROUP = 231,
        NR_OPENAT = 257, NR_MKDIRAT = 258, NR_UNLINKAT = 263, NR_LINKAT = 265 };
 enum { STAT_MODE = 24, STAT_SIZE = 48 };
 #else
 enum { NR_READ = 63, NR_WRITE = 64, NR_CLOSE = 57, NR_FSTAT = 80, NR_LSEEK = 62,
-       NR_MMAP = 222, NR_BRK = 214, NR_GETPID = 172, NR_KILL = 129, NR_CLOCK_GETTIME = 113,
+       NR_MMAP = 222, NR_BRK = 214, NR_NANOSLEEP = 101, NR_GETPID = 172, NR_KILL = 129, NR_CLOCK_GETTIME = 113,
        NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_MKDIRAT = 34, NR_UNLINKAT = 35, NR_LINKAT = 37 };
 enum { STAT_MODE = 16, STAT_SIZE = 48 };
 #endif
 enum { L_PROT_RW = 3, L_MAP_PRIVATE = 2, L_MAP_ANONYMOUS = 0x20,
-       L_MAP_FIXED_NOREPLACE = 0x100000, L_AT_FDCWD = -100, L_SIGSTOP = 19 };
+       L_MAP_FIXED_NOREPLACE = 0x100000, L_AT_FDCWD = -100 };
+enum { PARK_NAP_NS = 10000000 };   /* how soon a parked process sees that it may continue */
 
 #define SYS(nr, a, b, c, d, e, f) hexo_linux_syscall(nr, (long)(a), (long)(b), (long)(c), \
                                                      (long)(d), (long)(e), (long)(f))
@@ -106,9 +110,10 @@ void hexo_migrate_checkpoint(struct hexo_cpu_context *ctx)
     struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_LINUX_PAGE_ADDR;
     memcpy((void *)HEXO_LINUX_CONTEXT_ADDR, ctx, sizeof *ctx);
     page->migrate_request = 0;
-    page->guest_state = HEXO_LINUX_STOPPED;
-    SYS(NR_KILL, SYS(NR_GETPID, 0, 0, 0, 0, 0, 0), L_SIGSTOP, 0, 0, 0, 0);
-    page->guest_state = HEXO_LINUX_RUNNING;
+    __atomic_store_n(&page->guest_state, HEXO_LINUX_STOPPED, __ATOMIC_RELEASE);
+    static const int64_t nap[2] = { 0, PARK_NAP_NS };
+    while (__atomic_load_n(&page->guest_state, __ATOMIC_ACQUIRE) == HEXO_LINUX_STOPPED)
+        SYS(NR_NANOSLEEP, nap, 0, 0, 0, 0, 0);
 }
 
 int _write(int fd, const void *buf, size_t len)

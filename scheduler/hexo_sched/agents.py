@@ -133,8 +133,8 @@ class MachineAgent:
     def run(self, job: str, n: int, image: str, mem_mb: float, guest_args=()) -> None:
         self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"], guest_args)
 
-    def restore(self, job: str, n: int, checkpoint: str, image: str) -> None:
-        self.launch(job, n, ["restore", checkpoint, "--image", image])
+    def restore(self, job: str, n: int, checkpoint: str, image: str, *args: str) -> None:
+        self.launch(job, n, ["restore", checkpoint, "--image", image, *args])
 
     def probe(self, segments: list[tuple[str, int]]) -> dict[tuple[str, int], SegmentProbe]:
         """The files of each segment and the state of the job's VM, from its uhyve-ctl state
@@ -166,10 +166,21 @@ class MachineAgent:
 
     def checkpoint(self, job: str, n: int, timeout: float) -> tuple[bool, str]:
         """Checkpoint the job's VM in its own ISA into ck<n>; the VM stops once it is written."""
-        out_dir = self.checkpoint_dir(job, n)
+        return self._checkpoint(job, self.checkpoint_dir(job, n), timeout)
+
+    def live_checkpoint(self, job: str, n: int, to_isa: str, timeout: float) -> tuple[bool, str]:
+        """Checkpoint the job's VM into ck<n>-live, transformed for `to_isa` (keeping its own
+        ISA's state beside), and let it go on."""
+        return self._checkpoint(job, self.live_checkpoint_dir(job, n), timeout, "--to", to_isa,
+                                "--keep-running")
+
+    def live_checkpoint_dir(self, job: str, n: int) -> str:
+        return self.checkpoint_dir(job, n) + "-live"
+
+    def _checkpoint(self, job: str, out_dir: str, timeout: float, *args) -> tuple[bool, str]:
         rc, out, err = self.host.sh(f"rm -rf {quote(out_dir)} && "
                                     + self._uhyve("checkpoint", job, "-o", out_dir,
-                                                  "--timeout", f"{timeout:g}"),
+                                                  "--timeout", f"{timeout:g}", *args),
                                     timeout=timeout + 120)
         return rc == 0, (out + err).strip()
 

@@ -69,9 +69,15 @@ class DaemonConfig:
     state_dir: Path
     policy: str = "hexo"
     idle_after_s: float = 60.0
+    min_residence_s: float = 0.0      # a job that moved stays put this long (0: the paper's
+                                      # policy, undamped)
     poll_s: float = 1.0
     confirm_timeout_s: float = 120.0
     checkpoint_timeout_s: float = 60.0
+    checkpoint_period_s: float = 60.0   # live checkpoint of an offloaded job kept on the server
+                                        # this often (0: never; a dead board's job restarts)
+    board_lost_after_s: float = 60.0    # a board silent this long has lost its jobs: they
+                                        # resume from their saved checkpoints elsewhere
     client_lease_s: float = 60.0      # a `hexo run` job is cancelled when its client is silent
     slurm_node: str | None = None     # the Slurm node of this cluster: drained while a board
     slurm_conf: Path | None = None    # is unreachable (slurm_conf: SLURM_CONF for scontrol)
@@ -136,6 +142,17 @@ def _machine(base: Path, kind: str, d: dict) -> MachineConfig:
     return m
 
 
+def _non_negative(path: Path, d: dict, key: str, default: float) -> float:
+    try:
+        value = float(d.get(key, default))
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{path}: [daemon] {key} must be a number of seconds >= 0, "
+                          f"not {d.get(key)!r}")
+    return value
+
+
 def load(path: str | os.PathLike) -> DaemonConfig:
     path = Path(path).resolve()
     try:
@@ -160,8 +177,11 @@ def load(path: str | os.PathLike) -> DaemonConfig:
     return DaemonConfig(
         state_dir=_path(base, d.get("state_dir", "schedd-state")), policy=policy,
         idle_after_s=float(d.get("idle_after_s", 60.0)), poll_s=float(d.get("poll_s", 1.0)),
+        min_residence_s=_non_negative(path, d, "min_residence_s", 0.0),
         confirm_timeout_s=float(d.get("confirm_timeout_s", 120.0)),
         checkpoint_timeout_s=float(d.get("checkpoint_timeout_s", 60.0)),
+        checkpoint_period_s=_non_negative(path, d, "checkpoint_period_s", 60.0),
+        board_lost_after_s=_non_negative(path, d, "board_lost_after_s", 60.0),
         client_lease_s=float(d.get("client_lease_s", 60.0)),
         slurm_node=d.get("slurm_node"), slurm_conf=_path(base, d.get("slurm_conf")),
         metrics_addr=d.get("metrics_addr", "127.0.0.1"),

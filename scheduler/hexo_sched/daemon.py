@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import relay
+from . import relay, saved
 from .agents import MachineAgent, SegmentProbe, first_report
 from .api import ApiError, ControlServer, parse_job_spec
 from .config import ConfigError, DaemonConfig, load
@@ -73,7 +73,8 @@ class Daemon:
         self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
                                    sorted({m.model for m in cfg.machines if m.kind == "board"}))
         self.state = ClusterState([m.policy_machine() for m in cfg.machines])
-        self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s)
+        self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s,
+                                           min_residence_s=cfg.min_residence_s)
         self.records: dict[str, JobRecord] = {}
         self.decisions: list[dict] = []
         self.next_id = 1
@@ -97,6 +98,15 @@ class Daemon:
         self.seen: dict[str, float] = {}    # attached job -> when its client last asked
         self.snapshots: dict[tuple, tuple[float, relay.Snapshot]] = {}
         self.unreachable: dict[str, str] = {}    # board -> why, while it does not answer
+        self.reached: set[str] = set()           # boards that have answered at least once
+        self.silent_since: dict[str, float] = {}  # board -> since when it has not answered
+        self.left_behind: dict[str, set[str]] = {}   # board -> jobs it lost (stopped there
+                                                      # once it answers again)
+        self.savers: dict[str, threading.Thread] = {}    # job -> live checkpoint being saved
+        # board -> a second connection for live checkpoints, which take seconds on a board:
+        # probes and output reads go on over the first meanwhile
+        self.saver_agents = {m.name: MachineAgent(m) for m in cfg.machines if m.kind == "board"}
+        self.save_tried: dict[str, float] = {}           # job -> last live checkpoint attempt
         self.drained = False                      # this daemon drained the Slurm node
         self.snapshot_lock = threading.Lock()
         self.metrics_port: int | None = None
@@ -167,7 +177,7 @@ class Daemon:
         if self.control:
             self.control.close()
         self.metrics.close()
-        for a in self.agents.values():
+        for a in [*self.agents.values(), *self.saver_agents.values()]:
             a.close()
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -209,13 +219,23 @@ class Daemon:
                 self._spawn_worker(a.job)
 
     def _launch(self, jid: str, machine: str) -> None:
+        """Start the job on `machine`: from its saved checkpoint if a board lost it, else
+        from the beginning."""
         rec, job, agent = self.records[jid], self.state.jobs[jid], self.agents[machine]
-        seg = Segment(rec.next_seg(), machine, "run", time.time())
+        kept = rec.saved
+        seg = Segment(rec.next_seg(), machine, "restore" if kept else "run", time.time(),
+                      output_base=dict(kept.output) if kept else {"stdout": 0, "stderr": 0})
         rec.segments.append(seg)
         self._save()                            # before launching: a restart finds it either way
         try:
-            agent.run(jid, seg.n, agent.image_path(Path(rec.image)), job.mem_mb, rec.args)
-        except (HostError, OSError) as e:
+            image = agent.image_path(Path(rec.image))
+            if kept is None:
+                agent.run(jid, seg.n, image, job.mem_mb, rec.args)
+                return
+            there, args = saved.place(kept, agent, jid, seg.n, rec.image, self.cfg.hexo,
+                                      self.cfg.state_dir / "transfer")
+            agent.restore(jid, seg.n, there, image, *args)
+        except (HostError, OSError, saved.SaveFailed) as e:
             log.error("launching %s on %s failed (%s); it is requeued once the failure is "
                       "confirmed", jid, machine, e)
 
@@ -337,7 +357,9 @@ class Daemon:
                              "migrations": [dict(h) for h in rec.history],
                              "segments": [dict(vars(s)) for s in rec.segments],
                              "outcome": rec.outcome, "output": rec.output,
-                             "slurm_job": rec.slurm_job})
+                             "slurm_job": rec.slurm_job,
+                             "saved": dict(vars(rec.saved)) if rec.saved else None,
+                             "losses": [dict(x) for x in rec.losses]})
             return {"policy": self.policy.name, "counters": self.estimator.counters,
                     "energy": self._energy(),
                     "metrics": f"http://{self.cfg.metrics_addr}:{self.metrics_port}/metrics",
@@ -385,7 +407,7 @@ class Daemon:
             if s.n in held:
                 break
             copy = self.cfg.state_dir / "jobs" / jid / f"seg{s.n}.{stream}"
-            if s.rc is not None and copy.exists():
+            if (s.rc is not None or s.lost) and copy.exists():
                 parts.append(relay.local_part(str(copy)))
             else:
                 agent = self.agents[s.machine]
@@ -564,20 +586,105 @@ class Daemon:
                             or rec.current.n != n or jid in self.workers:
                         continue                       # changed while we probed
                     self._check_segment(jid, rec.current, p)
+            self._resume_lost_jobs(time.time())
+            self._start_live_checkpoints(time.time())
             self._event(self.policy.on_tick)
+
+    # -- board failure -------------------------------------------------------------------------
+    def _resume_lost_jobs(self, now: float) -> None:
+        """Jobs on a board that has not answered for `board_lost_after_s` resume elsewhere
+        (lock held); the board stops them when it answers again."""
+        for board, since in self.silent_since.items():
+            if now - since < self.cfg.board_lost_after_s:
+                continue
+            for j in list(self.state.active.values()):
+                if j.state is JobState.RUNNING and j.location == board \
+                        and j.id not in self.workers:
+                    self.left_behind.setdefault(board, set()).add(j.id)
+                    self._job_lost(j.id, self.records[j.id].current,
+                                   f"did not answer for {now - since:.0f} s", now - since)
+
+    def _start_live_checkpoints(self, now: float) -> None:
+        """Every `checkpoint_period_s`, a live checkpoint of each job on a board that answers,
+        saved here (lock held; saved.py)."""
+        period = self.cfg.checkpoint_period_s
+        if period <= 0:
+            return
+        for j in self.state.active.values():
+            if j.state is not JobState.RUNNING or j.id in self.workers or j.id in self.savers \
+                    or self.cfg.machine(j.location).kind != "board" \
+                    or j.location in self.unreachable:
+                continue
+            rec = self.records[j.id]
+            seg = rec.current
+            since = max(seg.launched_at, self.save_tried.get(j.id, 0.0))
+            if rec.saved is not None and rec.saved.seg == seg.n:
+                since = max(since, rec.saved.taken)
+            if seg.rc is None and now - since >= period:
+                log.info("%s: live checkpoint on %s", j.id, j.location)
+                self.save_tried[j.id] = now
+                t = threading.Thread(target=self._take_live_checkpoint, args=(j.id, seg),
+                                     daemon=True, name=f"save-{j.id}")
+                self.savers[j.id] = t
+                t.start()
+
+    def _take_live_checkpoint(self, jid: str, seg: Segment) -> None:
+        agent, new = self.saver_agents[seg.machine], None
+        try:
+            new = saved.take_live(agent, self.cfg.state_dir / "jobs" / jid, jid, seg,
+                                  self.cfg.server.isa, self.cfg.checkpoint_timeout_s)
+        except (saved.SaveFailed, HostError, OSError) as e:
+            log.warning("no saved checkpoint of %s this time: %s", jid, e)
+        finally:
+            with self.lock:
+                self.savers.pop(jid, None)
+                rec = self.records[jid]
+                if new is not None and (rec.current is not seg or seg.lost or rec.cancel
+                                        or self.state.jobs[jid].state is JobState.DONE):
+                    saved.drop(new)             # the job moved, ended or went meanwhile
+                    new = None
+                if new is not None:
+                    old, rec.saved = rec.saved, new
+                    self._save()
+        if new is not None:
+            saved.drop(old)
+            log.info("%s: checkpoint of segment %d on %s saved (output %s)", jid, seg.n,
+                     seg.machine, new.output)
+
+    def _wait_for_saver(self, jid: str) -> None:
+        """A migration's own checkpoint waits for a live one under way."""
+        t = self.savers.get(jid)
+        if t is not None:
+            t.join()
 
     def _board_answers(self, board: str, error: str | None) -> None:
         """Track which boards answer; with `slurm_node` set, the Slurm node is drained while
         one does not (Slurm cannot shrink a node, slurm.py) and resumed when all answer."""
+        if error is None and board not in self.reached:
+            self.reached.add(board)
+            log.info("board %s answers", board)
         if self.cfg.machine(board).kind != "board" or \
                 (error is None) == (board not in self.unreachable):
             return
         if error is None:
             log.info("board %s answers again", board)
             del self.unreachable[board]
+            self.silent_since.pop(board, None)
+            for jid in sorted(self.left_behind.pop(board, ())):
+                try:
+                    if self.agents[board].kill_vm(jid):
+                        log.info("stopped %s on %s: it resumed elsewhere while the board was "
+                                 "silent", jid, board)
+                except HostError as e:
+                    log.warning("could not stop the copy of %s left on %s: %s", jid, board, e)
+            with self.lock:                 # only now may the policy send jobs there again
+                self.state.down.discard(board)
         else:
             log.error("board %s does not answer: %s", board, error)
             self.unreachable[board] = error
+            self.silent_since[board] = time.time()
+            with self.lock:
+                self.state.down.add(board)
         if not self.cfg.slurm_node:
             return
         from . import slurm
@@ -616,13 +723,14 @@ class Daemon:
         first = self.vanished.setdefault(key, time.time())
         if p.launched and time.time() - first < VANISHED_GRACE_S:
             return
-        log.error("%s: segment %d on %s %s; the job is requeued", jid, seg.n, seg.machine,
-                  "has neither a VM nor an exit status" if p.launched else "was never launched")
         self.vanished.pop(key, None)
-        self._job_failed(jid)
+        self._job_lost(jid, seg, "has neither a VM nor an exit status" if p.launched
+                       else "was never launched")
 
     def _finished(self, jid: str, seg: Segment, p: SegmentProbe, event) -> None:
         rec = self.records[jid]
+        saved.drop(rec.saved)
+        rec.saved = None
         rec.outcome = f"exit {p.rc}"
         rec.output = str(self._join_output(jid))
         self.metrics.completed.labels(rec.outcome).inc()
@@ -633,6 +741,36 @@ class Daemon:
     def _job_failed(self, jid: str) -> None:
         for s in self.records[jid].segments:
             s.discarded = True
+        self._event(self.policy.on_job_failed, jid)
+
+    def _job_lost(self, jid: str, seg: Segment, why: str, silent_s: float = 0.0) -> None:
+        """Segment `seg`'s machine lost the job (lock held): it resumes from its saved
+        checkpoint, its output cut where the checkpoint was taken, or else from the start.
+        The work lost is the time since that checkpoint (or since the job first started), of
+        which `silent_s` passed while the daemon waited for a silent board to answer."""
+        rec, now = self.records[jid], time.time()
+        kept = rec.saved
+        if kept is None:
+            lost_s = now - rec.segments[0].launched_at
+            log.error("%s: segment %d on %s %s; no saved checkpoint: the job starts again",
+                      jid, seg.n, seg.machine, why)
+            for s in rec.segments:
+                s.discarded = True
+        else:
+            lost_s = now - (kept.taken if kept.seg == seg.n else seg.launched_at)
+            seg.lost = True
+            short = saved.cut_output(kept, seg, self.cfg.state_dir / "jobs" / jid)
+            if any(short.values()):
+                log.error("%s: the copy of segment %d's output lacks %s bytes before its "
+                          "checkpoint", jid, seg.n, short)
+            log.error("%s: segment %d on %s %s; it resumes from its %s checkpoint of %.1f s "
+                      "ago", jid, seg.n, seg.machine, why, kept.kind, lost_s)
+        rec.losses.append({"time": now, "machine": seg.machine, "why": why,
+                           "resumed_from": kept.kind if kept else "start",
+                           "lost_s": round(lost_s, 3), "silent_s": round(silent_s, 3),
+                           "checkpoint_period_s": self.cfg.checkpoint_period_s})
+        self.metrics.work_lost.inc(lost_s)
+        self.metrics.losses.labels("checkpoint" if kept else "start").inc()
         self._event(self.policy.on_job_failed, jid)
 
     def _segment_ended(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
@@ -709,6 +847,7 @@ class Daemon:
         src, dst = self.agents[pg.src], self.agents[pg.dst]
         wait_s = self.cfg.checkpoint_timeout_s + 60
         if pg.phase == "checkpoint":
+            self._wait_for_saver(jid)
             p = self._settled(src, jid, pg.src_seg, wait_s)
             if not p.ended:
                 ok, msg = src.checkpoint(jid, pg.src_seg, self.cfg.checkpoint_timeout_s)
@@ -723,16 +862,19 @@ class Daemon:
                 raise MigrationFailed(f"{jid} was not checkpointed on {src.name} ("
                                       + ("it ended first" if p.ended else "no migration point "
                                          "reached in time") + ")")
+            counts = src.host.files(lambda fs: fs.read(
+                src.checkpoint_dir(jid, pg.src_seg) + "/checkpoint.json"))
             with self.lock:
                 self._segment_ended(jid, rec.segments[pg.src_seg], p)
-                pg.phase = "transfer"
+                pg.phase, pg.output = "transfer", json.loads(counts or "{}").get("output")
                 self._save()
         launched = False                        # known only when resuming at phase restore
         if pg.phase == "transfer":
             ck = self._transfer(jid, rec, pg, src, dst)
             with self.lock:
                 pg.dst_checkpoint, pg.dst_seg, pg.phase = ck, rec.next_seg(), "restore"
-                rec.segments.append(Segment(pg.dst_seg, dst.name, "restore", time.time()))
+                rec.segments.append(Segment(pg.dst_seg, dst.name, "restore", time.time(),
+                                            **self._base(pg)))
                 self._save()
         else:
             launched = self._probe1(dst, jid, pg.dst_seg).launched
@@ -759,8 +901,31 @@ class Daemon:
             log.info("%s runs on %s (confirmed); removing its source checkpoint on %s", jid,
                      dst.name, src.name)
             self._event(self.policy.on_migration_finished, jid)
+        self._keep_or_remove_source(jid, rec, pg, src, dst)
+
+    @staticmethod
+    def _base(pg: MigrationProgress) -> dict:
+        """A segment restored from the migration's checkpoint starts at its output counts."""
+        return {"output_base": dict(pg.output)} if pg.output else {}
+
+    def _keep_or_remove_source(self, jid: str, rec: JobRecord, pg: MigrationProgress,
+                               src: MachineAgent, dst: MachineAgent) -> None:
+        """A job that moved from the server onto a board keeps its source checkpoint as its
+        saved state (what it resumes from if the board dies before its first live checkpoint);
+        otherwise the source checkpoint goes, and so does an older saved state."""
+        ck = src.checkpoint_dir(jid, pg.src_seg)
+        kept = None
+        if dst.cfg.kind == "board" and not src.host.remote and self.cfg.checkpoint_period_s > 0:
+            try:
+                kept = saved.adopt(Path(ck), self.cfg.state_dir / "jobs" / jid, pg.src_seg)
+            except (saved.SaveFailed, OSError) as e:
+                log.warning("cannot keep the source checkpoint of %s: %s", jid, e)
+        with self.lock:
+            old, rec.saved = rec.saved, kept
+            self._save()
+        saved.drop(old)
         try:
-            src.remove(src.checkpoint_dir(jid, pg.src_seg))
+            src.remove(ck)
         except HostError as e:
             log.warning("could not remove the source checkpoint of %s: %s", jid, e)
 
@@ -842,7 +1007,8 @@ class Daemon:
                 else:
                     if pg.dst_seg is not None:
                         rec.segments[pg.dst_seg].discarded = True
-                    resumed = Segment(rec.next_seg(), src.name, "restore", time.time())
+                    resumed = Segment(rec.next_seg(), src.name, "restore", time.time(),
+                                      **self._base(pg))
                     rec.segments.append(resumed)
                     pg.phase, pg.resume_seg, pg.failure = "resume", resumed.n, why
                     self._save()

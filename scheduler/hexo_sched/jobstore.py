@@ -19,7 +19,7 @@ from .policy import ClusterState, Job, JobState, Migration, TransitionError
 from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 2)
+VERSION = (1, 3)
 
 
 class StateFileError(SchedError, ValueError):
@@ -37,6 +37,11 @@ class Segment:
     rc: int | None = None
     checkpointed: bool = False
     discarded: bool = False          # its output is not part of the job's (a failed restore)
+    lost: bool = False               # its machine lost it: its output ends at the job's saved
+                                     # checkpoint (the daemon's copy), the job resumed from there
+    output_base: dict = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+                                     # the job's output counts when it started (0 or those of
+                                     # the checkpoint it was restored from)
 
 
 @dataclass
@@ -56,6 +61,21 @@ class MigrationProgress:
     dst_checkpoint: str | None = None
     resume_seg: int | None = None     # phase resume: the segment restoring it at the source
     failure: str | None = None        # why the migration failed (phase resume)
+    output: dict | None = None        # the job's output counts in the source checkpoint
+
+
+@dataclass
+class SavedCheckpoint:
+    """A verified checkpoint of an offloaded job in the daemon's state directory: what the job
+    resumes from if its board dies. `seg`: the segment it was taken of (a periodic live
+    checkpoint) or the one before the board's (the migration's own source checkpoint);
+    `output`: the job's stdout/stderr byte counts at that point (from the checkpoint)."""
+
+    path: str
+    seg: int
+    taken: float
+    output: dict
+    kind: str = "periodic"           # periodic | migration
 
 
 @dataclass
@@ -74,6 +94,8 @@ class JobRecord:
     attached: bool = False           # a `hexo run` client follows it: cancelled when it is gone
     slurm_job: str | None = None     # the Slurm job whose `hexo run` submitted it
     cancel: str | None = None        # why it is to be cancelled once its migration has settled
+    saved: SavedCheckpoint | None = None    # the latest server-side checkpoint of an offloaded job
+    losses: list[dict] = field(default_factory=list)    # machines that lost it, and the work lost
 
     @property
     def current(self) -> Segment | None:
@@ -103,6 +125,8 @@ def _record_from_json(d: dict) -> JobRecord:
     d["segments"] = [Segment(**s) for s in d.get("segments", [])]
     if d.get("progress"):
         d["progress"] = MigrationProgress(**d["progress"])
+    if d.get("saved"):
+        d["saved"] = SavedCheckpoint(**d["saved"])
     return JobRecord(**d)
 
 

@@ -21,6 +21,11 @@ class Metrics:
                                  registry=r)
         self.migrations = Counter("hexo_migrations", "Migrations by outcome",
                                   ["src", "dst", "outcome"], registry=r)
+        self.losses = Counter("hexo_jobs_lost", "Jobs a machine lost, by what they resumed "
+                              "from", ["resumed_from"], registry=r)
+        self.work_lost = Counter("hexo_work_lost_seconds", "Run time lost with dead machines: "
+                                 "since the saved checkpoint each job resumed from",
+                                 registry=r)
         self.decisions = Counter("hexo_decisions", "Policy actions", ["action"], registry=r)
         self.energy = Gauge("hexo_machine_energy_joules", "Energy since the daemon started, "
                             "modelled from busy cores (power model, not a meter)", ["machine"],

@@ -82,6 +82,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     migrations: int = 0
+    arrived_at: float | None = None  # when it started or last finished moving where it is
 
     def speed_on(self, machine: Machine) -> float | None:
         """Work per second on `machine` relative to a server; None if not yet estimated."""
@@ -142,6 +143,7 @@ class ClusterState:
         self.queue: list[str] = []
         self.now = 0.0
         self.queue_empty_since: float | None = 0.0
+        self.down: set[str] = set()          # boards that do not answer: nothing goes there
         self._reindex()
 
     def _reindex(self) -> None:
@@ -195,8 +197,9 @@ class ClusterState:
         return job.vcpus <= cores and job.mem_mb <= ram
 
     def open_boards(self) -> list[Machine]:
-        """Boards with a free core and some free RAM, in machine order."""
-        return [self.machines[b] for b in sorted(self._open_boards, key=self.order.__getitem__)]
+        """Boards that answer with a free core and some free RAM, in machine order."""
+        return [self.machines[b] for b in sorted(self._open_boards - self.down,
+                                                 key=self.order.__getitem__)]
 
     def running_on(self, machine: str) -> list[Job]:
         """Jobs computing on `machine` (not migrating), oldest start first."""
@@ -260,7 +263,8 @@ class ClusterState:
         self.queue.remove(job_id)
         if not self.queue:
             self.queue_empty_since = self.now
-        j.state, j.location, j.started_at = JobState.RUNNING, machine, self.now
+        j.state, j.location, j.started_at, j.arrived_at = JobState.RUNNING, machine, self.now, \
+            self.now
         self._hold(j, machine)
         self._running[machine][j.id] = j
 
@@ -291,6 +295,7 @@ class ClusterState:
         if not j.migration.source_released:
             self.release_source(job_id)
         j.state, j.location, j.migration = JobState.RUNNING, j.migration.dst, None
+        j.arrived_at = self.now
         del self._migrating[j.id]
         self._running[j.location][j.id] = j
 
@@ -452,8 +457,9 @@ class Policy:
 
     name = "base"
 
-    def __init__(self, state: ClusterState):
+    def __init__(self, state: ClusterState, min_residence_s: float = 0.0):
         self.state = state
+        self.min_residence_s = min_residence_s
         self.log: list[tuple[float, Action]] = []
 
     # -- events --------------------------------------------------------------------------------
@@ -568,6 +574,16 @@ class Policy:
         since = self.state.queue_empty_since
         return 0.0 if since is None else now - since
 
+    def settled(self, job: Job) -> bool:
+        """Hysteresis: a job that has moved stays where it arrived for `min_residence_s`
+        before it may move again. Each move costs a migration time m of the job's progress
+        (checkpoint, transfer, restore); with moves at least R apart, at most m / (m + R) of
+        its time goes to moving however the queue swings (R = 10 m: under a tenth), where an
+        undamped policy can offload and recall it on every burst and lull. A job that never
+        moved is free to, as the paper's policy has it."""
+        return job.migrations == 0 or job.arrived_at is None \
+            or self.state.now - job.arrived_at >= self.min_residence_s
+
 
 class HexoPolicy(Policy):
     """HEXO's policy (paper §3.4), as stated there.
@@ -582,8 +598,9 @@ class HexoPolicy(Policy):
 
     name = "hexo"
 
-    def __init__(self, state: ClusterState, idle_after_s: float = 60.0):
-        super().__init__(state)
+    def __init__(self, state: ClusterState, idle_after_s: float = 60.0,
+                 min_residence_s: float = 0.0):
+        super().__init__(state, min_residence_s)
         self.idle_after_s = idle_after_s
 
     def decide(self, now: float) -> list[Action]:
@@ -623,7 +640,7 @@ class HexoPolicy(Policy):
         best, candidates = None, 0
         for srv in self.state.servers:
             for v in self.state.running_on(srv.name):
-                if not self.frees_enough(v, job):
+                if not self.frees_enough(v, job) or not self.settled(v):
                     continue
                 placed = False
                 for model, boards in by_model.items():
@@ -654,7 +671,8 @@ class HexoPolicy(Policy):
         if idle < self.idle_after_s:
             return []
         out: list[Action] = []
-        on_boards = [j for b in self.state.boards for j in self.state.running_on(b.name)]
+        on_boards = [j for b in self.state.boards for j in self.state.running_on(b.name)
+                     if self.settled(j)]
         on_boards.sort(key=lambda j: (-j.slowdown.get(self.state.machines[j.location].model,
                                                       1.0), j.started_at, j.id))
         for j in on_boards:
@@ -698,8 +716,8 @@ class CostAwarePolicy(HexoPolicy):
 
     def __init__(self, state: ClusterState, idle_after_s: float = 60.0, reserve: float = 0.5,
                  tolerance: float = 0.1, direct_start: bool = True,
-                 lookahead: int | None = None):
-        super().__init__(state, idle_after_s)
+                 lookahead: int | None = None, min_residence_s: float = 0.0):
+        super().__init__(state, idle_after_s, min_residence_s)
         self.reserve, self.tolerance, self.direct_start = reserve, tolerance, direct_start
         self.lookahead = lookahead if lookahead is not None else \
             1 + sum(m.usable_cores for m in state.servers)
@@ -758,7 +776,7 @@ class CostAwarePolicy(HexoPolicy):
             return first_fit[key]
 
         victims = [(srv, v) for srv in self.state.servers for v in self.state.running_on(srv.name)
-                   if self.frees_enough(v, job)]
+                   if self.frees_enough(v, job) and self.settled(v)]
         out = []
         for cls in classes:
             model = cls[0]
@@ -861,6 +879,8 @@ class CostAwarePolicy(HexoPolicy):
         moves = []
         for b in self.state.boards:
             for j in self.state.running_on(b.name):
+                if not self.settled(j):
+                    continue
                 s = self.slowdown(j, b.model) or 1.0
                 r = self.remaining(j)
                 for srv in self.state.servers:

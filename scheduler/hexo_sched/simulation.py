@@ -184,7 +184,8 @@ class Simulation:
         self.transferred_mb = 0.0
         self.completed: list[Job] = []
         self.transitions = 0
-        self.queue_depth = queue_depth or sum(m.usable_cores for m in self.machines)
+        self.queue_depth = queue_depth if queue_depth is not None else \
+            sum(m.usable_cores for m in self.machines)     # 0: the caller submits the jobs
         # a fixed batch: every job queued at the start, none added, run until the last ends
         self.batch = batch
         if batch is not None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-from dataclasses import dataclass
 
-from .config import DaemonConfig
+from hexo.records import record
+
 from .errors import SchedError
 
 NODE, PARTITION = "hexo0", "hexo"
@@ -27,12 +26,11 @@ class SlurmError(SchedError, RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    cpus: int
-    memory_mb: int
-    parts: str                  # what the CPUs are made of, for the comment line
+class Node(record("Node", "name cpus memory_mb parts")):
+    """The one Slurm node; `parts`: what its CPUs are made of, for the comment line. (A
+    record, not a dataclass: dataclasses costs every `hexo` command that lists its plug-ins
+    ~5 ms to import.)"""
+    __slots__ = ()
 
     def lines(self, partition: str = PARTITION, addr: str | None = None) -> list[str]:
         where = f" NodeAddr={addr}" if addr else ""
@@ -44,8 +42,9 @@ class Node:
                 "State=UP OverSubscribe=NO"]
 
 
-def node(cfg: DaemonConfig, name: str = NODE) -> Node:
-    """One node: every machine's usable cores and RAM together."""
+def node(cfg, name: str = NODE) -> Node:
+    """One node: every machine's usable cores and RAM together (`cfg`: a
+    config.DaemonConfig)."""
     cpus = sum(m.cores - m.reserved_cores for m in cfg.machines)
     memory = sum(math.floor(m.ram_mb) for m in cfg.machines)
     parts = " + ".join(f"{m.name} {m.cores - m.reserved_cores} cores/{m.ram_mb:.0f} MiB"
@@ -54,6 +53,7 @@ def node(cfg: DaemonConfig, name: str = NODE) -> Node:
 
 
 def scontrol(*args: str, conf: str | None = None) -> str:
+    import subprocess
     env = {**os.environ, "SLURM_CONF": conf} if conf else None
     try:
         p = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60,
@@ -89,9 +89,16 @@ def register(sub) -> None:
         if name == "drain":
             p.add_argument("--reason", required=True)
         p.set_defaults(run=fn)
-    from .config import ConfigError
     for p in (s, c, *ssub.choices.values()):
-        p.set_defaults(errors=(ConfigError, SlurmError))
+        p.set_defaults(errors=_errors)
+
+
+def _errors() -> tuple:
+    """The errors these commands report in one line. Asked for only when one failed: the
+    configuration's modules (the policy and energy models) would cost every `hexo` command
+    that lists its plug-ins tens of ms to import."""
+    from .config import ConfigError
+    return ConfigError, SlurmError
 
 
 def _conf(args) -> int:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno as host_errno
 import os
 import posixpath
+import stat
 import time
-from collections import namedtuple
 
 from hexo import abi
+from hexo.records import record
 from .backends.base import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 
@@ -28,7 +29,7 @@ def guest_errno(e: OSError) -> int:
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
 
-class Mount(namedtuple("Mount", "host_dir guest_dir read_only", defaults=(False,))):
+class Mount(record("Mount", "host_dir guest_dir read_only", defaults=(False,))):
     """A host directory (absolute, symlinks resolved) visible to the guest as `guest_dir`."""
     __slots__ = ()
 
@@ -58,6 +59,16 @@ class FileTable:
         # guest fd -> (host fd, owned by us, guest path, ABI open flags)
         self.fds: dict[int, tuple[int, bool, str, int]] = {
             i: (fd, False, "", 0) for i, fd in enumerate(stdio)}
+        # bytes the job has written to its stdout and stderr since it first started (a
+        # restore goes on from its checkpoint's counts): a reader of the output streams
+        # knows from a checkpoint's counts which output the resumed job produces again
+        self.output = {"stdout": 0, "stderr": 0}
+
+    def wrote(self, guest_fd: int, n: int) -> None:
+        """Count `n` bytes written through guest fd `guest_fd`."""
+        entry = self.fds.get(guest_fd)
+        if guest_fd in (1, 2) and entry is not None and not entry[1]:
+            self.output["stdout" if guest_fd == 1 else "stderr"] += n
 
     def resolve(self, guest_path: str, writing: bool, follow_last: bool = True) -> str:
         """The host path of a guest path inside a mount. With `follow_last` false a final
@@ -115,6 +126,13 @@ class FileTable:
             entry = self.fds.pop(fd)
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
+
+    def stdout_is_file(self) -> bool:
+        """Guest fd 1 is not a terminal (character device): C buffers it fully."""
+        try:
+            return not stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
+        except (KeyError, OSError):
+            return False
 
     def writable(self) -> dict[int, int]:
         """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""
@@ -194,7 +212,10 @@ class Hypercalls:
 
     def _write(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "WRITE buffer")
-        return None, {"ret": self._io(fd, len, lambda h, n: os.write(h, view[:n]))}
+        ret = self._io(fd, len, lambda h, n: os.write(h, view[:n]))
+        if ret > 0:
+            self.files.wrote(fd, ret)
+        return None, {"ret": ret}
 
     def _read(self, fd, buf, len, ret):
         view = self.memory.slice(buf, len, "READ buffer")

@@ -9,18 +9,23 @@ Ioctl numbers follow the generic _IOC encoding, which x86-64 and arm64 share; th
 differ per architecture, so x86-64 registers have their own ioctls (KVM_GET_REGS,
 KVM_GET_SREGS) and arm64 registers go through KVM_GET/SET_ONE_REG with ids built by
 `arm64_core_reg`/`arm64_sys_reg`.
+
+Locks and the kick signal come from `_thread` and `_signal`, the C modules under `threading`
+and `signal`: those two bring enum, functools and collections, ~4 ms of imports on a path
+whose whole budget is a few ms.
 """
 
 from __future__ import annotations
 
+import _signal
+import _thread
 import ctypes
 import errno as _errno
 import mmap
 import os
-import signal
 import struct
-import threading
-from collections import namedtuple
+
+from hexo.records import record
 
 from .errors import UhyveError
 
@@ -29,7 +34,7 @@ _libc.ioctl.restype = ctypes.c_int
 _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 
 API_VERSION = 12
-KICK_SIGNAL = signal.SIGRTMIN
+KICK_SIGNAL = _signal.SIGRTMIN
 
 
 class KvmError(UhyveError, OSError):
@@ -151,6 +156,7 @@ KVM_SET_SREGS = _iow(0x84, KvmSregs)
 KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
 KVM_GET_STATS_FD = _io(0xCE)
 KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
+KVM_GET_TSC_KHZ = _io(0xA3)
 KVM_GET_ONE_REG = _iow(0xAB, KvmOneReg)
 KVM_SET_ONE_REG = _iow(0xAC, KvmOneReg)
 KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit)
@@ -182,49 +188,49 @@ _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 _EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
 
 
-class IoExit(namedtuple("IoExit", "port size is_out data")):
+class IoExit(record("IoExit", "port size is_out data")):
     __slots__ = ()
 
 
-class MmioExit(namedtuple("MmioExit", "addr data is_write")):
+class MmioExit(record("MmioExit", "addr data is_write")):
     # data: the stored bytes for a write; the host fills reads (unsupported here)
     __slots__ = ()
 
 
-class Shutdown(namedtuple("Shutdown", "")):
+class Shutdown(record("Shutdown", "")):
     """Triple fault, or any exception of a CPL3 guest on PVM."""
     __slots__ = ()
 
 
-class Hlt(namedtuple("Hlt", "")):
+class Hlt(record("Hlt", "")):
     __slots__ = ()
 
 
-class InternalError(namedtuple("InternalError", "suberror")):
+class InternalError(record("InternalError", "suberror")):
     __slots__ = ()
 
 
-class FailEntry(namedtuple("FailEntry", "reason")):
+class FailEntry(record("FailEntry", "reason")):
     __slots__ = ()
 
 
-class Interrupted(namedtuple("Interrupted", "")):
+class Interrupted(record("Interrupted", "")):
     """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
     __slots__ = ()
 
 
-class SystemEvent(namedtuple("SystemEvent", "type")):
+class SystemEvent(record("SystemEvent", "type")):
     """arm64: the guest asked the firmware (PSCI) to power off, reset or report a crash."""
     __slots__ = ()
 
 
-class ArmNisv(namedtuple("ArmNisv", "esr_iss fault_ipa")):
+class ArmNisv(record("ArmNisv", "esr_iss fault_ipa")):
     """arm64: an access outside guest RAM whose instruction KVM cannot decode (no valid
     syndrome: load/store pair, register writeback...); needs KVM_CAP_ARM_NISV_TO_USER."""
     __slots__ = ()
 
 
-class UnknownExit(namedtuple("UnknownExit", "reason")):
+class UnknownExit(record("UnknownExit", "reason")):
     __slots__ = ()
 
 
@@ -256,11 +262,13 @@ def ensure_kick_handler() -> None:
     """Install a Python no-op handler for KICK_SIGNAL unless one is set. Its C part is
     async-signal-safe and turns the default action (terminate) into an EINTR from KVM_RUN.
     Only the main thread may install it: elsewhere, raise if it is missing."""
-    if signal.getsignal(KICK_SIGNAL) not in (signal.SIG_DFL, None):
+    if _signal.getsignal(KICK_SIGNAL) not in (_signal.SIG_DFL, None):
         return
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("no vCPU kick handler: create a Kvm() in the main thread first")
-    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+    try:
+        _signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+    except ValueError:          # "signal only works in main thread of the main interpreter"
+        raise RuntimeError("no vCPU kick handler: create a Kvm() in the main thread "
+                           "first") from None
 
 
 def unavailable() -> str:
@@ -269,7 +277,7 @@ def unavailable() -> str:
     if os.environ.get("HEXO_KVM", "").lower() == "off":
         return "KVM is turned off (HEXO_KVM=off)"
     try:
-        Kvm().close()
+        system()
     except KvmError as e:
         return f"/dev/kvm is not usable: {e}"
     return ""
@@ -290,8 +298,10 @@ class Kvm(_Fd):
         if version != API_VERSION:
             self.close()
             raise KvmError(_errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
-        if threading.current_thread() is threading.main_thread():
+        try:
             ensure_kick_handler()
+        except RuntimeError:
+            pass                # not the main thread: a later kick() says what is missing
 
     def check_extension(self, cap: int) -> int:
         return _ioctl(self.fd, KVM_CHECK_EXTENSION, cap)
@@ -317,6 +327,23 @@ class Kvm(_Fd):
 
     def create_vm(self) -> "Vm":
         return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
+
+
+_system: Kvm | None = None
+
+
+def system() -> Kvm:
+    """This process's /dev/kvm, opened and checked once: every VM is created through it (a
+    job opened it twice, ~70 us of a short job's CPU). Never closed: it holds no VM."""
+    global _system
+    if _system is None:
+        _system = Kvm()
+    else:
+        try:
+            ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
+        except RuntimeError:
+            pass                       # not the main thread: a later kick() says what is missing
+    return _system
 
 
 class Vm(_Fd):
@@ -387,7 +414,7 @@ class Vcpu(_Fd):
         self._run = mmap.mmap(fd, vm.kvm.vcpu_mmap_size(), mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
         self._thread: int | None = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._stats: Stats | None = None
 
     def close(self) -> None:
@@ -416,6 +443,10 @@ class Vcpu(_Fd):
     def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
         _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
 
+    def tsc_khz(self) -> int:
+        """x86: the rate of the guest's TSC."""
+        return _ioctl(self.fd, KVM_GET_TSC_KHZ)
+
     def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
         """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""
         _ioctl(self.fd, KVM_ARM_VCPU_INIT, init)
@@ -439,7 +470,7 @@ class Vcpu(_Fd):
     def run(self) -> VcpuExit:
         """Enter the guest until the next exit; thread-safe against kick()."""
         with self._lock:
-            self._thread = threading.get_ident()
+            self._thread = _thread.get_ident()
         try:
             _ioctl(self.fd, KVM_RUN)
         except KvmError as e:
@@ -461,7 +492,7 @@ class Vcpu(_Fd):
         with self._lock:
             self._run[_RUN_IMMEDIATE_EXIT] = 1
             if self._thread is not None:
-                signal.pthread_kill(self._thread, KICK_SIGNAL)
+                _signal.pthread_kill(self._thread, KICK_SIGNAL)
 
     def _decode_exit(self) -> VcpuExit:
         run = self._run

@@ -1,8 +1,11 @@
 """Guest RAM: one anonymous host mapping shared by every backend.
 
-Guest-physical address == offset into the mapping. It asks for transparent huge pages: a job's
-first touch of its memory then costs one host fault (and one shadow-paging fill on PVM hosts)
-per 2 MiB instead of per 4 KiB, which is what made short jobs cost 1.4-1.8x their native CPU. The doorbell page is a hole: it is never
+Guest-physical address == offset into the mapping. It asks for transparent huge pages from the
+image on (image, data, heap): a job's first touch of its memory then costs one host fault (and
+one shadow-paging fill on PVM hosts) per 2 MiB instead of per 4 KiB, which is what made short
+jobs cost 1.4-1.8x their native CPU. Below the image (boot pages, page tables, I/O ring,
+stack) a job touches a few dozen small pages: there a huge page would cost zeroing 2 MiB each
+(two per job, ~0.3 ms of a short job's CPU) for nothing. The doorbell page is a hole: it is never
 registered as RAM with a backend, so guest stores to it exit to the host. Every access made on
 a guest's behalf goes through the bounds-checked methods here, so a wild pointer from a guest
 becomes a GuestMemoryError, never a host crash.
@@ -49,7 +52,9 @@ class GuestMemory:
         if addr in (None, _MAP_FAILED):
             err = ctypes.get_errno()
             raise OSError(err, f"cannot map {size} bytes of guest memory: {os.strerror(err)}")
-        _libc.madvise(addr, size, MADV_HUGEPAGE)     # a hint: without THP, 4 KiB pages
+        # hints: without THP, 4 KiB pages everywhere
+        _libc.madvise(addr, abi.IMAGE_BASE, MADV_NOHUGEPAGE)
+        _libc.madvise(addr + abi.IMAGE_BASE, size - abi.IMAGE_BASE, MADV_HUGEPAGE)
         self.size = size
         self.host_address = addr
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")

@@ -6,7 +6,8 @@ MIGRATE hypercall, which lands in `Migrator.on_migrate()` on the vCPU thread. Th
 verifies the checkpoint and only then stops the guest. If writing fails, or the request
 timed out meanwhile, the guest is told so and keeps running: the source copy of a job is
 never discarded before its checkpoint is durable. A failure is reported as one sentence, never
-as a Python error's text.
+as a Python error's text. A *live* checkpoint (`keep_running`) is written and verified the
+same way, and then the guest goes on from its migration point instead of stopping.
 
 A *probe* request checkpoints nothing: the guest's next migration point only tells the host
 that it got there (a restored job confirms that its state was sound), and with `skip` set
@@ -44,11 +45,12 @@ def one_line_cause(err: BaseException, stage: str) -> str:
     return one_line(err, stage, (HexoError, UhyveError))
 
 
-class Request(namedtuple("Request", "output target_isa compress mode serve skip",
-                         defaults=("stopcopy", None, 0))):
+class Request(namedtuple("Request", "output target_isa compress mode serve skip keep_running",
+                         defaults=("stopcopy", None, 0, False))):
     # mode: "stopcopy", "postcopy", or "probe" (checkpoint nothing)
     # serve: postcopy: HOST:PORT of the page server
     # skip: migration points the guest lets pass before acting
+    # keep_running: stopcopy: the guest goes on once the checkpoint is written and verified
     __slots__ = ()
 
 
@@ -64,7 +66,8 @@ class Migrator:
         self._lock = threading.Lock()
         self._pending: Request | None = None
         self._done = threading.Event()
-        self._result: str | Exception | None = None
+        self._result: str | Exception | None = None     # the last request's outcome
+        self._answer: str | Exception | None = None     # what its requester was told
         offset = abi.SHARED_PAGE.offset("migrate_request")
         base = vm.memory.host_address + abi.SHARED_PAGE_ADDR
         self._flag = ctypes.c_uint32.from_address(base + offset)
@@ -75,6 +78,9 @@ class Migrator:
         self.page_server = None       # post-copy: serving the stopped guest's areas
         self.passed_point = threading.Event()    # the guest reached a migration point
         self.on_point: Callable[[], None] | None = None     # called once, on that thread
+        # post-copy: the full checkpoint failed after the requester was answered; the guest
+        # goes on here (called with the reason, on the vCPU thread)
+        self.on_resumed: Callable[[str], None] | None = None
         self._stage = "checkpoint"
 
     def probe(self, on_point: Callable[[], None]) -> None:
@@ -96,12 +102,14 @@ class Migrator:
         makes the checkpoint happen at exactly the Nth migration point."""
         if not 0 <= req.skip < 2 ** 32:
             raise MigrationError(f"cannot let {req.skip} migration points pass")
+        if req.keep_running and req.mode != "stopcopy":
+            raise MigrationError(f"a {req.mode} checkpoint cannot leave the job running")
         if req.mode != "probe":
             self._prepare(req.target_isa)
         with self._lock:
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
-            self._pending, self._result = req, None
+            self._pending, self._result, self._answer = req, None, None
             self._done.clear()
             self.timings = {"requested": time.perf_counter()}
             self._target.value = abi.ISA_IDS[req.target_isa]
@@ -133,9 +141,9 @@ class Migrator:
                         f"the guest reached no migration point within {timeout:g} s; "
                         f"it keeps running")
             self._done.wait()
-        if isinstance(self._result, Exception):
-            raise MigrationError(str(self._result))
-        return self._result
+        if isinstance(self._answer, Exception):
+            raise MigrationError(str(self._answer))
+        return self._answer
 
     def outcome(self) -> str | None:
         """Why the last request produced no checkpoint, if it failed."""
@@ -162,13 +170,22 @@ class Migrator:
         try:
             path = self._write(req, ctx, kernel, areas)
         except Exception as e:                           # reported to the requester
-            self._result = MigrationError(one_line_cause(e, self._stage))
-            self._done.set()
+            error = MigrationError(one_line_cause(e, self._stage))
+            if self._done.is_set() and self.on_resumed is not None:
+                self.on_resumed(str(error))              # it had been told of a checkpoint
+            self._answer_with(error)
+            self._result = error
             return -abi.ERRNO["EIO"]
-        self.timings["written"] = time.perf_counter()
-        self._result = path
-        self._done.set()
-        return Checkpointed(path)
+        self._answer_with(path)
+        return 0 if req.keep_running else Checkpointed(path)
+
+    def _answer_with(self, result: str | Exception) -> None:
+        """Answer the requester, once: a checkpoint path, or why there is none."""
+        if not self._done.is_set():
+            if not isinstance(result, Exception):
+                self.timings["written"] = time.perf_counter()
+            self._answer = self._result = result
+            self._done.set()
 
     def _write(self, req: Request, ctx: dict, kernel: dict, areas: list[dict]) -> str:
         vm = self.vm
@@ -184,7 +201,7 @@ class Migrator:
             "isa": isa, "target_isa": req.target_isa, "mem_size": vm.memory.size,
             "abi_version": abi.ABI_VERSION, "created": time.time(),
             "context": regs, "kernel": kernel, "files": vm.files.describe(), "argv": vm.argv,
-            "env": vm.env,
+            "env": vm.env, "output": dict(vm.files.output),
         }
         from hexo import checkpoint, retarget   # loaded by _prepare while the guest ran
         mem = vm.memory
@@ -208,9 +225,11 @@ class Migrator:
     def _write_postcopy(self, req: Request, state: dict, data: list, kept) -> str:
         """A minimal checkpoint, a listening page server holding the areas it leaves out, and
         a full checkpoint beside it (the fallback if either side dies before every page has
-        arrived). Both are durable before the migration reports success, so there is no moment
-        when the job's only complete copy is this process's memory; if either cannot be
-        written, the guest keeps running."""
+        arrived). The requester is answered once the minimal one is durable, so the target is
+        copied and started while the full one is written; the page server welcomes no target
+        before that is durable too, so no target runs while this process's memory is the
+        job's only complete copy. If the full checkpoint cannot be written, the server
+        refuses every target, the minimal checkpoint is removed and the guest keeps running."""
         from hexo import checkpoint
 
         from .pageserver import PageServer
@@ -221,11 +240,11 @@ class Migrator:
             # Every area fits in the checkpoint: it is already complete, and a page server
             # no target ever connects to would hold the source forever.
             return checkpoint.write(req.output, state, data, req.compress, kept=kept).path
-        data = [(kind, start, bytes(d)) for kind, start, d in data]
         secret = os.urandom(32)
         host, port = parse_address(req.serve)
         server = PageServer((host, port), secret,
-                            [(s, d) for k, s, d in data if served_remotely(k, len(d))])
+                            [(s, d) for k, s, d in data if served_remotely(k, len(d))],
+                            held=True)
         try:
             full = os.path.abspath(req.output).rstrip(os.sep) + ".full"
             bound = f"{host if ':' not in host else f'[{host}]'}:{server.address[1]}"
@@ -236,13 +255,19 @@ class Migrator:
         except BaseException:
             server.close()
             raise
-        try:
-            checkpoint.write(full, state, data, req.compress, kept=kept)
-        except BaseException:
-            import shutil
-            server.close()
-            shutil.rmtree(path, ignore_errors=True)
-            raise
         server.start()
         self.page_server = server
+        self._answer_with(path)
+        try:
+            checkpoint.write(full, state, data, req.compress, kept=kept)
+        except Exception as e:
+            import shutil
+            why = (f"the source could not write its full checkpoint "
+                   f"({one_line_cause(e, 'writing it')}); the job goes on there")
+            server.refuse(why)
+            self.page_server = None
+            shutil.rmtree(path, ignore_errors=True)
+            server.close()
+            raise MigrationError(why) from None
+        server.release()
         return path

@@ -1,10 +1,12 @@
-"""The post-copy page protocol, version 1.0 (docs/formats.md, section 7), both ends' framing.
+"""The post-copy page protocol, version 1.1 (docs/formats.md, section 7), both ends' framing.
 
 Every message is a 5-byte header (type u8, payload length u32, little-endian) and a payload.
 The source speaks first (HELLO with a nonce); the target answers with an HMAC-SHA256 of both
 nonces under the per-migration secret (AUTH); the source proves it holds the secret too and
-announces the areas it serves (WELCOME). Then the target asks for runs of contiguous pages
-(GET) and gets them (DATA, with a CRC32), or an ERROR; DONE ends the migration (BYE).
+announces the areas it serves (WELCOME) once its full checkpoint is durable, or refuses with
+ERROR 5 (1.1) if that could not be written and the job went on at the source. Then the target
+asks for runs of contiguous pages (GET) and gets them (DATA, with a CRC32), or an ERROR; DONE
+ends the migration (BYE).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import NamedTuple
 from .errors import UhyveError
 
 MAGIC = b"HXPG"
-VERSION = (1, 0)
+VERSION = (1, 1)
 PAGE_SIZE = 0x1000
 MAX_RUN = 1024                  # pages in one GET: 4 MiB
 NONCE = 32
@@ -30,7 +32,7 @@ NAMES = {HELLO: "HELLO", AUTH: "AUTH", WELCOME: "WELCOME", GET: "GET", DATA: "DA
          DONE: "DONE", BYE: "BYE", ERROR: "ERROR"}
 
 # ERROR codes
-E_VERSION, E_AUTH, E_RANGE, E_PROTOCOL = 1, 2, 3, 4
+E_VERSION, E_AUTH, E_RANGE, E_PROTOCOL, E_RESUMED = 1, 2, 3, 4, 5
 
 _HEADER = struct.Struct("<BI")
 _HELLO = struct.Struct(f"<4sHH{NONCE}s")
@@ -75,8 +77,15 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 
 
 def send(sock: socket.socket, kind: int, *parts: bytes) -> None:
-    sock.sendall(_HEADER.pack(kind, sum(len(p) for p in parts)) + b"".join(
-        bytes(p) for p in parts))
+    """One message, its parts gathered by the kernel (no copy of a DATA's pages here)."""
+    views = [memoryview(p).cast("B") for p in (_HEADER.pack(kind, sum(len(p) for p in parts)),
+                                                *parts) if len(p)]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def recv(sock: socket.socket, expect: tuple[int, ...],

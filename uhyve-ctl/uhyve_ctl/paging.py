@@ -9,7 +9,6 @@ mapped so stores reach the host (device memory on aarch64), all other RAM read/w
 
 from __future__ import annotations
 
-import functools
 import struct
 
 from hexo import abi
@@ -72,12 +71,12 @@ def _identity(t: _Tables, upper: int, table_flags: int, low: int, low_flags: int
 
 def build_x86_64(memory) -> int:
     """4-level tables; returns CR3."""
-    return _write(memory, _x86_64_tables(memory.size))
+    return _write(memory, _built(_x86_64_tables, memory.size))
 
 
 def build_aarch64(memory) -> int:
     """4 KiB granule, 48-bit VA tables for TTBR0_EL1; returns the L0 table address."""
-    return _write(memory, _aarch64_tables(memory.size))
+    return _write(memory, _built(_aarch64_tables, memory.size))
 
 
 def _write(memory, tables: tuple[int, tuple[tuple[int, bytes], ...]]) -> int:
@@ -88,7 +87,19 @@ def _write(memory, tables: tuple[int, tuple[tuple[int, bytes], ...]]) -> int:
 
 
 # Built once per guest size and kept: the same few pages serve every job of that size.
-@functools.lru_cache(maxsize=8)
+# (A dict, not functools.lru_cache: functools costs a plain run ~2 ms to import.)
+_BUILT: dict[tuple, tuple[int, tuple[tuple[int, bytes], ...]]] = {}
+
+
+def _built(tables, size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
+    key = (tables, size)
+    if key not in _BUILT:
+        if len(_BUILT) >= 8:
+            _BUILT.clear()
+        _BUILT[key] = tables(size)
+    return _BUILT[key]
+
+
 def _x86_64_tables(size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
     P, RW, US, PS = 1, 2, 4, 0x80
     t = _Tables(size)
@@ -99,7 +110,6 @@ def _x86_64_tables(size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
     return pml4, t.pages()
 
 
-@functools.lru_cache(maxsize=8)
 def _aarch64_tables(size: int) -> tuple[int, tuple[tuple[int, bytes], ...]]:
     TABLE, BLOCK, PAGE = 3, 1, 3
     t = _Tables(size)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _thread
 import os
-from collections.abc import Sequence
 
 from hexo import abi
 from hexo.image import Image, ImageError
@@ -13,7 +13,6 @@ from .backends.base import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
 from .memory import GuestMemory
-from .migration import Migrator
 
 DEFAULT_MEM = 256 << 20
 HOST_ISA = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
@@ -34,7 +33,10 @@ def pick_backend(isa: str, requested: str = "auto") -> str:
     return "emu" if why_not else "kvm"
 
 
-def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto") -> Backend:
+def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "auto",
+                 absent=()) -> Backend:
+    """`absent`: post-copy runs of guest RAM that defer_pages() will fill (an emulated CPU
+    maps around them: unmapping them from its memory map costs it ~80 ms)."""
     if kind == "kvm" and isa == "aarch64":
         from .backends.kvm_aarch64 import Aarch64KvmBackend
         return Aarch64KvmBackend(memory, isa)
@@ -42,7 +44,7 @@ def make_backend(kind: str, memory: GuestMemory, isa: str, x86_entry: str = "aut
         from .backends.kvm import KvmBackend
         return KvmBackend(memory, isa, mode=x86_entry)
     from .backends.emu import EmuBackend
-    return EmuBackend(memory, isa)
+    return EmuBackend(memory, isa, absent)
 
 
 class VirtualMachine:
@@ -50,8 +52,9 @@ class VirtualMachine:
     guest stopped."""
 
     def __init__(self, image: Image, isa: str, *, backend: str = "auto",
-                 mem_size: int | None = None, argv: Sequence[str] = (),
-                 env: Sequence[str] = (), mounts: Sequence[Mount] = (), x86_entry: str = "auto",
+                 mem_size: int | None = None, argv: tuple[str, ...] | list[str] = (),
+                 env: tuple[str, ...] | list[str] = (),
+                 mounts: tuple[Mount, ...] | list[Mount] = (), x86_entry: str = "auto",
                  stdio: tuple[int, int, int] = (0, 1, 2), restore=None, pages=None):
         """`pages` (pager.PagingOptions): where the remote areas of a post-copy checkpoint
         come from."""
@@ -76,9 +79,11 @@ class VirtualMachine:
         try:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
-            self.migrator = Migrator(self)
+            self._migrator = None
+            self._migrator_lock = _thread.allocate_lock()
             self.ring = OutputRing(self.memory, self.files)
-            self.hypercalls = Hypercalls(self.memory, self.files, self.migrator.on_migrate,
+            self.hypercalls = Hypercalls(self.memory, self.files,
+                                         lambda *state: self.migrator.on_migrate(*state),
                                          self.ring)
             root = paging.BUILDERS[isa](self.memory)
             # A restored job gets the arguments and environment it started with: pointers
@@ -92,18 +97,41 @@ class VirtualMachine:
             if restore is not None:
                 self._restore(restore)
             self.ring.reset()
-            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
-                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION))
-            self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry)
             if restore is not None and restore.remote_areas:
-                self._attach_pager(restore, pages)
+                self._connect_pager(restore, pages)
+            self.backend = make_backend(self.backend_kind, self.memory, isa, x86_entry,
+                                        self.pager.tracker.areas if self.pager else ())
+            if self.pager is not None:
+                self.backend.defer_pages(self.pager)
+                self.memory.on_access = self.pager.ensure
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
+            self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
+                magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION,
+                counter_hz=self.backend.counter_hz()))
         except BaseException:
+            if self.pager is not None:
+                self.pager.demand_link.close()
             self.memory.close()
             raise
 
+    @property
+    def migrator(self):
+        """The VM's Migrator, made on first use (by a request, or by a guest's MIGRATE
+        hypercall): a run that is never asked to checkpoint does not load migration.py."""
+        with self._migrator_lock:           # the control thread and the vCPU may race here
+            if self._migrator is None:
+                from .migration import Migrator
+                self._migrator = Migrator(self)
+            return self._migrator
+
+    @property
+    def page_server(self):
+        """The post-copy page server a migration of this guest started, if any."""
+        return self._migrator.page_server if self._migrator is not None else None
+
     def _load(self, elf: bytes) -> None:
+        elf = memoryview(elf)        # segments go into guest RAM without a copy of their own
         for s in self.build.segments:
             if (s.vaddr < abi.IMAGE_BASE or s.vaddr + s.memsz > self.memory.size
                     or s.offset + s.filesz > len(elf) or s.filesz > s.memsz):
@@ -192,9 +220,11 @@ class VirtualMachine:
             isa=abi.ISA_IDS[self.isa], pc=ctx["pc"], sp=ctx["sp"], **callee))
         self.memory.write(abi.RESTORE_KERNEL_ADDR, abi.KERNEL_STATE.pack(**kernel))
         self.files.reopen(meta["files"])
+        self.files.output.update(meta.get("output", {}))
 
-    def _attach_pager(self, ckpt, pages) -> None:
-        """Post-copy: the remote areas stay absent until touched or pulled."""
+    def _connect_pager(self, ckpt, pages) -> None:
+        """Post-copy: the remote areas stay absent until touched or pulled; the backend,
+        made next, leaves them out of the guest's memory."""
         from .pager import Pager
         if pages is None:
             raise ValueError(f"{ckpt.path} is a post-copy checkpoint: its memory comes from "
@@ -202,13 +232,11 @@ class VirtualMachine:
         self.pager = Pager([(a.start, a.size) for a in ckpt.remote_areas], pages,
                            self.memory.read, self.memory.fill)
         self.pager.connect()
-        self.backend.defer_pages(self.pager)
-        self.memory.on_access = self.pager.ensure
 
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
-            mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
+            flags=0 if self.files.stdout_is_file() else abi.BOOT_STDOUT_TERMINAL, mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
             argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],

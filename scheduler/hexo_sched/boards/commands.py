@@ -44,13 +44,15 @@ def register(sub) -> None:
     e.add_argument("--put", action="append", default=[], type=Path, metavar="PATH")
     e.add_argument("command", nargs="+", metavar="CMD")
     e.set_defaults(run=_exec)
-    m = bsub.add_parser("migrate", help="move a Linux-mode process (hexo container run) to a "
-                        "board, or back to this server",
-                        description="Checkpoint the process at its next migration point with "
-                                    "CRIU, recode it for the other ISA, restore it on the other "
-                                    "side. The source stays stopped until the target runs it; "
-                                    "if the restore fails it continues.")
-    m.add_argument("pid", type=int, help="the process (on the board with --from)")
+    m = bsub.add_parser("migrate", help="move a Linux-mode process (hexo container run) or "
+                        "podman container to a board, or back to this server",
+                        description="Checkpoint the job at its next migration point with "
+                                    "CRIU (a container through podman), recode it for the other "
+                                    "ISA, restore it on the other side. The source stays parked "
+                                    "at the point until the target runs it; if the restore "
+                                    "fails it continues.")
+    m.add_argument("target", metavar="PID|CONTAINER",
+                   help="the process or container (on the board with --from)")
     where = m.add_mutually_exclusive_group(required=True)
     where.add_argument("--to", metavar="BOARD", help="move it from here to BOARD")
     where.add_argument("--from", dest="from_board", metavar="BOARD",
@@ -107,11 +109,18 @@ def _exec(args) -> int:
 
 
 def _migrate(args) -> int:
-    from .migrate import from_board, to_board
-    if args.to:
-        print(f"process {args.pid} runs on {args.to} as "
-              f"{to_board(args.pid, args.to, args.timeout)}")
+    from . import migrate
+    if not args.target.isdigit():
+        if args.to:
+            where = migrate.container_to_board(args.target, args.to, args.timeout)
+            print(f"container {args.target} runs on {args.to} as {where}")
+        else:
+            where = migrate.container_from_board(args.from_board, args.target, args.timeout)
+            print(f"container {args.target} of {args.from_board} runs here as {where}")
+    elif args.to:
+        print(f"process {args.target} runs on {args.to} as "
+              f"{migrate.to_board(int(args.target), args.to, args.timeout)}")
     else:
-        print(f"process {args.pid} of {args.from_board} runs here as "
-              f"{from_board(args.from_board, args.pid, args.timeout)}")
+        print(f"process {args.target} of {args.from_board} runs here as "
+              f"{migrate.from_board(args.from_board, int(args.target), args.timeout)}")
     return 0

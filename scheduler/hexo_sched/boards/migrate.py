@@ -1,6 +1,7 @@
-"""Linux-mode processes moved between this server and a board (`hexo board migrate`): a CRIU
-checkpoint recoded for the other ISA, restored on the other side. The source process stays
-stopped at its migration point, restorable, until the target reports the job running; if
+"""Linux-mode processes and podman containers moved between this server and a board (`hexo
+board migrate`): a CRIU checkpoint recoded for the other ISA, restored on the other side (a
+container by the target's podman). The source process stays
+parked at its migration point, restorable, until the target reports the job running; if
 the restore fails it continues where it was."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import signal
 import tempfile
 from pathlib import Path
 
-from uhyve_ctl.container import checkpoint as ckpt
-from uhyve_ctl.container.process import host_isa
+from uhyve_ctl.container import checkpoint as ckpt, podman
+from uhyve_ctl.container.process import host_isa, resume
 
 from ..hosts import HostError
 from .vm import Board
@@ -37,49 +38,93 @@ def _restored_pid(out: str) -> int:
     return int(out.rsplit("restored process ", 1)[1].split()[0])
 
 
+def _restored_name(out: str) -> str:
+    return out.rsplit("restored container ", 1)[1].split()[0]
+
+
 def to_board(pid: int, board: str, timeout: float = 30.0, until_point: bool = False) -> int:
     """Move local process `pid` to `board`; its pid there."""
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
             Board.running(board).connect() as conn:
         d = Path(tmp) / f"process-{pid}"
         ckpt.checkpoint(pid, d, BOARD_ISA, timeout, leave_stopped=True)
-        try:
-            status, out, err = _hexo(conn, ["container", "restore", d.name,
-                                            *(["--until-point"] if until_point else [])],
-                                     puts=[d])
-        except BaseException:
-            os.kill(pid, signal.SIGCONT)
-            raise
-        if status != 0:
-            os.kill(pid, signal.SIGCONT)
-            raise MigrationError(f"restore on {board} failed ({err.strip() or status}); "
-                                 f"process {pid} continues here")
+        out = _restore_on_board(conn, board, d, until_point, lambda: resume(pid),
+                                f"process {pid}")
         os.kill(pid, signal.SIGKILL)
         return _restored_pid(out)
+
+
+def _restore_on_board(conn, board: str, checkpoint: Path, until_point: bool, resume_source,
+                      source: str) -> str:
+    """`hexo container restore` of `checkpoint` on the board; its output. The parked source
+    continues (resume_source) if the board does not confirm the job running."""
+    try:
+        status, out, err = _hexo(conn, ["container", "restore", checkpoint.name,
+                                        *(["--until-point"] if until_point else [])],
+                                 puts=[checkpoint])
+    except BaseException:
+        resume_source()
+        raise
+    if status != 0:
+        resume_source()
+        raise MigrationError(f"restore on {board} failed ({err.strip() or status}); "
+                             f"{source} continues here")
+    return out
 
 
 def from_board(board: str, pid: int, timeout: float = 30.0, reap: bool = False) -> int:
     """Move process `pid` of `board` to this server; its pid here (with `reap` a child of
     the caller, see checkpoint.restore)."""
-    remote = f"{REMOTE_DIR}/process-{pid}"
+    return _from_board(board, str(pid), f"process {pid}", f"{REMOTE_DIR}/process-{pid}",
+                       timeout, lambda host, remote, local: host.get_dir(remote, local),
+                       lambda local: ckpt.restore(local, reap=reap), f"kill -KILL {pid}")
+
+
+def _from_board(board: str, target: str, what: str, remote: str, timeout: float, fetch,
+                restore_here, end_source: str):
+    """Checkpoint `target` on the board for this ISA into `remote` (left parked there),
+    fetch it, restore it here; then end the source with the shell command `end_source`, or
+    let it continue if the restore here failed."""
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
             Board.running(board).connect() as conn:
-        conn.host.sh(f"rm -rf {remote}")
-        status, _, err = _hexo(conn, ["container", "checkpoint", str(pid), "--to", host_isa(),
+        conn.host.sh(f"mkdir -p {REMOTE_DIR}; rm -rf {shlex.quote(remote)}")
+        status, _, err = _hexo(conn, ["container", "checkpoint", target, "--to", host_isa(),
                                       "--leave-stopped", "--timeout", str(timeout),
                                       "-o", remote])
         if status != 0:
             raise MigrationError(f"checkpoint on {board} failed ({err.strip() or status}); "
-                                 f"the job runs on there")
-        local = Path(tmp) / f"process-{pid}"
+                                 f"{what} runs on there")
+        local = Path(tmp) / Path(remote).name
         try:
-            conn.host.get_dir(remote, local)
-            new = ckpt.restore(local, reap=reap)
+            fetch(conn.host, remote, local)
+            new = restore_here(local)
         except BaseException as e:
-            conn.host.sh(f"kill -CONT {pid}; rm -rf {remote}")
+            _hexo(conn, ["container", "resume", target])
+            conn.host.sh(f"rm -rf {shlex.quote(remote)}")
             if isinstance(e, Exception):
-                raise MigrationError(f"restore here failed ({e}); process {pid} continues on "
+                raise MigrationError(f"restore here failed ({e}); {what} continues on "
                                      f"{board}") from None
             raise
-        conn.host.sh(f"kill -KILL {pid}; rm -rf {shlex.quote(remote)}")
+        conn.host.sh(f"{end_source}; rm -rf {shlex.quote(remote)}")
         return new
+
+
+def container_to_board(name: str, board: str, timeout: float = 30.0,
+                       until_point: bool = False) -> str:
+    """Move local podman container `name` to `board`, where its podman restores it; its name
+    there. The source stays parked until the board runs it, then it is removed."""
+    with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
+            Board.running(board).connect() as conn:
+        archive = Path(tmp) / f"container-{name}.tar"
+        podman.checkpoint(name, archive, BOARD_ISA, timeout, leave_running=True)
+        out = _restore_on_board(conn, board, archive, until_point, lambda: podman.resume(name),
+                                f"container {name}")
+        podman.remove(name)
+        return _restored_name(out)
+
+
+def container_from_board(board: str, name: str, timeout: float = 30.0) -> str:
+    """Move podman container `name` of `board` to this server; its name here."""
+    return _from_board(board, name, f"container {name}", f"{REMOTE_DIR}/container-{name}.tar",
+                       timeout, lambda host, remote, local: host.get_file(remote, local),
+                       podman.restore, f"podman rm --force --time 0 {shlex.quote(name)}")

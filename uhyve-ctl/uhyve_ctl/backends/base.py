@@ -8,25 +8,25 @@ backend for arm64 boards can be added next to the x86-64 one without touching th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import namedtuple
-from collections.abc import Callable
+
+from hexo.records import record
 
 
-class Exited(namedtuple("Exited", "status")):
+class Exited(record("Exited", "status")):
     """The guest called the EXIT hypercall."""
     __slots__ = ()
 
 
-class Crashed(namedtuple("Crashed", "reason pc", defaults=(None,))):
+class Crashed(record("Crashed", "reason pc", defaults=(None,))):
     """The guest faulted, or broke the hypercall ABI, and was stopped."""
     __slots__ = ()
 
 
-class TimedOut(namedtuple("TimedOut", "seconds")):
+class TimedOut(record("TimedOut", "seconds")):
     __slots__ = ()
 
 
-class Checkpointed(namedtuple("Checkpointed", "path")):
+class Checkpointed(record("Checkpointed", "path")):
     """The guest reached a migration point and its checkpoint is durably written."""
     __slots__ = ()
 
@@ -34,11 +34,12 @@ class Checkpointed(namedtuple("Checkpointed", "path")):
 StopReason = (Exited, Crashed, TimedOut, Checkpointed)    # why a run ended: one of these
 
 # Called for each doorbell store: (hypercall number, guest address of its argument struct).
-# Returns a StopReason to end the run, or None to resume the guest.
-HypercallHandler = Callable
+# Returns a StopReason to end the run, or None to resume the guest. (A string: the
+# collections.abc module that would spell it costs a plain run ~1.3 ms to import.)
+HypercallHandler = "Callable[[int, int], StopReason | None]"
 
 
-class BootState(namedtuple("BootState", "entry stack_top boot_info page_table_root")):
+class BootState(record("BootState", "entry stack_top boot_info page_table_root")):
     """CPU state at the first guest instruction, identical in meaning on every ISA."""
     # boot_info: passed in the first argument register (rdi / x0)
     # page_table_root: CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
@@ -59,6 +60,11 @@ class Backend(ABC):
     @abstractmethod
     def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         """Run until a hypercall handler, a fault or the timeout stops the guest."""
+
+    def counter_hz(self) -> int:
+        """The shared page's counter_hz: the rate of a counter the booted guest can read
+        for its clocks without exiting (hexo/abi.py SHARED_PAGE); 0 when it has none."""
+        return 0
 
     @abstractmethod
     def registers(self) -> dict[str, int]:

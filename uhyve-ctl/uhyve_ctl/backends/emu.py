@@ -105,17 +105,33 @@ def _a64_base_register(word: int) -> Optional[int]:
     return (word >> 5) & 31
 
 
+def _without(lo: int, hi: int, holes) -> list[tuple[int, int]]:
+    """[lo, hi) less the runs `holes` (each with .start and .end), as ranges in order."""
+    out = []
+    for h in sorted(holes, key=lambda r: r.start):
+        if h.start < hi and h.end > lo:
+            if h.start > lo:
+                out.append((lo, h.start))
+            lo = max(lo, h.end)
+    if lo < hi:
+        out.append((lo, hi))
+    return out
+
+
 class EmuBackend(Backend):
     name = "emu"
 
-    def __init__(self, memory, isa: str):
+    def __init__(self, memory, isa: str, absent=()):
+        """`absent`: runs of guest RAM left unmapped for defer_pages()."""
         if isa not in _ISAS:
             raise ValueError(f"the emulator backend runs {sorted(_ISAS)} guests, not {isa}")
         super().__init__(memory, isa)
         arch, mode, self._pc_reg = _ISAS[isa]
         self.uc: Optional[Uc] = Uc(arch, mode)
+        self._absent = list(absent)
         for addr, size in memory.ram_regions():
-            self.uc.mem_map_ptr(addr, size, UC_PROT_ALL, memory.host_address + addr)
+            for lo, hi in _without(addr, addr + size, self._absent):
+                self.uc.mem_map_ptr(lo, hi - lo, UC_PROT_ALL, memory.host_address + lo)
         self.uc.mmio_map(abi.DOORBELL_ADDR, abi.PAGE_SIZE, self._doorbell_read, None,
                          self._doorbell_write, None)
         self.uc.hook_add(UC_HOOK_INTR, self._on_exception)
@@ -135,7 +151,8 @@ class EmuBackend(Backend):
         """Post-copy restore: leave the remote areas unmapped; a touch fetches and maps them."""
         uc = self._uc()
         for run in pager.tracker.areas:
-            uc.mem_unmap(run.start, run.end - run.start)
+            if run not in self._absent:
+                uc.mem_unmap(run.start, run.end - run.start)
         self._pager = pager
 
     def boot(self, state: BootState) -> None:
@@ -161,6 +178,11 @@ class EmuBackend(Backend):
         uc.reg_write(self._pc_reg, state.entry)
         self._writes, self._replay, self._fault = [], None, None
         self._booted = True
+
+    def counter_hz(self) -> int:
+        """unicorn's aarch64 CNTVCT_EL0 follows the host's clock at its CNTFRQ_EL0 rate, as the
+        architecture says; its x86-64 TSC is not tied to time, so that guest makes CLOCK."""
+        return abi.AARCH64_COUNTER if self.isa == "aarch64" else 0
 
     def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
         """Emulate in a worker thread, so that this thread sees the deadline and Ctrl-C."""

@@ -15,6 +15,7 @@ interrupts masked blocks in KVM until the run's timeout (or Ctrl-C) kicks the vC
 
 from __future__ import annotations
 
+from hexo import abi
 from .. import kvm
 from .base import BootState, Crashed
 from .kvm import KvmBackend
@@ -82,6 +83,9 @@ class Aarch64KvmBackend(KvmBackend):
             self.vm.enable_cap(kvm.KVM_CAP_ARM_NISV_TO_USER)
         except kvm.KvmError:
             pass        # such a store then fails KVM_RUN with ENOSYS, still a stop with a reason
+
+    def counter_hz(self) -> int:
+        return abi.AARCH64_COUNTER
 
     def boot(self, state: BootState) -> None:
         self.vcpu = self.vm.create_vcpu(0)

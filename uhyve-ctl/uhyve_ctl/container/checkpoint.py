@@ -9,12 +9,9 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import stat
 import time
 from pathlib import Path
-
-from hexo import abi
 
 from . import criu, criu_images, process
 from .process import ProcessError
@@ -30,24 +27,15 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
                leave_stopped: bool = False) -> dict:
     """Dump process `pid` at its next migration point into `out`, for `to_isa`.
 
-    CRIU ends the process after the dump unless `leave_stopped`: then it stays stopped at the
-    point until the caller ends it (the target runs the job) or continues it (it did not)."""
+    CRIU ends the process after the dump unless `leave_stopped`: then it stays parked at the
+    point until the caller ends it (the target runs the job) or resumes it (it did not)."""
     image, isa = process.image_of(pid)
     to_isa = to_isa or isa
-    if to_isa not in abi.ISA_IDS:
-        raise ProcessError(f"unknown ISA {to_isa!r} (one of {', '.join(abi.ISA_IDS)})")
     if out.exists() and any(out.iterdir()):
         raise ProcessError(f"{out}: exists and is not empty")
-    if to_isa != isa and "migration" not in image.manifest:
-        raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
-    tcp = process.tcp_connections(pid)
-    if tcp:
-        raise ProcessError(f"process {pid} has {len(tcp)} open TCP connection(s), which hexo "
-                           f"does not migrate yet; it keeps running")
+    process.check_movable(pid, image, isa, to_isa, f"process {pid}")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = process.stop_at_point(pid, timeout)
-    regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
-    regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(abi.CALLEE_SAVED[isa])})
+    regs = process.stop_at_point(pid, isa, timeout)
     state = {"format": "hexo-process", "version": FORMAT_VERSION, "pid": pid,
              "image": {"build_id": image.manifest["build_id"], "name": image.manifest["name"]},
              "isa": isa, "context": regs, "created": time.time()}
@@ -57,13 +45,14 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
     t0 = time.perf_counter()
     try:
         criu.run(["dump", "-t", str(pid), *_shell_job(state),
-                  *(["--leave-stopped"] if leave_stopped else [])],
+                  *(["--leave-running"] if leave_stopped else [])],
                  f"criu dump of process {pid}", out)
     except criu.CriuError:
-        os.kill(pid, signal.SIGCONT)        # CRIU left it as it was: let it run on
+        process.resume(pid)                 # CRIU left it as it was: let it run on
         raise
     state["dump_s"] = round(time.perf_counter() - t0, 4)
     try:
+        criu_images.mark_running(out, pid)
         shutil.copyfile(image.path, out / IMAGE_FILE)
         state["files"] = _carry_files(out, pid)
         # Written before the recode: should that fail, the directory still restores here.
@@ -73,7 +62,7 @@ def checkpoint(pid: int, out: Path, to_isa: str | None = None, timeout: float = 
             _write_state(out, state)
     except BaseException:
         if leave_stopped:
-            os.kill(pid, signal.SIGCONT)    # nothing moved: the source job runs on
+            process.resume(pid)             # nothing moved: the source job runs on
         raise
     return state
 
@@ -131,7 +120,8 @@ def _place_files(directory: Path, state: dict) -> None:
     if image.manifest["build_id"] != state["image"]["build_id"]:
         raise ProcessError(f"{directory}: {IMAGE_FILE} is not the image the process runs")
     pid = state["pid"]
-    criu_images.point_executable(directory, pid, process.executable(image, state["isa"]))
+    exe = process.executable(image, state["isa"])
+    criu_images.point_executable(directory, pid, exe, exe.stat().st_size)
     cwd, mode = criu_images.working_directory(directory, pid)
     if not Path(cwd).is_dir():
         Path(cwd).mkdir(parents=True)
@@ -147,7 +137,8 @@ def _place_files(directory: Path, state: dict) -> None:
         os.replace(tmp, path)
 
 
-def restore(directory: Path, reap: bool = False, until_point: bool = False) -> int:
+def restore(directory: Path, reap: bool = False, until_point: bool = False,
+            timeout: float = criu.TIMEOUT) -> int:
     """Restore the process of `directory` on this machine and let it run; its pid. With
     `reap` the caller becomes its parent (a subreaper), so that it can wait for its end; with
     `until_point` it stops again at its next migration point (one step on this machine)."""
@@ -156,15 +147,13 @@ def restore(directory: Path, reap: bool = False, until_point: bool = False) -> i
         raise ProcessError(f"{directory} holds an {state['isa']} process; this machine is "
                            f"{process.host_isa()}")
     _place_files(directory, state)
+    criu_images.mark_running(directory, state["pid"], until_point)
     _wait_pid_free(state["pid"])
     if reap:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     # The source machine's cgroups mean nothing here: the job joins the restorer's.
     criu.run(["restore", "--restore-detached", "--manage-cgroups=ignore", *_shell_job(state)],
-             "criu restore", directory)
-    if until_point:
-        process.arm(state["pid"])
-    os.kill(state["pid"], signal.SIGCONT)
+             "criu restore", directory, timeout)
     return state["pid"]
 
 

@@ -19,26 +19,36 @@ def register(sub) -> None:
     r.add_argument("args", nargs="*")
     r.add_argument("--stop-at-point", type=int, metavar="N",
                    help="stop at the (N+1)-th migration point and wait there to be "
-                        "checkpointed (or continued with SIGCONT)")
+                        "checkpointed (or continued with hexo container resume)")
     r.set_defaults(run=_run)
-    k = csub.add_parser("checkpoint", help="stop a process at its next migration point and "
-                        "dump it with CRIU")
-    k.add_argument("pid", type=int)
-    k.add_argument("-o", "--output", type=Path, required=True)
+    k = csub.add_parser("checkpoint", help="stop a process or a podman container at its next "
+                        "migration point and dump it with CRIU")
+    k.add_argument("target", metavar="PID|CONTAINER")
+    k.add_argument("-o", "--output", type=Path, required=True,
+                   help="a directory (a process) or an archive for podman's restore --import "
+                        "(a container)")
     k.add_argument("--to", dest="to_isa", help="recode the images for this ISA")
     k.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for a migration point")
     k.add_argument("--leave-stopped", action="store_true",
-                   help="keep the process stopped at the point after the dump (kill it once "
-                        "the target runs it, or continue it with SIGCONT)")
+                   help="keep the process parked at the point after the dump (kill it once "
+                        "the target runs it, or continue it with hexo container resume)")
     k.set_defaults(run=_checkpoint)
-    s = csub.add_parser("restore", help="restore a checkpoint directory and let it run")
-    s.add_argument("directory", type=Path)
+    s = csub.add_parser("restore", help="restore a process checkpoint directory, or a "
+                        "container archive with podman, and let it run")
+    s.add_argument("checkpoint", type=Path, metavar="DIR|ARCHIVE")
     s.add_argument("--wait", action="store_true",
-                   help="wait for the process to end and exit with its status")
+                   help="wait for the job to end and exit with its status")
     s.add_argument("--until-point", action="store_true",
-                   help="stop it again at its next migration point (one step here)")
+                   help="stop the job again at its next migration point (one step here)")
+    s.add_argument("--name", help="a container's new name (default: its own)")
+    s.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds CRIU may take to restore a process (then it is ended)")
     s.set_defaults(run=_restore)
+    c = csub.add_parser("resume", help="let a process or container parked at its migration "
+                        "point continue")
+    c.add_argument("target", metavar="PID|CONTAINER")
+    c.set_defaults(run=_resume)
     o = csub.add_parser("image", help="an OCI image for podman with the executables of both "
                         "ISAs, from a local root file system tarball")
     o.add_argument("image", type=Path)
@@ -46,8 +56,8 @@ def register(sub) -> None:
     o.add_argument("--isa", help="the ISA whose executable is the entry point (default: this "
                    "machine's)")
     o.set_defaults(run=_image)
-    i = csub.add_parser("inspect", help="decode a checkpoint directory's CRIU images")
-    i.add_argument("directory", type=Path)
+    i = csub.add_parser("inspect", help="decode a checkpoint's CRIU images")
+    i.add_argument("checkpoint", type=Path, metavar="DIR|ARCHIVE")
     i.set_defaults(run=_inspect)
 
 
@@ -61,18 +71,48 @@ def _run(args) -> int:
     os.execv(exe, [str(exe), *args.args])
 
 
+def _pid(target: str) -> int | None:
+    """The pid a command-line target names, or None for a container name or id."""
+    return int(target) if target.isdigit() and Path(f"/proc/{target}").exists() else None
+
+
 def _checkpoint(args) -> int:
-    from .checkpoint import checkpoint
-    state = checkpoint(args.pid, args.output, args.to_isa, args.timeout, args.leave_stopped)
-    print(f"{args.output}: process {args.pid} ({state['image']['name']}) for {state['isa']}")
+    pid = _pid(args.target)
+    if pid is None:
+        from .podman import checkpoint
+        state = checkpoint(args.target, args.output, args.to_isa, args.timeout,
+                           args.leave_stopped)
+        what = f"container {args.target}"
+    else:
+        from .checkpoint import checkpoint
+        state = checkpoint(pid, args.output, args.to_isa, args.timeout, args.leave_stopped)
+        what = f"process {pid}"
+    print(f"{args.output}: {what} ({state['image']['name']}) for {state['isa']}")
     return 0
 
 
 def _restore(args) -> int:
+    if args.checkpoint.is_file():
+        from .podman import restore, wait
+        name = restore(args.checkpoint, args.name, args.until_point)
+        print(f"restored container {name}", flush=True)
+        return wait(name) if args.wait else 0
     from .checkpoint import restore, wait
-    pid = restore(args.directory, reap=args.wait, until_point=args.until_point)
+    pid = restore(args.checkpoint, reap=args.wait, until_point=args.until_point,
+                  timeout=args.timeout)
     print(f"restored process {pid}", flush=True)
     return wait(pid) if args.wait else 0
+
+
+def _resume(args) -> int:
+    pid = _pid(args.target)
+    if pid is None:
+        from .podman import resume
+        resume(args.target)
+    else:
+        from .process import resume
+        resume(pid)
+    return 0
 
 
 def _image(args) -> int:
@@ -82,6 +122,9 @@ def _image(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .criu_images import summary
-    print(json.dumps(summary(args.directory), indent=1))
+    if args.checkpoint.is_file():
+        from .podman import summary
+    else:
+        from .criu_images import summary
+    print(json.dumps(summary(args.checkpoint), indent=1))
     return 0

@@ -28,6 +28,12 @@ PROT_WRITE = 2
 # AT_SYSINFO_EHDR, AT_HWCAP2, AT_MINSIGSTKSZ, and the AT_NULL/AT_IGNORE padding.
 _DROPPED_AUXV = {0, 1, 15, 16, 33, 26, 51}
 _MTYPE = {"x86_64": "X86_64", "aarch64": "AARCH64"}
+# Open-file flags whose bits differ between the ISAs' Linux ABIs (fcntl.h), as
+# (x86-64, aarch64): an arm64 file's O_LARGEFILE is x86-64's O_NOFOLLOW, with which CRIU's
+# reopening of a pipe through /proc/self/fd fails (ELOOP).
+_OPEN_FLAGS = {"O_DIRECT": (0o40000, 0o200000), "O_LARGEFILE": (0o100000, 0o400000),
+               "O_DIRECTORY": (0o200000, 0o40000), "O_NOFOLLOW": (0o400000, 0o100000)}
+_ISA_COLUMN = {"x86_64": 0, "aarch64": 1}
 
 
 def _load(directory: Path, name: str) -> dict:
@@ -127,9 +133,64 @@ def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
                        "xmm_space": [0] * 64, "padding": [0] * 24}}
 
 
-def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
+CGROUP_MOUNT = "/sys/fs/cgroup"
+
+
+def forget_cgroups(directory: Path) -> None:
+    """Empty the dumped cgroup tree (controllers and each set's memberships) and drop the
+    container's cgroup mounts. One machine's cgroup layout means nothing on another: the
+    server's is v1 and v2 side by side, a board's v2 only, where neither CRIU nor runc can
+    recreate the v1 controller mounts the dump names. The runtime that restores the job puts
+    it in the container's cgroup of that machine; the job sees no /sys/fs/cgroup."""
+    img = _load(directory, "cgroup.img")
+    for e in img["entries"]:
+        e.pop("controllers", None)
+        for cg_set in e.get("sets", []):
+            cg_set.pop("ctls", None)
+    _dump(directory, "cgroup.img", img)
+    drop_mounts(directory, lambda path: path == CGROUP_MOUNT
+                or path.startswith(CGROUP_MOUNT + "/"))
+
+
+def drop_mounts(directory: Path, dropped) -> list[str]:
+    """Remove the mounts whose mount point `dropped(path)` says from the dumped mount
+    namespaces (with the contents CRIU saved of a dropped tmpfs); their mount points."""
+    gone = []
+    for mounts in directory.glob("mountpoints-*.img"):
+        img = _load(directory, mounts.name)
+        kept = []
+        for m in img["entries"]:
+            if dropped(m["mountpoint"]):
+                (directory / f"tmpfs-dev-{m['mnt_id']}.tar.gz.img").unlink(missing_ok=True)
+                gone.append(m["mountpoint"])
+            else:
+                kept.append(m)
+        img["entries"] = kept
+        _dump(directory, mounts.name, img)
+    return gone
+
+
+def mark_running(directory: Path, pid: int, until_point: bool = False) -> None:
+    """Say `running` in the dumped shared page: a process restored on the same ISA leaves its
+    park at the point by itself (kernel-images/linux/runtime.c), one recoded for the other ISA
+    enters hexo_resume() and never looks. With `until_point` the migration request is raised
+    in the page too: the restored job stops at its very next point, however soon it gets
+    there (a request written after the restore could come too late)."""
+    pages = Pages(directory, pid)
+    shared = abi.SHARED_PAGE
+    pages.write(abi.LINUX_PAGE_ADDR + shared.offset("guest_state"),
+                process.LINUX_RUNNING.to_bytes(4, "little"))
+    if until_point:
+        pages.write(abi.LINUX_PAGE_ADDR + shared.offset("migrate_request"),
+                    abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+        pages.write(abi.LINUX_PAGE_ADDR + shared.offset("migrate_skip"), bytes(4))
+    pages.save()
+
+
+def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = None) -> dict:
     """Rewrite the CRIU images of `directory` (a process dumped at a migration point) so that
-    CRIU restores it on `to_isa`; the new hexo-process state."""
+    CRIU restores it on `to_isa` with `exe` (default: the build unpacked under the hexo home)
+    as its executable; the new hexo-process state."""
     pid, isa = state["pid"], state["isa"]
     pstree = _load(directory, "pstree.img")["entries"]
     if len(pstree) != 1 or pstree[0].get("threads", [pid]) != [pid]:
@@ -143,9 +204,6 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     pages.drop(abi.STACK_BOTTOM, abi.STACK_TOP)
     pages.write(low, new_stack)
     ctx = new_state["context"]
-    # hexo_resume() returns straight into the job, past the line that marks it running again.
-    pages.write(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("guest_state"),
-                process.LINUX_RUNNING.to_bytes(4, "little"))
     pages.write(abi.LINUX_CONTEXT_ADDR, abi.CPU_CONTEXT.pack(
         isa=abi.ISA_IDS[to_isa], reserved=0, pc=ctx["pc"], sp=ctx["sp"],
         **{f"callee{i}": ctx.get(n, 0) for i, n in enumerate(abi.CALLEE_SAVED[to_isa])},
@@ -184,8 +242,32 @@ def recode(directory: Path, state: dict, image, to_isa: str) -> dict:
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     _dump(directory, core_name, core)
 
-    point_executable(directory, pid, process.executable(image, to_isa))
+    _recode_file_flags(directory, isa, to_isa)
+    if exe is None:
+        exe = process.executable(image, to_isa)
+    point_executable(directory, pid, exe, len(image.payload(f"elf.{to_isa}")))
     return dict(state, isa=to_isa, context=ctx, transformed=new_state["transformed"])
+
+
+def open_flags(flags: int, isa: str, to_isa: str) -> int:
+    """Open-file flags of `isa` as `to_isa` spells them."""
+    src, dst = _ISA_COLUMN[isa], _ISA_COLUMN[to_isa]
+    out = flags
+    for bits in _OPEN_FLAGS.values():
+        out &= ~bits[src]
+    for bits in _OPEN_FLAGS.values():
+        if flags & bits[src]:
+            out |= bits[dst]
+    return out
+
+
+def _recode_file_flags(directory: Path, isa: str, to_isa: str) -> None:
+    files = _load(directory, "files.img")
+    for entry in files["entries"]:
+        for part in entry.values():
+            if isinstance(part, dict) and "flags" in part:
+                part["flags"] = open_flags(part["flags"], isa, to_isa)
+    _dump(directory, "files.img", files)
 
 
 def _exe_entry(files: dict, mm: dict) -> dict:
@@ -195,13 +277,14 @@ def _exe_entry(files: dict, mm: dict) -> dict:
     raise ProcessError("the dump names no executable file")
 
 
-def point_executable(directory: Path, pid: int, exe: Path) -> None:
-    """Make the images map `exe` as the process's executable (size updated, build id
-    dropped: the file is another build, or the same one unpacked elsewhere)."""
+def point_executable(directory: Path, pid: int, exe: Path, size: int) -> None:
+    """Make the images map `exe` (`size` bytes; a path as the restored process sees it) as
+    the process's executable (build id dropped: the file is another build, or the same one
+    unpacked elsewhere)."""
     files = _load(directory, "files.img")
     reg = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])
     reg["name"] = str(exe)
-    reg["size"] = exe.stat().st_size
+    reg["size"] = size
     reg.pop("build_id", None)
     _dump(directory, "files.img", files)
 
@@ -229,17 +312,20 @@ def summary(directory: Path) -> dict:
     """What a process checkpoint holds, decoded from its CRIU images."""
     from .checkpoint import load_state
     state = load_state(directory)
-    pid = state["pid"]
+    return {"isa": state["isa"], "pid": state["pid"], "image": state["image"],
+            "context": state["context"], **decoded(directory, state["pid"]),
+            **({"transformed": state["transformed"]} if "transformed" in state else {})}
+
+
+def decoded(directory: Path, pid: int) -> dict:
+    """The thread, executable, memory areas and dumped pages of process `pid`'s images."""
     core = _load(directory, f"core-{pid}.img")["entries"][0]
     mm = _load(directory, f"mm-{pid}.img")["entries"][0]
     pages = Pages(directory, pid)
     exe = _exe_entry(_load(directory, "files.img"), mm)["name"]
     ti = core.get("ti_aarch64") or core.get("thread_info") or {}
     pc = ti.get("gpregs", {}).get("pc", ti.get("gpregs", {}).get("ip"))
-    return {"isa": state["isa"], "pid": pid, "image": state["image"],
-            "core_mtype": core["mtype"], "thread_pc": pc, "context": state["context"],
-            "executable": exe,
+    return {"core_mtype": core["mtype"], "thread_pc": pc, "executable": exe,
             "vmas": [{"start": v["start"], "end": v["end"], "status": v["status"]}
                      for v in mm["vmas"]],
-            "dumped_pages": len(pages.pages), **({"transformed": state["transformed"]}
-                                                 if "transformed" in state else {})}
+            "dumped_pages": len(pages.pages)}

@@ -2,9 +2,10 @@
 
 The image's executable for this ISA is unpacked under the hexo home by image digest, next to a
 copy of the image, so that a running process leads back to its image (and its migration
-metadata) through /proc/PID/exe alone. The migration point is armed by writing the shared
-page's migrate_request through /proc/PID/mem (kernel-images/linux/runtime.c); the process
-saves its registers at LINUX_CONTEXT_ADDR and stops itself with SIGSTOP.
+metadata) through /proc/PID/exe alone (inside a container, under /proc/PID/root). The
+migration point is armed by writing the shared page's migrate_request through /proc/PID/mem
+(kernel-images/linux/runtime.c); the process saves its registers at LINUX_CONTEXT_ADDR, marks
+the page stopped and parks in short sleeps until the page says running again (resume()).
 """
 
 from __future__ import annotations
@@ -70,9 +71,24 @@ def image_of(pid: int) -> tuple[Image, str]:
     except PermissionError:
         raise ProcessError(f"process {pid}: permission denied (run as root)") from None
     copy = exe.parent / IMAGE_COPY
+    root = Path(f"/proc/{pid}/root")
+    if not os.path.samefile(root, "/"):         # a container's: seen from here, under its root
+        copy = root / copy.relative_to("/")
     if exe.name not in abi.ISA_IDS or not copy.exists():
         raise ProcessError(f"process {pid} ({exe}) was not started by hexo container run")
     return open_image(copy), exe.name
+
+
+def check_movable(pid: int, image: Image, isa: str, to_isa: str, what: str) -> None:
+    """Refuse, before the job is stopped, a move it cannot make (`what`: how to name it)."""
+    if to_isa not in abi.ISA_IDS:
+        raise ProcessError(f"unknown ISA {to_isa!r} (one of {', '.join(abi.ISA_IDS)})")
+    if to_isa != isa and "migration" not in image.manifest:
+        raise ProcessError(f"{image.path}: built without --migratable, it cannot change ISA")
+    tcp = tcp_connections(pid)
+    if tcp:
+        raise ProcessError(f"{what} has {len(tcp)} open TCP connection(s), which hexo does not "
+                           f"migrate yet; it keeps running")
 
 
 def tcp_connections(pid: int) -> list[str]:
@@ -95,7 +111,10 @@ def tcp_connections(pid: int) -> list[str]:
 
 
 def _state(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return "X"
     return stat[stat.rindex(")") + 2]
 
 
@@ -111,38 +130,51 @@ def _shared_page(mem) -> dict:
     return abi.SHARED_PAGE.unpack(data)
 
 
-def _at_point(mem, pid: int) -> bool:
-    return _shared_page(mem)["guest_state"] == LINUX_STOPPED and _state(pid) == "T"
+def _at_point(mem) -> bool:
+    return _shared_page(mem)["guest_state"] == LINUX_STOPPED
 
 
-def _request_migration(mem, value: int) -> None:
-    mem.seek(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset("migrate_request"))
+def _write_field(mem, field: str, value: int) -> None:
+    mem.seek(abi.LINUX_PAGE_ADDR + abi.SHARED_PAGE.offset(field))
     mem.write(value.to_bytes(4, "little"))
 
 
-def arm(pid: int) -> None:
-    """Ask process `pid` to stop at its next migration point, without waiting for it."""
-    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        _request_migration(mem, abi.MIGRATE_REQUESTED)
+def _request_migration(mem, value: int) -> None:
+    _write_field(mem, "migrate_request", value)
 
 
-def stop_at_point(pid: int, timeout: float) -> dict:
+def resume(pid: int) -> None:
+    """Let process `pid`, parked at a migration point, continue there."""
+    try:
+        with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+            if _at_point(mem):
+                _write_field(mem, "guest_state", LINUX_RUNNING)
+    except FileNotFoundError:
+        raise ProcessError(f"no process {pid}") from None
+
+
+def stop_at_point(pid: int, isa: str, timeout: float) -> dict:
     """Arm the migration point of `pid` (unless it already waits at one: HEXO_STOP_AT_POINT,
-    restore --until-point) and wait until it has stopped there; its registers as
-    hexo_cpu_context fields."""
+    restore --until-point) and wait until it has stopped there; its registers at the point
+    by `isa`'s callee-saved names, plus pc and sp."""
     deadline = time.monotonic() + timeout
     with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
         while _shared_page(mem)["magic"] != abi.SHARED_PAGE_MAGIC:
             if time.monotonic() > deadline or _state(pid) in "ZX":
                 raise ProcessError(f"process {pid} has no hexo shared page")
             time.sleep(0.005)           # a process just started maps it first thing
-        if not _at_point(mem, pid):
+        if not _at_point(mem):
             _request_migration(mem, abi.MIGRATE_REQUESTED)
-        while not _at_point(mem, pid):
+        while not _at_point(mem):
+            if _state(pid) in "ZX":
+                raise ProcessError(f"process {pid} ended before it reached a migration point")
             if time.monotonic() > deadline:
                 _request_migration(mem, 0)
                 raise ProcessError(f"process {pid} reached no migration point in {timeout} s; "
                                    f"it keeps running")
             time.sleep(0.005)
         mem.seek(abi.LINUX_CONTEXT_ADDR)
-        return abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
+        ctx = abi.CPU_CONTEXT.unpack(mem.read(abi.CPU_CONTEXT.size))
+    regs = {"pc": ctx["pc"], "sp": ctx["sp"]}
+    regs.update({n: ctx[f"callee{i}"] for i, n in enumerate(abi.CALLEE_SAVED[isa])})
+    return regs
