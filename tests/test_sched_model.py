@@ -95,6 +95,19 @@ def test_shipped_datasets_load_with_provenance(path):
     assert counted["counters_source"].str.contains("cachegrind").all()
 
 
+def test_board_vm_dataset_is_measured_on_a_board_vm_and_too_small_for_the_cost_model():
+    ds = load_dataset(model.BOARD_VM_DATASET)
+    text = " ".join(ds.provenance)
+    assert "python -m hexo_sched.calibrate" in text and "--board md-0" in text
+    rows = ds.labelled("board-vm-kvm")
+    assert len(rows) == 7 and rows["benchmark"].is_unique
+    assert rows["slowdown_source"].str.startswith("measured: uhyve-ctl run time aarch64 "
+                                                  "(board md-0 over SSH)").all()
+    rep = model.report(model.BOARD_VM_DATASET)["boards"]["board-vm-kvm"]
+    assert rep["features"] == "per-instruction-log" and np.isfinite(rep["lobo_r2"])
+    assert "needs at least" in rep["other_features"]["emulation-cost"]["not_computed"]
+
+
 def test_default_dataset_states_the_paper_slowdowns():
     ds = load_dataset(model.DEFAULT_DATASET)
     assert "HEXO paper" in ds.provenance[0]

@@ -4,9 +4,11 @@ What a PMU would count (instructions, loads, stores, branches, mispredictions, F
 L1 and last-level cache misses) is derived here from `valgrind --tool=callgrind` run on the
 workload's native build: with `--dump-instr=yes` it gives, per executed instruction address,
 instruction, data-read and data-write counts and the misses of its cache and branch
-simulators; each address is classified by its mnemonic from `objdump -d`. Counts are exact for
-the simulated caches and predictor (geometry pinned in CACHES), deterministic, and do not
-depend on how loaded the machine is. They are derived, not hardware, and say so.
+simulators; each address is classified by its mnemonic from `objdump -d`. A second run
+(cachegrind, SOFT_TLB) counts what an emulated board adds: refills of its software TLB.
+Counts are exact for the simulated caches and predictor (geometry pinned in CACHES),
+deterministic, and do not depend on how loaded the machine is. They are derived, not
+hardware, and say so.
 """
 
 from __future__ import annotations

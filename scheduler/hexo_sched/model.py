@@ -45,6 +45,7 @@ DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"
+BOARD_VM_DATASET = DATA_DIR / "board_vm_kvm.csv"
 
 
 class DatasetError(SchedError, ValueError):
