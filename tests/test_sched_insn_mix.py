@@ -54,7 +54,8 @@ def test_callgrind_without_instruction_positions_or_events_is_refused():
 
 @pytest.mark.parametrize("mnemonic, cls", [
     ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "convert"),
-    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("cvttpd2dq", "convert"), ("fild", "convert"), ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
+    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("cvttpd2dq", "convert"), ("fild", "convert"),
+    ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
     ("vdivps", "divsqrt"), ("fdivp", "divsqrt"), ("fsqrt", "divsqrt"), ("movsd", "other"),
     ("xorpd", "other"), ("imul", "other"), ("add", "other"), ("paddd", "other"),
     ("nop", "other")])

@@ -1,5 +1,7 @@
 """Slowdown model: datasets with provenance, leave-one-benchmark-out metrics, shipped datasets."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -248,3 +250,32 @@ def test_corpus_metrics_per_feature_set_and_the_best_is_reported(tmp_path):
     rep = model.report(model.CORPUS_DATASET)["boards"]["emulated-aarch64"]
     assert rep["lobo_r2"] == max(m["lobo_r2"] for m in held.values())
     model.plot_lobo(model.report(model.CORPUS_DATASET), tmp_path / "lobo.png")
+
+
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("clang")),
+                    reason="needs valgrind and clang")
+def test_recount_reproduces_the_corpus_mix_and_keeps_the_labels(tmp_path):
+    """The shipped mix of a row is what this tree's insn_mix measures again (valgrind's counts
+    move by a few events with the environment); slowdown and rates are kept."""
+    from hexo_sched import calibrate
+    ds = load_dataset(model.CORPUS_DATASET)
+    row = ds.frame[(ds.frame["benchmark"] == "KNR") & (ds.frame["npb_class"] == "S")]
+    src, out = tmp_path / "knr.csv", tmp_path / "again.csv"
+    src.write_text("".join(f"# {line}\n" for line in ds.provenance) + row.to_csv(index=False))
+    assert calibrate.main(["--recount", str(src), "-o", str(out)]) == 0
+    again = load_dataset(out)
+    assert "instruction mix measured again" in again.provenance[-1]
+    kept = [c for c in model.COLUMNS if c != "benchmark"]
+    pd.testing.assert_frame_equal(again.frame[kept], row[kept].reset_index(drop=True),
+                                  check_dtype=False)
+    assert again.frame[model.MIX_FEATURES].iloc[0].to_numpy() == pytest.approx(
+        row[model.MIX_FEATURES].iloc[0].to_numpy(), rel=0.01, abs=1e-6)
+
+
+def test_recount_of_a_bad_dataset_is_one_line(tmp_path, capsys):
+    from hexo_sched import calibrate
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# nothing\nbenchmark,npb_class\n")
+    assert calibrate.main(["--recount", str(bad), "-o", str(tmp_path / "o.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "missing columns" in err and not (tmp_path / "o.csv").exists()

@@ -172,7 +172,8 @@ def recount(dataset: Path, work: Path, jobs: int) -> tuple[list[dict], list[str]
         exe = build_native(workload_of(row["benchmark"]), row["npb_class"], work)
         c = insn_mix.measure(exe)
         print(f"{row['benchmark']}.{row['npb_class']}: {c}", file=sys.stderr)
-        return {**row, **{f: c[k] / c["instructions"] for f, k in zip(MIX_FEATURES, MIX_COUNTS)}}
+        n = c["instructions"]
+        return {**row, **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)}}
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         rows = list(pool.map(mix, ds.frame.to_dict("records")))
@@ -252,11 +253,17 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     if args.recount:
-        with tempfile.TemporaryDirectory() as d:
-            rows, provenance = recount(args.recount, Path(d), args.jobs)
+        from hexo.errors import one_line
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                rows, provenance = recount(args.recount, Path(d), args.jobs)
+        except (SchedError, OSError) as e:
+            print(f"{prog}: error: {one_line(e, 'recount', (SchedError,))}", file=sys.stderr)
+            return 1
         lines = [f"# {COUNTERS_NOTE if line.startswith('counters:') else line}"
                  for line in provenance]
-        write_csv(rows, args.output, lines + [f"# instruction mix measured again {generated(argv)}"])
+        write_csv(rows, args.output,
+                  lines + [f"# instruction mix measured again {generated(argv)}"])
         print(f"wrote {args.output} ({len(rows)} rows)")
         return 0
     if (args.board is None) != (args.config is None):

@@ -203,18 +203,18 @@ def mix_counts(events: list[str], costs: dict[str, dict[int, list[int]]],
             "ll_misses": tot["ILmr"] + tot["DLmr"] + tot["DLmw"]}
 
 
-def _valgrind(args: list[str], exe: Path) -> None:
-    p = subprocess.run(["valgrind", *args, str(exe)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise MixError(f"{args[0]} failed on {exe} (exit {p.returncode}): {p.stderr[-500:]}")
+def _valgrind(tool: str, args: list[str], exe: Path, out: Path) -> None:
+    p = subprocess.run(["valgrind", f"--tool={tool}", *args, f"--{tool}-out-file={out}",
+                        str(exe)], capture_output=True, text=True)
+    if p.returncode != 0 or not out.exists():
+        raise MixError(f"{tool} failed on {exe} (exit {p.returncode}): {p.stderr[-500:]}")
 
 
 def soft_tlb_misses(exe: Path) -> int:
     """Refills of a software TLB (SOFT_TLB) over the data accesses of a run of `exe`."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "cachegrind.out"
-        _valgrind(["--tool=cachegrind", "--cache-sim=yes", "--branch-sim=no", *SOFT_TLB,
-                   f"--cachegrind-out-file={out}"], exe)
+        _valgrind("cachegrind", ["--cache-sim=yes", "--branch-sim=no", *SOFT_TLB], exe, out)
         events = summary = None
         for line in out.read_text().splitlines():
             if line.startswith("events:"):
@@ -231,8 +231,8 @@ def measure(exe: Path) -> dict[str, int]:
     emulator's software TLB (soft_tlb_misses); the program must exit 0."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "callgrind.out"
-        _valgrind(["--tool=callgrind", "--dump-instr=yes", "--cache-sim=yes",
-                   "--branch-sim=yes", *CACHES, f"--callgrind-out-file={out}"], exe)
+        _valgrind("callgrind", ["--dump-instr=yes", "--cache-sim=yes", "--branch-sim=yes",
+                                *CACHES], exe, out)
         events, costs, _ = parse_callgrind(out.read_text())
     mnemonics = {obj: disassemble(obj) for obj in costs if obj and Path(obj).is_file()}
     return {**mix_counts(events, costs, mnemonics), "tlb_misses": soft_tlb_misses(exe)}
