@@ -53,13 +53,25 @@ def test_callgrind_without_instruction_positions_or_events_is_refused():
 
 
 @pytest.mark.parametrize("mnemonic, cls", [
-    ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "fp"),
-    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
+    ("mulsd", "fp"), ("vaddpd", "fp"), ("ucomisd", "fp"), ("cvtsi2sd", "convert"),
+    ("vfmadd231sd", "fp"), ("fmul", "fp"), ("cvttpd2dq", "convert"), ("fild", "convert"),
+    ("divsd", "divsqrt"), ("sqrtpd", "divsqrt"),
     ("vdivps", "divsqrt"), ("fdivp", "divsqrt"), ("fsqrt", "divsqrt"), ("movsd", "other"),
     ("xorpd", "other"), ("imul", "other"), ("add", "other"), ("paddd", "other"),
     ("nop", "other")])
 def test_instruction_classes(mnemonic, cls):
     assert insn_class(mnemonic) == cls
+
+
+@pytest.mark.parametrize("mnemonic, packed, lanes", [
+    ("mulsd", False, 1), ("addss", False, 1), ("mulpd", True, 2), ("vaddps", True, 4),
+    ("sqrtpd", True, 2), ("movupd", True, 2), ("paddd", True, 2), ("pxor", True, 2),
+    ("movdqu", True, 2), ("unpcklpd", True, 2), ("push", False, 1), ("pop", False, 1),
+    ("cmps", False, 1), ("movsd", False, 1), ("fmul", False, 1), ("cvtdq2pd", True, 2),
+    ("cvttps2dq", True, 4), ("cvtsi2sd", False, 1), ("cvtsd2ss", False, 1)])
+def test_packed_simd_instructions_and_their_fp_lanes(mnemonic, packed, lanes):
+    assert insn_mix.is_packed(mnemonic) == packed
+    assert insn_mix.fp_lanes(mnemonic) == lanes
 
 
 PROGRAM = r"""
@@ -93,7 +105,37 @@ def test_a_real_run_counts_what_the_program_does(tmp_path):
     assert per["loads"] == pytest.approx(2, abs=0.02)
     assert per["branches"] == pytest.approx(1, abs=0.02)
     assert per["stores"] == pytest.approx(0, abs=0.02)
+    assert per["fp_lanes"] == pytest.approx(3, abs=1e-3)      # scalar: one value each
+    assert per["simd_accesses"] == pytest.approx(0, abs=0.02)
     assert 6 <= per["instructions"] <= 12
+
+
+PAGES = r"""
+#include <stdlib.h>
+int main(void) {
+    char *p = calloc(PAGES, 4096);
+    long sum = 0;
+    for (int round = 0; round < 200; round++)
+        for (int i = 0; i < PAGES; i++) sum += p[(long)i * 4096 + round];
+    return sum != 0;
+}
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("clang")),
+                    reason="needs valgrind and clang")
+def test_soft_tlb_misses_follow_the_page_footprint(tmp_path):
+    """A loop over 64 pages stays in a 256-entry TLB (only the first round refills); one over
+    1024 pages, 4x its reach, refills on every access."""
+    src = tmp_path / "pages.c"
+    src.write_text(PAGES)
+    misses = {}
+    for pages in (64, 1024):
+        exe = tmp_path / f"pages{pages}"
+        subprocess.run(["clang", "-O1", f"-DPAGES={pages}", "-o", exe, src], check=True)
+        misses[pages] = insn_mix.soft_tlb_misses(exe) / (200 * pages)
+    assert misses[64] < 0.1
+    assert misses[1024] > 0.9
 
 
 def test_calibration_reads_the_run_and_cpu_times_uhyve_ctl_reports():

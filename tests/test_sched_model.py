@@ -1,5 +1,7 @@
 """Slowdown model: datasets with provenance, leave-one-benchmark-out metrics, shipped datasets."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,19 @@ def test_shipped_datasets_load_with_provenance(path):
     assert counted["counters_source"].str.contains("cachegrind").all()
 
 
+def test_board_vm_dataset_is_measured_on_a_board_vm_and_too_small_for_the_cost_model():
+    ds = load_dataset(model.BOARD_VM_DATASET)
+    text = " ".join(ds.provenance)
+    assert "python -m hexo_sched.calibrate" in text and "--board md-0" in text
+    rows = ds.labelled("board-vm-kvm")
+    assert len(rows) == 7 and rows["benchmark"].is_unique
+    assert rows["slowdown_source"].str.startswith("measured: uhyve-ctl run time aarch64 "
+                                                  "(board md-0 over SSH)").all()
+    rep = model.report(model.BOARD_VM_DATASET)["boards"]["board-vm-kvm"]
+    assert rep["features"] == "per-instruction-log" and np.isfinite(rep["lobo_r2"])
+    assert "needs at least" in rep["other_features"]["emulation-cost"]["not_computed"]
+
+
 def test_default_dataset_states_the_paper_slowdowns():
     ds = load_dataset(model.DEFAULT_DATASET)
     assert "HEXO paper" in ds.provenance[0]
@@ -146,12 +161,57 @@ def test_mix_features_recover_a_relation_in_the_log_mix(tmp_path):
     assert m["features"] == "mix" and m["lobo_r2"] > 0.99 and m["lobo_mape_pct"] < 2
     # the report picks the features that predict held-out benchmarks best (the mix here)
     rep = model.report(write(tmp_path, df))["boards"]["toy"]
-    assert rep["features"] == "mix" and set(rep["other_features"]) == {"per-instruction-log",
-                                                                       "raw"}
+    assert rep["features"] == "mix"
+    assert set(rep["other_features"]) == set(model.FEATURE_SETS) - {"mix"}
     # a mix value of zero (no divisions at all) is the floor, not -inf
     df.loc[0, "divsqrt_per_insn"] = 0.0
     fit = SlowdownModel("toy", "mix").fit(df)
     assert np.isfinite(fit.predict_rows(df.head(1))).all()
+
+
+def synthetic_costs(seed=0, benchmarks=10, per=3, noise=0.0):
+    """Board time per instruction = a non-negative cost per event class; the server's rate
+    is independent of it. slowdown = rate x board time per instruction."""
+    rng = np.random.default_rng(seed)
+    costs = np.r_[2.0, rng.uniform(0, 20, len(model.COST_FEATURES))]
+    costs[3] = 0.0                       # a class that costs nothing beyond the constant
+    rows = []
+    for b in range(benchmarks):
+        base = rng.uniform(0, 0.4, len(model.COST_FEATURES))
+        for k in range(per):
+            mix = base * rng.uniform(0.8, 1.25, len(base))
+            ips = rng.uniform(1e9, 1e10)
+            ns = (costs @ np.r_[1.0, mix]) * rng.lognormal(0, noise)
+            rows.append({"benchmark": f"B{b}", "npb_class": "SWA"[k], "board": "toy",
+                         "slowdown": ns * ips / 1e9, "slowdown_source": "formula",
+                         "instructions_per_s": ips, "llc_references_per_s": 1e7,
+                         "llc_misses_per_s": 1e5, "counters_source": "random",
+                         **dict.fromkeys(model.MIX_FEATURES, 0.01),
+                         **dict(zip(model.COST_FEATURES, mix))})
+    return pd.DataFrame(rows, columns=[*model.COLUMNS, *model.MIX_FEATURES]), costs
+
+
+def test_emulation_cost_model_recovers_costs_per_event_and_predicts_held_out_benchmarks():
+    df, costs = synthetic_costs()
+    m = evaluate(df, "toy", "emulation-cost")
+    assert m["lobo_r2"] > 0.999 and m["lobo_mape_pct"] < 0.1
+    assert m["lobo_r2_ns_per_insn"] > 0.999
+    assert list(m["costs_ns"].values()) == pytest.approx(costs, abs=1e-6)
+    assert list(m["costs_ns"])[0] == "instruction"
+    # the server's rate scales the slowdown: twice as fast a server, twice the slowdown
+    fit = SlowdownModel("toy", "emulation-cost").fit(df)
+    row = df.head(1).copy()
+    once = fit.predict_rows(row)[0]
+    row["instructions_per_s"] *= 2
+    assert fit.predict_rows(row)[0] == pytest.approx(2 * once)
+
+
+def test_emulation_cost_model_costs_are_never_negative():
+    df, _ = synthetic_costs(seed=3, noise=0.3)
+    costs = SlowdownModel("toy", "emulation-cost").fit(df).costs_ns()
+    assert min(costs.values()) >= 0
+    with pytest.raises(ValueError, match="emulation-cost"):
+        SlowdownModel("toy", "raw").fit(df).costs_ns()
 
 
 def test_corpus_dataset_is_the_calibration_output():
@@ -166,6 +226,19 @@ def test_corpus_dataset_is_the_calibration_output():
     assert len(sizes) >= 12 and (sizes >= 2).sum() >= 12
     mix = rows[model.MIX_FEATURES]
     assert ((mix >= 0) & (mix < 1.5)).all().all() and (mix["loads_per_insn"] > 0).all()
+    # rates are over the same server run as the slowdown's denominator
+    assert rows["counters_source"].str.contains("x86_64 \\(KVM\\)").all()
+
+
+def test_corpus_emulation_cost_model_predicts_held_out_benchmarks():
+    """The board's time per instruction as costs per event class, times the server's rate:
+    it beats HEXO's rates on benchmarks it did not see, with costs that are never negative."""
+    rows = load_dataset(model.CORPUS_DATASET).labelled("emulated-aarch64")
+    cost = evaluate(rows, "emulated-aarch64", "emulation-cost")
+    rates = evaluate(rows, "emulated-aarch64", "per-instruction-log")
+    assert cost["lobo_r2"] > rates["lobo_r2"] + 0.2
+    assert cost["lobo_mape_pct"] < rates["lobo_mape_pct"] - 10
+    assert min(cost["costs_ns"].values()) >= 0
 
 
 def test_corpus_metrics_per_feature_set_and_the_best_is_reported(tmp_path):
@@ -177,3 +250,32 @@ def test_corpus_metrics_per_feature_set_and_the_best_is_reported(tmp_path):
     rep = model.report(model.CORPUS_DATASET)["boards"]["emulated-aarch64"]
     assert rep["lobo_r2"] == max(m["lobo_r2"] for m in held.values())
     model.plot_lobo(model.report(model.CORPUS_DATASET), tmp_path / "lobo.png")
+
+
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("clang")),
+                    reason="needs valgrind and clang")
+def test_recount_reproduces_the_corpus_mix_and_keeps_the_labels(tmp_path):
+    """The shipped mix of a row is what this tree's insn_mix measures again (valgrind's counts
+    move by a few events with the environment); slowdown and rates are kept."""
+    from hexo_sched import calibrate
+    ds = load_dataset(model.CORPUS_DATASET)
+    row = ds.frame[(ds.frame["benchmark"] == "KNR") & (ds.frame["npb_class"] == "S")]
+    src, out = tmp_path / "knr.csv", tmp_path / "again.csv"
+    src.write_text("".join(f"# {line}\n" for line in ds.provenance) + row.to_csv(index=False))
+    assert calibrate.main(["--recount", str(src), "-o", str(out)]) == 0
+    again = load_dataset(out)
+    assert "instruction mix measured again" in again.provenance[-1]
+    kept = [c for c in model.COLUMNS if c != "benchmark"]
+    pd.testing.assert_frame_equal(again.frame[kept], row[kept].reset_index(drop=True),
+                                  check_dtype=False)
+    assert again.frame[model.MIX_FEATURES].iloc[0].to_numpy() == pytest.approx(
+        row[model.MIX_FEATURES].iloc[0].to_numpy(), rel=0.01, abs=1e-6)
+
+
+def test_recount_of_a_bad_dataset_is_one_line(tmp_path, capsys):
+    from hexo_sched import calibrate
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# nothing\nbenchmark,npb_class\n")
+    assert calibrate.main(["--recount", str(bad), "-o", str(tmp_path / "o.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "missing columns" in err and not (tmp_path / "o.csv").exists()

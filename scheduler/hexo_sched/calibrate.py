@@ -4,9 +4,10 @@ Two measurements per workload and problem class:
 
 * counters without hardware counters: the native build runs under valgrind's callgrind
   (insn_mix), which gives deterministic instruction, load, store, branch, misprediction, FP
-  and cache-miss counts for a stated cache geometry; the mix is kept per instruction, and the
-  three rates of HEXO's model (instructions, LLC references and misses per second) divide the
-  counts by the native run's CPU time (median of a few runs, not under valgrind);
+  and cache-miss counts for a stated cache geometry, and an emulator's software-TLB refills;
+  the mix is kept per instruction, and the three rates of HEXO's model (instructions, LLC
+  references and misses per second) divide the counts by the job's CPU time on the server
+  (KVM; the native build's when no board is measured), as a server samples a running job;
 * a board's slowdown: the same .hexo image run on the server (`uhyve-ctl run --isa x86_64`) and
   on the board (`--isa aarch64`), compared by the CPU time of the run that uhyve-ctl reports
   (`--stats`): unlike wall-clock time it is not stretched by other work on the machine.
@@ -77,9 +78,17 @@ def run_seconds(image: Path, isa: str, uhyve_ctl: str) -> float:
     return seconds
 
 
-def counter_row(workload: str, klass: str, work: Path, repeats: int = 3) -> dict:
+def counter_row(workload: str, klass: str, work: Path, repeats: int = 3,
+                server_seconds: tuple[float, str] | None = None) -> dict:
+    """The mix of a workload's native build and HEXO's three rates: its counts over the run
+    time of the job on the server (`server_seconds`: (seconds, what was timed)) when that was
+    measured, as a server samples a running job, else over the native build's CPU time."""
     exe = build_native(workload, klass, work)
-    seconds = time_native(exe, repeats)
+    if server_seconds is None:
+        seconds = time_native(exe, repeats)
+        timed = f"native CPU time {seconds:.4g} s (median of {repeats})"
+    else:
+        seconds, timed = server_seconds
     c = insn_mix.measure(exe)
     n = c["instructions"]
     return {"benchmark": workload.removeprefix("npb-").upper(), "npb_class": klass,
@@ -87,9 +96,8 @@ def counter_row(workload: str, klass: str, work: Path, repeats: int = 3) -> dict
             "llc_references_per_s": c["l1_misses"] / seconds,
             "llc_misses_per_s": c["ll_misses"] / seconds,
             **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)},
-            "counters_source": f"derived: callgrind counts ({n:.4g} instructions) / native "
-                               f"CPU time {seconds:.3f} s (median of {repeats}) of this "
-                               "project's build"}
+            "counters_source": f"derived: callgrind counts ({n:.4g} instructions) of this "
+                               f"project's native build / {timed}"}
 
 
 def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
@@ -103,15 +111,19 @@ def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
     return image
 
 
-def emulated_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str,
-                      repeats: int = 3) -> tuple[float, str]:
-    """Slowdown of the emulated aarch64 board vs KVM x86-64 on this machine, same image: the
-    server run is repeated (median), the board's, 10-150x longer, is run once."""
-    image = _build_image(workload, klass, work, uhyve_ctl)
-    server = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
+def server_seconds(image: Path, uhyve_ctl: str, repeats: int) -> tuple[float, str]:
+    """(CPU seconds of the image's run on KVM x86-64 here, median of `repeats`; what it is)."""
+    seconds = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
+    return seconds, f"uhyve-ctl run CPU time x86_64 (KVM) {seconds:.4g} s (median of {repeats})"
+
+
+def emulated_slowdown(image: Path, server: tuple[float, str], uhyve_ctl: str
+                      ) -> tuple[float, str]:
+    """Slowdown of the emulated aarch64 board vs the server's run of the same image; the
+    board's run, 10-150x longer, is run once."""
     board = run_seconds(image, "aarch64", uhyve_ctl)
-    return board / server, (f"measured: uhyve-ctl run CPU time aarch64 (emulated) {board:.3f} "
-                            f"s / x86_64 (KVM) {server:.4f} s (median of {repeats})")
+    return board / server[0], (f"measured: uhyve-ctl run CPU time aarch64 (emulated) "
+                               f"{board:.3f} s / {server[1]}")
 
 
 def potato_rows(counter_rows: list[dict]) -> list[dict]:
@@ -140,15 +152,51 @@ def potato_rows(counter_rows: list[dict]) -> list[dict]:
     return out
 
 
+def workload_of(benchmark: str) -> str:
+    """The workload a dataset row's benchmark name came from (counter_row's naming)."""
+    from hexo import workloads
+    for name in workloads.WORKLOADS:
+        if name.removeprefix("npb-").upper() == benchmark.upper():
+            return name
+    raise CalibrationError(f"no workload named {benchmark!r}")
+
+
+def recount(dataset: Path, work: Path, jobs: int) -> tuple[list[dict], list[str]]:
+    """The rows of a calibration dataset with their instruction mix measured again by this
+    tree's insn_mix (what it counts is deterministic; slowdowns and rates are kept), and the
+    dataset's provenance."""
+    from .model import load_dataset
+    ds = load_dataset(dataset)
+
+    def mix(row: dict) -> dict:
+        exe = build_native(workload_of(row["benchmark"]), row["npb_class"], work)
+        c = insn_mix.measure(exe)
+        print(f"{row['benchmark']}.{row['npb_class']}: {c}", file=sys.stderr)
+        n = c["instructions"]
+        return {**row, **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)}}
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        rows = list(pool.map(mix, ds.frame.to_dict("records")))
+    return rows, ds.provenance
+
+
+COUNTERS_NOTE = ("counters: derived, not hardware (this machine has no hardware performance "
+                 f"counters): valgrind --tool=callgrind ({insn_mix.CACHES_TEXT}, its branch "
+                 "predictor) on the native build (clang -O2 -ffp-contract=off); FP and packed "
+                 "SIMD instructions classified by mnemonic from objdump; tlb_misses: valgrind "
+                 "--tool=cachegrind with an emulator's software TLB "
+                 f"({insn_mix.SOFT_TLB_TEXT}) as its data cache")
+
+
+def generated(argv: list[str]) -> str:
+    return (f"{datetime.date.today().isoformat()} on {platform.machine()} by: "
+            f"python -m hexo_sched.calibrate {shlex.join(argv)}")
+
+
 def header(what: str, argv: list[str]) -> list[str]:
-    return [f"# {what}",
-            f"# generated {datetime.date.today().isoformat()} on {platform.machine()} by: "
-            f"python -m hexo_sched.calibrate {shlex.join(argv)}",
-            f"# counters: derived, not hardware (this machine has no hardware performance "
-            f"counters): valgrind --tool=callgrind ({insn_mix.CACHES_TEXT}, its branch "
-            "predictor) on the native build (clang -O2 -ffp-contract=off); FP instructions "
-            "classified by mnemonic from objdump",
-            "# *_per_insn = counts per instruction; rates = counts / median native CPU time"]
+    return [f"# {what}", f"# generated {generated(argv)}", f"# {COUNTERS_NOTE}",
+            "# *_per_insn = counts per instruction; rates = counts / the run time named in "
+            "counters_source (the job's run on KVM x86-64 when the row has a slowdown)"]
 
 
 def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
@@ -159,8 +207,8 @@ def write_csv(rows: list[dict], path: Path, lines: list[str]) -> None:
         df.to_csv(f, index=False, float_format="%.6g")
 
 
-def board_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str, config: Path,
-                   board: str, repeats: int = 1) -> tuple[str, float, str]:
+def board_slowdown(image: Path, server: tuple[float, str], config: Path, board: str,
+                   repeats: int = 1) -> tuple[str, float, str]:
     """(board model, slowdown, provenance) of a board of a hexo-schedd config, reached over
     SSH as the daemon reaches it, vs KVM x86-64 here; same image on both."""
     from .agents import MachineAgent
@@ -170,8 +218,6 @@ def board_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str, config
         m = next(m for m in load(config).machines if m.kind == "board" and m.name == board)
     except (StopIteration, ConfigError) as e:
         raise CalibrationError(f"{config}: no board named {board!r} ({e})") from None
-    image = _build_image(workload, klass, work, uhyve_ctl)
-    server = statistics.median(run_seconds(image, "x86_64", uhyve_ctl) for _ in range(repeats))
     agent = MachineAgent(m)
     try:
         agent.prepare()
@@ -182,8 +228,8 @@ def board_slowdown(workload: str, klass: str, work: Path, uhyve_ctl: str, config
     finally:
         agent.close()
     kind = "emulated on " if m.emulated else ""
-    return m.model, secs / server, (f"measured: uhyve-ctl run time {m.isa} ({kind}board {board} "
-                                    f"over SSH) {secs:.3f} s / x86_64 (KVM) {server:.3f} s")
+    return m.model, secs / server[0], (f"measured: uhyve-ctl run time {m.isa} ({kind}board "
+                                       f"{board} over SSH) {secs:.3f} s / {server[1]}")
 
 
 def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
@@ -201,8 +247,25 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
     ap.add_argument("--config", type=Path, help="the hexo-schedd config naming the board")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1, help="runs measured at once (default 1)")
+    ap.add_argument("--recount", type=Path, metavar="CSV",
+                    help="measure the instruction mix of a dataset's rows again (after a change "
+                    "to what insn_mix counts), keeping its slowdowns and rates")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    if args.recount:
+        from hexo.errors import one_line
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                rows, provenance = recount(args.recount, Path(d), args.jobs)
+        except (SchedError, OSError) as e:
+            print(f"{prog}: error: {one_line(e, 'recount', (SchedError,))}", file=sys.stderr)
+            return 1
+        lines = [f"# {COUNTERS_NOTE if line.startswith('counters:') else line}"
+                 for line in provenance]
+        write_csv(rows, args.output,
+                  lines + [f"# instruction mix measured again {generated(argv)}"])
+        print(f"wrote {args.output} ({len(rows)} rows)")
+        return 0
     if (args.board is None) != (args.config is None):
         ap.error("--board and --config go together")
     uhyve_ctl = str(Path(sys.executable).with_name("uhyve-ctl"))
@@ -218,14 +281,19 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
 
     def measure_one(spec: str, work: Path) -> dict:
         workload, _, klass = spec.partition(":")
-        row = counter_row(workload, klass, work, args.repeats)
+        if not (args.board or args.emulated_board):
+            row = counter_row(workload, klass, work, args.repeats)
+            print(f"{spec}: {row}", file=sys.stderr)
+            return row
+        image = _build_image(workload, klass, work, uhyve_ctl)
+        server = server_seconds(image, uhyve_ctl, args.repeats)
         if args.board:
-            row["board"], row["slowdown"], row["slowdown_source"] = board_slowdown(
-                workload, klass, work, uhyve_ctl, args.config, args.board)
-        elif args.emulated_board:
-            row["board"] = "emulated-aarch64"
-            row["slowdown"], row["slowdown_source"] = emulated_slowdown(
-                workload, klass, work, uhyve_ctl, args.repeats)
+            board, slowdown, source = board_slowdown(image, server, args.config, args.board)
+        else:
+            board = "emulated-aarch64"
+            slowdown, source = emulated_slowdown(image, server, uhyve_ctl)
+        row = counter_row(workload, klass, work, args.repeats, server)
+        row.update(board=board, slowdown=slowdown, slowdown_source=source)
         print(f"{spec}: {row}", file=sys.stderr)
         return row
 

@@ -181,11 +181,16 @@ def model_report(args: argparse.Namespace) -> int:
                   f"{m['features']}; training R² {m['train_r2']:.3f} (r {m['train_r']:.3f}); "
                   f"leave-one-benchmark-out R² {m['lobo_r2']:.3g}, MAPE "
                   f"{m['lobo_mape_pct']:.1f}% (held in the training range: R² "
-                  f"{m['lobo_r2_clipped']:.3g}, MAPE {m['lobo_mape_clipped_pct']:.1f}%)")
+                  f"{m['lobo_r2_clipped']:.3g}, MAPE {m['lobo_mape_clipped_pct']:.1f}%); "
+                  f"R² of the board's time per instruction {m['lobo_r2_ns_per_insn']:.3g}")
+            if "costs_ns" in m:
+                print("    board ns per event: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in m["costs_ns"].items()))
             for f, o in m["other_features"].items():
                 print(f"    features {f}: " + (o.get("not_computed") or
                       f"leave-one-benchmark-out R² {o['lobo_r2']:.3g}, MAPE "
-                      f"{o['lobo_mape_pct']:.1f}%"))
+                      f"{o['lobo_mape_pct']:.1f}%, per instruction R² "
+                      f"{o['lobo_r2_ns_per_insn']:.3g}"))
     return 0
 
 

@@ -2,6 +2,12 @@
 board model (HEXO §3.4: instructions/s, LLC references/s, LLC misses/s; r = 0.95, R² = 0.90
 on NPB for the Potato, a training fit), or from its instruction mix (insn_mix; FEATURE_SETS).
 
+A slowdown is board time over server time. The server's part is measured, not predicted: the
+job runs there, and its rate (instructions/s) is sampled. So the "emulation-cost" model
+predicts only the board's time per instruction, as a non-negative sum of costs per
+instruction class (COST_FEATURES), and multiplies it by the rate: slowdown = rate × Σ cost ×
+events per instruction. Its coefficients are the cost of each kind of event on the board.
+
 Datasets are CSV files whose `#` header lines state where every column comes from; loading one
 without them fails. A training fit says little with a handful of benchmarks, so `evaluate`
 reports leave-one-benchmark-out (LOBO) R² and mean absolute percentage error: each benchmark is
@@ -31,15 +37,15 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
            "counters_source"]
 #: The instruction mix per instruction (insn_mix; optional columns of a dataset) and the
 #: insn_mix count each one divides by the instruction count.
-MIX_FEATURES = ["fp_per_insn", "divsqrt_per_insn", "loads_per_insn", "stores_per_insn",
-                "branches_per_insn", "mispredicts_per_insn", "l1_misses_per_insn",
-                "ll_misses_per_insn"]
 MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
-              "ll_misses"]
+              "ll_misses", "fp_lanes", "convert", "simd_accesses", "indirect_branches",
+              "tlb_misses"]
+MIX_FEATURES = [f"{c}_per_insn" for c in MIX_COUNTS]
 DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
 CORPUS_DATASET = DATA_DIR / "emulated_aarch64_corpus.csv"
+BOARD_VM_DATASET = DATA_DIR / "board_vm_kvm.csv"
 
 
 class DatasetError(SchedError, ValueError):
@@ -100,31 +106,49 @@ def per_instruction_log(x: np.ndarray) -> np.ndarray:
     return np.c_[np.log10(ips), np.log10(refs / ips + 1e-9), np.log10(misses / ips + 1e-9)]
 
 
+#: What an instruction costs an emulated board (QEMU's TCG, which unicorn is), beyond the
+#: constant every translated instruction costs: loads and stores go through the software TLB,
+#: a 16-byte SIMD access through it twice; an FP instruction calls a softfloat helper that
+#: computes each lane; divisions and square roots are slower still, and conversions between
+#: FP and integer formats have no fast path on the host's FPU; a branch ends a
+#: translation block and an indirect one looks the next block up; a TLB refill walks the
+#: guest's page table in software; a host cache miss stalls the emulator.
+COST_FEATURES = ("loads_per_insn", "stores_per_insn", "simd_accesses_per_insn", "fp_per_insn",
+                 "fp_lanes_per_insn", "divsqrt_per_insn", "convert_per_insn", "branches_per_insn",
+                 "indirect_branches_per_insn", "tlb_misses_per_insn", "ll_misses_per_insn")
+
 #: Below this many events per instruction the mix counts an event as absent (log10 floor).
 MIX_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """What a model is fitted on: dataset columns, how they become regression inputs, whether
-    it fits log(slowdown) (errors then are relative, as slowdowns are ratios) and whether the
-    fit is ridge-regularised, its strength chosen by cross-validation on the training rows
-    only (more inputs than the three rates, few benchmarks)."""
+    """What a model is fitted on: dataset columns, how they become regression inputs, and
+    what it fits: "slowdown", "log" (log slowdown: errors then are relative, as slowdowns are
+    ratios, and the fit is ridge-regularised, its strength chosen by cross-validation on the
+    training rows only: more inputs than the three rates, few benchmarks) or "cost" (board
+    time per instruction, slowdown / instructions_per_s, the first column: non-negative
+    costs, fitted for relative error)."""
     columns: tuple[str, ...]
     transform: Callable[[np.ndarray], np.ndarray]
-    log_target: bool
-    regularised: bool
+    target: str
 
 
 FEATURE_SETS = {
     # this project's: the instruction mix (insn_mix), log-scaled
     "mix": FeatureSet(tuple(MIX_FEATURES), lambda x: np.log10(np.maximum(x, MIX_FLOOR)),
-                      True, True),
+                      "log"),
+    # this project's: the board's cost per instruction class (COST_FEATURES) times the rate
+    "emulation-cost": FeatureSet(("instructions_per_s", *COST_FEATURES),
+                                 lambda x: np.c_[np.ones(len(x)), x[:, 1:]], "cost"),
     # HEXO's three rates, normalised per instruction and log-scaled
-    "per-instruction-log": FeatureSet(tuple(FEATURES), per_instruction_log, False, False),
+    "per-instruction-log": FeatureSet(tuple(FEATURES), per_instruction_log, "slowdown"),
     # HEXO's model as published
-    "raw": FeatureSet(tuple(FEATURES), lambda x: x, False, False),
+    "raw": FeatureSet(tuple(FEATURES), lambda x: x, "slowdown"),
 }
+
+#: Board time per instruction in the "cost" target's unit (nanoseconds), for readable costs.
+NS = 1e9
 
 
 class SlowdownModel:
@@ -137,31 +161,49 @@ class SlowdownModel:
     def __init__(self, board: str, features: str = "per-instruction-log"):
         self.board = board
         self.features = FEATURE_SETS[features]
+        target = self.features.target
         self.reg = (make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 25)))
-                    if self.features.regularised else LinearRegression())
+                    if target == "log" else
+                    LinearRegression(positive=True, fit_intercept=False) if target == "cost"
+                    else LinearRegression())
         self.range: tuple[float, float] | None = None
 
-    def _inputs(self, rows: pd.DataFrame) -> np.ndarray:
+    def _columns(self, rows: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.features.columns if c not in rows.columns]
         if missing:
             raise InsufficientData(f"the dataset has no {', '.join(missing)} column(s)")
-        return self.features.transform(rows[list(self.features.columns)].to_numpy(float))
+        return rows[list(self.features.columns)].to_numpy(float)
 
     def fit(self, rows: pd.DataFrame) -> SlowdownModel:
         n = len(self.features.columns)
         if len(rows) < n + 1:
             raise InsufficientData(f"{len(rows)} labelled rows for board {self.board}; a "
                                    f"linear model on {n} inputs needs at least {n + 1}")
-        y = rows["slowdown"].to_numpy(float)
-        self.reg.fit(self._inputs(rows), np.log(y) if self.features.log_target else y)
+        y, x = rows["slowdown"].to_numpy(float), self._columns(rows)
+        target = self.features.target
+        if target == "cost":
+            cost = NS * y / x[:, 0]
+            self.reg.fit(self.features.transform(x), cost, sample_weight=cost ** -2.0)
+        else:
+            self.reg.fit(self.features.transform(x), np.log(y) if target == "log" else y)
         self.range = (float(y.min()), float(y.max()))
         return self
 
     def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
-        return self._output(self.reg.predict(self._inputs(rows)))
+        return self._output(self._columns(rows))
 
-    def _output(self, y: np.ndarray) -> np.ndarray:
-        return np.exp(y) if self.features.log_target else y
+    def _output(self, x: np.ndarray) -> np.ndarray:
+        y = self.reg.predict(self.features.transform(x))
+        target = self.features.target
+        return np.exp(y) if target == "log" else y * x[:, 0] / NS if target == "cost" else y
+
+    def costs_ns(self) -> dict[str, float]:
+        """A "cost" model's coefficients: board nanoseconds per event of each class (per
+        instruction for the constant)."""
+        if self.features.target != "cost" or self.range is None:
+            raise ValueError("only a fitted emulation-cost model has costs per event")
+        names = ("instruction", *(c.removesuffix("_per_insn") for c in self.features.columns[1:]))
+        return dict(zip(names, map(float, self.reg.coef_)))
 
     def predict(self, features) -> tuple[float, bool]:
         """(estimated slowdown, whether it was clipped to the training range)."""
@@ -169,8 +211,7 @@ class SlowdownModel:
             raise RuntimeError("model not fitted")
         x = features.inputs(self.features.columns) if hasattr(features, "inputs") \
             else list(features)
-        raw = float(self._output(self.reg.predict(self.features.transform(
-            np.asarray([x], float))))[0])
+        raw = float(self._output(np.asarray([x], float))[0])
         lo, hi = self.range
         est = min(max(raw, lo), hi)
         return est, est != raw
@@ -211,23 +252,31 @@ def lobo_bias(rows: pd.DataFrame, board: str,
 
 
 def evaluate(rows: pd.DataFrame, board: str, features: str = "per-instruction-log") -> dict:
-    """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped."""
+    """Training fit (R², r, as HEXO reports) and LOBO R² and MAPE, raw and clipped; LOBO R² of
+    the board's time per instruction (slowdown / instructions_per_s: what is left to predict
+    once the server's rate is measured); an emulation-cost model's costs per event."""
     held = lobo(rows, board, features)
     rows = labelled(rows, features)
     y = rows["slowdown"].to_numpy(float)
-    train_pred = SlowdownModel(board, features).fit(rows).predict_rows(rows)
-    r2_train = float(r2_score(y, train_pred))
-    return {"board": board, "rows": len(rows), "features": features,
-            "benchmarks": sorted(rows["benchmark"].unique()),
-            "train_r2": r2_train, "train_r": float(np.corrcoef(y, train_pred)[0, 1]),
-            "lobo_r2": float(r2_score(y, held["predicted"])),
-            "lobo_mape_pct": 100.0 * float(mean_absolute_percentage_error(y, held["predicted"])),
-            "lobo_r2_clipped": float(r2_score(y, held["predicted_clipped"])),
-            "lobo_mape_clipped_pct": 100.0 * float(
-                mean_absolute_percentage_error(y, held["predicted_clipped"])),
-            "lobo_predictions": [
-                {"benchmark": r.benchmark, "npb_class": r.npb_class, "slowdown": r.slowdown,
-                 "predicted": float(r.predicted)} for r in held.itertuples()]}
+    fit = SlowdownModel(board, features).fit(rows)
+    train_pred = fit.predict_rows(rows)
+    ips = rows["instructions_per_s"].to_numpy(float)
+    out = {"board": board, "rows": len(rows), "features": features,
+           "benchmarks": sorted(rows["benchmark"].unique()),
+           "train_r2": float(r2_score(y, train_pred)),
+           "train_r": float(np.corrcoef(y, train_pred)[0, 1]),
+           "lobo_r2": float(r2_score(y, held["predicted"])),
+           "lobo_mape_pct": 100.0 * float(mean_absolute_percentage_error(y, held["predicted"])),
+           "lobo_r2_clipped": float(r2_score(y, held["predicted_clipped"])),
+           "lobo_mape_clipped_pct": 100.0 * float(
+               mean_absolute_percentage_error(y, held["predicted_clipped"])),
+           "lobo_r2_ns_per_insn": float(r2_score(NS * y / ips, NS * held["predicted"] / ips)),
+           "lobo_predictions": [
+               {"benchmark": r.benchmark, "npb_class": r.npb_class, "slowdown": r.slowdown,
+                "predicted": float(r.predicted)} for r in held.itertuples()]}
+    if fit.features.target == "cost":
+        out["costs_ns"] = fit.costs_ns()
+    return out
 
 
 def best_features(rows: pd.DataFrame, board: str) -> str:
@@ -248,7 +297,7 @@ def _held_out_metrics(rows: pd.DataFrame, board: str, features: str) -> dict:
         m = evaluate(rows, board, features)
     except InsufficientData as e:
         return {"not_computed": str(e)}
-    return {k: m[k] for k in ("lobo_r2", "lobo_mape_pct")}
+    return {k: m[k] for k in ("lobo_r2", "lobo_mape_pct", "lobo_r2_ns_per_insn")}
 
 
 def report(path: str | os.PathLike = DEFAULT_DATASET) -> dict:
