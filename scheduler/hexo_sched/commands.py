@@ -125,6 +125,12 @@ def _status(args) -> int:
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {Path(j['image']).name}")
+        for h in j["migrations"]:
+            if h["outcome"] != "done":
+                print(f"{'':8} migration {h['src']} -> {h['dst']} {h['outcome']}")
+        for x in j["losses"]:
+            print(f"{'':8} lost {x['lost_s']:.1f} s of work on {x['machine']} ({x['why']}); "
+                  f"resumed from {x['resumed_from']}")
     e = st["energy"]
     per_job = f", {e['joules_per_job'] / 1000:.2f} kJ per job" if e["joules_per_job"] else ""
     print(f"energy {e['energy_kj']:.2f} kJ, {e['jobs_completed']} jobs completed, "

@@ -139,9 +139,11 @@ class SshHost:
     remote = True
 
     def __init__(self, name: str, host: str, port: int, user: str, key: Path,
-                 known_hosts: Path, connect_timeout: float = 10.0):
+                 known_hosts: Path, connect_timeout: float = 10.0, io_timeout: float = 60.0):
         self.name, self.host, self.port, self.user = name, host, port, user
         self.key, self.known_hosts, self.connect_timeout = key, known_hosts, connect_timeout
+        self.io_timeout = io_timeout      # a file operation that waits longer fails: a board
+                                          # that went silent must not hang a thread
         self._client = None
         self._lock = threading.RLock()
 
@@ -198,8 +200,9 @@ class SshHost:
             c = self._connect()
             try:
                 with c.open_sftp() as s:
+                    s.get_channel().settimeout(self.io_timeout)
                     return fn(s)
-            except (paramiko.SSHException, EOFError) as e:
+            except (paramiko.SSHException, EOFError, TimeoutError) as e:
                 self.close()
                 raise HostError(f"{self.name}: SFTP failed: {e}") from None
             except OSError as e:
