@@ -18,21 +18,13 @@ import pytest
 import sshd_fixture
 from conftest import HEXO, needs_kvm, run
 from npb_reference import check
-from test_schedd_live import UHYVE, start_daemon, wait_for
+from test_schedd_live import UHYVE, sshd, start_daemon, wait_for  # noqa: F401 (sshd: fixture)
 
 pytestmark = [needs_kvm, pytest.mark.slow,
               pytest.mark.skipif(sshd_fixture.usable() is not None,
                                  reason=str(sshd_fixture.usable()))]
 
 SILENT_S = 3
-
-
-@pytest.fixture
-def sshd(tmp_path):
-    s = sshd_fixture.start(tmp_path / "ssh")
-    yield s
-    if s.proc.poll() is None:
-        sshd_fixture.stop(s)
 
 
 def parking_uhyve_ctl(board: Path, verb: str) -> tuple[Path, Path]:
@@ -135,20 +127,21 @@ def test_target_board_dies_before_it_confirms(images, tmp_path, sshd):
     assert f"migration server -> board0 {outcome}" in text
 
 
-def test_source_board_dies_while_checkpointing(images, tmp_path, sshd):
+@pytest.mark.parametrize("period, resumed_from", [(3600, "migration"), (0, "start")])
+def test_source_board_dies_while_checkpointing(images, tmp_path, sshd, period, resumed_from):
     """Brought back board -> server: the board dies while its checkpoint is being taken. The
     job resumes on the server from the checkpoint the daemon saved of it (here its offload's
-    own), its output cut there and produced once."""
-    ep, text = run_until_killed(images, tmp_path, sshd, "checkpoint",
-                                checkpoint_period_s=3600)
+    own), its output cut there and produced once; with saved checkpoints off, from the start."""
+    ep, text = run_until_killed(images, tmp_path, sshd, "checkpoint", checkpoint_period_s=period)
     outcomes = [h["outcome"] for h in ep["migrations"]]
     assert outcomes[0] == "done" and len(outcomes) == 2, ep
     assert re.fullmatch(r"failed: board board0 silent for \d+ s", outcomes[1]), ep
     assert f"migration board0 -> server {outcomes[1]}" in text
     assert re.search(r"lost [0-9.]+ s of work on board0 \(went silent while job-1 migrated to "
-                     r"server\); resumed from migration", text), text
+                     rf"server\); resumed from {resumed_from}", text), text
     assert [(x["machine"], x["resumed_from"]) for x in ep["losses"]] == [
-        ("board0", "migration")], ep
+        ("board0", resumed_from)], ep
     assert ep["losses"][0]["silent_s"] >= SILENT_S
     kept = [(s["machine"], s["kind"]) for s in ep["segments"] if not s["discarded"]]
-    assert kept == [("server", "run"), ("board0", "restore"), ("server", "restore")], ep
+    assert kept == ([("server", "run"), ("board0", "restore"), ("server", "restore")] if period
+                    else [("server", "run")]), ep

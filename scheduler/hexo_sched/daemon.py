@@ -7,7 +7,9 @@ policy is touched only under `lock`, and the state file is rewritten after every
 daemon killed at any point and restarted picks up its jobs where they are. The source keeps
 the job's cores and its checkpoint until the target reports that the restored VM has passed a
 migration point (or ended normally); if any step fails, the job resumes from that checkpoint
-where it was.
+where it was. A board involved that stays silent for `board_lost_after_s` ends the migration:
+a silent target as a failed step, a silent source as a board that lost the job (it resumes from
+its saved checkpoint, as in _job_lost).
 """
 
 from __future__ import annotations
@@ -849,8 +851,9 @@ class Daemon:
                 log.warning("cannot resume %s at its source yet (%s); retrying", jid, e)
                 self.stopping.wait(min(RETRY_S, self.cfg.board_lost_after_s - silent))
             except Exception:
-                log.exception("could not recover %s after a failed migration; the next "
-                              "daemon start retries", jid)
+                if not self.stopping.is_set():
+                    log.exception("could not recover %s after a failed migration; the next "
+                                  "daemon start retries", jid)
                 return
 
     def _silent_for(self, board: str, first_failure: float) -> float:
