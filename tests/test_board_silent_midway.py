@@ -125,6 +125,7 @@ def test_target_board_dies_before_it_confirms(images, tmp_path, sshd):
         ("server", "run", False), ("board0", "restore", True), ("server", "restore", False)]
     assert ep["losses"] == []                                     # nothing was lost
     assert f"migration server -> board0 {outcome}" in text
+    assert re.search(r"board +board0 .*; silent for \d+ s", text), text
 
 
 @pytest.mark.parametrize("period, resumed_from", [(3600, "migration"), (0, "start")])

@@ -111,9 +111,10 @@ def _status(args) -> int:
     print(f"policy {st['policy']}; {st['counters']}")
     for m in st["machines"]:
         emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
+        silent = f"; silent for {m['silent_s']:.0f} s" if m.get("silent_s") is not None else ""
         print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
               f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
-              f"{m['ram_mb']:.0f} MiB")
+              f"{m['ram_mb']:.0f} MiB{silent}")
     print(f"{'JOB':8} {'STATE':14} {'WHERE':16} {'BENCH':6} {'EST.SLOWDOWN':>12} MIGRATIONS  "
           "IMAGE")
     for j in st["jobs"]:

@@ -358,7 +358,9 @@ class Daemon:
                 machines.append({"name": m.name, "kind": m.kind, "model": m.model,
                                  "isa": m.isa, "backend": m.backend, "emulated": m.emulated,
                                  "cores_usable": pm.usable_cores, "cores_used": cores,
-                                 "ram_mb": pm.ram_mb, "ram_used_mb": ram})
+                                 "ram_mb": pm.ram_mb, "ram_used_mb": ram,
+                                 "silent_s": (round(time.time() - self.silent_since[m.name], 1)
+                                              if m.name in self.silent_since else None)})
             jobs = []
             for jid, rec in self.records.items():
                 j = self.state.jobs[jid]
