@@ -167,7 +167,7 @@ needs_podman = pytest.mark.skipif(
 def oci_tag(migratable, monkeypatch):
     """The migratable image's OCI form, made by `hexo container image`."""
     monkeypatch.setattr(cli, "_plugins", commands.register)
-    tag = "localhost/hexo-test-migratable"
+    tag = f"localhost/hexo-test-migratable-{os.getpid()}"   # podman storage is machine-wide
     assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
     yield tag
     subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
