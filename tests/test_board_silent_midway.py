@@ -18,7 +18,7 @@ import pytest
 import sshd_fixture
 from conftest import HEXO, needs_kvm, run
 from npb_reference import check
-from test_schedd_live import UHYVE, sshd, start_daemon, wait_for  # noqa: F401 (sshd: fixture)
+from test_schedd_live import UHYVE, start_daemon, wait_for
 
 pytestmark = [needs_kvm, pytest.mark.slow,
               pytest.mark.skipif(sshd_fixture.usable() is not None,
