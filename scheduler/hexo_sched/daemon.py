@@ -1109,7 +1109,9 @@ class Daemon:
             rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())
             self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
             dst_model = self.state.machines[pg.dst].model
-            if self.state.machines[pg.dst].kind == "board" \
+            # a board that went silent failed, not the job: it stays a candidate (the policy
+            # sends nothing to that board until it answers again)
+            if self.state.machines[pg.dst].kind == "board" and pg.dst not in self.unreachable \
                     and self.state.jobs[jid].slowdown.pop(dst_model, None) is not None:
                 log.info("%s is no longer a candidate for %s boards: its estimate is dropped "
                          "so that the policy does not retry a failing migration", jid, dst_model)
