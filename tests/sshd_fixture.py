@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -104,6 +105,16 @@ def stop(s: Sshd) -> None:
     for pid in sessions:
         try:
             os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+
+
+def freeze(s: Sshd, thaw: bool = False) -> None:
+    """Stop (or continue) the listener and its sessions: a board that hangs, its TCP
+    connections open but nothing answering."""
+    for pid in [s.proc.pid, *_children(s.proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGCONT if thaw else signal.SIGSTOP)
         except ProcessLookupError:
             pass
 

@@ -191,3 +191,23 @@ def test_source_board_dies_while_checkpointing(images, tmp_path, sshd, period, r
     kept = [(s["machine"], s["kind"]) for s in ep["segments"] if not s["discarded"]]
     assert kept == ([("server", "run"), ("board0", "restore"), ("server", "restore")] if period
                     else [("server", "run")]), ep
+
+
+def test_a_frozen_board_fails_calls_instead_of_hanging(tmp_path, sshd):
+    """A board that hangs keeps its TCP connections open and answers nothing: every call to it
+    ends with an error after the host's I/O timeout (paramiko alone would wait on a channel
+    for ever), so no daemon thread hangs on it."""
+    from hexo_sched.hosts import HostError, SshHost
+    host = SshHost("b", "127.0.0.1", sshd.port, "root", sshd.user_key, sshd.known_hosts,
+                   io_timeout=2)
+    assert host.files(lambda fs: fs.exists(str(tmp_path)))
+    sshd_fixture.freeze(sshd)
+    try:
+        with pytest.raises(HostError):
+            host.files(lambda fs: fs.exists(str(tmp_path)))       # on the open connection
+        with pytest.raises(HostError):
+            host.sh("true", timeout=600)                           # on a new one
+    finally:
+        sshd_fixture.freeze(sshd, thaw=True)
+    assert host.sh("echo back")[1] == "back\n"                    # and again once it answers
+    host.close()
