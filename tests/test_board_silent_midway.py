@@ -60,7 +60,11 @@ def board_processes(board: Path) -> list[int]:
 def kill_board(sshd, board: Path) -> None:
     """The board dies: its SSH server, every connection to it and everything it ran."""
     sshd_fixture.stop(sshd)
-    for pid in board_processes(board):
+    kill(board_processes(board))
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -111,7 +115,7 @@ def run_until_killed(images, tmp_path, sshd, verb: str, cut_off=False,
                      **daemon) -> tuple[dict, str]:
     """EP.S then IS.S on a one-core server and one board whose `verb` parks; the board is
     killed once it has parked (or, `cut_off`, dropped off the network and brought back).
-    Returns the final status and the daemon's log."""
+    Checks what every such run must end with; returns EP's job and `hexo status`'s text."""
     board = tmp_path / "board"
     wrapper, marker = parking_uhyve_ctl(board, verb)
     cfg = sshd_fixture.server_config(
@@ -136,8 +140,10 @@ def run_until_killed(images, tmp_path, sshd, verb: str, cut_off=False,
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        left = board_processes(board)
+        kill(left)
     assert proc.returncode == 0            # no worker held the daemon up
-    assert board_processes(board) == []
+    assert left == []
     for vm in (tmp_path / "server" / "run").glob("*.json"):     # no VM left on the server
         assert not Path(f"/proc/{json.loads(vm.read_text())['pid']}").exists(), vm
     assert list((state_dir / "transfer").glob("*")) == []
