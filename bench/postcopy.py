@@ -17,11 +17,13 @@ half of the buffer.
 - link utilisation of a bulk pull (target >= 90% of the shaped rate);
 - where the time goes, per phase, in one more migration of each mode (half the memory).
 
-Measured here (2 cores shared with other work, load 10-12): needing half its memory,
-post-copy took 0.78-0.86x of stop-and-copy before the full checkpoint was written while the
-target starts, 0.56-0.73x after (the migrate command 0.6 -> 0.4 s, the target's set-up
-0.25 -> 0.1 s); of post-copy's ~2.9 s, ~1.55 s is pulling 17 MiB (16 needed) at ~90% of
-the link, the rest the migrate command, the checkpoint copy and the target's start.
+Measured here (2 cores shared with other work): needing half its memory, post-copy took
+0.74-0.87x of stop-and-copy while the full checkpoint was written before the migration
+answered, the page server copied the guest's areas, the emulated target unmapped the remote
+areas and the pull had one request in flight; now 1.79 s vs 3.61 s = 0.50x (0.54x under
+load 13; all of it: 3.49 vs 4.59 s = 0.76x; downtime 0.37 s vs 3.3 s; bulk pull 91% of the
+link). Of post-copy's time, ~1.5 s is pulling 17 MiB (16 needed); the migrate command
+(0.2 s), the checkpoint copy (0.15 s) and the target's start (0.1 s) are the rest.
 """
 
 from __future__ import annotations
@@ -92,24 +94,28 @@ def _copy_over_link(src: str, dst: str) -> None:
         raise RuntimeError("checkpoint copy failed")
 
 
+def _start_and_migrate(tmp: str, mode: str, percent: int, mib: int = MIB):
+    """A source job and its migration to `tmp`/ck: (the source, when it was asked)."""
+    cmd = [UHYVE, "migrate", "src", "--to", "aarch64", "--mode", mode, "-o", f"{tmp}/ck"]
+    if mode == "postcopy":
+        cmd += ["--serve", f"{LINK.src_ip}:0"]
+    for _ in range(3):
+        source = _start_source(tmp, percent, mib)
+        t0 = time.perf_counter()
+        migrated = subprocess.run(cmd, env=_env(tmp), capture_output=True, text=True)
+        if migrated.returncode == 0:
+            return source, t0
+        source.wait()                      # it left its window before the request came
+    raise RuntimeError(f"migration failed: {migrated.stderr}")
+
+
 def _migration(tmp: str, mode: str, percent: int, restore_opts=(), timed="total",
                mib: int = MIB) -> float:
     """Seconds from the migrate request to the job's end (`total`), to the job running on
     the target (`downtime`), of the target's restore alone (`restore`), or of each phase
     (`phases`, a dict)."""
     env = _env(tmp)
-    cmd = [UHYVE, "migrate", "src", "--to", "aarch64", "--mode", mode, "-o", f"{tmp}/ck"]
-    if mode == "postcopy":
-        cmd += ["--serve", f"{LINK.src_ip}:0"]
-    for attempt in range(3):
-        source = _start_source(tmp, percent, mib)
-        t0 = time.perf_counter()
-        migrated = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if migrated.returncode == 0:
-            break
-        source.wait()                      # it left its window before the request came
-    else:
-        raise RuntimeError(f"migration failed: {migrated.stderr}")
+    source, t0 = _start_and_migrate(tmp, mode, percent, mib)
     t_migrated = time.perf_counter()
     _copy_over_link(f"{tmp}/ck", f"{tmp}/ck-target")
     t1 = time.perf_counter()
@@ -144,10 +150,7 @@ def _loops(mode: str, percent: int, opts=(), timed="total", mib: int = MIB):
 def bulk_pull() -> tuple[int, float]:
     """(bytes, seconds) of pulling every page of a migrated job's buffer, back to back."""
     with tempfile.TemporaryDirectory() as tmp:
-        source = _start_source(tmp, 100)
-        subprocess.run([UHYVE, "migrate", "src", "--to", "aarch64", "--mode", "postcopy",
-                        "--serve", f"{LINK.src_ip}:0", "-o", f"{tmp}/ck"], env=_env(tmp),
-                       check=True, capture_output=True)
+        source, _ = _start_and_migrate(tmp, "postcopy", 100)
         out = subprocess.run(LINK.in_dst([sys.executable, __file__, "--pull", f"{tmp}/ck"]),
                              check=True, capture_output=True, text=True).stdout
         source.wait()

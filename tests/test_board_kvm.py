@@ -136,6 +136,23 @@ def test_x86_64_kvm_to_board_kvm_and_back(board, migratable, tmp_path, there, ba
     assert p.stdout + r.stdout + home.stdout == x86_kvm("run", str(migratable), "--", ROUNDS)
 
 
+def test_clocks_on_board_kvm_are_exit_free_and_continue_from_x86_64(board, images, tmp_path):
+    """On a board's KVM the library OS reads CNTVCT_EL0 (rate from CNTFRQ_EL0): 300,000 clock
+    reads make no exit; restored there from an x86-64 checkpoint, no clock went back."""
+    clocks = images.program("clocks", migratable=True)
+    ck = tmp_path / "ck"
+    p = run([UHYVE, "run", clocks, "--isa", "x86_64", "--backend", "kvm", "--checkpoint-at",
+             "50", "--checkpoint-dir", ck, "--to", "aarch64", "--", "100"])
+    assert p.returncode == 0 and f"checkpointed to {ck}" in p.stderr, p.stderr
+    r = board(f"uhyve-ctl run {clocks.name} --backend kvm --stats -- 100 && "
+              f"uhyve-ctl restore ck --image {clocks.name} --backend kvm",
+              puts=[clocks, ck])
+    assert r.status == 0, r.stderr
+    reads = "300100 clock reads, 0 went back\n"
+    assert (p.stdout, r.stdout) == ("", reads + reads)       # the plain run, then the restored
+    assert re.search(r"aarch64 on kvm: .* 3 hypercalls", r.stderr), r.stderr
+
+
 _WAIT_RUNNING = ("until uhyve-ctl ps | grep -q '^{name} .* running'; do "
                  "kill -0 $! || exit 9; sleep 0.2; done")
 

@@ -165,9 +165,10 @@ needs_podman = pytest.mark.skipif(
 
 @pytest.fixture
 def oci_tag(migratable, monkeypatch):
-    """The migratable image's OCI form, made by `hexo container image`."""
+    """The migratable image's OCI form, made by `hexo container image` (a tag of this
+    process: other test runs on the machine share podman's storage)."""
     monkeypatch.setattr(cli, "_plugins", commands.register)
-    tag = f"localhost/hexo-test-migratable-{os.getpid()}"   # podman storage is machine-wide
+    tag = f"localhost/hexo-test-migratable-{os.getpid()}"
     assert cli.main(["container", "image", migratable.path, "-t", tag]) == 0
     yield tag
     subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
@@ -212,6 +213,8 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
                oci_tag, "20000")
     arm, back = tmp_path / "arm.tar.gz", tmp_path / "back.tar"
     try:
+        pid = int(podman_cli("inspect", "--format", "{{.State.Pid}}", name))
+        assert seccomp.running_filters(pid) == 1                # podman's default profile
         assert cli.main(["container", "checkpoint", name, "--to", "aarch64", "-o", str(arm)]) == 0
         state = podman.load_state(arm)
         assert state["isa"] == "aarch64" and state["transformed"]["from"] == "x86_64"
@@ -242,6 +245,21 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         assert calls == ["x86_64", "aarch64"]
         assert cli.main(["container", "checkpoint", "no-such-container", "-o",
                          str(tmp_path / "x.tar")]) == 1
-        assert "no process or container no-such-container" in capsys.readouterr().err
+        (tmp_path / "bad.tar").write_text("not a tar archive\n")
+        assert cli.main(["container", "restore", str(tmp_path / "bad.tar")]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and "no process or container no-such-container" in err[0]
+        assert "bad.tar: not a readable checkpoint archive (not a tar archive)" in err[1]
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+def test_seccomp_filters_that_cannot_be_rebuilt_are_refused():
+    """Checked before the job is stopped: stacked filters (the job added its own), or a filter
+    the container's spec does not describe, cannot be rebuilt for another ISA."""
+    from uhyve_ctl.container import seccomp
+    with pytest.raises(process.ProcessError, match="2 stacked seccomp filters"):
+        seccomp.check_rebuildable(2, {"defaultAction": "SCMP_ACT_ALLOW"}, "aarch64")
+    with pytest.raises(process.ProcessError, match="seccomp=unconfined"):
+        seccomp.check_rebuildable(1, None, "aarch64")
+    seccomp.check_rebuildable(0, None, "aarch64")

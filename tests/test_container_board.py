@@ -148,7 +148,7 @@ def test_hung_restore_is_ended(board, tmp_path):
 
 def run_container(image: Image, name: str, args, stop_at: int) -> str:
     """Container `name` of `image` started here, to wait at its (stop_at+1)-th point."""
-    tag = f"localhost/hexo-test-{image.manifest['name']}"
+    tag = f"localhost/hexo-board-test-{image.manifest['name']}-{os.getpid()}"
     oci.build(Path(image.path), tag)
     subprocess.run([*PODMAN, "run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}={stop_at}",
                     "--name", name, tag, *args], check=True, capture_output=True)

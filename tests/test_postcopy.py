@@ -485,3 +485,27 @@ def test_a_failing_background_pull_does_not_end_the_job():
     finally:
         proxy.close()
         srv.close()
+
+
+def test_state_updates_from_several_threads_all_land(tmp_path, monkeypatch):
+    """A post-copy target's puller and its vCPU thread report state at the same moment."""
+    from uhyve_ctl.control import ControlServer
+    monkeypatch.setenv("HEXO_RUN_DIR", str(tmp_path))
+    server = ControlServer("racer", {}, lambda srv, req: {"ok": True})
+    failures = []
+
+    def report(n):
+        try:
+            for i in range(200):
+                server.set_state("running", **{f"thread{n}": i})
+        except OSError as e:
+            failures.append(e)
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.close("exited")
+    assert failures == []
+    state = json.loads((tmp_path / "racer.json").read_text())
+    assert state["state"] == "exited" and all(state[f"thread{n}"] == 199 for n in range(4))

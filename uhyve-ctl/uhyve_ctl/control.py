@@ -78,6 +78,7 @@ class ControlServer:
             if os.path.exists(p):
                 os.unlink(p)
         self.info = {"name": name, "pid": os.getpid(), "started": time.time(), **info}
+        self._state_lock = threading.Lock()
         self.set_state("booting")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.sock_path)
@@ -88,8 +89,11 @@ class ControlServer:
         threading.Thread(target=self._serve, daemon=True, name=f"control-{name}").start()
 
     def set_state(self, state: str, **extra) -> None:
-        self.info.update(state=state, updated=time.time(), **extra)
-        _write_json(self.state_path, self.info)
+        """Update the state file; callable from any thread (a post-copy target's puller
+        reports 'done' while the vCPU thread confirms: both wrote one temporary file)."""
+        with self._state_lock:
+            self.info.update(state=state, updated=time.time(), **extra)
+            _write_json(self.state_path, self.info)
 
     def _serve(self) -> None:
         while True:

@@ -38,6 +38,7 @@ _REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9"
               "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
 
 _CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+_host_keeps_time_with_tsc: bool | None = None
 
 _INTERNAL_ERRORS = {1: "instruction emulation failed", 2: "exception during exception delivery",
                     3: "event delivery failed", 4: "unexpected exit"}
@@ -119,11 +120,12 @@ class KvmBackend(Backend):
     def counter_hz(self) -> int:
         """The guest's TSC, when the host kernel keeps its own time with the TSC: it then
         ticks at a constant rate, in step on every core, and KVM knows that rate."""
+        global _host_keeps_time_with_tsc
         try:
-            with open(_CLOCKSOURCE) as f:
-                if f.read().strip() != "tsc":
-                    return 0
-            return self.vcpu.tsc_khz() * 1000
+            if _host_keeps_time_with_tsc is None:       # asked once per process
+                with open(_CLOCKSOURCE) as f:
+                    _host_keeps_time_with_tsc = f.read().strip() == "tsc"
+            return self.vcpu.tsc_khz() * 1000 if _host_keeps_time_with_tsc else 0
         except OSError:
             return 0
 

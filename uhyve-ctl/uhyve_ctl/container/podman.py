@@ -1,5 +1,5 @@
 """Podman containers of hexo Linux-mode jobs, checkpointed at a migration point and restored,
-on the same ISA or recoded for the other (docs/formats.md, section 8, "Podman").
+on the same ISA or recoded for the other (docs/formats.md, section 8, "Podman containers").
 
 The job is the container's init. It is stopped at a migration point the way every hexo
 process is (it parks, process.stop_at_point), then `podman container checkpoint --export`
@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import criu, criu_images, process, seccomp
+from . import criu, criu_images, oci, process, seccomp
 from .oci import ROOT_DIR
 from .process import ProcessError
 
@@ -34,13 +34,7 @@ INIT_PID = 1                       # the job, as the images name it (its pid nam
 def podman(args: list[str], what: str) -> str:
     """podman ARGS with this machine's CRIU first on the PATH; its output."""
     env = dict(os.environ, PATH=f"{criu.ensure().parent}:{os.environ.get('PATH', '')}")
-    try:
-        p = subprocess.run(["podman", *args], capture_output=True, text=True, env=env)
-    except FileNotFoundError:
-        raise ProcessError("podman is not installed (Debian packages podman runc)") from None
-    if p.returncode != 0:
-        raise ProcessError(f"{what} failed: {(p.stderr.strip() or p.stdout.strip())[-500:]}")
-    return p.stdout
+    return oci.podman(args, what, env=env)
 
 
 def _inspect(name: str) -> dict:
@@ -66,13 +60,17 @@ def _write_json(work: Path, name: str, value: dict) -> None:
     (work / name).write_text(json.dumps(value))
 
 
+def _profile(spec: dict) -> dict | None:
+    return spec.get("linux", {}).get("seccomp")
+
+
 def _retarget_spec(spec: dict, to_isa: str) -> None:
     """The entry point and the seccomp architectures of the other ISA (a later `podman start`
     of the container runs that ISA's executable)."""
     args = spec["process"]["args"]
     if args and args[0].startswith(f"{ROOT_DIR}/"):
         args[0] = f"{ROOT_DIR}/{to_isa}"
-    profile = spec.get("linux", {}).get("seccomp")
+    profile = _profile(spec)
     if profile:
         profile["architectures"] = list(seccomp.OCI_ARCHES[to_isa])
 
@@ -84,8 +82,7 @@ def recode(work: Path, state: dict, image, to_isa: str) -> dict:
                              exe=Path(ROOT_DIR) / to_isa)
     config = _config(work, "config.dump")
     spec = _config(work, "spec.dump")
-    profile = spec.get("linux", {}).get("seccomp")
-    seccomp.replace_filters(work / IMAGES_DIR, profile, to_isa)
+    seccomp.replace_filters(work / IMAGES_DIR, _profile(spec), to_isa)
     criu_images.forget_cgroups(work / IMAGES_DIR)
     for s in (spec, config["spec"]):
         _retarget_spec(s, to_isa)
@@ -109,12 +106,17 @@ def _members(archive: Path, tar: tarfile.TarFile, wanted=lambda name: True) -> l
     return members
 
 
+def _unreadable(archive: Path, e: Exception) -> ProcessError:
+    why = "not a tar archive" if isinstance(e, tarfile.ReadError) else str(e).splitlines()[0]
+    return ProcessError(f"{archive}: not a readable checkpoint archive ({why})")
+
+
 def _unpack(archive: Path, work: Path, wanted=lambda name: True) -> None:
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(work, _members(archive, tar, wanted))
     except (tarfile.TarError, OSError) as e:
-        raise ProcessError(f"{archive}: not a readable checkpoint archive ({e})") from None
+        raise _unreadable(archive, e) from None
 
 
 def _pack(work: Path, out: Path) -> None:
@@ -138,6 +140,9 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
     image_bytes = Path(image.path).read_bytes()     # gone with the container's root
     to_isa = to_isa or isa
     process.check_movable(pid, image, isa, to_isa, f"container {name}")
+    if to_isa != isa:                   # refused before the job is stopped, as in recode()
+        spec = json.loads((Path(info["StaticDir"]) / "config.json").read_text())
+        seccomp.check_rebuildable(seccomp.running_filters(pid), _profile(spec), to_isa)
     regs = process.stop_at_point(pid, isa, timeout)
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp) / "export"
@@ -198,7 +203,7 @@ def load_state(archive: Path) -> dict:
         raise ProcessError(f"{archive}: not a hexo container checkpoint (no {STATE_FILE})") \
             from None
     except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
-        raise ProcessError(f"{archive}: not a readable checkpoint archive ({e})") from None
+        raise _unreadable(archive, e) from None
     if state.get("format") != "hexo-container" or state.get("version") != FORMAT_VERSION:
         raise ProcessError(f"{archive}: unsupported checkpoint format "
                            f"{state.get('format')} {state.get('version')}")

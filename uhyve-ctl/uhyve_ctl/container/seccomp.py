@@ -130,18 +130,31 @@ def filters(images: Path) -> list[bytes]:
             for flt in e.get("seccomp_filters", [])]
 
 
-def replace_filters(images: Path, profile: dict | None, isa: str) -> None:
-    """Put the filter of `profile` compiled for `isa` in place of the one CRIU dumped."""
-    dumped = filters(images)
-    if not dumped:
-        return
-    if len(dumped) > 1:
-        raise ProcessError(f"the job runs under {len(dumped)} stacked seccomp filters; only "
-                           f"the container's own can be rebuilt for {isa}")
-    if not profile:
+def check_rebuildable(count: int, profile: dict | None, isa: str) -> None:
+    """Refuse a job under `count` seccomp filters that cannot be rebuilt from `profile`."""
+    if count > 1:
+        raise ProcessError(f"the job runs under {count} stacked seccomp filters; only the "
+                           f"container's own can be rebuilt for {isa}")
+    if count and not profile:
         raise ProcessError("the container runs under a seccomp filter its OCI spec does not "
                            "describe; run it with --security-opt seccomp=unconfined to move it "
                            "to another ISA")
+
+
+def running_filters(pid: int) -> int:
+    """How many seccomp filters process `pid` runs under (its /proc status says)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Seccomp_filters:"):
+            return int(line.split()[1])
+    return 0
+
+
+def replace_filters(images: Path, profile: dict | None, isa: str) -> None:
+    """Put the filter of `profile` compiled for `isa` in place of the one CRIU dumped."""
+    dumped = filters(images)
+    check_rebuildable(len(dumped), profile, isa)
+    if not dumped:
+        return
     pycriu = criu.pycriu()
     with open(images / "seccomp.img", "rb") as f:
         img = pycriu.images.load(f)
