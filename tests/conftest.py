@@ -106,3 +106,13 @@ def clang():
     if not shutil.which("clang"):
         pytest.skip("clang is not installed")
     return "clang"
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A real sshd on loopback: the emulated board's SSH server (sshd_fixture.py)."""
+    import sshd_fixture
+    s = sshd_fixture.start(tmp_path / "ssh")
+    yield s
+    if s.proc.poll() is None:
+        sshd_fixture.stop(s)

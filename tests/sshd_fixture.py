@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,11 +56,21 @@ def start(d: Path) -> Sshd:
         # the emulated board runs the code under test, as the server does
         + "".join(f"SetEnv {k}={os.environ[k]}\n" for k in ("PYTHONPATH", "HEXO_HOME")
                   if k in os.environ))
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", d / "sshd_config"],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
     host_pub = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    return Sshd(port, d / "user_key", d / "known_hosts", _serve(d, port))
+
+
+def restart(s: Sshd) -> None:
+    """Serve again on the same port with the same keys after stop(): a board that comes
+    back."""
+    s.proc = _serve(s.user_key.parent, s.port)
+
+
+def _serve(d: Path, port: int) -> subprocess.Popen:
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", d / "sshd_config"],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "a"))
     for _ in range(200):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -68,7 +79,7 @@ def start(d: Path) -> Sshd:
             if proc.poll() is not None:
                 raise RuntimeError(f"sshd failed: {(d / 'sshd.log').read_text()}")
             time.sleep(0.05)
-    return Sshd(port, d / "user_key", d / "known_hosts", proc)
+    return proc
 
 
 def _children(pid: int) -> list[int]:
@@ -94,6 +105,16 @@ def stop(s: Sshd) -> None:
     for pid in sessions:
         try:
             os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+
+
+def freeze(s: Sshd, thaw: bool = False) -> None:
+    """Stop (or continue) the listener and its sessions: a board that hangs, its TCP
+    connections open but nothing answering."""
+    for pid in [s.proc.pid, *_children(s.proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGCONT if thaw else signal.SIGSTOP)
         except ProcessLookupError:
             pass
 

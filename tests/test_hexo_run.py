@@ -12,7 +12,7 @@ from pathlib import Path
 import sshd_fixture
 from conftest import HEXO, run
 from npb_reference import check
-from test_schedd_live import (UHYVE, pytestmark, sshd, start_daemon,  # noqa: F401 (a fixture)
+from test_schedd_live import (UHYVE, pytestmark, start_daemon,  # noqa: F401 (its marks)
                               status, wait_for)
 
 

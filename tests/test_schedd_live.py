@@ -27,14 +27,6 @@ pytestmark = [needs_kvm, pytest.mark.slow,
                                  reason=str(sshd_fixture.usable()))]
 
 
-@pytest.fixture
-def sshd(tmp_path):
-    s = sshd_fixture.start(tmp_path / "ssh")
-    yield s
-    if s.proc.poll() is None:
-        sshd_fixture.stop(s)
-
-
 def write_config(tmp_path: Path, sshd, known_hosts=None) -> Path:
     return sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, known_hosts, policy="hexo",
                                        idle_after_s=1, poll_s=0.2, confirm_timeout_s=120)

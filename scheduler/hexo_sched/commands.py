@@ -111,9 +111,10 @@ def _status(args) -> int:
     print(f"policy {st['policy']}; {st['counters']}")
     for m in st["machines"]:
         emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
+        silent = f"; silent for {m['silent_s']:.0f} s" if m.get("silent_s") is not None else ""
         print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
               f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
-              f"{m['ram_mb']:.0f} MiB")
+              f"{m['ram_mb']:.0f} MiB{silent}")
     print(f"{'JOB':8} {'STATE':14} {'WHERE':16} {'BENCH':6} {'EST.SLOWDOWN':>12} MIGRATIONS  "
           "IMAGE")
     for j in st["jobs"]:
@@ -125,6 +126,12 @@ def _status(args) -> int:
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {Path(j['image']).name}")
+        for h in j["migrations"]:
+            if h["outcome"] != "done":
+                print(f"{'':8} migration {h['src']} -> {h['dst']} {h['outcome']}")
+        for x in j["losses"]:
+            print(f"{'':8} lost {x['lost_s']:.1f} s of work on {x['machine']} ({x['why']}); "
+                  f"resumed from {x['resumed_from']}")
     e = st["energy"]
     per_job = f", {e['joules_per_job'] / 1000:.2f} kJ per job" if e["joules_per_job"] else ""
     print(f"energy {e['energy_kj']:.2f} kJ, {e['jobs_completed']} jobs completed, "

@@ -7,7 +7,9 @@ policy is touched only under `lock`, and the state file is rewritten after every
 daemon killed at any point and restarted picks up its jobs where they are. The source keeps
 the job's cores and its checkpoint until the target reports that the restored VM has passed a
 migration point (or ended normally); if any step fails, the job resumes from that checkpoint
-where it was.
+where it was. A board involved that stays silent for `board_lost_after_s` ends the migration:
+a silent target as a failed step, a silent source as a board that lost the job (it resumes from
+its saved checkpoint, as in _job_lost).
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ log = logging.getLogger("hexo-schedd")
 
 class MigrationFailed(SchedError, RuntimeError):
     pass
+
+
+class BoardSilent(MigrationFailed):
+    """A board a migration needs has not answered for `board_lost_after_s`."""
+
+    def __init__(self, board: str, seconds: float, error: str):
+        super().__init__(f"board {board} silent for {seconds:.0f} s ({error})")
+        self.board, self.seconds, self.error = board, seconds, error
+
+    @property
+    def outcome(self) -> str:
+        return f"board {self.board} silent for {self.seconds:.0f} s"
 
 
 def benchmark_of(manifest: dict) -> tuple[str, str | None]:
@@ -344,7 +358,9 @@ class Daemon:
                 machines.append({"name": m.name, "kind": m.kind, "model": m.model,
                                  "isa": m.isa, "backend": m.backend, "emulated": m.emulated,
                                  "cores_usable": pm.usable_cores, "cores_used": cores,
-                                 "ram_mb": pm.ram_mb, "ram_used_mb": ram})
+                                 "ram_mb": pm.ram_mb, "ram_used_mb": ram,
+                                 "silent_s": (round(time.time() - self.silent_since[m.name], 1)
+                                              if m.name in self.silent_since else None)})
             jobs = []
             for jid, rec in self.records.items():
                 j = self.state.jobs[jid]
@@ -660,11 +676,12 @@ class Daemon:
     def _board_answers(self, board: str, error: str | None) -> None:
         """Track which boards answer; with `slurm_node` set, the Slurm node is drained while
         one does not (Slurm cannot shrink a node, slurm.py) and resumed when all answer."""
+        if self.cfg.machine(board).kind != "board":
+            return
         if error is None and board not in self.reached:
             self.reached.add(board)
             log.info("board %s answers", board)
-        if self.cfg.machine(board).kind != "board" or \
-                (error is None) == (board not in self.unreachable):
+        if (error is None) == (board not in self.unreachable):
             return
         if error is None:
             log.info("board %s answers again", board)
@@ -803,24 +820,80 @@ class Daemon:
             self._migration_steps(jid)
         except Exception as e:               # whatever failed, the job must go on somewhere
             log.warning("migration of %s failed: %s", jid, e)
-            while not self.stopping.is_set():
-                try:
-                    self._migration_failed(jid, str(e))
-                    break
-                except HostError as again:    # the source is unreachable: keep trying
-                    log.warning("cannot resume %s at its source yet (%s); retrying in %g s",
-                                jid, again, RETRY_S)
-                    self.stopping.wait(RETRY_S)
-                except Exception:
-                    log.exception("could not recover %s after a failed migration; the next "
-                                  "daemon start retries", jid)
-                    break
+            self._recover(jid, e.outcome if isinstance(e, BoardSilent) else str(e))
         finally:
             with self.lock:
                 self.workers.pop(jid, None)
                 if self.records[jid].cancel is not None \
                         and self.state.jobs[jid].state is not JobState.DONE:
                     self._cancel_now(jid)
+
+    def _recover(self, jid: str, why: str) -> None:
+        """Resume the job at its source after a failed migration. A source board that stays
+        silent for `board_lost_after_s` has lost the job: it resumes from its saved checkpoint
+        (or the start), as when a board dies under a running job."""
+        src = self.agents[self.records[jid].progress.src]
+        first_failure = None
+        while not self.stopping.is_set():
+            try:
+                self._migration_failed(jid, why)
+                return
+            except (HostError, BoardSilent) as e:
+                if not src.host.remote:       # the server itself: keep trying
+                    log.warning("cannot resume %s at its source yet (%s); retrying in %g s",
+                                jid, e, RETRY_S)
+                    self.stopping.wait(RETRY_S)
+                    continue
+                first_failure = first_failure or time.time()
+                silent = e.seconds if isinstance(e, BoardSilent) \
+                    else self._silent_for(src.name, first_failure)
+                if silent >= self.cfg.board_lost_after_s:
+                    self._source_lost(jid, silent, str(e))
+                    return
+                log.warning("cannot resume %s at its source yet (%s); retrying", jid, e)
+                self.stopping.wait(min(RETRY_S, self.cfg.board_lost_after_s - silent))
+            except Exception:
+                if not self.stopping.is_set():
+                    log.exception("could not recover %s after a failed migration; the next "
+                                  "daemon start retries", jid)
+                return
+
+    def _silent_for(self, board: str, first_failure: float) -> float:
+        """How long a board has not answered: since this worker's first failed call to it, or
+        since the main loop saw it fall silent, whichever is earlier."""
+        return time.time() - min(first_failure, self.silent_since.get(board, first_failure))
+
+    def _leave_behind(self, board: str, jid: str, error: str) -> None:
+        """A copy of `jid` may live on a board that does not answer: it is stopped when the
+        board answers again (_board_answers)."""
+        with self.lock:
+            self.left_behind.setdefault(board, set()).add(jid)
+        self._board_answers(board, error)
+
+    def _source_lost(self, jid: str, silent_s: float, error: str) -> None:
+        """The board a job was migrating from stopped answering before any target confirmed:
+        the migration is off and the job resumes from its saved checkpoint (or the start)."""
+        with self.lock:
+            rec = self.records[jid]
+            pg = rec.progress
+        self._leave_behind(pg.src, jid, error)
+        for n in (pg.dst_seg, pg.resume_seg):
+            m = n is not None and rec.segments[n].machine
+            if m and m != pg.src:
+                try:
+                    self.agents[m].kill_vm(jid)
+                except HostError as e:
+                    self._leave_behind(m, jid, str(e))
+        why = f"board {pg.src} silent for {silent_s:.0f} s"
+        with self.lock:
+            for n in (pg.dst_seg, pg.resume_seg):
+                if n is not None:
+                    rec.segments[n].discarded = True
+            rec.progress = None
+            rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())
+            self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
+            self._job_lost(jid, rec.segments[pg.src_seg], f"went silent while {jid} migrated "
+                           f"to {pg.dst}", silent_s)      # the policy requeues a migrating job
 
     def _probe1(self, agent: MachineAgent, jid: str, n: int) -> SegmentProbe:
         return agent.probe([(jid, n)])[(jid, n)]
@@ -848,6 +921,7 @@ class Daemon:
         wait_s = self.cfg.checkpoint_timeout_s + 60
         if pg.phase == "checkpoint":
             self._wait_for_saver(jid)
+            log.info("migration of %s: checkpoint on %s", jid, src.name)
             p = self._settled(src, jid, pg.src_seg, wait_s)
             if not p.ended:
                 ok, msg = src.checkpoint(jid, pg.src_seg, self.cfg.checkpoint_timeout_s)
@@ -870,6 +944,7 @@ class Daemon:
                 self._save()
         launched = False                        # known only when resuming at phase restore
         if pg.phase == "transfer":
+            log.info("migration of %s: transfer %s -> %s", jid, src.name, dst.name)
             ck = self._transfer(jid, rec, pg, src, dst)
             with self.lock:
                 pg.dst_checkpoint, pg.dst_seg, pg.phase = ck, rec.next_seg(), "restore"
@@ -879,21 +954,13 @@ class Daemon:
         else:
             launched = self._probe1(dst, jid, pg.dst_seg).launched
         if not launched:
+            log.info("migration of %s: restore on %s", jid, dst.name)
             try:
                 dst.restore(jid, pg.dst_seg, pg.dst_checkpoint, dst.image_path(Path(rec.image)))
             except HostError as e:              # it may have started: confirmation decides
                 log.warning("launching the restore of %s on %s: %s", jid, dst.name, e)
-        while True:
-            try:
-                self._confirm(dst, jid, pg.dst_seg)
-                break
-            except HostError as e:
-                # unreachable: the job may be running there, so it must not be resumed at
-                # the source (two copies); its checkpoint stays until the target answers
-                log.warning("cannot reach %s to confirm %s (%s); retrying in %g s", dst.name,
-                            jid, e, RETRY_S)
-                if self.stopping.wait(RETRY_S):
-                    return
+        log.info("migration of %s: waiting for %s to confirm", jid, dst.name)
+        self._confirm(dst, jid, pg.dst_seg)
         with self.lock:
             rec.progress = None
             rec.history[-1].update(outcome="done", ended=time.time())
@@ -961,10 +1028,28 @@ class Daemon:
 
     def _confirm(self, dst: MachineAgent, jid: str, n: int) -> None:
         """The target confirms when its restored VM has passed a migration point (its state
-        was sound) or has run to a normal end; merely starting is not enough."""
+        was sound) or has run to a normal end; merely starting is not enough. A target board
+        that does not answer may be running the job, so the source copy stays until it has
+        been silent for `board_lost_after_s` (BoardSilent); its copy there is stopped when it
+        answers again."""
         deadline = time.time() + self.cfg.confirm_timeout_s
-        while time.time() < deadline:
-            p = self._probe1(dst, jid, n)
+        first_failure = None
+        while time.time() < deadline or first_failure is not None:
+            try:
+                p = self._probe1(dst, jid, n)
+                first_failure = None
+            except HostError as e:
+                if not dst.host.remote:
+                    raise
+                first_failure = first_failure or time.time()
+                silent = self._silent_for(dst.name, first_failure)
+                if silent >= self.cfg.board_lost_after_s:
+                    self._leave_behind(dst.name, jid, str(e))
+                    raise BoardSilent(dst.name, silent, str(e)) from None
+                log.warning("cannot reach %s to confirm %s (%s); retrying", dst.name, jid, e)
+                if self.stopping.wait(min(RETRY_S, self.cfg.board_lost_after_s - silent)):
+                    raise MigrationFailed("the daemon stops; the next one confirms") from None
+                continue
             if p.confirmed or (p.ended and p.rc == 0 and not p.checkpointed):
                 return
             if p.ended:
@@ -1001,6 +1086,8 @@ class Daemon:
                     self.agents[pg.dst].kill_vm(jid)
                 except HostError as e:
                     log.warning("could not stop %s on %s: %s", jid, pg.dst, e)
+                    if self.agents[pg.dst].host.remote:
+                        self._leave_behind(pg.dst, jid, str(e))
             with self.lock:
                 if pg.phase == "resume":          # a retry: launched before, or about to be
                     resumed = rec.segments[pg.resume_seg]
@@ -1022,7 +1109,9 @@ class Daemon:
             rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())
             self.metrics.migrations.labels(pg.src, pg.dst, "failed").inc()
             dst_model = self.state.machines[pg.dst].model
-            if self.state.machines[pg.dst].kind == "board" \
+            # a board that went silent failed, not the job: it stays a candidate (the policy
+            # sends nothing to that board until it answers again)
+            if self.state.machines[pg.dst].kind == "board" and pg.dst not in self.unreachable \
                     and self.state.jobs[jid].slowdown.pop(dst_model, None) is not None:
                 log.info("%s is no longer a candidate for %s boards: its estimate is dropped "
                          "so that the policy does not retry a failing migration", jid, dst_model)

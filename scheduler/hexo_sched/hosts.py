@@ -7,6 +7,7 @@ configured known_hosts file: an unknown or changed key refuses the connection.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
@@ -139,9 +140,11 @@ class SshHost:
     remote = True
 
     def __init__(self, name: str, host: str, port: int, user: str, key: Path,
-                 known_hosts: Path, connect_timeout: float = 10.0):
+                 known_hosts: Path, connect_timeout: float = 10.0, io_timeout: float = 60.0):
         self.name, self.host, self.port, self.user = name, host, port, user
         self.key, self.known_hosts, self.connect_timeout = key, known_hosts, connect_timeout
+        self.io_timeout = io_timeout      # a board that does not answer for this long fails
+                                          # the call: a frozen board must not hang a thread
         self._client = None
         self._lock = threading.RLock()
 
@@ -175,7 +178,8 @@ class SshHost:
         with self._lock:
             c = self._connect()
             try:
-                _, out, err = c.exec_command(script, timeout=timeout)
+                with self._watchdog():
+                    _, out, err = c.exec_command(script, timeout=timeout)
                 o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
                 return out.channel.recv_exit_status(), o, e
             except (paramiko.SSHException, OSError, TimeoutError) as e:
@@ -187,7 +191,9 @@ class SshHost:
         import paramiko
         with self._lock:
             try:
-                return self._connect().get_transport().open_session()
+                c = self._connect()
+                with self._watchdog():
+                    return c.get_transport().open_session()
             except (paramiko.SSHException, EOFError) as e:
                 self.close()
                 raise HostError(f"{self.name}: cannot open an SSH channel: {e}") from None
@@ -197,13 +203,30 @@ class SshHost:
         with self._lock:
             c = self._connect()
             try:
-                with c.open_sftp() as s:
+                with self._watchdog():
+                    s = c.open_sftp()
+                with s:
+                    s.get_channel().settimeout(self.io_timeout)
                     return fn(s)
-            except (paramiko.SSHException, EOFError) as e:
+            except (paramiko.SSHException, EOFError, TimeoutError) as e:
                 self.close()
                 raise HostError(f"{self.name}: SFTP failed: {e}") from None
             except OSError as e:
                 raise HostError(f"{self.name}: SFTP failed: {e}") from None
+
+    @contextlib.contextmanager
+    def _watchdog(self):
+        """Opening a channel waits for the board without a limit in paramiko (a channel's
+        data has its own timeout): past `io_timeout` the connection is closed, which ends
+        the wait with an error."""
+        client = self._client
+        t = threading.Timer(self.io_timeout, client.close if client else lambda: None)
+        t.daemon = True
+        t.start()
+        try:
+            yield
+        finally:
+            t.cancel()
 
     def put_dir(self, local: Path, remote: str) -> None:
         def go(s):
