@@ -192,17 +192,18 @@ class EmuBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         self._ended = False
         outcome: list = []
-        worker = threading.Thread(target=self._emulate, args=(uc, on_hypercall, outcome),
+        done = threading.Event()
+        worker = threading.Thread(target=self._emulate, args=(uc, on_hypercall, outcome, done),
                                   name="hexo-emu", daemon=True)
-        worker.start()
         try:
-            while worker.is_alive():
+            worker.start()
+            while not done.is_set():
                 left = _POLL if deadline is None else deadline - time.monotonic()
-                worker.join(max(min(left, _POLL), 0))
+                done.wait(max(min(left, _POLL), 0))
                 if left <= 0:
-                    self._end(uc, worker)
+                    self._end(uc, done)
         except BaseException:
-            self._end(uc, worker)
+            self._end(uc, done)
             raise
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
@@ -231,19 +232,25 @@ class EmuBackend(Backend):
             raise RuntimeError("the emulator backend is closed")
         return self.uc
 
-    def _end(self, uc: Uc, worker: threading.Thread) -> None:
+    def _end(self, uc: Uc, done: threading.Event) -> None:
         """Stop the worker for good: unicorn's asynchronous stop may rewind PC onto an
-        instruction whose load already overwrote its base register, so it is never resumed."""
+        instruction whose load already overwrote its base register, so it is never resumed.
+        Waits on the worker's own `done`, not Thread.is_alive(): a join that Ctrl-C
+        interrupted can leave is_alive() False while the thread still emulates (unicorn
+        then crashed the interpreter's exit, freeing the engine under it)."""
         self._ended = True
-        while worker.is_alive():
+        while not done.is_set():
             uc.emu_stop()
-            worker.join(0.01)
+            done.wait(0.01)
 
-    def _emulate(self, uc: Uc, on_hypercall: HypercallHandler, outcome: list) -> None:
+    def _emulate(self, uc: Uc, on_hypercall: HypercallHandler, outcome: list,
+                 done: threading.Event) -> None:
         try:
             outcome.append(self._loop(uc, on_hypercall))
         except BaseException as e:
             outcome.append(e)
+        finally:
+            done.set()
 
     def _loop(self, uc: Uc, on_hypercall: HypercallHandler) -> Optional[StopReason]:
         """Run to the next stop; None when the caller ended the run (deadline, Ctrl-C)."""
