@@ -222,7 +222,7 @@ def test_checkpoint_writer_is_atomic(tmp_path):
 
 
 @pytest.mark.parametrize("kernel,klass,isa,delay", [
-    ("cg", "W", "x86_64", 0.05), ("ep", "S", "x86_64", 0.3), ("is", "W", "x86_64", 0.0),
+    ("cg", "W", "x86_64", 0.05), ("ep", "S", "x86_64", 0.3), ("is", "A", "x86_64", 0.0),
     ("cg", "S", "aarch64", 0.5),
 ])
 def test_npb_checkpointed_mid_run_still_verifies(images, env, tmp_path, kernel, klass, isa,
@@ -239,3 +239,25 @@ def test_npb_checkpointed_mid_run_still_verifies(images, env, tmp_path, kernel, 
     p = run([UHYVE, "restore", tmp_path / "ck"], env=env)
     assert p.returncode == 0, p.stderr
     check(kernel, klass, p.stdout)
+
+
+def test_a_job_that_ends_answers_the_checkpoint_it_was_asked_for(images, env, tmp_path):
+    """The job ends while a checkpoint request waits for its next migration point: the
+    requester is told why at once (not after its timeout, nor by a cut connection)."""
+    image = images.program("chatty", migratable=True)
+    proc = subprocess.Popen([UHYVE, "run", image, "--isa", "x86_64", "--name", "job", "--",
+                             "read", "0"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_running(env, "job", proc)
+    ck = subprocess.Popen([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck", "--timeout",
+                           "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    state = os.path.join(env["HEXO_RUN_DIR"], "job.json")
+    while json.load(open(state))["state"] != "checkpointing":    # the request is armed
+        assert ck.poll() is None, ck.communicate()
+        time.sleep(0.01)
+    out, _ = proc.communicate("a line\n", timeout=120)          # no point on its way out
+    _, err = ck.communicate(timeout=120)
+    assert proc.returncode == 0 and out == "1 a line\ndone\n"
+    assert ck.returncode == 1 and "the job has ended (exited, status 0)" in err, err
+    assert not (tmp_path / "ck").exists()

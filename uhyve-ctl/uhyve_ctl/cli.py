@@ -404,6 +404,9 @@ def _drive(vm, args, restore, held: HeldOutput | None, t0: float, lost: tuple,
               f"run {1e3 * (t2 - t1):.1f} ms, cpu {1e3 * (cpu2 - cpu1):.1f} ms, "
               f"{vm.hypercalls.count} hypercalls", file=sys.stderr)
     code, state = _report(vm, stop)
+    if state != "checkpointed":
+        vm.end_requests(f"the job has ended ({state}, status {code}) without reaching "
+                        f"another migration point")
     unconfirmed = False
     if restore is not None and not vm.migrator.passed_point.is_set():
         if state == "exited" and code == 0:

@@ -86,7 +86,8 @@ class ControlServer:
         self.sock.listen(4)
         self.handler = handler
         self._clients: list[threading.Thread] = []
-        threading.Thread(target=self._serve, daemon=True, name=f"control-{name}").start()
+        self._server = threading.Thread(target=self._serve, daemon=True, name=f"control-{name}")
+        self._server.start()
 
     def set_state(self, state: str, **extra) -> None:
         """Update the state file; callable from any thread (a post-copy target's puller
@@ -120,7 +121,12 @@ class ControlServer:
     def close(self, final_state: str, **extra) -> None:
         """Record the final state, finish answering requesters, remove the socket."""
         self.set_state(final_state, **extra)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close does not)
+        except OSError:
+            pass
         self.sock.close()
+        self._server.join(5)                     # every accepted requester is in _clients
         for t in self._clients:
             t.join(5)
         if os.path.exists(self.sock_path):

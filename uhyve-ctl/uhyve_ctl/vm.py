@@ -81,6 +81,7 @@ class VirtualMachine:
             self.files = FileTable(tuple(mounts), stdio)
             self._migrator = None
             self._migrator_lock = _thread.allocate_lock()
+            self._ended: str | None = None     # why checkpoint requests get no checkpoint
             self.ring = OutputRing(self.memory, self.files)
             self.hypercalls = Hypercalls(self.memory, self.files,
                                          lambda *state: self.migrator.on_migrate(*state),
@@ -123,7 +124,19 @@ class VirtualMachine:
             if self._migrator is None:
                 from .migration import Migrator
                 self._migrator = Migrator(self)
+                if self._ended is not None:
+                    self._migrator.end(self._ended)
             return self._migrator
+
+    def end_requests(self, why: str) -> None:
+        """The run is over: a checkpoint request pending or still to come is answered with
+        `why` at once (it would otherwise wait for a point that never comes, and the
+        process end would cut its connection)."""
+        with self._migrator_lock:
+            self._ended = why
+            m = self._migrator
+        if m is not None:
+            m.end(why)
 
     @property
     def page_server(self):
