@@ -86,11 +86,6 @@ def drop(saved: SavedCheckpoint | None) -> None:
         shutil.rmtree(Path(saved.path).parent, ignore_errors=True)
 
 
-def output_counts(checkpoint: str | Path) -> dict:
-    """The job's output counts a checkpoint records (none before format 1.x had them)."""
-    return dict(Checkpoint(checkpoint).meta.get("output", {"stdout": 0, "stderr": 0}))
-
-
 def cut_output(saved: SavedCheckpoint, seg: Segment, copy_dir: Path) -> dict:
     """The lost segment's output as the job's streams keep it: up to the checkpoint's counts
     (of stderr only the guest's own bytes, as the relay shows them). Returns the byte counts

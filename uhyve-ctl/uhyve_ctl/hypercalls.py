@@ -127,12 +127,13 @@ class FileTable:
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
 
-    def stdout_is_file(self) -> bool:
-        """Guest fd 1 is not a terminal (character device): C buffers it fully."""
+    def stdout_is_terminal(self) -> bool:
+        """Guest fd 1 is a terminal (a character device, or nothing we can ask): C then
+        line-buffers it, elsewhere it buffers it fully."""
         try:
-            return not stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
+            return stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
         except (KeyError, OSError):
-            return False
+            return True
 
     def writable(self) -> dict[int, int]:
         """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""

@@ -258,17 +258,19 @@ class _Fd:
         self.close()
 
 
-def ensure_kick_handler() -> None:
+def ensure_kick_handler(required: bool = True) -> None:
     """Install a Python no-op handler for KICK_SIGNAL unless one is set. Its C part is
     async-signal-safe and turns the default action (terminate) into an EINTR from KVM_RUN.
-    Only the main thread may install it: elsewhere, raise if it is missing."""
+    Only the main thread may install it: elsewhere, raise if it is missing and `required`
+    (else a later kick() says what is missing)."""
     if _signal.getsignal(KICK_SIGNAL) not in (_signal.SIG_DFL, None):
         return
     try:
         _signal.signal(KICK_SIGNAL, lambda signum, frame: None)
     except ValueError:          # "signal only works in main thread of the main interpreter"
-        raise RuntimeError("no vCPU kick handler: create a Kvm() in the main thread "
-                           "first") from None
+        if required:
+            raise RuntimeError("no vCPU kick handler: create a Kvm() in the main thread "
+                               "first") from None
 
 
 def unavailable() -> str:
@@ -298,10 +300,7 @@ class Kvm(_Fd):
         if version != API_VERSION:
             self.close()
             raise KvmError(_errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
-        try:
-            ensure_kick_handler()
-        except RuntimeError:
-            pass                # not the main thread: a later kick() says what is missing
+        ensure_kick_handler(required=False)
 
     def check_extension(self, cap: int) -> int:
         return _ioctl(self.fd, KVM_CHECK_EXTENSION, cap)
@@ -339,10 +338,7 @@ def system() -> Kvm:
     if _system is None:
         _system = Kvm()
     else:
-        try:
-            ensure_kick_handler()      # as Kvm() does, should the first open have been elsewhere
-        except RuntimeError:
-            pass                       # not the main thread: a later kick() says what is missing
+        ensure_kick_handler(required=False)   # as Kvm() does, should it have opened elsewhere
     return _system
 
 

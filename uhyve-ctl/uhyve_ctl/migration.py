@@ -82,12 +82,11 @@ class Migrator:
         # goes on here (called with the reason, on the vCPU thread)
         self.on_resumed: Callable[[str], None] | None = None
         self._stage = "checkpoint"
-        self._ended: str | None = None
 
     def end(self, why: str) -> None:
-        """No migration point will come: answer a pending request, refuse later ones."""
+        """No migration point will come (the VM's run is over, `vm.ended`): answer a pending
+        request; arm() refuses later ones."""
         with self._lock:
-            self._ended = why
             req, self._pending = self._pending, None
         if req is not None and req.mode != "probe":
             self._answer_with(MigrationError(why))
@@ -116,8 +115,8 @@ class Migrator:
         if req.mode != "probe":
             self._prepare(req.target_isa)
         with self._lock:
-            if self._ended is not None:
-                raise MigrationError(self._ended)
+            if self.vm.ended is not None:
+                raise MigrationError(self.vm.ended)
             if self._pending is not None and self._pending.mode != "probe":
                 raise MigrationError("a checkpoint of this VM is already in progress")
             self._pending, self._result, self._answer = req, None, None

@@ -81,7 +81,7 @@ class VirtualMachine:
             self.files = FileTable(tuple(mounts), stdio)
             self._migrator = None
             self._migrator_lock = _thread.allocate_lock()
-            self._ended: str | None = None     # why checkpoint requests get no checkpoint
+            self.ended: str | None = None      # why checkpoint requests get no checkpoint
             self.ring = OutputRing(self.memory, self.files)
             self.hypercalls = Hypercalls(self.memory, self.files,
                                          lambda *state: self.migrator.on_migrate(*state),
@@ -124,8 +124,6 @@ class VirtualMachine:
             if self._migrator is None:
                 from .migration import Migrator
                 self._migrator = Migrator(self)
-                if self._ended is not None:
-                    self._migrator.end(self._ended)
             return self._migrator
 
     def end_requests(self, why: str) -> None:
@@ -133,7 +131,7 @@ class VirtualMachine:
         `why` at once (it would otherwise wait for a point that never comes, and the
         process end would cut its connection)."""
         with self._migrator_lock:
-            self._ended = why
+            self.ended = why
             m = self._migrator
         if m is not None:
             m.end(why)
@@ -249,7 +247,8 @@ class VirtualMachine:
     def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
-            flags=0 if self.files.stdout_is_file() else abi.BOOT_STDOUT_TERMINAL, mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
+            flags=abi.BOOT_STDOUT_TERMINAL if self.files.stdout_is_terminal() else 0,
+            mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
             argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],

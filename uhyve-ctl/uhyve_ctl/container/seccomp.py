@@ -120,14 +120,18 @@ def compile_profile(profile: dict, isa: str) -> bytes:
         lib.seccomp_release(ctx)
 
 
+def _dumped(images: Path) -> tuple[dict, list[dict]]:
+    """CRIU's seccomp image in `images` (empty if the job was unconfined) and its filters."""
+    img = {"entries": []}
+    if (images / "seccomp.img").exists():
+        with open(images / "seccomp.img", "rb") as f:
+            img = criu.pycriu().images.load(f)
+    return img, [flt for e in img["entries"] for flt in e.get("seccomp_filters", [])]
+
+
 def filters(images: Path) -> list[bytes]:
     """The BPF programs of CRIU's seccomp image in `images` (none if unconfined)."""
-    if not (images / "seccomp.img").exists():
-        return []
-    with open(images / "seccomp.img", "rb") as f:
-        entries = criu.pycriu().images.load(f)["entries"]
-    return [base64.b64decode(flt["filter"]) for e in entries
-            for flt in e.get("seccomp_filters", [])]
+    return [base64.b64decode(flt["filter"]) for flt in _dumped(images)[1]]
 
 
 def check_rebuildable(count: int, profile: dict | None, isa: str) -> None:
@@ -151,18 +155,15 @@ def running_filters(pid: int) -> int:
 
 def replace_filters(images: Path, profile: dict | None, isa: str) -> None:
     """Put the filter of `profile` compiled for `isa` in place of the one CRIU dumped."""
-    dumped = filters(images)
+    img, dumped = _dumped(images)
     check_rebuildable(len(dumped), profile, isa)
     if not dumped:
         return
-    pycriu = criu.pycriu()
-    with open(images / "seccomp.img", "rb") as f:
-        img = pycriu.images.load(f)
-    for e in img["entries"]:
-        for flt in e.get("seccomp_filters", []):
-            flt["filter"] = base64.b64encode(compile_profile(profile, isa)).decode()
+    bpf = base64.b64encode(compile_profile(profile, isa)).decode()
+    for flt in dumped:
+        flt["filter"] = bpf
     with open(images / "seccomp.img", "wb") as f:
-        pycriu.images.dump(img, f)
+        criu.pycriu().images.dump(img, f)
 
 
 def audit_arches(bpf: bytes) -> set[int]:
