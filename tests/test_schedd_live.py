@@ -309,3 +309,30 @@ def test_calibrate_measures_a_board_over_ssh(tmp_path, sshd):
     assert "board board0 over SSH" in rows[0]["slowdown_source"]
     assert float(rows[0]["instructions_per_s"]) > 0
     assert any((tmp_path / "board" / "work" / "images").iterdir())   # copied over SFTP
+
+
+def test_a_daemon_killed_right_after_a_submission_hands_out_new_ids(images, tmp_path, sshd):
+    """The submission's own state save already holds the job: a daemon killed right after it
+    and restarted gives the next job a new id (it once gave the same one again and refused
+    that job as 'submitted twice')."""
+    is_ = images.get("npb-is", "S")
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    p = run([HEXO, "submit", is_, "--state-dir", state_dir])
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+    assert p.returncode == 0, p.stderr
+    daemon = start_daemon(cfg, log)
+    try:
+        p = run([HEXO, "submit", is_, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
+                                                            for j in s["jobs"]),
+                      state_dir, 300, "both jobs to end")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    assert [j["id"] for j in st["jobs"]] == ["job-1", "job-2"]
+    for j in st["jobs"]:
+        check("is", "S", Path(j["output"]).read_text())

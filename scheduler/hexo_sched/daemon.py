@@ -331,6 +331,9 @@ class Daemon:
         with self.lock:
             for image, vcpus, mem, bench, klass, slow, source, args in checked:
                 jid = f"job-{self.next_id}"
+                # counted before the event, which saves the state with the job in it: a
+                # daemon killed right after would otherwise hand out this id again
+                self.next_id += 1
                 job = Job(jid, vcpus, mem, benchmark=bench, slowdown=dict(slow))
                 self.records[jid] = JobRecord(jid, image, bench, klass, source, args=args,
                                               **record)
@@ -340,10 +343,10 @@ class Daemon:
                     self._event(self.policy.on_submit, job)
                 except ValueError as e:            # refused by the policy: no trace of it left
                     del self.records[jid]
+                    self.next_id -= 1
                     if jid in self.state.jobs:
                         raise
                     raise ApiError(str(e)) from None
-                self.next_id += 1
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
                 ids.append(jid)
