@@ -144,3 +144,77 @@ def test_calibration_reads_the_run_and_cpu_times_uhyve_ctl_reports():
     assert stats_run_seconds(line) == pytest.approx(0.0192)
     assert stats_cpu_seconds(line) == pytest.approx(0.0081)
     assert stats_cpu_seconds("uhyve-ctl: x86_64 on kvm: run 19.2 ms, 8 hypercalls") is None
+
+
+@pytest.mark.parametrize("mnemonic,operands,counts", [
+    ("ldr", "x0, [x1, #8]", {"loads": 1}),
+    ("ldp", "x29, x30, [sp], #16", {"loads": 2}),
+    ("ldr", "q0, [x8]", {"loads": 1, "simd_accesses": 1}),
+    ("ld1", "{ v0.2d, v1.2d }, [x0]", {"loads": 2, "simd_accesses": 2}),
+    ("stp", "q0, q1, [x9, #-32]", {"stores": 2, "simd_accesses": 2}),
+    ("fadd", "d0, d0, d1", {"fp": 1, "fp_lanes": 1}),
+    ("fmla", "v0.2d, v1.2d, v2.2d", {"fp": 1, "fp_lanes": 2}),
+    ("fmul", "v0.4s, v1.4s, v2.4s", {"fp": 1, "fp_lanes": 4}),
+    ("fsqrt", "d0, d1", {"fp": 1, "fp_lanes": 1, "divsqrt": 1}),
+    ("fdiv", "v0.2d, v0.2d, v1.2d", {"fp": 1, "fp_lanes": 2, "divsqrt": 2}),
+    ("scvtf", "d0, x1", {"convert": 1}),
+    ("fcvtzs", "v0.2d, v0.2d", {"convert": 2}),
+    ("fmov", "d0, x1", {}),                   # a move: no softfloat helper
+    ("fneg", "d0, d0", {}),
+    ("add", "v0.4s, v0.4s, v1.4s", {}),       # integer SIMD: no FP helper
+    ("b.ne", "0x40 <main+0x40>", {"branches": 1}),
+    ("cbz", "x0, 0x10 <f+0x10>", {"branches": 1}),
+    ("bl", "0x0 <g>", {"branches": 1}),
+    ("ret", "", {"branches": 1, "indirect_branches": 1}),
+    ("blr", "x8", {"branches": 1, "indirect_branches": 1}),
+])
+def test_aarch64_instruction_classes(mnemonic, operands, counts):
+    assert insn_mix.a64_classes(mnemonic, operands) == {"insns": 1, **counts}
+
+
+def exact_aarch64_counts(elf) -> dict[str, int]:
+    """What the aarch64 build executes, counted exactly: qemu-user logs every translation
+    block it translates (its instructions) and every one it runs (chaining off)."""
+    import re
+    from collections import Counter
+    p = subprocess.run(["qemu-aarch64-static", "-d", "in_asm,exec,nochain", "-D", "/dev/stderr",
+                        str(elf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       check=True)
+    blocks, current, runs = {}, None, Counter()
+    for line in p.stderr.splitlines():
+        if line.startswith("IN:"):
+            current = []
+        elif current is not None and line.startswith("0x"):
+            m = re.match(r"0x([0-9a-f]+):\s+[0-9a-f]+\s+(\S+)\s*(.*)", line)
+            current.append((int(m[1], 16), m[2], m[3]))
+        else:
+            if current:
+                blocks[current[0][0]] = current
+            current = None
+            if line.startswith("Trace"):
+                runs[int(line.split("[")[1].split("/")[1], 16)] += 1
+    total = Counter()
+    for pc, n in runs.items():
+        for _, mnemonic, operands in blocks[pc]:
+            for k, v in insn_mix.a64_classes(mnemonic, operands).items():
+                total[k] += n * v
+    return total
+
+
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("qemu-aarch64-static")),
+                    reason="needs valgrind and qemu-user")
+@pytest.mark.parametrize("workload", ["montecarlo", "npb-is"])
+def test_aarch64_mix_from_x86_counts_matches_the_aarch64_run(tmp_path, workload):
+    """The aarch64 build's instructions estimated from a callgrind run of the x86-64 build
+    (line tables and blocks) against those the aarch64 build executes under qemu-user."""
+    from hexo import workloads
+    from hexo.toolchain.build import BuildRequest, build
+    w = workloads.get(workload)
+    build(BuildRequest(w.paths(), tmp_path / "w.hexo", workload, w.defines("S"),
+                       migratable=True, linux=True), keep=tmp_path / "b")
+    est = insn_mix.measure_aarch64(tmp_path / "b")
+    exact = exact_aarch64_counts(tmp_path / "b" / "aarch64" / "final.elf")
+    for k in insn_mix.A64_COUNTS:
+        if exact[k] > 0.01 * exact["insns"]:
+            assert est[k] == pytest.approx(exact[k], rel=0.1), k
+    assert 0.5 < est["insns"] / est["x86_insns"] < 2

@@ -308,6 +308,7 @@ def test_calibrate_measures_a_board_over_ssh(tmp_path, sshd):
     assert float(rows[0]["slowdown"]) > 1.0                 # the emulated board is slower
     assert "board board0 over SSH" in rows[0]["slowdown_source"]
     assert float(rows[0]["instructions_per_s"]) > 0
+    assert 0.5 < float(rows[0]["aarch64_insns_per_insn"]) < 3      # the board build's mix
     assert any((tmp_path / "board" / "work" / "images").iterdir())   # copied over SFTP
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from . import insn_mix
 from .agents import stats_cpu_seconds
 from .errors import SchedError
-from .model import COLUMNS, MIX_COUNTS, MIX_FEATURES
+from .model import A64_FEATURES, COLUMNS, MIX_COUNTS, MIX_FEATURES, X86_MIX_FEATURES
 
 
 class CalibrationError(SchedError, RuntimeError):
@@ -91,24 +91,55 @@ def counter_row(workload: str, klass: str, work: Path, repeats: int = 3,
         seconds, timed = server_seconds
     c = insn_mix.measure(exe)
     n = c["instructions"]
-    return {"benchmark": workload.removeprefix("npb-").upper(), "npb_class": klass,
-            "instructions_per_s": n / seconds,
-            "llc_references_per_s": c["l1_misses"] / seconds,
-            "llc_misses_per_s": c["ll_misses"] / seconds,
-            **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)},
-            "counters_source": f"derived: callgrind counts ({n:.4g} instructions) of this "
-                               f"project's native build / {timed}"}
+    row = {"benchmark": workload.removeprefix("npb-").upper(), "npb_class": klass,
+           "instructions_per_s": n / seconds,
+           "llc_references_per_s": c["l1_misses"] / seconds,
+           "llc_misses_per_s": c["ll_misses"] / seconds, **mix_columns(c),
+           "counters_source": f"derived: callgrind counts ({n:.4g} instructions) of this "
+                              f"project's native build / {timed}"}
+    return with_aarch64_columns(row, workload, klass, work, n)
 
 
-def _build_image(workload: str, klass: str, work: Path, uhyve_ctl: str) -> Path:
-    image = work / f"{workload}.{klass}.hexo"
+def mix_columns(counts: dict) -> dict[str, float]:
+    """The x86-64 mix columns of insn_mix.measure's counts, per instruction."""
+    return {f: counts[k] / counts["instructions"] for f, k in zip(X86_MIX_FEATURES, MIX_COUNTS)}
+
+
+def aarch64_columns(workload: str, klass: str, work: Path, instructions: int
+                    ) -> dict[str, float]:
+    """The aarch64 build's mix (insn_mix.measure_aarch64) per x86-64 instruction of the
+    native build (`instructions`, the count the rates divide), from the workload's image
+    built for Linux processes: the same application code at one layout on both ISAs, which
+    valgrind runs."""
+    build_dir = work / f"{workload}.{klass}.linux"
+    _hexo_build(workload, klass, work / f"{workload}.{klass}.linux.hexo", "--linux",
+                "--keep-build-dir", str(build_dir))
+    c = insn_mix.measure_aarch64(build_dir)
+    return {f: c[k] / instructions for f, k in zip(A64_FEATURES, insn_mix.A64_COUNTS)}
+
+
+def with_aarch64_columns(row: dict, workload: str, klass: str, work: Path,
+                         instructions: int) -> dict:
+    """`row` with aarch64_columns, or with its counters_source saying why they are missing."""
+    try:
+        return {**row, **aarch64_columns(workload, klass, work, instructions)}
+    except insn_mix.MixError as e:
+        return {**row, **dict.fromkeys(A64_FEATURES),
+                "counters_source": f"{row['counters_source']}; aarch64 mix not measured: {e}"}
+
+
+def _hexo_build(workload: str, klass: str, image: Path, *flags: str) -> Path:
     if not image.exists():
-        p = subprocess.run([str(Path(uhyve_ctl).with_name("hexo")), "build", "--workload",
-                            workload, "--class", klass, "-o", str(image)],
+        p = subprocess.run([str(Path(sys.executable).with_name("hexo")), "build", "--workload",
+                            workload, "--class", klass, "-o", str(image), *flags],
                            capture_output=True, text=True)
         if p.returncode != 0:
             raise CalibrationError(f"hexo build failed: {p.stderr[-500:]}")
     return image
+
+
+def _build_image(workload: str, klass: str, work: Path) -> Path:
+    return _hexo_build(workload, klass, work / f"{workload}.{klass}.hexo")
 
 
 def server_seconds(image: Path, uhyve_ctl: str, repeats: int) -> tuple[float, str]:
@@ -161,19 +192,23 @@ def workload_of(benchmark: str) -> str:
     raise CalibrationError(f"no workload named {benchmark!r}")
 
 
-def recount(dataset: Path, work: Path, jobs: int) -> tuple[list[dict], list[str]]:
+def recount(dataset: Path, work: Path, jobs: int, aarch64_only: bool = False
+            ) -> tuple[list[dict], list[str]]:
     """The rows of a calibration dataset with their instruction mix measured again by this
-    tree's insn_mix (what it counts is deterministic; slowdowns and rates are kept), and the
-    dataset's provenance."""
+    tree's insn_mix (what it counts is deterministic; slowdowns and rates are kept), only
+    the aarch64 build's when `aarch64_only`, and the dataset's provenance."""
     from .model import load_dataset
     ds = load_dataset(dataset)
 
     def mix(row: dict) -> dict:
-        exe = build_native(workload_of(row["benchmark"]), row["npb_class"], work)
-        c = insn_mix.measure(exe)
-        print(f"{row['benchmark']}.{row['npb_class']}: {c}", file=sys.stderr)
-        n = c["instructions"]
-        return {**row, **{f: c[k] / n for f, k in zip(MIX_FEATURES, MIX_COUNTS)}}
+        workload = workload_of(row["benchmark"])
+        exe = build_native(workload, row["npb_class"], work)
+        c = {"instructions": insn_mix.instructions(exe)} if aarch64_only else insn_mix.measure(exe)
+        source = row["counters_source"].split("; aarch64 mix not measured")[0]
+        row = {**row, **({} if aarch64_only else mix_columns(c)), "counters_source": source}
+        row = with_aarch64_columns(row, workload, row["npb_class"], work, c["instructions"])
+        print(f"{row['benchmark']}.{row['npb_class']}: {c} {row}", file=sys.stderr)
+        return row
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         rows = list(pool.map(mix, ds.frame.to_dict("records")))
@@ -185,7 +220,10 @@ COUNTERS_NOTE = ("counters: derived, not hardware (this machine has no hardware 
                  "predictor) on the native build (clang -O2 -ffp-contract=off); FP and packed "
                  "SIMD instructions classified by mnemonic from objdump; tlb_misses: valgrind "
                  "--tool=cachegrind with an emulator's software TLB "
-                 f"({insn_mix.SOFT_TLB_TEXT}) as its data cache")
+                 f"({insn_mix.SOFT_TLB_TEXT}) as its data cache; aarch64_*: the image's "
+                 "aarch64 build per native instruction, each of its basic blocks run as often "
+                 "as the most alike block (source lines, data accesses, FP lanes) of the "
+                 "image's x86-64 build under callgrind (insn_mix.aarch64_counts)")
 
 
 def generated(argv: list[str]) -> str:
@@ -250,20 +288,23 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
     ap.add_argument("--recount", type=Path, metavar="CSV",
                     help="measure the instruction mix of a dataset's rows again (after a change "
                     "to what insn_mix counts), keeping its slowdowns and rates")
+    ap.add_argument("--aarch64-only", action="store_true",
+                    help="with --recount: measure only the aarch64 build's mix, keeping the "
+                    "x86-64 one")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     if args.recount:
         from hexo.errors import one_line
         try:
             with tempfile.TemporaryDirectory() as d:
-                rows, provenance = recount(args.recount, Path(d), args.jobs)
+                rows, provenance = recount(args.recount, Path(d), args.jobs, args.aarch64_only)
         except (SchedError, OSError) as e:
             print(f"{prog}: error: {one_line(e, 'recount', (SchedError,))}", file=sys.stderr)
             return 1
         lines = [f"# {COUNTERS_NOTE if line.startswith('counters:') else line}"
                  for line in provenance]
-        write_csv(rows, args.output,
-                  lines + [f"# instruction mix measured again {generated(argv)}"])
+        what = "aarch64 mix" if args.aarch64_only else "instruction mix"
+        write_csv(rows, args.output, lines + [f"# {what} measured again {generated(argv)}"])
         print(f"wrote {args.output} ({len(rows)} rows)")
         return 0
     if (args.board is None) != (args.config is None):
@@ -285,7 +326,7 @@ def main(argv=None, prog: str = "python -m hexo_sched.calibrate") -> int:
             row = counter_row(workload, klass, work, args.repeats)
             print(f"{spec}: {row}", file=sys.stderr)
             return row
-        image = _build_image(workload, klass, work, uhyve_ctl)
+        image = _build_image(workload, klass, work)
         server = server_seconds(image, uhyve_ctl, args.repeats)
         if args.board:
             board, slowdown, source = board_slowdown(image, server, args.config, args.board)

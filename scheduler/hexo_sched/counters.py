@@ -51,8 +51,8 @@ class CounterRates:
     llc_references_per_s: float
     llc_misses_per_s: float
     source: str
-    #: the instruction mix per instruction (model.MIX_FEATURES order): a program's property
-    #: that a calibration row carries; hardware samples here do not
+    #: the instruction mix per instruction (model.MIX_FEATURES order, NaN where not measured):
+    #: a program's property that a calibration row carries; hardware samples here do not
     mix: tuple[float, ...] | None = None
 
     def features(self) -> list[float]:
@@ -63,7 +63,7 @@ class CounterRates:
         from .model import MIX_FEATURES
         named = dict(zip(("instructions_per_s", "llc_references_per_s", "llc_misses_per_s"),
                          self.features()))
-        named.update(zip(MIX_FEATURES, self.mix or ()))
+        named.update((c, v) for c, v in zip(MIX_FEATURES, self.mix or ()) if v == v)
         missing = [c for c in columns if c not in named]
         if missing:
             raise CountersUnavailable(f"{self.source}: no {', '.join(missing)}")
@@ -216,8 +216,7 @@ class CalibrationSource:
                                       " (run hexo_sched.calibrate for it)")
         from .model import MIX_FEATURES
         r = rows.iloc[-1]
-        mix = tuple(float(r[c]) for c in MIX_FEATURES) if all(
-            c in r.index and r[c] == r[c] for c in MIX_FEATURES) else None
+        mix = tuple(float(r[c]) if c in r.index else float("nan") for c in MIX_FEATURES)
         return CounterRates(float(r["instructions_per_s"]), float(r["llc_references_per_s"]),
                             float(r["llc_misses_per_s"]),
                             source=f"calibration {self.path.name}: {r['counters_source']}",

@@ -54,13 +54,23 @@ class Estimator:
 
     def predict(self, rates: CounterRates) -> tuple[dict[str, float], str]:
         """Slowdown per board model for measured or calibrated rates, and a sentence."""
-        out, notes = {}, []
-        models = self.models if rates.mix is not None else self.rate_models
-        for b, m in models.items():
+        out, notes, used = {}, [], set()
+        for b, m in self.models.items():
+            m, name = ((m, f"{self.features[b]} features") if _has_inputs(rates, m)
+                       else (self.rate_models[b], "rates"))
             s, clipped = m.predict(rates)
             out[b] = s
+            used.add(name)
             notes.append(f"{b} {s:.3g}x" + (" (held in the training range)" if clipped else ""))
         notes += [f"{b}: no model ({why})" for b, why in self.missing.items()]
-        used = "rates" if models is self.rate_models else \
-            ", ".join(sorted({f"{self.features[b]} features" for b in models}))
-        return out, f"{'; '.join(notes)}; {used}: {rates.source}"
+        return out, f"{'; '.join(notes)}; {', '.join(sorted(used))}: {rates.source}"
+
+
+def _has_inputs(rates: CounterRates, m: SlowdownModel) -> bool:
+    """Whether `rates` carry every input of `m`: a hardware sample has the three rates only,
+    and a calibration row may lack what valgrind could not measure."""
+    try:
+        rates.inputs(m.features.columns)
+    except CountersUnavailable:
+        return False
+    return True

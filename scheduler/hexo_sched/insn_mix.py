@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .errors import SchedError
@@ -206,6 +206,9 @@ def mix_counts(events: list[str], costs: dict[str, dict[int, list[int]]],
 def _valgrind(tool: str, args: list[str], exe: Path, out: Path) -> None:
     p = subprocess.run(["valgrind", f"--tool={tool}", *args, f"--{tool}-out-file={out}",
                         str(exe)], capture_output=True, text=True)
+    if "brk segment overflow" in p.stderr:
+        raise MixError(f"{tool} cannot run {exe.name}: its heap outgrows valgrind's brk "
+                       "segment (8 MB at most)")
     if p.returncode != 0 or not out.exists():
         raise MixError(f"{tool} failed on {exe} (exit {p.returncode}): {p.stderr[-500:]}")
 
@@ -226,6 +229,17 @@ def soft_tlb_misses(exe: Path) -> int:
     return summary[events.index("D1mr")] + summary[events.index("D1mw")]
 
 
+def instructions(exe: Path) -> int:
+    """Instructions a run of `exe` executes (callgrind, no simulation)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "callgrind.out"
+        _valgrind("callgrind", [], exe, out)
+        for line in out.read_text().splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise MixError(f"callgrind wrote no summary for {exe}")
+
+
 def measure(exe: Path) -> dict[str, int]:
     """Run `exe` under callgrind and return its mix (mix_counts) with the misses of an
     emulator's software TLB (soft_tlb_misses); the program must exit 0."""
@@ -236,3 +250,228 @@ def measure(exe: Path) -> dict[str, int]:
         events, costs, _ = parse_callgrind(out.read_text())
     mnemonics = {obj: disassemble(obj) for obj in costs if obj and Path(obj).is_file()}
     return {**mix_counts(events, costs, mnemonics), "tlb_misses": soft_tlb_misses(exe)}
+
+
+# The other ISA's instructions. An emulated aarch64 board pays for the aarch64 build's
+# instructions, not for the x86-64 ones a server counts. Both builds of a hexo image come from
+# one optimized IR and put every function at one address, so each x86-64 instruction's
+# execution count (callgrind, on the image's own x86-64 code) says how often its source line
+# ran; the aarch64 instructions of that line in that function ran as often. Functions without
+# line tables (the C library, compiled per ISA) are mapped as a whole.
+
+#: Classes of an aarch64 instruction, named as the x86-64 mix's counts, and "code": the
+#: instructions that run at least once, each translated once by an emulator.
+A64_COUNTS = ("insns", "loads", "stores", "simd_accesses", "fp", "fp_lanes", "divsqrt",
+              "convert", "branches", "indirect_branches", "code")
+_A64_LOAD = re.compile(r"^ld(?!r?add|set|clr|eor|smax|smin|umax|umin)[a-z0-9]*$")
+_A64_STORE = re.compile(r"^st(?!add|set|clr|eor)[a-z0-9]*$")
+_A64_CONVERT = re.compile(r"^(fcvt\w*|[su]cvtf|fjcvtzs)$")
+_A64_DIVSQRT = re.compile(r"^f(div|sqrt)$")
+#: FP arithmetic a softfloat helper computes (moves, negation and absolute value are bit
+#: operations in an emulator, not helpers).
+_A64_FP = re.compile(r"^f(add|sub|mulx?|n?madd|n?msub|nmul|(min|max)(nm)?p?|addp|cm\w+|abd"
+                     r"|rint\w|recp\w+|rsqrt\w+|mla|mls|div|sqrt)$")
+_A64_LANES = re.compile(r"\.(\d+)([bhsd])\b")
+_A64_BRANCH = re.compile(r"^(b|bl|br|blr|ret|cbn?z|tbn?z|b\.\w+)$")
+_A64_INDIRECT = ("br", "blr", "ret")
+
+
+def a64_classes(mnemonic: str, operands: str) -> dict[str, int]:
+    """What one aarch64 instruction counts in each of A64_COUNTS: data accesses (a pair is
+    two; a Q or vector register access a SIMD access), FP helper work in lanes, branches."""
+    out = {"insns": 1}
+    lanes = _A64_LANES.search(operands)
+    nlanes = int(lanes[1]) if lanes else 1
+    vector = bool(lanes) or re.search(r"\bq\d", operands) is not None
+    if _A64_LOAD.match(mnemonic) or _A64_STORE.match(mnemonic):
+        kind = "loads" if mnemonic.startswith("ld") else "stores"
+        n = (2 if mnemonic[2] == "p" else
+             len(re.findall(r"\bv\d+", operands.split("}")[0])) if mnemonic[2] in "1234" else 1)
+        out[kind] = n
+        if vector:
+            out["simd_accesses"] = n
+    elif _A64_CONVERT.match(mnemonic):
+        out["convert"] = nlanes
+    elif _A64_FP.match(mnemonic):
+        out["fp"] = 1
+        out["fp_lanes"] = nlanes if vector else 1
+        if _A64_DIVSQRT.match(mnemonic):
+            out["divsqrt"] = nlanes if vector else 1
+    elif _A64_BRANCH.match(mnemonic):
+        out["branches"] = 1
+        if mnemonic in _A64_INDIRECT:
+            out["indirect_branches"] = 1
+    return out
+
+
+def _objdump(path: Path, *flags: str) -> dict[str, tuple[int, list[tuple[int, str | None,
+                                                                         str, str]]]]:
+    """Function -> (its address, its instructions as (offset in the function, source line or
+    None, mnemonic, operands)), from llvm-objdump (either ISA; `-l` adds line tables)."""
+    p = subprocess.run(["llvm-objdump", "-d", "--no-show-raw-insn", *flags, str(path)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise MixError(f"llvm-objdump failed on {path}: {p.stderr[-300:]}")
+    out: dict[str, tuple[int, list]] = {}
+    insns, start, line = None, 0, None
+    for text in p.stdout.splitlines():
+        m = re.match(r"^([0-9a-f]+) <(.+)>:$", text)
+        if m:
+            start, insns, line = int(m[1], 16), [], None
+            out.setdefault(m[2], (start, insns))
+        elif text.startswith("; ") and insns is not None:
+            where = text[2:].strip()
+            if not where.endswith("():"):
+                line = where.rsplit("/", 1)[-1]
+        elif insns is not None:
+            addr, sep, rest = text.partition(":")
+            words = rest.split(None, 1)
+            try:
+                a = int(addr.strip(), 16)
+            except ValueError:
+                continue
+            if sep and words and words[0] not in _PREFIXES and not words[0].startswith("<"):
+                insns.append((a - start, line, words[0], words[1] if len(words) > 1 else ""))
+    return out
+
+
+_TARGET = re.compile(r"<[^>+]+\+0x([0-9a-f]+)>")
+
+
+def _jumps(insns) -> list[tuple[int, int | None]]:
+    """(offset, target offset in the function or None) of each jump of either ISA (aarch64
+    branches but calls, x86-64 j*); calls return, and unrelocated ones point at themselves."""
+    out = []
+    for off, _, mnemonic, ops in insns:
+        if (_A64_BRANCH.match(mnemonic) and mnemonic != "bl") or mnemonic.startswith("j"):
+            target = _TARGET.search(ops)
+            out.append((off, int(target[1], 16) if target else None))
+    return out
+
+
+def _blocks(insns: list[tuple[int, str | None, str, str]]) -> list[list]:
+    """The basic blocks of one function's instructions: a block starts at the function's
+    entry, at a jump target inside the function and after a jump."""
+    offsets = [off for off, *_ in insns]
+    leaders = {0}
+    for off, target in _jumps(insns):
+        i = offsets.index(off)
+        if i + 1 < len(insns):
+            leaders.add(offsets[i + 1])
+        if target is not None:
+            leaders.add(target)
+    blocks: list[list] = []
+    for insn in insns:
+        if insn[0] in leaders or not blocks:
+            blocks.append([])
+        blocks[-1].append(insn)
+    return blocks
+
+
+_X86_MOVES = re.compile(r"^(v?mov\w*|stos\w*|set\w+|push|pop|call|lea|nop\w*)$")
+
+
+def _x86_accesses(mnemonic: str, ops: str) -> int:
+    """Data accesses of one x86-64 instruction (Intel syntax): a memory destination is
+    written, and read too unless the instruction only stores; a memory source is read."""
+    if mnemonic in ("push", "pop", "call", "ret"):
+        return 1
+    operands = ops.split("#")[0].split(",")
+    if "[" not in operands[0]:
+        return int(any("[" in o for o in operands[1:]) and not mnemonic.startswith(("lea", "nop")))
+    return 1 if _X86_MOVES.match(mnemonic) else 2
+
+
+def _signature(block, isa: str) -> Counter:
+    """What a basic block does that does not depend on the ISA, per source line: its data
+    accesses and FP lanes (the code around them differs), and each line once."""
+    sig: Counter = Counter()
+    for _, line, mnemonic, ops in block:
+        sig[line, "line"] = 1
+        if isa == "x86_64":
+            sig[line, "access"] += _x86_accesses(mnemonic, ops)
+            cls = insn_class(mnemonic)
+            sig[line, "fp"] += fp_lanes(mnemonic) if cls in ("fp", "divsqrt", "convert") else 0
+        else:
+            c = a64_classes(mnemonic, ops)
+            sig[line, "access"] += c.get("loads", 0) + c.get("stores", 0)
+            sig[line, "fp"] += c.get("fp_lanes", 0) + c.get("convert", 0)
+    return +sig
+
+
+def _similarity(a: Counter, b: Counter) -> float:
+    """Weighted Jaccard similarity of two block signatures: what they share over what either
+    has, so that size counts too (an unrolled loop and its remainder share lines)."""
+    keys = a.keys() | b.keys()
+    return sum(min(a[k], b[k]) for k in keys) / sum(max(a[k], b[k]) for k in keys)
+
+
+def _line_weights(x86_lines, a64_lines, runs: dict[int, int]) -> list[tuple[float, str, str]]:
+    """(executions, mnemonic, operands) of each aarch64 instruction of one function: each
+    aarch64 basic block runs as often as the x86-64 block most like it (_similarity of their
+    _signature). Source lines alone do not tell blocks apart: an unrolled loop and its
+    remainder share them, and the ISAs differ in registers, so one line's spills may sit in
+    a loop on one ISA only. A block like none runs at the function's average."""
+    x86_blocks = [(_signature(block, "x86_64"), max(runs.get(off, 0) for off, *_ in block))
+                  for block in _blocks(x86_lines)]
+    average = sum(runs.values()) / max(1, len(runs))
+    out = []
+    for block in _blocks(a64_lines):
+        sig = _signature(block, "aarch64")
+        score, runs_here = max(((_similarity(sig, s), n) for s, n in x86_blocks),
+                               default=(0, average))
+        out += [(runs_here if score > 0 else average, mnemonic, ops)
+                for _, _, mnemonic, ops in block]
+    return out
+
+
+def _add(into: dict[str, float], classes: dict[str, int], weight: float) -> None:
+    for k, v in classes.items():
+        into[k] += weight * v
+
+
+def aarch64_counts(x86_elf: Path, a64_elf: Path, x86_obj: Path, a64_obj: Path,
+                   executed: dict[int, int]) -> dict[str, float]:
+    """Estimated executions of each A64_COUNTS class by the aarch64 build, from the x86-64
+    build's per-address execution counts (`executed`): per function and source line, the
+    aarch64 instructions of a line run as often as that line's x86-64 instructions did on
+    average (the application objects' line tables); whole functions otherwise (the C
+    library), each aarch64 instruction as often as the function's x86-64 ones on average."""
+    x86, a64 = _objdump(x86_elf), _objdump(a64_elf)
+    x86_lines = _objdump(x86_obj, "-l", "--x86-asm-syntax=intel")
+    a64_lines = _objdump(a64_obj, "-l")
+    total = dict.fromkeys(A64_COUNTS, 0.0)
+    for name, (base, insns) in x86.items():
+        if name not in a64 or not insns:
+            continue
+        runs = {off: executed[base + off] for off, *_ in insns if base + off in executed}
+        if not runs:
+            continue
+        if name in x86_lines and name in a64_lines:
+            weighted = _line_weights(x86_lines[name][1], a64_lines[name][1], runs)
+        else:
+            average = sum(runs.values()) / len(insns)
+            weighted = [(average, mnemonic, ops) for _, _, mnemonic, ops in a64[name][1]]
+        for weight, mnemonic, ops in weighted:
+            _add(total, a64_classes(mnemonic, ops), weight)
+            total["code"] += weight > 0
+    return total
+
+
+def measure_aarch64(build_dir: Path) -> dict[str, float]:
+    """A64_COUNTS of a Linux-mode image's aarch64 build (aarch64_counts), from a callgrind run
+    of its x86-64 build; `build_dir` is the image's kept build directory (`hexo build --linux
+    --keep-build-dir`). Also "x86_insns": the instructions that run executed."""
+    x86_elf = build_dir / "x86_64" / "final.elf"
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "callgrind.out"
+        _valgrind("callgrind", ["--dump-instr=yes"], x86_elf, out)
+        events, costs, summary = parse_callgrind(out.read_text())
+    ir = events.index("Ir")
+    executed = {addr: c[ir] for addr, c in costs.get(str(x86_elf.resolve()), {}).items()}
+    if not executed:
+        raise MixError(f"callgrind counted no instruction of {x86_elf}")
+    counts = aarch64_counts(x86_elf, build_dir / "aarch64" / "final.elf",
+                            build_dir / "x86_64" / "app.o", build_dir / "aarch64" / "app.o",
+                            executed)
+    return {**counts, "x86_insns": summary[ir]}

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from hexo.resources import package_path
 
 from .errors import SchedError
+from .insn_mix import A64_COUNTS
 
 FEATURES = ["instructions_per_s", "llc_references_per_s", "llc_misses_per_s"]
 COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FEATURES,
@@ -40,7 +41,11 @@ COLUMNS = ["benchmark", "npb_class", "board", "slowdown", "slowdown_source", *FE
 MIX_COUNTS = ["fp", "divsqrt", "loads", "stores", "branches", "mispredicts", "l1_misses",
               "ll_misses", "fp_lanes", "convert", "simd_accesses", "indirect_branches",
               "tlb_misses"]
-MIX_FEATURES = [f"{c}_per_insn" for c in MIX_COUNTS]
+X86_MIX_FEATURES = [f"{c}_per_insn" for c in MIX_COUNTS]
+#: The aarch64 build's instruction mix per x86-64 instruction (insn_mix.aarch64_counts):
+#: what an emulated aarch64 board executes for each instruction the server runs.
+A64_FEATURES = [f"aarch64_{c}_per_insn" for c in A64_COUNTS]
+MIX_FEATURES = [*X86_MIX_FEATURES, *A64_FEATURES]
 DATA_DIR = package_path("hexo_sched", "data")
 DEFAULT_DATASET = DATA_DIR / "potato_npb.csv"
 EMULATED_DATASET = DATA_DIR / "emulated_aarch64_npb.csv"
@@ -117,6 +122,11 @@ COST_FEATURES = ("loads_per_insn", "stores_per_insn", "simd_accesses_per_insn", 
                  "fp_lanes_per_insn", "divsqrt_per_insn", "convert_per_insn", "branches_per_insn",
                  "indirect_branches_per_insn", "tlb_misses_per_insn", "ll_misses_per_insn")
 
+#: The same costs paid per event of the aarch64 build (per x86-64 instruction the server ran):
+#: its instructions in place of the constant, its accesses, FP work and branches; the memory
+#: behaviour (software-TLB refills, cache misses) is the data's, the same on both ISAs.
+A64_COST_FEATURES = (*A64_FEATURES, "tlb_misses_per_insn", "ll_misses_per_insn")
+
 #: Below this many events per instruction the mix counts an event as absent (log10 floor).
 MIX_FLOOR = 1e-6
 
@@ -136,11 +146,15 @@ class FeatureSet:
 
 FEATURE_SETS = {
     # this project's: the instruction mix (insn_mix), log-scaled
-    "mix": FeatureSet(tuple(MIX_FEATURES), lambda x: np.log10(np.maximum(x, MIX_FLOOR)),
+    "mix": FeatureSet(tuple(X86_MIX_FEATURES), lambda x: np.log10(np.maximum(x, MIX_FLOOR)),
                       "log"),
     # this project's: the board's cost per instruction class (COST_FEATURES) times the rate
     "emulation-cost": FeatureSet(("instructions_per_s", *COST_FEATURES),
                                  lambda x: np.c_[np.ones(len(x)), x[:, 1:]], "cost"),
+    # this project's: the board's cost per event class of the aarch64 build it runs
+    # (A64_COST_FEATURES) times the server's rate
+    "aarch64-cost": FeatureSet(("instructions_per_s", *A64_COST_FEATURES),
+                               lambda x: x[:, 1:], "cost"),
     # HEXO's three rates, normalised per instruction and log-scaled
     "per-instruction-log": FeatureSet(tuple(FEATURES), per_instruction_log, "slowdown"),
     # HEXO's model as published
@@ -175,6 +189,10 @@ class SlowdownModel:
         return rows[list(self.features.columns)].to_numpy(float)
 
     def fit(self, rows: pd.DataFrame) -> SlowdownModel:
+        """Fitted on the rows that have a slowdown and every input (a row the calibration
+        could not measure one of them for is left out)."""
+        self._columns(rows)
+        rows = rows.dropna(subset=["slowdown", *self.features.columns])
         n = len(self.features.columns)
         if len(rows) < n + 1:
             raise InsufficientData(f"{len(rows)} labelled rows for board {self.board}; a "
@@ -199,10 +217,12 @@ class SlowdownModel:
 
     def costs_ns(self) -> dict[str, float]:
         """A "cost" model's coefficients: board nanoseconds per event of each class (per
-        instruction for the constant)."""
+        x86-64 instruction for the constant)."""
         if self.features.target != "cost" or self.range is None:
             raise ValueError("only a fitted emulation-cost model has costs per event")
-        names = ("instruction", *(c.removesuffix("_per_insn") for c in self.features.columns[1:]))
+        names = [c.removesuffix("_per_insn") for c in self.features.columns[1:]]
+        if len(self.reg.coef_) > len(names):      # the transform added a constant
+            names.insert(0, "instruction")
         return dict(zip(names, map(float, self.reg.coef_)))
 
     def predict(self, features) -> tuple[float, bool]:
