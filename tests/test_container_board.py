@@ -250,3 +250,36 @@ def test_container_finds_its_cgroup_limits_on_both_machines(board, tmp_path):
     assert limits_of(steps[3:4]) == ["v2 memory=268435456 cpu=50000 100000 pids=100"]
     assert limits_of(steps[4:]) == limits_of(restored_here[4:])
     assert all(line.startswith("v1 ") for line in limits_of(steps[4:]))
+
+
+@needs_podman
+def test_container_image_goes_once_per_board(board, tmp_path):
+    """The board keeps the container's image by digest: sent once, asked again it has it; a
+    damaged copy there is sent again, never used. A container then moved to the board (its
+    archive without the image, the board's podman without it) restores from that copy."""
+    from hexo_sched.boards.migrate import container_to_board, send_image
+    from uhyve_ctl.container import images
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    name = f"hexo-test-image-{os.getpid()}"
+    tag = run_container(image, name, ["3000"], 5)
+    oci_id, oci_name = podman_here("inspect", "--format", "{{.Image}} {{.ImageName}}",
+                                   name).split()
+    sha, _ = images.saved(oci_id, oci_name)
+    wanted = {"oci_id": oci_id, "oci_name": oci_name, "archive": sha}
+    try:
+        with board.connect() as conn:
+            assert send_image(conn, board.name, wanted)
+            assert not send_image(conn, board.name, wanted)
+            status, _, err = conn.host.sh(f"d={images.STORE_IN_SHELL}; printf x | dd "
+                                          f"of=\"$d/{sha}.tar\" bs=1 seek=100 conv=notrunc")
+            assert status == 0, err
+            assert send_image(conn, board.name, wanted)
+            assert not send_image(conn, board.name, wanted)
+        assert on_board(board, ["podman", "image", "exists", oci_id])[0] == 1
+        container_to_board(name, board.name)
+        assert on_board(board, ["podman", "wait", name]) == (0, "0\n")
+        assert on_board(board, ["podman", "logs", name]) == (0, want.read_text())
+    finally:
+        remove_everywhere(board, name, tag)

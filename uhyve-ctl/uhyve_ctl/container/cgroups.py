@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .criu_images import dump_image, load_image, tmpfs_contents
+from .process import ProcessError
 
 MOUNT = "/sys/fs/cgroup"
 V2 = "v2"
@@ -132,7 +133,7 @@ def _container_cgroup(images: Path) -> str:
             paths = {c["name"]: c["path"] for c in cg_set.get("ctls", [])}
             if paths:
                 return paths.get(UNIFIED, next(iter(paths.values())))
-    raise ValueError(f"{images}: the dump names no cgroup of the container")
+    raise ProcessError("the checkpoint names no cgroup of the container")
 
 
 def _fit_memberships(images: Path, path: str, namespace: bool) -> None:
