@@ -28,6 +28,7 @@ TMPFS, CGROUP, CGROUP2 = 5, 12, 23
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RELATIME = 1, 2, 4, 8, 1 << 21
 READ_ONLY = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME
 UNIFIED = ""                        # the v2 hierarchy's controller name in cgroup.img
+CRIU_CONFIG = "org.criu.config"     # runc's annotation naming a CRIU configuration file
 DIR_MODE, FILE_MODE = 0o40755, 0o100644
 
 
@@ -79,6 +80,15 @@ def fit(images: Path, layout) -> bool:
     dump_image(images, mounts_file.name, img)
     _fit_memberships(images, path, has_namespace(layout))
     return True
+
+
+def own_binds_config(hierarchies: dict, path: str) -> str:
+    """A CRIU configuration that binds each v1 hierarchy's cgroup `path` (the container's)
+    into the container: runc 1.1.5 hands CRIU those of its own cgroup instead (conmon's,
+    under podman), so that a job restored on v1 read its runc's unlimited values. CRIU
+    takes these over runc's (runc's restore passes the file named by the spec's
+    annotation CRIU_CONFIG)."""
+    return "".join(f"external mnt[{MOUNT}/{h}]:{MOUNT}/{h}{path}\n" for h in sorted(hierarchies))
 
 
 def has_namespace(layout) -> bool:

@@ -244,7 +244,7 @@ def restore(archive: Path, name: str | None = None, until_point: bool = False) -
         _unpack(archive, work)
         _ensure_image(archive, work, state["image"])
         _fit_masks(work)
-        _fit_cgroups(work)
+        _fit_cgroups(work, renamed=name is not None)
         criu_images.mark_running(work / IMAGES_DIR, INIT_PID, until_point)
         fitted = Path(tmp) / "fitted.tar"
         _pack(work, fitted)
@@ -263,18 +263,28 @@ def _fit_masks(work: Path) -> None:
                             lambda path: path in masked and not os.path.exists(path))
 
 
-def _fit_cgroups(work: Path) -> None:
+def _fit_cgroups(work: Path, renamed: bool) -> None:
     """The container's /sys/fs/cgroup in this machine's layout (cgroups.py); the spec asks
-    for a cgroup namespace where podman here would make one."""
+    for a cgroup namespace where podman here would make one. On v1 the container is shown
+    its own cgroups (cgroups.own_binds_config; only where its cgroup path is known: podman's
+    cgroupfs manager, the container's id kept, i.e. not `renamed`)."""
     layout = cgroups.host_layout()
-    if not cgroups.fit(work / IMAGES_DIR, layout):
-        return
+    fitted = cgroups.fit(work / IMAGES_DIR, layout)
     spec, config = _config(work, "spec.dump"), _config(work, "config.dump")
+    path = spec["linux"].get("cgroupsPath", "")
+    own = work.parent / "criu.conf"
+    if layout != cgroups.V2 and path.startswith("/") and not renamed:
+        own.write_text(cgroups.own_binds_config(layout, path))
     for s in (spec, config["spec"]):
-        spaces = [n for n in s["linux"]["namespaces"] if n["type"] != "cgroup"]
-        if cgroups.has_namespace(layout):
-            spaces.append({"type": "cgroup"})
-        s["linux"]["namespaces"] = spaces
+        if fitted:
+            spaces = [n for n in s["linux"]["namespaces"] if n["type"] != "cgroup"]
+            if cgroups.has_namespace(layout):
+                spaces.append({"type": "cgroup"})
+            s["linux"]["namespaces"] = spaces
+        annotations = s.setdefault("annotations", {})
+        annotations.pop(cgroups.CRIU_CONFIG, None)
+        if own.exists():
+            annotations[cgroups.CRIU_CONFIG] = str(own)
     _write_json(work, "spec.dump", spec)
     _write_json(work, "config.dump", config)
 
