@@ -131,7 +131,7 @@ def _pack(work: Path, out: Path) -> None:
 def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float = 30.0,
                leave_running: bool = False, with_image: bool = True) -> dict:
     """Checkpoint container `name` at its job's next migration point into the archive `out`,
-    for `to_isa`, carrying the container's image unless not `with_image`. Podman stops the
+    for `to_isa`, carrying the container's image (and image.hexo) unless not `with_image`. Podman stops the
     container after the dump (still restorable here, with `podman container restore NAME`)
     unless `leave_running`: then the job stays parked at the point until the caller removes
     the container (the target runs it) or resumes it."""
@@ -173,7 +173,7 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
             state["image"]["archive"] = sha
             if with_image:
                 shutil.copyfile(saved, work / IMAGE_ARCHIVE)
-            (work / process.IMAGE_COPY).write_bytes(image_bytes)
+                (work / process.IMAGE_COPY).write_bytes(image_bytes)
             _write_json(work, STATE_FILE, state)
             _pack(work, out)
         except BaseException:
@@ -191,6 +191,9 @@ def recode_archive(archive: Path, out: Path, to_isa: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp)
         _unpack(archive, work)
+        if not (work / process.IMAGE_COPY).exists():
+            raise ProcessError(f"{archive} was made without its image: recode it where the "
+                               "container ran")
         image = process.open_image(work / process.IMAGE_COPY)
         state = recode(work, state, image, to_isa)
         _write_json(work, STATE_FILE, state)
