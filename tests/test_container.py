@@ -182,6 +182,15 @@ def podman_cli(*args) -> str:
                           env=env).stdout
 
 
+def parked_container(migratable, oci_tag: str, name: str, tmp: Path) -> str:
+    """Container `name` of the migratable job (20000 rounds) waiting at its 301st point;
+    the output of an unmigrated run."""
+    want = unmigrated(migratable, ["20000"], tmp)
+    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
+               oci_tag, "20000")
+    return want
+
+
 @needs_podman
 def test_podman_same_isa_export_import(migratable, oci_tag, tmp_path):
     """The image's OCI form runs in podman; `podman container checkpoint --export` and
@@ -210,9 +219,7 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
     core = retarget.transform
     monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
     name = f"hexo-test-x-{os.getpid()}"
-    want = unmigrated(migratable, ["20000"], tmp_path)
-    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
-               oci_tag, "20000")
+    want = parked_container(migratable, oci_tag, name, tmp_path)
     arm, back = tmp_path / "arm.tar.gz", tmp_path / "back.tar"
     try:
         pid = int(podman_cli("inspect", "--format", "{{.State.Pid}}", name))
@@ -266,9 +273,7 @@ def test_container_image_kept_once_and_plain_podman_import(migratable, oci_tag, 
     from uhyve_ctl.container import images, podman
     monkeypatch.setattr(images, "store", lambda: tmp_path / "store")
     name = f"hexo-test-img-{os.getpid()}"
-    want = unmigrated(migratable, ["20000"], tmp_path)
-    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
-               oci_tag, "20000")
+    want = parked_container(migratable, oci_tag, name, tmp_path)
     full, lean = tmp_path / "full.tar", tmp_path / "lean.tar"
     try:
         podman.checkpoint(name, full, leave_running=True)
