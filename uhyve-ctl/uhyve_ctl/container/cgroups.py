@@ -84,9 +84,9 @@ def fit(images: Path, layout) -> bool:
 
 def own_binds_config(hierarchies: dict, path: str) -> str:
     """A CRIU configuration that binds each v1 hierarchy's cgroup `path` (the container's)
-    into the container: runc 1.1.5 hands CRIU those of its own cgroup instead (conmon's,
-    under podman), so that a job restored on v1 read its runc's unlimited values. CRIU
-    takes these over runc's (runc's restore passes the file named by the spec's
+    into the container. runc 1.1.5 hands CRIU those of its own cgroup instead (conmon's,
+    under podman), whose unlimited values a restored job would read as its limits. CRIU
+    takes these lines over runc's (runc's restore passes it the file named by the spec's
     annotation CRIU_CONFIG)."""
     return "".join(f"external mnt[{MOUNT}/{h}]:{MOUNT}/{h}{path}\n" for h in sorted(hierarchies))
 
