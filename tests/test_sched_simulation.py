@@ -171,6 +171,17 @@ def test_policy_claim_at_steady_state_over_seeds():
     assert r["cost-aware, no extras"]["vs_hexo_pct"][0] == pytest.approx(0.0, abs=2.0)
 
 
+def test_policy_gain_survives_wrong_estimates_and_other_job_lengths():
+    # slowdown estimates off by up to +/-40 % and jobs twice as long: still +10 % over HEXO's,
+    # on every seed (the policy is not tuned to the exact inputs of the claim)
+    jobs, profiles = paper.JOB_SETS["mix5"], paper_profiles(120.0)
+    for seed in range(3):
+        work = {pol: Simulation("X3P", jobs, pol, duration=4 * 3600.0, profiles=profiles,
+                                seed=seed, length_jitter=0.1, estimate_error=0.4).run()["work_s"]
+                for pol in ("hexo", "cost-aware")}
+        assert work["cost-aware"] / work["hexo"] > 1.09, seed
+
+
 def test_fluid_bound_is_the_mechanism_by_hand():
     # {EP}: every job may go to a board, each board core doing 1/(s b) = 1/4 of a server
     # core's work: 3 server + 9 board cores do 3 + 9/4 = 5.25 server cores' work, +75 %
