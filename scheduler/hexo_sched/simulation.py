@@ -515,14 +515,13 @@ def fluid_bound(jobs: tuple[str, ...], setup: str = "X3P",
         return sum(m.usable_cores for m in build_machines(setup) if m.kind == kind)
 
     server, boards = cores(setup, "server"), cores(setup, "board")
-    # per job of each benchmark: core-seconds on a loaded server, on a busy board
-    costs = sorted((p.work_s * p.slowdown * p.board_contention / (p.work_s * p.server_contention),
-                    p.work_s * p.server_contention, p.work_s * p.slowdown * p.board_contention)
-                   for p in (profiles[b] for b in jobs))
-    on_server = sum(c[1] for c in costs)
-    alone = on_server
+    # per job of each benchmark: core-seconds on a loaded server and on a busy board, in order
+    # of their ratio s * b / c
+    costs = sorted(((p.work_s * p.server_contention, p.work_s * p.slowdown * p.board_contention)
+                    for p in (profiles[b] for b in jobs)), key=lambda c: c[1] / c[0])
+    on_server = alone = sum(srv for srv, _ in costs)
     on_boards = 0.0
-    for _, srv, brd in costs:
+    for srv, brd in costs:
         if not boards:
             break
         # the share f of this benchmark's jobs on boards that loads both sides equally
@@ -564,7 +563,7 @@ def policy_claim(jobs: tuple[str, ...] = paper.JOB_SETS["mix5"], setup: str = "X
                          "work": [r["work_s"] for r in runs]}
         if "hexo" in row:
             for r in row.values():
-                r["vs_hexo_pct"] = mean_ci95([gain_pct(w, h) for w, h in
+                r["vs_hexo_pct"] = mean_ci95([gain_pct(w, hexo) for w, hexo in
                                               zip(r["work"], row["hexo"]["work"])])
         out["results"][f"{h}h"] = row
     return out
