@@ -750,12 +750,15 @@ class CostAwarePolicy(HexoPolicy):
         self.backfill = backfill and direct_start
         self.lookahead = lookahead if lookahead is not None else \
             1 + sum(m.usable_cores for m in state.servers)
-        self.lengths: dict[str, list[float]] = {}
+        # per benchmark: finished jobs and their total work (a mean in constant time and space,
+        # however long the daemon runs)
+        self.lengths: dict[str, tuple[int, float]] = {}
         self.estimates: dict[tuple[str, str], float] = {}
 
     def learn_finished(self, job: Job) -> None:
         if job.benchmark:
-            self.lengths.setdefault(job.benchmark, []).append(job.done_s)
+            n, total = self.lengths.get(job.benchmark, (0, 0.0))
+            self.lengths[job.benchmark] = (n + 1, total + job.done_s)
 
     def learn_estimate(self, job: Job, board_model: str, slowdown: float) -> None:
         if job.benchmark:
@@ -764,8 +767,8 @@ class CostAwarePolicy(HexoPolicy):
     def expected_work(self, job: Job) -> float | None:
         if job.work_s is not None:
             return job.work_s
-        done = self.lengths.get(job.benchmark)
-        return sum(done) / len(done) if done else None
+        n, total = self.lengths.get(job.benchmark, (0, 0.0))
+        return total / n if n else None
 
     def remaining(self, job: Job) -> float | None:
         """Server-seconds left; None when unknown or when the job has outrun its estimate."""
