@@ -3,8 +3,7 @@
 It holds every job (the policy's view plus where each segment ran and how far a migration got),
 the queue order and what the policy learned from finished jobs, so that a daemon killed at any
 point and restarted rebuilds the same ClusterState, finishes what was under way and decides as
-it would have. Format: docs/formats.md, section "Scheduler
-daemon state".
+it would have. Format: docs/formats.md, section "Scheduler daemon state".
 """
 
 from __future__ import annotations
