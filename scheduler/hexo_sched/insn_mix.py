@@ -5,7 +5,9 @@ L1 and last-level cache misses) is derived here from `valgrind --tool=callgrind`
 workload's native build: with `--dump-instr=yes` it gives, per executed instruction address,
 instruction, data-read and data-write counts and the misses of its cache and branch
 simulators; each address is classified by its mnemonic from `objdump -d`. A second run
-(cachegrind, SOFT_TLB) counts what an emulated board adds: refills of its software TLB.
+(cachegrind, SOFT_TLB) counts what an emulated board adds: refills of its software TLB. A
+third (measure_aarch64) estimates what the image's aarch64 build executes, which is what an
+emulated aarch64 board pays for.
 Counts are exact for the simulated caches and predictor (geometry pinned in CACHES),
 deterministic, and do not depend on how loaded the machine is. They are derived, not
 hardware, and say so.
@@ -254,10 +256,10 @@ def measure(exe: Path) -> dict[str, int]:
 
 # The other ISA's instructions. An emulated aarch64 board pays for the aarch64 build's
 # instructions, not for the x86-64 ones a server counts. Both builds of a hexo image come from
-# one optimized IR and put every function at one address, so each x86-64 instruction's
-# execution count (callgrind, on the image's own x86-64 code) says how often its source line
-# ran; the aarch64 instructions of that line in that function ran as often. Functions without
-# line tables (the C library, compiled per ISA) are mapped as a whole.
+# one optimized IR and put every function at one address, so the execution counts of the
+# image's own x86-64 code (callgrind) tell how often the matching blocks of the same function
+# ran on aarch64 (_block_runs). Functions without line tables (the C library, compiled per
+# ISA) are mapped as a whole.
 
 #: Classes of an aarch64 instruction, named as the x86-64 mix's counts, and "code": the
 #: instructions that run at least once, each translated once by an emulator.
@@ -406,7 +408,7 @@ def _similarity(a: Counter, b: Counter) -> float:
     return sum(min(a[k], b[k]) for k in keys) / sum(max(a[k], b[k]) for k in keys)
 
 
-def _line_weights(x86_lines, a64_lines, runs: dict[int, int]) -> list[tuple[float, str, str]]:
+def _block_runs(x86_lines, a64_lines, runs: dict[int, int]) -> list[tuple[float, str, str]]:
     """(executions, mnemonic, operands) of each aarch64 instruction of one function: each
     aarch64 basic block runs as often as the x86-64 block most like it (_similarity of their
     _signature). Source lines alone do not tell blocks apart: an unrolled loop and its
@@ -433,10 +435,9 @@ def _add(into: dict[str, float], classes: dict[str, int], weight: float) -> None
 def aarch64_counts(x86_elf: Path, a64_elf: Path, x86_obj: Path, a64_obj: Path,
                    executed: dict[int, int]) -> dict[str, float]:
     """Estimated executions of each A64_COUNTS class by the aarch64 build, from the x86-64
-    build's per-address execution counts (`executed`): per function and source line, the
-    aarch64 instructions of a line run as often as that line's x86-64 instructions did on
-    average (the application objects' line tables); whole functions otherwise (the C
-    library), each aarch64 instruction as often as the function's x86-64 ones on average."""
+    build's per-address execution counts (`executed`): block by block in the functions the
+    application objects have line tables for (_block_runs), whole functions otherwise (the C
+    library: each aarch64 instruction as often as the function's x86-64 ones on average)."""
     x86, a64 = _objdump(x86_elf), _objdump(a64_elf)
     x86_lines = _objdump(x86_obj, "-l", "--x86-asm-syntax=intel")
     a64_lines = _objdump(a64_obj, "-l")
@@ -448,7 +449,7 @@ def aarch64_counts(x86_elf: Path, a64_elf: Path, x86_obj: Path, a64_obj: Path,
         if not runs:
             continue
         if name in x86_lines and name in a64_lines:
-            weighted = _line_weights(x86_lines[name][1], a64_lines[name][1], runs)
+            weighted = _block_runs(x86_lines[name][1], a64_lines[name][1], runs)
         else:
             average = sum(runs.values()) / len(insns)
             weighted = [(average, mnemonic, ops) for _, _, mnemonic, ops in a64[name][1]]
