@@ -79,7 +79,8 @@ def using(sha: str) -> Iterator[Path | None]:
         if not _same_file(f, path):
             yield None
         elif _digest_of(f) != sha:
-            path.unlink(missing_ok=True)
+            if _same_file(f, path):
+                path.unlink(missing_ok=True)
             yield None
         else:
             os.utime(path)
