@@ -152,11 +152,11 @@ def container_from_board(board: str, name: str, timeout: float = 30.0) -> str:
     """Move podman container `name` of `board` to this server; its name here. The board
     checkpoints it without its image, which comes only if this server lacks it."""
     return _from_board(board, name, f"container {name}", f"{REMOTE_DIR}/container-{name}.tar",
-                       timeout, fetch_container, podman.restore,
+                       timeout, _fetch_container, podman.restore,
                        f"podman rm --force --time 0 {shlex.quote(name)}", ("--without-image",))
 
 
-def fetch_container(host, remote: str, local: Path) -> bool:
+def _fetch_container(host, remote: str, local: Path) -> bool:
     """Fetch the board's container checkpoint `remote` (made without its image) and, unless
     this server has an intact copy of the image it names in its store (checked by digest; a
     damaged one is removed) or in podman, that image from the board's store into this

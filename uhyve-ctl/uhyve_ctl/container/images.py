@@ -116,14 +116,15 @@ def saved(oci_id: str, name: str) -> Iterator[tuple[str, Path]]:
     --format oci-archive`, under `name` when that names the image: a plain `podman load`
     then tags it so, as `podman container restore --import` needs); in use until the block
     ends."""
-    index = store() / f"{oci_id}{INDEX}"
-    if index.exists():
-        sha, _, saved_name = index.read_text().partition(" ")
-        if saved_name == name:
-            with using(sha) as path:
-                if path is not None:
-                    yield sha, path
-                    return
+    try:
+        sha, _, saved_name = (store() / f"{oci_id}{INDEX}").read_text().partition(" ")
+    except FileNotFoundError:
+        saved_name = None
+    if saved_name == name:
+        with using(sha) as path:
+            if path is not None:
+                yield sha, path
+                return
     named = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", name],
                            capture_output=True, text=True).stdout.strip() == oci_id
     store().mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,9 @@ def saved(oci_id: str, name: str) -> Iterator[tuple[str, Path]]:
         sha = digest(out)
         keep(out, sha, oci_id, name)
     with using(sha) as path:
+        if path is None:
+            raise ProcessError(f"the image store lost {name} (digest {sha[:12]}) as it was "
+                               "saved")
         yield sha, path
 
 
