@@ -16,8 +16,6 @@ vCPU runs, and before every hypercall. docs/formats.md gives the protocol; any b
 emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 """
 
-from __future__ import annotations
-
 import struct
 
 from .records import record

@@ -16,8 +16,6 @@ Loading checks CRC32s only: zlib is cheap to import, hashlib's OpenSSL is not, a
 is measured in milliseconds. Readers refuse a newer major version.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 import zlib

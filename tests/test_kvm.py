@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import shutil
 import subprocess
@@ -265,9 +264,8 @@ def test_kvm_error_carries_errno_and_ioctl():
 
 
 def test_struct_layouts_match_the_kernel_abi():
-    assert (ctypes.sizeof(kvm.KvmRegs), ctypes.sizeof(kvm.KvmSregs)) == (144, 312)
-    assert ctypes.sizeof(kvm.KvmUserspaceMemoryRegion) == 32
-    assert ctypes.sizeof(kvm.KvmCpuidEntry2) == 40
+    assert (kvm.KvmRegs.size, kvm.KvmSregs.size, kvm.KvmSegment.size) == (144, 312, 24)
+    assert (kvm._USER_MEMORY_REGION.size, kvm._CPUID_ENTRY2_SIZE) == (32, 40)
     assert (kvm.KVM_GET_SREGS, kvm.KVM_SET_CPUID2, kvm.KVM_RUN) == (0x8138AE83, 0x4008AE90, 0xAE80)
 
 

@@ -5,8 +5,6 @@ A backend owns CPU state only. Guest RAM (memory.GuestMemory), the page tables
 backend for arm64 boards can be added next to the x86-64 one without touching them.
 """
 
-from __future__ import annotations
-
 from abc import ABC, abstractmethod
 
 from hexo.records import record
