@@ -214,8 +214,7 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(record("Hypercall", "nr name args")):
-    __slots__ = ()
+Hypercall = record("Hypercall", "nr name args")
 
 
 HYPERCALLS = (

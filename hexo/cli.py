@@ -1,15 +1,16 @@
-"""hexo: build multi-ISA unikernel images and inspect them."""
+"""hexo: build multi-ISA unikernel images and inspect them.
 
-from __future__ import annotations
+`hexo inspect IMAGE` imports neither pathlib nor argparse (~4 ms and ~3 ms of a command that
+costs ~15 ms); every other command parses its arguments into pathlib paths.
+"""
 
-import json
 import os
 import sys
-from pathlib import Path
 
 
 def _parser():
     import argparse
+    from pathlib import Path
     p = argparse.ArgumentParser(prog="hexo", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("workloads", help="list the built-in workloads")
@@ -48,7 +49,7 @@ def _parser():
     t.add_argument("--image", type=Path, help="the image (default: the path the checkpoint "
                    "records)")
     i = sub.add_parser("inspect", help="show what an image or a checkpoint holds")
-    i.add_argument("image", type=Path)
+    i.add_argument("image")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     return p, sub
 
@@ -61,7 +62,7 @@ def _workloads(args) -> int:
     return 0
 
 
-def _output_file(path: Path) -> Path:
+def _output_file(path: "Path") -> "Path":
     """An output path whose directory exists and that is not itself a directory."""
     if path.is_dir():
         raise ValueError(f"{path} is a directory; -o names the file to write")
@@ -70,7 +71,7 @@ def _output_file(path: Path) -> Path:
     return path
 
 
-def _new_directory(path: Path) -> Path:
+def _new_directory(path: "Path") -> "Path":
     """An output directory that does not exist yet, in one that does."""
     if path.exists():
         raise ValueError(f"{path} already exists; -o names a new checkpoint directory")
@@ -136,6 +137,7 @@ def _build(args) -> int:
 
 
 def _print_json(data: dict) -> int:
+    import json
     json.dump(data, sys.stdout, indent=1, sort_keys=True)
     print()
     return 0
@@ -176,7 +178,7 @@ def _inspect(args) -> int:
     import hashlib
 
     from .image import Image, ImageError
-    if args.image.is_dir():
+    if os.path.isdir(args.image):
         return _inspect_checkpoint(args)
     img = Image(args.image)
     m = img.manifest
@@ -308,7 +310,7 @@ def _quick_inspect(argv: list[str]):
     if len(paths) != 1 or paths[0].startswith("-"):
         return None
     import types
-    return types.SimpleNamespace(cmd="inspect", image=Path(paths[0]), json="--json" in argv)
+    return types.SimpleNamespace(cmd="inspect", image=paths[0], json="--json" in argv)
 
 
 def _main(argv) -> int:

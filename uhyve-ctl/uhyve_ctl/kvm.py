@@ -232,51 +232,22 @@ _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 _EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
 
 
-class IoExit(record("IoExit", "port size is_out data")):
-    __slots__ = ()
-
-
-class MmioExit(record("MmioExit", "addr data is_write")):
-    # data: the stored bytes for a write; the host fills reads (unsupported here)
-    __slots__ = ()
-
-
-class Shutdown(record("Shutdown", "")):
-    """Triple fault, or any exception of a CPL3 guest on PVM."""
-    __slots__ = ()
-
-
-class Hlt(record("Hlt", "")):
-    __slots__ = ()
-
-
-class InternalError(record("InternalError", "suberror")):
-    __slots__ = ()
-
-
-class FailEntry(record("FailEntry", "reason")):
-    __slots__ = ()
-
-
-class Interrupted(record("Interrupted", "")):
-    """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
-    __slots__ = ()
-
-
-class SystemEvent(record("SystemEvent", "type")):
-    """arm64: the guest asked the firmware (PSCI) to power off, reset or report a crash."""
-    __slots__ = ()
-
-
-class ArmNisv(record("ArmNisv", "esr_iss fault_ipa")):
-    """arm64: an access outside guest RAM whose instruction KVM cannot decode (no valid
-    syndrome: load/store pair, register writeback...); needs KVM_CAP_ARM_NISV_TO_USER."""
-    __slots__ = ()
-
-
-class UnknownExit(record("UnknownExit", "reason")):
-    __slots__ = ()
-
+IoExit = record("IoExit", "port size is_out data")
+# data: the stored bytes for a write; the host fills reads (unsupported here)
+MmioExit = record("MmioExit", "addr data is_write")
+Shutdown = record("Shutdown", "",
+                  doc="Triple fault, or any exception of a CPL3 guest on PVM.")
+Hlt = record("Hlt", "")
+InternalError = record("InternalError", "suberror")
+FailEntry = record("FailEntry", "reason")
+Interrupted = record("Interrupted", "",
+                     doc="KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest.")
+SystemEvent = record("SystemEvent", "type", doc="arm64: the guest asked the firmware (PSCI) "
+                     "to power off, reset or report a crash.")
+ArmNisv = record("ArmNisv", "esr_iss fault_ipa", doc="""arm64: an access outside guest RAM whose
+instruction KVM cannot decode (no valid syndrome: load/store pair, register writeback...);
+needs KVM_CAP_ARM_NISV_TO_USER.""")
+UnknownExit = record("UnknownExit", "reason")
 
 VcpuExit = (IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted, SystemEvent,
             ArmNisv, UnknownExit)     # what Vcpu.run() returns: one of these

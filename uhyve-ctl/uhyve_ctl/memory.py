@@ -32,9 +32,10 @@ class GuestMemoryError(UhyveError):
 
 
 def _address_of(mapping: mmap.mmap) -> int:
-    """The address of an anonymous `mapping` in this process: among the anonymous mappings
-    /proc/self/maps lists as starting a range of its size or of IMAGE_BASE bytes (madvise
-    splits it there), the one where /proc/self/mem shows a marker just written into it."""
+    """The address of an anonymous `mapping` in this process: where /proc/self/mem shows a
+    marker just written to its start, tried at each end of the anonymous read/write mappings
+    /proc/self/maps lists (madvise may have split it, the kernel merged it with a neighbour).
+    Memory that userfaultfd holds answers such a read with EIO; it is never waited for."""
     size = len(mapping)
     marker = os.urandom(16)
     mapping[:16] = marker
@@ -45,13 +46,16 @@ def _address_of(mapping: mmap.mmap) -> int:
         try:
             for line in lines:
                 fields = line.split()
-                if len(fields) != 5:            # a path: not an anonymous mapping
+                if len(fields) != 5 or fields[1][:2] != b"rw":    # a file, or not writable
                     continue
                 lo, _, hi = fields[0].partition(b"-")
-                start = int(lo, 16)
-                if int(hi, 16) - start in (size, abi.IMAGE_BASE) and \
-                        os.pread(fd, 16, start) == marker:
-                    return start
+                lo, hi = int(lo, 16), int(hi, 16)
+                for start in {lo, hi - size} if hi - size >= lo else {lo}:
+                    try:
+                        if os.pread(fd, 16, start) == marker:
+                            return start
+                    except OSError:
+                        pass
         finally:
             os.close(fd)
     finally:
