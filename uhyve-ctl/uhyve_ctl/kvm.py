@@ -303,6 +303,43 @@ def unavailable() -> str:
 _supported_cpuid: bytes | None = None
 
 
+def _cpuid_cache(kvm_fd: int) -> tuple[str, bytes]:
+    """The file that keeps Kvm.supported_cpuid() in hexo's home ($HEXO_HOME, else the user's
+    cache directory, as hexo.resources.home() says), and the key its first line must hold:
+    this boot's id and /dev/kvm's inode and change time, which a reloaded KVM module renews.
+    Raises OSError when there is no boot id to key it with."""
+    home = os.environ.get("HEXO_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")
+    with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+        boot = f.read().strip()
+    st = os.fstat(kvm_fd)
+    return (os.path.join(home, "kvm-supported-cpuid"),
+            b"%s %d %d" % (boot, st.st_ino, st.st_ctime_ns))
+
+
+def _read_cpuid_cache(path: str, key: bytes) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            head, _, cpuid = f.read().partition(b"\n")
+    except OSError:
+        return None
+    if head != key or len(cpuid) < _CPUID2_HEADER.size or len(cpuid) != (
+            _CPUID2_HEADER.size + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE):
+        return None
+    return cpuid
+
+
+def _write_cpuid_cache(path: str, key: bytes, cpuid: bytes) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(key + b"\n" + cpuid)
+        os.replace(tmp, path)
+    except OSError:
+        pass                    # no cache: the next process asks KVM again
+
+
 class Kvm(_Fd):
     """/dev/kvm."""
 
@@ -324,11 +361,27 @@ class Kvm(_Fd):
         return _ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE)
 
     def supported_cpuid(self, max_entries: int = 256) -> bytes:
-        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2. Asked once
-        per process: it depends on the host alone, and the query cost ~0.3 ms of CPU per job,
-        a visible share of a short one."""
+        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2. It depends
+        on the host alone, and asking costs a job ~0.3 ms of CPU (KVM executes CPUID, which a
+        host that is itself a VM traps): asked once per process, and kept in a file for the
+        next processes of this boot and of this KVM (`_cpuid_cache`)."""
         global _supported_cpuid
-        while _supported_cpuid is None:
+        if _supported_cpuid is not None:
+            return _supported_cpuid
+        try:
+            path, key = _cpuid_cache(self.fd)
+        except OSError:
+            path = None
+        if path is not None:
+            _supported_cpuid = _read_cpuid_cache(path, key)
+        if _supported_cpuid is None:
+            _supported_cpuid = self._query_cpuid(max_entries)
+            if path is not None:
+                _write_cpuid_cache(path, key, _supported_cpuid)
+        return _supported_cpuid
+
+    def _query_cpuid(self, max_entries: int) -> bytes:
+        while True:
             cpuid = bytearray(_CPUID2_HEADER.size + max_entries * _CPUID_ENTRY2_SIZE)
             _CPUID2_HEADER.pack_into(cpuid, 0, max_entries, 0)
             try:
@@ -339,8 +392,7 @@ class Kvm(_Fd):
                 max_entries *= 2
                 continue
             nent = _CPUID2_HEADER.unpack_from(cpuid)[0]
-            _supported_cpuid = bytes(cpuid[:_CPUID2_HEADER.size + nent * _CPUID_ENTRY2_SIZE])
-        return _supported_cpuid
+            return bytes(cpuid[:_CPUID2_HEADER.size + nent * _CPUID_ENTRY2_SIZE])
 
     def create_vm(self) -> "Vm":
         return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
