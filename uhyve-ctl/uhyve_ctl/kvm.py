@@ -423,7 +423,8 @@ class Vm(_Fd):
                _USER_MEMORY_REGION.pack(slot, flags, guest_addr, size, host_addr))
 
     def set_tss_addr(self, addr: int) -> None:
-        """Three pages KVM on VT-x needs for real-mode emulation; unused by long-mode boots."""
+        """Three pages KVM on VT-x needs for real-mode emulation; unused by long-mode boots.
+        `addr` must be below 2 GiB: fcntl passes an integer argument as a C int."""
         _ioctl(self.fd, KVM_SET_TSS_ADDR, addr)
 
     def create_vcpu(self, vcpu_id: int = 0) -> "Vcpu":
