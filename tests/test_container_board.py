@@ -146,12 +146,13 @@ def test_hung_restore_is_ended(board, tmp_path):
                                         "echo nothing left"]) == (0, "nothing left\n")
 
 
-def run_container(image: Image, name: str, args, stop_at: int) -> str:
+def run_container(image: Image, name: str, args, stop_at: int, options=()) -> str:
     """Container `name` of `image` started here, to wait at its (stop_at+1)-th point."""
     tag = f"localhost/hexo-board-test-{image.manifest['name']}-{os.getpid()}"
     oci.build(Path(image.path), tag)
-    subprocess.run([*PODMAN, "run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}={stop_at}",
-                    "--name", name, tag, *args], check=True, capture_output=True)
+    subprocess.run([*PODMAN, "run", "-d", *ULIMITS, *options, "-e",
+                    f"{process.STOP_AT_POINT}={stop_at}", "--name", name, tag, *args],
+                   check=True, capture_output=True)
     return tag
 
 
@@ -210,5 +211,60 @@ def test_failed_podman_restore_leaves_the_source_running(board, tmp_path):
             container_to_board(name, board.name)
         assert podman_here("wait", name).strip() == "0"
         assert podman_here("logs", name) == want.read_text()
+    finally:
+        remove_everywhere(board, name, tag)
+
+
+@needs_podman
+def test_container_finds_its_cgroup_limits_on_both_machines(board, tmp_path):
+    """This server's cgroups are v1, the board's v2, and podman shows a container the form of
+    its machine. A job that reads its limits at every step (tests/programs/cgroup_limits.c),
+    moved to the board for one step and back, reads the values podman was given here in the
+    v2 form there and in the v1 form here."""
+    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    image = linux_image(tmp_path, "cgroup_limits", [PROGRAMS / "cgroup_limits.c"])
+    name = f"hexo-test-cgroup-{os.getpid()}"
+    tag = run_container(image, name, ["6"], 2, ["--memory", "256m", "--cpus", "0.5",
+                                                "--pids-limit", "100"])
+    try:
+        container_to_board(name, board.name, until_point=True)
+        container_from_board(board.name, name)
+        assert podman_here("wait", name).strip() == "0"
+        steps = podman_here("logs", name).splitlines()
+    finally:
+        remove_everywhere(board, name, tag)
+    limits = "memory=268435456 cpu=50000 100000 pids=100"
+    assert steps == [f"{i}: cgroup {'v2' if i == 3 else 'v1'} {limits}" for i in range(7)]
+
+
+@needs_podman
+def test_container_image_goes_once_per_board(board, tmp_path):
+    """The board keeps the container's image by digest: sent once, asked again it has it; a
+    damaged copy there is sent again, never used. A container then moved to the board (its
+    archive without the image, the board's podman without it) restores from that copy."""
+    from hexo_sched.boards.migrate import container_to_board, send_image
+    from uhyve_ctl.container import images
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    name = f"hexo-test-image-{os.getpid()}"
+    tag = run_container(image, name, ["3000"], 5)
+    oci_id, oci_name = podman_here("inspect", "--format", "{{.Image}} {{.ImageName}}",
+                                   name).split()
+    sha, _ = images.saved(oci_id, oci_name)
+    wanted = {"oci_id": oci_id, "oci_name": oci_name, "archive": sha}
+    try:
+        with board.connect() as conn:
+            assert send_image(conn, board.name, wanted)
+            assert not send_image(conn, board.name, wanted)
+            status, _, err = conn.host.sh(f"d={images.STORE_IN_SHELL}; printf x | dd "
+                                          f"of=\"$d/{sha}.tar\" bs=1 seek=100 conv=notrunc")
+            assert status == 0, err
+            assert send_image(conn, board.name, wanted)
+            assert not send_image(conn, board.name, wanted)
+        assert on_board(board, ["podman", "image", "exists", oci_id])[0] == 1
+        container_to_board(name, board.name)
+        assert on_board(board, ["podman", "wait", name]) == (0, "0\n")
+        assert on_board(board, ["podman", "logs", name]) == (0, want.read_text())
     finally:
         remove_everywhere(board, name, tag)

@@ -13,7 +13,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from uhyve_ctl.container import checkpoint as ckpt, podman
+from uhyve_ctl.container import checkpoint as ckpt, images, podman
 from uhyve_ctl.container.process import host_isa, resume
 
 from ..hosts import HostError
@@ -112,15 +112,40 @@ def _from_board(board: str, target: str, what: str, remote: str, timeout: float,
 def container_to_board(name: str, board: str, timeout: float = 30.0,
                        until_point: bool = False) -> str:
     """Move local podman container `name` to `board`, where its podman restores it; its name
-    there. The source stays parked until the board runs it, then it is removed."""
+    there. The source stays parked until the board runs it, then it is removed. The
+    container's image goes to the board's image store first unless an intact copy is there."""
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
             Board.running(board).connect() as conn:
         archive = Path(tmp) / f"container-{name}.tar"
-        podman.checkpoint(name, archive, BOARD_ISA, timeout, leave_running=True)
+        state = podman.checkpoint(name, archive, BOARD_ISA, timeout, leave_running=True,
+                                  with_image=False)
+        try:
+            send_image(conn, board, state["image"])
+        except BaseException:
+            podman.resume(name)
+            raise
         out = _restore_on_board(conn, board, archive, until_point, lambda: podman.resume(name),
                                 f"container {name}")
         podman.remove(name)
         return _restored_name(out)
+
+
+def send_image(conn, board: str, image: dict) -> bool:
+    """Put the container image `image` (a checkpoint's `image`) into the board's image store
+    unless an intact copy is there (its digest checked on the board); whether it was sent.
+    The board checks the digest of what it received before keeping it."""
+    sha = image["archive"]
+    store = f"d={images.STORE_IN_SHELL}; "
+    status, out, _ = conn.host.sh(store + f'sha256sum "$d/{sha}.tar" 2>/dev/null')
+    if status == 0 and out.split()[:1] == [sha]:
+        return False
+    _, local = images.saved(image["oci_id"], image["oci_name"])
+    status = conn.stream(store + f'set -e; mkdir -p "$d"; cat > "$d/.{sha}.part"; '
+                         f'echo "{sha}  $d/.{sha}.part" | sha256sum -c --quiet; '
+                         f'mv "$d/.{sha}.part" "$d/{sha}.tar"', stdin=local.read_bytes())
+    if status != 0:
+        raise MigrationError(f"sending the container image to {board} failed ({status})")
+    return True
 
 
 def container_from_board(board: str, name: str, timeout: float = 30.0) -> str:
