@@ -25,10 +25,11 @@ at ~50 k each (kvm.py alone 3.4 M); ~3 ms creating, running and tearing down the
 in the kernel: KVM_CREATE_VM ~0.17 ms, vCPU ~0.2 ms, memory slots ~0.09 ms, registers and
 CPUID ~0.15 ms, the output drainer's thread ~0.2 ms, guest RAM's address ~0.06 ms, the image's
 CRC ~0.1 ms, VM teardown at exit ~0.3 ms, and the guest's own first touches of its pages.
-`hexo inspect` 2.2-2.3x (2.6-2.8x; pathlib gone): json's import of re (~24 M instructions,
-~5 ms) and hashlib's OpenSSL (~11 M, ~2.5 ms) are most of the rest. `hexo status`'s client
-4.1-4.4x (4.6-4.8x; typing gone): it still loads argparse, every plug-in's commands, pathlib,
-json and socket; it needs a quick path of its own, as `run` and `inspect` have.
+`hexo inspect` 2.0x (2.6-2.8x; pathlib gone, and the interpreter's teardown skipped as
+uhyve-ctl does): json's import of re (~24 M instructions, ~5 ms) and hashlib's OpenSSL (~11 M,
+~2.5 ms) are most of the rest. `hexo status`'s client 3.6x (4.3-4.8x; typing and the teardown
+gone): it still loads argparse, every plug-in's commands, pathlib, json and socket; it needs a
+quick path of its own, as `run` and `inspect` have.
 """
 
 from __future__ import annotations
