@@ -62,7 +62,7 @@ def _workloads(args) -> int:
     return 0
 
 
-def _output_file(path: "Path") -> "Path":
+def _output_file(path):
     """An output path whose directory exists and that is not itself a directory."""
     if path.is_dir():
         raise ValueError(f"{path} is a directory; -o names the file to write")
@@ -71,7 +71,7 @@ def _output_file(path: "Path") -> "Path":
     return path
 
 
-def _new_directory(path: "Path") -> "Path":
+def _new_directory(path):
     """An output directory that does not exist yet, in one that does."""
     if path.exists():
         raise ValueError(f"{path} already exists; -o names a new checkpoint directory")
