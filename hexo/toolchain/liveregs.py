@@ -14,7 +14,10 @@ dataflow which callee-saved registers are read before being written after each r
 address and by reaching definitions where their values come from. A live register whose
 every definition is one frame address is a frame base; one that holds neither a recorded
 value, the frame pointer nor a frame base holds a value no record describes, and the build
-is refused, because the job could not be moved correctly. (A function with an indirect
+is refused, because the job could not be moved correctly. The other value LLVM keeps on
+its own is x86-64's copy of a function's incoming sret pointer, which it returns in rax: a
+register whose every definition copies the unmodified argument register at entry is
+recorded as a copy of the site's sret value (`copies`). (A function with an indirect
 jump, whose targets are in a table the disassembly does not follow, gets its frame bases
 but no such verdict.)
 """
@@ -146,6 +149,8 @@ def access(isa: str, insn) -> tuple[set[int], set[int]]:
     it is wrong (zeroing idioms read nothing; aarch64 compares write only flags)."""
     import capstone
     read, written = insn.regs_access()
+    if isa == "aarch64" and not read and not written and _A64_REG.search(insn.op_str):
+        return _a64_operands(insn)
     if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
         read = ()                           # a return hands registers back to the caller
     elif isa == "aarch64":
@@ -154,6 +159,21 @@ def access(isa: str, insn) -> tuple[set[int], set[int]]:
         written = ()
     return ({_dwarf_reg(isa, insn.reg_name(x)) for x in read},
             {_dwarf_reg(isa, insn.reg_name(x)) for x in written})
+
+
+def _a64_operands(insn) -> tuple[set[int], set[int]]:
+    """Registers read and written, from the operand text, for the instructions capstone
+    5 reports no register access for (`umov w22, v0.h[0]`): the first operand is the
+    destination unless the instruction writes no register."""
+    ops = [o.strip() for o in re.split(r",(?![^\[]*\])", insn.op_str)]
+    names = [_A64_REG.findall(o) for o in ops]
+    if _A64_NO_DEST.match(insn.mnemonic) or "[" in ops[0]:
+        dest, read = [], [r for n in names for r in n]
+    else:
+        dest, read = names[0], [r for n in names[1:] for r in n]
+        if _A64_DEST_READ.match(insn.mnemonic):
+            read += dest
+    return ({_dwarf_reg("aarch64", r) for r in read}, {_dwarf_reg("aarch64", r) for r in dest})
 
 
 def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[frozenset]:
@@ -176,6 +196,25 @@ def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> 
                 seen.add(j)
                 work.append(j)
     return state
+
+
+_SRET_ARGUMENT = {"x86_64": "rdi", "aarch64": "x8"}
+
+
+def sret_copies(isa: str, insns) -> dict[int, int]:
+    """Instructions of the entry block that copy the incoming sret pointer into a register:
+    {instruction address: DWARF register}."""
+    arg = _SRET_ARGUMENT[isa]
+    out = {}
+    for insn in insns:
+        if _ends_block(insn):
+            break
+        dest, _, src = insn.op_str.partition(", ")
+        if insn.mnemonic == "mov" and src == arg and _dwarf_reg(isa, dest) is not None:
+            out[insn.address] = _dwarf_reg(isa, dest)
+        if any(insn.reg_name(r) == arg for r in insn.regs_access()[1]):
+            break
+    return out
 
 
 def _ends_block(insn) -> bool:
@@ -308,16 +347,19 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
         live = live_before(isa, insns, succ, callee_saved)
         defs = reaching(isa, insns, succ, callee_saved)
         addresses = frame_addresses(isa, insns)
+        copies = sret_copies(isa, insns)
         for s in fsites:
             i = index.get(s["ra"])
-            if i is None and s["ra"] == end:
-                s["frame_bases"] = []       # a call that never returns (exit) ends the code
+            if s.get("noreturn") or (i is None and s["ra"] == end):
+                # a call that never returns (exit): the code after it is another block's
+                s["frame_bases"] = []
                 continue
             if i is None:
                 raise StackMapError(f"{isa}: return address {s['ra']:#x} is not an "
                                     f"instruction of {s['function']}")
             recorded = {v["reg"] for v in s["values"] if v["kind"] == "register"}
-            bases, unknown = [], []
+            sret = [k for k, v in enumerate(s["values"]) if v.get("sret")]
+            bases, same, unknown = [], [], []
             for reg in sorted(live[i] - recorded):
                 # -1: the caller's value, untouched here; read after the call only where
                 # the IR reads an undefined value (a phi with an undef input).
@@ -325,9 +367,13 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
                 values = {addresses.get(d, (None, None))[1] for d in sources}
                 if len(values) == 1 and None not in values:
                     bases.append([reg, values.pop()])
+                elif sret and sources and all(copies.get(d) == reg for d in sources):
+                    same.append([reg, sret[0]])
                 elif checked and sources and (reg != abi["fp"] or s["cfa"][0] != abi["fp"]):
                     unknown.append(reg)
             s["frame_bases"] = bases
+            if same:
+                s["copies"] = same
             if unknown:
                 problems.append(f"{isa}: {s['function']} keeps a value no record describes "
                                 f"in DWARF register(s) {unknown} across the call at "

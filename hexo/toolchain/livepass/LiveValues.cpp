@@ -46,6 +46,7 @@
 #include "llvm/Transforms/Utils/Local.h"
 #include "llvm/Transforms/Utils/PromoteMemToReg.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -57,6 +58,7 @@ namespace {
 
 const char *const MigrationPoint = "hexo_check_migrate";
 const char *const GCStrategy = "statepoint-example";
+const Align StackAlign(16);     // of the x86-64 and AAPCS64 ABIs
 const std::set<std::string> ReturnsTwice = {"setjmp", "_setjmp", "__setjmp", "sigsetjmp",
                                             "__sigsetjmp", "savectx", "vfork", "getcontext"};
 
@@ -370,6 +372,8 @@ public:
     reject(Callbacks);
     if (Problems.empty()) {
       for (Function *F : Reaching)
+        copyByValArguments(*F);
+      for (Function *F : Reaching)
         moveDynamicAllocations(*F);
       for (Function *F : Reaching)
         instrument(*F);
@@ -629,6 +633,26 @@ private:
                                        "cannot be migrated)");
   }
 
+  // A struct passed by value lives in the caller's outgoing-argument area, which is no
+  // stack object of either frame: the transform could neither copy it nor re-aim pointers
+  // to it. A reaching function copies it into a stack object of its own before its first
+  // call and uses only the copy.
+  void copyByValArguments(Function &F) {
+    BasicBlock &Entry = F.getEntryBlock();
+    for (Argument &A : F.args()) {
+      if (!A.hasByValAttr() || A.use_empty())
+        continue;
+      Type *T = A.getParamByValType();
+      auto *Copy = new AllocaInst(T, DL.getAllocaAddrSpace(), nullptr,
+                                  A.getParamAlign().valueOrOne(), A.getName() + ".hexo.copy",
+                                  &*Entry.begin());
+      A.replaceAllUsesWith(Copy);
+      IRBuilder<> B(firstNonAlloca(Entry));
+      B.CreateMemCpy(Copy, Copy->getAlign(), &A, A.getParamAlign(),
+                     DL.getTypeAllocSize(T));
+    }
+  }
+
   // VLAs and alloca() in a reaching function take their memory from the per-job region of
   // dynstack.c instead of the machine stack: the region is application data at the same
   // address on both ISAs, so a migration copies it and no pointer into it needs rewriting.
@@ -723,6 +747,17 @@ private:
     }
     if (Chosen.empty())
       return;
+    // x86-64 returns the sret pointer in rax, so its code keeps a copy of the incoming
+    // pointer in a callee-saved register until the return, a value of no IR instruction.
+    // Recording the argument at every site lets the transform set that copy (liveregs.py).
+    Argument *SRet = nullptr;
+    for (Argument &A : F.args())
+      if (A.hasStructRetAttr())
+        SRet = &A;
+    if (SRet)
+      for (SiteValues &S : Chosen)
+        if (std::find(S.Live.begin(), S.Live.end(), SRet) == S.Live.end())
+          S.Live.push_back(SRet);
     ModuleSlotTracker MST(&M);
     MST.incorporateFunction(F);
     auto Name = [&](Value *V) {
@@ -761,11 +796,15 @@ private:
         std::vector<std::pair<std::vector<unsigned>, Type *>> Parts;
         std::vector<unsigned> Path;
         leaves(V->getType(), Path, Parts);
+        // At most the ABI's stack alignment: a vector slot aligned to its 32-byte size
+        // would make the frame realign its stack pointer, whose distance to the CFA then
+        // depends on where the frame sits, not on the code.
         for (unsigned K = 0; K < Parts.size(); ++K)
-          Slots[V].push_back({Parts[K].first,
-                              new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(),
-                                             "hexo.slot." + Twine(J) + "." + Twine(K),
-                                             AllocaPoint)});
+          Slots[V].push_back(
+              {Parts[K].first,
+               new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(), nullptr,
+                              std::min(DL.getPrefTypeAlign(Parts[K].second), StackAlign),
+                              "hexo.slot." + Twine(J) + "." + Twine(K), AllocaPoint)});
         ++J;
       }
 
@@ -786,20 +825,24 @@ private:
         Value *Cur = B.CreateLoad(V->getType(), Vars[V]);
         for (auto &P : Slots[V]) {
           Value *Part = P.first.empty() ? Cur : B.CreateExtractValue(Cur, P.first);
-          B.CreateStore(Part, P.second);
+          B.CreateAlignedStore(Part, P.second, P.second->getAlign());
           Deopt.push_back(P.second);
           std::string Ir = Names[V];
           for (unsigned K : P.first)
             Ir += "." + std::to_string(K);
           Type *T = P.second->getAllocatedType();
-          Values.push_back(json::Object{{"type", category(T)},
-                                        {"ir_type", typeName(T)},
-                                        {"size", (int64_t)DL.getTypeStoreSize(T)},
-                                        {"ir", Ir},
-                                        {"slot", true}});
+          json::Object Value{{"type", category(T)},
+                             {"ir_type", typeName(T)},
+                             {"size", (int64_t)DL.getTypeStoreSize(T)},
+                             {"ir", Ir},
+                             {"slot", true}};
+          if (V == SRet)
+            Value["sret"] = true;
+          Values.push_back(std::move(Value));
         }
       }
       Function *Callee = directCallee(C);
+      bool NoReturn = C->doesNotReturn() || isa_and_nonnull<UnreachableInst>(C->getNextNode());
       statepoint(C, Id, Deopt);
       BasicBlock *After =
           SplitBlock(C->getParent(), C, (DominatorTree *)nullptr, nullptr,
@@ -808,7 +851,8 @@ private:
       for (Value *V : S.Live) {
         Value *Agg = UndefValue::get(V->getType());
         for (auto &P : Slots[V]) {
-          Value *Back = B.CreateLoad(P.second->getAllocatedType(), P.second);
+          Value *Back = B.CreateAlignedLoad(P.second->getAllocatedType(), P.second,
+                                            P.second->getAlign());
           Agg = P.first.empty() ? Back : B.CreateInsertValue(Agg, Back, P.first);
         }
         B.CreateStore(Agg, Vars[V]);
@@ -818,6 +862,7 @@ private:
           {"function", F.getName()},
           {"callee", Callee ? Callee->getName().str() : std::string("<indirect>")},
           {"source", sourceOf(C, true)},
+          {"noreturn", NoReturn},
           {"values", std::move(Values)}});
     }
 
