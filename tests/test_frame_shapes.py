@@ -163,17 +163,19 @@ def test_struct_returns_and_vectors_leave_every_frame_rebuildable(struct_return)
             assert s["frame_size"] < 2 ** 32, (isa, s["function"])
 
 
-# Points: 1 main, 2 parse, advance at 3, 20 and 37, noise at the 48 others up to 53.
+# Points: 1 main, 2 parse, advance at 3, 52 and 101, each followed by 16 x (draw, whose
+# caller passed it arguments on the stack; noise's entry; noise's own hexo_check_migrate).
 @pytest.mark.parametrize("legs", [
     [("x86_64", 2), ("aarch64", None)],
-    [("x86_64", 20), ("aarch64", None)],
-    [("x86_64", 30), ("aarch64", None)],
+    [("x86_64", 52), ("aarch64", None)],
+    [("x86_64", 60), ("aarch64", None)],
     [("aarch64", 2), ("x86_64", None)],
-    [("aarch64", 37), ("x86_64", None)],
-    [("aarch64", 45), ("x86_64", None)],
-    [("x86_64", 2), ("aarch64", 20), ("x86_64", None)],
+    [("aarch64", 101), ("x86_64", None)],
+    [("aarch64", 110), ("x86_64", None)],
+    [("x86_64", 5), ("aarch64", 60), ("x86_64", None)],
 ], ids=lambda v: "-".join(f"{i}@{p}" if p else i for i, p in v))
-def test_struct_returns_and_vectors_migrate_at_any_point(struct_return, env, tmp_path, legs):
+def test_struct_returns_vectors_and_stack_arguments_migrate_at_any_point(struct_return, env,
+                                                                        tmp_path, legs):
     image, reference = struct_return
     assert _chain(image, legs, env, tmp_path, STRUCT_ARGS) == reference
 

@@ -3,7 +3,9 @@
    callee-saved register until it returns it in rax) whose error branches call a usage()
    that never returns but reaches a migration point (the code after such a call is another
    block's), and a time-step function keeping a 4-double vector live across its migration
-   points (its slot must not make the frame realign its stack pointer).
+   points (its slot must not make the frame realign its stack pointer), called with more
+   arguments than registers hold (x86-64 must not push them: the stack pointer after such a
+   call is not the one the caller's frame size gives until it pops them).
    argv: -n STEPS -s SEED [-v]. The output depends only on the arguments. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,13 +74,32 @@ __attribute__((noinline)) static double noise(long *state)
     return (double)((unsigned long)*state >> 11) / 9007199254740992.0;
 }
 
+__attribute__((noinline)) static double draw(double bias, int round, long lo, long hi,
+                                             long *state, const double *scale, double *last,
+                                             int *rounds, const long *seed, long *draws,
+                                             double *sum, int clamp, int mix, long limit)
+{
+    double x = noise(state) * scale[round % 4] / scale[3] + bias;
+    if (clamp && x > 1.0)
+        x -= 1.0;
+    *last = x;
+    *rounds += mix;
+    *draws += (lo + hi + *seed) % 2 + 1 > limit ? 0 : 1;
+    *sum += x * 0.0;
+    return x;
+}
+
 /* Returns a Tally by value; `acc` is a vector value live across every call to noise(). */
 __attribute__((noinline)) static Tally advance(const Options *o, long *state, Tally t)
 {
     v4d acc = {t.acc[0], t.acc[1], t.acc[2], t.acc[3]};
     v4d scale = {o->scale[0], o->scale[1], o->scale[2], o->scale[3]};
+    double last = 0.0, ignored = 0.0;
+    int rounds = 0;
+    long draws = 0;
     for (long i = 0; i < 16; i++) {
-        double x = noise(state);
+        double x = draw(0.0, (int)i, i, t.count, state, o->scale, &last, &rounds, &o->seed,
+                        &draws, &ignored, 0, 1, 1L << 40);
         v4d d = {x, x * x, 1.0 - x, x * 0.5};
         acc = acc * 0.5 + d * scale;
         t.sum += x;
