@@ -231,9 +231,10 @@ def _branch_target(insn) -> int | None:
     return None
 
 
-def successors(insns) -> list[list[int]]:
-    """Indices of the instructions that may run after each one (calls return; an indirect
-    jump, from a switch table, gets none: see `analyse`)."""
+def successors(insns, noreturn: frozenset = frozenset()) -> list[list[int]]:
+    """Indices of the instructions that may run after each one (calls return, except those
+    of the addresses in `noreturn`; an indirect jump, from a switch table, gets none: see
+    `analyse`)."""
     import capstone
     n = len(insns)
     index = {insn.address: i for i, insn in enumerate(insns)}
@@ -243,7 +244,9 @@ def successors(insns) -> list[list[int]]:
         if insn.group(capstone.CS_GRP_RET):
             pass
         elif insn.group(capstone.CS_GRP_CALL):      # capstone also calls aarch64 bl a jump:
-            if i + 1 < n:                           # a recursive call is not a loop
+            target = next((op.imm for op in insn.operands if op.type == capstone.CS_OP_IMM),
+                          None)
+            if i + 1 < n and target not in noreturn:   # a recursive call is not a loop
                 out.append(i + 1)
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
@@ -318,12 +321,17 @@ def _unconditional(insn) -> bool:
     return insn.mnemonic in ("b", "jmp")
 
 
-def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> list[str]:
+def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
+            noreturn=()) -> list[str]:
     """Add `frame_bases` to every site of `sites` (one ISA's metadata, modified in place):
     the callee-saved registers live after the call that hold an address in the frame, as
     [DWARF register, offset from the CFA]. Return the reasons the machine code keeps other
-    unrecorded values across a call site."""
+    unrecorded values across a call site. `noreturn` names the functions that never return:
+    the code after a call of one is another block's."""
     import capstone
+    names = set(noreturn)
+    stops = frozenset(s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()
+                      if s.name in names and s["st_info"]["type"] == "STT_FUNC")
     text = elf.get_section_by_name(".text")
     data, base = text.data(), text["sh_addr"]
     md = _disassembler(isa)
@@ -339,7 +347,7 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
             raise StackMapError(f"{isa}: no symbol size for function at {addr:#x}")
         insns = list(md.disasm(data[addr - base:end - base], addr))
         index = {insn.address: i for i, insn in enumerate(insns)}
-        succ = successors(insns)
+        succ = successors(insns, stops)
         # Without the targets of an indirect jump, liveness would be a guess: such a
         # function still gets its frame bases but is not checked for unrecorded values.
         checked = not any(insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None

@@ -248,7 +248,7 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
                     **frame, "values": values})
     out.sort(key=lambda s: s["ra"])
     with open(elf_path, "rb") as f:
-        problems = liveregs.analyse(ELFFile(f), isa, out, ends)
+        problems = liveregs.analyse(ELFFile(f), isa, out, ends, side_table.get("noreturn", ()))
     if problems:
         more = f" (and {len(problems) - 1} more call sites)" if len(problems) > 1 else ""
         raise StackMapError(f"{problems[0]}{more}; the job could not be moved there "

@@ -967,8 +967,24 @@ private:
       ProblemList.push_back(P);
     for (auto &R : Resolved)
       ResolvedList.push_back(R);
+    // Functions that never return (exit, abort, a usage() that exits): in machine code the
+    // bytes after a call of one belong to another block (liveregs.py).
+    std::set<std::string> NoReturn;
+    for (Function &F : M) {
+      if (F.doesNotReturn() && !F.isIntrinsic())
+        NoReturn.insert(F.getName().str());
+      for (Instruction &I : instructions(F))
+        if (auto *C = dyn_cast<CallInst>(&I))
+          if (Function *Callee = directCallee(C))
+            if (C->doesNotReturn() && !Callee->isIntrinsic())
+              NoReturn.insert(Callee->getName().str());
+    }
+    json::Array NoReturnList;
+    for (const std::string &N : NoReturn)
+      NoReturnList.push_back(N);
     json::Object Table{{"sites", std::move(Sites)},
                        {"reaching", std::move(ReachingNames)},
+                       {"noreturn", std::move(NoReturnList)},
                        {"resolved_calls", std::move(ResolvedList)},
                        {"problems", std::move(ProblemList)}};
     if (Opts.DumpLiveness)
