@@ -218,6 +218,38 @@ def test_struct_returns_vectors_and_stack_arguments_migrate_at_any_point(struct_
     assert _chain(image, legs, env, tmp_path, STRUCT_ARGS) == reference
 
 
+LOOP_POINTS = ROOT / "tests" / "programs" / "loop_points.c"
+
+
+@pytest.fixture(scope="module")
+def loop_points(tmp_path_factory):
+    image = tmp_path_factory.mktemp("loop-points") / "loop_points.hexo"
+    p = run([HEXO, "build", LOOP_POINTS, "--auto-points", "-o", image])
+    assert p.returncode == 0, p.stderr
+    ref = run([UHYVE, "run", image, "--", "6"])
+    assert ref.returncode == 0 and "warm-up calls" in ref.stdout, ref.stderr
+    return image, ref.stdout
+
+
+def test_auto_points_put_a_point_at_the_head_of_outer_loops(loop_points):
+    sites = metadata(Image(loop_points[0]), "x86_64").raw["sites"]
+    points = [s["function"] for s in sites if s["callee"] == "hexo_check_migrate"]
+    assert sorted(points) == ["main", "main", "warm_up", "warm_up"]
+
+
+# Points: 1 main, 2 warm_up, 3-7 warm_up's loop (5 rounds), 8-13 main's time steps.
+@pytest.mark.parametrize("legs", [
+    [("x86_64", 4), ("aarch64", None)],
+    [("x86_64", 9), ("aarch64", None)],
+    [("aarch64", 6), ("x86_64", None)],
+    [("aarch64", 12), ("x86_64", None)],
+    [("x86_64", 3), ("aarch64", 10), ("x86_64", None)],
+], ids=lambda v: "-".join(f"{i}@{p}" if p else i for i, p in v))
+def test_jobs_move_between_loop_iterations(loop_points, env, tmp_path, legs):
+    image, reference = loop_points
+    assert _chain(image, legs, env, tmp_path, ["6"]) == reference
+
+
 def test_frame_of_run_time_size_is_refused_with_its_reason(large_frame, env, tmp_path):
     """LLVM records UINT64_MAX as the size of a frame with run-time allocations: the
     transform says so in one line instead of computing a stack pointer from it."""

@@ -8,7 +8,8 @@
 // docs/formats.md, section 4, states the rules for users; in short:
 //
 // - Migration points are calls to `void hexo_check_migrate(void)`, by hand or (auto-points)
-//   at the entry of every defined function that library code does not call back.
+//   at the entry of every defined function that library code does not call back and at the
+//   head of each of its outermost loops that holds another loop.
 // - A function reaches a migration point when it calls hexo_check_migrate, calls a function
 //   that reaches one, or makes an indirect call while an address-taken function reaches one.
 //   Call sites in reaching functions whose callee may reach become statepoints.
@@ -26,6 +27,8 @@
 
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/Analysis/LoopInfo.h"
+#include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/Dominators.h"
 #include "llvm/IR/IRBuilder.h"
@@ -544,6 +547,19 @@ private:
     for (Function &F : M) {
       if (F.isDeclaration() || Callbacks.count(&F))
         continue;
+      // Outermost loops that hold another loop first, while the CFG is the compiler's:
+      // a job spending its time in main's time-step loop could otherwise move only once it
+      // ends. One check per outer iteration, whose inner loops do the work.
+      DominatorTree DT(F);
+      LoopInfo LI(DT);
+      for (Loop *L : LI)
+        if (!L->getSubLoops().empty()) {
+          CallInst *C = CallInst::Create(Point, "", &*L->getHeader()->getFirstInsertionPt());
+          if (DebugLoc Loc = L->getStartLoc())
+            C->setDebugLoc(Loc);
+          else if (DISubprogram *SP = F.getSubprogram())
+            C->setDebugLoc(DILocation::get(Ctx, SP->getLine(), 0, SP));
+        }
       CallInst *C = CallInst::Create(Point, "", firstNonAlloca(F.getEntryBlock()));
       if (DISubprogram *SP = F.getSubprogram())
         C->setDebugLoc(DILocation::get(Ctx, SP->getLine(), 0, SP));
@@ -808,6 +824,15 @@ private:
         ++J;
       }
 
+    // A pointer live across a site into an object outside its lifetime there (clang hoists
+    // the address of a loop's local out of the loop): the object is recorded too, so that
+    // the transform has somewhere to aim the pointer.
+    for (SiteValues &S : Chosen)
+      for (Value *V : S.Live)
+        if (AllocaInst *A = baseAlloca(V))
+          if (std::find(S.Objects.begin(), S.Objects.end(), A) == S.Objects.end())
+            S.Objects.push_back(A);
+
     for (SiteValues &S : Chosen) {
       unsigned Id = Sites.size() + 1;
       CallBase *C = S.Call;
@@ -874,6 +899,16 @@ private:
     DominatorTree DT(F);
     PromoteMemToReg(Promote, DT);
     F.setGC(GCStrategy);
+  }
+
+  // The one static stack object pointer V is derived from, if any.
+  static AllocaInst *baseAlloca(Value *V) {
+    if (!V->getType()->isPointerTy())
+      return nullptr;
+    SmallVector<const Value *, 4> Under;
+    getUnderlyingObjects(V, Under, nullptr, 0);
+    auto *A = Under.size() == 1 ? dyn_cast<AllocaInst>(Under[0]) : nullptr;
+    return A && A->isStaticAlloca() ? const_cast<AllocaInst *>(A) : nullptr;
   }
 
   AllocaInst *demoteArgument(Argument *A, Instruction *AllocaPoint) {
