@@ -358,7 +358,7 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
         copies = sret_copies(isa, insns)
         for s in fsites:
             i = index.get(s["ra"])
-            if s.get("noreturn") or (i is None and s["ra"] == end):
+            if s["callee"] in names or (i is None and s["ra"] == end):
                 # a call that never returns (exit): the code after it is another block's
                 s["frame_bases"] = []
                 continue

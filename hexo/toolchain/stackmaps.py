@@ -244,7 +244,6 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
         out.append({"id": rec.id, "ra": ra, "function": names.get(fn.address, "?"),
                     "function_addr": fn.address, "frame_size": fn.stack_size,
                     "callee": side["callee"], "source": side["source"],
-                    "noreturn": side.get("noreturn", False),
                     **frame, "values": values})
     out.sort(key=lambda s: s["ra"])
     with open(elf_path, "rb") as f:

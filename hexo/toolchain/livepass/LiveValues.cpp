@@ -867,7 +867,6 @@ private:
         }
       }
       Function *Callee = directCallee(C);
-      bool NoReturn = C->doesNotReturn() || isa_and_nonnull<UnreachableInst>(C->getNextNode());
       statepoint(C, Id, Deopt);
       BasicBlock *After =
           SplitBlock(C->getParent(), C, (DominatorTree *)nullptr, nullptr,
@@ -887,7 +886,6 @@ private:
           {"function", F.getName()},
           {"callee", Callee ? Callee->getName().str() : std::string("<indirect>")},
           {"source", sourceOf(C, true)},
-          {"noreturn", NoReturn},
           {"values", std::move(Values)}});
     }
 
