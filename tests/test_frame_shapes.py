@@ -48,10 +48,9 @@ def test_large_frame_migrates_at_any_point(large_frame, env, tmp_path, legs):
     assert _chain(image, legs, env, tmp_path, [STEPS]) == reference
 
 
-# A function whose frame is too large for aarch64 load offsets: LLVM's local stack-slot
-# allocation keeps a frame address in x19 across the call (the shape NPB FT's cffts1 and an
-# NPB LU-like ssor had). {BASE} is how x19 gets its value.
-FRAME_BASE_ASM = """
+def _asm_function(body: str, after: str = "") -> str:
+    """aarch64 assembly of a function f that saves x19 in a 32-byte frame around `body`."""
+    return f"""
     .text
     .globl f
     .type f,@function
@@ -59,17 +58,24 @@ f:
     stp x29, x30, [sp, #-32]!
     mov x29, sp
     str x19, [sp, #16]
+{body}
+    ldr x19, [sp, #16]
+    ldp x29, x30, [sp], #32
+    ret
+    .size f, .-f
+{after}"""
+
+
+# A function whose frame is too large for aarch64 load offsets: LLVM's local stack-slot
+# allocation keeps a frame address in x19 across the call (the shape NPB FT's cffts1 and an
+# NPB LU-like ssor had). {BASE} is how x19 gets its value.
+FRAME_BASE_ASM = _asm_function("""
     sub sp, sp, #9, lsl #12
     {BASE}
     str w0, [x19, #48]
     bl g
     ldr w0, [x19, #48]
-    add sp, sp, #9, lsl #12
-    ldr x19, [sp, #16]
-    ldp x29, x30, [sp], #32
-    ret
-    .size f, .-f
-"""
+    add sp, sp, #9, lsl #12""")
 
 
 def _analyse_asm(tmp_path, base: str, asm: str = FRAME_BASE_ASM, ra: int = 0x1c,
@@ -108,24 +114,12 @@ def test_unrecorded_register_value_is_refused_at_build_time(tmp_path):
 
 # x19 holds an unrecorded value before the call; after it, {AFTER} writes x19 before the
 # code reads it again. capstone 5 reports no register access at all for `umov`.
-OVERWRITTEN_ASM = """
-    .text
-    .globl f
-    .type f,@function
-f:
-    stp x29, x30, [sp, #-32]!
-    mov x29, sp
-    str x19, [sp, #16]
+OVERWRITTEN_ASM = _asm_function("""
     ldr x19, [x1]
     str x19, [x0]
     bl g
     {BASE}
-    add w0, w19, #1
-    ldr x19, [sp, #16]
-    ldp x29, x30, [sp], #32
-    ret
-    .size f, .-f
-"""
+    add w0, w19, #1""")
 
 
 @pytest.mark.parametrize("after,refused", [
@@ -142,30 +136,18 @@ def test_register_written_after_the_call_holds_nothing_across_it(tmp_path, after
 # call reads x19, which holds a value no record describes (PRK Synch_p2p's main had this
 # shape around prk_malloc(): exit, then the code of its argument check). The bytes after a
 # call that never returns are not its successors.
-AFTER_EXIT_ASM = """
-    .text
-    .globl f
-    .type f,@function
-f:
-    stp x29, x30, [sp, #-32]!
-    mov x29, sp
-    str x19, [sp, #16]
+AFTER_EXIT_ASM = _asm_function("""
     ldr x19, [x1]
     bl g
     cbnz x0, 1f
     bl fail
     add w0, w19, #1
     bl fail
-1:
-    ldr x19, [sp, #16]
-    ldp x29, x30, [sp], #32
-    ret
-    .size f, .-f
+1:""", """
     .type fail,@function
 fail:
     b fail
-    .size fail, .-fail
-"""
+    .size fail, .-fail""")
 
 
 @pytest.mark.parametrize("noreturn,refused", [(("fail",), False), ((), True)])
