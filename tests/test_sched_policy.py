@@ -1,5 +1,6 @@
 """Scheduler policies on small hand-made clusters: decisions, reasons, transitions, invariants."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -192,6 +193,20 @@ def test_invariant_checker_catches_oversubscription_and_double_placement():
         check_invariants(st)
 
 
+def test_invariant_checker_catches_a_queue_index_out_of_step():
+    st = cluster()
+    for jid, bench in (("a", "EP"), ("b", "CG"), ("c", "EP")):
+        st.submit(job(jid, bench))
+    assert [j.id for j in st.first_queued_per_benchmark()] == ["a", "b"]
+    st.queue.remove("a")
+    st.queue.append("a")
+    with pytest.raises(InvariantError, match="queued-by-benchmark index"):
+        check_invariants(st)
+    st._reindex()
+    assert [j.id for j in st.first_queued_per_benchmark()] == ["b", "c"]
+    check_invariants(st)
+
+
 def test_invariant_checks_survive_python_O(tmp_path):
     code = ("from hexo_sched.policy import *\n"
             "st = ClusterState([Machine('s', 'server', 'x', 2, 1024)])\n"
@@ -225,10 +240,30 @@ def test_cost_aware_keeps_board_core_for_a_better_job():
         pol.state.submit(job("ep", "EP", slowdown={"potato": 3.0}))   # known from a past run
         return pol
 
-    # HEXO offloads cg1 (30x) to run cg2; ours keeps the only board core for the queued EP
+    # HEXO offloads cg1 (30x) to run cg2; ours, looking at the head and the server only, keeps
+    # the only board core for the queued EP
     assert only(setup(HexoPolicy).on_tick(3.0), Migrate).job == "cg1"
-    wait = only(setup(CostAwarePolicy).on_tick(3.0), Wait)
+    wait = only(setup(functools.partial(CostAwarePolicy, backfill=False)).on_tick(3.0), Wait)
     assert wait.reason.startswith("cg2 waits") and "(ep)" in wait.reason
+
+
+def test_cost_aware_backfills_a_free_board_core_and_the_head_keeps_its_place():
+    pol = CostAwarePolicy(cluster(server_cores=1, board_cores=1))
+    fill_server(pol, [("cg1", "CG", 30.0)])
+    for jid, bench in (("cg2", "CG"), ("ua", "UA"), ("ep1", "EP"), ("ep2", "EP")):
+        pol.state.submit(job(jid, bench))
+    pol.learn_estimate(pol.state.jobs["ua"], "potato", 10.0)     # from earlier runs
+    pol.learn_estimate(pol.state.jobs["ep1"], "potato", 3.0)
+    # the board core goes to the first EP (3x), not to the head (CG, 30x) nor to UA (10x)
+    run = only(pol.on_tick(3.0), Run)
+    assert (run.job, run.machine) == ("ep1", "b0") and "ahead of cg2" in run.reason
+    assert pol.state.queue == ["cg2", "ua", "ep2"]
+    check_invariants(pol.state)
+    # the server core that frees next is the head's
+    run = only(pol.on_job_finished("cg1", 50.0), Run)
+    assert (run.job, run.machine) == ("cg2", "srv")
+    assert pol.state.queue == ["ua", "ep2"]
+    check_invariants(pol.state)
 
 
 def test_cost_aware_prefers_the_least_committing_of_equally_efficient_offloads():

@@ -13,8 +13,8 @@ from hexo_sched import paper
 from hexo_sched.cli import main as cli_main
 from hexo_sched.energy import table1_models
 from hexo_sched.policy import JobState, Machine, Migrate, Run
-from hexo_sched.simulation import (JobProfile, Simulation, paper_profiles, plot, policy_claim,
-                                   run_experiment, run_setups)
+from hexo_sched.simulation import (JobProfile, Simulation, fluid_bound, paper_profiles, plot,
+                                   policy_claim, run_experiment, run_setups)
 
 
 @st.composite
@@ -149,20 +149,50 @@ def test_energy_gain_is_throughput_gain_times_power_ratio(hexo_run):
                 expect, abs=1.0)
 
 
-def test_policy_claim_on_work_done_at_two_horizons():
-    claim = policy_claim(horizons_h=(1, 4), seeds=(0, 1, 2))["results"]
-    for h in ("1h", "4h"):
-        r = {n: (v["work_gain_pct"], v["ci95"]) for n, v in claim[h].items()}
-        (ours, ci_o), (hexo, ci_h) = r["cost-aware"], r["hexo"]
-        # ours does more work than HEXO's, beyond the seeds' spread, but not +10 %
-        assert ours - hexo > ci_o + ci_h and ours - hexo > 5.0, h
-        assert (100 + ours) / (100 + hexo) < 1.10
-        # with its extras off it is HEXO's policy again
-        assert r["cost-aware, no extras"][0] == pytest.approx(hexo, abs=2.0)
-        # each extra adds work; a reserve for the whole queue holds board cores idle
-        assert r["cost-aware, no direct start"][0] < ours
-        assert r["cost-aware, no reserve"][0] < ours
-        assert r["cost-aware, reserve for the whole queue"][0] < ours
+def test_policy_claim_at_steady_state_over_seeds():
+    variants = ("hexo", "cost-aware", "cost-aware, no backfill", "cost-aware, no direct start",
+                "cost-aware, no extras")
+    claim = policy_claim(horizons_h=(4,), seeds=tuple(range(5)), variants=variants)
+    r = claim["results"]["4h"]
+    (vs_hexo, ci), ours = r["cost-aware"]["vs_hexo_pct"], r["cost-aware"]["work_gain_pct"]
+    # ours does at least 10 % more work than HEXO's, paired by seed, beyond the seeds' spread
+    assert vs_hexo >= 10.0 and vs_hexo - ci > 9.0, (vs_hexo, ci)
+    # and so does every seed: the gain is no one seed's luck
+    assert min(a / b for a, b in zip(r["cost-aware"]["work"], r["hexo"]["work"])) > 1.09
+    # which is as much as any policy can: the fluid bound, passed only by the few slow jobs
+    # left queued at the end (backfilling runs later jobs first on boards)
+    assert claim["bound_work_gain_pct"] - 1.0 < ours < claim["bound_work_gain_pct"] + 1.0
+    # with more work per kJ too
+    assert r["cost-aware"]["work_per_kj_gain_pct"][0] > r["hexo"]["work_per_kj_gain_pct"][0] + 10
+    # each extra adds work: backfilling a free board core from the queue ~3 points, direct
+    # starts more; with its extras off it is HEXO's policy again
+    assert r["cost-aware, no backfill"]["vs_hexo_pct"][0] < vs_hexo - 2.0
+    assert r["cost-aware, no direct start"]["vs_hexo_pct"][0] < vs_hexo - 5.0
+    assert r["cost-aware, no extras"]["vs_hexo_pct"][0] == pytest.approx(0.0, abs=2.0)
+
+
+def test_policy_gain_survives_wrong_estimates_and_other_job_lengths():
+    # slowdown estimates off by up to +/-40 % and jobs twice as long: still +10 % over HEXO's,
+    # on every seed (the policy is not tuned to the exact inputs of the claim)
+    jobs, profiles = paper.JOB_SETS["mix5"], paper_profiles(120.0)
+    for seed in range(3):
+        work = {pol: Simulation("X3P", jobs, pol, duration=4 * 3600.0, profiles=profiles,
+                                seed=seed, length_jitter=0.1, estimate_error=0.4).run()["work_s"]
+                for pol in ("hexo", "cost-aware")}
+        assert work["cost-aware"] / work["hexo"] > 1.09, seed
+
+
+def test_fluid_bound_is_the_mechanism_by_hand():
+    # {EP}: every job may go to a board, each board core doing 1/(s b) = 1/4 of a server
+    # core's work: 3 server + 9 board cores do 3 + 9/4 = 5.25 server cores' work, +75 %
+    assert fluid_bound(("EP",), "X3P") == pytest.approx(75.0)
+    assert fluid_bound(("EP",), "XP") == pytest.approx(25.0)
+    assert fluid_bound(("EP",), "2X") == pytest.approx(100.0)
+    # {CG}: c / (s b) of a loaded server core per board core
+    assert fluid_bound(("CG",), "X3P") == pytest.approx(steady_state_gain("CG", 3))
+    # a mix cannot gain more than its best job alone, nor less than its worst
+    mix = fluid_bound(paper.JOB_SETS["mix5"], "X3P")
+    assert fluid_bound(("CG",), "X3P") < mix < fluid_bound(("EP",), "X3P")
 
 
 def test_experiment_output_is_json_with_gains(tmp_path):

@@ -336,3 +336,56 @@ def test_a_daemon_killed_right_after_a_submission_hands_out_new_ids(images, tmp_
     assert [j["id"] for j in st["jobs"]] == ["job-1", "job-2"]
     for j in st["jobs"]:
         check("is", "S", Path(j["output"]).read_text())
+
+
+def test_cost_aware_backfills_the_board_with_a_later_job_while_the_head_waits(images, tmp_path,
+                                                                              sshd):
+    """Our policy, live: a job that spins on the server (not migratable, so it stays) holds
+    the one server core; IS starts directly on the board, then CG and EP queue behind it.
+    When IS ends, the board core goes to EP, queued behind CG, whose estimated slowdown there
+    is higher; CG keeps its place and takes the server core once the spinner is cancelled.
+    Event order decides all of this, not timing: the spinner never ends by itself."""
+    from test_hexo_run import hexo_run
+    is_, cg, ep = (images.get(k, "S") for k in ("npb-is", "npb-cg", "npb-ep"))
+    chatty = images.program("chatty")
+    cfg = sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, policy="cost-aware",
+                                      idle_after_s=3600, poll_s=0.2, confirm_timeout_s=120)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    spinner = None
+    try:
+        spinner = hexo_run(state_dir, chatty, "--", "spin", "1")
+        wait_for(lambda s: s["jobs"] and s["jobs"][0]["state"] == "running", state_dir, 60,
+                 "the spinner to run on the server")
+        jobs = tmp_path / "jobs.txt"
+        jobs.write_text(f"{is_}\n{cg}\n{ep}\n")
+        p = run([HEXO, "submit", "--list", jobs, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["job-2", "job-3", "job-4"]
+        st = wait_for(lambda s: s["jobs"][3]["state"] != "queued", state_dir, 300,
+                      "EP to leave the queue")
+        assert st["jobs"][2]["state"] == "queued", st["jobs"][2]     # CG still waits
+        spinner.send_signal(signal.SIGTERM)
+        spinner.communicate(timeout=120)
+        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 600,
+                      "every job to end")
+    finally:
+        if spinner is not None and spinner.poll() is None:
+            spinner.kill()
+            spinner.wait()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    by_id = {j["id"]: j for j in st["jobs"]}
+    assert by_id["job-4"]["slowdown"]["emulated-aarch64"] < \
+        by_id["job-3"]["slowdown"]["emulated-aarch64"]
+    runs = {d["job"]: d["reason"] for d in st["decisions"] if d["action"] == "run"}
+    assert "starts on board0" in runs["job-2"] and "ahead of" not in runs["job-2"], runs
+    assert "starts on board0 ahead of job-3, which waits for a server core" in runs["job-4"], \
+        runs
+    assert "fits on server" in runs["job-3"], runs
+    for jid, kernel, where in (("job-2", "is", "board0"), ("job-3", "cg", "server"),
+                               ("job-4", "ep", "board0")):
+        j = by_id[jid]
+        assert j["outcome"] == "exit 0" and j["location"] == where and not j["migrations"], j
+        check(kernel, "S", Path(j["output"]).read_text())
+    assert by_id["job-1"]["outcome"] == "cancelled: hexo run received SIGTERM"

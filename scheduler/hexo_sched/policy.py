@@ -124,8 +124,8 @@ class ClusterState:
 
     Indexes kept up to date by the transitions make every query cheap whatever the number of
     jobs: the jobs holding each machine and what they use, the jobs computing on each machine,
-    the migrations under way, and the boards with a free core. `check_invariants` recomputes
-    them from the jobs and compares.
+    the migrations under way, the boards with a free core, and the queued jobs of each
+    benchmark in queue order. `check_invariants` recomputes them from the jobs and compares.
     """
 
     def __init__(self, machines: list[Machine]):
@@ -152,6 +152,7 @@ class ClusterState:
         self._running: dict[str, dict[str, Job]] = {m: {} for m in self.machines}
         self._migrating: dict[str, Job] = {}
         self._open_boards: set[str] = {b.name for b in self.boards}
+        self._queued = queued_by_benchmark(self)
         for m, hs in held_from_scratch(self).items():
             for j in hs:
                 self._hold(j, m)
@@ -208,6 +209,10 @@ class ClusterState:
     def migrating(self) -> list[Job]:
         return list(self._migrating.values())
 
+    def first_queued_per_benchmark(self) -> list[Job]:
+        """The job nearest the head of the queue of each benchmark."""
+        return [self.jobs[next(iter(ids))] for ids in self._queued.values()]
+
     # -- transitions ---------------------------------------------------------------------------
     def restore(self, jobs: list[Job], queue: list[str], now: float) -> None:
         """Load the jobs a restarted driver saved, in whatever state they were, and check that
@@ -252,6 +257,7 @@ class ClusterState:
         job.state, job.location, job.submitted_at = JobState.QUEUED, None, self.now
         self.jobs[job.id] = self.active[job.id] = job
         self.queue.append(job.id)
+        self._queued.setdefault(job.benchmark, {})[job.id] = None
         self.queue_empty_since = None
 
     def start(self, job_id: str, machine: str) -> None:
@@ -260,9 +266,7 @@ class ClusterState:
             raise TransitionError(f"no machine {machine}")
         if not self.fits(j, machine):
             raise TransitionError(f"job {job_id} does not fit on {machine}")
-        self.queue.remove(job_id)
-        if not self.queue:
-            self.queue_empty_since = self.now
+        self._dequeue(j)
         j.state, j.location, j.started_at, j.arrived_at = JobState.RUNNING, machine, self.now, \
             self.now
         self._hold(j, machine)
@@ -334,9 +338,7 @@ class ClusterState:
         if j.state is JobState.DONE:
             raise TransitionError(f"job {job_id} is done already")
         if j.state is JobState.QUEUED:
-            self.queue.remove(job_id)
-            if not self.queue:
-                self.queue_empty_since = self.now
+            self._dequeue(j)
         else:
             self._leave(j)
         j.state, j.migration, j.finished_at = JobState.DONE, None, self.now
@@ -353,10 +355,20 @@ class ClusterState:
             self._unhold(j, j.migration.dst)
             del self._migrating[j.id]
 
+    def _dequeue(self, j: Job) -> None:
+        self.queue.remove(j.id)
+        same = self._queued[j.benchmark]
+        del same[j.id]
+        if not same:
+            del self._queued[j.benchmark]
+        if not self.queue:
+            self.queue_empty_since = self.now
+
     def _requeue(self, j: Job) -> None:
         self._leave(j)
         j.state, j.location, j.migration, j.done_s = JobState.QUEUED, None, None, 0.0
         self.queue.insert(0, j.id)
+        self._queued[j.benchmark] = {j.id: None, **self._queued.get(j.benchmark, {})}
         self.queue_empty_since = None
 
     def _job(self, job_id: str, state: JobState) -> Job:
@@ -380,6 +392,14 @@ def held_from_scratch(state: ClusterState) -> dict[str, list[Job]]:
             if not j.migration.source_released and j.location in held:
                 held[j.location].append(j)
     return held
+
+
+def queued_by_benchmark(state: ClusterState) -> dict[str, dict[str, None]]:
+    """The queued job ids of each benchmark in queue order, from the queue alone."""
+    out: dict[str, dict[str, None]] = {}
+    for jid in state.queue:
+        out.setdefault(state.jobs[jid].benchmark, {})[jid] = None
+    return out
 
 
 def _check(ok: bool, message: str) -> None:
@@ -432,6 +452,9 @@ def check_invariants(state: ClusterState) -> None:
     queued = [j.id for j in state.active.values() if j.state is JobState.QUEUED]
     _check(sorted(queued) == sorted(state.queue), "queue and queued jobs differ")
     _check(len(set(state.queue)) == len(state.queue), "a job is queued twice")
+    _check({b: list(ids) for b, ids in queued_by_benchmark(state).items()}
+           == {b: list(ids) for b, ids in state._queued.items()},
+           "queued-by-benchmark index out of step")
     where_is = {}
     for m, hs in held.items():
         for j in hs:
@@ -689,9 +712,14 @@ class CostAwarePolicy(HexoPolicy):
     """Ours: values every board placement by the work it buys per second of board time,
     migration included, and keeps board cores for jobs that use them well.
 
-    When the queue head J does not fit on a server, the candidates are, for each board: start J
-    there directly (its image has a slowdown estimate from an earlier run; no migration), or
-    offload a running server job V (HEXO's move). A candidate's efficiency is
+    When the queue head J does not fit on a server, a free board core goes to the job that
+    uses it best, wherever that job waits. The candidates are, for each board: start J there
+    directly (its image has a slowdown estimate from an earlier run; no migration), start the
+    first queued job of another benchmark there while J waits for a server core (backfilling:
+    J keeps its place, since such a start takes no server core), or offload a running server
+    job V (HEXO's move). Looking only at J and the server's jobs, a board core went to whatever
+    J happened to be (a 10x job) while a 3x job queued two places behind would have done the
+    same server-seconds in less board time. A candidate's efficiency is
     R / (t_mig + R * s): R the remaining server-seconds of work, t_mig the time the board core is
     held by checkpoint, transfer and restore, s the slowdown. R comes from the job's `work_s` or
     the mean length of finished jobs of the same benchmark; unknown R counts as unbounded (the
@@ -715,18 +743,22 @@ class CostAwarePolicy(HexoPolicy):
     name = "cost-aware"
 
     def __init__(self, state: ClusterState, idle_after_s: float = 60.0, reserve: float = 0.5,
-                 tolerance: float = 0.1, direct_start: bool = True,
+                 tolerance: float = 0.1, direct_start: bool = True, backfill: bool = True,
                  lookahead: int | None = None, min_residence_s: float = 0.0):
         super().__init__(state, idle_after_s, min_residence_s)
         self.reserve, self.tolerance, self.direct_start = reserve, tolerance, direct_start
+        self.backfill = backfill and direct_start
         self.lookahead = lookahead if lookahead is not None else \
             1 + sum(m.usable_cores for m in state.servers)
-        self.lengths: dict[str, list[float]] = {}
+        # per benchmark: finished jobs and their total work (a mean in constant time and space,
+        # however long the daemon runs)
+        self.lengths: dict[str, tuple[int, float]] = {}
         self.estimates: dict[tuple[str, str], float] = {}
 
     def learn_finished(self, job: Job) -> None:
         if job.benchmark:
-            self.lengths.setdefault(job.benchmark, []).append(job.done_s)
+            n, total = self.lengths.get(job.benchmark, (0, 0.0))
+            self.lengths[job.benchmark] = (n + 1, total + job.done_s)
 
     def learn_estimate(self, job: Job, board_model: str, slowdown: float) -> None:
         if job.benchmark:
@@ -735,8 +767,8 @@ class CostAwarePolicy(HexoPolicy):
     def expected_work(self, job: Job) -> float | None:
         if job.work_s is not None:
             return job.work_s
-        done = self.lengths.get(job.benchmark)
-        return sum(done) / len(done) if done else None
+        n, total = self.lengths.get(job.benchmark, (0, 0.0))
+        return total / n if n else None
 
     def remaining(self, job: Job) -> float | None:
         """Server-seconds left; None when unknown or when the job has outrun its estimate."""
@@ -777,15 +809,19 @@ class CostAwarePolicy(HexoPolicy):
 
         victims = [(srv, v) for srv in self.state.servers for v in self.state.running_on(srv.name)
                    if self.frees_enough(v, job) and self.settled(v)]
+        starts = [job] if self.direct_start else []
+        if self.backfill:
+            starts += [q for q in self.state.first_queued_per_benchmark()
+                       if q.benchmark != job.benchmark]
         out = []
         for cls in classes:
             model = cls[0]
-            if self.direct_start:
-                s, b = self.slowdown(job, model), board_for(cls, job)
+            for q in starts:
+                s, b = self.slowdown(q, model), board_for(cls, q)
                 if s is not None and b is not None:
-                    w = self.expected_work(job)
+                    w = self.expected_work(q)
                     out.append((1.0 / s, math.inf if w is None else w * s, math.inf, "run",
-                                job, b, s, 0.0))
+                                q, b, s, 0.0))
             for srv, v in victims:
                 s = v.slowdown.get(model)
                 b = None if s is None else board_for(cls, v)
@@ -845,9 +881,11 @@ class CostAwarePolicy(HexoPolicy):
         committed = "unknown" if commit == math.inf else f"{commit:.0f} s"
         if kind == "run":
             target.slowdown.setdefault(board.model, s)
-            return self.run(target, board.name, f"{job.id} starts on {board.name}: its image's "
-                                                f"estimated slowdown there is {s:.3g}x, no "
-                                                f"migration, board core committed {committed}")
+            ahead = "" if target is job else f" ahead of {job.id}, which waits for a server core"
+            return self.run(target, board.name, f"{target.id} starts on {board.name}{ahead}: "
+                                                f"its image's estimated slowdown there is "
+                                                f"{s:.3g}x, no migration, board core committed "
+                                                f"{committed}")
         src = self.state.machines[target.location]
         soonest = self.soonest_end(src)
         if soonest is not None and soonest[1] <= checkpoint_mb(target) / src.checkpoint_mb_s:
