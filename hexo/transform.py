@@ -139,6 +139,9 @@ def _sp_at_call(meta, site: dict, cfa: int) -> int:
     reg, off = site["cfa"]
     if reg == meta.raw["abi"]["sp"]:
         return cfa - off
+    if "realign" in site:           # liveregs.realignment
+        a, align, b = site["realign"]
+        return ((cfa + a) & -align) - b
     if not 0 <= site["frame_size"] < _MAX_FRAME:
         raise TransformError(f"{meta.isa}: {site['function']} ({site['source']}) has a frame "
                              f"whose size is only known at run time (dynamic stack allocation "

@@ -232,6 +232,36 @@ def test_jobs_move_between_loop_iterations(loop_points, env, tmp_path, legs):
     assert _chain(image, legs, env, tmp_path, ["6"]) == reference
 
 
+@pytest.fixture(scope="module")
+def aligned_local(tmp_path_factory):
+    image = tmp_path_factory.mktemp("aligned-local") / "aligned_local.hexo"
+    p = run([HEXO, "build", ROOT / "tests" / "programs" / "aligned_local.c", "--migratable",
+             "-o", image])
+    assert p.returncode == 0, p.stderr
+    ref = run([UHYVE, "run", image, "--", "6"])
+    assert ref.returncode == 0 and "sum" in ref.stdout, ref.stderr
+    return image, ref.stdout
+
+
+def test_realigned_frames_record_how_their_stack_pointer_is_aligned(aligned_local):
+    img = Image(aligned_local[0])
+    for isa in ("x86_64", "aarch64"):
+        sites = [s for s in metadata(img, isa).raw["sites"] if s["function"] == "blocked"]
+        assert sites and all(s["realign"][1] == 64 for s in sites), (isa, sites)
+
+
+# Points: tick's, once per step (6).
+@pytest.mark.parametrize("legs", [
+    [("x86_64", 1), ("aarch64", None)],
+    [("x86_64", 4), ("aarch64", None)],
+    [("aarch64", 2), ("x86_64", None)],
+    [("x86_64", 2), ("aarch64", 2), ("x86_64", 1), ("aarch64", None)],
+], ids=lambda v: "-".join(f"{i}@{p}" if p else i for i, p in v))
+def test_realigned_frames_migrate(aligned_local, env, tmp_path, legs):
+    image, reference = aligned_local
+    assert _chain(image, legs, env, tmp_path, ["6"]) == reference
+
+
 def test_frame_of_run_time_size_is_refused_with_its_reason(large_frame, env, tmp_path):
     """LLVM records UINT64_MAX as the size of a frame with run-time allocations: the
     transform says so in one line instead of computing a stack pointer from it."""

@@ -141,6 +141,38 @@ def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
     return out
 
 
+def realignment(isa: str, insns) -> list[int] | None:
+    """[a, A, b] when the prologue realigns the stack pointer for a stack object aligned
+    beyond the ABI's 16 bytes (`and rsp, -64`; aarch64 `sub x9, sp, #N` then `and sp, x9,
+    #-64`): at every call site the stack pointer is then align_down(CFA + a, A) - b, where
+    the frame sits decides it, not the code. None when the prologue does not realign."""
+    import capstone
+    sp = ABI[isa]["sp"]
+    known = {sp: -8 if isa == "x86_64" else 0}
+    scratch: dict[str, int] = {}        # aarch64 `sub x9, sp, #N`: x9 = CFA + offset
+    rule = None
+    for insn in insns:
+        if _ends_block(insn):
+            break
+        ops = insn.operands
+        if insn.mnemonic == "and" and _dwarf_reg(isa, insn.reg_name(ops[0].reg)) == sp \
+                and ops[-1].type == capstone.CS_OP_IMM:
+            src = insn.reg_name(ops[-2].reg)
+            base = scratch.get(src, known.get(_dwarf_reg(isa, src)))
+            if base is None:
+                return None
+            rule, known = [base, -ops[-1].imm & (2 ** 64 - 1)], {sp: 0}
+            continue
+        m = _A64_ADDSUB.match(insn.op_str) if isa == "aarch64" else None
+        if m and insn.mnemonic in ("add", "sub") and m[2] == "sp" and sp in known:
+            delta = _int(m[3]) << int(m[4] or 0)
+            scratch[m[1]] = known[sp] + (delta if insn.mnemonic == "add" else -delta)
+        _evaluate(isa, insn, known)
+    if rule is None or sp not in known:
+        return None
+    return rule + [-known[sp]]
+
+
 _COMPARES = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "fccmpe")
 
 
@@ -356,7 +388,10 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
         defs = reaching(isa, insns, succ, callee_saved)
         addresses = frame_addresses(isa, insns)
         copies = sret_copies(isa, insns)
+        realign = realignment(isa, insns)
         for s in fsites:
+            if realign:
+                s["realign"] = realign
             i = index.get(s["ra"])
             if s["callee"] in names or (i is None and s["ra"] == end):
                 # a call that never returns (exit): the code after it is another block's
