@@ -256,11 +256,13 @@ def _ends_block(insn) -> bool:
 
 
 def _branch_target(insn) -> int | None:
+    """The target of a direct jump: its last immediate (aarch64 `tbz w8, #31, target` has
+    the bit number first)."""
     import capstone
-    for op in insn.operands:
-        if op.type == capstone.CS_OP_IMM and insn.group(capstone.CS_GRP_JUMP):
-            return op.imm
-    return None
+    if not insn.group(capstone.CS_GRP_JUMP):
+        return None
+    targets = [op.imm for op in insn.operands if op.type == capstone.CS_OP_IMM]
+    return targets[-1] if targets else None
 
 
 def successors(insns, noreturn: frozenset = frozenset()) -> list[list[int]]:
