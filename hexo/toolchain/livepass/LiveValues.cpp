@@ -377,6 +377,8 @@ public:
       for (Function *F : Reaching)
         copyByValArguments(*F);
       for (Function *F : Reaching)
+        defineUndefinedPhiInputs(*F);
+      for (Function *F : Reaching)
         moveDynamicAllocations(*F);
       for (Function *F : Reaching)
         instrument(*F);
@@ -667,6 +669,18 @@ private:
       B.CreateMemCpy(Copy, Copy->getAlign(), &A, A.getParamAlign(),
                      DL.getTypeAllocSize(T));
     }
+  }
+
+  // A phi input that is undefined (a C variable set on some branches only, read on others
+  // the program never takes: NPB's per-class reference values) leaves the register of the
+  // phi holding whatever it last held on that path, a value liveregs.py cannot tell from a
+  // live unrecorded one. Zero is as good a value as any there, and makes the path define it.
+  static void defineUndefinedPhiInputs(Function &F) {
+    for (BasicBlock &B : F)
+      for (PHINode &P : B.phis())
+        for (unsigned I = 0; I < P.getNumIncomingValues(); ++I)
+          if (isa<UndefValue>(P.getIncomingValue(I)) && !P.getType()->isTokenTy())
+            P.setIncomingValue(I, Constant::getNullValue(P.getType()));
   }
 
   // VLAs and alloca() in a reaching function take their memory from the per-job region of
