@@ -12,14 +12,24 @@ reports it) and by whole-process time (which adds the VM's start-up); migratable
 (statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
 arm64 build vs native (reported).
 
-Start-up by CPU time: `uhyve-ctl run hello` 21.2 ms against 11.0 ms for the bare
-interpreter = 1.9x on a quiet machine (30.7 ms, 2.7x, before this session's cuts:
-collections, functools, enum, signal and threading off the run path, ~5 ms; the
-interpreter's teardown skipped with os._exit, ~2 ms; the Migrator made on first use); 1.67x
-in this script under load. Left: ~6.5 ms of imports (ctypes ~1.9 ms, needed for guest RAM's
-address; kvm.py's ctypes structs and records ~1 ms; a dozen modules of its own) and ~3.5 ms
-creating, running and closing the KVM VM. `hexo inspect` 2.7x (3.3x), `hexo status`'s
-client 4.4x (6.9x).
+Start-up by CPU time (medians of 60 interleaved runs on a loaded 2-core machine, load 6-9;
+pyperf agreed): `uhyve-ctl run hello` 1.6-1.67x the bare interpreter, from 1.85-1.9x before
+this session's cuts, in the same runs (earlier, on a quiet machine: 21.2 ms / 11.0 ms = 1.9x).
+The cuts: no ctypes (KVM through fcntl.ioctl, which releases the GIL for KVM_RUN; guest RAM
+is Python's mmap), no `from __future__` import, 19 fewer classes (records without
+subclasses), the garbage collector off until the guest runs, KVM's supported CPUID kept
+across processes. Left (CPU of a run beyond the interpreter's start, ~7 ms under load): ~4 ms
+of imports, 19 M instructions: 17 modules of its own at ~0.35 M each to find, read and
+unmarshal, 4 C extensions (_struct, zlib, mmap, fcntl) at ~0.55 M each to load, ~45 classes
+at ~50 k each (kvm.py alone 3.4 M); ~3 ms creating, running and tearing down the VM, mostly
+in the kernel: KVM_CREATE_VM ~0.17 ms, vCPU ~0.2 ms, memory slots ~0.09 ms, registers and
+CPUID ~0.15 ms, the output drainer's thread ~0.2 ms, guest RAM's address ~0.06 ms, the image's
+CRC ~0.1 ms, VM teardown at exit ~0.3 ms, and the guest's own first touches of its pages.
+`hexo inspect` 2.0x (2.6-2.8x; pathlib gone, and the interpreter's teardown skipped as
+uhyve-ctl does): json's import of re (~24 M instructions, ~5 ms) and hashlib's OpenSSL (~11 M,
+~2.5 ms) are most of the rest. `hexo status`'s client 3.6x (4.3-4.8x; typing and the teardown
+gone): it still loads argparse, every plug-in's commands, pathlib, json and socket; it needs a
+quick path of its own, as `run` and `inspect` have.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ vCPU runs, and before every hypercall. docs/formats.md gives the protocol; any b
 emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 """
 
-from __future__ import annotations
-
 import struct
 
 from .records import record
@@ -216,8 +214,7 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-class Hypercall(record("Hypercall", "nr name args")):
-    __slots__ = ()
+Hypercall = record("Hypercall", "nr name args")
 
 
 HYPERCALLS = (

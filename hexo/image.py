@@ -16,8 +16,6 @@ Loading checks CRC32s only: zlib is cheap to import, hashlib's OpenSSL is not, a
 is measured in milliseconds. Readers refuse a newer major version.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 import zlib
@@ -42,20 +40,13 @@ class ImageError(HexoError):
     """A file that is not a usable hexo image, with the reason."""
 
 
-class Segment(record("Segment", "vaddr offset filesz memsz flags")):
-    # offset: within the ELF payload
-    # flags: "r", "rw", "rx"
-    __slots__ = ()
-
-
-class IsaBuild(record("IsaBuild", "isa entry segments")):
-    __slots__ = ()
-
-
-class Index(record("Index", "abi_version min_mem app_data build_id name builds")):
-    """What booting an image needs (the "index" entry, or a 1.0 image's manifest)."""
-    # app_data: [start of data, end of bss)
-    __slots__ = ()
+# offset: within the ELF payload; flags: "r", "rw", "rx"
+Segment = record("Segment", "vaddr offset filesz memsz flags")
+IsaBuild = record("IsaBuild", "isa entry segments")
+# app_data: [start of data, end of bss)
+Index = record("Index", "abi_version min_mem app_data build_id name builds",
+               doc="""What booting an image needs (the "index" entry, or a 1.0 image's
+manifest).""")
 
 
 def index_of(manifest: dict) -> Index:

@@ -6,12 +6,16 @@ KVM exits) are made here because `collections` costs ~1.3 ms to import and each 
 whose whole budget is a few ms. Behaviour is namedtuple's where hexo uses it: positional or
 keyword construction, defaults for the last fields, attribute access, `_fields`,
 `_replace`, `_asdict`, equality and hashing as tuples, pickling, `match` patterns.
+
+A record that needs only a docstring takes it as `doc` and is used as made
+(`Exited = record("Exited", "status", doc=...)`); one that adds methods subclasses it. Each
+class costs a start-up ~15 µs to create, a subclass as much again.
 """
 
 import sys
 
 
-def record(typename: str, field_names: str, defaults: tuple = ()) -> type:
+def record(typename: str, field_names: str, defaults: tuple = (), doc: str | None = None) -> type:
     """A tuple subclass named `typename` with the space-separated `field_names`; `defaults`
     apply to the last fields."""
     fields = tuple(field_names.split())
@@ -57,6 +61,7 @@ def record(typename: str, field_names: str, defaults: tuple = ()) -> type:
     namespace = {"__slots__": (), "__new__": __new__, "__repr__": __repr__,
                  "_replace": _replace, "_asdict": _asdict, "__getnewargs__": __getnewargs__,
                  "_fields": fields, "_field_defaults": field_defaults, "__match_args__": fields,
+                 "__doc__": doc,
                  "__module__": sys._getframe(1).f_globals.get("__name__", __name__)}
     for index, name in enumerate(fields):
         namespace[name] = property(lambda self, i=index: self[i], doc=f"field {index}")

@@ -171,6 +171,21 @@ def test_hexo_inspect_is_read_as_argparse_reads_it(argv):
         assert vars(quick) == vars(cli._parser()[0].parse_args(argv))
 
 
+def test_hexo_inspect_imports_neither_argparse_nor_pathlib(images):
+    """`hexo inspect IMAGE` (python -X importtime): argparse and pathlib cost ~7 ms of a
+    command whose whole budget is a few times the interpreter's own start."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-X", "importtime", HEXO, "inspect",
+                        str(images.get("hello"))], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "build id" in p.stdout
+    imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "hexo.image" in imported
+    assert imported & {"argparse", "pathlib", "hexo.checkpoint"} == set()
+
+
 @pytest.mark.parametrize("command", ["inspect", "certify"])
 def test_a_reader_that_went_away_ends_the_command_quietly(images, command):
     """`hexo ... | head`: output into a pipe whose reader has closed ends the command with a

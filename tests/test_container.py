@@ -3,11 +3,14 @@ cross-ISA recode of the CRIU images (x86-64 -> aarch64 -> x86-64, restored and f
 here), with outputs compared with unmigrated runs."""
 
 import ctypes
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from hexo.toolchain.stackmaps import load as load_metadata
 from uhyve_ctl.container import checkpoint as ckpt, commands, criu, criu_images, process
 
 import npb_reference
+from conftest import HEXO
 
 PROGRAMS = Path(__file__).parent / "programs"
 
@@ -180,6 +184,15 @@ def podman_cli(*args) -> str:
                           env=env).stdout
 
 
+def parked_container(migratable, oci_tag: str, name: str, tmp: Path) -> str:
+    """Container `name` of the migratable job (20000 rounds) waiting at its 301st point;
+    the output of an unmigrated run."""
+    want = unmigrated(migratable, ["20000"], tmp)
+    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
+               oci_tag, "20000")
+    return want
+
+
 @needs_podman
 def test_podman_same_isa_export_import(migratable, oci_tag, tmp_path):
     """The image's OCI form runs in podman; `podman container checkpoint --export` and
@@ -203,14 +216,12 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
     exported for aarch64: its images, seccomp filter and spec are the arm64 ones, the source
     stays restorable here by plain podman; recoded back, podman restores the export here and
     the job ends with the unmigrated output. Both recodes go through the transform core."""
-    from uhyve_ctl.container import podman, seccomp
+    from uhyve_ctl.container import cgroups, podman, seccomp
     calls = []
     core = retarget.transform
     monkeypatch.setattr(retarget, "transform", lambda *a: calls.append(a[0].isa) or core(*a))
     name = f"hexo-test-x-{os.getpid()}"
-    want = unmigrated(migratable, ["20000"], tmp_path)
-    podman_cli("run", "-d", *ULIMITS, "-e", f"{process.STOP_AT_POINT}=300", "--name", name,
-               oci_tag, "20000")
+    want = parked_container(migratable, oci_tag, name, tmp_path)
     arm, back = tmp_path / "arm.tar.gz", tmp_path / "back.tar"
     try:
         pid = int(podman_cli("inspect", "--format", "{{.State.Pid}}", name))
@@ -236,8 +247,8 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         [bpf] = seccomp.filters(work / "checkpoint")
         assert seccomp.audit_arches(bpf) == {seccomp.AUDIT_ARCHES["aarch64"][0]}
         mounts = [m for f in (work / "checkpoint").glob("mountpoints-*.img")
-                  for m in criu_images._load(f.parent, f.name)["entries"]]
-        assert mounts and not any(m["mountpoint"].startswith("/sys/fs/cgroup") for m in mounts)
+                  for m in criu_images.load_image(f.parent, f.name)["entries"]]
+        assert cgroups.dumped_layout(mounts) == cgroups.host_layout()   # fitted on restore
 
         podman.recode_archive(arm, back, "x86_64")
         assert cli.main(["container", "restore", str(back), "--wait"]) == 0
@@ -252,6 +263,141 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         assert "bad.tar: not a readable checkpoint archive (not a tar archive)" in err[1]
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+@needs_podman
+def test_container_image_kept_once_and_plain_podman_import(migratable, oci_tag, tmp_path,
+                                                           monkeypatch):
+    """An archive without its image restores from this machine's image store, whose copy is
+    loaded only if its digest is right (a damaged one is refused in one line, the archive
+    kept); one that carries its image restores with plain podman after the one-line
+    `podman load` of docs/formats.md."""
+    from uhyve_ctl.container import images, podman
+    monkeypatch.setattr(images, "store", lambda: tmp_path / "store")
+    name = f"hexo-test-img-{os.getpid()}"
+    want = parked_container(migratable, oci_tag, name, tmp_path)
+    full, lean = tmp_path / "full.tar", tmp_path / "lean.tar"
+    try:
+        podman.checkpoint(name, full, leave_running=True)
+        state = podman.checkpoint(name, lean, with_image=False)
+        sha = state["image"]["archive"]
+        stored = tmp_path / "store" / f"{sha}.tar"
+        assert images.digest(stored) == sha
+        with tarfile.open(full) as f, tarfile.open(lean) as g:
+            assert hashlib.sha256(f.extractfile(podman.IMAGE_ARCHIVE).read()).hexdigest() == sha
+            assert not {podman.IMAGE_ARCHIVE, process.IMAGE_COPY} & set(g.getnames())
+        podman_cli("rm", name)
+        podman_cli("rmi", oci_tag)
+
+        stored.write_bytes(stored.read_bytes()[:-1] + b"x")         # damaged in the store
+        with pytest.raises(process.ProcessError, match="no intact copy of"):
+            podman.restore(lean)
+        assert not stored.exists() and lean.exists()
+
+        subprocess.run(f"tar -xOf {full} {podman.IMAGE_ARCHIVE} | podman load && "
+                       f"podman container restore --import {full}", shell=True, check=True,
+                       capture_output=True, env=dict(os.environ, PATH=f"{criu.ensure().parent}:"
+                                                                      f"{os.environ['PATH']}"))
+        assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+        podman_cli("rm", name)
+        podman_cli("rmi", oci_tag)
+
+        podman.restore(full)                    # keeps the image it carries in the store
+        assert images.digest(stored) == sha
+        podman.remove(name)
+        podman_cli("rmi", oci_tag)
+        podman.restore(lean)
+        assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+@needs_podman
+def test_pruned_store_keeps_the_image_a_restore_is_using(migratable, oci_tag, tmp_path,
+                                                         monkeypatch):
+    """A store over its bound (`hexo container images prune` in another process) keeps the
+    image of a lean archive while that image is in use, though it is the least recently
+    used, and removes the others; the container then restores from it and finishes as
+    unmigrated. Once nothing uses it, a prune removes it."""
+    from uhyve_ctl.container import images, podman
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "home"))
+    name = f"hexo-test-prune-{os.getpid()}"
+    want = parked_container(migratable, oci_tag, name, tmp_path)
+    lean = tmp_path / "lean.tar"
+    try:
+        sha = podman.checkpoint(name, lean, with_image=False)["image"]["archive"]
+        podman_cli("rm", name)
+        podman_cli("rmi", oci_tag)
+        stored = images.store() / f"{sha}.tar"
+        others = []
+        for i in range(3):
+            other = images.store() / f"other-{i}.tar"
+            other.write_bytes(os.urandom(1 << 20))
+            others.append(other)
+        for age_h, path in enumerate([*others, stored]):      # the image: unused the longest
+            used = time.time() - (age_h + 1) * 3600
+            os.utime(path, (used, used))
+        prune = [HEXO, "container", "images", "prune", "--max-size", "1K"]
+        with images.using(sha) as path:
+            os.utime(path, (time.time() - 7200,) * 2)       # in use, not recently used
+            subprocess.run(prune, check=True, capture_output=True)
+            assert not any(o.exists() for o in others) and images.digest(path) == sha
+        podman.restore(lean)
+        assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+        os.utime(stored, (time.time() - 7200,) * 2)
+        subprocess.run(prune, check=True, capture_output=True)
+        assert not stored.exists()
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+@needs_podman
+def test_container_cgroups_fitted_to_the_restoring_machine(tmp_path, monkeypatch):
+    """A container dumped here (cgroup v1) is given the layout of a cgroup v2 machine (one
+    cgroup2 mount, a cgroup namespace rooted at the container's cgroup), and that one the
+    layout of this machine again when restored here: the job reads the limits it was given
+    in the v1 form before and after (tests/programs/cgroup_limits.c)."""
+    from uhyve_ctl.container import cgroups, oci, podman
+    out = tmp_path / "cgroup_limits.hexo"
+    build(BuildRequest([PROGRAMS / "cgroup_limits.c"], out, "cgroup_limits", migratable=True,
+                       linux=True))
+    tag = f"localhost/hexo-test-cgroup-{os.getpid()}"
+    oci.build(out, tag)
+    name = f"hexo-test-cgroup-{os.getpid()}"
+    podman_cli("run", "-d", *ULIMITS, "--memory", "256m", "--pids-limit", "100", "-e",
+               f"{process.STOP_AT_POINT}=2", "--name", name, tag, "6")
+    try:
+        podman.checkpoint(name, tmp_path / "v1.tar")
+        podman_cli("rm", name)
+        work = tmp_path / "export"
+        subprocess.run(["tar", "-xf", tmp_path / "v1.tar", "-C", work.mkdir() or work],
+                       check=True)
+        monkeypatch.setattr(cgroups, "host_layout", lambda: cgroups.V2)
+        podman._fit_cgroups(work, renamed=False)
+        monkeypatch.undo()
+        images = work / "checkpoint"
+        [mounts] = [criu_images.load_image(images, f.name)["entries"]
+                    for f in images.glob("mountpoints-*.img")]
+        assert [(m["mountpoint"], m["fstype"]) for m in mounts
+                if m["mountpoint"].startswith("/sys/fs/cgroup")] == [("/sys/fs/cgroup", 23)]
+        [ids] = criu_images.load_image(images, "ids-1.img")["entries"]
+        root = criu_images.load_image(images, "inventory.img")["entries"][0]["root_ids"]
+        assert ids["cgroup_ns_id"] not in root.values()
+        sets = criu_images.load_image(images, "cgroup.img")["entries"][0]["sets"]
+        [ctl] = [c for s in sets for c in s.get("ctls", [])]
+        assert ctl["name"] == "" and ctl["cgns_prefix"] == len(ctl["path"]) > 1
+        spec = json.loads((work / "spec.dump").read_text())
+        assert {"type": "cgroup"} in spec["linux"]["namespaces"]
+        podman._pack(work, tmp_path / "v2.tar")
+
+        podman.restore(tmp_path / "v2.tar")
+        assert podman_cli("wait", name).strip() == "0"
+        steps = podman_cli("logs", name).splitlines()
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+    assert steps == [f"{i}: cgroup v1 memory=268435456 cpu=max 100000 pids=100"
+                     for i in range(7)]
 
 
 def test_seccomp_filters_that_cannot_be_rebuilt_are_refused():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import shutil
 import subprocess
@@ -264,21 +263,41 @@ def test_kvm_error_carries_errno_and_ioctl():
         assert "KVM_SET_USER_MEMORY_REGION" in str(info.value)
 
 
+def test_supported_cpuid_is_kept_for_the_next_process(tmp_path, monkeypatch):
+    """The file a process leaves holds what KVM answers; a later process takes it only under
+    this boot's and this /dev/kvm's key, and a stale or damaged file is asked again."""
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path))
+    monkeypatch.setattr(kvm, "_supported_cpuid", None)
+    with kvm.Kvm() as k:
+        fresh = k._query_cpuid(256)
+        assert k.supported_cpuid() == fresh            # asked, then written
+        path, key = kvm._cpuid_cache(k.fd)
+        assert (tmp_path / "kvm-supported-cpuid").read_bytes() == key + b"\n" + fresh
+        assert kvm._read_cpuid_cache(path, key) == fresh
+        assert kvm._read_cpuid_cache(path, key + b"0") is None        # another boot or KVM
+        (tmp_path / "kvm-supported-cpuid").write_bytes(key + b"\n" + fresh[:-1])
+        assert kvm._read_cpuid_cache(path, key) is None                # truncated
+        monkeypatch.setattr(kvm, "_supported_cpuid", None)
+        assert k.supported_cpuid() == fresh
+        assert kvm._read_cpuid_cache(path, key) == fresh               # written anew
+
+
 def test_struct_layouts_match_the_kernel_abi():
-    assert (ctypes.sizeof(kvm.KvmRegs), ctypes.sizeof(kvm.KvmSregs)) == (144, 312)
-    assert ctypes.sizeof(kvm.KvmUserspaceMemoryRegion) == 32
-    assert ctypes.sizeof(kvm.KvmCpuidEntry2) == 40
+    assert (kvm.KvmRegs.size, kvm.KvmSregs.size, kvm.KvmSegment.size) == (144, 312, 24)
+    assert (kvm._USER_MEMORY_REGION.size, kvm._CPUID_ENTRY2_SIZE) == (32, 40)
     assert (kvm.KVM_GET_SREGS, kvm.KVM_SET_CPUID2, kvm.KVM_RUN) == (0x8138AE83, 0x4008AE90, 0xAE80)
 
 
 # What `python -X importtime` must not show for a plain run: modules only the full command
-# line, the JSON manifest, checkpointing, timeouts or error reports need, and the standard
+# line, the JSON manifest, checkpointing, timeouts, --mem or error reports need, the standard
 # library's convenience layers (collections, functools, enum, signal, threading: ~5 ms
-# together, a third of the interpreter's own start).
+# together, a third of the interpreter's own start), ctypes (~2 ms: KVM goes through fcntl)
+# and __future__ (a module of its own, loaded by `from __future__ import annotations`).
 NOT_ON_THE_RUN_PATH = {"argparse", "json", "typing", "re", "gettext", "locale", "shutil",
                        "traceback", "hexo.checkpoint", "hexo.retarget", "hexo.toolchain",
                        "collections", "functools", "enum", "signal", "threading",
-                       "uhyve_ctl.migration"}
+                       "uhyve_ctl.migration", "ctypes", "_ctypes", "__future__", "pathlib",
+                       "hashlib", "hexo.sizes"}
 
 
 def test_a_plain_run_imports_only_what_it_needs(images):

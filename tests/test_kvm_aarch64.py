@@ -4,7 +4,6 @@ Running guests on it needs an arm64 host: tests/test_board_kvm.py does that on a
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import shutil
@@ -33,8 +32,8 @@ def test_ioctls_and_register_ids_match_the_arm64_kernel_headers(tmp_path):
         "KVM_ENABLE_CAP", "KVM_CAP_ARM_NISV_TO_USER", "KVM_CREATE_VM", "KVM_CREATE_VCPU",
         "KVM_RUN", "KVM_SET_USER_MEMORY_REGION", "KVM_CHECK_EXTENSION",
         "KVM_GET_VCPU_MMAP_SIZE")}
-    checks["sizeof(struct kvm_regs)"] = ctypes.sizeof(kvm.Arm64KvmRegs)
-    checks["sizeof(struct kvm_vcpu_init)"] = ctypes.sizeof(kvm.KvmVcpuInit)
+    checks["sizeof(struct kvm_regs)"] = kvm.Arm64KvmRegs.size
+    checks["sizeof(struct kvm_vcpu_init)"] = kvm.KvmVcpuInit.size
     core = {"x0": "regs.regs[0]", "x30": "regs.regs[30]", "sp": "regs.sp", "pc": "regs.pc",
             "pstate": "regs.pstate", "sp_el1": "sp_el1", "elr_el1": "elr_el1",
             "spsr_el1": "spsr[0]", "v0": "fp_regs.vregs[0]", "v31": "fp_regs.vregs[31]",

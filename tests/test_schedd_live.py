@@ -389,3 +389,57 @@ def test_cost_aware_backfills_the_board_with_a_later_job_while_the_head_waits(im
         assert j["outcome"] == "exit 0" and j["location"] == where and not j["migrations"], j
         check(kernel, "S", Path(j["output"]).read_text())
     assert by_id["job-1"]["outcome"] == "cancelled: hexo run received SIGTERM"
+
+
+def test_cost_aware_decides_after_a_kill_9_as_before_it(images, tmp_path, sshd):
+    """What our policy learned survives SIGKILL: EP ends on the server (its length is learned),
+    a spinner then holds the server core, and an EP job starts directly on the board with the
+    board time committed from that length. That job is cancelled (a cancel teaches nothing),
+    the daemon is killed and restarted, and the next EP job gets the same decision, word for
+    word: a daemon that had forgotten would commit 'unknown' board time."""
+    from hexo_sched import api
+    ep, chatty = images.get("npb-ep", "S"), images.program("chatty")
+    cfg = sshd_fixture.cluster_config(tmp_path, sshd, HEXO, UHYVE, policy="cost-aware",
+                                      idle_after_s=3600, poll_s=0.2, confirm_timeout_s=120)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+
+    def submit_ep() -> str:
+        p = run([HEXO, "submit", ep, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        jid = p.stdout.strip()
+        st = wait_for(lambda s: s["jobs"][-1]["state"] != "queued", state_dir, 300,
+                      f"{jid} to leave the queue")
+        return next(d["reason"] for d in st["decisions"] if d["job"] == jid
+                    and d["action"] == "run")
+
+    def cancel(jid: str) -> dict:
+        api.request(state_dir, "cancel", job=jid, reason="test")
+        st = wait_for(lambda s: s["jobs"][int(jid[4:]) - 1]["state"] == "done", state_dir,
+                      120, f"{jid} to be cancelled")
+        return st["jobs"][int(jid[4:]) - 1]
+
+    daemon = start_daemon(cfg, log)
+    try:
+        assert "job-1 fits on server" in submit_ep()
+        st = wait_for(lambda s: s["jobs"][0]["state"] == "done", state_dir, 300, "EP to end")
+        check("ep", "S", Path(st["jobs"][0]["output"]).read_text())
+        spinner = api.request(state_dir, "submit", jobs=[{"image": str(chatty),
+                                                           "args": ["spin", "1"]}])["jobs"][0]
+        wait_for(lambda s: s["jobs"][1]["state"] == "running", state_dir, 60,
+                 "the spinner to hold the server core")
+        before = submit_ep()
+        assert cancel("job-3")["outcome"] == "cancelled: test"    # not ended: nothing learned
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        daemon = start_daemon(cfg, log)
+        after = submit_ep()
+        assert cancel("job-4")["outcome"] == "cancelled: test"
+        assert cancel(spinner)["outcome"] == "cancelled: test"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    assert re.fullmatch(r"run job-3 on board0: job-3 starts on board0: its image's estimated slowdown there is "
+                        r"\S+x, no migration, board core committed \d+ s", before), before
+    assert after == before.replace("job-3", "job-4")
+    assert 'the cost-aware policy goes on from what it learned: {"lengths": {"EP": ' \
+           '{"jobs": 1, ' in log.read_text()

@@ -20,8 +20,9 @@ from test_checkpoint import _wait_running
 from hexo_sched import api, daemon as schedd
 from hexo_sched.config import ConfigError, load, parse_mb
 from hexo_sched.jobstore import (JobRecord, SavedCheckpoint, Segment, StateFile,
-                                 StateFileError, dump, load_into)
-from hexo_sched.policy import ClusterState, HexoPolicy, Job, JobState, Machine
+                                 StateFileError, dump, load_into, load_learned)
+from hexo_sched.policy import (ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState,
+                               Machine, Run, Wait)
 
 
 def machines():
@@ -98,6 +99,96 @@ def test_state_file_is_replaced_whole_and_a_corrupt_one_is_kept(tmp_path):
     with pytest.raises(StateFileError, match="not valid JSON.*left as it is"):
         f.load()
     assert (tmp_path / "state.json").read_text() == '{"a": '
+
+
+def cost_aware_that_learned() -> tuple[ClusterState, CostAwarePolicy, dict]:
+    """EP ran 40 s on the server with a 3x estimate for the board (a counter sample); then a
+    job of no benchmark took both server cores. Returns the state, the policy and what a
+    daemon saves at that point."""
+    st = ClusterState(machines())
+    pol = CostAwarePolicy(st, idle_after_s=1e9)
+    pol.on_submit(Job("job-1", 2, 256, benchmark="EP"), now=0.0)
+    pol.on_estimate("job-1", "potato", 3.0, now=1.0)
+    pol.on_job_finished("job-1", now=40.0)
+    pol.on_submit(Job("job-2", 2, 256), now=41.0)
+    recs = {j: JobRecord(j, f"/images/{j}.hexo") for j in st.jobs}
+    saved = json.loads(json.dumps(dump(st, recs, [], 3, {pol.name: pol.learned()})))
+    return st, pol, saved
+
+
+def next_ep_job(policy: CostAwarePolicy) -> list:
+    """The actions for an EP job with no estimate of its own (an image with no calibration
+    row), submitted while the server is full."""
+    return policy.on_submit(Job("job-3", 2, 256, benchmark="EP"), now=42.0)
+
+
+def test_what_the_policy_learned_survives_the_state_file():
+    st, pol, saved = cost_aware_that_learned()
+    assert saved["version"] == [1, 4]
+    restarted = CostAwarePolicy(ClusterState(machines()), idle_after_s=1e9)
+    load_into(saved, restarted.state)
+    assert load_learned(saved, restarted) == {}
+    forgetful = CostAwarePolicy(ClusterState(machines()), idle_after_s=1e9)
+    load_into(saved, forgetful.state)
+    before, after, forgot = next_ep_job(pol), next_ep_job(restarted), next_ep_job(forgetful)
+    assert [type(a) for a in before] == [Run] and before[0].machine == "b0"
+    assert before == after
+    assert "estimated slowdown there is 3x" in after[0].reason
+    assert "board core committed 120 s" in after[0].reason          # 40 s of work at 3x
+    assert [type(a) for a in forgot] == [Wait]       # no estimate, no length: nowhere to go
+    # another policy's learning is kept as it was read, for the next save
+    hexo = HexoPolicy(ClusterState(machines()))
+    assert load_learned(saved, hexo) == {"cost-aware": pol.learned()}
+    assert hexo.learned() == {}
+
+
+def test_a_state_file_from_before_learning_loads_with_nothing_learned(tmp_path, caplog):
+    cfg_path = server_only_config(tmp_path)
+    cfg_path.write_text(cfg_path.read_text().replace("[daemon]\n",
+                                                     '[daemon]\npolicy = "cost-aware"\n'))
+    _, pol, saved = cost_aware_that_learned()
+    old = {k: v for k, v in saved.items() if k != "learned"}
+    old["version"] = [1, 3]
+    (tmp_path / "state").mkdir()
+    state_file = StateFile(tmp_path / "state" / "state.json")
+    state_file.save(old)
+    with caplog.at_level("INFO", logger="hexo-schedd"):
+        d = schedd.Daemon(load(cfg_path))
+    assert "format 1.3, from before what the policy learned was saved" in caplog.text
+    assert d.policy.learned() == {"lengths": {}, "slowdowns": {}}
+    assert d.state.jobs["job-2"].state is JobState.RUNNING
+    d._save()
+    assert state_file.load()["learned"] == {"cost-aware": {"lengths": {}, "slowdowns": {}}}
+    # the saved values come back in the next daemon, and are in its log
+    state_file.save({**saved, "learned": {"cost-aware": pol.learned()}})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hexo-schedd"):
+        d = schedd.Daemon(load(cfg_path))
+    assert d.policy.learned() == pol.learned()
+    assert "the cost-aware policy goes on from what it learned" in caplog.text
+    assert '"EP": {"jobs": 1, "work_s": 40.0}' in caplog.text
+
+
+@pytest.mark.parametrize("learned, why", [
+    ([], "not a JSON object"),
+    ({"cost-aware": {"lengths": {}}}, "KeyError"),
+    ({"cost-aware": {"lengths": {"EP": {"jobs": 0, "work_s": 40.0}}, "slowdowns": {}}},
+     "EP's length"),
+    ({"cost-aware": {"lengths": {"EP": {"jobs": 1.5, "work_s": 40.0}}, "slowdowns": {}}},
+     "EP's length"),
+    ({"cost-aware": {"lengths": {"EP": {"jobs": 1, "work_s": -1}}, "slowdowns": {}}},
+     "EP's length"),
+    ({"cost-aware": {"lengths": {}, "slowdowns": {"EP": {"potato": 0}}}}, "EP's slowdown"),
+    ({"cost-aware": {"lengths": {}, "slowdowns": {"EP": {"potato": "3"}}}}, "EP's slowdown"),
+    ({"cost-aware": {"lengths": {}, "slowdowns": {"EP": [3.0]}}}, "AttributeError"),
+])
+def test_malformed_learned_values_are_refused(learned, why):
+    _, _, saved = cost_aware_that_learned()
+    fresh = CostAwarePolicy(ClusterState(machines()))
+    with pytest.raises(StateFileError, match=f"malformed state: what the cost-aware policy "
+                                             f"learned: .*{why}"):
+        load_learned({**saved, "learned": learned}, fresh)
+    assert fresh.learned() == {"lengths": {}, "slowdowns": {}}
 
 
 def server_only_config(tmp_path: Path) -> Path:

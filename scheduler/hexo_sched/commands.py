@@ -32,7 +32,7 @@ def register(sub) -> None:
     st = sub.add_parser("status", parents=[sd], help="jobs of the scheduler daemon: where they "
                         "run, estimated slowdowns, migrations")
     st.add_argument("--json", action="store_true")
-    st.set_defaults(run=_status)
+    st.set_defaults(run=_status, ends_process=True)     # hexo.cli.main: no teardown
     r = sub.add_parser("run", add_help=False,
                        help="run one image through the scheduler daemon as if here: its "
                             "output, its exit status; SIGTERM cancels it (hexo run --help)")

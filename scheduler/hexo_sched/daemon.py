@@ -35,7 +35,7 @@ from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
 from .hosts import HostError, LocalFiles
 from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
-                       load_into)
+                       load_into, load_learned)
 from .metrics import Metrics
 from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
                      Run, Wait)
@@ -92,6 +92,7 @@ class Daemon:
         self.records: dict[str, JobRecord] = {}
         self.decisions: list[dict] = []
         self.next_id = 1
+        self.learned_by_others: dict[str, dict] = {}    # policy name -> what it learned
         self.workers: dict[str, threading.Thread] = {}
         self.vanished: dict[tuple[str, int], float] = {}
         self.last_probe: dict[str, float] = {}
@@ -131,6 +132,20 @@ class Daemon:
             self.records, self.decisions, self.next_id = load_into(data, self.state)
             log.info("recovered %d jobs from %s (%d not done)", len(self.records),
                      self.file.path, len(self.state.active))
+            self._restore_learned(data)
+
+    def _restore_learned(self, data: dict) -> None:
+        others = load_learned(data, self.policy)
+        if others is None:
+            log.info("%s is format %s, from before what the policy learned was saved: the %s "
+                     "policy starts with nothing learned", self.file.path,
+                     ".".join(map(str, data["version"])), self.policy.name)
+            return
+        self.learned_by_others = others
+        mine = self.policy.learned()
+        if mine:
+            log.info("the %s policy goes on from what it learned: %s", self.policy.name,
+                     json.dumps(mine, sort_keys=True))
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -199,8 +214,11 @@ class Daemon:
         return max(time.time(), self.state.now)
 
     def _save(self) -> None:
+        learned = dict(self.learned_by_others)
+        if mine := self.policy.learned():
+            learned[self.policy.name] = mine
         self.file.save(dump(self.state, self.records, self.decisions[-KEPT_DECISIONS:],
-                            self.next_id))
+                            self.next_id, learned))
         self.metrics.update(self.state)
         self.metrics.update_energy(self._energy())
 

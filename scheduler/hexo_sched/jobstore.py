@@ -1,9 +1,9 @@
 """The daemon's persistent state: one JSON file in its state directory, replaced atomically.
 
-It holds every job (the policy's view plus where each segment ran and how far a migration got)
-and the queue order, so that a daemon killed at any point and restarted rebuilds the same
-ClusterState and finishes what was under way. Format: docs/formats.md, section "Scheduler
-daemon state".
+It holds every job (the policy's view plus where each segment ran and how far a migration got),
+the queue order and what the policy learned from finished jobs, so that a daemon killed at any
+point and restarted rebuilds the same ClusterState, finishes what was under way and decides as
+it would have. Format: docs/formats.md, section "Scheduler daemon state".
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .policy import ClusterState, Job, JobState, Migration, TransitionError
+from .policy import ClusterState, Job, JobState, Migration, Policy, TransitionError
 from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 3)
+VERSION = (1, 4)
+LEARNED_SINCE = (1, 4)
 
 
 class StateFileError(SchedError, ValueError):
@@ -131,12 +132,13 @@ def _record_from_json(d: dict) -> JobRecord:
 
 
 def dump(state: ClusterState, records: dict[str, JobRecord], decisions: list[dict],
-         next_id: int) -> dict:
+         next_id: int, learned: dict | None = None) -> dict:
+    """`learned`: {policy name: what it learned (Policy.learned)}."""
     return {"format": FORMAT, "version": list(VERSION), "now": state.now, "next_id": next_id,
             "queue": list(state.queue),
             "jobs": [{"policy": _job_to_json(state.jobs[i]), "record": asdict(records[i])}
                      for i in state.jobs],
-            "decisions": decisions}
+            "decisions": decisions, "learned": learned or {}}
 
 
 def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], list[dict], int]:
@@ -161,6 +163,25 @@ def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], li
         raise StateFileError(f"malformed state: {e!r}") from None
     except TransitionError as e:
         raise StateFileError(str(e)) from None
+
+
+def load_learned(data: dict, policy: Policy) -> dict | None:
+    """Give a fresh `policy` what it learned before the restart. Returns what other policies
+    learned (for the next save: a daemon run for a while with another policy loses none of
+    it), or None for a file older than 1.4, which holds nothing learned."""
+    if tuple(data.get("version", ())) < LEARNED_SINCE:
+        return None
+    try:
+        if not isinstance(data["learned"], dict):
+            raise TypeError("not a JSON object")
+        learned = dict(data["learned"])
+        mine = learned.pop(policy.name, None)
+        if mine is not None:
+            policy.restore_learned(mine)
+        return learned
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise StateFileError(f"malformed state: what the {policy.name} policy learned: "
+                             f"{e!r}") from None
 
 
 def checksum(data: dict) -> str:

@@ -556,6 +556,16 @@ class Policy:
     def learn_estimate(self, job: Job, board_model: str, slowdown: float) -> None:
         """Hook: an estimate arrived."""
 
+    def learned(self) -> dict:
+        """What the hooks above learned, as plain JSON data for the driver to save: a
+        restarted driver hands it back to `restore_learned`."""
+        return {}
+
+    def restore_learned(self, data: dict) -> None:
+        """Take back what `learned` returned; ValueError on data it could not have returned."""
+        if data:
+            raise ValueError(f"the {self.name} policy learns nothing")
+
     def run(self, job: Job, machine: str, reason: str) -> Run:
         self.state.start(job.id, machine)
         return Run(job.id, machine, reason)
@@ -764,6 +774,30 @@ class CostAwarePolicy(HexoPolicy):
         if job.benchmark:
             self.estimates[(job.benchmark, board_model)] = slowdown
 
+    def learned(self) -> dict:
+        slowdowns: dict[str, dict[str, float]] = {}
+        for (benchmark, model), s in self.estimates.items():
+            slowdowns.setdefault(benchmark, {})[model] = s
+        return {"lengths": {b: {"jobs": n, "work_s": total}
+                            for b, (n, total) in self.lengths.items()},
+                "slowdowns": slowdowns}
+
+    def restore_learned(self, data: dict) -> None:
+        lengths, estimates = {}, {}
+        for benchmark, e in data["lengths"].items():
+            n, total = e["jobs"], e["work_s"]
+            if type(n) is not int or n < 1 or not _finite(total) or total < 0:
+                raise ValueError(f"{benchmark}'s length is not a count >= 1 and a total "
+                                 f"work >= 0: {e!r:.80}")
+            lengths[benchmark] = (n, float(total))
+        for benchmark, by_model in data["slowdowns"].items():
+            for model, s in by_model.items():
+                if not _finite(s) or s <= 0:
+                    raise ValueError(f"{benchmark}'s slowdown on {model} is not a positive "
+                                     f"number: {s!r:.40}")
+                estimates[(benchmark, model)] = float(s)
+        self.lengths, self.estimates = lengths, estimates
+
     def expected_work(self, job: Job) -> float | None:
         if job.work_s is not None:
             return job.work_s
@@ -938,6 +972,10 @@ class CostAwarePolicy(HexoPolicy):
                                                  f"({s:.3g}x there, migration {back:.1f} s, "
                                                  f"{gain})"))
         return out
+
+
+def _finite(x) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
 
 
 def checkpoint_mb(job: Job) -> float:

@@ -6,8 +6,6 @@ user mounted. Anything else ends the guest with a Crashed report, or returns -er
 real OS would.
 """
 
-from __future__ import annotations
-
 import errno as host_errno
 import os
 import posixpath
@@ -173,7 +171,7 @@ class Hypercalls:
                               f"{h.name} arguments", f"{h.name} results")
                        for h in abi.HYPERCALLS}
 
-    def __call__(self, nr: int, arg: int) -> StopReason | None:
+    def __call__(self, nr: int, arg: int) -> "StopReason | None":
         self.count += 1
         if self.ring is not None:
             broken = self.ring.drain()

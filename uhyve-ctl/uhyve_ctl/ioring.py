@@ -13,8 +13,6 @@ stops the guest. Bytes the host drained are written exactly once; bytes still in
 when the hypervisor process is killed are lost with the guest, never duplicated.
 """
 
-from __future__ import annotations
-
 import _thread
 import os
 import struct

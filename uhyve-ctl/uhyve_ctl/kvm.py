@@ -2,8 +2,11 @@
 
 Every ioctl number and struct is declared once, here. Objects are created only by their
 parent (Kvm -> Vm -> Vcpu), each ioctl has one method, failures raise KvmError with errno and
-the ioctl name, and a vCPU exit is a typed value. Ioctls go through ctypes, which releases
-the GIL, so another thread can kick a vCPU that sits in KVM_RUN (Vcpu.kick).
+the ioctl name, and a vCPU exit is a typed value. Ioctls go through fcntl.ioctl, which
+releases the GIL around the call (for an integer argument, or a buffer of at most 1 KiB, the
+ones KVM_RUN and the register ioctls pass), so another thread can kick a vCPU that sits in
+KVM_RUN (Vcpu.kick) or drain its output meanwhile. Structs are packed with `struct`: ctypes
+would cost a run ~2 ms to import and ~0.1 ms per Structure class, as much as creating the VM.
 
 Ioctl numbers follow the generic _IOC encoding, which x86-64 and arm64 share; the structs
 differ per architecture, so x86-64 registers have their own ioctls (KVM_GET_REGS,
@@ -15,12 +18,10 @@ and `signal`: those two bring enum, functools and collections, ~4 ms of imports 
 whose whole budget is a few ms.
 """
 
-from __future__ import annotations
-
 import _signal
 import _thread
-import ctypes
 import errno as _errno
+import fcntl
 import mmap
 import os
 import struct
@@ -28,10 +29,6 @@ import struct
 from hexo.records import record
 
 from .errors import UhyveError
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.restype = ctypes.c_int
-_libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 
 API_VERSION = 12
 KICK_SIGNAL = _signal.SIGRTMIN
@@ -48,69 +45,116 @@ class KvmError(UhyveError, OSError):
 
 # --- structs (linux/kvm.h; x86 layouts, then arm64 and shared ones) ---------------------------
 
-class KvmRegs(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
+class CStruct:
+    """A struct as a mutable object with named fields, packed by one struct.Struct for its
+    ioctl. `_layout` lists (name, code) in order: a code is a struct format item ("Q", "4Q"
+    for an array, held as a tuple), another CStruct (nested), or padding ("6x", name None)."""
+
+    _layout: tuple = ()
+
+    def __init_subclass__(cls):
+        cls.codec = struct.Struct("<" + "".join(
+            code if isinstance(code, str) else code.codec.format[1:] for _, code in cls._layout))
+        cls.size = cls.codec.size
+
+    def __init__(self, **values):
+        for name, code in self._layout:
+            if name is not None:
+                setattr(self, name, values.pop(name) if name in values else
+                        code() if isinstance(code, type) else
+                        (0,) * int(code[:-1]) if code[:-1] else 0)
+        if values:
+            raise TypeError(f"{type(self).__name__} has no fields {sorted(values)}")
+
+    @classmethod
+    def unpack(cls, data) -> "CStruct":
+        return cls._take(cls.codec.unpack(data), 0)[0]
+
+    @classmethod
+    def _take(cls, values: tuple, i: int) -> tuple["CStruct", int]:
+        obj = cls.__new__(cls)
+        for name, code in cls._layout:
+            if isinstance(code, type):
+                value, i = code._take(values, i)
+            elif code[-1] == "x":
+                continue
+            elif code[:-1]:
+                value, i = values[i:i + int(code[:-1])], i + int(code[:-1])
+            else:
+                value, i = values[i], i + 1
+            setattr(obj, name, value)
+        return obj, i
+
+    def _values(self) -> list:
+        out = []
+        for name, code in self._layout:
+            if name is None:
+                continue
+            value = getattr(self, name)
+            if isinstance(code, type):
+                out += value._values()
+            elif code[:-1]:
+                out += value
+            else:
+                out.append(value)
+        return out
+
+    def pack(self) -> bytes:
+        return self.codec.pack(*self._values())
+
+    @classmethod
+    def offset(cls, name: str) -> int:
+        """Byte offset of field `name`."""
+        at = 0
+        for field, code in cls._layout:
+            if field == name:
+                return at
+            at += struct.calcsize("<" + code) if isinstance(code, str) else code.size
+        raise KeyError(name)
+
+
+class KvmRegs(CStruct):
+    _layout = tuple((n, "Q") for n in (
         "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")]
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"))
 
 
-class KvmSegment(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint32),
-                ("selector", ctypes.c_uint16)] + [(n, ctypes.c_uint8) for n in (
-                    "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable",
-                    "padding")]
+class KvmSegment(CStruct):
+    _layout = (("base", "Q"), ("limit", "I"), ("selector", "H")) + tuple((n, "B") for n in (
+        "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable", "padding"))
 
 
-class KvmDtable(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint16),
-                ("padding", ctypes.c_uint16 * 3)]
+class KvmDtable(CStruct):
+    _layout = (("base", "Q"), ("limit", "H"), (None, "6x"))
 
 
-class KvmSregs(ctypes.Structure):
-    _fields_ = ([(n, KvmSegment) for n in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")]
-                + [("gdt", KvmDtable), ("idt", KvmDtable)]
-                + [(n, ctypes.c_uint64) for n in (
-                    "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")]
-                + [("interrupt_bitmap", ctypes.c_uint64 * 4)])
+class KvmSregs(CStruct):
+    _layout = (tuple((n, KvmSegment) for n in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"))
+               + (("gdt", KvmDtable), ("idt", KvmDtable))
+               + tuple((n, "Q") for n in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer",
+                                          "apic_base"))
+               + (("interrupt_bitmap", "4Q"),))
 
 
-class KvmUserspaceMemoryRegion(ctypes.Structure):
-    _fields_ = [("slot", ctypes.c_uint32), ("flags", ctypes.c_uint32),
-                ("guest_phys_addr", ctypes.c_uint64), ("memory_size", ctypes.c_uint64),
-                ("userspace_addr", ctypes.c_uint64)]
-
-
-class KvmCpuidEntry2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint32) for n in (
-        "function", "index", "flags", "eax", "ebx", "ecx", "edx")] + [
-        ("padding", ctypes.c_uint32 * 3)]
-
-
-class KvmCpuid2Header(ctypes.Structure):
-    _fields_ = [("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32)]
-
-
-class KvmVcpuInit(ctypes.Structure):
+class KvmVcpuInit(CStruct):
     """arm64: the CPU model (target) and optional features of a vCPU."""
-    _fields_ = [("target", ctypes.c_uint32), ("features", ctypes.c_uint32 * 7)]
+    _layout = (("target", "I"), ("features", "7I"))
 
 
-class KvmOneReg(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_uint64), ("addr", ctypes.c_uint64)]
+class Arm64KvmRegs(CStruct):
+    """struct kvm_regs of arm64, only to give the offsets that KVM_REG_ARM_CORE ids encode:
+    regs (user_pt_regs: x0..x30, sp, pc, pstate), then the EL1 registers, then the FP/SIMD
+    registers (v0..v31 are __uint128_t, 16-byte aligned: pairs of u64 after padding)."""
+    _layout = (("regs", "31Q"), ("sp", "Q"), ("pc", "Q"), ("pstate", "Q"), ("sp_el1", "Q"),
+               ("elr_el1", "Q"), ("spsr", "5Q"), (None, "8x"), ("vregs", "64Q"),
+               ("fpsr", "I"), ("fpcr", "I"), (None, "8x"))
 
 
-class KvmEnableCap(ctypes.Structure):
-    _fields_ = [("cap", ctypes.c_uint32), ("flags", ctypes.c_uint32),
-                ("args", ctypes.c_uint64 * 4), ("pad", ctypes.c_uint8 * 64)]
-
-
-def _cpuid2(n: int) -> ctypes.Structure:
-    """kvm_cpuid2 with room for n entries (a flexible array member in C)."""
-    cls = type("KvmCpuid2", (ctypes.Structure,), {"_fields_": [
-        ("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32),
-        ("entries", KvmCpuidEntry2 * n)]})
-    return cls(nent=n)
-
+_USER_MEMORY_REGION = struct.Struct("<IIQQQ")  # slot, flags, guest address, size, host address
+_CPUID2_HEADER = struct.Struct("<II")         # nent, padding; then nent entries of:
+_CPUID_ENTRY2_SIZE = 40                       # function, index, flags, eax..edx, padding[3]
+_ONE_REG = struct.Struct("<QQ")               # id, address of the value
+_ENABLE_CAP = struct.Struct("<II4Q64x")       # cap, flags, args[4], pad
 
 _STATS_HEADER = struct.Struct("<6I")   # flags, name_size, num_desc, id/desc/data offsets
 _STATS_DESC = struct.Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; name
@@ -128,51 +172,51 @@ def _io(nr: int) -> int:
     return _ioc(0, nr)
 
 
-def _ior(nr: int, t) -> int:
-    return _ioc(2, nr, ctypes.sizeof(t))
+def _ior(nr: int, size: int) -> int:
+    return _ioc(2, nr, size)
 
 
-def _iow(nr: int, t) -> int:
-    return _ioc(1, nr, ctypes.sizeof(t))
+def _iow(nr: int, size: int) -> int:
+    return _ioc(1, nr, size)
 
 
-def _iowr(nr: int, t) -> int:
-    return _ioc(3, nr, ctypes.sizeof(t))
+def _iowr(nr: int, size: int) -> int:
+    return _ioc(3, nr, size)
 
 
 KVM_GET_API_VERSION = _io(0x00)
 KVM_CREATE_VM = _io(0x01)
 KVM_CHECK_EXTENSION = _io(0x03)
 KVM_GET_VCPU_MMAP_SIZE = _io(0x04)
-KVM_GET_SUPPORTED_CPUID = _iowr(0x05, KvmCpuid2Header)
+KVM_GET_SUPPORTED_CPUID = _iowr(0x05, _CPUID2_HEADER.size)
 KVM_CREATE_VCPU = _io(0x41)
-KVM_SET_USER_MEMORY_REGION = _iow(0x46, KvmUserspaceMemoryRegion)
+KVM_SET_USER_MEMORY_REGION = _iow(0x46, _USER_MEMORY_REGION.size)
 KVM_SET_TSS_ADDR = _io(0x47)
 KVM_RUN = _io(0x80)
-KVM_GET_REGS = _ior(0x81, KvmRegs)
-KVM_SET_REGS = _iow(0x82, KvmRegs)
-KVM_GET_SREGS = _ior(0x83, KvmSregs)
-KVM_SET_SREGS = _iow(0x84, KvmSregs)
-KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2Header)
+KVM_GET_REGS = _ior(0x81, KvmRegs.size)
+KVM_SET_REGS = _iow(0x82, KvmRegs.size)
+KVM_GET_SREGS = _ior(0x83, KvmSregs.size)
+KVM_SET_SREGS = _iow(0x84, KvmSregs.size)
+KVM_SET_CPUID2 = _iow(0x90, _CPUID2_HEADER.size)
 KVM_GET_STATS_FD = _io(0xCE)
-KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
+KVM_ENABLE_CAP = _iow(0xA3, _ENABLE_CAP.size)
 KVM_GET_TSC_KHZ = _io(0xA3)
-KVM_GET_ONE_REG = _iow(0xAB, KvmOneReg)
-KVM_SET_ONE_REG = _iow(0xAC, KvmOneReg)
-KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit)
-KVM_ARM_PREFERRED_TARGET = _ior(0xAF, KvmVcpuInit)
+KVM_GET_ONE_REG = _iow(0xAB, _ONE_REG.size)
+KVM_SET_ONE_REG = _iow(0xAC, _ONE_REG.size)
+KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit.size)
+KVM_ARM_PREFERRED_TARGET = _ior(0xAF, KvmVcpuInit.size)
 
 _NAMES = {v: k for k, v in list(globals().items()) if k.startswith("KVM_") and isinstance(v, int)}
 
 
-def _ioctl(fd: int, request: int, arg=None) -> int:
-    """Issue one ioctl; raise KvmError on failure. ctypes drops the GIL for the call."""
-    if isinstance(arg, ctypes.Structure):
-        arg = ctypes.addressof(arg)
-    ret = _libc.ioctl(fd, request, arg)
-    if ret < 0:
-        raise KvmError(ctypes.get_errno(), _NAMES.get(request, hex(request)))
-    return ret
+def _ioctl(fd: int, request: int, arg=0):
+    """Issue one ioctl; raise KvmError on failure. `arg`: an integer, bytes the kernel reads,
+    or a bytearray it fills; fcntl drops the GIL for the call unless the bytearray is larger
+    than 1 KiB (then the kernel works on it in place)."""
+    try:
+        return fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        raise KvmError(e.errno, _NAMES.get(request, hex(request))) from None
 
 
 # --- exits ---------------------------------------------------------------------------------
@@ -188,51 +232,22 @@ _EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 _EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
 
 
-class IoExit(record("IoExit", "port size is_out data")):
-    __slots__ = ()
-
-
-class MmioExit(record("MmioExit", "addr data is_write")):
-    # data: the stored bytes for a write; the host fills reads (unsupported here)
-    __slots__ = ()
-
-
-class Shutdown(record("Shutdown", "")):
-    """Triple fault, or any exception of a CPL3 guest on PVM."""
-    __slots__ = ()
-
-
-class Hlt(record("Hlt", "")):
-    __slots__ = ()
-
-
-class InternalError(record("InternalError", "suberror")):
-    __slots__ = ()
-
-
-class FailEntry(record("FailEntry", "reason")):
-    __slots__ = ()
-
-
-class Interrupted(record("Interrupted", "")):
-    """KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest."""
-    __slots__ = ()
-
-
-class SystemEvent(record("SystemEvent", "type")):
-    """arm64: the guest asked the firmware (PSCI) to power off, reset or report a crash."""
-    __slots__ = ()
-
-
-class ArmNisv(record("ArmNisv", "esr_iss fault_ipa")):
-    """arm64: an access outside guest RAM whose instruction KVM cannot decode (no valid
-    syndrome: load/store pair, register writeback...); needs KVM_CAP_ARM_NISV_TO_USER."""
-    __slots__ = ()
-
-
-class UnknownExit(record("UnknownExit", "reason")):
-    __slots__ = ()
-
+IoExit = record("IoExit", "port size is_out data")
+# data: the stored bytes for a write; the host fills reads (unsupported here)
+MmioExit = record("MmioExit", "addr data is_write")
+Shutdown = record("Shutdown", "",
+                  doc="Triple fault, or any exception of a CPL3 guest on PVM.")
+Hlt = record("Hlt", "")
+InternalError = record("InternalError", "suberror")
+FailEntry = record("FailEntry", "reason")
+Interrupted = record("Interrupted", "",
+                     doc="KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest.")
+SystemEvent = record("SystemEvent", "type", doc="arm64: the guest asked the firmware (PSCI) "
+                     "to power off, reset or report a crash.")
+ArmNisv = record("ArmNisv", "esr_iss fault_ipa", doc="""arm64: an access outside guest RAM whose
+instruction KVM cannot decode (no valid syndrome: load/store pair, register writeback...);
+needs KVM_CAP_ARM_NISV_TO_USER.""")
+UnknownExit = record("UnknownExit", "reason")
 
 VcpuExit = (IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted, SystemEvent,
             ArmNisv, UnknownExit)     # what Vcpu.run() returns: one of these
@@ -285,7 +300,44 @@ def unavailable() -> str:
     return ""
 
 
-_supported_cpuid: ctypes.Structure | None = None
+_supported_cpuid: bytes | None = None
+
+
+def _cpuid_cache(kvm_fd: int) -> tuple[str, bytes]:
+    """The file that keeps Kvm.supported_cpuid() in hexo's home ($HEXO_HOME, else the user's
+    cache directory, as hexo.resources.home() says), and the key its first line must hold:
+    this boot's id and /dev/kvm's inode and change time, which a reloaded KVM module renews.
+    Raises OSError when there is no boot id to key it with."""
+    home = os.environ.get("HEXO_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")
+    with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+        boot = f.read().strip()
+    st = os.fstat(kvm_fd)
+    return (os.path.join(home, "kvm-supported-cpuid"),
+            b"%s %d %d" % (boot, st.st_ino, st.st_ctime_ns))
+
+
+def _read_cpuid_cache(path: str, key: bytes) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            head, _, cpuid = f.read().partition(b"\n")
+    except OSError:
+        return None
+    if head != key or len(cpuid) < _CPUID2_HEADER.size or len(cpuid) != (
+            _CPUID2_HEADER.size + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE):
+        return None
+    return cpuid
+
+
+def _write_cpuid_cache(path: str, key: bytes, cpuid: bytes) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(key + b"\n" + cpuid)
+        os.replace(tmp, path)
+    except OSError:
+        pass                    # no cache: the next process asks KVM again
 
 
 class Kvm(_Fd):
@@ -308,21 +360,39 @@ class Kvm(_Fd):
     def vcpu_mmap_size(self) -> int:
         return _ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE)
 
-    def supported_cpuid(self, max_entries: int = 256) -> ctypes.Structure:
-        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2 (which only
-        reads it). Asked once per process: it depends on the host alone, and the query cost
-        ~0.3 ms of CPU per job, a visible share of a short one."""
+    def supported_cpuid(self, max_entries: int = 256) -> bytes:
+        """Host CPUID as KVM can offer it; a kvm_cpuid2 ready for Vcpu.set_cpuid2. It depends
+        on the host alone, and asking costs a job ~0.3 ms of CPU (KVM executes CPUID, which a
+        host that is itself a VM traps): asked once per process, and kept in a file for the
+        next processes of this boot and of this KVM (`_cpuid_cache`)."""
         global _supported_cpuid
-        while _supported_cpuid is None:
-            cpuid = _cpuid2(max_entries)
+        if _supported_cpuid is not None:
+            return _supported_cpuid
+        try:
+            path, key = _cpuid_cache(self.fd)
+        except OSError:
+            path = None
+        if path is not None:
+            _supported_cpuid = _read_cpuid_cache(path, key)
+        if _supported_cpuid is None:
+            _supported_cpuid = self._query_cpuid(max_entries)
+            if path is not None:
+                _write_cpuid_cache(path, key, _supported_cpuid)
+        return _supported_cpuid
+
+    def _query_cpuid(self, max_entries: int) -> bytes:
+        while True:
+            cpuid = bytearray(_CPUID2_HEADER.size + max_entries * _CPUID_ENTRY2_SIZE)
+            _CPUID2_HEADER.pack_into(cpuid, 0, max_entries, 0)
             try:
                 _ioctl(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
-                _supported_cpuid = cpuid
             except KvmError as e:
                 if e.errno != _errno.E2BIG or max_entries >= 4096:
                     raise
                 max_entries *= 2
-        return _supported_cpuid
+                continue
+            nent = _CPUID2_HEADER.unpack_from(cpuid)[0]
+            return bytes(cpuid[:_CPUID2_HEADER.size + nent * _CPUID_ENTRY2_SIZE])
 
     def create_vm(self) -> "Vm":
         return Vm(self, _ioctl(self.fd, KVM_CREATE_VM, 0))
@@ -349,25 +419,25 @@ class Vm(_Fd):
 
     def set_user_memory_region(self, slot: int, guest_addr: int, size: int, host_addr: int,
                                flags: int = 0) -> None:
-        region = KvmUserspaceMemoryRegion(slot=slot, flags=flags, guest_phys_addr=guest_addr,
-                                          memory_size=size, userspace_addr=host_addr)
-        _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION,
+               _USER_MEMORY_REGION.pack(slot, flags, guest_addr, size, host_addr))
 
     def set_tss_addr(self, addr: int) -> None:
-        """Three pages KVM on VT-x needs for real-mode emulation; unused by long-mode boots."""
+        """Three pages KVM on VT-x needs for real-mode emulation; unused by long-mode boots.
+        `addr` must be below 2 GiB: fcntl passes an integer argument as a C int."""
         _ioctl(self.fd, KVM_SET_TSS_ADDR, addr)
 
     def create_vcpu(self, vcpu_id: int = 0) -> "Vcpu":
         return Vcpu(self, _ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id))
 
     def enable_cap(self, cap: int, *args: int) -> None:
-        _ioctl(self.fd, KVM_ENABLE_CAP, KvmEnableCap(cap=cap, args=(ctypes.c_uint64 * 4)(*args)))
+        _ioctl(self.fd, KVM_ENABLE_CAP, _ENABLE_CAP.pack(cap, 0, *args, *(0,) * (4 - len(args))))
 
     def arm_preferred_target(self) -> KvmVcpuInit:
         """arm64: the vCPU model that matches the host CPU, for Vcpu.arm_vcpu_init."""
-        init = KvmVcpuInit()
+        init = bytearray(KvmVcpuInit.size)
         _ioctl(self.fd, KVM_ARM_PREFERRED_TARGET, init)
-        return init
+        return KvmVcpuInit.unpack(init)
 
 
 class Stats:
@@ -421,23 +491,24 @@ class Vcpu(_Fd):
         super().close()
 
     def get_regs(self) -> KvmRegs:
-        regs = KvmRegs()
+        regs = bytearray(KvmRegs.size)
         _ioctl(self.fd, KVM_GET_REGS, regs)
-        return regs
+        return KvmRegs.unpack(regs)
 
     def set_regs(self, regs: KvmRegs) -> None:
-        _ioctl(self.fd, KVM_SET_REGS, regs)
+        _ioctl(self.fd, KVM_SET_REGS, regs.pack())
 
     def get_sregs(self) -> KvmSregs:
-        sregs = KvmSregs()
+        sregs = bytearray(KvmSregs.size)
         _ioctl(self.fd, KVM_GET_SREGS, sregs)
-        return sregs
+        return KvmSregs.unpack(sregs)
 
     def set_sregs(self, sregs: KvmSregs) -> None:
-        _ioctl(self.fd, KVM_SET_SREGS, sregs)
+        _ioctl(self.fd, KVM_SET_SREGS, sregs.pack())
 
-    def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
-        _ioctl(self.fd, KVM_SET_CPUID2, cpuid)
+    def set_cpuid2(self, cpuid: bytes) -> None:
+        """`cpuid`: a struct kvm_cpuid2 with its entries (Kvm.supported_cpuid)."""
+        _ioctl(self.fd, KVM_SET_CPUID2, bytearray(cpuid))   # above 1 KiB: passed in place
 
     def tsc_khz(self) -> int:
         """x86: the rate of the guest's TSC."""
@@ -445,18 +516,20 @@ class Vcpu(_Fd):
 
     def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
         """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""
-        _ioctl(self.fd, KVM_ARM_VCPU_INIT, init)
+        _ioctl(self.fd, KVM_ARM_VCPU_INIT, init.pack())
 
     def get_one_reg(self, reg_id: int) -> int:
         """One register by its KVM_REG_* id; its size is encoded in the id."""
+        import ctypes       # ONE_REG passes the value's address; only arm64 uses it
         buf = ctypes.create_string_buffer(_one_reg_size(reg_id))
-        _ioctl(self.fd, KVM_GET_ONE_REG, KvmOneReg(id=reg_id, addr=ctypes.addressof(buf)))
+        _ioctl(self.fd, KVM_GET_ONE_REG, _ONE_REG.pack(reg_id, ctypes.addressof(buf)))
         return int.from_bytes(buf.raw, "little")
 
     def set_one_reg(self, reg_id: int, value: int) -> None:
+        import ctypes
         size = _one_reg_size(reg_id)
         buf = ctypes.create_string_buffer(value.to_bytes(size, "little"), size)
-        _ioctl(self.fd, KVM_SET_ONE_REG, KvmOneReg(id=reg_id, addr=ctypes.addressof(buf)))
+        _ioctl(self.fd, KVM_SET_ONE_REG, _ONE_REG.pack(reg_id, ctypes.addressof(buf)))
 
     def stats(self) -> Stats:
         if self._stats is None:
@@ -532,36 +605,19 @@ def _one_reg_size(reg_id: int) -> int:
     return 1 << ((reg_id >> KVM_REG_SIZE_SHIFT) & 0xF)
 
 
-class _Arm64UserPtRegs(ctypes.Structure):
-    _fields_ = [("regs", ctypes.c_uint64 * 31), ("sp", ctypes.c_uint64),
-                ("pc", ctypes.c_uint64), ("pstate", ctypes.c_uint64)]
-
-
-class Arm64KvmRegs(ctypes.Structure):
-    """struct kvm_regs of arm64, only to give the offsets that KVM_REG_ARM_CORE ids encode.
-    vregs are __uint128_t (16-byte aligned), modelled as pairs of u64 after explicit padding."""
-    _fields_ = [("regs", _Arm64UserPtRegs), ("sp_el1", ctypes.c_uint64),
-                ("elr_el1", ctypes.c_uint64), ("spsr", ctypes.c_uint64 * 5),
-                ("_align_vregs", ctypes.c_uint64), ("vregs", ctypes.c_uint64 * 64),
-                ("fpsr", ctypes.c_uint32), ("fpcr", ctypes.c_uint32),
-                ("_reserved", ctypes.c_uint32 * 2)]
-
-
 def _arm64_core_offset(name: str) -> tuple[int, int]:
     """Byte offset and size of a kvm_regs field: x0..x30, sp (SP_EL0), pc, pstate, sp_el1,
     elr_el1, spsr_el1, v0..v31, fpsr, fpcr."""
-    pt = Arm64KvmRegs.regs.offset
     if name[0] == "x" and name[1:].isdigit() and int(name[1:]) < 31:
-        return pt + 8 * int(name[1:]), 8
-    if name in ("sp", "pc", "pstate"):
-        return pt + getattr(_Arm64UserPtRegs, name).offset, 8
+        return Arm64KvmRegs.offset("regs") + 8 * int(name[1:]), 8
+    if name in ("sp", "pc", "pstate", "sp_el1", "elr_el1"):
+        return Arm64KvmRegs.offset(name), 8
     if name == "spsr_el1":
-        return Arm64KvmRegs.spsr.offset, 8
+        return Arm64KvmRegs.offset("spsr"), 8
     if name[0] == "v" and name[1:].isdigit() and int(name[1:]) < 32:
-        return Arm64KvmRegs.vregs.offset + 16 * int(name[1:]), 16
-    if name in ("sp_el1", "elr_el1", "fpsr", "fpcr"):
-        field = getattr(Arm64KvmRegs, name)
-        return field.offset, field.size
+        return Arm64KvmRegs.offset("vregs") + 16 * int(name[1:]), 16
+    if name in ("fpsr", "fpcr"):
+        return Arm64KvmRegs.offset(name), 4
     raise ValueError(f"no arm64 core register {name!r}")
 
 

@@ -7,8 +7,6 @@ mapped so stores reach the host (device memory on aarch64), all other RAM read/w
 (PVM hosts); on aarch64 the guest loads TTBR0_EL1 itself with the MAIR/TCR values below.
 """
 
-from __future__ import annotations
-
 import struct
 
 from hexo import abi

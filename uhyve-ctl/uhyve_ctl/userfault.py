@@ -1,7 +1,7 @@
 """Linux userfaultfd, for post-copy on KVM: missing pages of the guest RAM mapping are
 resolved by the host without the guest's cooperation.
 
-The guest's own accesses fault inside KVM_RUN (which ctypes runs without the GIL), the
+The guest's own accesses fault inside KVM_RUN (which runs without the GIL), the
 handler thread reads the fault, fetches the pages and installs them with UFFDIO_COPY, which
 wakes the vCPU. Host code must never touch a missing page itself: it would block holding the
 GIL and the handler could never run, so host accesses go through GuestMemory.on_access first.

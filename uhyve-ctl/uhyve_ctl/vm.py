@@ -1,7 +1,5 @@
 """A unikernel VM: guest memory laid out per the ABI, one vCPU on a chosen backend."""
 
-from __future__ import annotations
-
 import _thread
 import os
 

@@ -5,30 +5,24 @@ A backend owns CPU state only. Guest RAM (memory.GuestMemory), the page tables
 backend for arm64 boards can be added next to the x86-64 one without touching them.
 """
 
-from __future__ import annotations
-
 from abc import ABC, abstractmethod
 
 from hexo.records import record
 
 
-class Exited(record("Exited", "status")):
-    """The guest called the EXIT hypercall."""
-    __slots__ = ()
+Exited = record("Exited", "status",
+                doc="The guest called the EXIT hypercall.")
 
 
-class Crashed(record("Crashed", "reason pc", defaults=(None,))):
-    """The guest faulted, or broke the hypercall ABI, and was stopped."""
-    __slots__ = ()
+Crashed = record("Crashed", "reason pc", defaults=(None,),
+                 doc="The guest faulted, or broke the hypercall ABI, and was stopped.")
 
 
-class TimedOut(record("TimedOut", "seconds")):
-    __slots__ = ()
+TimedOut = record("TimedOut", "seconds")
 
 
-class Checkpointed(record("Checkpointed", "path")):
-    """The guest reached a migration point and its checkpoint is durably written."""
-    __slots__ = ()
+Checkpointed = record("Checkpointed", "path", doc="The guest reached a migration point and "
+                      "its checkpoint is durably written.")
 
 
 StopReason = (Exited, Crashed, TimedOut, Checkpointed)    # why a run ended: one of these
@@ -39,11 +33,10 @@ StopReason = (Exited, Crashed, TimedOut, Checkpointed)    # why a run ended: one
 HypercallHandler = "Callable[[int, int], StopReason | None]"
 
 
-class BootState(record("BootState", "entry stack_top boot_info page_table_root")):
-    """CPU state at the first guest instruction, identical in meaning on every ISA."""
-    # boot_info: passed in the first argument register (rdi / x0)
-    # page_table_root: CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
-    __slots__ = ()
+# boot_info: passed in the first argument register (rdi / x0)
+# page_table_root: CR3 on x86-64; informational on aarch64 (the guest sets TTBR0)
+BootState = record("BootState", "entry stack_top boot_info page_table_root", doc="CPU state "
+                   "at the first guest instruction, identical in meaning on every ISA.")
 
 
 class Backend(ABC):

@@ -10,8 +10,6 @@ userfaultfd, the run loop and its doorbell check, teardown); kvm_aarch64.py over
 vCPU set-up, register access and crash reports for arm64 hosts.
 """
 
-from __future__ import annotations
-
 import os
 import struct
 import time

@@ -36,12 +36,12 @@ _OPEN_FLAGS = {"O_DIRECT": (0o40000, 0o200000), "O_LARGEFILE": (0o100000, 0o4000
 _ISA_COLUMN = {"x86_64": 0, "aarch64": 1}
 
 
-def _load(directory: Path, name: str) -> dict:
+def load_image(directory: Path, name: str) -> dict:
     with open(directory / name, "rb") as f:
         return criu.pycriu().images.load(f)
 
 
-def _dump(directory: Path, name: str, img: dict) -> None:
+def dump_image(directory: Path, name: str, img: dict) -> None:
     with open(directory / name, "wb") as f:
         criu.pycriu().images.dump(img, f)
 
@@ -51,7 +51,7 @@ class Pages:
 
     def __init__(self, directory: Path, pid: int):
         self.directory, self.name = directory, f"pagemap-{pid}.img"
-        self.pagemap = _load(directory, self.name)
+        self.pagemap = load_image(directory, self.name)
         head, *entries = self.pagemap["entries"]
         self.pages_file = f"pages-{head['pages_id']}.img"
         raw = (directory / self.pages_file).read_bytes()
@@ -102,7 +102,7 @@ class Pages:
                 entries.append(e)
             blob += self.pages[a]
         self.pagemap["entries"] = self.pagemap["entries"][:1] + entries
-        _dump(self.directory, self.name, self.pagemap)
+        dump_image(self.directory, self.name, self.pagemap)
         (self.directory / self.pages_file).write_bytes(bytes(blob))
 
 
@@ -133,40 +133,27 @@ def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
                        "xmm_space": [0] * 64, "padding": [0] * 24}}
 
 
-CGROUP_MOUNT = "/sys/fs/cgroup"
-
-
-def forget_cgroups(directory: Path) -> None:
-    """Empty the dumped cgroup tree (controllers and each set's memberships) and drop the
-    container's cgroup mounts. One machine's cgroup layout means nothing on another: the
-    server's is v1 and v2 side by side, a board's v2 only, where neither CRIU nor runc can
-    recreate the v1 controller mounts the dump names. The runtime that restores the job puts
-    it in the container's cgroup of that machine; the job sees no /sys/fs/cgroup."""
-    img = _load(directory, "cgroup.img")
-    for e in img["entries"]:
-        e.pop("controllers", None)
-        for cg_set in e.get("sets", []):
-            cg_set.pop("ctls", None)
-    _dump(directory, "cgroup.img", img)
-    drop_mounts(directory, lambda path: path == CGROUP_MOUNT
-                or path.startswith(CGROUP_MOUNT + "/"))
+def tmpfs_contents(directory: Path, mount: dict) -> Path:
+    """Where CRIU keeps the files of a dumped tmpfs (named by its device, not its mount)."""
+    return directory / f"tmpfs-dev-{mount['root_dev']}.tar.gz.img"
 
 
 def drop_mounts(directory: Path, dropped) -> list[str]:
     """Remove the mounts whose mount point `dropped(path)` says from the dumped mount
-    namespaces (with the contents CRIU saved of a dropped tmpfs); their mount points."""
+    namespaces (with the contents CRIU saved of a tmpfs no kept mount shows); their mount
+    points."""
     gone = []
     for mounts in directory.glob("mountpoints-*.img"):
-        img = _load(directory, mounts.name)
-        kept = []
+        img = load_image(directory, mounts.name)
+        kept = [m for m in img["entries"] if not dropped(m["mountpoint"])]
+        devices = {m["root_dev"] for m in kept}
         for m in img["entries"]:
             if dropped(m["mountpoint"]):
-                (directory / f"tmpfs-dev-{m['mnt_id']}.tar.gz.img").unlink(missing_ok=True)
+                if m["root_dev"] not in devices:
+                    tmpfs_contents(directory, m).unlink(missing_ok=True)
                 gone.append(m["mountpoint"])
-            else:
-                kept.append(m)
         img["entries"] = kept
-        _dump(directory, mounts.name, img)
+        dump_image(directory, mounts.name, img)
     return gone
 
 
@@ -192,7 +179,7 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
     CRIU restores it on `to_isa` with `exe` (default: the build unpacked under the hexo home)
     as its executable; the new hexo-process state."""
     pid, isa = state["pid"], state["isa"]
-    pstree = _load(directory, "pstree.img")["entries"]
+    pstree = load_image(directory, "pstree.img")["entries"]
     if len(pstree) != 1 or pstree[0].get("threads", [pid]) != [pid]:
         raise ProcessError("only single-threaded, single-process jobs can change ISA")
     pages = Pages(directory, pid)
@@ -210,7 +197,7 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
         **{f"callee{i}": 0 for i in range(len(abi.CALLEE_SAVED[to_isa]), abi.CALLEE_SLOTS)}))
 
     mm_name = f"mm-{pid}.img"
-    mm = _load(directory, mm_name)
+    mm = load_image(directory, mm_name)
     m = mm["entries"][0]
     kept = []
     for vma in m["vmas"]:
@@ -227,11 +214,11 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
     auxv = m.get("mm_saved_auxv", [])
     m["mm_saved_auxv"] = [v for i in range(0, len(auxv) - 1, 2)
                           if auxv[i] not in _DROPPED_AUXV for v in auxv[i:i + 2]]
-    _dump(directory, mm_name, mm)
+    dump_image(directory, mm_name, mm)
     pages.save()
 
     core_name = f"core-{pid}.img"
-    core = _load(directory, core_name)
+    core = load_image(directory, core_name)
     c = core["entries"][0]
     old = c.pop("thread_info", None) or c.pop("ti_aarch64", None) or {}
     c.pop("ti_aarch64", None)
@@ -240,7 +227,7 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
     resume = symbol(image, to_isa, "hexo_resume")
     ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.LINUX_CONTEXT_ADDR, old)
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
-    _dump(directory, core_name, core)
+    dump_image(directory, core_name, core)
 
     _recode_file_flags(directory, isa, to_isa)
     if exe is None:
@@ -262,12 +249,12 @@ def open_flags(flags: int, isa: str, to_isa: str) -> int:
 
 
 def _recode_file_flags(directory: Path, isa: str, to_isa: str) -> None:
-    files = _load(directory, "files.img")
+    files = load_image(directory, "files.img")
     for entry in files["entries"]:
         for part in entry.values():
             if isinstance(part, dict) and "flags" in part:
                 part["flags"] = open_flags(part["flags"], isa, to_isa)
-    _dump(directory, "files.img", files)
+    dump_image(directory, "files.img", files)
 
 
 def _exe_entry(files: dict, mm: dict) -> dict:
@@ -281,19 +268,19 @@ def point_executable(directory: Path, pid: int, exe: Path, size: int) -> None:
     """Make the images map `exe` (`size` bytes; a path as the restored process sees it) as
     the process's executable (build id dropped: the file is another build, or the same one
     unpacked elsewhere)."""
-    files = _load(directory, "files.img")
-    reg = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])
+    files = load_image(directory, "files.img")
+    reg = _exe_entry(files, load_image(directory, f"mm-{pid}.img")["entries"][0])
     reg["name"] = str(exe)
     reg["size"] = size
     reg.pop("build_id", None)
-    _dump(directory, "files.img", files)
+    dump_image(directory, "files.img", files)
 
 
 def open_files(directory: Path, pid: int) -> list[tuple[int, str, int]]:
     """(entry id, path, mode) of the regular files the dumped process has open, but its
     executable and files under /dev, /proc and /sys."""
-    files = _load(directory, "files.img")
-    exe_id = _exe_entry(files, _load(directory, f"mm-{pid}.img")["entries"][0])["id"]
+    files = load_image(directory, "files.img")
+    exe_id = _exe_entry(files, load_image(directory, f"mm-{pid}.img")["entries"][0])["id"]
     return [(f["reg"]["id"], f["reg"]["name"], f["reg"]["mode"]) for f in files["entries"]
             if f.get("reg") and f["reg"]["id"] != exe_id
             and stat.S_ISREG(f["reg"].get("mode", 0))
@@ -302,9 +289,9 @@ def open_files(directory: Path, pid: int) -> list[tuple[int, str, int]]:
 
 def working_directory(directory: Path, pid: int) -> tuple[str, int]:
     """The dumped process's working directory and its mode (CRIU checks both)."""
-    cwd = _load(directory, f"fs-{pid}.img")["entries"][0]["cwd_id"]
+    cwd = load_image(directory, f"fs-{pid}.img")["entries"][0]["cwd_id"]
     return next((f["reg"]["name"], f["reg"]["mode"])
-                for f in _load(directory, "files.img")["entries"]
+                for f in load_image(directory, "files.img")["entries"]
                 if f.get("reg") and f["reg"]["id"] == cwd)
 
 
@@ -319,10 +306,10 @@ def summary(directory: Path) -> dict:
 
 def decoded(directory: Path, pid: int) -> dict:
     """The thread, executable, memory areas and dumped pages of process `pid`'s images."""
-    core = _load(directory, f"core-{pid}.img")["entries"][0]
-    mm = _load(directory, f"mm-{pid}.img")["entries"][0]
+    core = load_image(directory, f"core-{pid}.img")["entries"][0]
+    mm = load_image(directory, f"mm-{pid}.img")["entries"][0]
     pages = Pages(directory, pid)
-    exe = _exe_entry(_load(directory, "files.img"), mm)["name"]
+    exe = _exe_entry(load_image(directory, "files.img"), mm)["name"]
     ti = core.get("ti_aarch64") or core.get("thread_info") or {}
     pc = ti.get("gpregs", {}).get("pc", ti.get("gpregs", {}).get("ip"))
     return {"core_mtype": core["mtype"], "thread_pc": pc, "executable": exe,

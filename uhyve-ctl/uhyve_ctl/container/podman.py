@@ -6,9 +6,10 @@ process is (it parks, process.stop_at_point), then `podman container checkpoint 
 dumps the whole container with CRIU; hexo rewrites the export: the dumped shared page says
 running, and for another ISA the CRIU images go through criu_images.recode (the transform
 core), the seccomp filter is rebuilt for that ISA from the container's own OCI spec
-(seccomp.py) and the spec's entry point becomes that ISA's executable. The container's image
-travels in the archive (`podman save`), so that the target restores it with the same image id
-whether or not it has ever pulled it."""
+(seccomp.py) and the spec's entry point becomes that ISA's executable. The archive names the
+container's image by the digest of its `podman save` archive and carries it unless told not
+to (images.py: a machine keeps each image once), so that the target restores it with the
+same image id whether or not it has ever pulled it."""
 
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import criu, criu_images, oci, process, seccomp
+from . import cgroups, criu, criu_images, images, oci, process, seccomp
 from .oci import ROOT_DIR
 from .process import ProcessError
 
 STATE_FILE = "hexo-container.json"
 IMAGE_ARCHIVE = "hexo-image.tar"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 IMAGES_DIR = "checkpoint"          # podman's export: CRIU's images
 INIT_PID = 1                       # the job, as the images name it (its pid namespace's)
 
@@ -83,7 +84,6 @@ def recode(work: Path, state: dict, image, to_isa: str) -> dict:
     config = _config(work, "config.dump")
     spec = _config(work, "spec.dump")
     seccomp.replace_filters(work / IMAGES_DIR, _profile(spec), to_isa)
-    criu_images.forget_cgroups(work / IMAGES_DIR)
     for s in (spec, config["spec"]):
         _retarget_spec(s, to_isa)
     if config.get("entrypoint", [""])[0].startswith(f"{ROOT_DIR}/"):
@@ -129,11 +129,12 @@ def _pack(work: Path, out: Path) -> None:
 
 
 def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float = 30.0,
-               leave_running: bool = False) -> dict:
+               leave_running: bool = False, with_image: bool = True) -> dict:
     """Checkpoint container `name` at its job's next migration point into the archive `out`,
-    for `to_isa`. Podman stops the container after the dump (still restorable here, with
-    `podman container restore NAME`) unless `leave_running`: then the job stays parked at the
-    point until the caller removes the container (the target runs it) or resumes it."""
+    for `to_isa`, carrying the container's image (and image.hexo) unless not `with_image`. Podman stops the
+    container after the dump (still restorable here, with `podman container restore NAME`)
+    unless `leave_running`: then the job stays parked at the point until the caller removes
+    the container (the target runs it) or resumes it."""
     info = _inspect(name)
     pid = running_pid(name, info)
     image, isa = process.image_of(pid)
@@ -168,9 +169,12 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
             criu_images.mark_running(work / IMAGES_DIR, INIT_PID)
             if to_isa != isa:
                 state = recode(work, state, image, to_isa)
-            podman(["save", "--format", "oci-archive", "-o", str(work / IMAGE_ARCHIVE),
-                    config["rootfsImageID"]], f"podman save of {config['rootfsImageName']}")
-            (work / process.IMAGE_COPY).write_bytes(image_bytes)
+            with images.saved(config["rootfsImageID"], config["rootfsImageName"]) \
+                    as (sha, saved):
+                state["image"]["archive"] = sha
+                if with_image:
+                    shutil.copyfile(saved, work / IMAGE_ARCHIVE)
+                    (work / process.IMAGE_COPY).write_bytes(image_bytes)
             _write_json(work, STATE_FILE, state)
             _pack(work, out)
         except BaseException:
@@ -188,6 +192,9 @@ def recode_archive(archive: Path, out: Path, to_isa: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp)
         _unpack(archive, work)
+        if not (work / process.IMAGE_COPY).exists():
+            raise ProcessError(f"{archive} was made without its image: recode it where the "
+                               "container ran")
         image = process.open_image(work / process.IMAGE_COPY)
         state = recode(work, state, image, to_isa)
         _write_json(work, STATE_FILE, state)
@@ -210,16 +217,33 @@ def load_state(archive: Path) -> dict:
     return state
 
 
-def _ensure_image(archive: Path, oci_id: str, name: str) -> None:
-    """The container's image, loaded from the archive unless this machine has it, under the
-    name the container was made from (podman's restore looks the image up by that name)."""
-    if subprocess.run(["podman", "image", "exists", oci_id]).returncode != 0:
-        with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp, \
-                tarfile.open(archive) as tar:
-            with open(Path(tmp) / IMAGE_ARCHIVE, "wb") as f:
-                shutil.copyfileobj(tar.extractfile(IMAGE_ARCHIVE), f)
-            podman(["load", "-i", str(Path(tmp) / IMAGE_ARCHIVE)], "podman load of the image")
-    podman(["tag", oci_id, name], f"podman tag {name}")
+def has_image(oci_id: str) -> bool:
+    """Whether podman here has the image of id `oci_id` (its store is content-addressed)."""
+    return subprocess.run(["podman", "image", "exists", oci_id]).returncode == 0
+
+
+def _ensure_image(archive: Path, work: Path, image: dict) -> None:
+    """The container's image in podman here, unless it is there already: the copy the
+    archive (unpacked in `work`) carries, kept by digest, or this machine's stored copy, each
+    loaded only if its digest is right; tagged with the name the container was made from
+    (podman's restore looks the image up by that name). Then the store is pruned."""
+    sha, carried = image["archive"], work / IMAGE_ARCHIVE
+    if carried.exists():
+        images.keep(carried, sha, image["oci_id"], image["oci_name"])
+    if not has_image(image["oci_id"]):
+        if carried.exists():
+            podman(["load", "-i", str(carried)], "podman load of the image")
+        else:
+            with images.using(sha) as stored:
+                if stored is None:
+                    raise ProcessError(f"{archive} does not carry its container image and "
+                                       f"this machine has no intact copy of "
+                                       f"{image['oci_name']} (digest {sha[:12]})")
+                podman(["load", "-i", str(stored)], "podman load of the image")
+    carried.unlink(missing_ok=True)             # podman's import has no use for it
+    podman(["tag", image["oci_id"], image["oci_name"]], f"podman tag {image['oci_name']}")
+    images.remember(sha, image["oci_id"], image["oci_name"])
+    images.prune(spare={sha})
 
 
 def restore(archive: Path, name: str | None = None, until_point: bool = False) -> str:
@@ -229,11 +253,12 @@ def restore(archive: Path, name: str | None = None, until_point: bool = False) -
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{archive} holds an {state['isa']} container; this machine is "
                            f"{process.host_isa()}")
-    _ensure_image(archive, state["image"]["oci_id"], state["image"]["oci_name"])
     with tempfile.TemporaryDirectory(prefix="hexo-podman.") as tmp:
         work = Path(tmp) / "export"
         _unpack(archive, work)
+        _ensure_image(archive, work, state["image"])
         _fit_masks(work)
+        _fit_cgroups(work, renamed=name is not None)
         criu_images.mark_running(work / IMAGES_DIR, INIT_PID, until_point)
         fitted = Path(tmp) / "fitted.tar"
         _pack(work, fitted)
@@ -250,6 +275,32 @@ def _fit_masks(work: Path) -> None:
     masked = set(_config(work, "spec.dump").get("linux", {}).get("maskedPaths") or [])
     criu_images.drop_mounts(work / IMAGES_DIR,
                             lambda path: path in masked and not os.path.exists(path))
+
+
+def _fit_cgroups(work: Path, renamed: bool) -> None:
+    """The container's /sys/fs/cgroup in this machine's layout (cgroups.py); the spec asks
+    for a cgroup namespace where podman here would make one. On v1 the container is shown
+    its own cgroups (cgroups.own_binds_config; only where its cgroup path is known: podman's
+    cgroupfs manager, the container's id kept, i.e. not `renamed`)."""
+    layout = cgroups.host_layout()
+    fitted = cgroups.fit(work / IMAGES_DIR, layout)
+    spec, config = _config(work, "spec.dump"), _config(work, "config.dump")
+    path = spec["linux"].get("cgroupsPath", "")
+    own = work.parent / "criu.conf"
+    if layout != cgroups.V2 and path.startswith("/") and not renamed:
+        own.write_text(cgroups.own_binds_config(layout, path))
+    for s in (spec, config["spec"]):
+        if fitted:
+            spaces = [n for n in s["linux"]["namespaces"] if n["type"] != "cgroup"]
+            if cgroups.has_namespace(layout):
+                spaces.append({"type": "cgroup"})
+            s["linux"]["namespaces"] = spaces
+        annotations = s.setdefault("annotations", {})
+        annotations.pop(cgroups.CRIU_CONFIG, None)
+        if own.exists():
+            annotations[cgroups.CRIU_CONFIG] = str(own)
+    _write_json(work, "spec.dump", spec)
+    _write_json(work, "config.dump", config)
 
 
 def resume(name: str) -> None:
