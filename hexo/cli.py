@@ -38,7 +38,8 @@ def _parser():
                         "default: a job nobody planned to move can still be moved; costs "
                         "~3%% run time, see bench/corpus.py)")
     b.add_argument("--auto-points", action="store_true",
-                   help="also put a migration point at every function entry (implies "
+                   help="also put a migration point at every function entry and at the head "
+                        "of every outermost loop that holds another loop (implies "
                         "--migratable)")
     t = sub.add_parser("transform", help="rewrite a checkpoint to resume on another ISA",
                        description="Rewrite the stack and registers of CHECKPOINT for ISA into a "

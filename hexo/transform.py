@@ -139,6 +139,9 @@ def _sp_at_call(meta, site: dict, cfa: int) -> int:
     reg, off = site["cfa"]
     if reg == meta.raw["abi"]["sp"]:
         return cfa - off
+    if "realign" in site:           # liveregs.realignment
+        a, align, b = site["realign"]
+        return ((cfa + a) & -align) - b
     if not 0 <= site["frame_size"] < _MAX_FRAME:
         raise TransformError(f"{meta.isa}: {site['function']} ({site['source']}) has a frame "
                              f"whose size is only known at run time (dynamic stack allocation "
@@ -267,12 +270,14 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
             needs[i][reg] = cfa[i] + off
         if fp[i] is not None:
             needs[i][fp_reg] = fp[i]
-        for sv, dv in zip(frames[i].site["values"], dst_sites[i]["values"]):
+        values: dict[int, int] = {}
+        for k, (sv, dv) in enumerate(zip(frames[i].site["values"], dst_sites[i]["values"])):
             raw = _value_bytes(sv, frames[i], src_stack, src)
             if raw is None or sv["type"] == "alloca":
                 continue
             if sv["type"] == "pointer":
                 raw = reaim(int.from_bytes(raw, "little")).to_bytes(8, "little")[:len(raw)]
+            values[k] = int.from_bytes(raw, "little")
             if dv["kind"] == "register":
                 needs[i][dv["reg"]] = int.from_bytes(raw, "little")
             elif dv["kind"] == "indirect":
@@ -281,6 +286,11 @@ def transform(src, dst, context: dict[str, int], stack_start: int, stack: bytes)
                     raise TransformError(f"{dst.isa}: spill slot of {dst_sites[i]['function']} "
                                          f"based on register {dv['reg']}")
                 put(base + dv["offset"], raw.ljust(dv["size"], b"\0")[:dv["size"]], i)
+        for reg, k in dst_sites[i].get("copies", ()):       # liveregs.py: sret pointers
+            if k not in values:
+                raise TransformError(f"{dst.isa}: {dst_sites[i]['function']} keeps a copy of "
+                                     f"value {k}, which has no value to copy")
+            needs[i][reg] = values[k]
 
     # Return addresses, and callee-saved values stored where the nearest inner frame saved
     # them (or left in the final registers when no inner frame did).

@@ -95,3 +95,46 @@ def test_knr_call_that_does_not_match_its_definition_is_refused(tmp_path):
     assert ("a.c:3: function 'main': unprototyped call of 'step' may reach a migration point "
             "and does not fit its definition (2 arguments, the definition takes 1)") in p.stderr
     assert not (tmp_path / "x.hexo").exists()
+
+
+VERIFY_C = """#include <stdio.h>
+#include <math.h>
+void hexo_check_migrate(void);
+static double ref[3];
+int verified;
+__attribute__((noinline)) static double norm(double x) { hexo_check_migrate(); return x * x; }
+int main(int argc, char **argv) {
+    char klass = argc > 1 ? argv[1][0] : 'U';
+    double dtref;
+    verified = 1;
+    if (klass == 'S') { dtref = 1.5e-2; ref[0] = 1.0; ref[1] = 2.0; ref[2] = 3.0; }
+    else if (klass == 'W') { dtref = 1.5e-3; ref[0] = 4.0; ref[1] = 5.0; ref[2] = 6.0; }
+    else if (klass == 'A') { dtref = 1.0e-3; ref[0] = 7.0; ref[1] = 8.0; ref[2] = 9.0; }
+    else if (klass == 'B') { dtref = 0.67e-3; ref[0] = 1.5; ref[1] = 2.5; ref[2] = 3.5; }
+    else verified = 0;
+    double err = norm(argc * 0.5);
+    if (verified) {
+        for (int m = 0; m < 3; m++)
+            printf("%d %g\\n", m, fabs(err - ref[m]));
+        printf("dt %s\\n", fabs(err - dtref) > 1e-8 ? "differs" : "matches");
+    }
+    return 0;
+}
+"""
+
+
+def test_undefined_phi_inputs_become_zero_in_reaching_functions(tmp_path):
+    """NPB's verification sets a reference value on each class's branch and reads it only
+    when the class was known: the phi joining them has an undefined input, whose register
+    would hold a stale value on that path, which the register analysis cannot tell from a
+    live unrecorded one (NPB SP and BT were refused). The pass gives such inputs zero."""
+    src = tmp_path / "verify.c"
+    src.write_text(VERIFY_C)
+    p = run([HEXO, "build", src, "--auto-points", "-o", tmp_path / "v.hexo", "--keep-build-dir",
+             tmp_path / "work"])
+    assert p.returncode == 0, p.stderr
+    before = (tmp_path / "work" / "app-reduced.ll").read_text()
+    after = (tmp_path / "work" / "app-migratable.ll").read_text()
+    phi_undef = re.compile(r"= phi [^\n]*\[ undef,")
+    assert phi_undef.search(before), "the program no longer has the shape"
+    assert not phi_undef.search(after)

@@ -131,7 +131,7 @@ def test_both_isas_have_the_same_sites_and_value_counts(request, which):
     assert mig["call_sites"] == len(b.table["sites"]) > 0
     for isa in ISAS:
         assert b.meta[isa]["format"] == "hexo-migration-meta"
-        assert b.meta[isa]["version"] == [1, 2]
+        assert b.meta[isa]["version"] == [1, 3]
 
 
 @pytest.mark.parametrize("which", BUILDS)

@@ -14,7 +14,10 @@ dataflow which callee-saved registers are read before being written after each r
 address and by reaching definitions where their values come from. A live register whose
 every definition is one frame address is a frame base; one that holds neither a recorded
 value, the frame pointer nor a frame base holds a value no record describes, and the build
-is refused, because the job could not be moved correctly. (A function with an indirect
+is refused, because the job could not be moved correctly. The other value LLVM keeps on
+its own is x86-64's copy of a function's incoming sret pointer, which it returns in rax: a
+register whose every definition copies the unmodified argument register at entry is
+recorded as a copy of the site's sret value (`copies`). (A function with an indirect
 jump, whose targets are in a table the disassembly does not follow, gets its frame bases
 but no such verdict.)
 """
@@ -138,6 +141,38 @@ def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
     return out
 
 
+def realignment(isa: str, insns) -> list[int] | None:
+    """[a, A, b] when the prologue realigns the stack pointer for a stack object aligned
+    beyond the ABI's 16 bytes (`and rsp, -64`; aarch64 `sub x9, sp, #N` then `and sp, x9,
+    #-64`): at every call site the stack pointer is then align_down(CFA + a, A) - b, where
+    the frame sits decides it, not the code. None when the prologue does not realign."""
+    import capstone
+    sp = ABI[isa]["sp"]
+    known = {sp: -8 if isa == "x86_64" else 0}
+    scratch: dict[str, int] = {}        # aarch64 `sub x9, sp, #N`: x9 = CFA + offset
+    rule = None
+    for insn in insns:
+        if _ends_block(insn):
+            break
+        ops = insn.operands
+        if insn.mnemonic == "and" and _dwarf_reg(isa, insn.reg_name(ops[0].reg)) == sp \
+                and ops[-1].type == capstone.CS_OP_IMM:
+            src = insn.reg_name(ops[-2].reg)
+            base = scratch.get(src, known.get(_dwarf_reg(isa, src)))
+            if base is None:
+                return None
+            rule, known = [base, -ops[-1].imm & (2 ** 64 - 1)], {sp: 0}
+            continue
+        m = _A64_ADDSUB.match(insn.op_str) if isa == "aarch64" else None
+        if m and insn.mnemonic in ("add", "sub") and m[2] == "sp" and sp in known:
+            delta = _int(m[3]) << int(m[4] or 0)
+            scratch[m[1]] = known[sp] + (delta if insn.mnemonic == "add" else -delta)
+        _evaluate(isa, insn, known)
+    if rule is None or sp not in known:
+        return None
+    return rule + [-known[sp]]
+
+
 _COMPARES = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "fccmpe")
 
 
@@ -146,6 +181,8 @@ def access(isa: str, insn) -> tuple[set[int], set[int]]:
     it is wrong (zeroing idioms read nothing; aarch64 compares write only flags)."""
     import capstone
     read, written = insn.regs_access()
+    if isa == "aarch64" and not read and not written and _A64_REG.search(insn.op_str):
+        return _a64_operands(insn)
     if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
         read = ()                           # a return hands registers back to the caller
     elif isa == "aarch64":
@@ -154,6 +191,21 @@ def access(isa: str, insn) -> tuple[set[int], set[int]]:
         written = ()
     return ({_dwarf_reg(isa, insn.reg_name(x)) for x in read},
             {_dwarf_reg(isa, insn.reg_name(x)) for x in written})
+
+
+def _a64_operands(insn) -> tuple[set[int], set[int]]:
+    """Registers read and written, from the operand text, for the instructions capstone
+    5 reports no register access for (`umov w22, v0.h[0]`): the first operand is the
+    destination unless the instruction writes no register."""
+    ops = [o.strip() for o in re.split(r",(?![^\[]*\])", insn.op_str)]
+    names = [_A64_REG.findall(o) for o in ops]
+    if _A64_NO_DEST.match(insn.mnemonic) or "[" in ops[0]:
+        dest, read = [], [r for n in names for r in n]
+    else:
+        dest, read = names[0], [r for n in names[1:] for r in n]
+        if _A64_DEST_READ.match(insn.mnemonic):
+            read += dest
+    return ({_dwarf_reg("aarch64", r) for r in read}, {_dwarf_reg("aarch64", r) for r in dest})
 
 
 def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> list[frozenset]:
@@ -178,6 +230,25 @@ def reaching(isa: str, insns, succ: list[list[int]], callee_saved: set[int]) -> 
     return state
 
 
+_SRET_ARGUMENT = {"x86_64": "rdi", "aarch64": "x8"}
+
+
+def sret_copies(isa: str, insns) -> dict[int, int]:
+    """Instructions of the entry block that copy the incoming sret pointer into a register:
+    {instruction address: DWARF register}."""
+    arg = _SRET_ARGUMENT[isa]
+    out = {}
+    for insn in insns:
+        if _ends_block(insn):
+            break
+        dest, _, src = insn.op_str.partition(", ")
+        if insn.mnemonic == "mov" and src == arg and _dwarf_reg(isa, dest) is not None:
+            out[insn.address] = _dwarf_reg(isa, dest)
+        if any(insn.reg_name(r) == arg for r in insn.regs_access()[1]):
+            break
+    return out
+
+
 def _ends_block(insn) -> bool:
     import capstone
     return any(insn.group(g) for g in (capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL,
@@ -185,16 +256,19 @@ def _ends_block(insn) -> bool:
 
 
 def _branch_target(insn) -> int | None:
+    """The target of a direct jump: its last immediate (aarch64 `tbz w8, #31, target` has
+    the bit number first)."""
     import capstone
-    for op in insn.operands:
-        if op.type == capstone.CS_OP_IMM and insn.group(capstone.CS_GRP_JUMP):
-            return op.imm
-    return None
+    if not insn.group(capstone.CS_GRP_JUMP):
+        return None
+    targets = [op.imm for op in insn.operands if op.type == capstone.CS_OP_IMM]
+    return targets[-1] if targets else None
 
 
-def successors(insns) -> list[list[int]]:
-    """Indices of the instructions that may run after each one (calls return; an indirect
-    jump, from a switch table, gets none: see `analyse`)."""
+def successors(insns, noreturn: frozenset = frozenset()) -> list[list[int]]:
+    """Indices of the instructions that may run after each one (calls return, except those
+    of the addresses in `noreturn`; an indirect jump, from a switch table, gets none: see
+    `analyse`)."""
     import capstone
     n = len(insns)
     index = {insn.address: i for i, insn in enumerate(insns)}
@@ -204,7 +278,9 @@ def successors(insns) -> list[list[int]]:
         if insn.group(capstone.CS_GRP_RET):
             pass
         elif insn.group(capstone.CS_GRP_CALL):      # capstone also calls aarch64 bl a jump:
-            if i + 1 < n:                           # a recursive call is not a loop
+            target = next((op.imm for op in insn.operands if op.type == capstone.CS_OP_IMM),
+                          None)
+            if i + 1 < n and target not in noreturn:   # a recursive call is not a loop
                 out.append(i + 1)
         elif insn.group(capstone.CS_GRP_JUMP):
             target = _branch_target(insn)
@@ -279,12 +355,17 @@ def _unconditional(insn) -> bool:
     return insn.mnemonic in ("b", "jmp")
 
 
-def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> list[str]:
+def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
+            noreturn=()) -> list[str]:
     """Add `frame_bases` to every site of `sites` (one ISA's metadata, modified in place):
     the callee-saved registers live after the call that hold an address in the frame, as
     [DWARF register, offset from the CFA]. Return the reasons the machine code keeps other
-    unrecorded values across a call site."""
+    unrecorded values across a call site. `noreturn` names the functions that never return:
+    the code after a call of one is another block's."""
     import capstone
+    names = set(noreturn)
+    stops = frozenset(s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()
+                      if s.name in names and s["st_info"]["type"] == "STT_FUNC")
     text = elf.get_section_by_name(".text")
     data, base = text.data(), text["sh_addr"]
     md = _disassembler(isa)
@@ -300,7 +381,7 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
             raise StackMapError(f"{isa}: no symbol size for function at {addr:#x}")
         insns = list(md.disasm(data[addr - base:end - base], addr))
         index = {insn.address: i for i, insn in enumerate(insns)}
-        succ = successors(insns)
+        succ = successors(insns, stops)
         # Without the targets of an indirect jump, liveness would be a guess: such a
         # function still gets its frame bases but is not checked for unrecorded values.
         checked = not any(insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None
@@ -308,16 +389,22 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
         live = live_before(isa, insns, succ, callee_saved)
         defs = reaching(isa, insns, succ, callee_saved)
         addresses = frame_addresses(isa, insns)
+        copies = sret_copies(isa, insns)
+        realign = realignment(isa, insns)
         for s in fsites:
+            if realign:
+                s["realign"] = realign
             i = index.get(s["ra"])
-            if i is None and s["ra"] == end:
-                s["frame_bases"] = []       # a call that never returns (exit) ends the code
+            if s["callee"] in names or (i is None and s["ra"] == end):
+                # a call that never returns (exit): the code after it is another block's
+                s["frame_bases"] = []
                 continue
             if i is None:
                 raise StackMapError(f"{isa}: return address {s['ra']:#x} is not an "
                                     f"instruction of {s['function']}")
             recorded = {v["reg"] for v in s["values"] if v["kind"] == "register"}
-            bases, unknown = [], []
+            sret = [k for k, v in enumerate(s["values"]) if v.get("sret")]
+            bases, same, unknown = [], [], []
             for reg in sorted(live[i] - recorded):
                 # -1: the caller's value, untouched here; read after the call only where
                 # the IR reads an undefined value (a phi with an undef input).
@@ -325,9 +412,13 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int]) -> 
                 values = {addresses.get(d, (None, None))[1] for d in sources}
                 if len(values) == 1 and None not in values:
                     bases.append([reg, values.pop()])
+                elif sret and sources and all(copies.get(d) == reg for d in sources):
+                    same.append([reg, sret[0]])
                 elif checked and sources and (reg != abi["fp"] or s["cfa"][0] != abi["fp"]):
                     unknown.append(reg)
             s["frame_bases"] = bases
+            if same:
+                s["copies"] = same
             if unknown:
                 problems.append(f"{isa}: {s['function']} keeps a value no record describes "
                                 f"in DWARF register(s) {unknown} across the call at "

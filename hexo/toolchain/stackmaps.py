@@ -18,7 +18,7 @@ from typing import NamedTuple
 from ..errors import HexoError
 
 META_FORMAT = "hexo-migration-meta"
-META_VERSION = (1, 2)
+META_VERSION = (1, 3)
 STATEPOINT_HEADER = 3           # cc, flags, number of deopt values precede the values
 
 REGISTER, DIRECT, INDIRECT, CONSTANT, CONSTANT_INDEX = 1, 2, 3, 4, 5
@@ -238,6 +238,8 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
                     raise StackMapError(f"{where} ({side['function']}, {side['source']}): the "
                                         f"slot of {val['ir']} is not a stack object")
                 v["kind"] = "indirect"      # the value is in memory at [reg + offset]
+                if val.get("sret"):
+                    v["sret"] = True
             values.append(v)
         out.append({"id": rec.id, "ra": ra, "function": names.get(fn.address, "?"),
                     "function_addr": fn.address, "frame_size": fn.stack_size,
@@ -245,7 +247,7 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
                     **frame, "values": values})
     out.sort(key=lambda s: s["ra"])
     with open(elf_path, "rb") as f:
-        problems = liveregs.analyse(ELFFile(f), isa, out, ends)
+        problems = liveregs.analyse(ELFFile(f), isa, out, ends, side_table.get("noreturn", ()))
     if problems:
         more = f" (and {len(problems) - 1} more call sites)" if len(problems) > 1 else ""
         raise StackMapError(f"{problems[0]}{more}; the job could not be moved there "

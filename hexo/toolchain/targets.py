@@ -29,7 +29,10 @@ class Target:
 # every statepoint for the same reason (instruction selection shares values within a block);
 # CodeGenPrepare and, on aarch64, the CFG tidy-up after atomic expansion would merge them back.
 # Loop strength reduction runs on the IR before the live-value pass instead
-# (livevalues.reduce_loops).
+# (livevalues.reduce_loops). x86-64 passes stack arguments with `mov`s into the frame's
+# reserved area, not `push`es: after a call with pushed arguments the stack pointer is not
+# the one the frame's size gives until the caller pops them, and the transform rebuilds
+# frames from their sizes.
 MIGRATABLE_LLC_FLAGS = ("--force-dwarf-frame-section", "-disable-machine-licm",
                         "-disable-postra-machine-licm", "-disable-lsr", "-disable-cgp",
                         "-disable-constant-hoisting", "--enable-global-merge=false",
@@ -49,7 +52,7 @@ TARGETS = {
         ("-mcpu=x86-64",),
         ("-mno-red-zone",),
         (),
-        MIGRATABLE_LLC_FLAGS),
+        MIGRATABLE_LLC_FLAGS + ("-no-x86-call-frame-opt",)),
     "aarch64": Target(
         "aarch64", "aarch64-none-elf", "aarch64-none-elf",
         "e-m:e-i8:8:32-i16:16:32-i64:64-i128:128-n32:64-S128",

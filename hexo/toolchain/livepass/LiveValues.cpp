@@ -8,7 +8,8 @@
 // docs/formats.md, section 4, states the rules for users; in short:
 //
 // - Migration points are calls to `void hexo_check_migrate(void)`, by hand or (auto-points)
-//   at the entry of every defined function that library code does not call back.
+//   at the entry of every defined function that library code does not call back and at the
+//   head of each of its outermost loops that holds another loop.
 // - A function reaches a migration point when it calls hexo_check_migrate, calls a function
 //   that reaches one, or makes an indirect call while an address-taken function reaches one.
 //   Call sites in reaching functions whose callee may reach become statepoints.
@@ -26,6 +27,8 @@
 
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/Analysis/LoopInfo.h"
+#include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/Dominators.h"
 #include "llvm/IR/IRBuilder.h"
@@ -46,6 +49,7 @@
 #include "llvm/Transforms/Utils/Local.h"
 #include "llvm/Transforms/Utils/PromoteMemToReg.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -57,6 +61,7 @@ namespace {
 
 const char *const MigrationPoint = "hexo_check_migrate";
 const char *const GCStrategy = "statepoint-example";
+const Align StackAlign(16);     // of the x86-64 and AAPCS64 ABIs
 const std::set<std::string> ReturnsTwice = {"setjmp", "_setjmp", "__setjmp", "sigsetjmp",
                                             "__sigsetjmp", "savectx", "vfork", "getcontext"};
 
@@ -370,6 +375,10 @@ public:
     reject(Callbacks);
     if (Problems.empty()) {
       for (Function *F : Reaching)
+        copyByValArguments(*F);
+      for (Function *F : Reaching)
+        defineUndefinedPhiInputs(*F);
+      for (Function *F : Reaching)
         moveDynamicAllocations(*F);
       for (Function *F : Reaching)
         instrument(*F);
@@ -540,6 +549,19 @@ private:
     for (Function &F : M) {
       if (F.isDeclaration() || Callbacks.count(&F))
         continue;
+      // Outermost loops that hold another loop first, while the CFG is the compiler's:
+      // a job spending its time in main's time-step loop could otherwise move only once it
+      // ends. One check per outer iteration, whose inner loops do the work.
+      DominatorTree DT(F);
+      LoopInfo LI(DT);
+      for (Loop *L : LI)
+        if (!L->getSubLoops().empty()) {
+          CallInst *C = CallInst::Create(Point, "", &*L->getHeader()->getFirstInsertionPt());
+          if (DebugLoc Loc = L->getStartLoc())
+            C->setDebugLoc(Loc);
+          else if (DISubprogram *SP = F.getSubprogram())
+            C->setDebugLoc(DILocation::get(Ctx, SP->getLine(), 0, SP));
+        }
       CallInst *C = CallInst::Create(Point, "", firstNonAlloca(F.getEntryBlock()));
       if (DISubprogram *SP = F.getSubprogram())
         C->setDebugLoc(DILocation::get(Ctx, SP->getLine(), 0, SP));
@@ -627,6 +649,38 @@ private:
       if (Targets.count(KV.first))
         Problems.push_back(KV.second + ", which reaches a migration point (library frames "
                                        "cannot be migrated)");
+  }
+
+  // A struct passed by value lives in the caller's outgoing-argument area, which is no
+  // stack object of either frame: the transform could neither copy it nor re-aim pointers
+  // to it. A reaching function copies it into a stack object of its own before its first
+  // call and uses only the copy.
+  void copyByValArguments(Function &F) {
+    BasicBlock &Entry = F.getEntryBlock();
+    for (Argument &A : F.args()) {
+      if (!A.hasByValAttr() || A.use_empty())
+        continue;
+      Type *T = A.getParamByValType();
+      auto *Copy = new AllocaInst(T, DL.getAllocaAddrSpace(), nullptr,
+                                  A.getParamAlign().valueOrOne(), A.getName() + ".hexo.copy",
+                                  &*Entry.begin());
+      A.replaceAllUsesWith(Copy);
+      IRBuilder<> B(firstNonAlloca(Entry));
+      B.CreateMemCpy(Copy, Copy->getAlign(), &A, A.getParamAlign(),
+                     DL.getTypeAllocSize(T));
+    }
+  }
+
+  // A phi input that is undefined (a C variable set on some branches only, read on others
+  // the program never takes: NPB's per-class reference values) leaves the register of the
+  // phi holding whatever it last held on that path, a value liveregs.py cannot tell from a
+  // live unrecorded one. Zero is as good a value as any there, and makes the path define it.
+  static void defineUndefinedPhiInputs(Function &F) {
+    for (BasicBlock &B : F)
+      for (PHINode &P : B.phis())
+        for (unsigned I = 0; I < P.getNumIncomingValues(); ++I)
+          if (isa<UndefValue>(P.getIncomingValue(I)) && !P.getType()->isTokenTy())
+            P.setIncomingValue(I, Constant::getNullValue(P.getType()));
   }
 
   // VLAs and alloca() in a reaching function take their memory from the per-job region of
@@ -723,6 +777,17 @@ private:
     }
     if (Chosen.empty())
       return;
+    // x86-64 returns the sret pointer in rax, so its code keeps a copy of the incoming
+    // pointer in a callee-saved register until the return, a value of no IR instruction.
+    // Recording the argument at every site lets the transform set that copy (liveregs.py).
+    Argument *SRet = nullptr;
+    for (Argument &A : F.args())
+      if (A.hasStructRetAttr())
+        SRet = &A;
+    if (SRet)
+      for (SiteValues &S : Chosen)
+        if (std::find(S.Live.begin(), S.Live.end(), SRet) == S.Live.end())
+          S.Live.push_back(SRet);
     ModuleSlotTracker MST(&M);
     MST.incorporateFunction(F);
     auto Name = [&](Value *V) {
@@ -761,13 +826,26 @@ private:
         std::vector<std::pair<std::vector<unsigned>, Type *>> Parts;
         std::vector<unsigned> Path;
         leaves(V->getType(), Path, Parts);
+        // At most the ABI's stack alignment: a vector slot aligned to its 32-byte size
+        // would make the frame realign its stack pointer, whose distance to the CFA then
+        // depends on where the frame sits, not on the code.
         for (unsigned K = 0; K < Parts.size(); ++K)
-          Slots[V].push_back({Parts[K].first,
-                              new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(),
-                                             "hexo.slot." + Twine(J) + "." + Twine(K),
-                                             AllocaPoint)});
+          Slots[V].push_back(
+              {Parts[K].first,
+               new AllocaInst(Parts[K].second, DL.getAllocaAddrSpace(), nullptr,
+                              std::min(DL.getPrefTypeAlign(Parts[K].second), StackAlign),
+                              "hexo.slot." + Twine(J) + "." + Twine(K), AllocaPoint)});
         ++J;
       }
+
+    // A pointer live across a site into an object outside its lifetime there (clang hoists
+    // the address of a loop's local out of the loop): the object is recorded too, so that
+    // the transform has somewhere to aim the pointer.
+    for (SiteValues &S : Chosen)
+      for (Value *V : S.Live)
+        if (AllocaInst *A = baseAlloca(V))
+          if (std::find(S.Objects.begin(), S.Objects.end(), A) == S.Objects.end())
+            S.Objects.push_back(A);
 
     for (SiteValues &S : Chosen) {
       unsigned Id = Sites.size() + 1;
@@ -786,17 +864,20 @@ private:
         Value *Cur = B.CreateLoad(V->getType(), Vars[V]);
         for (auto &P : Slots[V]) {
           Value *Part = P.first.empty() ? Cur : B.CreateExtractValue(Cur, P.first);
-          B.CreateStore(Part, P.second);
+          B.CreateAlignedStore(Part, P.second, P.second->getAlign());
           Deopt.push_back(P.second);
           std::string Ir = Names[V];
           for (unsigned K : P.first)
             Ir += "." + std::to_string(K);
           Type *T = P.second->getAllocatedType();
-          Values.push_back(json::Object{{"type", category(T)},
-                                        {"ir_type", typeName(T)},
-                                        {"size", (int64_t)DL.getTypeStoreSize(T)},
-                                        {"ir", Ir},
-                                        {"slot", true}});
+          json::Object Value{{"type", category(T)},
+                             {"ir_type", typeName(T)},
+                             {"size", (int64_t)DL.getTypeStoreSize(T)},
+                             {"ir", Ir},
+                             {"slot", true}};
+          if (V == SRet)
+            Value["sret"] = true;
+          Values.push_back(std::move(Value));
         }
       }
       Function *Callee = directCallee(C);
@@ -808,7 +889,8 @@ private:
       for (Value *V : S.Live) {
         Value *Agg = UndefValue::get(V->getType());
         for (auto &P : Slots[V]) {
-          Value *Back = B.CreateLoad(P.second->getAllocatedType(), P.second);
+          Value *Back = B.CreateAlignedLoad(P.second->getAllocatedType(), P.second,
+                                            P.second->getAlign());
           Agg = P.first.empty() ? Back : B.CreateInsertValue(Agg, Back, P.first);
         }
         B.CreateStore(Agg, Vars[V]);
@@ -829,6 +911,16 @@ private:
     DominatorTree DT(F);
     PromoteMemToReg(Promote, DT);
     F.setGC(GCStrategy);
+  }
+
+  // The one static stack object pointer V is derived from, if any.
+  static AllocaInst *baseAlloca(Value *V) {
+    if (!V->getType()->isPointerTy())
+      return nullptr;
+    SmallVector<const Value *, 4> Under;
+    getUnderlyingObjects(V, Under, nullptr, 0);
+    auto *A = Under.size() == 1 ? dyn_cast<AllocaInst>(Under[0]) : nullptr;
+    return A && A->isStaticAlloca() ? const_cast<AllocaInst *>(A) : nullptr;
   }
 
   AllocaInst *demoteArgument(Argument *A, Instruction *AllocaPoint) {
@@ -922,8 +1014,24 @@ private:
       ProblemList.push_back(P);
     for (auto &R : Resolved)
       ResolvedList.push_back(R);
+    // Functions that never return (exit, abort, a usage() that exits): in machine code the
+    // bytes after a call of one belong to another block (liveregs.py).
+    std::set<std::string> NoReturn;
+    for (Function &F : M) {
+      if (F.doesNotReturn() && !F.isIntrinsic())
+        NoReturn.insert(F.getName().str());
+      for (Instruction &I : instructions(F))
+        if (auto *C = dyn_cast<CallInst>(&I))
+          if (Function *Callee = directCallee(C))
+            if (C->doesNotReturn() && !Callee->isIntrinsic())
+              NoReturn.insert(Callee->getName().str());
+    }
+    json::Array NoReturnList;
+    for (const std::string &N : NoReturn)
+      NoReturnList.push_back(N);
     json::Object Table{{"sites", std::move(Sites)},
                        {"reaching", std::move(ReachingNames)},
+                       {"noreturn", std::move(NoReturnList)},
                        {"resolved_calls", std::move(ResolvedList)},
                        {"problems", std::move(ProblemList)}};
     if (Opts.DumpLiveness)
