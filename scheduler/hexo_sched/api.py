@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
-from pathlib import Path
 
 from uhyve_ctl.control import ControlError, peer_allowed, recv_line
 
@@ -28,6 +26,7 @@ class ApiError(SchedError, RuntimeError):
 
 
 def default_state_dir() -> Path:
+    from pathlib import Path        # not imported by a client given --state-dir
     d = os.environ.get("HEXO_SCHEDD_STATE")
     if d:
         return Path(d)
@@ -54,15 +53,15 @@ def request(state_dir: Path, op: str, timeout: float = 60.0, **args) -> dict:
 def connect(state_dir: Path, op: str, timeout: float = 60.0,
             **args) -> tuple[dict, socket.socket]:
     """Send one request; returns the reply and the connection, still open (op `attach`)."""
-    path = Path(state_dir) / SOCKET_NAME
-    if not path.exists():
+    path = os.path.join(state_dir, SOCKET_NAME)
+    if not os.path.exists(path):
         raise ApiError(f"no daemon at {state_dir} (is hexo-schedd running? "
                        "--state-dir or HEXO_SCHEDD_STATE say where)")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         try:
-            s.connect(str(path))
+            s.connect(path)
             s.sendall(json.dumps({"protocol": PROTOCOL, "version": VERSION, "op": op,
                                   **args}).encode() + b"\n")
             line = recv_line(s, MAX_LINE)
@@ -139,6 +138,7 @@ class ControlServer:
     connected so that the daemon learns when it is gone)."""
 
     def __init__(self, state_dir: Path, handler: Handler):
+        from pathlib import Path        # the daemon's side: a client imports neither
         self.path = Path(state_dir) / SOCKET_NAME
         if self.path.exists():
             self.path.unlink()
@@ -150,9 +150,11 @@ class ControlServer:
             os.umask(old)
         self.sock.listen(8)
         self.handler = handler
+        import threading
         threading.Thread(target=self._serve, daemon=True, name="schedd-control").start()
 
     def _serve(self) -> None:
+        import threading
         while True:
             try:
                 conn, _ = self.sock.accept()
