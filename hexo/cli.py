@@ -315,9 +315,9 @@ def _quick_plugin(argv: list[str]):
         return None
     for value, commands in _plugin_entries().items():
         if argv[0] in commands:
-            import importlib
-            quick = getattr(importlib.import_module(value.partition(":")[0].strip()),
-                            "quick", None)
+            module = value.partition(":")[0].strip()
+            __import__(module)          # importlib brings warnings: ~0.4 ms of `hexo status`
+            quick = getattr(sys.modules[module], "quick", None)
             return quick(argv) if quick else None
     return None
 
@@ -359,8 +359,8 @@ def _quick_inspect(argv: list[str]):
     paths = [a for a in argv[1:] if a != "--json"]
     if len(paths) != 1 or paths[0].startswith("-"):
         return None
-    import types
-    return types.SimpleNamespace(cmd="inspect", image=paths[0], json="--json" in argv)
+    from .records import Namespace
+    return Namespace(cmd="inspect", image=paths[0], json="--json" in argv)
 
 
 def _main(argv) -> tuple[int, object]:

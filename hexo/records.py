@@ -10,6 +10,10 @@ keyword construction, defaults for the last fields, attribute access, `_fields`,
 A record that needs only a docstring takes it as `doc` and is used as made
 (`Exited = record("Exited", "status", doc=...)`); one that adds methods subclasses it. Each
 class costs a start-up ~15 µs to create, a subclass as much again.
+
+`Namespace` holds a command line read without argparse (`uhyve-ctl run`, `hexo inspect`,
+`hexo status`), as argparse.Namespace would: importing argparse, or even `types`, costs
+those commands more than reading their few options.
 """
 
 import sys
@@ -66,3 +70,10 @@ def record(typename: str, field_names: str, defaults: tuple = (), doc: str | Non
     for index, name in enumerate(fields):
         namespace[name] = property(lambda self, i=index: self[i], doc=f"field {index}")
     return type(typename, (tuple,), namespace)
+
+
+class Namespace:
+    """Options as attributes, as argparse.Namespace holds them."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)

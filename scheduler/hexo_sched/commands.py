@@ -2,8 +2,6 @@
 slurm), registered through the `hexo.commands` entry-point group so that the core CLI does not
 import the scheduler."""
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -151,9 +149,9 @@ def quick(argv: list[str]):
     Any other form goes to the full parser; tests/test_cli_errors.py checks both agree."""
     if argv[:1] != ["status"]:
         return None
-    import types
-    args = types.SimpleNamespace(cmd="status", json=False, state_dir=None, run=_status,
-                                 ends_process=True, errors=_errors)
+    from hexo.records import Namespace
+    args = Namespace(cmd="status", json=False, state_dir=None, run=_status, ends_process=True,
+                     errors=_errors)
     rest = iter(argv[1:])
     for opt in rest:
         if opt == "--json":

@@ -7,13 +7,10 @@ SO_PEERCRED, so another local user can neither stop nor checkpoint a job. The st
 what `uhyve-ctl ps` and the scheduler read: name, pid, ISA, backend, memory, state.
 """
 
-from __future__ import annotations
-
+import _socket
 import json
 import os
-import socket
 import struct
-import threading
 import time
 
 from .errors import UhyveError
@@ -52,10 +49,10 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def peer_allowed(conn: socket.socket) -> bool:
+def peer_allowed(conn: "socket.socket") -> bool:
     """Whether the peer of a Unix socket runs as this user or root (SO_PEERCRED); every
     local control socket of the project answers only those."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
     return uid in (0, os.geteuid())
 
@@ -72,6 +69,8 @@ class ControlServer:
 
     def __init__(self, name: str, info: dict,
                  handler: Handler):
+        import socket           # the server's: a client (`hexo status`, `ps`) needs neither
+        import threading
         self.name = _valid_name(name)
         d = run_dir()
         self.sock_path = os.path.join(d, f"{name}.sock")
@@ -84,12 +83,12 @@ class ControlServer:
         self.info = {"name": name, "pid": os.getpid(), "started": time.time(), **info}
         self._state_lock = threading.Lock()
         self.set_state("booting")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.sock.bind(self.sock_path)
         os.chmod(self.sock_path, 0o600)
         self.sock.listen(4)
         self.handler = handler
-        self._clients: list[threading.Thread] = []
+        self._clients = []                   # one thread per requester
         self._server = threading.Thread(target=self._serve, daemon=True, name=f"control-{name}")
         self._server.start()
 
@@ -101,6 +100,7 @@ class ControlServer:
             _write_json(self.state_path, self.info)
 
     def _serve(self) -> None:
+        import threading
         while True:
             try:
                 conn, _ = self.sock.accept()
@@ -110,7 +110,7 @@ class ControlServer:
             self._clients.append(t)
             t.start()
 
-    def _one(self, conn: socket.socket) -> None:
+    def _one(self, conn: "socket.socket") -> None:
         with conn:
             try:
                 if not peer_allowed(conn):
@@ -126,7 +126,7 @@ class ControlServer:
         """Record the final state, finish answering requesters, remove the socket."""
         self.set_state(final_state, **extra)
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close does not)
+            self.sock.shutdown(_socket.SHUT_RDWR)  # wakes the accepting thread (close does not)
         except OSError:
             pass
         self.sock.close()
@@ -137,7 +137,7 @@ class ControlServer:
             os.unlink(self.sock_path)
 
 
-def recv_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+def recv_line(conn: "socket.socket", limit: int = MAX_REQUEST) -> bytes:
     """One newline-terminated message (or what came before the peer closed)."""
     buf = b""
     while not buf.endswith(b"\n"):
@@ -165,7 +165,8 @@ def request(name: str, req: dict, timeout: float = 60.0) -> dict:
     path = os.path.join(run_dir(), f"{_valid_name(name)}.sock")
     if not os.path.exists(path):
         raise ControlError(f"no running VM named '{name}'")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    import socket
+    with socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(path)
