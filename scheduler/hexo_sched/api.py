@@ -5,10 +5,10 @@ peers of its own user or root (SO_PEERCRED). One JSON request line, one JSON rep
 carrying the protocol version (docs/formats.md, "Scheduler control protocol").
 """
 
-import json
 import os
 from _socket import AF_UNIX, SOCK_STREAM
 
+from hexo import jsonc
 from uhyve_ctl.control import ControlError, peer_allowed, recv_line
 
 from .errors import SchedError
@@ -68,14 +68,14 @@ def _exchange(socket_type, state_dir: "Path", op: str, timeout: float, args: dic
         s.settimeout(timeout)
         try:
             s.connect(path)
-            s.sendall(json.dumps({"protocol": PROTOCOL, "version": VERSION, "op": op,
+            s.sendall(jsonc.dumps({"protocol": PROTOCOL, "version": VERSION, "op": op,
                                   **args}).encode() + b"\n")
             line = recv_line(s, MAX_LINE)
         except (OSError, ControlError) as e:
             raise ApiError(f"daemon at {state_dir} did not answer: {e}") from None
         if not line:
             raise ApiError("the daemon closed the connection")
-        reply = json.loads(line)
+        reply = jsonc.loads(line)
         check_version(reply)
         if not reply.get("ok"):
             raise ApiError(reply.get("error", "request failed"))
@@ -176,7 +176,7 @@ class ControlServer:
                 if not peer_allowed(conn):
                     out = reply(False, error="permission denied")
                 else:
-                    req = json.loads(recv_line(conn, MAX_LINE))
+                    req = jsonc.loads(recv_line(conn, MAX_LINE))
                     check_version(req)
                     fields = self.handler(req)
                     hold = fields.pop("hold", None)
@@ -186,7 +186,7 @@ class ControlServer:
             except Exception as e:               # a bug must still answer the client
                 out = reply(False, error=f"internal error: {e!r}")
             try:
-                conn.sendall(json.dumps(out).encode() + b"\n")
+                conn.sendall(jsonc.dumps(out).encode() + b"\n")
             except OSError:
                 return
             if hold is not None:

@@ -8,10 +8,11 @@ what `uhyve-ctl ps` and the scheduler read: name, pid, ISA, backend, memory, sta
 """
 
 import _socket
-import json
 import os
 import struct
 import time
+
+from hexo import jsonc
 
 from .errors import UhyveError
 
@@ -45,7 +46,7 @@ def _valid_name(name: str) -> str:
 def _write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(jsonc.dumps(data))
     os.replace(tmp, path)
 
 
@@ -116,11 +117,11 @@ class ControlServer:
                 if not peer_allowed(conn):
                     conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
                     return
-                request = json.loads(recv_line(conn))
+                request = jsonc.loads(recv_line(conn))
                 reply = self.handler(self, request)
             except Exception as e:              # any bad request gets an answer, not a crash
                 reply = {"ok": False, "error": str(e)}
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn.sendall(jsonc.dumps(reply).encode() + b"\n")
 
     def close(self, final_state: str, **extra) -> None:
         """Record the final state, finish answering requesters, remove the socket."""
@@ -153,7 +154,7 @@ def recv_line(conn: "socket.socket", limit: int = MAX_REQUEST) -> bytes:
 def _alive(state_path: str) -> bool:
     try:
         with open(state_path) as f:
-            pid = json.load(f)["pid"]
+            pid = jsonc.loads(f.read())["pid"]
         os.kill(pid, 0)
         return pid != os.getpid()      # this process's own earlier VM (a fallback) has ended
     except (OSError, ValueError, KeyError):
@@ -170,13 +171,13 @@ def request(name: str, req: dict, timeout: float = 60.0) -> dict:
         s.settimeout(timeout)
         try:
             s.connect(path)
-            s.sendall(json.dumps(req).encode() + b"\n")
+            s.sendall(jsonc.dumps(req).encode() + b"\n")
             reply = recv_line(s)
         except OSError as e:
             raise ControlError(f"VM '{name}' did not answer: {e}") from None
     if not reply:
         raise ControlError(f"VM '{name}' closed the connection")
-    return json.loads(reply)
+    return jsonc.loads(reply)
 
 
 def list_vms() -> list[dict]:
@@ -189,7 +190,7 @@ def list_vms() -> list[dict]:
         path = os.path.join(d, entry)
         try:
             with open(path) as f:
-                info = json.load(f)
+                info = jsonc.loads(f.read())
             if not isinstance(info, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError):
