@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from hexo.toolchain.stackmaps import load as load_metadata
 from uhyve_ctl.container import checkpoint as ckpt, commands, criu, criu_images, process
 
 import npb_reference
+from conftest import HEXO
 
 PROGRAMS = Path(__file__).parent / "programs"
 
@@ -306,6 +308,45 @@ def test_container_image_kept_once_and_plain_podman_import(migratable, oci_tag, 
         podman_cli("rmi", oci_tag)
         podman.restore(lean)
         assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+@needs_podman
+def test_pruned_store_keeps_the_image_a_restore_is_using(migratable, oci_tag, tmp_path,
+                                                         monkeypatch):
+    """A store over its bound (`hexo container images prune` in another process) keeps the
+    image of a lean archive while that image is in use, though it is the least recently
+    used, and removes the others; the container then restores from it and finishes as
+    unmigrated. Once nothing uses it, a prune removes it."""
+    from uhyve_ctl.container import images, podman
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "home"))
+    name = f"hexo-test-prune-{os.getpid()}"
+    want = parked_container(migratable, oci_tag, name, tmp_path)
+    lean = tmp_path / "lean.tar"
+    try:
+        sha = podman.checkpoint(name, lean, with_image=False)["image"]["archive"]
+        podman_cli("rm", name)
+        podman_cli("rmi", oci_tag)
+        stored = images.store() / f"{sha}.tar"
+        others = []
+        for i in range(3):
+            other = images.store() / f"other-{i}.tar"
+            other.write_bytes(os.urandom(1 << 20))
+            others.append(other)
+        for age_h, path in enumerate([*others, stored]):      # the image: unused the longest
+            used = time.time() - (age_h + 1) * 3600
+            os.utime(path, (used, used))
+        prune = [HEXO, "container", "images", "prune", "--max-size", "1K"]
+        with images.using(sha) as path:
+            os.utime(path, (time.time() - 7200,) * 2)       # in use, not recently used
+            subprocess.run(prune, check=True, capture_output=True)
+            assert not any(o.exists() for o in others) and images.digest(path) == sha
+        podman.restore(lean)
+        assert podman_cli("wait", name).strip() == "0" and podman_cli("logs", name) == want
+        os.utime(stored, (time.time() - 7200,) * 2)
+        subprocess.run(prune, check=True, capture_output=True)
+        assert not stored.exists()
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
 

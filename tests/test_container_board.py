@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import io
 import os
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -147,13 +149,18 @@ def test_hung_restore_is_ended(board, tmp_path):
 
 
 def run_container(image: Image, name: str, args, stop_at: int, options=()) -> str:
-    """Container `name` of `image` started here, to wait at its (stop_at+1)-th point."""
+    """Container `name` of `image` started here, to wait at its (stop_at+1)-th point; the
+    tag of its OCI image."""
     tag = f"localhost/hexo-board-test-{image.manifest['name']}-{os.getpid()}"
     oci.build(Path(image.path), tag)
+    run_tagged(tag, name, args, stop_at, options)
+    return tag
+
+
+def run_tagged(tag: str, name: str, args, stop_at: int, options=()) -> None:
     subprocess.run([*PODMAN, "run", "-d", *ULIMITS, *options, "-e",
                     f"{process.STOP_AT_POINT}={stop_at}", "--name", name, tag, *args],
                    check=True, capture_output=True)
-    return tag
 
 
 def podman_here(*args) -> str:
@@ -251,7 +258,8 @@ def test_container_image_goes_once_per_board(board, tmp_path):
     tag = run_container(image, name, ["3000"], 5)
     oci_id, oci_name = podman_here("inspect", "--format", "{{.Image}} {{.ImageName}}",
                                    name).split()
-    sha, _ = images.saved(oci_id, oci_name)
+    with images.saved(oci_id, oci_name) as (sha, _):
+        pass
     wanted = {"oci_id": oci_id, "oci_name": oci_name, "archive": sha}
     try:
         with board.connect() as conn:
@@ -268,3 +276,58 @@ def test_container_image_goes_once_per_board(board, tmp_path):
         assert on_board(board, ["podman", "logs", name]) == (0, want.read_text())
     finally:
         remove_everywhere(board, name, tag)
+
+
+def bytes_received(sock) -> int:
+    """What the kernel counted as received on TCP socket `sock` (tcp_info's
+    tcpi_bytes_received)."""
+    return struct.unpack_from("<Q", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                    256), 128)[0]
+
+
+@needs_podman
+def test_container_image_comes_back_only_when_missing(board, tmp_path, monkeypatch):
+    """`hexo board migrate CONTAINER --from BOARD`: the board checkpoints without the image,
+    which this server fetches only when it has no intact copy. Two containers of one image
+    go to the board and back, podman here lacking the image each time: with the stored copy
+    here intact, then damaged. The second return receives one image's worth of bytes more
+    over its SSH connection (the kernel's count) and leaves an intact copy, so the first
+    received none; both jobs finish with the unmigrated output."""
+    from hexo_sched.boards import ssh
+    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    from uhyve_ctl.container import images
+    received = []
+    close = ssh.BoardConnection.__exit__
+
+    def counted(self, *exc):
+        received.append(bytes_received(self.host._client.get_transport().sock))
+        return close(self, *exc)
+
+    monkeypatch.setattr(ssh.BoardConnection, "__exit__", counted)
+    image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
+    want = tmp_path / "unmigrated.out"
+    assert start(image, ["3000"], want).wait() == 0
+    names = [f"hexo-test-back-{i}-{os.getpid()}" for i in range(2)]
+    tag = run_container(image, names[0], ["3000"], 5)
+    oci_id, oci_name = podman_here("inspect", "--format", "{{.Image}} {{.ImageName}}",
+                                   names[0]).split()
+    with images.saved(oci_id, oci_name) as (sha, stored):
+        size = stored.stat().st_size
+    try:
+        back = []
+        for name in names:
+            if name != names[0]:
+                run_tagged(tag, name, ["3000"], 5)
+            container_to_board(name, board.name, until_point=True)
+            podman_here("rmi", "--force", oci_id)
+            if name != names[0]:
+                stored.write_bytes(stored.read_bytes()[:-1] + b"x")
+            container_from_board(board.name, name)
+            back.append(received[-1])
+            assert podman_here("wait", name).strip() == "0"
+            assert podman_here("logs", name) == want.read_text()
+        assert 0.8 * size <= back[1] - back[0] <= 1.2 * size, (back, size)
+        assert images.digest(stored) == sha
+    finally:
+        for name in names:
+            remove_everywhere(board, name, tag)

@@ -81,16 +81,16 @@ def from_board(board: str, pid: int, timeout: float = 30.0, reap: bool = False) 
 
 
 def _from_board(board: str, target: str, what: str, remote: str, timeout: float, fetch,
-                restore_here, end_source: str):
-    """Checkpoint `target` on the board for this ISA into `remote` (left parked there),
-    fetch it, restore it here; then end the source with the shell command `end_source`, or
-    let it continue if the restore here failed."""
+                restore_here, end_source: str, options: tuple[str, ...] = ()):
+    """Checkpoint `target` on the board for this ISA into `remote` (left parked there, with
+    the checkpoint's `options`), fetch it, restore it here; then end the source with the
+    shell command `end_source`, or let it continue if the restore here failed."""
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
             Board.running(board).connect() as conn:
         conn.host.sh(f"mkdir -p {REMOTE_DIR}; rm -rf {shlex.quote(remote)}")
         status, _, err = _hexo(conn, ["container", "checkpoint", target, "--to", host_isa(),
                                       "--leave-stopped", "--timeout", str(timeout),
-                                      "-o", remote])
+                                      *options, "-o", remote])
         if status != 0:
             raise MigrationError(f"checkpoint on {board} failed ({err.strip() or status}); "
                                  f"{what} runs on there")
@@ -139,17 +139,39 @@ def send_image(conn, board: str, image: dict) -> bool:
     status, out, _ = conn.host.sh(store + f'sha256sum "$d/{sha}.tar" 2>/dev/null')
     if status == 0 and out.split()[:1] == [sha]:
         return False
-    _, local = images.saved(image["oci_id"], image["oci_name"])
-    status = conn.stream(store + f'set -e; mkdir -p "$d"; cat > "$d/.{sha}.part"; '
-                         f'echo "{sha}  $d/.{sha}.part" | sha256sum -c --quiet; '
-                         f'mv "$d/.{sha}.part" "$d/{sha}.tar"', stdin=local.read_bytes())
+    with images.saved(image["oci_id"], image["oci_name"]) as (_, local):
+        status = conn.stream(store + f'set -e; mkdir -p "$d"; cat > "$d/.{sha}.part"; '
+                             f'echo "{sha}  $d/.{sha}.part" | sha256sum -c --quiet; '
+                             f'mv "$d/.{sha}.part" "$d/{sha}.tar"', stdin=local.read_bytes())
     if status != 0:
         raise MigrationError(f"sending the container image to {board} failed ({status})")
     return True
 
 
 def container_from_board(board: str, name: str, timeout: float = 30.0) -> str:
-    """Move podman container `name` of `board` to this server; its name here."""
+    """Move podman container `name` of `board` to this server; its name here. The board
+    checkpoints it without its image, which comes only if this server lacks it."""
     return _from_board(board, name, f"container {name}", f"{REMOTE_DIR}/container-{name}.tar",
-                       timeout, lambda host, remote, local: host.get_file(remote, local),
-                       podman.restore, f"podman rm --force --time 0 {shlex.quote(name)}")
+                       timeout, _fetch_container, podman.restore,
+                       f"podman rm --force --time 0 {shlex.quote(name)}", ("--without-image",))
+
+
+def _fetch_container(host, remote: str, local: Path) -> bool:
+    """Fetch the board's container checkpoint `remote` (made without its image) and, unless
+    this server has an intact copy of the image it names in its store (checked by digest; a
+    damaged one is removed) or in podman, that image from the board's store into this
+    server's, its digest checked before it is kept; whether the image was fetched."""
+    host.get_file(remote, local)
+    image = podman.load_state(local)["image"]
+    sha = image["archive"]
+    with images.using(sha) as stored:
+        if stored is not None or podman.has_image(image["oci_id"]):
+            return False
+    status, out, err = host.sh(f"echo {images.STORE_IN_SHELL}")
+    if status != 0:
+        raise MigrationError(f"the board's image store is unknown ({err.strip() or status})")
+    with tempfile.TemporaryDirectory(prefix="hexo-image.") as tmp:
+        got = Path(tmp) / f"{sha}.tar"
+        host.get_file(f"{out.strip()}/{sha}.tar", got)
+        images.keep(got, sha, image["oci_id"], image["oci_name"])
+    return True

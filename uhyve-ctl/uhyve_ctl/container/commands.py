@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from hexo.sizes import parse_size
+
 from ..errors import UhyveError
 
 
@@ -33,6 +35,9 @@ def register(sub) -> None:
     k.add_argument("--leave-stopped", action="store_true",
                    help="keep the process parked at the point after the dump (kill it once "
                         "the target runs it, or continue it with hexo container resume)")
+    k.add_argument("--without-image", action="store_true",
+                   help="leave the container's image out of the archive (it names the image "
+                        "by digest; the restoring machine must have it)")
     k.set_defaults(run=_checkpoint)
     s = csub.add_parser("restore", help="restore a process checkpoint directory, or a "
                         "container archive with podman, and let it run")
@@ -56,6 +61,14 @@ def register(sub) -> None:
     o.add_argument("--isa", help="the ISA whose executable is the entry point (default: this "
                    "machine's)")
     o.set_defaults(run=_image)
+    m = csub.add_parser("images", help="the container images this machine keeps by digest "
+                        "(least recently used first), or prune them")
+    m.add_argument("action", nargs="?", choices=("list", "prune"), default="list")
+    m.add_argument("--max-size", help="prune to this size (default: $HEXO_IMAGE_STORE_MAX "
+                   "or 4G)")
+    m.add_argument("--max-days", type=float, help="prune images unused for longer (default: "
+                   "$HEXO_IMAGE_STORE_DAYS or 30)")
+    m.set_defaults(run=_images)
     i = csub.add_parser("inspect", help="decode a checkpoint's CRIU images")
     i.add_argument("checkpoint", type=Path, metavar="DIR|ARCHIVE")
     i.set_defaults(run=_inspect)
@@ -81,7 +94,7 @@ def _checkpoint(args) -> int:
     if pid is None:
         from .podman import checkpoint
         state = checkpoint(args.target, args.output, args.to_isa, args.timeout,
-                           args.leave_stopped)
+                           args.leave_stopped, with_image=not args.without_image)
         what = f"container {args.target}"
     else:
         from .checkpoint import checkpoint
@@ -118,6 +131,26 @@ def _resume(args) -> int:
 def _image(args) -> int:
     from .oci import build
     print(f"{args.tag}: {build(args.image, args.tag, args.isa)}")
+    return 0
+
+
+def _images(args) -> int:
+    import time
+    from . import images
+    from .process import ProcessError
+    if args.action == "prune":
+        try:
+            max_bytes = parse_size(args.max_size) if args.max_size else None
+        except ValueError as e:
+            raise ProcessError(f"--max-size: {e}") from None
+        if args.max_days is not None and not args.max_days >= 0:
+            raise ProcessError(f"--max-days: {args.max_days:g} is not a number of days")
+        for sha in images.prune(max_bytes, args.max_days):
+            print(f"removed {sha}")
+    for e in images.listing():
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["used"]))
+        print(f"{e['digest']}  {e['size'] / (1 << 20):8.1f} MiB  {used}  "
+              f"{' '.join(e['names'])}")
     return 0
 
 

@@ -169,11 +169,12 @@ def checkpoint(name: str, out: Path, to_isa: str | None = None, timeout: float =
             criu_images.mark_running(work / IMAGES_DIR, INIT_PID)
             if to_isa != isa:
                 state = recode(work, state, image, to_isa)
-            sha, saved = images.saved(config["rootfsImageID"], config["rootfsImageName"])
-            state["image"]["archive"] = sha
-            if with_image:
-                shutil.copyfile(saved, work / IMAGE_ARCHIVE)
-                (work / process.IMAGE_COPY).write_bytes(image_bytes)
+            with images.saved(config["rootfsImageID"], config["rootfsImageName"]) \
+                    as (sha, saved):
+                state["image"]["archive"] = sha
+                if with_image:
+                    shutil.copyfile(saved, work / IMAGE_ARCHIVE)
+                    (work / process.IMAGE_COPY).write_bytes(image_bytes)
             _write_json(work, STATE_FILE, state)
             _pack(work, out)
         except BaseException:
@@ -216,23 +217,33 @@ def load_state(archive: Path) -> dict:
     return state
 
 
+def has_image(oci_id: str) -> bool:
+    """Whether podman here has the image of id `oci_id` (its store is content-addressed)."""
+    return subprocess.run(["podman", "image", "exists", oci_id]).returncode == 0
+
+
 def _ensure_image(archive: Path, work: Path, image: dict) -> None:
     """The container's image in podman here, unless it is there already: the copy the
     archive (unpacked in `work`) carries, kept by digest, or this machine's stored copy, each
     loaded only if its digest is right; tagged with the name the container was made from
-    (podman's restore looks the image up by that name)."""
-    sha = image["archive"]
-    if (work / IMAGE_ARCHIVE).exists():
-        images.keep(work / IMAGE_ARCHIVE, sha, image["oci_id"], image["oci_name"])
-        (work / IMAGE_ARCHIVE).unlink()         # podman's import has no use for it
-    if subprocess.run(["podman", "image", "exists", image["oci_id"]]).returncode != 0:
-        stored = images.stored(sha)
-        if stored is None:
-            raise ProcessError(f"{archive} does not carry its container image and this "
-                               f"machine has no intact copy of {image['oci_name']} "
-                               f"(digest {sha[:12]})")
-        podman(["load", "-i", str(stored)], "podman load of the image")
+    (podman's restore looks the image up by that name). Then the store is pruned."""
+    sha, carried = image["archive"], work / IMAGE_ARCHIVE
+    if carried.exists():
+        images.keep(carried, sha, image["oci_id"], image["oci_name"])
+    if not has_image(image["oci_id"]):
+        if carried.exists():
+            podman(["load", "-i", str(carried)], "podman load of the image")
+        else:
+            with images.using(sha) as stored:
+                if stored is None:
+                    raise ProcessError(f"{archive} does not carry its container image and "
+                                       f"this machine has no intact copy of "
+                                       f"{image['oci_name']} (digest {sha[:12]})")
+                podman(["load", "-i", str(stored)], "podman load of the image")
+    carried.unlink(missing_ok=True)             # podman's import has no use for it
     podman(["tag", image["oci_id"], image["oci_name"]], f"podman tag {image['oci_name']}")
+    images.remember(sha, image["oci_id"], image["oci_name"])
+    images.prune(spare={sha})
 
 
 def restore(archive: Path, name: str | None = None, until_point: bool = False) -> str:
