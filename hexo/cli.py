@@ -258,9 +258,10 @@ def _plugin_cache() -> tuple[str, str]:
     key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
     home = os.environ.get("HEXO_HOME") or os.path.join(        # as hexo.resources.home(),
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")  # lighter
-    # one file per interpreter and import path, rewritten when a directory's time changes
+    # one file per interpreter and import path, rewritten when a directory's time changes;
+    # named apart from the "commands-" files of hexo versions that kept no command names
     where = zlib.crc32("\n".join([sys.executable, *dirs]).encode())
-    return os.path.join(home, f"commands-{where:08x}"), key
+    return os.path.join(home, f"plugin-commands-{where:08x}"), key
 
 
 def _write_plugin_cache(cache: str, key: str, entries: dict[str, list[str]]) -> None:

@@ -11,7 +11,7 @@ A record that needs only a docstring takes it as `doc` and is used as made
 (`Exited = record("Exited", "status", doc=...)`); one that adds methods subclasses it. The
 methods live once in a shared base class, so that a record class holds only its fields:
 making its methods anew for each class cost `uhyve-ctl run`'s ~20 records ~1.5 M
-instructions, ~5% of its imports.
+instructions, ~7% of its imports.
 
 `Namespace` holds a command line read without argparse (`uhyve-ctl run`, `hexo inspect`,
 `hexo status`), as argparse.Namespace would: importing argparse, or even `types`, costs

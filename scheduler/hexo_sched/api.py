@@ -144,11 +144,12 @@ class ControlServer:
     connected so that the daemon learns when it is gone)."""
 
     def __init__(self, state_dir: "Path", handler: Handler):
-        from pathlib import Path        # the daemon's side: a client imports neither
+        import socket                   # the daemon's side: a client imports none of these
+        import threading
+        from pathlib import Path
         self.path = Path(state_dir) / SOCKET_NAME
         if self.path.exists():
             self.path.unlink()
-        import socket
         self.sock = socket.socket(AF_UNIX, SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -157,7 +158,6 @@ class ControlServer:
             os.umask(old)
         self.sock.listen(8)
         self.handler = handler
-        import threading
         threading.Thread(target=self._serve, daemon=True, name="schedd-control").start()
 
     def _serve(self) -> None:
