@@ -12,24 +12,28 @@ reports it) and by whole-process time (which adds the VM's start-up); migratable
 (statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
 arm64 build vs native (reported).
 
-Start-up by CPU time (medians of 60 interleaved runs on a loaded 2-core machine, load 6-9;
-pyperf agreed): `uhyve-ctl run hello` 1.6-1.67x the bare interpreter, from 1.85-1.9x before
-this session's cuts, in the same runs (earlier, on a quiet machine: 21.2 ms / 11.0 ms = 1.9x).
-The cuts: no ctypes (KVM through fcntl.ioctl, which releases the GIL for KVM_RUN; guest RAM
-is Python's mmap), no `from __future__` import, 19 fewer classes (records without
-subclasses), the garbage collector off until the guest runs, KVM's supported CPUID kept
-across processes. Left (CPU of a run beyond the interpreter's start, ~7 ms under load): ~4 ms
-of imports, 19 M instructions: 17 modules of its own at ~0.35 M each to find, read and
-unmarshal, 4 C extensions (_struct, zlib, mmap, fcntl) at ~0.55 M each to load, ~45 classes
-at ~50 k each (kvm.py alone 3.4 M); ~3 ms creating, running and tearing down the VM, mostly
-in the kernel: KVM_CREATE_VM ~0.17 ms, vCPU ~0.2 ms, memory slots ~0.09 ms, registers and
-CPUID ~0.15 ms, the output drainer's thread ~0.2 ms, guest RAM's address ~0.06 ms, the image's
-CRC ~0.1 ms, VM teardown at exit ~0.3 ms, and the guest's own first touches of its pages.
-`hexo inspect` 2.0x (2.6-2.8x; pathlib gone, and the interpreter's teardown skipped as
-uhyve-ctl does): json's import of re (~24 M instructions, ~5 ms) and hashlib's OpenSSL (~11 M,
-~2.5 ms) are most of the rest. `hexo status`'s client 3.6x (4.3-4.8x; typing and the teardown
-gone): it still loads argparse, every plug-in's commands, pathlib, json and socket; it needs a
-quick path of its own, as `run` and `inspect` have.
+Start-up by CPU time (medians of 40 interleaved runs on a loaded 2-core machine, load ~8,
+each command with this code and with the code before its latest cuts in the same runs):
+`uhyve-ctl run hello` 1.59x the bare interpreter (1.69x before; 1.85-1.9x two rounds
+earlier); `hexo inspect` of a plain image 1.44x (2.15x), of a migratable one (the default
+build, whose migration metadata it checks) 1.57x (2.79x); `hexo status`'s client, which
+ends at its one-line error, 1.13x (3.87x). What they no longer import: argparse (a quick
+reading of `run`, `inspect` and `status` command lines; a plug-in offers one as
+`quick(argv)`, found through the plug-in cache, which records which plug-in registered
+which command), the json package with re, enum, functools and collections (hexo.jsonc
+drives json's own C scanner and encoder), typing (the migration metadata's reader and the
+transform use hexo.records), pathlib, socket, threading, ctypes.
+Left for `run` (~6 ms beyond the interpreter's start under load): ~20 M instructions of
+imports (callgrind: 52.6 M for the imports against 32.7 M for a bare start that also ends
+with os._exit): 17 modules of its own at ~0.35 M each to find, read and unmarshal, 4 C
+extensions (_struct, zlib, mmap, fcntl) at ~0.55 M each to load, ~45 classes at ~50 k each
+(kvm.py alone 3.6 M; cli.py's argparse builder and rarer commands ~0.5 M to unmarshal);
+and ~3.5 ms of kernel time creating, running and tearing down the VM: KVM_CREATE_VM ~0.4 ms,
+the vCPU ~0.3 ms, the 256 MiB memory slot ~0.3 ms, CPUID and registers ~0.2 ms, the output
+drainer's thread ~0.2 ms (with glibc's new malloc arena for it), the guest's first touches
+of its pages (huge pages from the image up: a fault per 2 MiB), VM teardown at exit. The
+`hexo inspect` left: hashlib's OpenSSL (~2.5 ms to load; the builtin SHA-256 loads in
+~0.5 ms but hashes ~4x slower, a loss beyond ~0.5 MB of ELF, so it stays).
 """
 
 from __future__ import annotations

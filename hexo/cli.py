@@ -242,12 +242,12 @@ COMMANDS = {"workloads": _workloads, "build": _build, "inspect": _inspect,
 PLUGIN_GROUP = "hexo.commands"
 
 
-def _plugin_entries() -> list[str]:
-    """The `module:function` of every `hexo.commands` entry point. Importing
-    importlib.metadata costs more than the rest of a command (it brings email, zipfile,
-    csv...), so the list is kept in a cache file keyed by the modification times of the
-    import path's directories, which installing or removing a distribution changes."""
-    import os
+def _plugin_cache() -> tuple[str, str]:
+    """The file that lists the `hexo.commands` entry points, and the key its first lines
+    must hold. Importing importlib.metadata costs more than the rest of a command (it brings
+    email, zipfile, csv...), so the list is kept in a cache file keyed by the modification
+    times of the import path's directories, which installing or removing a distribution
+    changes."""
     import zlib
     dirs = [d for d in sys.path if d]       # not '' (the working directory)
     stamps = []
@@ -259,36 +259,69 @@ def _plugin_entries() -> list[str]:
     key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
     home = os.environ.get("HEXO_HOME") or os.path.join(        # as hexo.resources.home(),
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")  # lighter
-    # one file per interpreter and import path, rewritten when a directory's time changes
+    # one file per interpreter and import path, rewritten when a directory's time changes;
+    # named apart from the "commands-" files of hexo versions that kept no command names
     where = zlib.crc32("\n".join([sys.executable, *dirs]).encode())
-    cache = os.path.join(home, f"commands-{where:08x}")
-    try:
-        with open(cache) as f:
-            head, _, body = f.read().partition("\n\n")
-        if head == key:
-            return body.split()
-    except OSError:
-        pass
-    from importlib.metadata import entry_points
-    found = [ep.value for ep in entry_points(group=PLUGIN_GROUP)]
+    return os.path.join(home, f"plugin-commands-{where:08x}"), key
+
+
+def _write_plugin_cache(cache: str, key: str, entries: dict[str, list[str]]) -> None:
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write(f"{key}\n\n" + "\n".join(found))
+            f.write(f"{key}\n\n" + "\n".join(" ".join([e, *c]) for e, c in entries.items()))
         os.replace(tmp, cache)
     except OSError:
         pass                    # no cache: the next command looks them up again
+
+
+def _plugin_entries() -> dict[str, list[str]]:
+    """The `module:function` of every `hexo.commands` entry point, each with the commands
+    it registered when the full parser last ran (none before that)."""
+    cache, key = _plugin_cache()
+    try:
+        with open(cache) as f:
+            head, _, body = f.read().partition("\n\n")
+        if head == key:
+            return {line.split()[0]: line.split()[1:] for line in body.splitlines() if line}
+    except OSError:
+        pass
+    from importlib.metadata import entry_points
+    found = {ep.value: [] for ep in entry_points(group=PLUGIN_GROUP)}
+    _write_plugin_cache(cache, key, found)
     return found
 
 
 def _plugins(sub) -> None:
     """Subcommands of the packages above the core (runtimes, scheduler), registered through
-    the `hexo.commands` entry-point group so that the core imports none of them."""
+    the `hexo.commands` entry-point group so that the core imports none of them. Which
+    commands each one registered goes into the cache, for `_quick_plugin`."""
     import importlib
-    for value in _plugin_entries():
+    entries = _plugin_entries()
+    owners = {}
+    for value in entries:
         module, _, attr = value.partition(":")
+        before = set(sub.choices)
         getattr(importlib.import_module(module.strip()), attr.strip())(sub)
+        owners[value] = sorted(set(sub.choices) - before)
+    if owners != entries:
+        _write_plugin_cache(*_plugin_cache(), owners)
+
+
+def _quick_plugin(argv: list[str]):
+    """A plug-in command read without argparse: the module that registered argv[0] (as the
+    cache says) is asked through its `quick(argv)`, which returns the parsed command line
+    (with `run`) or None for the full parser. Only that module is imported."""
+    if not argv or argv[0] in COMMANDS:
+        return None
+    for value, commands in _plugin_entries().items():
+        if argv[0] in commands:
+            module = value.partition(":")[0].strip()
+            __import__(module)          # importlib brings warnings: ~0.4 ms of `hexo status`
+            quick = getattr(sys.modules[module], "quick", None)
+            return quick(argv) if quick else None
+    return None
 
 
 def main(argv=None) -> int:
@@ -328,15 +361,15 @@ def _quick_inspect(argv: list[str]):
     paths = [a for a in argv[1:] if a != "--json"]
     if len(paths) != 1 or paths[0].startswith("-"):
         return None
-    import types
-    return types.SimpleNamespace(cmd="inspect", image=paths[0], json="--json" in argv)
+    from .records import Namespace
+    return Namespace(cmd="inspect", image=paths[0], json="--json" in argv)
 
 
 def _main(argv) -> tuple[int, object]:
     """The exit status and the parsed command line (None for a command that parses its own)."""
     from .errors import HexoError, one_line
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _quick_inspect(argv)
+    args = _quick_inspect(argv) or _quick_plugin(argv)
     if args is None:
         p, sub = _parser()
         if not argv or argv[0] not in COMMANDS:

@@ -117,10 +117,10 @@ class Image:
     def manifest(self) -> dict:
         """The whole JSON manifest, parsed on first use (a run needs only the index)."""
         if self._manifest is None:
-            import json
+            from . import jsonc
             try:
-                self._manifest = json.loads(self.payload("manifest"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                self._manifest = jsonc.loads(self.payload("manifest"))
+            except ValueError as e:         # json's JSONDecodeError, or a UnicodeDecodeError
                 raise ImageError(f"{self.path}: manifest is not valid JSON: {e}") from None
         return self._manifest
 

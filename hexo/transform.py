@@ -19,10 +19,10 @@ have no arm64 counterpart and take the destination's defaults.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from .abi import STACK_BOTTOM, STACK_TOP
 from .errors import HexoError
+from .records import record
 
 MAIN_CFA_GAP = 512          # bytes left above main's frame for the trampoline and boot frames
 
@@ -43,17 +43,11 @@ class TransformError(HexoError):
     """The stack cannot be rewritten for the other ISA; the checkpoint stays as it was."""
 
 
-class Frame(NamedTuple):
-    site: dict
-    regs: dict[int, int]        # DWARF register -> value at this frame's call site
-    cfa: int
-
-
-class Result(NamedTuple):
-    context: dict[str, int]     # pc, sp and callee-saved registers by name, destination ISA
-    stack_start: int
-    stack: bytes                # [stack_start, STACK_TOP)
-    frames: int
+# regs: DWARF register -> value at this frame's call site
+Frame = record("Frame", "site regs cfa")
+# context: pc, sp and callee-saved registers by name on the destination ISA; stack: the bytes
+# of [stack_start, STACK_TOP)
+Result = record("Result", "context stack_start stack frames")
 
 
 class _Stack:

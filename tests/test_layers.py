@@ -50,4 +50,20 @@ def test_plug_in_commands_are_found_and_the_list_is_cached(tmp_path, monkeypatch
     assert sorted(cli._plugin_entries()) == installed
     head, _, body = cache.read_text().partition("\n\n")
     cache.write_text(f"{head}\n\nsomewhere:register")
-    assert cli._plugin_entries() == ["somewhere:register"]     # the same key: the cache
+    assert cli._plugin_entries() == {"somewhere:register": []}  # the same key: the cache
+
+
+def test_the_cache_learns_which_plug_in_owns_which_command(tmp_path, monkeypatch):
+    """After the full parser has run once, the cache names the module behind `status`, so
+    that `hexo status` imports only that one (hexo.cli._quick_plugin)."""
+    import argparse
+
+    from hexo import cli
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "hexo"))
+    assert cli._quick_plugin(["status"]) is None              # nothing learned yet
+    cli._plugins(argparse.ArgumentParser().add_subparsers())
+    owners = cli._plugin_entries()
+    assert "status" in owners["hexo_sched.commands:register"]
+    assert "certify" in owners["uhyve_ctl.certify:register"]
+    assert cli._quick_plugin(["status", "--json"]).json is True
+    assert cli._quick_plugin(["certify", "x.hexo"]) is None   # no quick path: the full parser

@@ -11,11 +11,11 @@ Format of the result: docs/formats.md, section 4.
 
 from __future__ import annotations
 
-import json
 import struct
-from typing import NamedTuple
 
+from .. import jsonc
 from ..errors import HexoError
+from ..records import record
 
 META_FORMAT = "hexo-migration-meta"
 META_VERSION = (1, 3)
@@ -54,33 +54,12 @@ class StackMapStructs:
 _STRUCTS = {True: StackMapStructs(True), False: StackMapStructs(False)}
 
 
-class Function(NamedTuple):
-    address: int
-    stack_size: int
-    record_count: int
-
-
-class Location(NamedTuple):
-    kind: int
-    size: int
-    reg: int
-    offset: int
-
-
-class Record(NamedTuple):
-    id: int
-    offset: int             # of the return address, from the function's start
-    flags: int
-    locations: tuple[Location, ...]
-    liveouts: tuple[tuple[int, int], ...]
-    function: int           # index into StackMap.functions
-
-
-class StackMap(NamedTuple):
-    version: int
-    functions: tuple[Function, ...]
-    constants: tuple[int, ...]
-    records: tuple[Record, ...]
+Function = record("Function", "address stack_size record_count")
+Location = record("Location", "kind size reg offset")
+# offset: of the return address, from the function's start; locations: Locations; liveouts:
+# (register, size) pairs; function: index into StackMap.functions
+Record = record("Record", "id offset flags locations liveouts function")
+StackMap = record("StackMap", "version functions constants records")
 
 
 def parse(data: bytes, little_endian: bool = True) -> StackMap:
@@ -282,22 +261,19 @@ def check_isas(metas: dict[str, dict]) -> list[str]:
 
 
 def dumps(meta: dict) -> bytes:
+    import json
     return json.dumps(meta, separators=(",", ":")).encode()
 
 
 # --- run time ------------------------------------------------------------------------------
 
-class Metadata(NamedTuple):
-    """One ISA's metadata, indexed for the transform: by return address and by id."""
-    isa: str
-    raw: dict
-    by_ra: dict[int, dict]
-    by_id: dict[int, list[dict]]
+Metadata = record("Metadata", "isa raw by_ra by_id", doc="""One ISA's metadata, indexed for the
+transform: by return address (by_ra: ra -> site) and by id (by_id: id -> [site, ...]).""")
 
 
 def load(blob: bytes) -> Metadata:
     try:
-        m = json.loads(blob)
+        m = jsonc.loads(blob)
         if m.get("format") != META_FORMAT or m.get("version", [0])[0] != META_VERSION[0]:
             raise StackMapError(f"not {META_FORMAT} {META_VERSION[0]}.x metadata")
         by_id: dict[int, list[dict]] = {}

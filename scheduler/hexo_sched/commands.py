@@ -2,15 +2,14 @@
 slurm), registered through the `hexo.commands` entry-point group so that the core CLI does not
 import the scheduler."""
 
-from __future__ import annotations
-
-import argparse
-import json
+import os
 import sys
-from pathlib import Path
 
 
 def register(sub) -> None:
+    import argparse
+    from pathlib import Path
+
     from .cli import add_simulate_arguments, simulate
     add_simulate_arguments(sub.add_parser(
         "simulate", help="simulate offloading jobs from a server to boards with a policy"))
@@ -52,7 +51,9 @@ def register(sub) -> None:
 
 def _job_specs(args) -> list[dict]:
     """Every job named on the command line, from files, directories and job lists."""
+    import argparse
     import shlex
+    from pathlib import Path
     specs = []
 
     def add(path: Path, vcpus: int, mem: str) -> None:
@@ -104,6 +105,7 @@ def _status(args) -> int:
     from . import api
     st = api.request(args.state_dir or api.default_state_dir(), "status")
     if args.json:
+        import json
         json.dump({k: v for k, v in st.items() if k not in ("protocol", "ok")}, sys.stdout,
                   indent=1, sort_keys=True)
         print()
@@ -125,7 +127,7 @@ def _status(args) -> int:
         moves = sum(1 for h in j["migrations"] if h["outcome"] == "done")
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
-              f"{moves:>10}  {Path(j['image']).name}")
+              f"{moves:>10}  {os.path.basename(j['image'])}")
         for h in j["migrations"]:
             if h["outcome"] != "done":
                 print(f"{'':8} migration {h['src']} -> {h['dst']} {h['outcome']}")
@@ -139,6 +141,36 @@ def _status(args) -> int:
     for d in st["decisions"][-10:]:
         print(f"  {d['reason']}")
     return 0
+
+
+def quick(argv: list[str]):
+    """`status [--json] [--state-dir DIR]` read without argparse, pathlib or the other
+    commands (hexo.cli's quick path for plug-ins): they were most of the client's CPU time.
+    Any other form goes to the full parser; tests/test_cli_errors.py checks both agree."""
+    if argv[:1] != ["status"]:
+        return None
+    from hexo.records import Namespace
+    args = Namespace(cmd="status", json=False, state_dir=None, run=_status, ends_process=True,
+                     errors=_errors)
+    rest = iter(argv[1:])
+    for opt in rest:
+        if opt == "--json":
+            args.json = True
+        elif opt == "--state-dir":
+            value = next(rest, None)
+            # as pathlib would write it (messages name it), else the full parser makes it so
+            if value is None or value.startswith("-") or os.path.normpath(value) != value \
+                    or ".." in value.split("/"):
+                return None
+            args.state_dir = value
+        else:
+            return None
+    return args
+
+
+def _errors() -> tuple:
+    from .errors import SchedError
+    return (SchedError,)
 
 
 def _run(argv) -> int:

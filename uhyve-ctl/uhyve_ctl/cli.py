@@ -165,13 +165,6 @@ _RUN_DEFAULTS = {"isa": None, "backend": "auto", "timeout": None, "x86_entry": "
                  "target_isa": None, "mem": None}
 
 
-class _Args:
-    """What argparse.Namespace holds, without importing argparse."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
-
-
 def _quick_run(argv: list[str]):
     """The parsed `run` command line, or None when it needs the full parser."""
     if argv[:1] != ["run"]:
@@ -203,7 +196,8 @@ def _quick_run(argv: list[str]):
             args[key].append(value)
         else:
             args[key] = value
-    return _Args(**args) if "image" in args else None
+    from hexo.records import Namespace
+    return Namespace(**args) if "image" in args else None
 
 
 def _paging(args, ckpt):

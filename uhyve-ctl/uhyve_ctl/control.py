@@ -7,14 +7,12 @@ SO_PEERCRED, so another local user can neither stop nor checkpoint a job. The st
 what `uhyve-ctl ps` and the scheduler read: name, pid, ISA, backend, memory, state.
 """
 
-from __future__ import annotations
-
-import json
+import _socket
 import os
-import socket
 import struct
-import threading
 import time
+
+from hexo import jsonc
 
 from .errors import UhyveError
 
@@ -48,14 +46,14 @@ def _valid_name(name: str) -> str:
 def _write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(jsonc.dumps(data))
     os.replace(tmp, path)
 
 
-def peer_allowed(conn: socket.socket) -> bool:
+def peer_allowed(conn: "socket.socket") -> bool:
     """Whether the peer of a Unix socket runs as this user or root (SO_PEERCRED); every
     local control socket of the project answers only those."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
     return uid in (0, os.geteuid())
 
@@ -72,6 +70,8 @@ class ControlServer:
 
     def __init__(self, name: str, info: dict,
                  handler: Handler):
+        import socket           # the server's: a client (`hexo status`, `ps`) needs neither
+        import threading
         self.name = _valid_name(name)
         d = run_dir()
         self.sock_path = os.path.join(d, f"{name}.sock")
@@ -84,12 +84,12 @@ class ControlServer:
         self.info = {"name": name, "pid": os.getpid(), "started": time.time(), **info}
         self._state_lock = threading.Lock()
         self.set_state("booting")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.sock.bind(self.sock_path)
         os.chmod(self.sock_path, 0o600)
         self.sock.listen(4)
         self.handler = handler
-        self._clients: list[threading.Thread] = []
+        self._clients = []                   # one thread per requester
         self._server = threading.Thread(target=self._serve, daemon=True, name=f"control-{name}")
         self._server.start()
 
@@ -101,6 +101,7 @@ class ControlServer:
             _write_json(self.state_path, self.info)
 
     def _serve(self) -> None:
+        import threading
         while True:
             try:
                 conn, _ = self.sock.accept()
@@ -110,23 +111,23 @@ class ControlServer:
             self._clients.append(t)
             t.start()
 
-    def _one(self, conn: socket.socket) -> None:
+    def _one(self, conn: "socket.socket") -> None:
         with conn:
             try:
                 if not peer_allowed(conn):
                     conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
                     return
-                request = json.loads(recv_line(conn))
+                request = jsonc.loads(recv_line(conn))
                 reply = self.handler(self, request)
             except Exception as e:              # any bad request gets an answer, not a crash
                 reply = {"ok": False, "error": str(e)}
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn.sendall(jsonc.dumps(reply).encode() + b"\n")
 
     def close(self, final_state: str, **extra) -> None:
         """Record the final state, finish answering requesters, remove the socket."""
         self.set_state(final_state, **extra)
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close does not)
+            self.sock.shutdown(_socket.SHUT_RDWR)  # wakes the accepting thread (close does not)
         except OSError:
             pass
         self.sock.close()
@@ -137,7 +138,7 @@ class ControlServer:
             os.unlink(self.sock_path)
 
 
-def recv_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+def recv_line(conn: "socket.socket", limit: int = MAX_REQUEST) -> bytes:
     """One newline-terminated message (or what came before the peer closed)."""
     buf = b""
     while not buf.endswith(b"\n"):
@@ -153,7 +154,7 @@ def recv_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
 def _alive(state_path: str) -> bool:
     try:
         with open(state_path) as f:
-            pid = json.load(f)["pid"]
+            pid = jsonc.loads(f.read())["pid"]
         os.kill(pid, 0)
         return pid != os.getpid()      # this process's own earlier VM (a fallback) has ended
     except (OSError, ValueError, KeyError):
@@ -165,17 +166,18 @@ def request(name: str, req: dict, timeout: float = 60.0) -> dict:
     path = os.path.join(run_dir(), f"{_valid_name(name)}.sock")
     if not os.path.exists(path):
         raise ControlError(f"no running VM named '{name}'")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    import socket
+    with socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(path)
-            s.sendall(json.dumps(req).encode() + b"\n")
+            s.sendall(jsonc.dumps(req).encode() + b"\n")
             reply = recv_line(s)
         except OSError as e:
             raise ControlError(f"VM '{name}' did not answer: {e}") from None
     if not reply:
         raise ControlError(f"VM '{name}' closed the connection")
-    return json.loads(reply)
+    return jsonc.loads(reply)
 
 
 def list_vms() -> list[dict]:
@@ -188,7 +190,7 @@ def list_vms() -> list[dict]:
         path = os.path.join(d, entry)
         try:
             with open(path) as f:
-                info = json.load(f)
+                info = jsonc.loads(f.read())
             if not isinstance(info, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError):
