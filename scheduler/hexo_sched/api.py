@@ -23,7 +23,7 @@ class ApiError(SchedError, RuntimeError):
     pass
 
 
-def default_state_dir() -> "Path":
+def default_state_dir():
     from pathlib import Path        # not imported by a client given --state-dir
     d = os.environ.get("HEXO_SCHEDD_STATE")
     if d:
@@ -41,7 +41,7 @@ def check_version(msg) -> None:
                        f"this side speaks {PROTOCOL} version {VERSION}")
 
 
-def request(state_dir: "Path", op: str, timeout: float = 60.0, **args) -> dict:
+def request(state_dir, op: str, timeout: float = 60.0, **args) -> dict:
     """Send one request; returns the reply, or raises ApiError with the daemon's message.
     Through the C socket type: the `socket` module (with selectors, array and enum) cost a
     client such as `hexo status` ~2.5 ms of CPU, a quarter of the interpreter's own start."""
@@ -51,14 +51,13 @@ def request(state_dir: "Path", op: str, timeout: float = 60.0, **args) -> dict:
     return reply
 
 
-def connect(state_dir: "Path", op: str, timeout: float = 60.0,
-            **args) -> "tuple[dict, socket.socket]":
+def connect(state_dir, op: str, timeout: float = 60.0, **args):
     """Send one request; returns the reply and the connection, still open (op `attach`)."""
     import socket
     return _exchange(socket.socket, state_dir, op, timeout, args)
 
 
-def _exchange(socket_type, state_dir: "Path", op: str, timeout: float, args: dict):
+def _exchange(socket_type, state_dir, op: str, timeout: float, args: dict):
     path = os.path.join(state_dir, SOCKET_NAME)
     if not os.path.exists(path):
         raise ApiError(f"no daemon at {state_dir} (is hexo-schedd running? "
@@ -143,7 +142,7 @@ class ControlServer:
     the connection after the reply is sent, before it is closed (for a client that stays
     connected so that the daemon learns when it is gone)."""
 
-    def __init__(self, state_dir: "Path", handler: Handler):
+    def __init__(self, state_dir, handler: Handler):
         import socket                   # the daemon's side: a client imports none of these
         import threading
         from pathlib import Path
@@ -169,7 +168,7 @@ class ControlServer:
                 return
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
-    def _one(self, conn: "socket.socket") -> None:
+    def _one(self, conn) -> None:
         hold = None
         with conn:
             try:

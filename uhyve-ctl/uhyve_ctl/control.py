@@ -50,7 +50,7 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def peer_allowed(conn: "socket.socket") -> bool:
+def peer_allowed(conn) -> bool:
     """Whether the peer of a Unix socket runs as this user or root (SO_PEERCRED); every
     local control socket of the project answers only those."""
     creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -111,7 +111,7 @@ class ControlServer:
             self._clients.append(t)
             t.start()
 
-    def _one(self, conn: "socket.socket") -> None:
+    def _one(self, conn) -> None:
         with conn:
             try:
                 if not peer_allowed(conn):
@@ -138,7 +138,7 @@ class ControlServer:
             os.unlink(self.sock_path)
 
 
-def recv_line(conn: "socket.socket", limit: int = MAX_REQUEST) -> bytes:
+def recv_line(conn, limit: int = MAX_REQUEST) -> bytes:
     """One newline-terminated message (or what came before the peer closed)."""
     buf = b""
     while not buf.endswith(b"\n"):
