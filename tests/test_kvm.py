@@ -272,11 +272,17 @@ def test_supported_cpuid_is_kept_for_the_next_process(tmp_path, monkeypatch):
         fresh = k._query_cpuid(256)
         assert k.supported_cpuid() == fresh            # asked, then written
         path, key = kvm._cpuid_cache(k.fd)
-        assert (tmp_path / "kvm-supported-cpuid").read_bytes() == key + b"\n" + fresh
+        kept = (tmp_path / "kvm-supported-cpuid").read_bytes()
+        assert kept.endswith(b"\n" + fresh) and kept.startswith(key + b" ")
         assert kvm._read_cpuid_cache(path, key) == fresh
         assert kvm._read_cpuid_cache(path, key + b"0") is None        # another boot or KVM
-        (tmp_path / "kvm-supported-cpuid").write_bytes(key + b"\n" + fresh[:-1])
+        head = kept[:-len(fresh)]
+        (tmp_path / "kvm-supported-cpuid").write_bytes(kept[:-1])
         assert kvm._read_cpuid_cache(path, key) is None                # truncated
+        flipped = bytearray(fresh)
+        flipped[-20] ^= 0x40                                           # a feature bit
+        (tmp_path / "kvm-supported-cpuid").write_bytes(head + bytes(flipped))
+        assert kvm._read_cpuid_cache(path, key) is None                # damaged, same length
         monkeypatch.setattr(kvm, "_supported_cpuid", None)
         assert k.supported_cpuid() == fresh
         assert kvm._read_cpuid_cache(path, key) == fresh               # written anew

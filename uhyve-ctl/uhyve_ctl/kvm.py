@@ -25,6 +25,7 @@ import fcntl
 import mmap
 import os
 import struct
+import zlib
 
 from hexo.records import record
 
@@ -323,9 +324,10 @@ def _read_cpuid_cache(path: str, key: bytes) -> bytes | None:
             head, _, cpuid = f.read().partition(b"\n")
     except OSError:
         return None
-    if head != key or len(cpuid) < _CPUID2_HEADER.size or len(cpuid) != (
-            _CPUID2_HEADER.size + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE):
-        return None
+    if head != b"%s %08x" % (key, zlib.crc32(cpuid)) or len(cpuid) < _CPUID2_HEADER.size \
+            or len(cpuid) != (_CPUID2_HEADER.size
+                              + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE):
+        return None             # another boot or KVM, or damaged: KVM is asked again
     return cpuid
 
 
@@ -334,7 +336,7 @@ def _write_cpuid_cache(path: str, key: bytes, cpuid: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "wb") as f:
-            f.write(key + b"\n" + cpuid)
+            f.write(b"%s %08x\n" % (key, zlib.crc32(cpuid)) + cpuid)
         os.replace(tmp, path)
     except OSError:
         pass                    # no cache: the next process asks KVM again
