@@ -227,7 +227,7 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     ~10 s a recall takes to reach a board, so neither ends there first."""
     import json
     import signal as sig
-    from test_schedd_live import UHYVE, start_daemon, wait_for
+    from test_schedd_live import UHYVE, start_daemon, wait_all_done
     from npb_reference import check
     ep, is_ = images.get("npb-ep", "W"), images.get("npb-is", "S")
     sections = "".join(
@@ -243,8 +243,7 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     try:
         p = run([HEXO, "submit", ep, ep, is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 1500,
-                      "every job to end")
+        st = wait_all_done(state_dir, 1500, "every job to end")
     finally:
         daemon.send_signal(sig.SIGTERM)
         daemon.wait(60)

@@ -33,7 +33,7 @@ def test_a_killed_board_vm_loses_no_job(board_state, images, tmp_path):  # noqa:
     that stays on the server, and once the daemon holds a live checkpoint of it taken on the
     board, the board's qemu is killed. EP resumes on the server from that checkpoint and the
     client prints its verified output once."""
-    from test_schedd_live import UHYVE, start_daemon, wait_for
+    from test_schedd_live import UHYVE, start_daemon, wait_all_done, wait_for
     board = vm.up("bf-0")
     ep, chatty = images.get("npb-ep", "W"), images.program("chatty")
     section = sshd_fixture.board_section("bf-0", board.port, board.image.client_key,
@@ -59,8 +59,7 @@ def test_a_killed_board_vm_loses_no_job(board_state, images, tmp_path):  # noqa:
         os.kill(board.pid(), signal.SIGKILL)
         out, err = client.communicate(timeout=1800)
         assert other.wait(60) == 0
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 600,
-                      "both jobs to end")
+        st = wait_all_done(state_dir, 600, "both jobs to end")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)

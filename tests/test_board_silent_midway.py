@@ -18,7 +18,7 @@ import pytest
 import sshd_fixture
 from conftest import HEXO, needs_kvm, run
 from npb_reference import check
-from test_schedd_live import UHYVE, start_daemon, wait_for, wait_for_log
+from test_schedd_live import UHYVE, start_daemon, wait_all_done, wait_for, wait_for_log
 
 pytestmark = [needs_kvm, pytest.mark.slow,
               pytest.mark.skipif(sshd_fixture.usable() is not None,
@@ -134,8 +134,7 @@ def run_until_killed(images, tmp_path, sshd, verb: str, cut_off=False,
             cut_off_then_back(sshd, board, state_dir, log)
         else:
             kill_board(sshd, board)
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
-                      "both jobs to end")
+        st = wait_all_done(state_dir, 300, "both jobs to end")
         text = run([HEXO, "status", "--state-dir", state_dir]).stdout
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ import sshd_fixture
 from conftest import HEXO, run
 from npb_reference import check
 from test_schedd_live import (UHYVE, pytestmark, start_daemon,  # noqa: F401 (its marks)
-                              status, wait_for)
+                              status, wait_all_done, wait_for)
 
 
 def hexo_run(state_dir: Path, *args) -> subprocess.Popen:
@@ -43,8 +43,7 @@ def stop(daemon: subprocess.Popen, state_dir: Path, clients=()) -> None:
         c.kill()
         c.wait()
     if alive:
-        wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 60,
-                 "the jobs of killed clients to be cancelled")
+        wait_all_done(state_dir, 60, "the jobs of killed clients to be cancelled")
     daemon.send_signal(signal.SIGTERM)
     daemon.wait(30)
 

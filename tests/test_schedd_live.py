@@ -63,6 +63,12 @@ def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
     raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
 
 
+def wait_all_done(state_dir: Path, timeout: float, what: str, count: int | None = None) -> dict:
+    """Status once every job (and, with `count`, exactly that many) has ended."""
+    return wait_for(lambda s: (count is None or len(s["jobs"]) == count)
+                    and all(j["state"] == "done" for j in s["jobs"]), state_dir, timeout, what)
+
+
 def wait_for_log(log: Path, line: str, timeout: float) -> None:
     deadline = time.time() + timeout
     while line not in log.read_text():
@@ -131,8 +137,7 @@ def test_queue_overflows_server_offloads_brings_back_and_survives_kill(images, t
         time.sleep(1.0)
         daemon = start_daemon(cfg, log)
 
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
-                      "every job to end")
+        st = wait_all_done(state_dir, 300, "every job to end")
         metrics = urllib.request.urlopen(st["metrics"], timeout=10).read().decode()
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -203,9 +208,7 @@ def test_failed_restore_on_the_board_resumes_the_job_on_the_server(images, tmp_p
         assert status(state_dir)["jobs"] == []          # nothing of a bad request is queued
         p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
-        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
-                                                            for j in s["jobs"]),
-                      state_dir, 300, "both jobs to end")
+        st = wait_all_done(state_dir, 300, "both jobs to end", count=2)
         text = run([HEXO, "status", "--state-dir", state_dir]).stdout
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -250,9 +253,7 @@ sys.exit(rc)
     try:
         p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
-        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
-                                                            for j in s["jobs"]),
-                      state_dir, 300, "both jobs to end")
+        st = wait_all_done(state_dir, 300, "both jobs to end", count=2)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
@@ -280,8 +281,7 @@ def test_board_gone_before_the_transfer_leaves_the_job_on_the_server(images, tmp
         sshd_fixture.stop(sshd)                          # the board drops off the network
         p = run([HEXO, "submit", ep, is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 300,
-                      "both jobs to end")
+        st = wait_all_done(state_dir, 300, "both jobs to end")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
@@ -328,9 +328,7 @@ def test_a_daemon_killed_right_after_a_submission_hands_out_new_ids(images, tmp_
     try:
         p = run([HEXO, "submit", is_, "--state-dir", state_dir])
         assert p.returncode == 0, p.stderr
-        st = wait_for(lambda s: len(s["jobs"]) == 2 and all(j["state"] == "done"
-                                                            for j in s["jobs"]),
-                      state_dir, 300, "both jobs to end")
+        st = wait_all_done(state_dir, 300, "both jobs to end", count=2)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
@@ -368,8 +366,7 @@ def test_cost_aware_backfills_the_board_with_a_later_job_while_the_head_waits(im
         assert st["jobs"][2]["state"] == "queued", st["jobs"][2]     # CG still waits
         spinner.send_signal(signal.SIGTERM)
         spinner.communicate(timeout=120)
-        st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), state_dir, 600,
-                      "every job to end")
+        st = wait_all_done(state_dir, 600, "every job to end")
     finally:
         if spinner is not None and spinner.poll() is None:
             spinner.kill()

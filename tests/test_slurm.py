@@ -17,7 +17,7 @@ import sshd_fixture
 from conftest import BIN, HEXO, needs_kvm
 from npb_reference import check
 from test_hexo_run import assert_nothing_left
-from test_schedd_live import UHYVE, start_daemon, status, wait_for
+from test_schedd_live import UHYVE, start_daemon, status, wait_all_done, wait_for
 
 from hexo_sched import slurm as bridge
 from hexo_sched.config import load
@@ -87,8 +87,7 @@ def cluster(tmp_path, request):
         daemons = list(c.slurm.procs.values())
         c.slurm.stop()              # cancels what runs: the daemon cancels the hexo jobs
         if c.daemon.poll() is None:
-            wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), c.state_dir, 60,
-                     "the jobs of cancelled Slurm jobs to be cancelled")
+            wait_all_done(c.state_dir, 60, "the jobs of cancelled Slurm jobs to be cancelled")
             c.daemon.send_signal(signal.SIGTERM)
             c.daemon.wait(30)
         if ssh.proc.poll() is None:
@@ -145,8 +144,7 @@ def test_scancel_of_an_offloaded_job_leaves_nothing(cluster, images):
         p = cluster.slurm.run("scancel", slurm_id)
         assert p.returncode == 0, p.stderr
     jobs = cluster.wait_ended([first, second], 300)
-    st = wait_for(lambda s: all(j["state"] == "done" for j in s["jobs"]), cluster.state_dir,
-                  60, "the daemon to cancel both")
+    st = wait_all_done(cluster.state_dir, 60, "the daemon to cancel both")
     for slurm_id in (first, second):
         assert jobs[slurm_id]["JobState"] == "CANCELLED"
         job = cluster.hexo_job(st, slurm_id)
