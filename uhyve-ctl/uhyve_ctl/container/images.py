@@ -49,10 +49,7 @@ def digest(path: Path) -> str:
 
 
 def _digest_of(f) -> str:
-    h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    return h.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _same_file(f, path: Path) -> bool:
