@@ -1,5 +1,6 @@
 """The whole C language in hexo images: variadic definitions, va_copy and va_list parameters,
-setjmp/longjmp, long double, _Complex, atexit and exit codes. Each program prints, and exits
+setjmp/longjmp, long double, _Complex, atexit and exit codes, and the types <stdlib.h> brings
+along as glibc's does (struct timeval...). Each program prints, and exits
 with, what its native clang build does on the same ISA (x86-64 natively, aarch64 under
 qemu-user), built --no-migratable ("plain") and migratable (the default); and migrated before, inside (migration then waits for the
 first point outside the per-ISA frame) and after the feature's use, it prints what the run
@@ -30,6 +31,7 @@ CASES = {
                                              "inside-late": 7}),
     "c_complex": (["4"], ["4"], {"before": 1, "in-rotate": 2, "after": 3, "late": 8}),
     "c_exit": (["7", "exit"], ["255", "exit"], {"before": 1, "late": 2}),
+    "c_stdlib_types": (["3"], ["3"], {"before": 1, "during": 2, "late": 4}),
 }
 
 
@@ -103,6 +105,7 @@ PER_ISA = {
     "c_complex": {"show": "passes float _Complex to or from code compiled per ISA or the C "
                           "library"},
     "c_exit": {},
+    "c_stdlib_types": {},
 }
 
 
