@@ -8,8 +8,9 @@
 // docs/formats.md, section 4, states the rules for users; in short:
 //
 // - Migration points are calls to `void hexo_check_migrate(void)`, by hand or (auto-points)
-//   at the entry of every defined function that library code does not call back and at the
-//   head of each of its outermost loops that holds another loop.
+//   at the entry of every defined function that library code does not call back (directly
+//   or through other functions) and at the head of each of its outermost loops that holds
+//   another loop.
 // - A function reaches a migration point when it calls hexo_check_migrate, calls a function
 //   that reaches one, or makes an indirect call while an address-taken function reaches one.
 //   Call sites in reaching functions whose callee may reach become statepoints.
@@ -543,11 +544,33 @@ private:
     return Out;
   }
 
+  // Library callbacks and every function they call directly: a point in any of them would
+  // make the callback reach one (Lua's signal handler calls lua_sethook, which main's code
+  // calls too).
+  std::set<Function *> calledBack(const std::map<Function *, std::string> &Callbacks) {
+    std::set<Function *> Out;
+    std::vector<Function *> Work;
+    for (auto &KV : Callbacks)
+      Work.push_back(KV.first);
+    while (!Work.empty()) {
+      Function *F = Work.back();
+      Work.pop_back();
+      if (F->isDeclaration() || !Out.insert(F).second)
+        continue;
+      for (Instruction &I : instructions(*F))
+        if (auto *C = dyn_cast<CallBase>(&I))
+          if (Function *G = directCallee(C))
+            Work.push_back(G);
+    }
+    return Out;
+  }
+
   void insertAutoPoints(const std::map<Function *, std::string> &Callbacks) {
     FunctionCallee Point =
         M.getOrInsertFunction(MigrationPoint, FunctionType::get(Type::getVoidTy(Ctx), false));
+    std::set<Function *> Skipped = calledBack(Callbacks);
     for (Function &F : M) {
-      if (F.isDeclaration() || Callbacks.count(&F))
+      if (F.isDeclaration() || Skipped.count(&F))
         continue;
       // Outermost loops that hold another loop first, while the CFG is the compiler's:
       // a job spending its time in main's time-step loop could otherwise move only once it
