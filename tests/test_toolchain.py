@@ -10,7 +10,7 @@ from hexo.toolchain import layout
 from hexo.toolchain.build import _PASS1
 from hexo.toolchain.sysroot import ensure
 
-from conftest import HEXO, ROOT, run
+from conftest import HEXO, ROOT, UHYVE, run
 
 
 def _nm(elf_path) -> dict[str, int]:
@@ -104,6 +104,39 @@ def test_layout_flags_symbols_only_one_isa_has(tmp_path):
     problems = layout.plan(maps).app_mismatches()
     assert len(problems) == 1 and "aarch64: only this ISA has" in problems[0]
     assert "only_on_arm" in problems[0]
+
+
+STR_NAMED = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) static int str_format(int c, int x) {
+  switch (c) {
+  case 0: return x + 1;   case 1: return x * 3;   case 2: return x - 7;  case 3: return x ^ 5;
+  case 4: return x << 2;  case 5: return x / 3;   case 6: return -x;     case 7: return x % 11;
+  default: return 0;
+  }
+}
+int main(int argc, char **argv) {
+  int x = argc > 1 ? atoi(argv[1]) : 1;
+  for (int i = 0; i < 24; i++) x = str_format(i % 9, x) + i;
+  printf("%d\n", x);
+  return 0;
+}
+"""
+
+
+def test_a_function_named_str_something_is_no_string_pool(tmp_path):
+    """str_format's jump table lands in .rodata.str_format, whose bytes differ between the ISAs
+    (absolute addresses vs. relative offsets): only .rodata.strN.M sections are string pools
+    that must be equal (Lua's string library was refused)."""
+    (tmp_path / "s.c").write_text(STR_NAMED)
+    p = run([HEXO, "build", tmp_path / "s.c", "-o", tmp_path / "s.hexo"])
+    assert p.returncode == 0, p.stderr
+    p = run([HEXO, "build", tmp_path / "s.c", "--native", "-o", tmp_path / "s.native"])
+    assert p.returncode == 0, p.stderr
+    native = run([tmp_path / "s.native", "5"]).stdout
+    out = run([UHYVE, "run", tmp_path / "s.hexo", "--isa", "aarch64", "--", "5"])
+    assert (out.stdout, out.returncode) == (native, 0), out.stderr
 
 
 def test_verify_reports_symbols_that_moved():

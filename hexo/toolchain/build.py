@@ -44,6 +44,9 @@ class BuildRequest:
 
 
 _TARGET_ATTR = re.compile(r'\s*"(target-cpu|target-features|tune-cpu)"="[^"]*"')
+# Mergeable string-literal pools (.rodata.str1.1, .rodata.str4.16...): not .rodata.<name> of a
+# function or object whose name starts with "str" (Lua's str_format jump table).
+STRING_POOL = re.compile(r"\.rodata\.str\d+\.\d+")
 
 
 def retarget(ir: str, isa: str) -> str:
@@ -240,7 +243,7 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         try:
             syms = {isa: _symbols(e) for isa, e in elves.items()}
             strings = {isa: {u.key: _read(elves[isa], u.addr, u.size) for u in final[isa]
-                             if u.name.startswith(".rodata.str")} for isa in ISAS}
+                             if STRING_POOL.fullmatch(u.name)} for isa in ISAS}
             problems = layout.verify(final, placement.addr, syms, strings)
             problems += placement.app_mismatches()
             if problems:
