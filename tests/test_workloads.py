@@ -82,6 +82,27 @@ def test_file_io_through_a_mounted_directory(images, tmp_path, isa):
     assert "mkdir of an existing directory: EEXIST" in p.stdout
 
 
+POPEN = r"""
+#include <errno.h>
+#include <stdio.h>
+int main(void) {
+  errno = 0;
+  FILE *p = popen("echo hi", "r");
+  printf("popen: %s, errno %s\n", p ? "a stream" : "NULL", errno == ENOSYS ? "ENOSYS" : "other");
+  return p ? pclose(p) : 0;
+}
+"""
+
+
+def test_popen_links_and_fails_as_where_no_shell_runs(tmp_path):
+    """Lua's io.popen: the program links (popen was undefined) and learns there is no shell."""
+    (tmp_path / "popen.c").write_text(POPEN)
+    p = run([HEXO, "build", tmp_path / "popen.c", "-o", tmp_path / "popen.hexo"])
+    assert p.returncode == 0, p.stderr
+    p = run([UHYVE, "run", tmp_path / "popen.hexo", "--isa", "aarch64"])
+    assert (p.stdout, p.returncode) == ("popen: NULL, errno ENOSYS\n", 0), p.stderr
+
+
 def test_hello_arguments_reach_the_guest(images):
     p = run([UHYVE, "run", images.get("hello"), "--", "one", "two words"])
     assert p.returncode == 0, p.stderr

@@ -1,5 +1,5 @@
 /* POSIX functions that HPC programs call and newlib leaves to the OS: clocks, sleeps,
-   resource usage, sysconf, posix_memalign. The unikernel runs one single-threaded
+   resource usage, sysconf, posix_memalign, popen. The unikernel runs one single-threaded
    process on one virtual CPU, so its CPU time is the time since boot (continued across
    checkpoints like the monotonic clock). Sleeping waits on the monotonic clock: there is
    nothing else to run. The application calls these directly, so errno here is the C
@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -194,4 +195,19 @@ int posix_memalign(void **out, size_t alignment, size_t size)
         return ENOMEM;
     *out = p;
     return 0;
+}
+
+/* A unikernel runs no other program: popen fails as it does where no shell can start. */
+FILE *popen(const char *command, const char *mode)
+{
+    (void)command; (void)mode;
+    errno = ENOSYS;
+    return NULL;
+}
+
+int pclose(FILE *stream)
+{
+    (void)stream;
+    errno = ECHILD;
+    return -1;
 }

@@ -208,6 +208,18 @@ int _fstat(int fd, struct stat *st)
     return 0;
 }
 
+/* stat() (newlib's _stat_r, mkstemp): what fstat says of the file opened read-only. */
+int _stat(const char *path, struct stat *st)
+{
+    int fd = _open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int ret = _fstat(fd, st), err = errno;
+    _close(fd);
+    errno = err;
+    return ret;
+}
+
 int _isatty(int fd)
 {
     struct stat st;

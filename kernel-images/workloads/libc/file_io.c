@@ -7,8 +7,8 @@
  * checks that a second mkdir() fails with EEXIST), writes hexo_file_io.tmp in
  * it with fprintf/fputs/fputc/fwrite, reads it
  * back with fgets/fgetc/ungetc/fread/fseek/ftell, appends to it, prints
- * what it read and checksums, then removes the file with remove() and
- * leaves the empty directory.
+ * what it read and checksums, stat()s it, then removes the file with remove()
+ * (stat() then fails with ENOENT) and leaves the empty directory.
  * Exit status: 0 on success, 1 on usage error, 2 on any I/O failure or
  * mismatch.
  */
@@ -214,10 +214,18 @@ int main(int argc, char **argv)
         append_file();
     }
 
+    struct stat st;
+    if (stat(path, &st) != 0)
+        fail("stat");
+    else
+        printf("stat: %ld bytes, regular file: %s\n", (long)st.st_size,
+               S_ISREG(st.st_mode) ? "yes" : "no");
     if (remove(path) != 0)
         fail("remove");
     f = fopen(path, "r");
     printf("after remove the file is %s\n", f == NULL ? "gone" : "STILL THERE");
+    errno = 0;
+    printf("stat after remove: %s\n", stat(path, &st) != 0 && errno == ENOENT ? "ENOENT" : "WRONG");
     if (f != NULL) {
         fail("file still present after remove");
         fclose(f);
