@@ -8,6 +8,11 @@
 #define FLAG_PAGE HEXO_SHARED_PAGE_ADDR
 #endif
 
+/* The request word hexo_check_migrate reads first: --auto-points tests it inline and calls
+   the point only when it is raised (hexo/toolchain/livepass/LiveValues.cpp). */
+    .globl hexo_migrate_request
+    .set hexo_migrate_request, FLAG_PAGE + HEXO_OFF_SHARED_PAGE_MIGRATE_REQUEST
+
 /* Non-zero while a function compiled per ISA (hexo/toolchain/perisa.py) is on the stack:
    a raised request then waits for the first migration point outside it. */
     .section .bss.hexo_migration_deferred, "aw", @nobits
