@@ -38,7 +38,7 @@ from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFi
                        load_into, load_learned)
 from .metrics import Metrics
 from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
-                     Run, Wait)
+                     Run, TransitionError, Wait)
 from .errors import SchedError
 
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
@@ -305,6 +305,12 @@ class Daemon:
             if not isinstance(why, str) or len(why) > 200:
                 raise ApiError("reason must be a string of at most 200 characters")
             return self.cancel(self._job_arg(req), why)
+        if op == "move":
+            return self.move(self._job_arg(req), self._machine_arg(req, "to", "machine"))
+        if op == "drain":
+            if not isinstance(req.get("undo", False), bool):
+                raise ApiError("undo must be true or false")
+            return self.drain(self._machine_arg(req, "board", "board"), not req.get("undo"))
         raise ApiError(f"unknown request {op!r:.80}")
 
     def _job_arg(self, req: dict) -> str:
@@ -312,6 +318,32 @@ class Daemon:
         if not isinstance(jid, str) or jid not in self.records:
             raise ApiError(f"no job {jid!r:.80}")
         return jid
+
+    def _machine_arg(self, req: dict, key: str, kind: str) -> str:
+        name = req.get(key)
+        if not isinstance(name, str) or name not in self.state.machines \
+                or kind == "board" and self.state.machines[name].kind != "board":
+            raise ApiError(f"no {kind} {name!r:.80}")
+        return name
+
+    def move(self, jid: str, dst: str) -> dict:
+        """An operator's move of a running job (`hexo move`): started at once, carried out
+        as any migration; the reply does not wait for it."""
+        with self.lock:
+            try:
+                self._event(self.policy.on_move_request, jid, dst)
+            except TransitionError as e:
+                raise ApiError(str(e)) from None
+            return {"job": jid, "from": self.state.jobs[jid].location, "to": dst}
+
+    def drain(self, board: str, draining: bool) -> dict:
+        """`hexo drain BOARD [--undo]`: the policy moves the board's jobs elsewhere (other
+        boards first) and sends nothing there until it is undrained; the jobs leaving it."""
+        with self.lock:
+            self._event(self.policy.on_drain, board, draining)
+            leaving = sorted(j.id for j in self.state.migrating() if j.location == board)
+            return {"board": board, "draining": draining, "leaving": leaving,
+                    "staying": [j.id for j in self.state.running_on(board)]}
 
     def submit(self, specs: list, **record) -> dict:
         """Check every job first, so that a bad one leaves the queue as it was. `record`:
@@ -381,7 +413,8 @@ class Daemon:
                                  "cores_usable": pm.usable_cores, "cores_used": cores,
                                  "ram_mb": pm.ram_mb, "ram_used_mb": ram,
                                  "silent_s": (round(time.time() - self.silent_since[m.name], 1)
-                                              if m.name in self.silent_since else None)})
+                                              if m.name in self.silent_since else None),
+                                 "draining": m.name in self.state.draining})
             jobs = []
             for jid, rec in self.records.items():
                 j = self.state.jobs[jid]
