@@ -373,9 +373,9 @@ def test_cost_aware_policy_damps_its_moves_too():
     assert only(pol.on_tick(52.3), Migrate).dst == "srv"
 
 
-def on_board(pol, jid, board, now):
+def on_board(pol, jid, board, now, slowdown={"potato": 3.0}):
     """Job `jid` submitted (to the server), then moved to `board` by an operator."""
-    pol.on_submit(job(jid), now)
+    pol.on_submit(job(jid, slowdown=dict(slowdown)), now)
     mig = only(pol.on_move_request(jid, board, now), Migrate)
     assert (mig.src, mig.dst) == ("srv", board) and "operator" in mig.reason
     pol.on_migration_finished(jid, now + 1)
@@ -404,22 +404,27 @@ def test_operator_moves_a_running_job_between_boards_and_is_told_why_not():
 
 def test_a_draining_board_sends_its_jobs_to_other_boards_first_then_the_server():
     """b0 holds two jobs; b1 has room for one: that one goes to b1, the other to the server
-    (which has room), and nothing is offloaded onto b0 while it drains."""
-    pol = HexoPolicy(cluster(server_cores=2, boards=2, board_cores=2), idle_after_s=1e9)
+    (which has room), and nothing is offloaded onto b0 while it drains. A job with no
+    estimate for b1's model (dropped after a failed move there) goes to the server."""
+    pol = HexoPolicy(cluster(server_cores=2, boards=3, board_cores=2), idle_after_s=1e9)
     on_board(pol, "a", "b0", 0.0)
     on_board(pol, "b", "b0", 2.0)
     on_board(pol, "c", "b1", 4.0)
-    moves = [a for a in pol.on_drain("b0", True, 6.0) if isinstance(a, Migrate)]
+    on_board(pol, "d", "b2", 6.0, slowdown={})
+    pol.on_drain("b2", True, 8.0)
+    pol.on_migration_finished("d", 8.5)
+    assert pol.state.jobs["d"].location == "srv"
+    moves = [a for a in pol.on_drain("b0", True, 9.0) if isinstance(a, Migrate)]
     assert [(m.job, m.src, m.dst) for m in moves] == [("a", "b0", "b1"), ("b", "b0", "srv")]
     assert "b0 drains" in moves[0].reason and "board b1" in moves[0].reason
     for m in moves:
-        pol.on_migration_finished(m.job, 7.0)
+        pol.on_migration_finished(m.job, 10.0)
     assert pol.state.running_on("b0") == [] and "b0" not in [b.name for b in
                                                                pol.state.open_boards()]
     with pytest.raises(TransitionError, match="b0 is draining"):
-        pol.on_move_request("a", "b0", 8.0)
-    pol.on_drain("b0", False, 9.0)
-    assert only(pol.on_move_request("a", "b0", 10.0), Migrate).dst == "b0"
+        pol.on_move_request("a", "b0", 11.0)
+    pol.on_drain("b0", False, 12.0)
+    assert only(pol.on_move_request("a", "b0", 13.0), Migrate).dst == "b0"
     check_invariants(pol.state)
 
 

@@ -1029,18 +1029,32 @@ class Daemon:
         """A segment restored from the migration's checkpoint starts at its output counts."""
         return {"output_base": dict(pg.output)} if pg.output else {}
 
+    def _keeps_source(self, dst: MachineAgent) -> bool:
+        """A job moved onto a board keeps its source checkpoint here as its saved state (what
+        it resumes from if the board dies before its first live checkpoint)."""
+        return dst.cfg.kind == "board" and self.cfg.checkpoint_period_s > 0
+
+    def _transfer_dir(self, jid: str, src_seg: int) -> Path:
+        return self.cfg.state_dir / "transfer" / f"{jid}-{src_seg}"
+
     def _keep_or_remove_source(self, jid: str, rec: JobRecord, pg: MigrationProgress,
                                src: MachineAgent, dst: MachineAgent) -> None:
-        """A job that moved from the server onto a board keeps its source checkpoint as its
-        saved state (what it resumes from if the board dies before its first live checkpoint);
-        otherwise the source checkpoint goes, and so does an older saved state."""
-        ck = src.checkpoint_dir(jid, pg.src_seg)
+        """The source checkpoint becomes the job's saved state (_keeps_source: from a board
+        source, the copy the transfer brought here) or goes, and so does an older saved
+        state."""
+        ck, tmp = src.checkpoint_dir(jid, pg.src_seg), self._transfer_dir(jid, pg.src_seg)
         kept = None
-        if dst.cfg.kind == "board" and not src.host.remote and self.cfg.checkpoint_period_s > 0:
+        if self._keeps_source(dst):
             try:
-                kept = saved.adopt(Path(ck), self.cfg.state_dir / "jobs" / jid, pg.src_seg)
-            except (saved.SaveFailed, OSError) as e:
+                here = Path(ck)
+                if src.host.remote:
+                    here = tmp / "source"
+                    if not here.exists():           # a restarted daemon: fetched again
+                        src.host.get_dir(ck, here)
+                kept = saved.adopt(here, self.cfg.state_dir / "jobs" / jid, pg.src_seg)
+            except (saved.SaveFailed, OSError, HostError) as e:
                 log.warning("cannot keep the source checkpoint of %s: %s", jid, e)
+        shutil.rmtree(tmp, ignore_errors=True)
         with self.lock:
             old, rec.saved = rec.saved, kept
             self._save()
@@ -1054,7 +1068,7 @@ class Daemon:
                   dst: MachineAgent) -> str:
         """Source checkpoint -> this machine -> transformed for the target's ISA -> target.
         The source checkpoint itself is never modified."""
-        tmp = self.cfg.state_dir / "transfer" / f"{jid}-{pg.src_seg}"
+        tmp = self._transfer_dir(jid, pg.src_seg)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         src_ck = src.checkpoint_dir(jid, pg.src_seg)
@@ -1077,7 +1091,9 @@ class Daemon:
         if dst.host.remote or str(out) != final:
             dst.remove(final)
             dst.host.put_dir(out, final)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp / "transformed", ignore_errors=True)
+        if not (src.host.remote and self._keeps_source(dst)):
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def _confirm(self, dst: MachineAgent, jid: str, n: int) -> None:
@@ -1158,6 +1174,7 @@ class Daemon:
                 src.restore(jid, resumed.n, ck, src.image_path(Path(rec.image)))
             self._confirm(src, jid, resumed.n)
             why = pg.failure or why
+        shutil.rmtree(self._transfer_dir(jid, pg.src_seg), ignore_errors=True)
         with self.lock:
             rec.progress = None
             rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())

@@ -606,13 +606,15 @@ class Policy:
         return actions
 
     def evacuate(self) -> list[Action]:
-        """Jobs running on a draining board leave it, each to the first other board where it
-        fits, else to a server where it fits (a busy server does not take them all back);
-        one with no room anywhere waits there."""
+        """Jobs running on a draining board leave it, each to the first other board of a
+        model it has an estimate for (as offloads: a failed move drops the estimate, so it
+        is not retried there) where it fits, else to a server where it fits (a busy server
+        does not take them all back); one with no room anywhere waits there."""
         out: list[Action] = []
         for board in sorted(self.state.draining, key=self.state.order.__getitem__):
             for j in self.state.running_on(board):
-                dst = next((m.name for m in [*self.state.open_boards(), *self.state.servers]
+                boards = [b for b in self.state.open_boards() if b.model in j.slowdown]
+                dst = next((m.name for m in [*boards, *self.state.servers]
                             if self.state.fits(j, m.name)), None)
                 if dst is None:
                     out.append(Wait(f"{j.id} waits on draining {board}: no room elsewhere"))
