@@ -543,6 +543,29 @@ def test_refused_submits_leave_no_trace_and_status_keeps_working(tmp_path, image
     assert job["id"] == "job-1" and job["mem_mb"] == 64
 
 
+def test_move_and_drain_requests_are_refused_with_the_reason(tmp_path, images):
+    """The daemon's side of `hexo move` and `hexo drain`: a bad request changes nothing."""
+    d = schedd.Daemon(load(server_only_config(tmp_path)))
+    image = str(images.get("hello"))
+    d.handle({"op": "submit", "jobs": [{"image": image}] * 3})     # the server has 2 cores
+    st = d.handle({"op": "status"})
+    running = next(j["id"] for j in st["jobs"] if j["state"] == "running")
+    queued = st["queue"][0]
+    for req, message in [({"op": "move", "job": "job-9", "to": "server"}, "no job 'job-9'"),
+                         ({"op": "move", "job": queued, "to": "b9"}, "no machine 'b9'"),
+                         ({"op": "move", "job": queued, "to": "server"}, "queued, not running"),
+                         ({"op": "move", "job": running, "to": "server"}, "already on server"),
+                         ({"op": "drain", "board": "server"}, "no board 'server'"),
+                         ({"op": "drain", "board": 3}, "no board 3"),
+                         ({"op": "drain", "board": "server", "undo": "yes"},
+                          "undo must be true or false")]:
+        before = d.handle({"op": "status"})
+        with pytest.raises(api.ApiError, match=message):
+            d.handle(req)
+        after = d.handle({"op": "status"})
+        assert (after["jobs"], after["machines"]) == (before["jobs"], before["machines"])
+
+
 def test_finished_job_metric_has_the_outcome_status_shows(tmp_path):
     cfg_path = server_only_config(tmp_path)
     write_state(cfg_path, [("job-1", 1, True)])
