@@ -1,9 +1,11 @@
 """Jobs moved from one arm64 board VM to another, for real: a unikernel NPB job under
 hexo-schedd when an operator drains its board (`hexo drain`), and a podman container with
 `hexo board migrate --from --to`, both through this server. A target board that dies during
-the move loses the job nothing: it goes on on its source board.
+the move loses the job nothing: it goes on on its source board; one that dies after it loses
+the job only the time since the move.
 
-Two boards boot once for the module (prefix bb); the last test kills one."""
+Two boards boot once for the module (prefix bb); two tests kill bb1, the last one booting it
+again first."""
 
 from __future__ import annotations
 
@@ -37,51 +39,6 @@ def boards(board_state):  # noqa: F811
 
 def on(board, script: str) -> tuple[int, str]:
     return on_board(board, ["sh", "-c", script])
-
-
-def test_draining_a_board_moves_its_unikernel_job_to_the_other_board(boards, images,
-                                                                     tmp_path):
-    """hexo-schedd with a one-core server and both boards: of two EP.W jobs one is offloaded
-    to bb0; `hexo drain bb0` sends it to bb1 (not back to the busy server). There it keeps
-    the checkpoint bb0 wrote as its saved state, and it ends with NPB's verification values,
-    its output shown once."""
-    from test_schedd_live import start_daemon, wait_all_done, wait_for
-    ep = images.get("npb-ep", "W")
-    cfg = board_cluster(boards, tmp_path, idle_after_s=3600, checkpoint_period_s=3600)
-    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
-    daemon = start_daemon(cfg, log)
-    try:
-        p = run([HEXO, "submit", ep, ep, "--state-dir", state_dir])
-        assert p.returncode == 0, p.stderr
-        first = p.stdout.split()[0]
-        wait_for(lambda s: any(j["id"] == first and j["state"] == "running"
-                               and j["location"] == "bb0" for j in s["jobs"]),
-                 state_dir, 900, f"{first} to run on bb0")
-        p = run([HEXO, "drain", "bb0", "--state-dir", state_dir])
-        assert p.returncode == 0, p.stderr
-        assert p.stdout.split("\n")[0] == f"bb0: draining; leaving: {first}; no room " \
-                                          "elsewhere yet: -", p.stdout
-        st = wait_for(lambda s: any(j["id"] == first and j["location"] == "bb1"
-                                    and j["state"] in ("running", "done") for j in s["jobs"]),
-                      state_dir, 900, f"{first} to run on bb1")
-        job = next(j for j in st["jobs"] if j["id"] == first)
-        if job["state"] == "running":
-            from_bb0 = max(s["n"] for s in job["segments"] if s["machine"] == "bb0")
-            assert job["saved"]["kind"] == "migration" and job["saved"]["seg"] == from_bb0, job
-        st = wait_all_done(state_dir, 1500, "both jobs to end")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
-    job = next(j for j in st["jobs"] if j["id"] == first)
-    moves = [(h["src"], h["dst"], h["outcome"]) for h in job["migrations"]]
-    assert moves == [("server", "bb0", "done"), ("bb0", "bb1", "done")], log.read_text()[-3000:]
-    assert "bb0 drains; " in job["migrations"][1]["reason"]
-    for j in st["jobs"]:
-        out = open(j["output"]).read()
-        npb_reference.check("ep", "W", out)
-        assert out.count("NAS Parallel Benchmarks") == 1, out
-        assert j["outcome"] == "exit 0", j
-    assert [m["draining"] for m in st["machines"]] == [False, True, False]
 
 
 @needs_podman
@@ -143,3 +100,55 @@ def test_a_target_board_that_dies_during_the_move_loses_nothing(boards, tmp_path
     finally:
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
         on(boards["bb0"], f"podman rm -f -t 0 {name}")
+
+
+def test_drained_unikernel_job_moves_to_the_other_board_and_survives_its_death(
+        boards, images, tmp_path):
+    """hexo-schedd with a one-core server and both boards (bb1 booted again: the test
+    before killed it): of two EP.W jobs one is offloaded to bb0; `hexo drain bb0` sends it
+    to bb1, not back to the busy server. The checkpoint bb0 wrote becomes its saved state,
+    so when bb1's qemu is then killed the job resumes from it on the server, not from its
+    start, and ends with NPB's verification values, its output shown once."""
+    from hexo_sched.boards import vm
+    from test_schedd_live import start_daemon, wait_all_done, wait_for
+    boards = {name: vm.up(name) for name in NAMES}
+    ep = images.get("npb-ep", "W")
+    cfg = board_cluster(boards, tmp_path, idle_after_s=3600, checkpoint_period_s=3600,
+                        board_lost_after_s=10)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        p = run([HEXO, "submit", ep, ep, "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        first = p.stdout.split()[0]
+        wait_for(lambda s: any(j["id"] == first and j["state"] == "running"
+                               and j["location"] == "bb0" for j in s["jobs"]),
+                 state_dir, 900, f"{first} to run on bb0")
+        p = run([HEXO, "drain", "bb0", "--state-dir", state_dir])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split("\n")[0] == f"bb0: draining; leaving: {first}; no room " \
+                                          "elsewhere yet: -", p.stdout
+        st = wait_for(lambda s: any(j["id"] == first and j["location"] == "bb1"
+                                    and j["state"] in ("running", "done") for j in s["jobs"]),
+                      state_dir, 900, f"{first} to run on bb1")
+        job = next(j for j in st["jobs"] if j["id"] == first)
+        assert job["state"] == "running", job           # EP.W runs ~1 min on a board
+        from_bb0 = max(s["n"] for s in job["segments"] if s["machine"] == "bb0")
+        assert job["saved"]["kind"] == "migration" and job["saved"]["seg"] == from_bb0, job
+        assert [m["draining"] for m in st["machines"]] == [False, True, False]
+        os.kill(boards["bb1"].pid(), signal.SIGKILL)
+        st = wait_all_done(state_dir, 1500, "both jobs to end")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    job = next(j for j in st["jobs"] if j["id"] == first)
+    moves = [(h["src"], h["dst"], h["outcome"]) for h in job["migrations"]]
+    assert moves == [("server", "bb0", "done"), ("bb0", "bb1", "done")], log.read_text()[-3000:]
+    assert "bb0 drains; " in job["migrations"][1]["reason"]
+    assert [(x["machine"], x["resumed_from"]) for x in job["losses"]] == [("bb1", "migration")]
+    assert job["location"] == "server"
+    for j in st["jobs"]:
+        out = open(j["output"]).read()
+        npb_reference.check("ep", "W", out)
+        assert out.count("NAS Parallel Benchmarks") == 1, out
+        assert j["outcome"] == "exit 0", j
