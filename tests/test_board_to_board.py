@@ -20,7 +20,7 @@ from conftest import HEXO, run
 from test_board import board_state  # noqa: F401 (a fixture)
 from test_board import board_cluster, boot_side_by_side, qemu_unusable
 from test_container import needs_podman
-from test_container_board import linux_image, on_board, run_container
+from test_container_board import linux_image, on_board, podman_here, run_container
 
 pytestmark = [pytest.mark.board, pytest.mark.slow, pytest.mark.xdist_group("board"),
               pytest.mark.timeout(3600),
@@ -45,16 +45,22 @@ def on(board, script: str) -> tuple[int, str]:
 def test_container_moves_board_to_board_and_keeps_its_state(boards, tmp_path):
     """An EP.S container parked at a point on bb0 moves to bb1 with `hexo board migrate
     --from bb0 --to bb1` (bb1 had never seen its image: it comes from bb0's store through
-    this server); it finishes there with NPB's verification values, its log holding the
-    run once, and nothing of it is left on bb0."""
+    this server, and bb1 keeps it by digest); it finishes there with NPB's verification
+    values, its log holding the run once, and nothing of it is left on bb0."""
     from hexo import workloads
-    from hexo_sched.boards.migrate import move
+    from hexo_sched.boards.migrate import OnBoard, move
+    from uhyve_ctl.container import images
     w = workloads.get("npb-ep")
     image = linux_image(tmp_path, "ep", w.paths(), w.defines("S"))
     name = f"hexo-b2b-{os.getpid()}"
     tag = run_container(image, name, [], 2)
+    with images.saved(*podman_here("inspect", "--format", "{{.Image}} {{.ImageName}}",
+                                   name).split()) as (sha, _):
+        stored = {"archive": sha}
     try:
         assert move(name, dst="bb0", until_point=True) == name
+        with OnBoard("bb1") as bb1:
+            assert not bb1.has_image(stored)
         p = run([HEXO, "board", "migrate", name, "--from", "bb0", "--to", "bb1"], timeout=1800)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip() == f"container {name} of bb0 runs on bb1 as {name}"
@@ -63,6 +69,8 @@ def test_container_moves_board_to_board_and_keeps_its_state(boards, tmp_path):
         npb_reference.check("ep", "S", log)
         assert log.count("NAS Parallel Benchmarks") == 1, log
         assert on(boards["bb0"], f"podman container exists {name}")[0] == 1
+        with OnBoard("bb1") as bb1:
+            assert bb1.has_image(stored)
     finally:
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
         for b in boards.values():
