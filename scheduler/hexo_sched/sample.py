@@ -1,0 +1,359 @@
+"""Derived slowdown estimates for images that no calibration row names: a timed sample of both
+builds of the image, up to the same migration point.
+
+An operator's own program names no calibrated benchmark, and this machine has no hardware
+counters to sample it with; without an estimate no policy ever offloads it. The .hexo file is
+all the daemon has: both unikernel builds at one layout, and migration points that both
+builds pass in the same order (one optimized IR). So the sample runs the aarch64 build on the
+emulator (unicorn, what an emulated board runs) for a CPU budget, noting the process's CPU
+time at a geometric series of migration points (the guest counts points down itself and
+exits to the host only at the series' points), then the x86-64 build on KVM (what the
+server runs) up to the last point the aarch64 run reached. The slowdown is the ratio of the
+two CPU times over the second half of the aarch64 run: its first half holds the boot and the
+emulator's translation of code it has not run before, which a whole run amortises.
+
+Why timing and not an instruction mix through the fitted model (insn_mix, model.py's
+"aarch64-cost" set): a Python block hook in unicorn costs more than the block it counts
+(measured in the module's commit: emulation slows 10-30x), so a few seconds cover only a few
+million instructions; the model's best features also include software-TLB refills and
+last-level cache misses, which would need a hook on every load and store. For an emulated
+board the emulator's own time over the same progress *is* the board's time, so it is
+measured instead of modelled. Other board models get no derived estimate (their time cannot
+be sampled here), and the sentence says so.
+
+The numbers are derived from a short prefix, not hardware counters: a program whose second
+half of the sample is unlike the rest of its run (a long initialisation phase) gets the
+estimate of its prefix. `python -m hexo_sched.sample IMAGE [ARG...]` prints the estimate as
+JSON; the daemon runs it in a subprocess, at low priority, under a CPU-time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from hexo import abi
+from hexo.records import record
+from uhyve_ctl import kvm
+from uhyve_ctl.backends.base import Crashed, Exited, TimedOut
+from uhyve_ctl.vm import pick_backend
+
+#: CPU seconds of the emulated aarch64 run (the sample's cost is about this much more
+#: than the x86-64 run, which is 20-200x faster).
+BUDGET_S = 3.0
+#: The board's time is noted at migration points at least this far apart (CPU seconds).
+NOTE_S = 0.01
+#: The function every migration point calls.
+POINT = "hexo_check_migrate"
+#: Wall seconds the x86-64 build may take to the last point (it is 20-200x faster).
+SERVER_WALL_S = 60.0
+#: Runs of the x86-64 build whose median is taken.
+SERVER_RUNS = 3
+#: Below this much x86-64 CPU time a span is too short to time (a KVM exit costs ~40 µs, a
+#: scheduler tick 1-4 ms).
+MIN_SERVER_S = 0.01
+#: The sampler process gets this many wall seconds per CPU second of budget (a loaded server).
+SAMPLE_WALL_S = 20
+
+Sampled = record("Sampled", "points", doc="The sample reached the point it was to stop at.")
+
+
+class SampleFailed(Exception):
+    """The sample gave no estimate; the message is the sentence after 'no estimate: '."""
+
+
+def _entry(image, isa: str, name: str) -> int:
+    """The address of function `name` in one build of the image."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+    symbols = ELFFile(io.BytesIO(image.elf(isa))).get_section_by_name(".symtab")
+    found = symbols.get_symbol_by_name(name) if symbols is not None else None
+    if not found:
+        raise SampleFailed(f"the {isa} build has no {name}: no migration points")
+    return found[0]["st_value"]
+
+
+def _vm(image, isa: str, backend: str, args: list[str]):
+    from uhyve_ctl.vm import VirtualMachine
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        return VirtualMachine(image, isa, backend=backend, argv=args, stdio=(null, null, null))
+    finally:
+        os.close(null)
+
+
+def board_timeline(image, args: list[str], budget_s: float, wall_s: float):
+    """The aarch64 build on the emulator, as an emulated board runs it: ([(migration point,
+    process CPU seconds since the guest started)] noted at least NOTE_S apart, why it
+    stopped, its CPU seconds, the points it passed). A hook on the entry of hexo_check_migrate counts every point
+    exactly, whatever their frequency (a program's points may come a thousand times faster
+    in its initialisation than in its main loop); it costs one host callback per point."""
+    from unicorn import UC_HOOK_CODE
+
+    entry = _entry(image, "aarch64", POINT)
+    vm = _vm(image, "aarch64", "emu", args)
+    noted: list[tuple[int, float]] = []
+    state = {"n": 0, "last": 0.0, "over": False}
+
+    def at_point(uc, _address, _size, _data):
+        state["n"] += 1
+        t = time.process_time() - t0
+        if t - state["last"] >= NOTE_S:
+            state["last"] = t
+            noted.append((state["n"], t))
+        if t >= budget_s:
+            state["over"] = True
+            uc.emu_stop()
+
+    finished = threading.Event()
+
+    def watchdog() -> None:
+        """Points may never come: stop the emulator after twice the budget of CPU time (a
+        stop from outside lands anywhere, so the run is not resumed)."""
+        while not finished.wait(0.05):
+            if time.process_time() - t0 >= 2 * budget_s:
+                state["over"] = True
+                while not finished.wait(0.01):
+                    vm.backend.uc.emu_stop()
+
+    try:
+        vm.backend.uc.hook_add(UC_HOOK_CODE, at_point, None, entry, entry)
+        t0 = time.process_time()
+        threading.Thread(target=watchdog, daemon=True).start()
+        stop = vm.run(timeout=wall_s)
+        end = time.process_time() - t0
+    finally:
+        finished.set()
+        vm.close()
+    return noted, TimedOut(budget_s) if state["over"] else stop, end, state["n"]
+
+
+def server_timeline(image, args: list[str], points: list[int], to_end: bool, wall_s: float):
+    """The x86-64 build on KVM, as the server runs it, noting the process's CPU time at the
+    given migration points (the guest counts points down itself and exits to the host only
+    at those); stops at the last one, or runs on to the end if `to_end`."""
+    if pick_backend("x86_64") != "kvm":
+        raise SampleFailed(f"no KVM to time the x86-64 build on ({kvm.unavailable()})")
+    vm = _vm(image, "x86_64", "kvm", args)
+    page, at = abi.SHARED_PAGE, abi.SHARED_PAGE_ADDR
+    noted: list[tuple[int, float]] = []
+    todo = iter(points)
+    state = {"last": 0, "next": 0}
+
+    def raise_flag() -> None:
+        state["last"], state["next"] = state["next"], next(todo)
+        vm.memory.write(at + page.offset("migrate_skip"),
+                        (state["next"] - state["last"] - 1).to_bytes(4, "little"))
+        vm.memory.write(at + page.offset("migrate_target_isa"),
+                        abi.ISA_IDS["x86_64"].to_bytes(4, "little"))
+        vm.memory.write(at + page.offset("migrate_request"),
+                        abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+
+    def at_point(_ctx, _kernel, _areas):
+        noted.append((state["next"], time.process_time() - t0))
+        if len(noted) == len(points):
+            return -abi.ERRNO["EAGAIN"] if to_end else Sampled(state["next"])
+        raise_flag()
+        return -abi.ERRNO["EAGAIN"]
+
+    try:
+        vm.hypercalls.on_migrate = at_point
+        if points:
+            raise_flag()
+        t0 = time.process_time()
+        stop = vm.run(timeout=wall_s)
+        end = time.process_time() - t0
+    finally:
+        vm.close()
+    return noted, stop, end
+
+
+def _window(board: list[tuple[int, float]], server: list[tuple[int, float]]
+            ) -> tuple[int, int, float, float]:
+    """(first point, last point, board seconds, server seconds) of the span timed: from the
+    first noted point at or after half the board's time to the last point both runs noted,
+    or from the start when that span is too short to time on the server."""
+    common = min(len(board), len(server))
+    if common == 0:
+        raise SampleFailed("the guest passed no migration point")
+    board, server = [(0, 0.0), *board[:common]], [(0, 0.0), *server[:common]]
+    last = common
+    half = next(i for i, (_, t) in enumerate(board) if t >= board[last][1] / 2)
+    for first in (min(half, last - 1), 0):
+        b, s = board[last][1] - board[first][1], server[last][1] - server[first][1]
+        if s >= MIN_SERVER_S:
+            return board[first][0], board[last][0], b, s
+    raise SampleFailed(f"the x86-64 build ran {1e3 * server[last][1]:.2g} ms to migration "
+                       f"point {board[last][0]}, too short to time")
+
+
+def _failure(isa: str, stop, passed: int) -> str | None:
+    """Why a run that crashed or failed (after `passed` migration points) leaves nothing
+    to time."""
+    after = f"after migration point {passed}" if passed else "before its first migration point"
+    if isinstance(stop, Crashed):
+        return f"the {isa} build crashed {after}: {stop.reason}"
+    if isinstance(stop, Exited) and stop.status != 0:
+        return f"the {isa} build exited with status {stop.status} {after}"
+    return None
+
+
+def _server_median(image, args: list[str], board: list, whole: bool
+                   ) -> tuple[list[tuple[int, float]], float]:
+    """The x86-64 build's timeline to the board's points, the median of SERVER_RUNS runs
+    (each costs a fraction of the board's; a few milliseconds on a loaded server vary)."""
+    runs = []
+    for _ in range(SERVER_RUNS):
+        server, stop, end = server_timeline(image, args, [p for p, _ in board], whole,
+                                            wall_s=SERVER_WALL_S)
+        if failed := _failure("x86_64", stop, server[-1][0] if server else 0):
+            raise SampleFailed(failed)
+        if len(server) < len(board) or whole != isinstance(stop, Exited):
+            raise SampleFailed(f"the x86-64 build ended before migration point "
+                               f"{board[-1][0]}, which the aarch64 build reached"
+                               if isinstance(stop, Exited) else
+                               f"the x86-64 build did not reach migration point "
+                               f"{board[-1][0]} in {SERVER_WALL_S:g} s")
+        runs.append((server, end))
+    median = [(p, statistics.median(r[0][i][1] for r in runs)) for i, (p, _) in enumerate(board)]
+    return median, statistics.median(end for _, end in runs)
+
+
+def estimate(path: str, args: list[str], budget_s: float = BUDGET_S) -> dict:
+    """The emulated board's slowdown over the sample, how it was timed, and a sentence."""
+    from hexo.image import Image, ImageError
+    try:
+        image = Image(path)
+    except ImageError as e:
+        raise SampleFailed(str(e)) from None
+    board, stop, board_end, passed = board_timeline(image, args, budget_s,
+                                                    wall_s=SAMPLE_WALL_S * budget_s)
+    if failed := _failure("aarch64", stop, passed):
+        raise SampleFailed(failed)
+    whole = isinstance(stop, Exited)       # the whole run fitted in the budget: time all of it
+    if not board and not whole:
+        raise SampleFailed(f"the aarch64 build passed no migration point in "
+                           f"{board_end:.3g} s of emulation")
+    server, server_end = _server_median(image, args, board, whole)
+    if whole:
+        first, last, b, s, what = 0, 0, board_end, server_end, "the whole run"
+    else:
+        first, last, b, s = _window(board, server)
+        what = f"migration points {first}-{last}"
+    if s < MIN_SERVER_S:
+        raise SampleFailed(f"the x86-64 build ran {1e3 * s:.2g} ms, too short to time")
+    return {"slowdown": b / s, "points": [first, last], "board_s": b, "server_s": s,
+            "source": f"derived (a timed sample, not hardware counters): {what} took "
+                      f"{b:.3g} s CPU on the aarch64 build emulated, {1e3 * s:.3g} ms on the "
+                      f"x86-64 build on KVM"}
+
+
+class Sampler:
+    """Samples images for the daemon, one at a time in a worker thread (the job runs on the
+    server meanwhile), each in a subprocess at low priority under a CPU-time limit, so that
+    no guest or emulator failure reaches the daemon. Results, estimates and the sentences of
+    failures alike, are kept in `cache_dir` by the image's content digest and the job's
+    arguments: the same image submitted again is not sampled again. `done(job, result)` is
+    called on the worker thread with estimate()'s dict or {"error": why}."""
+
+    def __init__(self, cache_dir: Path, done: Callable[[str, dict], None],
+                 budget_s: float = BUDGET_S):
+        self.cache_dir, self.done, self.budget_s = cache_dir, done, budget_s
+        self.queue: queue.Queue = queue.Queue()
+        self.proc: subprocess.Popen | None = None
+        self.closed = False
+        self.thread: threading.Thread | None = None
+
+    def request(self, job: str, image: str, args: list[str]) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._work, name="hexo-sample", daemon=True)
+            self.thread.start()
+        self.queue.put((job, image, list(args)))
+
+    def close(self) -> None:
+        """Stop sampling; a sample under way is killed (the next daemon samples again)."""
+        self.closed = True
+        self.queue.put(None)
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def cached(self, image: str, args: list[str]) -> Path:
+        with open(image, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+        digest.update(json.dumps(args).encode())
+        return self.cache_dir / f"{digest.hexdigest()[:32]}.json"
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            job, image, args = item
+            try:
+                result = self._sample(image, args)
+            except OSError as e:
+                result = {"error": f"the sample could not run: {e}"}
+            if not self.closed:
+                self.done(job, result)
+
+    def _sample(self, image: str, args: list[str]) -> dict:
+        path = self.cached(image, args)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        self.proc = subprocess.Popen(
+            ["nice", "-n", "10", sys.executable, "-m", "hexo_sched.sample", "--budget",
+             str(self.budget_s), image, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = self.proc.communicate(
+                timeout=SAMPLE_WALL_S * self.budget_s + SERVER_RUNS * SERVER_WALL_S + 60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return {"error": "the sample ran out of time"}
+        try:
+            result = json.loads(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = err.strip().splitlines()[-1:] or [f"status {self.proc.returncode}"]
+            return {"error": f"the sample process failed ({tail[0][:200]})"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, path)
+        return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hexo_sched.sample", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("image")
+    ap.add_argument("args", nargs=argparse.REMAINDER, help="the job's arguments")
+    ap.add_argument("--budget", type=float, default=BUDGET_S,
+                    help=f"CPU seconds of emulation (default {BUDGET_S:g})")
+    a = ap.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    cap = int(10 * a.budget) + 30
+    resource.setrlimit(resource.RLIMIT_CPU, (cap if soft < 0 else min(soft, cap), hard))
+    try:
+        out = estimate(a.image, a.args, a.budget)
+    except SampleFailed as e:
+        out = {"error": str(e)}
+    json.dump(out, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
