@@ -70,8 +70,11 @@ def test_a_guest_that_crashes_ends_early_or_reaches_no_point_gets_no_estimate(im
     spinning = sample(chatty, "spin", "0", budget=0.5)
     assert spinning["error"].startswith("the aarch64 build passed no migration point in "), \
         spinning
-    failed = sample(images.program("exit_status", migratable=True), "3", budget=1.0)
-    assert failed["error"].startswith("the aarch64 build exited with status 3"), failed
+    failed = sample(images.program("exit_status", auto_points=True), "3", budget=1.0)
+    assert failed["error"] == "the aarch64 build exited with status 3 after migration point 1"
+    pointless = sample(images.program("exit_status", migratable=True), "0", budget=1.0)
+    assert pointless["error"] == "the aarch64 build has no hexo_check_migrate: no migration " \
+        "points", pointless
 
 
 def test_a_file_that_is_no_image_gets_no_estimate(tmp_path):
