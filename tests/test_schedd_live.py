@@ -60,7 +60,16 @@ def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
         if pred(st):
             return st
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
+    raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-3000:]}"
+                         f"{log_tail(state_dir.parent / 'schedd.log')}")
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The daemon's last words: what a timed-out wait on a loaded CI machine needs to be
+    understood after the fact (the tests keep the log beside the state directory)."""
+    if not log.exists():
+        return ""
+    return "\n--- daemon log, last lines ---\n" + "\n".join(log.read_text().splitlines()[-lines:])
 
 
 def wait_all_done(state_dir: Path, timeout: float, what: str, count: int | None = None) -> dict:
