@@ -14,14 +14,15 @@ slowdown is the ratio of the two CPU times from the start to that point, as cali
 measures whole runs (boot and initialisation included); a run that ends within the budget is
 timed whole.
 
-Why this design, measured on the calibration corpus' class W workloads (13 with a point in the
-budget): timed from the start, the estimate was within 30 % of the emulated board's measured
-slowdown for 12 (median error 8 %); timed over the second half of the sample only (leaving out
-boot and first translations) 10 (median 15 %): phases and a short server span weigh more than
-translation. An instruction mix through the fitted model (insn_mix, model.py's "aarch64-cost"
-set) was the alternative: a counting block hook made unicorn 5.5x slower on EP.S (2.6 M blocks:
-0.33 s CPU without it, 1.8 s with it), and the model's features include software-TLB refills
-and last-level cache misses, which would need a hook on every load and store; for an emulated
+Why this design, measured on the calibration corpus' class W workloads: timed from the start,
+the estimate was within 30 % of the emulated board's measured slowdown for 12 of 13 (median
+error 8 %; 13 of 15, median 13 %, in a later run on a more loaded machine); timed over the
+second half of the sample only (leaving out boot and first translations), for 10 of 13 (median
+15 %): a program's phases and a short server span weigh more than translation. An
+instruction mix through the fitted model (insn_mix, model.py's "aarch64-cost" set) was the
+alternative: a counting block hook made unicorn 5.5x slower on EP.S (2.6 M blocks: 0.33 s CPU
+without it, 1.8 s with it), and the model's features include software-TLB refills and
+last-level cache misses, which would need a hook on every load and store; for an emulated
 board the emulator's own time over the same progress *is* the board's time. Other board
 models get no derived estimate (their time cannot be sampled here), and the sentence says so.
 
