@@ -98,9 +98,9 @@ def test_the_same_image_and_arguments_are_sampled_once(images, tmp_path):
 
     sampler = Sampler(tmp_path / "estimates", done, budget_s=1.0)
     try:
-        sampler.request("job-1", image, [])
-        sampler.request("job-2", image, [])
-        sampler.request("job-3", image, ["other"])
+        sampler.request("job-1", image, [], 256 << 20)
+        sampler.request("job-2", image, [], 256 << 20)
+        sampler.request("job-3", image, ["other"], 256 << 20)
         assert arrived.wait(300), results
     finally:
         sampler.close()

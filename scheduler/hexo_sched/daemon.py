@@ -171,7 +171,8 @@ class Daemon:
             self.seen = {jid: now for jid, rec in self.records.items() if rec.attached}
             for jid in self.state.active:
                 if self.records[jid].estimate_source.endswith(SAMPLING):
-                    self.sampler.request(jid, self.records[jid].image, self.records[jid].args)
+                    self.sampler.request(jid, self.records[jid].image, self.records[jid].args,
+                                         int(self.state.jobs[jid].mem_mb * MIB))
             self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
@@ -380,7 +381,7 @@ class Daemon:
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
                 if source.endswith(SAMPLING):
-                    self.sampler.request(jid, image, args)
+                    self.sampler.request(jid, image, args, int(mem * MIB))
                 ids.append(jid)
         return {"jobs": ids}
 

@@ -88,16 +88,17 @@ def _entry(image, isa: str, name: str) -> int:
     return found[0]["st_value"]
 
 
-def _vm(image, isa: str, backend: str, args: list[str]):
+def _vm(image, isa: str, backend: str, args: list[str], mem: int | None):
     from uhyve_ctl.vm import VirtualMachine
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        return VirtualMachine(image, isa, backend=backend, argv=args, stdio=(null, null, null))
+        return VirtualMachine(image, isa, backend=backend, mem_size=mem, argv=args,
+                              stdio=(null, null, null))
     finally:
         os.close(null)
 
 
-def board_run(image, args: list[str], budget_s: float, wall_s: float):
+def board_run(image, args: list[str], mem: int | None, budget_s: float, wall_s: float):
     """The aarch64 build on the emulator, as an emulated board runs it, for about `budget_s`
     of CPU: (the last migration point it passed, the process CPU seconds since the guest
     started when it did, why the run stopped, its CPU seconds). A hook on the entry of
@@ -106,7 +107,7 @@ def board_run(image, args: list[str], budget_s: float, wall_s: float):
     from unicorn import UC_HOOK_CODE
 
     entry = _entry(image, "aarch64", POINT)
-    vm = _vm(image, "aarch64", "emu", args)
+    vm = _vm(image, "aarch64", "emu", args, mem)
     state = {"point": 0, "at": 0.0, "over": False}
 
     def at_point(uc, _address, _size, _data):
@@ -139,13 +140,13 @@ def board_run(image, args: list[str], budget_s: float, wall_s: float):
     return state["point"], state["at"], TimedOut(budget_s) if state["over"] else stop, end
 
 
-def server_run(image, args: list[str], point: int | None, wall_s: float):
+def server_run(image, args: list[str], mem: int | None, point: int | None, wall_s: float):
     """The x86-64 build on KVM, as the server runs it, to migration point `point` (the
     guest counts the points down itself and exits to the host only there) or, if None, to
     its end: (why it stopped, the process CPU seconds since the guest started)."""
     if pick_backend("x86_64") != "kvm":
         raise SampleFailed(f"no KVM to time the x86-64 build on ({kvm.unavailable()})")
-    vm = _vm(image, "x86_64", "kvm", args)
+    vm = _vm(image, "x86_64", "kvm", args, mem)
     page, at = abi.SHARED_PAGE, abi.SHARED_PAGE_ADDR
     try:
         if point is not None:
@@ -174,13 +175,13 @@ def _failure(isa: str, stop, passed: int | None) -> str | None:
     return None
 
 
-def _server_seconds(image, args: list[str], point: int | None) -> float:
+def _server_seconds(image, args: list[str], mem: int | None, point: int | None) -> float:
     """CPU seconds of the x86-64 build to `point` (None: to its end), the median of
     SERVER_RUNS runs (each costs a fraction of the board's; a few milliseconds on a loaded
     server vary)."""
     runs = []
     for _ in range(SERVER_RUNS):
-        stop, seconds = server_run(image, args, point, wall_s=SERVER_WALL_S)
+        stop, seconds = server_run(image, args, mem, point, wall_s=SERVER_WALL_S)
         if failed := _failure("x86_64", stop, None):
             raise SampleFailed(failed)
         if point is not None and not isinstance(stop, Sampled):
@@ -194,14 +195,16 @@ def _server_seconds(image, args: list[str], point: int | None) -> float:
     return statistics.median(runs)
 
 
-def estimate(path: str, args: list[str], budget_s: float = BUDGET_S) -> dict:
-    """The emulated board's slowdown over the sample, how it was timed, and a sentence."""
+def estimate(path: str, args: list[str], mem: int | None = None,
+             budget_s: float = BUDGET_S) -> dict:
+    """The emulated board's slowdown over the sample of a job with arguments `args` and
+    `mem` bytes of guest RAM (None: the image's default), how it was timed, a sentence."""
     from hexo.image import Image, ImageError
     try:
         image = Image(path)
     except ImageError as e:
         raise SampleFailed(str(e)) from None
-    point, board, stop, board_end = board_run(image, args, budget_s,
+    point, board, stop, board_end = board_run(image, args, mem, budget_s,
                                               wall_s=SAMPLE_WALL_S * budget_s)
     if failed := _failure("aarch64", stop, point):
         raise SampleFailed(failed)
@@ -212,7 +215,7 @@ def estimate(path: str, args: list[str], budget_s: float = BUDGET_S) -> dict:
                            f"{board_end:.3g} s of emulation")
     else:
         what = f"the run to migration point {point}"
-    server = _server_seconds(image, args, point or None)
+    server = _server_seconds(image, args, mem, point or None)
     if server < MIN_SERVER_S:
         raise SampleFailed(f"the x86-64 build ran {1e3 * server:.2g} ms, too short to time")
     return {"slowdown": board / server, "point": point, "board_s": board, "server_s": server,
@@ -237,11 +240,12 @@ class Sampler:
         self.closed = False
         self.thread: threading.Thread | None = None
 
-    def request(self, job: str, image: str, args: list[str]) -> None:
+    def request(self, job: str, image: str, args: list[str], mem: int) -> None:
+        """Sample `job`: `image` run with `args` in `mem` bytes of guest RAM."""
         if self.thread is None:
             self.thread = threading.Thread(target=self._work, name="hexo-sample", daemon=True)
             self.thread.start()
-        self.queue.put((job, image, list(args)))
+        self.queue.put((job, image, list(args), mem))
 
     def close(self) -> None:
         """Stop sampling; a sample under way is killed (the next daemon samples again)."""
@@ -251,31 +255,31 @@ class Sampler:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
-    def cached(self, image: str, args: list[str]) -> Path:
+    def cached(self, image: str, args: list[str], mem: int) -> Path:
         with open(image, "rb") as f:
             digest = hashlib.file_digest(f, "sha256")
-        digest.update(json.dumps(args).encode())
+        digest.update(json.dumps([args, mem]).encode())
         return self.cache_dir / f"{digest.hexdigest()[:32]}.json"
 
     def _work(self) -> None:
         while (item := self.queue.get()) is not None:
-            job, image, args = item
+            job, image, args, mem = item
             try:
-                result = self._sample(image, args)
+                result = self._sample(image, args, mem)
             except OSError as e:
                 result = {"error": f"the sample could not run: {e}"}
             if not self.closed:
                 self.done(job, result)
 
-    def _sample(self, image: str, args: list[str]) -> dict:
-        path = self.cached(image, args)
+    def _sample(self, image: str, args: list[str], mem: int) -> dict:
+        path = self.cached(image, args, mem)
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             pass
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hexo_sched.sample", "--budget",
-             str(self.budget_s), image, *args],
+            [sys.executable, "-m", "hexo_sched.sample", "--budget", str(self.budget_s),
+             "--mem", str(mem), image, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             out, err = self.proc.communicate(
@@ -303,14 +307,19 @@ def main(argv=None) -> int:
     ap.add_argument("args", nargs=argparse.REMAINDER, help="the job's arguments")
     ap.add_argument("--budget", type=float, default=BUDGET_S,
                     help=f"CPU seconds of emulation (default {BUDGET_S:g})")
+    ap.add_argument("--mem", type=int, help="guest RAM in bytes (default: the image's)")
     a = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     cap = int(10 * a.budget) + 30
     resource.setrlimit(resource.RLIMIT_CPU, (cap if soft < 0 else min(soft, cap), hard))
     try:
-        out = estimate(a.image, a.args, a.budget)
+        out = estimate(a.image, a.args, a.mem, a.budget)
     except SampleFailed as e:
         out = {"error": str(e)}
+    except Exception as e:              # a guest's state the VM refused, a full disk...
+        from hexo.errors import HexoError, one_line
+        from uhyve_ctl.errors import UhyveError
+        out = {"error": one_line(e, "the sample", (HexoError, UhyveError, ValueError))}
     json.dump(out, sys.stdout)
     print()
     return 0
