@@ -50,9 +50,6 @@ from typing import Callable
 
 from hexo import abi
 from hexo.records import record
-from uhyve_ctl import kvm
-from uhyve_ctl.backends.base import Crashed, Exited, TimedOut
-from uhyve_ctl.vm import pick_backend
 
 #: CPU seconds of the emulated aarch64 run (the sample's cost is about this much more
 #: than the x86-64 run, which is 20-200x faster).
@@ -105,6 +102,7 @@ def board_run(image, args: list[str], mem: int | None, budget_s: float, wall_s: 
     hexo_check_migrate counts every point exactly, whatever their frequency, at one host
     callback per point."""
     from unicorn import UC_HOOK_CODE
+    from uhyve_ctl.backends.base import TimedOut
 
     entry = _entry(image, "aarch64", POINT)
     vm = _vm(image, "aarch64", "emu", args, mem)
@@ -144,6 +142,8 @@ def server_run(image, args: list[str], mem: int | None, point: int | None, wall_
     """The x86-64 build on KVM, as the server runs it, to migration point `point` (the
     guest counts the points down itself and exits to the host only there) or, if None, to
     its end: (why it stopped, the process CPU seconds since the guest started)."""
+    from uhyve_ctl import kvm
+    from uhyve_ctl.vm import pick_backend
     if pick_backend("x86_64") != "kvm":
         raise SampleFailed(f"no KVM to time the x86-64 build on ({kvm.unavailable()})")
     vm = _vm(image, "x86_64", "kvm", args, mem)
@@ -166,6 +166,7 @@ def server_run(image, args: list[str], mem: int | None, point: int | None, wall_
 def _failure(isa: str, stop, passed: int | None) -> str | None:
     """Why a run that crashed or failed (after `passed` migration points) leaves nothing
     to time."""
+    from uhyve_ctl.backends.base import Crashed, Exited
     after = (f" after migration point {passed}" if passed else
              " before its first migration point" if passed == 0 else "")
     if isinstance(stop, Crashed):
@@ -179,6 +180,7 @@ def _server_seconds(image, args: list[str], mem: int | None, point: int | None) 
     """CPU seconds of the x86-64 build to `point` (None: to its end), the median of
     SERVER_RUNS runs (each costs a fraction of the board's; a few milliseconds on a loaded
     server vary)."""
+    from uhyve_ctl.backends.base import Exited
     runs = []
     for _ in range(SERVER_RUNS):
         stop, seconds = server_run(image, args, mem, point, wall_s=SERVER_WALL_S)
@@ -200,6 +202,7 @@ def estimate(path: str, args: list[str], mem: int | None = None,
     """The emulated board's slowdown over the sample of a job with arguments `args` and
     `mem` bytes of guest RAM (None: the image's default), how it was timed, a sentence."""
     from hexo.image import Image, ImageError
+    from uhyve_ctl.backends.base import Exited
     try:
         image = Image(path)
     except ImageError as e:
