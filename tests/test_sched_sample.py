@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import threading
+import time
 
 import pytest
 
@@ -109,3 +110,41 @@ def test_the_same_image_and_arguments_are_sampled_once(images, tmp_path):
                         results["job-1"]["board_s"] / results["job-1"]["server_s"])
     assert results["job-3"] != results["job-1"]        # other arguments: sampled again
     assert len(list((tmp_path / "estimates").glob("*.json"))) == 2
+
+
+def test_a_restarted_daemon_samples_a_job_still_waiting_for_its_estimate(tmp_path, images):
+    """A daemon killed while it sampled a job's image left the job with the 'being sampled'
+    sentence: the next one samples it again, and the estimate reaches the policy."""
+    from hexo_sched import daemon as schedd
+    from hexo_sched.config import load
+    from hexo_sched.jobstore import JobRecord, Segment, StateFile, dump
+    from hexo_sched.policy import ClusterState, HexoPolicy, Job
+    sieve = str(images.program("prime_sieve", auto_points=True))
+    cfg_path = tmp_path / "cluster.toml"
+    cfg_path.write_text(
+        '[daemon]\nstate_dir = "state"\nmetrics_port = 0\n\n'
+        '[server]\nname = "server"\ncores = 1\nram = "2G"\nwork_dir = "work"\nrun_dir = "run"\n'
+        '\n[[board]]\nname = "board0"\ncores = 1\nram = "1G"\nhost = "127.0.0.1"\nport = 1\n'
+        f'key = "{tmp_path}/no-key"\nknown_hosts = "{tmp_path}/no-hosts"\n'
+        'work_dir = "b/work"\nrun_dir = "b/run"\n')
+    cfg = load(cfg_path)
+    st = ClusterState([m.policy_machine() for m in cfg.machines])
+    HexoPolicy(st).on_submit(Job("job-1", 1, 256), now=1.0)
+    rec = JobRecord("job-1", sieve, "", None, "no estimate: the image names no known "
+                    f"benchmark; {schedd.SAMPLING}", args=["10000000", "100"])
+    rec.segments.append(Segment(0, "server", "run", 1.0))
+    cfg.state_dir.mkdir()
+    StateFile(cfg.state_dir / "state.json").save(dump(st, {"job-1": rec}, [], 2))
+    d = schedd.Daemon(cfg)
+    d.start()
+    try:
+        deadline = time.time() + 300
+        while d.records["job-1"].estimate_source.endswith(schedd.SAMPLING):
+            assert time.time() < deadline, "no estimate arrived"
+            time.sleep(0.2)
+    finally:
+        d.stop()
+    source = d.records["job-1"].estimate_source
+    estimate = d.state.jobs["job-1"].slowdown["emulated-aarch64"]
+    assert source.startswith(f"emulated-aarch64 {estimate:.3g}x; derived"), source
+    assert len(list((cfg.state_dir / "estimates").glob("*.json"))) == 1
