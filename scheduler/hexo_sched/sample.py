@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import queue
 import resource
@@ -51,8 +52,8 @@ from typing import Callable
 from hexo import abi
 from hexo.records import record
 
-#: CPU seconds of the emulated aarch64 run (the sample's cost is about this much more
-#: than the x86-64 run, which is 20-200x faster).
+#: CPU seconds of the emulated aarch64 run: most of a sample's cost (the three x86-64 runs
+#: to the same point take 20-200x less each).
 BUDGET_S = 3.0
 #: The function every migration point calls.
 POINT = "hexo_check_migrate"
@@ -66,7 +67,7 @@ MIN_SERVER_S = 0.01
 #: The sampler process gets this many wall seconds per CPU second of budget (a loaded server).
 SAMPLE_WALL_S = 20
 
-Sampled = record("Sampled", "points", doc="The sample reached the point it was to stop at.")
+Sampled = record("Sampled", "point", doc="The sample reached the point it was to stop at.")
 
 
 class SampleFailed(Exception):
@@ -229,10 +230,10 @@ def estimate(path: str, args: list[str], mem: int | None = None,
 
 class Sampler:
     """Samples images for the daemon, one at a time in a worker thread (the job runs on the
-    server meanwhile), each in a subprocess under a CPU-time limit, so that
-    no guest or emulator failure reaches the daemon. Results, estimates and the sentences of
-    failures alike, are kept in `cache_dir` by the image's content digest and the job's
-    arguments: the same image submitted again is not sampled again. `done(job, result)` is
+    server meanwhile), each in a subprocess under a CPU-time limit, so that no guest or
+    emulator failure reaches the daemon. Results, estimates and the sentences of failures
+    alike, are kept in `cache_dir` by the image's content digest, the job's arguments and
+    its RAM: the same job submitted again is not sampled again. `done(job, result)` is
     called on the worker thread with estimate()'s dict or {"error": why}."""
 
     def __init__(self, cache_dir: Path, done: Callable[[str, dict], None],
@@ -271,8 +272,12 @@ class Sampler:
                 result = self._sample(image, args, mem)
             except OSError as e:
                 result = {"error": f"the sample could not run: {e}"}
-            if not self.closed:
+            if self.closed:
+                continue
+            try:
                 self.done(job, result)
+            except Exception:             # the next job's sample must still come
+                logging.getLogger("hexo-schedd").exception("a derived estimate was lost")
 
     def _sample(self, image: str, args: list[str], mem: int) -> dict:
         path = self.cached(image, args, mem)
