@@ -441,3 +441,53 @@ def test_a_drained_job_with_no_room_elsewhere_waits_then_leaves_when_room_appear
     with pytest.raises(TransitionError, match="no board srv"):
         pol.on_drain("srv", True, 5.0)
     check_invariants(pol.state)
+
+
+@pytest.mark.parametrize("policy", [HexoPolicy, CostAwarePolicy])
+def test_a_job_lost_with_its_board_resumes_on_another_board_when_the_server_is_full(policy):
+    """b0 goes silent with `a` on it while the server's only core is busy: `a` resumes on b1
+    (an open board of the model it has an estimate for), not on b0 nor by offloading the
+    server's job; once on b1 it is an ordinary job again."""
+    pol = policy(cluster(server_cores=1, boards=3, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy", slowdown={"potato": 2.0}), 2.0)
+    assert pol.state.jobs["busy"].location == "srv"
+    pol.state.down.add("b0")
+    run = only(pol.on_job_lost("a", 3.0), Run)
+    assert (run.job, run.machine) == ("a", "b1")
+    assert "lost with b0" in run.reason and "resumes on board b1" in run.reason
+    assert pol.state.jobs["busy"].location == "srv" and pol.state.jobs["a"].lost_on is None
+    check_invariants(pol.state)
+
+
+def test_a_lost_job_resumes_on_the_server_when_it_fits_and_waits_when_nothing_fits():
+    pol = HexoPolicy(cluster(server_cores=1, boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "b", "b1", 0.0)
+    on_board(pol, "a", "b0", 2.0)
+    pol.state.down.add("b0")
+    run = only(pol.on_job_lost("a", 4.0), Run)
+    assert (run.job, run.machine) == ("a", "srv")        # the server is preferred, as ever
+    pol.state.down.add("b1")
+    acts = pol.on_job_lost("b", 5.0)                     # server busy, the other board silent
+    assert not [x for x in acts if isinstance(x, (Run, Migrate))], acts
+    assert pol.state.queue == ["b"] and pol.state.jobs["b"].lost_on == "b1"
+    pol.state.down.discard("b0")                         # b0 answers again
+    run = only(pol.on_tick(6.0), Run)
+    assert (run.job, run.machine) == ("b", "b0")        # the board that lost it, once it answers
+    check_invariants(pol.state)
+
+
+def test_a_lost_job_goes_only_to_boards_it_has_an_estimate_for():
+    """A board of another model, with no estimate for the job, does not take it."""
+    ms = [Machine("srv", "server", "xeon", 2, 64 * 1024, reserved_cores=1),
+          Machine("b0", "board", "potato", 2, 1024, reserved_cores=1, link_mbit=100.0),
+          Machine("x0", "board", "turnip", 2, 1024, reserved_cores=1, link_mbit=100.0)]
+    pol = HexoPolicy(ClusterState(ms), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)
+    pol.state.down.add("b0")
+    acts = pol.on_job_lost("a", 3.0)
+    assert not [x for x in acts if isinstance(x, Run)], acts
+    with pytest.raises(TransitionError, match="not running"):
+        pol.on_job_lost("a", 4.0)
+    check_invariants(pol.state)

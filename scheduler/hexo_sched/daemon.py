@@ -871,7 +871,7 @@ class Daemon:
                            "checkpoint_period_s": self.cfg.checkpoint_period_s})
         self.metrics.work_lost.inc(lost_s)
         self.metrics.losses.labels("checkpoint" if kept else "start").inc()
-        self._event(self.policy.on_job_failed, jid)
+        self._event(self.policy.on_job_lost, jid)
 
     def _segment_ended(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
         seg.rc, seg.checkpointed = p.rc, p.checkpointed

@@ -83,6 +83,7 @@ class Job:
     finished_at: float | None = None
     migrations: int = 0
     arrived_at: float | None = None  # when it started or last finished moving where it is
+    lost_on: str | None = None       # the board that lost it, while it waits to resume
 
     def speed_on(self, machine: Machine) -> float | None:
         """Work per second on `machine` relative to a server; None if not yet estimated."""
@@ -271,6 +272,7 @@ class ClusterState:
         self._dequeue(j)
         j.state, j.location, j.started_at, j.arrived_at = JobState.RUNNING, machine, self.now, \
             self.now
+        j.lost_on = None
         self._hold(j, machine)
         self._running[machine][j.id] = j
 
@@ -529,6 +531,18 @@ class Policy:
         self.state.fail(job_id)
         return self._decide(now)
 
+    def on_job_lost(self, job_id: str, now: float) -> list[Action]:
+        """The board a job ran on (or left, migrating) lost it: it is queued again at the
+        head, to resume from its saved checkpoint wherever the policy places it (a server, or
+        another board: `resume_on_board`)."""
+        self.state.advance(now)
+        j = self.state.jobs.get(job_id)
+        board = j.location if j is not None else None
+        self.state.fail(job_id)
+        if self.state.machines[board].kind == "board":
+            j.lost_on = board
+        return self._decide(now)
+
     def on_job_cancelled(self, job_id: str, now: float) -> list[Action]:
         self.state.advance(now)
         self.state.cancel(job_id)
@@ -632,6 +646,22 @@ class Policy:
                                              f"({cores} cores, {ram:.0f} MB free)")
         return None
 
+    def resume_on_board(self, job: Job) -> Run | None:
+        """A job a board lost goes back onto an open board of a model it has an estimate for
+        (the choice to offload it was made already; a saved checkpoint taken on an arm64
+        board restores on another arm64 board untransformed): lowest slowdown first, a board
+        other than the one that lost it (a silent one is never open), then machine order."""
+        if job.lost_on is None:
+            return None
+        fits = [(b.name == job.lost_on, job.slowdown[b.model], self.state.order[b.name], b)
+                for b in self.state.open_boards()
+                if b.model in job.slowdown and self.state.fits(job, b.name)]
+        if not fits:
+            return None
+        _, s, _, b = min(fits, key=lambda f: f[:3])
+        return self.run(job, b.name, f"{job.id}, lost with {job.lost_on}, does not fit on a "
+                                     f"server; it resumes on board {b.name} ({s:.3g}x there)")
+
     def pending_release(self, job: Job) -> Job | None:
         """A migration already under way whose release of a server would let `job` fit there."""
         for v in self.state.migrating():
@@ -666,7 +696,8 @@ class HexoPolicy(Policy):
 
     The queue head J runs on the server if it fits; otherwise the running server job V with the
     lowest estimated slowdown that fits a board is offloaded and J runs once V's checkpoint has
-    freed the server; otherwise J waits for a job to end. When no job has been queued for
+    freed the server; otherwise J waits for a job to end. A J that a board lost resumes on
+    another open board (`resume_on_board`) before any job is offloaded for it. When no job has been queued for
     `idle_after_s`, jobs come back from the boards, largest expected speedup first. Ties between
     equal estimates go to the job that started first. A job with no estimate yet (no counter
     sample so far) is not a candidate.
@@ -683,7 +714,7 @@ class HexoPolicy(Policy):
         actions: list[Action] = []
         while self.state.queue:
             job = self.state.jobs[self.state.queue[0]]
-            run = self.place_on_server(job)
+            run = self.place_on_server(job) or self.resume_on_board(job)
             if run:
                 actions.append(run)
                 continue
