@@ -61,6 +61,12 @@ def register(sub) -> None:
     m.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for a migration point")
     m.set_defaults(run=_migrate)
+    from .ssh import STEP_TIMEOUT
+    for p in (e, m):
+        p.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT, metavar="SECONDS",
+                       help="give up on a board command that has not ended after this long "
+                            f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
+                            "given up on is stopped at the board's next connection")
     for p in (board, b, u, d, ls, e, m):
         p.set_defaults(errors=_errors)
 
@@ -103,10 +109,10 @@ def _ls(args) -> int:
 
 
 def _exec(args) -> int:
-    from .vm import Board
-    with Board.running(args.name).connect() as conn:
-        return conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
-                        stderr=sys.stderr.buffer)
+    from .migrate import OnBoard
+    with OnBoard(args.name, args.step_timeout) as board:      # stops abandoned copies first
+        return board.conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
+                              stderr=sys.stderr.buffer)
 
 
 def _migrate(args) -> int:
@@ -114,7 +120,8 @@ def _migrate(args) -> int:
     if args.from_board is None and args.to is None:
         raise MigrationError("say where the job runs (--from BOARD), where it goes (--to "
                              "BOARD), or both")
-    new = move(args.target, args.from_board, args.to, args.timeout)
+    new = move(args.target, args.from_board, args.to, args.timeout,
+               step_timeout=args.step_timeout)
     print(f"{Job(args.target).what}{' of ' + args.from_board if args.from_board else ''} runs "
           f"{'on ' + args.to if args.to else 'here'} as {new}")
     return 0

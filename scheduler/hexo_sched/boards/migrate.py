@@ -12,15 +12,32 @@ key to another would let one compromised board into all of them), and boards tha
 the server (qemu's user network here, a private link to the server on real hardware) can
 still trade jobs. The cost is a second copy over the server's link, small beside the run
 time of a job worth moving.
+
+A board that freezes (its qemu stopped, a hung kernel) keeps its connection open and answers
+nothing: every command on a board has a deadline (`step_timeout`, generous for emulated
+boards), after which the move gives up and the source resumes. A restore given up on may
+still bring the job up on the target once it runs again, so the target is marked: its
+restore writes what it restored to a file named by the move (the copy's pid or container
+name, known only there), the server records the move in the board's `abandoned` list, and
+every later connection to the board stops what such a file names before doing anything else.
+The alternative, a target that restores the job stopped and starts it only on a go from the
+server, cannot be sound either: a target that freezes after the go and before its answer
+leaves the server unable to tell whether the job runs there, so the source could never
+resume; and a job recoded for another ISA does not wait at its point on restore. The window
+left is the time from the board thawing to its next connection from this server (`hexo board
+exec` or `hexo board migrate`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import secrets
 import shlex
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +46,7 @@ from uhyve_ctl.container import checkpoint as ckpt, images, podman
 from uhyve_ctl.container.process import host_isa, resume
 
 from ..hosts import HostError
+from .ssh import STEP_TIMEOUT, BoardConnection
 from .vm import Board
 
 BOARD_ISA = "aarch64"
@@ -87,6 +105,12 @@ class Here:
     def fetch(self, checkpoint: Path, tmp: Path) -> Path:
         return checkpoint
 
+    def abandon(self, move_id: str) -> None:
+        """Nothing to mark: a restore here has ended when it returns or raises."""
+
+    def forget(self, move_id: str) -> None:
+        pass
+
     def resume(self, job: Job) -> None:
         if job.container:
             podman.resume(job.target)
@@ -99,7 +123,8 @@ class Here:
         else:
             os.kill(int(job.target), signal.SIGKILL)
 
-    def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool) -> str:
+    def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool,
+                move_id: str) -> str:
         if job.container:
             return podman.restore(checkpoint, until_point=until_point)
         return str(ckpt.restore(checkpoint, reap=reap, until_point=until_point))
@@ -119,35 +144,96 @@ class Here:
 
 
 class OnBoard:
-    """A board as one end of a move, over one SSH connection from this server."""
+    """A board as one end of a move, over one SSH connection from this server (`board`: a
+    booted board VM by default)."""
 
     isa = BOARD_ISA
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, step_timeout: float = STEP_TIMEOUT, board=None):
         self.name, self.at = name, f"on {name}"
-        self.board = Board.running(name)
+        self.board = board or Board.running(name)
+        self.step_timeout = step_timeout
         self.conn = None
 
     def __enter__(self):
-        self.conn = self.board.connect()
-        self.conn.host.sh("true")            # reachable, before any job is touched
+        self.conn = BoardConnection(self.board, self.step_timeout)
+        self.conn.sh("true")            # reachable, before any job is touched
+        for line in self.stop_abandoned():
+            print(line, file=sys.stderr)
         return self
 
     def __exit__(self, *exc):
         self.conn.__exit__(*exc)
 
     def _hexo(self, args: list[str], puts: list[Path] = ()) -> tuple[int, str, str]:
+        return self._run(["hexo", *args], puts)
+
+    def _run(self, cmd: list[str], puts: list[Path] = ()) -> tuple[int, str, str]:
         out, err = io.BytesIO(), io.BytesIO()
-        status = self.conn.run(["hexo", *args], puts=puts, stdout=out, stderr=err)
+        status = self.conn.run(cmd, puts=puts, stdout=out, stderr=err)
         return status, out.getvalue().decode(errors="replace"), err.getvalue().decode(
             errors="replace")
+
+    @property
+    def _abandoned_file(self) -> Path:
+        return Path(self.board.dir) / "abandoned.json"
+
+    def _abandoned(self) -> list[str]:
+        try:
+            return json.loads(self._abandoned_file.read_text())
+        except FileNotFoundError:
+            return []
+
+    def _keep_abandoned(self, moves: list[str]) -> None:
+        tmp = self._abandoned_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(moves))
+        os.replace(tmp, self._abandoned_file)
+
+    def _restored(self, move_id: str) -> str:
+        """Where the restore of move `move_id` writes what it restored."""
+        return f"{REMOTE_DIR}/restored-{move_id}"
+
+    def abandon(self, move_id: str) -> None:
+        """The move's restore was given up on: whatever it restored is stopped at the next
+        connection (a file here: the board may not answer now)."""
+        self._keep_abandoned([*self._abandoned(), move_id])
+
+    def forget(self, move_id: str) -> None:
+        """The move is over: its restore's record goes (if the board answers)."""
+        with contextlib.suppress(HostError):
+            self.conn.sh(f"rm -f {shlex.quote(self._restored(move_id))}")
+
+    def stop_abandoned(self) -> list[str]:
+        """Stop the copies restored by moves given up on; what was done, one line each. A
+        restore still running keeps its move on the list, one that never restored anything
+        leaves it."""
+        moves, said = self._abandoned(), []
+        pending = []
+        for move_id in moves:
+            marker = shlex.quote(self._restored(move_id))
+            if _running_restore(self.conn, move_id):       # before reading what it wrote
+                pending.append(move_id)
+                said.append(f"a restore given up on is still running {self.at}; it is stopped "
+                            "at the next connection")
+                continue
+            _, out, _ = self.conn.sh(f"cat {marker} 2>/dev/null")
+            for kind in ("process", "container"):
+                if f"restored {kind} " in out:
+                    target = out.rsplit(f"restored {kind} ", 1)[1].split()[0]
+                    self.conn.sh(f"{_end_command(Job(target))}; rm -f {marker}")
+                    said.append(f"stopped {kind} {target} {self.at}: its move had been given "
+                                "up on and the job went on at its source")
+            self.conn.sh(f"rm -f {marker}")
+        if moves != pending:
+            self._keep_abandoned(pending)
+        return said
 
     def _remote(self, job: Job) -> str:
         return f"{REMOTE_DIR}/{job.file_name}"
 
     def checkpoint(self, job: Job, to_isa: str, timeout: float, tmp: Path) -> str:
         remote = self._remote(job)
-        self.conn.host.sh(f"mkdir -p {REMOTE_DIR}; rm -rf {shlex.quote(remote)}")
+        self.conn.sh(f"mkdir -p {REMOTE_DIR}; rm -rf {shlex.quote(remote)}")
         status, _, err = self._hexo(["container", "checkpoint", job.target, "--to", to_isa,
                                      "--leave-stopped", "--timeout", str(timeout),
                                      *(["--without-image"] if job.container else []),
@@ -167,17 +253,20 @@ class OnBoard:
 
     def resume(self, job: Job) -> None:
         self._hexo(["container", "resume", job.target])
-        self.conn.host.sh(f"rm -rf {shlex.quote(self._remote(job))}")
+        self.conn.sh(f"rm -rf {shlex.quote(self._remote(job))}")
 
     def end(self, job: Job) -> None:
-        end = (f"podman rm --force --time 0 {shlex.quote(job.target)}" if job.container
-               else f"kill -KILL {int(job.target)}")
-        self.conn.host.sh(f"{end}; rm -rf {shlex.quote(self._remote(job))}")
+        self.conn.sh(f"{_end_command(job)}; rm -rf {shlex.quote(self._remote(job))}")
 
-    def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool) -> str:
-        status, out, err = self._hexo(["container", "restore", checkpoint.name,
-                                       *(["--until-point"] if until_point else [])],
-                                      puts=[checkpoint])
+    def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool,
+                move_id: str) -> str:
+        """Restored by `hexo container restore`, its report kept in the move's file too (what
+        `stop_abandoned` reads)."""
+        script = 'mkdir -p "${0%/*}"; hexo container restore "$@" > "$0"; st=$?; cat "$0"; exit $st'
+        status, out, err = self._run(["sh", "-c", script, self._restored(move_id),
+                                      checkpoint.name,
+                                      *(["--until-point"] if until_point else [])],
+                                     puts=[checkpoint])
         if status != 0:
             raise MigrationError(err.strip() or f"status {status}")
         kind = "container" if job.container else "process"
@@ -188,13 +277,13 @@ class OnBoard:
 
     def has_image(self, image: dict) -> bool:
         sha = image["archive"]
-        status, out, _ = self.conn.host.sh(self._store() + f'sha256sum "$d/{sha}.tar" '
+        status, out, _ = self.conn.sh(self._store() + f'sha256sum "$d/{sha}.tar" '
                                            '2>/dev/null')
         return status == 0 and out.split()[:1] == [sha]
 
     @contextlib.contextmanager
     def image_archive(self, image: dict, tmp: Path):
-        status, out, err = self.conn.host.sh(f"echo {images.STORE_IN_SHELL}")
+        status, out, err = self.conn.sh(f"echo {images.STORE_IN_SHELL}")
         if status != 0:
             raise MigrationError(f"the image store {self.at} is unknown "
                                  f"({err.strip() or status})")
@@ -213,9 +302,20 @@ class OnBoard:
             raise MigrationError(f"sending the container image {self.at} failed ({status})")
 
 
-def machine(board: str | None) -> Here | OnBoard:
+def _end_command(job: Job) -> str:
+    return (f"podman rm --force --time 0 {shlex.quote(job.target)}" if job.container
+            else f"kill -KILL {int(job.target)}")
+
+
+def _running_restore(conn: BoardConnection, move_id: str) -> bool:
+    """The move's restore script runs there (the bracket keeps pgrep's own shell out)."""
+    status, _, _ = conn.sh(f"pgrep -f 'restored-[{move_id[0]}]{move_id[1:]}' >/dev/null")
+    return status == 0
+
+
+def machine(board: str | None, step_timeout: float = STEP_TIMEOUT) -> Here | OnBoard:
     """One end of a move: board `board`, or this server for None."""
-    return Here() if board is None else OnBoard(board)
+    return Here() if board is None else OnBoard(board, step_timeout)
 
 
 def copy_image(src, dst, image: dict, tmp: Path) -> bool:
@@ -229,28 +329,37 @@ def copy_image(src, dst, image: dict, tmp: Path) -> bool:
 
 
 def move(target: str, src: str | None = None, dst: str | None = None, timeout: float = 30.0,
-         until_point: bool = False, reap: bool = False) -> str:
+         until_point: bool = False, reap: bool = False,
+         step_timeout: float = STEP_TIMEOUT) -> str:
     """Move process (pid) or container (name) `target` from board `src` to board `dst` (None:
     this server); its pid or name there. The target is reached before the job is touched;
     the source job stays parked at its point until the target runs it, then it ends there.
     With `until_point` the job stops again at its next point on the target; with `reap` a
-    process restored here is a child of the caller (see checkpoint.restore)."""
+    process restored here is a child of the caller (see checkpoint.restore). A board command
+    that has not ended after `step_timeout` seconds fails the move (the module's docstring
+    says what becomes of a restore given up on)."""
     job = Job(target)
     if src == dst:
         raise MigrationError(f"{job.what}: the source and the target are the same machine")
-    with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, machine(dst) as there, \
-            machine(src) as here:
+    move_id = secrets.token_hex(8)
+    with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
+            machine(dst, step_timeout) as there, machine(src, step_timeout) as here:
         parked = here.checkpoint(job, there.isa, timeout, Path(tmp))
+        restoring = False
         try:
             local = here.fetch(parked, Path(tmp))
             if job.container:
                 copy_image(here, there, podman.load_state(local)["image"], Path(tmp))
-            new = there.restore(job, local, until_point, reap)
+            restoring = True
+            new = there.restore(job, local, until_point, reap, move_id)
         except BaseException as e:
+            if restoring:
+                there.abandon(move_id)
             here.resume(job)
             if isinstance(e, Exception):
                 raise MigrationError(f"restore {there.at} failed ({e}); {job.what} continues "
                                      f"{here.at}") from None
             raise
         here.end(job)
+        there.forget(move_id)
         return new
