@@ -19,7 +19,7 @@ from .policy import ClusterState, Job, JobState, Migration, Policy, TransitionEr
 from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 5)
+VERSION = (1, 6)
 LEARNED_SINCE = (1, 4)
 
 
