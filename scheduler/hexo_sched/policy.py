@@ -697,10 +697,10 @@ class HexoPolicy(Policy):
     The queue head J runs on the server if it fits; otherwise the running server job V with the
     lowest estimated slowdown that fits a board is offloaded and J runs once V's checkpoint has
     freed the server; otherwise J waits for a job to end. A J that a board lost resumes on
-    another open board (`resume_on_board`) before any job is offloaded for it. When no job has been queued for
-    `idle_after_s`, jobs come back from the boards, largest expected speedup first. Ties between
-    equal estimates go to the job that started first. A job with no estimate yet (no counter
-    sample so far) is not a candidate.
+    another open board (`resume_on_board`) before any job is offloaded for it. When no job has
+    been queued for `idle_after_s`, jobs come back from the boards, largest expected speedup
+    first. Ties between equal estimates go to the job that started first. A job with no
+    estimate yet (no counter sample so far) is not a candidate.
     """
 
     name = "hexo"

@@ -62,11 +62,12 @@ def register(sub) -> None:
                    help="seconds to wait for a migration point")
     m.set_defaults(run=_migrate)
     from .ssh import STEP_TIMEOUT
-    for p in (e, m):
-        p.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT, metavar="SECONDS",
-                       help="give up on a board command that has not ended after this long "
-                            f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
-                            "given up on is stopped at the board's next connection")
+    e.add_argument("--step-timeout", type=float, metavar="SECONDS",
+                   help="give up on CMD if it has not ended after this long (default: wait)")
+    m.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT, metavar="SECONDS",
+                   help="give up on a board command that has not ended after this long "
+                        f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
+                        "given up on is stopped at the board's next connection")
     for p in (board, b, u, d, ls, e, m):
         p.set_defaults(errors=_errors)
 

@@ -109,7 +109,7 @@ class Here:
         """Nothing to mark: a restore here has ended when it returns or raises."""
 
     def forget(self, move_id: str) -> None:
-        pass
+        """Nothing was recorded."""
 
     def resume(self, job: Job) -> None:
         if job.container:
@@ -149,7 +149,7 @@ class OnBoard:
 
     isa = BOARD_ISA
 
-    def __init__(self, name: str, step_timeout: float = STEP_TIMEOUT, board=None):
+    def __init__(self, name: str, step_timeout: float | None = STEP_TIMEOUT, board=None):
         self.name, self.at = name, f"on {name}"
         self.board = board or Board.running(name)
         self.step_timeout = step_timeout

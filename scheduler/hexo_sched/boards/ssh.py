@@ -11,8 +11,8 @@ import hashlib
 import io
 import select
 import shlex
-import socket
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,20 +80,22 @@ def _tar_of_paths(paths: list[Path]) -> bytes:
 
 
 STEP_TIMEOUT = 900.0      # one command on an emulated board: a restore under TCG takes minutes
+SH_TIMEOUT = 300.0        # a short command, when steps have no deadline
 
 
 class BoardConnection:
     """One authenticated SSH connection to a board (host key pinned), reused for all calls.
 
-    Every command has a deadline, `step_timeout` seconds: a board that freezes (its qemu
-    stopped) keeps the TCP connection open and sends nothing, and a command waiting on it
-    would wait for ever. Past the deadline the connection is closed and HostError raised."""
+    Every command has a deadline, `step_timeout` seconds (None: none for the commands `run`
+    and `stream` run, SH_TIMEOUT for `sh`'s): a board that freezes (its qemu stopped) keeps
+    the TCP connection open and sends nothing, and a command waiting on it would wait for
+    ever. Past the deadline the connection is closed and HostError raised."""
 
-    def __init__(self, board, step_timeout: float = STEP_TIMEOUT):
+    def __init__(self, board, step_timeout: float | None = STEP_TIMEOUT):
         self.board, self.step_timeout = board, step_timeout
         self.host = SshHost(board.name, "127.0.0.1", board.port, "root", board.image.client_key,
                             board.known_hosts, connect_timeout=30.0,
-                            io_timeout=min(60.0, step_timeout))
+                            io_timeout=min(60.0, step_timeout or 60.0))
 
     def __enter__(self):
         return self
@@ -133,29 +135,42 @@ class BoardConnection:
     def sh(self, script: str) -> tuple[int, str, str]:
         """A short command's status, stdout and stderr, within the step deadline."""
         out, err = io.BytesIO(), io.BytesIO()
-        status = self.stream(script, stdout=out, stderr=err)
+        status = self.stream(script, stdout=out, stderr=err,
+                             timeout=self.step_timeout or SH_TIMEOUT)
         return status, out.getvalue().decode(errors="replace"), err.getvalue().decode(
             errors="replace")
 
-    def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None) -> int:
+    def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None,
+               timeout: float | None = None) -> int:
         """Run a shell script on the board, copying its output to the given binary files as
         it comes; its exit status (128+N when killed by signal N). HostError once it has
-        run for `step_timeout` seconds (the script may still run there)."""
-        deadline = time.monotonic() + self.step_timeout
+        run for `timeout` seconds, by default `step_timeout` (the script may still run
+        there)."""
+        import paramiko
+        timeout = timeout or self.step_timeout
+        deadline = time.monotonic() + (timeout or float("inf"))
         chan = self.host.open_channel()
         try:
-            chan.settimeout(self.step_timeout)
+            chan.settimeout(timeout)
+            # paramiko waits for the command's acceptance without a limit: past the host's
+            # I/O timeout the connection is closed, which ends the wait
+            watchdog = threading.Timer(self.host.io_timeout, self.host.close)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 chan.exec_command(script)
+                watchdog.cancel()
                 if stdin is not None:
                     chan.sendall(stdin)
                 chan.shutdown_write()
-            except (socket.timeout, OSError, EOFError) as e:
+            except (paramiko.SSHException, OSError, EOFError) as e:
                 self._give_up(f"did not take the command ({e or 'no answer'})")
+            finally:
+                watchdog.cancel()
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._give_up(f"no end of the command within {self.step_timeout:g} s")
+                    self._give_up(f"no end of the command within {timeout:g} s")
                 select.select([chan], [], [], min(1.0, left))
                 got = False
                 while chan.recv_ready():
