@@ -446,6 +446,7 @@ def check_invariants(state: ClusterState) -> None:
         elif j.state is JobState.RUNNING:
             _check(j.location in state.machines and j.migration is None,
                    f"{j.id}: bad placement")
+            _check(j.lost_on is None, f"{j.id}: runs but waits to resume")
         elif j.state is JobState.MIGRATING:
             mg = j.migration
             _check(mg is not None and mg.src == j.location and mg.dst in state.machines,
@@ -532,9 +533,9 @@ class Policy:
         return self._decide(now)
 
     def on_job_lost(self, job_id: str, now: float) -> list[Action]:
-        """The board a job ran on (or left, migrating) lost it: it is queued again at the
-        head, to resume from its saved checkpoint wherever the policy places it (a server, or
-        another board: `resume_on_board`)."""
+        """The machine a job ran on (or left, migrating) lost it: it is queued again at the
+        head, to resume from its saved checkpoint wherever the policy places it (a server, or,
+        when a board lost it, another board: `resume_on_board`)."""
         self.state.advance(now)
         j = self.state.jobs.get(job_id)
         board = j.location if j is not None else None
