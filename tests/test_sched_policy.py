@@ -471,9 +471,9 @@ def test_a_lost_job_resumes_on_the_server_when_it_fits_and_waits_when_nothing_fi
     acts = pol.on_job_lost("b", 5.0)                     # server busy, the other board silent
     assert not [x for x in acts if isinstance(x, (Run, Migrate))], acts
     assert pol.state.queue == ["b"] and pol.state.jobs["b"].lost_on == "b1"
-    pol.state.down.discard("b0")                         # b0 answers again
+    pol.state.down.discard("b0")                         # b0 answers again: b goes there
     run = only(pol.on_tick(6.0), Run)
-    assert (run.job, run.machine) == ("b", "b0")        # the board that lost it, once it answers
+    assert (run.job, run.machine) == ("b", "b0")
     check_invariants(pol.state)
 
 
@@ -490,4 +490,15 @@ def test_a_lost_job_goes_only_to_boards_it_has_an_estimate_for():
     assert not [x for x in acts if isinstance(x, Run)], acts
     with pytest.raises(TransitionError, match="not running"):
         pol.on_job_lost("a", 4.0)
+    check_invariants(pol.state)
+
+
+def test_a_job_whose_vm_vanished_on_a_board_that_answers_goes_to_another_board_first():
+    pol = HexoPolicy(cluster(server_cores=1, boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)
+    run = only(pol.on_job_lost("a", 3.0), Run)           # b0 answers: it is open again
+    assert (run.job, run.machine) == ("a", "b1")
+    pol.state.down.add("b1")
+    assert only(pol.on_job_lost("a", 4.0), Run).machine == "b0"   # b0 when it is the only one
     check_invariants(pol.state)
