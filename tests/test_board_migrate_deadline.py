@@ -93,8 +93,10 @@ class Source:
         self.done.append("end")
 
 
-def test_a_frozen_restore_is_given_up_the_source_resumes_and_the_copy_is_stopped_later(
-        tmp_path, sshd, monkeypatch):
+def fake_restoring_board(tmp_path, sshd, monkeypatch, source) -> tuple[SimpleNamespace, Path]:
+    """The loopback board, whose `hexo container restore` logs its pid, waits a second and
+    brings up a stand-in copy (a sleep) it reports as restored; moves go from `source` to
+    it with 4 s steps. The board and the log."""
     bin_dir, log = tmp_path / "bin", tmp_path / "restore.log"
     bin_dir.mkdir()
     fake = bin_dir / "hexo"
@@ -109,10 +111,33 @@ echo "restored process $!"
     monkeypatch.setattr(ssh, "ENV", f"PATH={bin_dir}:/usr/bin:/bin")
     monkeypatch.setattr(ssh.BoardConnection, "sync_code", lambda self: None)
     board = loopback_board(sshd, tmp_path / "lb")
-    source = Source(tmp_path)
     target = migrate.OnBoard("lb", step_timeout=4, board=board)
     monkeypatch.setattr(migrate, "machine",
                         lambda name, step_timeout: source if name is None else target)
+    return board, log
+
+
+def test_a_source_that_cannot_be_ended_is_reported_with_where_the_job_runs(tmp_path, sshd,
+                                                                           monkeypatch):
+    source = Source(tmp_path)
+
+    def frozen(job):
+        raise HostError("src: no end of the command within 4 s")
+    source.end = frozen
+    _, log = fake_restoring_board(tmp_path, sshd, monkeypatch, source)
+    try:
+        with pytest.raises(migrate.MigrationError, match=r"process 4242 runs on lb as \d+, but "
+                                                         "its copy here could not be ended"):
+            migrate.move("4242", None, "lb", step_timeout=4)
+        assert source.done == []                           # not resumed: the job runs there
+    finally:
+        os.kill(int(wait_for_file(log, "copy ").split("copy ")[1].split()[0]), signal.SIGKILL)
+
+
+def test_a_frozen_restore_is_given_up_the_source_resumes_and_the_copy_is_stopped_later(
+        tmp_path, sshd, monkeypatch):
+    source = Source(tmp_path)
+    board, log = fake_restoring_board(tmp_path, sshd, monkeypatch, source)
     later = migrate.OnBoard("lb", board=board)       # the next connections to the board
 
     def freeze_restore():

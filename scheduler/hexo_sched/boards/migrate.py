@@ -360,6 +360,11 @@ def move(target: str, src: str | None = None, dst: str | None = None, timeout: f
                 raise MigrationError(f"restore {there.at} failed ({e}); {job.what} continues "
                                      f"{here.at}") from None
             raise
-        here.end(job)
         there.forget(move_id)
+        try:
+            here.end(job)
+        except HostError as e:
+            raise MigrationError(f"{job.what} runs {there.at} as {new}, but its copy {here.at} "
+                                 f"could not be ended ({e}); it stays parked there: end it "
+                                 "once the machine answers") from None
         return new
