@@ -1,13 +1,15 @@
 """A job lost with its board resumes on another board when the server has no room: two emulated
 arm64 boards, each behind its own sshd on loopback, and a one-core KVM server kept busy by a
 job that stays there (a plain image: never offloaded). HEXO's policy offloads EP to board0 to
-make room for that job; board0 dies after a live checkpoint of EP was saved there; EP resumes
-on board1 from that checkpoint (taken on arm64, restored on arm64 from the state kept beside
-the server's), verifies, and its output holds every line once."""
+make room for that job; after a live checkpoint of EP was saved there, board0 freezes and drops
+off the network. EP resumes on board1 from that checkpoint (taken on arm64, restored on arm64
+from the state kept beside the server's); when board0 answers again its frozen copy is stopped;
+EP verifies and its output holds every line once."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -17,8 +19,8 @@ import sshd_fixture
 from conftest import HEXO, needs_kvm
 from hexo_sched import api
 from npb_reference import check
-from test_board_silent_midway import board_processes, kill, kill_board
-from test_schedd_live import UHYVE, log_tail, start_daemon, wait_for
+from test_board_silent_midway import board_processes, kill, live_vm
+from test_schedd_live import UHYVE, log_tail, start_daemon, wait_for, wait_for_log
 
 pytestmark = [needs_kvm, pytest.mark.slow,
               pytest.mark.skipif(sshd_fixture.usable() is not None,
@@ -42,7 +44,12 @@ def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, 
         st = wait_for(lambda s: (s["jobs"][0]["saved"] or {}).get("kind") == "periodic",
                       state_dir, 600, "a live checkpoint of EP taken on its board")
         assert st["jobs"][0]["location"] == "board0", st
-        kill_board(sshd, boards["board0"][1])
+        frozen = live_vm(boards["board0"][1] / "run", "job-1", 60)
+        os.kill(frozen, signal.SIGSTOP)
+        sshd_fixture.stop(sshd)
+        wait_for_log(log, "it resumes on board board1", 120)
+        sshd_fixture.restart(sshd)
+        wait_for_log(log, "stopped job-1 on board0: it resumed elsewhere", 120)
         st = wait_for(lambda s: s["jobs"][0]["state"] == "done", state_dir, 600, "EP to end")
         assert st["jobs"][1]["state"] == "running"          # the server's job is still there
         api.request(state_dir, "cancel", job="job-2", reason="the test is over")
@@ -54,6 +61,7 @@ def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, 
         kill(left)
         sshd_fixture.stop(other_sshd)
     assert daemon.returncode == 0
+    assert not Path(f"/proc/{frozen}").exists()
     assert left == [], log_tail(log)
     for vm in (tmp_path / "server" / "run").glob("*.json"):     # no VM left on the server
         assert not Path(f"/proc/{json.loads(vm.read_text())['pid']}").exists(), vm
