@@ -493,12 +493,19 @@ def test_a_lost_job_goes_only_to_boards_it_has_an_estimate_for():
     check_invariants(pol.state)
 
 
-def test_a_job_whose_vm_vanished_on_a_board_that_answers_goes_to_another_board_first():
+def test_a_job_whose_vm_vanished_on_a_board_that_answers_never_goes_back_there():
     pol = HexoPolicy(cluster(server_cores=1, boards=2, board_cores=1), idle_after_s=1e9)
     on_board(pol, "a", "b0", 0.0)
     pol.on_submit(job("busy"), 2.0)
-    run = only(pol.on_job_lost("a", 3.0), Run)           # b0 answers: it is open again
+    run = only(pol.on_job_lost("a", 3.0), Run)           # b0 answers, yet b1 takes it
     assert (run.job, run.machine) == ("a", "b1")
-    pol.state.down.add("b1")
-    assert only(pol.on_job_lost("a", 4.0), Run).machine == "b0"   # b0 when it is the only one
+    acts = pol.on_job_lost("a", 4.0)                     # b1 lost it: b0 is open, not b1
+    assert only(acts, Run).machine == "b0"
+    acts = pol.on_job_lost("a", 5.0)                     # b0 again: only b1 is left
+    assert only(acts, Run).machine == "b1"
     check_invariants(pol.state)
+    alone = HexoPolicy(cluster(server_cores=1, boards=1, board_cores=1), idle_after_s=1e9)
+    on_board(alone, "a", "b0", 0.0)
+    alone.on_submit(job("busy"), 2.0)
+    assert not [x for x in alone.on_job_lost("a", 3.0) if isinstance(x, Run)]
+    assert alone.state.queue == ["a"]                    # it waits for the server

@@ -648,18 +648,20 @@ class Policy:
         return None
 
     def resume_on_board(self, job: Job) -> Run | None:
-        """A job a board lost goes back onto an open board of a model it has an estimate for
+        """A job a board lost goes onto another open board of a model it has an estimate for
         (the choice to offload it was made already; a saved checkpoint taken on an arm64
-        board restores on another arm64 board untransformed): lowest slowdown first, a board
-        other than the one that lost it (a silent one is never open), then machine order."""
+        board restores on another arm64 board untransformed), lowest slowdown first, then
+        machine order. Never onto the board that lost it: a silent one is not open anyway,
+        and one that answers but lost the job's VM may lose it again."""
         if job.lost_on is None:
             return None
-        fits = [(b.name == job.lost_on, job.slowdown[b.model], self.state.order[b.name], b)
+        fits = [(job.slowdown[b.model], self.state.order[b.name], b)
                 for b in self.state.open_boards()
-                if b.model in job.slowdown and self.state.fits(job, b.name)]
+                if b.name != job.lost_on and b.model in job.slowdown
+                and self.state.fits(job, b.name)]
         if not fits:
             return None
-        _, s, _, b = min(fits, key=lambda f: f[:3])
+        s, _, b = min(fits, key=lambda f: f[:2])
         return self.run(job, b.name, f"{job.id}, lost with {job.lost_on}, does not fit on a "
                                      f"server; it resumes on board {b.name} ({s:.3g}x there)")
 
