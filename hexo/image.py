@@ -17,8 +17,8 @@ is measured in milliseconds. Readers refuse a newer major version.
 """
 
 import os
-import struct
 import zlib
+from _struct import Struct, error as StructError
 
 from .errors import HexoError
 from .records import record
@@ -26,11 +26,11 @@ from .records import record
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1
-_HEADER = struct.Struct("<8sHHII12x")
-_ENTRY = struct.Struct("<16sQQI4x")
-_INDEX = struct.Struct("<4sIQQQ16sHH")      # magic, ABI, min_mem, app data, build id, name, ISAs
-_INDEX_ISA = struct.Struct("<16sQI4x")      # ISA name, entry point, segment count
-_INDEX_SEGMENT = struct.Struct("<QQQQ4s4x")  # vaddr, offset, filesz, memsz, flags
+_HEADER = Struct("<8sHHII12x")
+_ENTRY = Struct("<16sQQI4x")
+_INDEX = Struct("<4sIQQQ16sHH")        # magic, ABI, min_mem, app data, build id, name, ISAs
+_INDEX_ISA = Struct("<16sQI4x")        # ISA name, entry point, segment count
+_INDEX_SEGMENT = Struct("<QQQQ4s4x")   # vaddr, offset, filesz, memsz, flags
 _INDEX_MAGIC = b"HXIX"
 _ALIGN = 4096
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
@@ -71,7 +71,7 @@ def pack_index(index: Index) -> bytes:
 
 
 def unpack_index(blob: bytes) -> Index:
-    """Raises ValueError (or struct.error) on a malformed index."""
+    """Raises ValueError (or StructError) on a malformed index."""
     magic, abi_version, min_mem, lo, hi, build_id, name_len, nisas = _INDEX.unpack_from(blob)
     if magic != _INDEX_MAGIC:
         raise ValueError("bad magic")
@@ -107,7 +107,7 @@ class Image:
         if "index" in self.entries:
             try:
                 self.index = unpack_index(self.payload("index"))
-            except (ValueError, struct.error) as e:
+            except (ValueError, StructError) as e:
                 raise ImageError(f"{self.path}: corrupt index entry ({e})") from None
         else:                                   # format 1.0
             self.index = index_of(self.manifest)

@@ -30,7 +30,7 @@ def guest(tmp_path):
 
 
 def call(hc, mem, name, **args):
-    struct = abi.HYPERCALL_BY_NR[abi.NR[name]].args
+    struct = abi.HYPERCALLS[name][1]
     mem.write(ARG, struct.pack(**args))
     stop = hc(abi.NR[name], ARG)
     return stop, struct.unpack(mem.read(ARG, struct.size))

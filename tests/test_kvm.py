@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
+import struct
 
 import pytest
 
@@ -246,12 +247,37 @@ def test_kick_interrupts_a_running_vcpu():
         vcpu = vm.create_vcpu(0)
         memory.write(0x100000, b"\xeb\xfe")     # jmp . in real mode
         sregs = vcpu.get_sregs()
-        sregs.cs.base, sregs.cs.selector = 0x100000, 0x10000 >> 4
-        vcpu.set_sregs(sregs)
+        vcpu.set_sregs(sregs._replace(cs=sregs.cs._replace(base=0x100000,
+                                                           selector=0x10000 >> 4)))
         vcpu.set_regs(kvm.KvmRegs(rip=0, rflags=2))
         threading.Timer(0.2, vcpu.kick).start()
         assert isinstance(vcpu.run(), kvm.Interrupted)
         vcpu.close()
+
+
+def test_exits_that_stop_the_guest_say_what_kvm_run_said():
+    """Exits other than a doorbell store or a kick, decoded from kvm_run as KVM lays it out
+    (a real guest at CPL3 on PVM meets only shutdowns), and the crash report of each."""
+    cases = [(kvm.EXIT_IO, struct.pack("<BBHIQ", 1, 1, 0x80, 1, 0x100), (0x80, 1, True, b"\x42"),
+              "guest port I/O (out to port 0x80)"),
+             (kvm.EXIT_HLT, b"", None, "guest executed hlt"),
+             (kvm.EXIT_INTERNAL_ERROR, struct.pack("<I", 1), 1,
+              "KVM internal error at rip 0x1234: instruction emulation failed"),
+             (kvm.EXIT_FAIL_ENTRY, struct.pack("<Q", 0x21), 0x21, "hardware reason 0x21"),
+             (kvm.EXIT_ARM_NISV, struct.pack("<QQ", 7, 0x3000), (7, 0x3000),
+              "unexpected KVM exit 28"),
+             (99, b"", None, "unexpected KVM exit 99")]
+    backend = KvmBackend.__new__(KvmBackend)
+    backend.mode = "user"
+    for reason, union, detail, report in cases:
+        vcpu = kvm.Vcpu.__new__(kvm.Vcpu)
+        vcpu._run = bytearray(0x200)
+        struct.pack_into("<I", vcpu._run, 8, reason)
+        vcpu._run[32:32 + len(union)] = union
+        vcpu._run[0x100] = 0x42
+        ex = vcpu._decode_exit()
+        assert ex == kvm.OtherExit(reason, detail)
+        assert report in backend._describe(ex, 0x1234)
 
 
 def test_kvm_error_carries_errno_and_ioctl():
@@ -289,7 +315,7 @@ def test_supported_cpuid_is_kept_for_the_next_process(tmp_path, monkeypatch):
 
 
 def test_struct_layouts_match_the_kernel_abi():
-    assert (kvm.KvmRegs.size, kvm.KvmSregs.size, kvm.KvmSegment.size) == (144, 312, 24)
+    assert (kvm._REGS.size, kvm._SREGS.size, struct.calcsize(kvm._SEGMENT)) == (144, 312, 24)
     assert (kvm._USER_MEMORY_REGION.size, kvm._CPUID_ENTRY2_SIZE) == (32, 40)
     assert (kvm.KVM_GET_SREGS, kvm.KVM_SET_CPUID2, kvm.KVM_RUN) == (0x8138AE83, 0x4008AE90, 0xAE80)
 
@@ -298,12 +324,13 @@ def test_struct_layouts_match_the_kernel_abi():
 # line, the JSON manifest, checkpointing, timeouts, --mem or error reports need, the standard
 # library's convenience layers (collections, functools, enum, signal, threading: ~5 ms
 # together, a third of the interpreter's own start), ctypes (~2 ms: KVM goes through fcntl)
-# and __future__ (a module of its own, loaded by `from __future__ import annotations`).
+# and __future__ (a module of its own, loaded by `from __future__ import annotations`), struct
+# (a Python module over the _struct that the run path uses), the arm64 backend.
 NOT_ON_THE_RUN_PATH = {"argparse", "json", "typing", "re", "gettext", "locale", "shutil",
                        "traceback", "hexo.checkpoint", "hexo.retarget", "hexo.toolchain",
                        "collections", "functools", "enum", "signal", "threading",
                        "uhyve_ctl.migration", "ctypes", "_ctypes", "__future__", "pathlib",
-                       "hashlib", "hexo.sizes"}
+                       "hashlib", "hexo.sizes", "struct", "uhyve_ctl.backends.kvm_aarch64"}
 
 
 def test_a_plain_run_imports_only_what_it_needs(images):

@@ -167,9 +167,9 @@ class Hypercalls:
         # (context, kernel state, areas) -> StopReason to stop, or -errno to resume the guest
         self.on_migrate = on_migrate
         # nr -> everything an exit needs, built once: no per-exit lookups or strings
-        self._table = {h.nr: (h.args, getattr(self, f"_{h.name.lower()}"), h.name,
-                              f"{h.name} arguments", f"{h.name} results")
-                       for h in abi.HYPERCALLS}
+        self._table = {nr: (args, getattr(self, f"_{name.lower()}"), name,
+                            f"{name} arguments", f"{name} results")
+                       for name, (nr, args) in abi.HYPERCALLS.items()}
 
     def __call__(self, nr: int, arg: int) -> "StopReason | None":
         self.count += 1

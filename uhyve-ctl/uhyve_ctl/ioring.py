@@ -15,8 +15,8 @@ when the hypervisor process is killed are lost with the guest, never duplicated.
 
 import _thread
 import os
-import struct
 import time
+from _struct import Struct
 
 from hexo import abi
 from .hypercalls import guest_errno
@@ -24,8 +24,8 @@ from .errors import UhyveError
 
 INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
 
-_U64 = struct.Struct("<Q")
-_SWITCH = struct.Struct("<QI")
+_U64 = Struct("<Q")
+_SWITCH = Struct("<QI")
 _HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("head")
 _SWITCH_HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("switch_head")
 _TAIL = abi.IO_RING_ADDR + abi.IO_RING.offset("tail")

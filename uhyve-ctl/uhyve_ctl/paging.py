@@ -7,7 +7,7 @@ mapped so stores reach the host (device memory on aarch64), all other RAM read/w
 (PVM hosts); on aarch64 the guest loads TTBR0_EL1 itself with the MAIR/TCR values below.
 """
 
-import struct
+from _struct import pack
 
 from hexo import abi
 
@@ -40,7 +40,7 @@ class _Tables:
         self.tables[table][index] = value
 
     def pages(self) -> tuple[tuple[int, bytes], ...]:
-        return tuple((addr, struct.pack("<512Q", *entries))
+        return tuple((addr, pack("<512Q", *entries))
                      for addr, entries in self.tables.items())
 
 
