@@ -65,6 +65,27 @@ def test_truncated(image):
         Image(image)
 
 
+def test_payloads_come_from_the_file_as_it_was_opened(image, tmp_path):
+    """Replaced by a rebuild (a new file): the opened one still answers, nothing mixes in.
+    Cut short or rewritten in place: a clear refusal, never another image's bytes."""
+    img = Image(image)
+    other = tmp_path / "other.hexo"
+    write_image(other, dict(MANIFEST, name="other"), {"elf.x86_64": _elf(62) + bytes(8),
+                                                      "elf.aarch64": _elf(183)})
+    other.replace(image)
+    assert img.elf("x86_64") == _elf(62) and img.index.name == "t"
+    img = Image(image)
+    with open(image, "r+b") as f:
+        f.truncate(img.entries["elf.aarch64"][0] + 10)
+    with pytest.raises(ImageError, match="truncated since it was opened: 'elf.aarch64'"):
+        img.payload("elf.aarch64")
+
+
+def test_a_directory_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="cannot read image: Is a directory"):
+        Image(tmp_path)
+
+
 def test_corrupt_payload_detected_by_checksum(image):
     img = Image(image)
     off, _, _ = img.entries["elf.aarch64"]
