@@ -255,6 +255,21 @@ def test_kick_interrupts_a_running_vcpu():
         vcpu.close()
 
 
+@pytest.mark.parametrize("where", ["object header", "/proc/self/maps"])
+def test_guest_ram_is_found_at_its_host_address(monkeypatch, where):
+    """KVM is given the address Python keeps in the mmap object, or, when that is not it,
+    the one /proc/self/maps shows: either way where the guest's bytes are."""
+    from uhyve_ctl import memory as guest_memory
+    if where != "object header":
+        monkeypatch.setattr(guest_memory, "id", lambda obj: 0, raising=False)
+    with GuestMemory(MEM_SIZE) as memory:
+        memory.write(0x5000, b"guest bytes")
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            mem.seek(memory.host_address + 0x5000)
+            assert mem.read(11) == b"guest bytes"
+        assert bytes(memory.view[:16]) == bytes(16)      # the marker is gone
+
+
 def test_exits_that_stop_the_guest_say_what_kvm_run_said():
     """Exits other than a doorbell store or a kick, decoded from kvm_run as KVM lays it out
     (a real guest at CPL3 on PVM meets only shutdowns), and the crash report of each."""
