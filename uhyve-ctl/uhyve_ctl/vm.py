@@ -256,7 +256,7 @@ class VirtualMachine:
     def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
-        self.ring.start()
+        self.ring.start(interruptible=self.backend_kind == "kvm")
         try:
             stop = self.backend.run(self.hypercalls, timeout)
         finally:
