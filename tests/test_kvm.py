@@ -270,6 +270,35 @@ def test_guest_ram_is_found_at_its_host_address(monkeypatch, where):
         assert bytes(memory.view[:16]) == bytes(16)      # the marker is gone
 
 
+def _huge_page_ranges(memory) -> list[tuple[int, int]]:
+    """The guest-physical ranges the host kernel may back with transparent huge pages."""
+    out, base, vma = [], memory.host_address, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(" ", 1)[0]
+            if "-" in first and not first.endswith(":"):
+                vma = [int(x, 16) - base for x in first.split("-")]
+            elif first == "THPeligible:" and line.split()[1] == "1" \
+                    and 0 <= vma[0] < memory.size:
+                out.append(tuple(vma))
+    return out
+
+
+def test_huge_pages_only_where_a_job_touches_much_of_them(images):
+    """Below the image never; from the image on, except the first 2 MiB of a program that
+    fits in them (hello): there a huge page costs more than the few pages it touches."""
+    from hexo.image import Image
+    from uhyve_ctl.vm import VirtualMachine
+    with GuestMemory(MEM_SIZE) as memory:
+        assert _huge_page_ranges(memory) == [(abi.IMAGE_BASE, MEM_SIZE)]
+    with open("/dev/null", "wb") as null, VirtualMachine(
+            Image(images.get("hello")), "x86_64", stdio=(0, null.fileno(), 2)) as vm:
+        assert vm.image_end < abi.IMAGE_BASE + abi.MEM_ALIGN
+        assert _huge_page_ranges(vm.memory) == [(abi.IMAGE_BASE + abi.MEM_ALIGN,
+                                                 vm.memory.size)]
+        assert vm.run() == Exited(0)
+
+
 def test_exits_that_stop_the_guest_say_what_kvm_run_said():
     """Exits other than a doorbell store or a kick, decoded from kvm_run as KVM lays it out
     (a real guest at CPL3 on PVM meets only shutdowns), and the crash report of each."""

@@ -5,7 +5,11 @@ image on (image, data, heap): a job's first touch of its memory then costs one h
 one shadow-paging fill on PVM hosts) per 2 MiB instead of per 4 KiB, which is what made short
 jobs cost 1.4-1.8x their native CPU. Below the image (boot pages, page tables, I/O ring,
 stack) a job touches a few dozen small pages: there a huge page would cost zeroing 2 MiB each
-(two per job, ~0.3 ms of a short job's CPU) for nothing. The doorbell page is a hole: it is never
+(two per job, ~0.3 ms of a short job's CPU) for nothing. The same holds for the first 2 MiB
+of a program whose text, data and bss all fit in them (hello: a few dozen pages): there the
+huge page cost ~0.2 ms, and ~10 ms in a quarter to a third of the runs on this development
+host, a VM whose free memory goes back to its own host (free page reporting), so that
+zeroing a huge page faults there again. The doorbell page is a hole: it is never
 registered as RAM with a backend, so guest stores to it exit to the host. Every access made on
 a guest's behalf goes through the bounds-checked methods here, so a wild pointer from a guest
 becomes a GuestMemoryError, never a host crash.
@@ -77,9 +81,10 @@ def _address_of(mapping: mmap.mmap) -> int:
 
 
 class GuestMemory:
-    """`size` bytes of zeroed guest RAM, lazily backed by the host kernel."""
+    """`size` bytes of zeroed guest RAM, lazily backed by the host kernel; huge pages from
+    `huge_from` (a multiple of 2 MiB, at least IMAGE_BASE) on."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, huge_from: int = abi.IMAGE_BASE):
         if size % abi.MEM_ALIGN or size <= abi.IMAGE_BASE or size > abi.MAX_MEM_SIZE:
             raise ValueError(f"guest memory size 0x{size:x} must be a multiple of 2 MiB, above "
                              f"0x{abi.IMAGE_BASE:x} and at most 0x{abi.MAX_MEM_SIZE:x}")
@@ -91,8 +96,10 @@ class GuestMemory:
                                    f"{os.strerror(e.errno)}") from None
         try:
             # hints: without THP, 4 KiB pages everywhere
-            self._mapping.madvise(mmap.MADV_NOHUGEPAGE, 0, abi.IMAGE_BASE)
-            self._mapping.madvise(mmap.MADV_HUGEPAGE, abi.IMAGE_BASE, size - abi.IMAGE_BASE)
+            huge_from = min(huge_from, size)
+            self._mapping.madvise(mmap.MADV_NOHUGEPAGE, 0, huge_from)
+            if huge_from < size:
+                self._mapping.madvise(mmap.MADV_HUGEPAGE, huge_from, size - huge_from)
         except OSError:
             pass
         self.size = size

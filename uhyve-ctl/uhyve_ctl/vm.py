@@ -73,7 +73,8 @@ class VirtualMachine:
             raise ValueError(f"--mem {mem_size >> 20} MiB is below the {needed >> 20} MiB "
                              f"this image needs")
         self.backend_kind = pick_backend(isa, backend)
-        self.memory = GuestMemory(mem_size)
+        small = self.image_end <= abi.IMAGE_BASE + abi.MEM_ALIGN    # a program in 2 MiB
+        self.memory = GuestMemory(mem_size, abi.IMAGE_BASE + (abi.MEM_ALIGN if small else 0))
         try:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
