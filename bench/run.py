@@ -86,7 +86,7 @@ def boot_to_main(loops: int) -> float:
     the C library's FSTAT of it (on a terminal it makes none)."""
     from hexo.image import Image
     from hexo import abi
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     from uhyve_ctl.vm import VirtualMachine
 
     image = Image(_path("hello", None))

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hexo import abi
-from uhyve_ctl.backends.base import Crashed, Exited
+from uhyve_ctl.backends import Crashed, Exited
 from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
 from uhyve_ctl.memory import GuestMemory
 

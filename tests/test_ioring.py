@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hexo import abi
-from uhyve_ctl.backends.base import Crashed
+from uhyve_ctl.backends import Crashed
 from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
 from uhyve_ctl.ioring import OutputRing
 from uhyve_ctl.memory import GuestMemory

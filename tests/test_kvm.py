@@ -13,7 +13,7 @@ import pytest
 
 from hexo import abi
 from uhyve_ctl import kvm, paging
-from uhyve_ctl.backends.base import BootState, Crashed, Exited, TimedOut
+from uhyve_ctl.backends import BootState, Crashed, Exited, TimedOut
 from uhyve_ctl.backends.kvm import KvmBackend, is_pvm_host, resolve_mode
 from uhyve_ctl.memory import GuestMemory
 

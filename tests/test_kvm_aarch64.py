@@ -14,7 +14,7 @@ import pytest
 
 from hexo import abi
 from uhyve_ctl import kvm, vm
-from uhyve_ctl.backends.base import BootState
+from uhyve_ctl.backends import BootState
 from uhyve_ctl.backends import kvm_aarch64
 from uhyve_ctl.backends.kvm_aarch64 import Aarch64KvmBackend, describe_exception
 from uhyve_ctl.memory import GuestMemory

@@ -14,7 +14,7 @@ import time
 
 from hexo import abi
 from hexo.records import record
-from .backends.base import Crashed, Exited, StopReason
+from .backends import Crashed, Exited, StopReason
 from .memory import GuestMemoryError
 
 MAX_FILES = 64

@@ -23,7 +23,7 @@ from _struct import Struct
 
 from hexo import abi
 from .hypercalls import guest_errno
-from .errors import UhyveError
+from . import UhyveError
 
 INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
 

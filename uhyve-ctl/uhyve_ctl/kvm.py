@@ -31,7 +31,7 @@ from _struct import Struct
 
 from hexo.records import record
 
-from .errors import UhyveError
+from . import UhyveError
 
 API_VERSION = 12
 KICK_SIGNAL = _signal.SIGRTMIN

@@ -25,7 +25,7 @@ import mmap
 import os
 
 from hexo import abi
-from .errors import UhyveError
+from . import UhyveError
 
 
 class GuestMemoryError(UhyveError):

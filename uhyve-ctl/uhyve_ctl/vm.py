@@ -7,7 +7,7 @@ from hexo import abi
 from hexo.image import Image, ImageError
 
 from . import kvm, paging
-from .backends.base import Backend, BootState, Crashed, StopReason
+from .backends import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
 from .memory import GuestMemory

@@ -16,7 +16,7 @@ from _struct import pack
 
 from hexo import abi
 from .. import kvm
-from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
+from . import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
 
 MODES = ("auto", "user", "kernel")
 

@@ -19,7 +19,7 @@ from _struct import calcsize
 
 from hexo import abi
 from .. import kvm
-from .base import BootState, Crashed
+from . import BootState, Crashed
 from .kvm import KvmBackend
 
 # --- register ids (arch/arm64/include/uapi/asm/kvm.h) ----------------------------------------
