@@ -128,6 +128,8 @@ def _status(args) -> int:
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {os.path.basename(j['image'])}")
+        if j["state"] != "done":
+            print(f"{'':8} estimate: {j['estimate_source']}")
         for h in j["migrations"]:
             if h["outcome"] != "done":
                 print(f"{'':8} migration {h['src']} -> {h['dst']} {h['outcome']}")

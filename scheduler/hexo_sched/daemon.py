@@ -33,6 +33,7 @@ from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
 from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
+from .sample import Sampler
 from .hosts import HostError, LocalFiles
 from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
                        load_into, load_learned)
@@ -42,6 +43,8 @@ from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, Job
 from .errors import SchedError
 
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
+#: The estimate sentence of a job whose derived estimate (sample.py) is still to come.
+SAMPLING = "a derived estimate is being sampled (both builds timed to the same migration point)"
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
 REMOTE_PROBE_S = 1.0         # boards are probed at most this often
@@ -84,8 +87,11 @@ class Daemon:
         self.lock = threading.RLock()
         self.file = StateFile(cfg.state_dir / "state.json")
         self.agents = {m.name: MachineAgent(m) for m in cfg.machines}
+        boards = [m for m in cfg.machines if m.kind == "board"]
         self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
-                                   sorted({m.model for m in cfg.machines if m.kind == "board"}))
+                                   sorted({m.model for m in boards}),
+                                   {m.model for m in boards if m.emulated})
+        self.sampler = Sampler(cfg.state_dir / "estimates", self._sampled)
         self.state = ClusterState([m.policy_machine() for m in cfg.machines])
         self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s,
                                            min_residence_s=cfg.min_residence_s)
@@ -163,6 +169,10 @@ class Daemon:
         with self.lock:
             now = time.time()
             self.seen = {jid: now for jid, rec in self.records.items() if rec.attached}
+            for jid in self.state.active:
+                if self.records[jid].estimate_source.endswith(SAMPLING):
+                    self.sampler.request(jid, self.records[jid].image, self.records[jid].args,
+                                         int(self.state.jobs[jid].mem_mb * MIB))
             self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
@@ -205,6 +215,7 @@ class Daemon:
         self.stopping.set()
         if self.control:
             self.control.close()
+        self.sampler.close()
         self.metrics.close()
         for a in [*self.agents.values(), *self.saver_agents.values()]:
             a.close()
@@ -340,6 +351,8 @@ class Daemon:
             bench, klass = benchmark_of(img.manifest)
             if "migration" in img.manifest:
                 slow, source = self.estimator.estimate(bench, klass)
+                if not slow and self.estimator.emulated:
+                    source = f"{source}; {SAMPLING}"
             else:
                 slow, source = {}, "no estimate: the image was built with --no-migratable, " \
                                    "so it is never offloaded"
@@ -367,6 +380,8 @@ class Daemon:
                     raise ApiError(str(e)) from None
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
+                if source.endswith(SAMPLING):
+                    self.sampler.request(jid, image, args, int(mem * MIB))
                 ids.append(jid)
         return {"jobs": ids}
 
@@ -548,6 +563,20 @@ class Daemon:
                 "joules_per_job": total / done if done else None}
 
     # -- watching running jobs -----------------------------------------------------------------
+    def _sampled(self, jid: str, result: dict) -> None:
+        """A derived estimate (sample.py) arrived, on the sampler's thread: into the policy,
+        which may now offload the job."""
+        slow, why = self.estimator.from_sample(result)
+        with self.lock:
+            rec, job = self.records.get(jid), self.state.jobs.get(jid)
+            if rec is None or job.state is JobState.DONE:
+                return
+            rec.estimate_source = why
+            log.info("estimate of %s: %s", jid, why)
+            for board, s in slow.items():
+                self._event(self.policy.on_estimate, jid, board, s)
+            self._save()
+
     def sample_counters(self, now: float) -> None:
         """Where the server has hardware counters: each server job's vCPU thread, about once a
         second, through the model into the policy (HEXO §4.3). Elsewhere the calibration
