@@ -369,12 +369,14 @@ def test_struct_layouts_match_the_kernel_abi():
 # library's convenience layers (collections, functools, enum, signal, threading: ~5 ms
 # together, a third of the interpreter's own start), ctypes (~2 ms: KVM goes through fcntl)
 # and __future__ (a module of its own, loaded by `from __future__ import annotations`), struct
-# (a Python module over the _struct that the run path uses), the arm64 backend.
+# (a Python module over the _struct that the run path uses), errno (needed only for errors),
+# the arm64 backend.
 NOT_ON_THE_RUN_PATH = {"argparse", "json", "typing", "re", "gettext", "locale", "shutil",
                        "traceback", "hexo.checkpoint", "hexo.retarget", "hexo.toolchain",
                        "collections", "functools", "enum", "signal", "threading",
                        "uhyve_ctl.migration", "ctypes", "_ctypes", "__future__", "pathlib",
-                       "hashlib", "hexo.sizes", "struct", "uhyve_ctl.backends.kvm_aarch64"}
+                       "hashlib", "hexo.sizes", "struct", "errno",
+                       "uhyve_ctl.backends.kvm_aarch64"}
 
 
 def test_a_plain_run_imports_only_what_it_needs(images):

@@ -6,7 +6,6 @@ user mounted. Anything else ends the guest with a Crashed report, or returns -er
 real OS would.
 """
 
-import errno as host_errno
 import os
 import posixpath
 import stat
@@ -23,6 +22,7 @@ MAX_IO = 1 << 30
 
 
 def guest_errno(e: OSError) -> int:
+    import errno as host_errno      # only on an error: ~0.3 M instructions to load
     name = host_errno.errorcode.get(e.errno or 0, "EIO")
     return -abi.ERRNO.get(name, abi.ERRNO["EIO"])
 
@@ -72,6 +72,7 @@ class FileTable:
         """The host path of a guest path inside a mount. With `follow_last` false a final
         symlink is the object itself (unlink removes the link, not its target); the
         directories above it are still resolved and confined to the mount."""
+        import errno as host_errno
         path = posixpath.normpath(posixpath.join("/", guest_path))
         for m in self.mounts:
             if path == m.guest_dir or path.startswith(m.guest_dir.rstrip("/") + "/"):

@@ -22,7 +22,6 @@ whose whole budget is a few ms.
 
 import _signal
 import _thread
-import errno as _errno
 import fcntl
 import mmap
 import os
@@ -279,7 +278,8 @@ class Kvm(_Fd):
         version = _ioctl(self.fd, KVM_GET_API_VERSION)
         if version != API_VERSION:
             self.close()
-            raise KvmError(_errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
+            import errno
+            raise KvmError(errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
         ensure_kick_handler(required=False)
 
     def check_extension(self, cap: int) -> int:
@@ -315,7 +315,8 @@ class Kvm(_Fd):
             try:
                 _ioctl(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
             except KvmError as e:
-                if e.errno != _errno.E2BIG or max_entries >= 4096:
+                import errno
+                if e.errno != errno.E2BIG or max_entries >= 4096:
                     raise
                 max_entries *= 2
                 continue
@@ -472,12 +473,12 @@ class Vcpu(_Fd):
         with self._lock:
             self._thread = _thread.get_ident()
         try:
-            _ioctl(self.fd, KVM_RUN)
-        except KvmError as e:
-            if e.errno != _errno.EINTR:
-                raise
+            fcntl.ioctl(self.fd, KVM_RUN)
+        except InterruptedError:        # EINTR: a signal
             self._run[_RUN_IMMEDIATE_EXIT] = 0
             return Interrupted()
+        except OSError as e:
+            raise KvmError(e.errno, "KVM_RUN") from None
         finally:
             with self._lock:
                 self._thread = None
