@@ -1,8 +1,18 @@
-"""hexo: offload running HPC unikernels from x86-64 servers to arm64 boards."""
+"""hexo: offload running HPC unikernels from x86-64 servers to arm64 boards.
+
+The core's one error type lives here, in the module every part of hexo loads anyway (a module
+of its own cost every `uhyve-ctl run` ~0.35 M instructions to find and load); hexo.errors
+says how a failure reads on one line."""
 
 import os
 
 __version__ = "0.1.0"
+
+
+class HexoError(Exception):
+    """A failure of the core (image, checkpoint, toolchain, transform) with its reason: every
+    failure the core reports to a user is a HexoError whose message is one sentence; the
+    `hexo` command prints it on one line."""
 
 
 def home_dir() -> str:

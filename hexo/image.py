@@ -25,8 +25,7 @@ index and one ELF, not the whole file (whose copy cost a short job ~70 page faul
 import os
 from _struct import Struct, error as StructError
 
-from . import home_dir
-from .errors import HexoError
+from . import HexoError, home_dir
 from .records import record
 
 MAGIC = b"HEXOIMG\0"
