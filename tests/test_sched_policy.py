@@ -371,3 +371,73 @@ def test_cost_aware_policy_damps_its_moves_too():
     pol.on_job_finished("x0", 5.0)
     assert not [a for a in pol.on_tick(40.0) if isinstance(a, Migrate)]    # 37.8 s there
     assert only(pol.on_tick(52.3), Migrate).dst == "srv"
+
+
+def on_board(pol, jid, board, now, slowdown={"potato": 3.0}):
+    """Job `jid` submitted (to the server), then moved to `board` by an operator."""
+    pol.on_submit(job(jid, slowdown=dict(slowdown)), now)
+    mig = only(pol.on_move_request(jid, board, now), Migrate)
+    assert (mig.src, mig.dst) == ("srv", board) and "operator" in mig.reason
+    pol.on_migration_finished(jid, now + 1)
+
+
+def test_operator_moves_a_running_job_between_boards_and_is_told_why_not():
+    pol = HexoPolicy(cluster(boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    with pytest.raises(TransitionError, match="already on b0"):
+        pol.on_move_request("a", "b0", 2.0)
+    mig = only(pol.on_move_request("a", "b1", 2.0), Migrate)
+    assert (mig.src, mig.dst) == ("b0", "b1")
+    with pytest.raises(TransitionError, match="migrating, not running"):
+        pol.on_move_request("a", "srv", 2.5)
+    pol.on_migration_finished("a", 3.0)
+    on_board(pol, "b", "b0", 4.0)
+    with pytest.raises(TransitionError, match="does not fit on b1"):
+        pol.on_move_request("b", "b1", 5.0)
+    pol.state.down.add("b1")
+    with pytest.raises(TransitionError, match="b1 is silent"):
+        pol.on_move_request("b", "b1", 5.0)
+    with pytest.raises(TransitionError, match="no job nope"):
+        pol.on_move_request("nope", "srv", 5.0)
+    check_invariants(pol.state)
+
+
+def test_a_draining_board_sends_its_jobs_to_other_boards_first_then_the_server():
+    """b0 holds two jobs; b1 has room for one: that one goes to b1, the other to the server
+    (which has room), and nothing is offloaded onto b0 while it drains. A job with no
+    estimate for b1's model (dropped after a failed move there) goes to the server."""
+    pol = HexoPolicy(cluster(server_cores=2, boards=3, board_cores=2), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    on_board(pol, "b", "b0", 2.0)
+    on_board(pol, "c", "b1", 4.0)
+    on_board(pol, "d", "b2", 6.0, slowdown={})
+    pol.on_drain("b2", True, 8.0)
+    pol.on_migration_finished("d", 8.5)
+    assert pol.state.jobs["d"].location == "srv"
+    moves = [a for a in pol.on_drain("b0", True, 9.0) if isinstance(a, Migrate)]
+    assert [(m.job, m.src, m.dst) for m in moves] == [("a", "b0", "b1"), ("b", "b0", "srv")]
+    assert "b0 drains" in moves[0].reason and "board b1" in moves[0].reason
+    for m in moves:
+        pol.on_migration_finished(m.job, 10.0)
+    assert pol.state.running_on("b0") == [] and "b0" not in [b.name for b in
+                                                               pol.state.open_boards()]
+    with pytest.raises(TransitionError, match="b0 is draining"):
+        pol.on_move_request("a", "b0", 11.0)
+    pol.on_drain("b0", False, 12.0)
+    assert only(pol.on_move_request("a", "b0", 13.0), Migrate).dst == "b0"
+    check_invariants(pol.state)
+
+
+def test_a_drained_job_with_no_room_elsewhere_waits_then_leaves_when_room_appears():
+    pol = HexoPolicy(cluster(server_cores=1, boards=1, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)                  # takes the server's only core
+    acts = pol.on_drain("b0", True, 3.0)
+    assert not [a for a in acts if isinstance(a, Migrate)]
+    assert "a waits on draining b0: no room elsewhere" in [a.reason for a in acts
+                                                           if isinstance(a, Wait)]
+    mig = only(pol.on_job_finished("busy", 4.0), Migrate)
+    assert (mig.job, mig.src, mig.dst) == ("a", "b0", "srv")
+    with pytest.raises(TransitionError, match="no board srv"):
+        pol.on_drain("srv", True, 5.0)
+    check_invariants(pol.state)

@@ -144,6 +144,8 @@ class ClusterState:
         self.now = 0.0
         self.queue_empty_since: float | None = 0.0
         self.down: set[str] = set()          # boards that do not answer: nothing goes there
+        self.draining: set[str] = set()      # boards an operator empties: their jobs leave,
+                                             # nothing new goes there
         self._reindex()
 
     def _reindex(self) -> None:
@@ -199,7 +201,7 @@ class ClusterState:
 
     def open_boards(self) -> list[Machine]:
         """Boards that answer with a free core and some free RAM, in machine order."""
-        return [self.machines[b] for b in sorted(self._open_boards - self.down,
+        return [self.machines[b] for b in sorted(self._open_boards - self.down - self.draining,
                                                  key=self.order.__getitem__)]
 
     def running_on(self, machine: str) -> list[Job]:
@@ -546,6 +548,29 @@ class Policy:
         self.state.advance(now)
         return self._decide(now)
 
+    def on_move_request(self, job_id: str, dst: str, now: float) -> list[Action]:
+        """An operator moves a running job to `dst` (TransitionError says why it cannot)."""
+        self.state.advance(now)
+        for why, boards in (("silent", self.state.down), ("draining", self.state.draining)):
+            if dst in boards:
+                raise TransitionError(f"board {dst} is {why}: nothing goes there")
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            raise TransitionError(f"no job {job_id}")
+        if job.state is not JobState.RUNNING:
+            raise TransitionError(f"job {job_id} is {job.state.value}, not running")
+        move = self.migrate(job, dst, f"an operator moves {job_id} to {dst}")
+        return [move, *self._decide(now)]
+
+    def on_drain(self, board: str, draining: bool, now: float) -> list[Action]:
+        """An operator empties `board` (for maintenance): its jobs go to other boards where
+        they fit, else to a server, and nothing new goes there until it is undrained."""
+        if self.state.machines.get(board) is None or self.state.machines[board].kind != "board":
+            raise TransitionError(f"no board {board}")
+        self.state.advance(now)
+        (self.state.draining.add if draining else self.state.draining.discard)(board)
+        return self._decide(now)
+
     # -- for subclasses ------------------------------------------------------------------------
     def decide(self, now: float) -> list[Action]:
         raise NotImplementedError
@@ -576,9 +601,27 @@ class Policy:
         return Migrate(job.id, src, dst, reason)
 
     def _decide(self, now: float) -> list[Action]:
-        actions = self.decide(now)
+        actions = self.evacuate() + self.decide(now)
         self.log.extend((now, a) for a in actions)
         return actions
+
+    def evacuate(self) -> list[Action]:
+        """Jobs running on a draining board leave it, each to the first other board of a
+        model it has an estimate for (as offloads: a failed move drops the estimate, so it
+        is not retried there) where it fits, else to a server where it fits (a busy server
+        does not take them all back); one with no room anywhere waits there."""
+        out: list[Action] = []
+        for board in sorted(self.state.draining, key=self.state.order.__getitem__):
+            for j in self.state.running_on(board):
+                boards = [b for b in self.state.open_boards() if b.model in j.slowdown]
+                dst = next((m.name for m in [*boards, *self.state.servers]
+                            if self.state.fits(j, m.name)), None)
+                if dst is None:
+                    out.append(Wait(f"{j.id} waits on draining {board}: no room elsewhere"))
+                    continue
+                out.append(self.migrate(j, dst, f"{board} drains; {j.id} goes to "
+                                                f"{self.state.machines[dst].kind} {dst}"))
+        return out
 
     # -- helpers shared by policies -------------------------------------------------------------
     def place_on_server(self, job: Job) -> Run | None:
