@@ -10,6 +10,7 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
+from . import home_dir
 from .errors import HexoError
 
 
@@ -25,8 +26,5 @@ KERNEL_IMAGES = package_path("hexo", "kernel_images")
 
 
 def home() -> Path:
-    """Where hexo keeps what it builds once (sysroots, the pass plugin, CRIU, board state):
-    $HEXO_HOME, else the user's cache directory."""
-    if "HEXO_HOME" in os.environ:
-        return Path(os.environ["HEXO_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hexo"
+    """hexo.home_dir() as a Path."""
+    return Path(home_dir())

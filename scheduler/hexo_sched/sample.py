@@ -103,7 +103,7 @@ def board_run(image, args: list[str], mem: int | None, budget_s: float, wall_s: 
     hexo_check_migrate counts every point exactly, whatever their frequency, at one host
     callback per point."""
     from unicorn import UC_HOOK_CODE
-    from uhyve_ctl.backends.base import TimedOut
+    from uhyve_ctl.backends import TimedOut
 
     entry = _entry(image, "aarch64", POINT)
     vm = _vm(image, "aarch64", "emu", args, mem)
@@ -167,7 +167,7 @@ def server_run(image, args: list[str], mem: int | None, point: int | None, wall_
 def _failure(isa: str, stop, passed: int | None) -> str | None:
     """Why a run that crashed or failed (after `passed` migration points) leaves nothing
     to time."""
-    from uhyve_ctl.backends.base import Crashed, Exited
+    from uhyve_ctl.backends import Crashed, Exited
     after = (f" after migration point {passed}" if passed else
              " before its first migration point" if passed == 0 else "")
     if isinstance(stop, Crashed):
@@ -181,7 +181,7 @@ def _server_seconds(image, args: list[str], mem: int | None, point: int | None) 
     """CPU seconds of the x86-64 build to `point` (None: to its end), the median of
     SERVER_RUNS runs (each costs a fraction of the board's; a few milliseconds on a loaded
     server vary)."""
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     runs = []
     for _ in range(SERVER_RUNS):
         stop, seconds = server_run(image, args, mem, point, wall_s=SERVER_WALL_S)
@@ -203,7 +203,7 @@ def estimate(path: str, args: list[str], mem: int | None = None,
     """The emulated board's slowdown over the sample of a job with arguments `args` and
     `mem` bytes of guest RAM (None: the image's default), how it was timed, a sentence."""
     from hexo.image import Image, ImageError
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     try:
         image = Image(path)
     except ImageError as e:
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         out = {"error": str(e)}
     except Exception as e:              # a guest's state the VM refused, a full disk...
         from hexo.errors import HexoError, one_line
-        from uhyve_ctl.errors import UhyveError
+        from uhyve_ctl import UhyveError
         out = {"error": one_line(e, "the sample", (HexoError, UhyveError, ValueError))}
     json.dump(out, sys.stdout)
     print()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _errors() -> tuple:
     """The errors a board command reports in one line (imported only when one is run)."""
-    from uhyve_ctl.errors import UhyveError
+    from uhyve_ctl import UhyveError
 
     from ..hosts import HostError
     from .image import BoardImageError
