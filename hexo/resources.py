@@ -6,7 +6,6 @@ checkout find them the same way; tools such as clang get real paths (hexo instal
 
 from __future__ import annotations
 
-import os
 from importlib.resources import files
 from pathlib import Path
 
