@@ -14,7 +14,7 @@ DEBS := clang lld llvm llvm-14-dev newlib-source libgcc-12-dev-arm64-cross linux
         openssh-server iproute2 valgrind qemu-user-static qemu-system-arm qemu-utils debootstrap cpio kmod \
         podman runc \
         slurmctld slurmd slurm-client munge
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=25
 # What hexo builds once (sysroots, the pass plugin, CRIU, board state) stays in this checkout;
 # an installed hexo uses ~/.cache/hexo.
 export HEXO_HOME ?= $(CURDIR)/build

@@ -65,7 +65,7 @@ def _vm(image, isa: str, restore=None):
 def small_job(migrate: bool):
     """Loops of the small job, plainly or with one migration (same ISA, KVM)."""
     from hexo.checkpoint import Checkpoint
-    from uhyve_ctl.backends.base import Checkpointed, Exited
+    from uhyve_ctl.backends import Checkpointed, Exited
     from uhyve_ctl.migration import Request
 
     def loops_of(loops: int) -> float:

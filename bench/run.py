@@ -12,28 +12,35 @@ reports it) and by whole-process time (which adds the VM's start-up); migratable
 (statepoints, restricted code generation) vs plain builds (target <= 1.05x); the emulated
 arm64 build vs native (reported).
 
-Start-up by CPU time (medians of 40 interleaved runs on a loaded 2-core machine, load ~8,
-each command with this code and with the code before its latest cuts in the same runs):
-`uhyve-ctl run hello` 1.59x the bare interpreter (1.69x before; 1.85-1.9x two rounds
-earlier); `hexo inspect` of a plain image 1.44x (2.15x), of a migratable one (the default
-build, whose migration metadata it checks) 1.57x (2.79x); `hexo status`'s client, which
-ends at its one-line error, 1.13x (3.87x). What they no longer import: argparse (a quick
-reading of `run`, `inspect` and `status` command lines; a plug-in offers one as
-`quick(argv)`, found through the plug-in cache, which records which plug-in registered
-which command), the json package with re, enum, functools and collections (hexo.jsonc
-drives json's own C scanner and encoder), typing (the migration metadata's reader and the
-transform use hexo.records), pathlib, socket, threading, ctypes.
-Left for `run` (~6 ms beyond the interpreter's start under load): ~20 M instructions of
-imports (callgrind: 52.6 M for the imports against 32.7 M for a bare start that also ends
-with os._exit): 17 modules of its own at ~0.35 M each to find, read and unmarshal, 4 C
-extensions (_struct, zlib, mmap, fcntl) at ~0.55 M each to load, ~45 classes at ~50 k each
-(kvm.py alone 3.6 M; cli.py's argparse builder and rarer commands ~0.5 M to unmarshal);
-and ~3.5 ms of kernel time creating, running and tearing down the VM: KVM_CREATE_VM ~0.4 ms,
-the vCPU ~0.3 ms, the 256 MiB memory slot ~0.3 ms, CPUID and registers ~0.2 ms, the output
-drainer's thread ~0.2 ms (with glibc's new malloc arena for it), the guest's first touches
-of its pages (huge pages from the image up: a fault per 2 MiB), VM teardown at exit. The
-`hexo inspect` left: hashlib's OpenSSL (~2.5 ms to load; the builtin SHA-256 loads in
-~0.5 ms but hashes ~4x slower, a loss beyond ~0.5 MB of ELF, so it stays).
+Start-up by CPU time (medians of 200 interleaved runs, load ~2.7 on the 2 cores, each command
+with this code and with the code before its latest cuts in the same runs): `uhyve-ctl run
+hello` 1.59x the bare interpreter (1.69x before); in other batches of 100-200 runs at load 3-8
+1.50-1.60x against 1.59-1.68x: the target, 1.5x, is reached only in quiet batches. `hexo
+inspect` of a plain image 1.35x (1.41x); `hexo status`'s client, which ends at its one-line
+error, 1.20x. What they no longer import: argparse (a quick reading of `run`, `inspect` and
+`status` command lines; a plug-in offers one as `quick(argv)`, found through the plug-in
+cache, which records which plug-in registered which command), the json package with re,
+enum, functools and collections (hexo.jsonc drives json's own C scanner and encoder),
+typing (the migration metadata's reader and the transform use hexo.records), pathlib,
+socket, threading, ctypes; and for `run` struct.py (_struct directly), errno (only on an
+error), zlib with libz (~0.3 ms: an image whose CRC32s matched once is marked checked),
+hexo.errors, uhyve_ctl.errors and uhyve_ctl.backends.base (their contents live in the
+packages' own modules), the arm64 backend. A short run starts no drainer thread (an alarm
+stands in for it until the run has lasted INTERVAL) and reads its image's index and one ELF
+(pread), not the whole file. callgrind: 56.3 M -> 51.1 M instructions for the whole process
+(32.5 M for a bare start that ends with os._exit).
+Left for `run` (~6.5 ms beyond the interpreter's start): imports, ~3.7 ms of CPU (14 modules
+of its own at ~0.35 M instructions each to find and load, whatever their size: a `run` whose
+cli.py held only the run path imported 0.07 M fewer; 3 C extensions, _struct, mmap and
+fcntl, ~0.15 ms each with dlopen; ~40 classes at ~10 us each, exceptions and records
+included); ~1.5 ms making the VM (KVM_CREATE_VM ~0.25 ms, the vCPU with its in-kernel LAPIC
+~0.25, CPUID ~0.15, the 256 MiB memory slot ~0.15; --mem 32M measured no different);
+~0.8 ms running hello: its boot until the first hypercall (~0.4 ms, shadow-paging faults on
+PVM) and four exits, two of them FSTATs that newlib's setvbuf and isatty make of stdout
+(here /dev/null, a character device; stdio's file types in the boot info would save both, an
+ABI change), one CLOCK; the kernel's teardown at
+exit. The `hexo inspect` left: hashlib's OpenSSL (~2.5 ms to load; the builtin SHA-256 loads
+in ~0.5 ms but hashes ~4x slower, a loss beyond ~0.5 MB of ELF, so it stays).
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ def boot_to_main(loops: int) -> float:
     the C library's FSTAT of it (on a terminal it makes none)."""
     from hexo.image import Image
     from hexo import abi
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     from uhyve_ctl.vm import VirtualMachine
 
     image = Image(_path("hello", None))

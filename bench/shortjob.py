@@ -71,7 +71,7 @@ def native_cpu(path: str):
 
 def guest_cpu(path: str):
     from hexo.image import Image
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     from uhyve_ctl.vm import VirtualMachine
     image = Image(path)
 

@@ -16,9 +16,7 @@ vCPU runs, and before every hypercall. docs/formats.md gives the protocol; any b
 emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 """
 
-import struct
-
-from .records import record
+import _struct
 
 ABI_MAJOR = 1
 ABI_MINOR = 5
@@ -69,8 +67,8 @@ ISA_X86_64 = 1
 ISA_AARCH64 = 2
 ISA_IDS = {"x86_64": ISA_X86_64, "aarch64": ISA_AARCH64}
 
-_CTYPES = {"u32": ("I", "uint32_t"), "i32": ("i", "int32_t"),
-           "u64": ("Q", "uint64_t"), "i64": ("q", "int64_t")}
+_CTYPES = {"u32": ("I", "uint32_t", 4), "i32": ("i", "int32_t", 4),
+           "u64": ("Q", "uint64_t", 8), "i64": ("q", "int64_t", 8)}
 
 
 class Struct:
@@ -80,10 +78,10 @@ class Struct:
         self.name = name
         self.fields = fields
         self.doc = doc
-        self.codec = struct.Struct("<" + "".join(_CTYPES[t][0] for _, t in fields))
+        self.codec = _struct.Struct("<" + "".join(_CTYPES[t][0] for _, t in fields))
         offset = 0
         for fname, ftype in self.fields:
-            size = struct.calcsize(_CTYPES[ftype][0])
+            size = _CTYPES[ftype][2]
             if offset % size:
                 raise ValueError(f"{self.name}.{fname} is not naturally aligned")
             offset += size
@@ -99,7 +97,7 @@ class Struct:
         for fname, ftype in self.fields:
             if fname == name:
                 return off
-            off += struct.calcsize(_CTYPES[ftype][0])
+            off += _CTYPES[ftype][2]
         raise KeyError(name)
 
     def unpack(self, data) -> dict[str, int]:
@@ -214,26 +212,23 @@ ARGS_PANIC = Struct("hexo_args_panic", (("msg", "u64"), ("len", "u64")),
                     "the library OS gives up with a message")
 
 
-Hypercall = record("Hypercall", "nr name args")
-
-
-HYPERCALLS = (
-    Hypercall(0, "EXIT", ARGS_EXIT),
-    Hypercall(1, "WRITE", ARGS_RW),
-    Hypercall(2, "READ", ARGS_RW),
-    Hypercall(3, "OPEN", ARGS_OPEN),
-    Hypercall(4, "CLOSE", ARGS_CLOSE),
-    Hypercall(5, "LSEEK", ARGS_LSEEK),
-    Hypercall(6, "FSTAT", ARGS_FSTAT),
-    Hypercall(7, "CLOCK", ARGS_CLOCK),
-    Hypercall(8, "UNLINK", ARGS_UNLINK),
-    Hypercall(9, "PANIC", ARGS_PANIC),
-    Hypercall(10, "MIGRATE", ARGS_MIGRATE),
-    Hypercall(11, "FLUSH", ARGS_FLUSH),
-    Hypercall(12, "MKDIR", ARGS_MKDIR),
-)
-HYPERCALL_BY_NR = {h.nr: h for h in HYPERCALLS}
-NR = {h.name: h.nr for h in HYPERCALLS}
+# name -> (number, argument struct)
+HYPERCALLS = {
+    "EXIT": (0, ARGS_EXIT),
+    "WRITE": (1, ARGS_RW),
+    "READ": (2, ARGS_RW),
+    "OPEN": (3, ARGS_OPEN),
+    "CLOSE": (4, ARGS_CLOSE),
+    "LSEEK": (5, ARGS_LSEEK),
+    "FSTAT": (6, ARGS_FSTAT),
+    "CLOCK": (7, ARGS_CLOCK),
+    "UNLINK": (8, ARGS_UNLINK),
+    "PANIC": (9, ARGS_PANIC),
+    "MIGRATE": (10, ARGS_MIGRATE),
+    "FLUSH": (11, ARGS_FLUSH),
+    "MKDIR": (12, ARGS_MKDIR),
+}
+NR = {name: nr for name, (nr, _) in HYPERCALLS.items()}
 
 # Open flags and file types of the ABI (not the host's, not newlib's).
 OPEN_FLAGS = {"O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2, "O_ACCMODE": 3,
@@ -249,7 +244,7 @@ ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 
 MAX_PATH = 4096
 
 _STRUCTS = [BOOT_INFO, SHARED_PAGE, IO_RING, IO_SWITCH, CPU_CONTEXT, KERNEL_STATE, AREA] + list(
-    dict.fromkeys(h.args for h in HYPERCALLS))
+    dict.fromkeys(args for _, args in HYPERCALLS.values()))
 
 
 def _constants() -> list[tuple[str, int]]:
@@ -265,7 +260,7 @@ def _constants() -> list[tuple[str, int]]:
              "LINUX_PAGE_ADDR", "LINUX_CONTEXT_ADDR"]
     g = globals()
     out = [(n, g[n]) for n in names]
-    out += [(f"HC_{h.name}", h.nr) for h in HYPERCALLS]
+    out += [(f"HC_{name}", nr) for name, nr in NR.items()]
     out += sorted(OPEN_FLAGS.items(), key=lambda kv: kv[1])
     out += list(FILE_TYPES.items()) + list(AREA_KINDS.items())
     out += [(f"E_{k[1:]}", v) for k, v in ERRNO.items()]

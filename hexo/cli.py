@@ -7,6 +7,8 @@ CPU, a fifth); every other command parses its arguments into pathlib paths.
 import os
 import sys
 
+from . import home_dir
+
 
 def _parser():
     import argparse
@@ -257,8 +259,7 @@ def _plugin_cache() -> tuple[str, str]:
         except OSError:
             pass
     key = f"{sys.executable}\n{PLUGIN_GROUP}\n" + "\n".join(stamps)
-    home = os.environ.get("HEXO_HOME") or os.path.join(        # as hexo.resources.home(),
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")  # lighter
+    home = home_dir()
     # one file per interpreter and import path, rewritten when a directory's time changes;
     # named apart from the "commands-" files of hexo versions that kept no command names
     where = zlib.crc32("\n".join([sys.executable, *dirs]).encode())

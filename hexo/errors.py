@@ -1,12 +1,10 @@
-"""The one error type of the core: every failure the core reports to a user is a HexoError
-whose message is one sentence; the `hexo` command prints it on one line."""
+"""How a failure reads on one line. The core's error type, HexoError, is the hexo package's
+(and so this module's) own."""
 
 import os
 import sys
 
-
-class HexoError(Exception):
-    """A failure of the core (image, checkpoint, toolchain, transform) with its reason."""
+from . import HexoError
 
 
 def one_line(err: BaseException, stage: str, known: tuple = (HexoError,)) -> str:

@@ -12,27 +12,38 @@ the hypervisor boots an image without parsing ELF, and each ELF's SHA-256 as its
 Since format 1.1 the "index" entry holds what booting needs (entry points, segments, ABI
 version, memory size, application data range, name, build id) as fixed-size records read
 with struct: a run parses no JSON; the manifest is parsed only when something asks for it.
-Loading checks CRC32s only: zlib is cheap to import, hashlib's OpenSSL is not, and boot time
-is measured in milliseconds. Readers refuse a newer major version.
+Loading checks CRC32s only (hashlib's OpenSSL costs more than a boot), and each file's once:
+a file whose every CRC32 matched leaves a mark under hexo's home named by its identity
+(device, inode, size, modification and change times; any write to the file renews its change
+time), and a later reader of the unchanged file trusts them without zlib, whose load (with
+libz) cost every `uhyve-ctl run` ~0.3 ms. Readers refuse a newer major version. An Image
+reads its header and entry table when it opens the file, and each payload when asked for it,
+from the file it opened (a file replaced meanwhile mixes nothing into it): a run reads the
+index and one ELF, not the whole file (whose copy cost a short job ~70 page faults).
 """
 
 import os
-import struct
-import zlib
+from _struct import Struct, error as StructError
 
-from .errors import HexoError
+from . import HexoError, home_dir
 from .records import record
 
 MAGIC = b"HEXOIMG\0"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1
-_HEADER = struct.Struct("<8sHHII12x")
-_ENTRY = struct.Struct("<16sQQI4x")
-_INDEX = struct.Struct("<4sIQQQ16sHH")      # magic, ABI, min_mem, app data, build id, name, ISAs
-_INDEX_ISA = struct.Struct("<16sQI4x")      # ISA name, entry point, segment count
-_INDEX_SEGMENT = struct.Struct("<QQQQ4s4x")  # vaddr, offset, filesz, memsz, flags
+_HEADER = Struct("<8sHHII12x")
+_ENTRY = Struct("<16sQQI4x")
+_INDEX = Struct("<4sIQQQ16sHH")        # magic, ABI, min_mem, app data, build id, name, ISAs
+_INDEX_ISA = Struct("<16sQI4x")        # ISA name, entry point, segment count
+_INDEX_SEGMENT = Struct("<QQQQ4s4x")   # vaddr, offset, filesz, memsz, flags
 _INDEX_MAGIC = b"HXIX"
 _ALIGN = 4096
+_MAX_ENTRIES = 64
+_CHECKED = "checked-images"     # under hexo.home_dir(): one empty file per checked image
+_CHECKED_KEPT = 256
+# A file is marked once its last change is this old: a change within one tick of a coarse
+# clock may leave its times as they were; one a second later cannot.
+_SETTLED_NS = 1_000_000_000
 _ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
 
@@ -71,7 +82,7 @@ def pack_index(index: Index) -> bytes:
 
 
 def unpack_index(blob: bytes) -> Index:
-    """Raises ValueError (or struct.error) on a malformed index."""
+    """Raises ValueError (or StructError) on a malformed index."""
     magic, abi_version, min_mem, lo, hi, build_id, name_len, nisas = _INDEX.unpack_from(blob)
     if magic != _INDEX_MAGIC:
         raise ValueError("bad magic")
@@ -97,17 +108,26 @@ class Image:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
+        self._fd = -1
         try:
-            with open(self.path, "rb") as f:
-                self._data = f.read()
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(self._fd)
         except OSError as e:
             raise ImageError(f"{self.path}: cannot read image: {e.strerror}") from None
-        self.entries = self._parse_header()
+        self._size, self._changed = st.st_size, st.st_ctime_ns
+        self._mark = os.path.join(home_dir(), _CHECKED, f"{st.st_dev:x}-{st.st_ino:x}-"
+                                  f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}")
+        marked = os.path.exists(self._mark)
+        head = self._read(0, _HEADER.size + _MAX_ENTRIES * _ENTRY.size)
+        self._checked = marked and os.fstat(self._fd).st_ctime_ns == self._changed
+        self.entries = self._parse_header(head)
+        if not self._checked:
+            self._check_all()
         self._manifest = None
         if "index" in self.entries:
             try:
                 self.index = unpack_index(self.payload("index"))
-            except (ValueError, struct.error) as e:
+            except (ValueError, StructError) as e:
                 raise ImageError(f"{self.path}: corrupt index entry ({e})") from None
         else:                                   # format 1.0
             self.index = index_of(self.manifest)
@@ -124,8 +144,38 @@ class Image:
                 raise ImageError(f"{self.path}: manifest is not valid JSON: {e}") from None
         return self._manifest
 
-    def _parse_header(self) -> dict[str, tuple[int, int, int]]:
-        data, where = self._data, self.path
+    def _unchanged(self) -> bool:
+        """Checked before, and not written since it was opened: its CRC32s hold."""
+        return self._checked and os.fstat(self._fd).st_ctime_ns == self._changed
+
+    def _check_all(self) -> None:
+        """Check every payload's CRC32 (errors are reported when a payload is asked for) and
+        mark the file checked if they all match and its last change has settled."""
+        import time
+        if time.time_ns() - self._changed < _SETTLED_NS:
+            return
+        for off, size, crc in self.entries.values():
+            if _crc32(self._read(off, size)) != crc:
+                return
+        try:
+            os.makedirs(os.path.dirname(self._mark), exist_ok=True)
+            os.close(os.open(self._mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            _forget_old_marks(os.path.dirname(self._mark))
+        except OSError:
+            pass                # no mark: the next reader checks the CRC32s again
+
+    def __del__(self, _close=os.close):
+        if self._fd >= 0:
+            _close(self._fd)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as e:
+            raise ImageError(f"{self.path}: cannot read image: {e.strerror}") from None
+
+    def _parse_header(self, data: bytes) -> dict[str, tuple[int, int, int]]:
+        where = self.path
         if len(data) < _HEADER.size or data[:8] != MAGIC:
             raise ImageError(f"{where}: not a hexo image (no HEXOIMG magic)")
         _, major, minor, count, crc = _HEADER.unpack_from(data)
@@ -133,17 +183,17 @@ class Image:
             raise ImageError(f"{where}: image format {major}.{minor} is not readable by this "
                              f"hexo (format {FORMAT_MAJOR}.x)")
         table_end = _HEADER.size + count * _ENTRY.size
-        if count > 64 or table_end > len(data):
+        if count > _MAX_ENTRIES or table_end > len(data):
             raise ImageError(f"{where}: truncated or corrupt entry table")
-        if zlib.crc32(data[:16] + data[_HEADER.size:table_end]) != crc:
+        if not self._checked and _crc32(data[:16] + data[_HEADER.size:table_end]) != crc:
             raise ImageError(f"{where}: header checksum mismatch (corrupt image)")
         entries = {}
         for i in range(count):
             raw, off, size, crc = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
             name = raw.rstrip(b"\0").decode("ascii", "replace")
-            if off + size > len(data):
+            if off + size > self._size:
                 raise ImageError(f"{where}: truncated: '{name}' ends at byte {off + size}, "
-                                 f"file has {len(data)}")
+                                 f"file has {self._size}")
             entries[name] = (off, size, crc)
         if "manifest" not in entries:
             raise ImageError(f"{where}: image has no manifest")
@@ -153,8 +203,11 @@ class Image:
         if name not in self.entries:
             raise ImageError(f"{self.path}: image has no '{name}' entry")
         off, size, crc = self.entries[name]
-        blob = self._data[off:off + size]
-        if zlib.crc32(blob) != crc:
+        blob = self._read(off, size)
+        if len(blob) != size:
+            raise ImageError(f"{self.path}: truncated since it was opened: '{name}' ends at "
+                             f"byte {off + size}")
+        if not self._unchanged() and _crc32(blob) != crc:
             raise ImageError(f"{self.path}: checksum mismatch in '{name}' (corrupt image)")
         return blob
 
@@ -179,6 +232,20 @@ class Image:
         return blob
 
 
+def _crc32(data: bytes) -> int:
+    import zlib         # only where a CRC32 is checked or made
+    return zlib.crc32(data)
+
+
+def _forget_old_marks(where: str) -> None:
+    """Keep the _CHECKED_KEPT most recent marks (a mark is only a saved check)."""
+    marks = os.listdir(where)
+    if len(marks) > _CHECKED_KEPT:
+        marks.sort(key=lambda name: os.stat(os.path.join(where, name)).st_mtime_ns)
+        for name in marks[:len(marks) - _CHECKED_KEPT]:
+            os.unlink(os.path.join(where, name))
+
+
 def write_image(path: str | os.PathLike, manifest: dict, payloads: dict[str, bytes]) -> None:
     """Write atomically: a reader sees the old file or the complete new one."""
     import json
@@ -190,10 +257,10 @@ def write_image(path: str | os.PathLike, manifest: dict, payloads: dict[str, byt
     for name, blob in blobs.items():
         if len(name.encode()) > 16:
             raise ValueError(f"entry name too long: {name}")
-        table += _ENTRY.pack(name.encode(), offset + len(body), len(blob), zlib.crc32(blob))
+        table += _ENTRY.pack(name.encode(), offset + len(body), len(blob), _crc32(blob))
         body += blob + b"\0" * (-len(blob) % _ALIGN)
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(blobs), 0)
-    crc = zlib.crc32(head[:16] + table)
+    crc = _crc32(head[:16] + table)
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(blobs), crc)
     data = head + table + b"\0" * (offset - table_end) + body
     path = os.fspath(path)

@@ -6,10 +6,10 @@ checkout find them the same way; tools such as clang get real paths (hexo instal
 
 from __future__ import annotations
 
-import os
 from importlib.resources import files
 from pathlib import Path
 
+from . import home_dir
 from .errors import HexoError
 
 
@@ -25,8 +25,5 @@ KERNEL_IMAGES = package_path("hexo", "kernel_images")
 
 
 def home() -> Path:
-    """Where hexo keeps what it builds once (sysroots, the pass plugin, CRIU, board state):
-    $HEXO_HOME, else the user's cache directory."""
-    if "HEXO_HOME" in os.environ:
-        return Path(os.environ["HEXO_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hexo"
+    """hexo.home_dir() as a Path."""
+    return Path(home_dir())

@@ -72,10 +72,14 @@ class ImageCache:
     def plain(self, workload: str, klass: str | None = None) -> Path:
         return self._build(workload, klass, "plain.hexo", "--no-migratable")
 
-    def program(self, name: str, migratable: bool = False) -> Path:
+    def program(self, name: str, migratable: bool = False, auto_points: bool = False) -> Path:
         """tests/programs/NAME.c as an image: plain unless asked (a plain job is never
-        offloaded by the scheduler)."""
+        offloaded by the scheduler); `auto_points`: migratable with a point at every
+        function entry and outer loop head, as an operator builds code that calls no hexo
+        function."""
         source = (ROOT / "tests" / "programs" / f"{name}.c",)
+        if auto_points:
+            return self._build(name, None, "auto.hexo", "--auto-points", sources=source)
         if migratable:
             return self._build(name, None, "mig.hexo", sources=source)
         return self._build(name, None, "prog.hexo", "--no-migratable", sources=source)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from hexo import abi
-from uhyve_ctl.backends.base import Checkpointed, Crashed, Exited, TimedOut
+from uhyve_ctl.backends import Checkpointed, Crashed, Exited, TimedOut
 from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
 from uhyve_ctl.ioring import OutputRing
 from uhyve_ctl.memory import GuestMemory

@@ -53,9 +53,8 @@ def board_state(tmp_path_factory):
         os.environ["HEXO_BOARD_STATE"] = old
 
 
-@pytest.fixture(scope="module")
-def boards(board_state):
-    """Two boards booted side by side, each on its own overlay disk."""
+def boot_side_by_side(names) -> dict:
+    """Boards booted side by side, each on its own overlay disk: {name: Board}."""
     started, errors = {}, []
 
     def boot(name):
@@ -63,13 +62,18 @@ def boards(board_state):
             started[name] = vm.up(name)
         except Exception as e:                       # reported below, with the other board's
             errors.append(e)
-    threads = [threading.Thread(target=boot, args=(n,)) for n in ("b0", "b1")]
+    threads = [threading.Thread(target=boot, args=(n,)) for n in names]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
     return started
+
+
+@pytest.fixture(scope="module")
+def boards(board_state):
+    return boot_side_by_side(("b0", "b1"))
 
 
 def hexo_board(*args, timeout=600):
@@ -218,6 +222,20 @@ def test_down_powers_off_and_removes_the_board(board_state):
     assert not (Path(board_state) / "short").exists()
 
 
+def board_cluster(boards: dict, tmp_path: Path, **daemon) -> Path:
+    """cluster.toml of hexo-schedd (policy hexo) with a one-core KVM server and `boards` as
+    its boards, their jobs on the boards' KVM; `daemon`: more [daemon] settings."""
+    from test_schedd_live import UHYVE
+    sections = "".join(
+        sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
+                                   "/var/tmp/hexo", "uhyve-ctl", backend="kvm",
+                                   model="emulated-aarch64")
+        for name, b in sorted(boards.items()))
+    return sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
+                                      poll_s=0.5, confirm_timeout_s=900,
+                                      checkpoint_timeout_s=600, **daemon)
+
+
 def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, tmp_path):
     """hexo-schedd with a one-core KVM server and the two board VMs as its boards, their jobs
     on the boards' KVM. EP, EP (class W) and IS (class S) are queued at once: each EP is
@@ -227,17 +245,10 @@ def test_schedd_offloads_to_two_board_vms_and_brings_jobs_back(boards, images, t
     ~10 s a recall takes to reach a board, so neither ends there first."""
     import json
     import signal as sig
-    from test_schedd_live import UHYVE, start_daemon, wait_all_done
+    from test_schedd_live import start_daemon, wait_all_done
     from npb_reference import check
     ep, is_ = images.get("npb-ep", "W"), images.get("npb-is", "S")
-    sections = "".join(
-        sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
-                                   "/var/tmp/hexo", "uhyve-ctl", backend="kvm",
-                                   model="emulated-aarch64")
-        for name, b in sorted(boards.items()))
-    cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
-                                     idle_after_s=1, poll_s=0.5, confirm_timeout_s=900,
-                                     checkpoint_timeout_s=600)
+    cfg = board_cluster(boards, tmp_path, idle_after_s=1)
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
     try:

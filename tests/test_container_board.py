@@ -94,16 +94,16 @@ def test_process_finishes_on_the_board(board, tmp_path):
 def test_npb_there_and_back(board, tmp_path, kernel, point):
     """NPB class S: stopped at a chosen point on x86-64, one step on the arm64 board (to its
     next point), back on x86-64 to the end; NPB's own verification must pass."""
-    from hexo_sched.boards.migrate import from_board, to_board
+    from hexo_sched.boards.migrate import move
     w = workloads.get(f"npb-{kernel}")
     image = linux_image(tmp_path, kernel, w.paths(), w.defines("S"))
     out = tmp_path / "run.out"
     p = start(image, [], out, stop_at=point)
-    remote = to_board(p.pid, board.name, until_point=True)
+    remote = move(str(p.pid), dst=board.name, until_point=True)
     assert p.wait() != 0                                # ended once the board ran it
     assert on_board(board, ["cat", f"/proc/{remote}/comm"]) == (0, "aarch64\n")
-    local = from_board(board.name, remote, reap=True)
-    assert ckpt.wait(local) == 0
+    local = move(remote, src=board.name, reap=True)
+    assert ckpt.wait(int(local)) == 0
     npb_reference.check(kernel, "S", out.read_text())
     assert on_board(board, ["test", "-e", f"/proc/{remote}"])[0] != 0
 
@@ -111,7 +111,7 @@ def test_npb_there_and_back(board, tmp_path, kernel, point):
 def test_failed_restore_leaves_the_source_running(board, tmp_path):
     """The board's restore fails (its pid is taken there): the source, left stopped at its
     point, continues here and ends as if never touched."""
-    from hexo_sched.boards.migrate import MigrationError, to_board
+    from hexo_sched.boards.migrate import MigrationError, move
     image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
     want = tmp_path / "unmigrated.out"
     assert start(image, ["3000"], want).wait() == 0
@@ -124,7 +124,7 @@ def test_failed_restore_leaves_the_source_running(board, tmp_path):
                                    "& echo $!"])
     assert status == 0 and log.split()[-1] == str(p.pid), log
     with pytest.raises(MigrationError, match=f"process {p.pid} continues here"):
-        to_board(p.pid, board.name)
+        move(str(p.pid), dst=board.name)
     assert p.wait() == 0
     assert out.read_text() == want.read_text()
 
@@ -180,18 +180,18 @@ def test_npb_container_there_and_back(board, tmp_path, kernel, point):
     """An x86-64 podman container (podman's default seccomp profile) stopped at a chosen
     point, restored by the board's podman, one step there as an arm64 process, then back to
     this server's podman to the end; NPB's own verification must pass."""
-    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    from hexo_sched.boards.migrate import move
     w = workloads.get(f"npb-{kernel}")
     image = linux_image(tmp_path, kernel, w.paths(), w.defines("S"))
     name = f"hexo-test-{kernel}-{os.getpid()}"
     tag = run_container(image, name, [], point)
     try:
-        assert container_to_board(name, board.name, until_point=True) == name
+        assert move(name, dst=board.name, until_point=True) == name
         assert subprocess.run(["podman", "container", "exists", name]).returncode == 1
         status, pid = on_board(board, ["podman", "inspect", "--format", "{{.State.Pid}}", name])
         assert status == 0 and on_board(board, ["cat", f"/proc/{pid.strip()}/comm"]) \
             == (0, "aarch64\n")
-        assert container_from_board(board.name, name) == name
+        assert move(name, src=board.name) == name
         assert podman_here("wait", name).strip() == "0"
         npb_reference.check(kernel, "S", podman_here("logs", name))
         assert on_board(board, ["podman", "container", "exists", name])[0] == 1
@@ -203,7 +203,7 @@ def test_npb_container_there_and_back(board, tmp_path, kernel, point):
 def test_failed_podman_restore_leaves_the_source_running(board, tmp_path):
     """The board's podman refuses the restore (a container of that name exists there): the
     source container, parked at its point, continues here and ends as if never touched."""
-    from hexo_sched.boards.migrate import MigrationError, container_to_board
+    from hexo_sched.boards.migrate import MigrationError, move
     image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
     want = tmp_path / "unmigrated.out"
     assert start(image, ["3000"], want).wait() == 0
@@ -215,7 +215,7 @@ def test_failed_podman_restore_leaves_the_source_running(board, tmp_path):
                                        "localhost/hexo-blocker"], puts=[Path(image.path)])
         assert status == 0, log
         with pytest.raises(MigrationError, match=f"container {name} continues here"):
-            container_to_board(name, board.name)
+            move(name, dst=board.name)
         assert podman_here("wait", name).strip() == "0"
         assert podman_here("logs", name) == want.read_text()
     finally:
@@ -228,14 +228,14 @@ def test_container_finds_its_cgroup_limits_on_both_machines(board, tmp_path):
     its machine. A job that reads its limits at every step (tests/programs/cgroup_limits.c),
     moved to the board for one step and back, reads the values podman was given here in the
     v2 form there and in the v1 form here."""
-    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    from hexo_sched.boards.migrate import move
     image = linux_image(tmp_path, "cgroup_limits", [PROGRAMS / "cgroup_limits.c"])
     name = f"hexo-test-cgroup-{os.getpid()}"
     tag = run_container(image, name, ["6"], 2, ["--memory", "256m", "--cpus", "0.5",
                                                 "--pids-limit", "100"])
     try:
-        container_to_board(name, board.name, until_point=True)
-        container_from_board(board.name, name)
+        move(name, dst=board.name, until_point=True)
+        move(name, src=board.name)
         assert podman_here("wait", name).strip() == "0"
         steps = podman_here("logs", name).splitlines()
     finally:
@@ -249,7 +249,7 @@ def test_container_image_goes_once_per_board(board, tmp_path):
     """The board keeps the container's image by digest: sent once, asked again it has it; a
     damaged copy there is sent again, never used. A container then moved to the board (its
     archive without the image, the board's podman without it) restores from that copy."""
-    from hexo_sched.boards.migrate import container_to_board, send_image
+    from hexo_sched.boards.migrate import Here, OnBoard, copy_image, move
     from uhyve_ctl.container import images
     image = linux_image(tmp_path, "migratable", [PROGRAMS / "migratable.c"])
     want = tmp_path / "unmigrated.out"
@@ -262,16 +262,17 @@ def test_container_image_goes_once_per_board(board, tmp_path):
         pass
     wanted = {"oci_id": oci_id, "oci_name": oci_name, "archive": sha}
     try:
-        with board.connect() as conn:
-            assert send_image(conn, board.name, wanted)
-            assert not send_image(conn, board.name, wanted)
-            status, _, err = conn.host.sh(f"d={images.STORE_IN_SHELL}; printf x | dd "
-                                          f"of=\"$d/{sha}.tar\" bs=1 seek=100 conv=notrunc")
+        with Here() as here, OnBoard(board.name) as there:
+            assert copy_image(here, there, wanted, tmp_path)
+            assert not copy_image(here, there, wanted, tmp_path)
+            status, _, err = there.conn.host.sh(f"d={images.STORE_IN_SHELL}; printf x | dd "
+                                                f"of=\"$d/{sha}.tar\" bs=1 seek=100 "
+                                                "conv=notrunc")
             assert status == 0, err
-            assert send_image(conn, board.name, wanted)
-            assert not send_image(conn, board.name, wanted)
+            assert copy_image(here, there, wanted, tmp_path)
+            assert not copy_image(here, there, wanted, tmp_path)
         assert on_board(board, ["podman", "image", "exists", oci_id])[0] == 1
-        container_to_board(name, board.name)
+        move(name, dst=board.name)
         assert on_board(board, ["podman", "wait", name]) == (0, "0\n")
         assert on_board(board, ["podman", "logs", name]) == (0, want.read_text())
     finally:
@@ -294,7 +295,7 @@ def test_container_image_comes_back_only_when_missing(board, tmp_path, monkeypat
     over its SSH connection (the kernel's count) and leaves an intact copy, so the first
     received none; both jobs finish with the unmigrated output."""
     from hexo_sched.boards import ssh
-    from hexo_sched.boards.migrate import container_from_board, container_to_board
+    from hexo_sched.boards.migrate import move
     from uhyve_ctl.container import images
     received = []
     close = ssh.BoardConnection.__exit__
@@ -318,11 +319,11 @@ def test_container_image_comes_back_only_when_missing(board, tmp_path, monkeypat
         for name in names:
             if name != names[0]:
                 run_tagged(tag, name, ["3000"], 5)
-            container_to_board(name, board.name, until_point=True)
+            move(name, dst=board.name, until_point=True)
             podman_here("rmi", "--force", oci_id)
             if name != names[0]:
                 stored.write_bytes(stored.read_bytes()[:-1] + b"x")
-            container_from_board(board.name, name)
+            move(name, src=board.name)
             back.append(received[-1])
             assert podman_here("wait", name).strip() == "0"
             assert podman_here("logs", name) == want.read_text()

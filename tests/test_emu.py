@@ -20,7 +20,7 @@ import pytest
 
 from hexo import abi
 from uhyve_ctl import paging
-from uhyve_ctl.backends.base import BootState, Crashed, Exited, TimedOut
+from uhyve_ctl.backends import BootState, Crashed, Exited, TimedOut
 from uhyve_ctl.backends.emu import EmuBackend
 from uhyve_ctl.memory import GuestMemory
 

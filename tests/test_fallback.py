@@ -136,7 +136,7 @@ def test_an_internal_error_is_reported_as_one_sentence(image, monkeypatch, tmp_p
     """A defect in the transform (here: the OverflowError the issue saw) reaches the user as
     a sentence naming the stage, never as Python's text, and the job runs on."""
     from hexo import retarget
-    from uhyve_ctl.backends.base import Exited
+    from uhyve_ctl.backends import Exited
     from uhyve_ctl.migration import Request
     from uhyve_ctl.vm import VirtualMachine
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hexo import abi
-from uhyve_ctl.backends.base import Crashed, Exited
+from uhyve_ctl.backends import Crashed, Exited
 from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
 from uhyve_ctl.memory import GuestMemory
 
@@ -30,7 +30,7 @@ def guest(tmp_path):
 
 
 def call(hc, mem, name, **args):
-    struct = abi.HYPERCALL_BY_NR[abi.NR[name]].args
+    struct = abi.HYPERCALLS[name][1]
     mem.write(ARG, struct.pack(**args))
     stop = hc(abi.NR[name], ARG)
     return stop, struct.unpack(mem.read(ARG, struct.size))

@@ -2,6 +2,7 @@
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -63,6 +64,59 @@ def test_truncated(image):
     image.write_bytes(data[: len(data) - 5000])
     with pytest.raises(ImageError, match="truncated"):
         Image(image)
+
+
+def test_payloads_come_from_the_file_as_it_was_opened(image, tmp_path):
+    """Replaced by a rebuild (a new file): the opened one still answers, nothing mixes in.
+    Cut short or rewritten in place: a clear refusal, never another image's bytes."""
+    img = Image(image)
+    other = tmp_path / "other.hexo"
+    write_image(other, dict(MANIFEST, name="other"), {"elf.x86_64": _elf(62) + bytes(8),
+                                                      "elf.aarch64": _elf(183)})
+    other.replace(image)
+    assert img.elf("x86_64") == _elf(62) and img.index.name == "t"
+    img = Image(image)
+    with open(image, "r+b") as f:
+        f.truncate(img.entries["elf.aarch64"][0] + 10)
+    with pytest.raises(ImageError, match="truncated since it was opened: 'elf.aarch64'"):
+        img.payload("elf.aarch64")
+
+
+def test_a_directory_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="cannot read image: Is a directory"):
+        Image(tmp_path)
+
+
+def _settle(path):
+    """Wait until the file's last change is a second old: only then is it marked checked."""
+    time.sleep(max(0.0, 1.1 - (time.time() - path.stat().st_ctime)))
+
+
+def test_a_checked_image_is_trusted_until_it_changes(image, tmp_path, monkeypatch):
+    """An image whose CRC32s all matched, its last change settled, leaves a mark named by the
+    file's identity; a later reader trusts the unchanged file, and checks it again once it
+    has been written."""
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "home"))
+    _settle(image)
+    assert not Image(image)._checked
+    assert len(list((tmp_path / "home" / "checked-images").iterdir())) == 1
+    img = Image(image)
+    assert img._checked and img.elf("x86_64") == _elf(62) and img.index.name == "t"
+    _damage(image, img.entries["elf.aarch64"][0] + 8, 0x40)
+    with pytest.raises(ImageError, match="checksum mismatch in 'elf.aarch64'"):
+        img.payload("elf.aarch64")                       # opened before the change
+    with pytest.raises(ImageError, match="checksum mismatch in 'elf.aarch64'"):
+        Image(image).payload("elf.aarch64")
+
+
+def test_a_damaged_image_is_never_marked(image, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEXO_HOME", str(tmp_path / "home"))
+    _damage(image, Image(image).entries["elf.aarch64"][0] + 8, 0x40)
+    _settle(image)
+    for _ in range(2):
+        with pytest.raises(ImageError, match="checksum mismatch in 'elf.aarch64'"):
+            Image(image).payload("elf.aarch64")
+    assert not (tmp_path / "home" / "checked-images").exists()
 
 
 def test_corrupt_payload_detected_by_checksum(image):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hexo import abi
-from uhyve_ctl.backends.base import Crashed
+from uhyve_ctl.backends import Crashed
 from uhyve_ctl.hypercalls import FileTable, Hypercalls, Mount
 from uhyve_ctl.ioring import OutputRing
 from uhyve_ctl.memory import GuestMemory
@@ -75,6 +75,34 @@ def ring(tmp_path):
         except OSError:
             pass                                   # closed by the test
     mem.close()
+
+
+@pytest.mark.parametrize("alarm_free", [True, False])
+def test_output_of_a_guest_that_never_exits_is_drained(ring, monkeypatch, alarm_free):
+    """A KVM run on the main thread: an alarm starts the drainer thread once the run has
+    lasted INTERVAL, and a run that ends first starts none. With SIGALRM in use elsewhere
+    (as pytest-timeout uses it), the thread starts with the run."""
+    from uhyve_ctl import ioring
+    ring, guest, r, _ = ring
+    drainer = ioring._Drainer()
+    monkeypatch.setattr(ioring, "_drainer", drainer)
+    handler = signal.signal(signal.SIGALRM, signal.SIG_DFL if alarm_free else lambda *a: None)
+    timer = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        ring.start(interruptible=True)
+        ring.stop()                              # a short run
+        assert drainer._started == (not alarm_free)
+        guest.write(1, b"while the guest computes\n")
+        ring.start(interruptible=True)
+        deadline = time.monotonic() + 60
+        while not select.select([r], [], [], 0.01)[0]:      # the alarm interrupts the wait
+            assert time.monotonic() < deadline
+        assert os.read(r, 100) == b"while the guest computes\n"
+        assert drainer._started
+        ring.stop()
+    finally:
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, *timer)
 
 
 def test_order_across_fds_and_around_the_end_of_the_ring(ring):

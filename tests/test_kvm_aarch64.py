@@ -14,7 +14,8 @@ import pytest
 
 from hexo import abi
 from uhyve_ctl import kvm, vm
-from uhyve_ctl.backends.base import BootState
+from uhyve_ctl.backends import BootState
+from uhyve_ctl.backends import kvm_aarch64
 from uhyve_ctl.backends.kvm_aarch64 import Aarch64KvmBackend, describe_exception
 from uhyve_ctl.memory import GuestMemory
 
@@ -32,8 +33,8 @@ def test_ioctls_and_register_ids_match_the_arm64_kernel_headers(tmp_path):
         "KVM_ENABLE_CAP", "KVM_CAP_ARM_NISV_TO_USER", "KVM_CREATE_VM", "KVM_CREATE_VCPU",
         "KVM_RUN", "KVM_SET_USER_MEMORY_REGION", "KVM_CHECK_EXTENSION",
         "KVM_GET_VCPU_MMAP_SIZE")}
-    checks["sizeof(struct kvm_regs)"] = kvm.Arm64KvmRegs.size
-    checks["sizeof(struct kvm_vcpu_init)"] = kvm.KvmVcpuInit.size
+    checks["sizeof(struct kvm_regs)"] = kvm_aarch64.KVM_REGS_SIZE
+    checks["sizeof(struct kvm_vcpu_init)"] = kvm._VCPU_INIT.size
     core = {"x0": "regs.regs[0]", "x30": "regs.regs[30]", "sp": "regs.sp", "pc": "regs.pc",
             "pstate": "regs.pstate", "sp_el1": "sp_el1", "elr_el1": "elr_el1",
             "spsr_el1": "spsr[0]", "v0": "fp_regs.vregs[0]", "v31": "fp_regs.vregs[31]",
@@ -41,11 +42,11 @@ def test_ioctls_and_register_ids_match_the_arm64_kernel_headers(tmp_path):
     sizes = {"v0": "U128", "v31": "U128", "fpsr": "U32", "fpcr": "U32"}
     for name, field in core.items():
         checks[f"KVM_REG_ARM64 | KVM_REG_SIZE_{sizes.get(name, 'U64')} | KVM_REG_ARM_CORE | "
-               f"KVM_REG_ARM_CORE_REG({field})"] = kvm.arm64_core_reg(name)
+               f"KVM_REG_ARM_CORE_REG({field})"] = kvm_aarch64.core_reg(name)
     for enc in ((3, 0, 5, 2, 0), (3, 0, 6, 0, 0), (3, 0, 12, 0, 0), (3, 3, 14, 3, 1)):
-        checks[f"ARM64_SYS_REG{enc}"] = kvm.arm64_sys_reg(*enc)
-    checks["KVM_EXIT_MMIO"], checks["KVM_EXIT_ARM_NISV"] = kvm._EXIT_MMIO, kvm._EXIT_ARM_NISV
-    checks["KVM_EXIT_SYSTEM_EVENT"] = kvm._EXIT_SYSTEM_EVENT
+        checks[f"ARM64_SYS_REG{enc}"] = kvm_aarch64.sys_reg(*enc)
+    checks["KVM_EXIT_MMIO"], checks["KVM_EXIT_ARM_NISV"] = kvm.EXIT_MMIO, kvm.EXIT_ARM_NISV
+    checks["KVM_EXIT_SYSTEM_EVENT"] = kvm.EXIT_SYSTEM_EVENT
     checks["offsetof(struct kvm_run, immediate_exit)"] = kvm._RUN_IMMEDIATE_EXIT
     checks["offsetof(struct kvm_run, exit_reason)"] = kvm._RUN_EXIT_REASON
     checks["offsetof(struct kvm_run, mmio)"] = kvm._RUN_UNION
@@ -98,3 +99,11 @@ def test_exception_reports_decode_the_syndrome():
     assert describe_exception((0x3C << 26) | il | 1, 0).startswith("brk (breakpoint) #1")
     assert describe_exception((0x07 << 26) | il, 0).startswith("FP/SIMD access trapped")
     assert "exception class 0x3f" in describe_exception(0x3F << 26, 0)
+
+
+def test_undecodable_stores_and_psci_calls_are_reported():
+    backend = Aarch64KvmBackend.__new__(Aarch64KvmBackend)
+    nisv = backend._describe(kvm.OtherExit(kvm.EXIT_ARM_NISV, (0, 0x3008)), 0x801000)
+    assert "hypercall ABI violation at pc 0x801000" in nisv and "0x3008" in nisv
+    off = backend._describe(kvm.OtherExit(kvm.EXIT_SYSTEM_EVENT, 1), 0x801000)
+    assert off.startswith("guest called PSCI SYSTEM_OFF at pc 0x801000")

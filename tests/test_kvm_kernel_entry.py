@@ -8,7 +8,7 @@ import os
 import pytest
 
 from hexo.image import Image
-from uhyve_ctl.backends.base import Exited
+from uhyve_ctl.backends import Exited
 from uhyve_ctl.vm import VirtualMachine
 
 from conftest import UHYVE, needs_kvm, run

@@ -6,7 +6,7 @@ from collections import namedtuple
 import pytest
 
 from hexo.records import record
-from uhyve_ctl.backends.base import Crashed, Exited
+from uhyve_ctl.backends import Crashed, Exited
 
 Point = record("Point", "x y z", defaults=(0,))
 Reference = namedtuple("Reference", "x y z", defaults=(0,))

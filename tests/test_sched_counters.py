@@ -106,3 +106,19 @@ def test_estimates_use_the_best_held_out_features_and_a_samples_rates():
     assert why.endswith("; rates: a sample") and slow[board] > 0
     with pytest.raises(CountersUnavailable, match="a sample: no fp_per_insn"):
         sample.inputs(model.MIX_FEATURES)
+
+
+def test_a_derived_estimate_goes_to_emulated_board_models_only():
+    """sample.py times the emulated board: its slowdown is every emulated model's estimate;
+    a board model it cannot time gets none, and the sentence says why; a failed sample is
+    one 'no estimate' sentence."""
+    from hexo_sched.estimates import Estimator
+    est = Estimator(model.CORPUS_DATASET, model.CORPUS_DATASET,
+                    ["emulated-aarch64", "board-vm-kvm"], {"emulated-aarch64"})
+    slow, why = est.from_sample({"slowdown": 42.0, "point": 7, "board_s": 4.2,
+                                 "server_s": 0.1, "source": "derived (a timed sample)"})
+    assert slow == {"emulated-aarch64": 42.0}
+    assert why == ("emulated-aarch64 42x; board-vm-kvm: none (only an emulated board's time "
+                   "can be sampled here); derived (a timed sample)")
+    assert est.from_sample({"error": "the aarch64 build crashed"}) == \
+        ({}, "no estimate: the aarch64 build crashed")

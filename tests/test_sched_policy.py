@@ -371,3 +371,141 @@ def test_cost_aware_policy_damps_its_moves_too():
     pol.on_job_finished("x0", 5.0)
     assert not [a for a in pol.on_tick(40.0) if isinstance(a, Migrate)]    # 37.8 s there
     assert only(pol.on_tick(52.3), Migrate).dst == "srv"
+
+
+def on_board(pol, jid, board, now, slowdown={"potato": 3.0}):
+    """Job `jid` submitted (to the server), then moved to `board` by an operator."""
+    pol.on_submit(job(jid, slowdown=dict(slowdown)), now)
+    mig = only(pol.on_move_request(jid, board, now), Migrate)
+    assert (mig.src, mig.dst) == ("srv", board) and "operator" in mig.reason
+    pol.on_migration_finished(jid, now + 1)
+
+
+def test_operator_moves_a_running_job_between_boards_and_is_told_why_not():
+    pol = HexoPolicy(cluster(boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    with pytest.raises(TransitionError, match="already on b0"):
+        pol.on_move_request("a", "b0", 2.0)
+    mig = only(pol.on_move_request("a", "b1", 2.0), Migrate)
+    assert (mig.src, mig.dst) == ("b0", "b1")
+    with pytest.raises(TransitionError, match="migrating, not running"):
+        pol.on_move_request("a", "srv", 2.5)
+    pol.on_migration_finished("a", 3.0)
+    on_board(pol, "b", "b0", 4.0)
+    with pytest.raises(TransitionError, match="does not fit on b1"):
+        pol.on_move_request("b", "b1", 5.0)
+    pol.state.down.add("b1")
+    with pytest.raises(TransitionError, match="b1 is silent"):
+        pol.on_move_request("b", "b1", 5.0)
+    with pytest.raises(TransitionError, match="no job nope"):
+        pol.on_move_request("nope", "srv", 5.0)
+    check_invariants(pol.state)
+
+
+def test_a_draining_board_sends_its_jobs_to_other_boards_first_then_the_server():
+    """b0 holds two jobs; b1 has room for one: that one goes to b1, the other to the server
+    (which has room), and nothing is offloaded onto b0 while it drains. A job with no
+    estimate for b1's model (dropped after a failed move there) goes to the server."""
+    pol = HexoPolicy(cluster(server_cores=2, boards=3, board_cores=2), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    on_board(pol, "b", "b0", 2.0)
+    on_board(pol, "c", "b1", 4.0)
+    on_board(pol, "d", "b2", 6.0, slowdown={})
+    pol.on_drain("b2", True, 8.0)
+    pol.on_migration_finished("d", 8.5)
+    assert pol.state.jobs["d"].location == "srv"
+    moves = [a for a in pol.on_drain("b0", True, 9.0) if isinstance(a, Migrate)]
+    assert [(m.job, m.src, m.dst) for m in moves] == [("a", "b0", "b1"), ("b", "b0", "srv")]
+    assert "b0 drains" in moves[0].reason and "board b1" in moves[0].reason
+    for m in moves:
+        pol.on_migration_finished(m.job, 10.0)
+    assert pol.state.running_on("b0") == [] and "b0" not in [b.name for b in
+                                                               pol.state.open_boards()]
+    with pytest.raises(TransitionError, match="b0 is draining"):
+        pol.on_move_request("a", "b0", 11.0)
+    pol.on_drain("b0", False, 12.0)
+    assert only(pol.on_move_request("a", "b0", 13.0), Migrate).dst == "b0"
+    check_invariants(pol.state)
+
+
+def test_a_drained_job_with_no_room_elsewhere_waits_then_leaves_when_room_appears():
+    pol = HexoPolicy(cluster(server_cores=1, boards=1, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)                  # takes the server's only core
+    acts = pol.on_drain("b0", True, 3.0)
+    assert not [a for a in acts if isinstance(a, Migrate)]
+    assert "a waits on draining b0: no room elsewhere" in [a.reason for a in acts
+                                                           if isinstance(a, Wait)]
+    mig = only(pol.on_job_finished("busy", 4.0), Migrate)
+    assert (mig.job, mig.src, mig.dst) == ("a", "b0", "srv")
+    with pytest.raises(TransitionError, match="no board srv"):
+        pol.on_drain("srv", True, 5.0)
+    check_invariants(pol.state)
+
+
+@pytest.mark.parametrize("policy", [HexoPolicy, CostAwarePolicy])
+def test_a_job_lost_with_its_board_resumes_on_another_board_when_the_server_is_full(policy):
+    """b0 goes silent with `a` on it while the server's only core is busy: `a` resumes on b1
+    (an open board of the model it has an estimate for), not on b0 nor by offloading the
+    server's job; once on b1 it is an ordinary job again."""
+    pol = policy(cluster(server_cores=1, boards=3, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy", slowdown={"potato": 2.0}), 2.0)
+    assert pol.state.jobs["busy"].location == "srv"
+    pol.state.down.add("b0")
+    run = only(pol.on_job_lost("a", 3.0), Run)
+    assert (run.job, run.machine) == ("a", "b1")
+    assert "lost with b0" in run.reason and "resumes on board b1" in run.reason
+    assert pol.state.jobs["busy"].location == "srv" and pol.state.jobs["a"].lost_on is None
+    check_invariants(pol.state)
+
+
+def test_a_lost_job_resumes_on_the_server_when_it_fits_and_waits_when_nothing_fits():
+    pol = HexoPolicy(cluster(server_cores=1, boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "b", "b1", 0.0)
+    on_board(pol, "a", "b0", 2.0)
+    pol.state.down.add("b0")
+    run = only(pol.on_job_lost("a", 4.0), Run)
+    assert (run.job, run.machine) == ("a", "srv")        # the server is preferred, as ever
+    pol.state.down.add("b1")
+    acts = pol.on_job_lost("b", 5.0)                     # server busy, the other board silent
+    assert not [x for x in acts if isinstance(x, (Run, Migrate))], acts
+    assert pol.state.queue == ["b"] and pol.state.jobs["b"].lost_on == "b1"
+    pol.state.down.discard("b0")                         # b0 answers again: b goes there
+    run = only(pol.on_tick(6.0), Run)
+    assert (run.job, run.machine) == ("b", "b0")
+    check_invariants(pol.state)
+
+
+def test_a_lost_job_goes_only_to_boards_it_has_an_estimate_for():
+    """A board of another model, with no estimate for the job, does not take it."""
+    ms = [Machine("srv", "server", "xeon", 2, 64 * 1024, reserved_cores=1),
+          Machine("b0", "board", "potato", 2, 1024, reserved_cores=1, link_mbit=100.0),
+          Machine("x0", "board", "turnip", 2, 1024, reserved_cores=1, link_mbit=100.0)]
+    pol = HexoPolicy(ClusterState(ms), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)
+    pol.state.down.add("b0")
+    acts = pol.on_job_lost("a", 3.0)
+    assert not [x for x in acts if isinstance(x, Run)], acts
+    with pytest.raises(TransitionError, match="not running"):
+        pol.on_job_lost("a", 4.0)
+    check_invariants(pol.state)
+
+
+def test_a_job_whose_vm_vanished_on_a_board_that_answers_never_goes_back_there():
+    pol = HexoPolicy(cluster(server_cores=1, boards=2, board_cores=1), idle_after_s=1e9)
+    on_board(pol, "a", "b0", 0.0)
+    pol.on_submit(job("busy"), 2.0)
+    run = only(pol.on_job_lost("a", 3.0), Run)           # b0 answers, yet b1 takes it
+    assert (run.job, run.machine) == ("a", "b1")
+    acts = pol.on_job_lost("a", 4.0)                     # b1 lost it: b0 is open, not b1
+    assert only(acts, Run).machine == "b0"
+    acts = pol.on_job_lost("a", 5.0)                     # b0 again: only b1 is left
+    assert only(acts, Run).machine == "b1"
+    check_invariants(pol.state)
+    alone = HexoPolicy(cluster(server_cores=1, boards=1, board_cores=1), idle_after_s=1e9)
+    on_board(alone, "a", "b0", 0.0)
+    alone.on_submit(job("busy"), 2.0)
+    assert not [x for x in alone.on_job_lost("a", 3.0) if isinstance(x, Run)]
+    assert alone.state.queue == ["a"]                    # it waits for the server

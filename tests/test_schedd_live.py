@@ -60,7 +60,16 @@ def wait_for(pred, state_dir: Path, timeout: float, what: str) -> dict:
         if pred(st):
             return st
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-4000:]}")
+    raise AssertionError(f"timed out waiting for {what}: {json.dumps(st, indent=1)[-3000:]}"
+                         f"{log_tail(state_dir.parent / 'schedd.log')}")
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The daemon's last words: what a timed-out wait on a loaded CI machine needs to be
+    understood after the fact (the tests keep the log beside the state directory)."""
+    if not log.exists():
+        return ""
+    return "\n--- daemon log, last lines ---\n" + "\n".join(log.read_text().splitlines()[-lines:])
 
 
 def wait_all_done(state_dir: Path, timeout: float, what: str, count: int | None = None) -> dict:
@@ -441,3 +450,68 @@ def test_cost_aware_decides_after_a_kill_9_as_before_it(images, tmp_path, sshd):
     assert after == before.replace("job-3", "job-4")
     assert 'the cost-aware policy goes on from what it learned: {"lengths": {"EP": ' \
            '{"jobs": 1, ' in log.read_text()
+
+
+def primes_below(n: int) -> tuple[int, int]:
+    """(count, sum) of the primes below n, by a sieve independent of the guest's."""
+    sieve = bytearray([1]) * n
+    sieve[:2] = b"\0\0"
+    for i in range(2, int(n ** 0.5) + 1):
+        if sieve[i]:
+            sieve[i * i::i] = bytes(len(range(i * i, n, i)))
+    return sieve.count(1), sum(i for i, v in enumerate(sieve) if v)
+
+
+def test_own_program_gets_a_derived_estimate_and_is_offloaded(images, tmp_path, sshd):
+    """An operator's own program (tests/programs/prime_sieve.c, built with --auto-points)
+    names no benchmark, so no calibration row: the daemon times a sample of its image
+    (sample.py) while it runs on the server; EP queued behind it waits until that estimate
+    arrives, then the sieve is offloaded to the board, comes back when the queue is empty,
+    and prints exactly what its unmigrated run on the server prints."""
+    from hexo_sched import api
+    sieve = images.program("prime_sieve", auto_points=True)
+    ep = images.get("npb-ep", "S")
+    n, rounds = 10_000_000, 2000
+    reference = subprocess.Popen([UHYVE, "run", str(sieve), "--isa", "x86_64", "--", str(n),
+                                  str(rounds)], stdout=subprocess.PIPE, text=True)
+    cfg = write_config(tmp_path, sshd)
+    state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
+    daemon = start_daemon(cfg, log)
+    try:
+        own = api.request(state_dir, "submit", jobs=[{"image": str(sieve),
+                                                      "args": [str(n), str(rounds)]}])
+        assert own["jobs"] == ["job-1"]
+        p = run([HEXO, "submit", ep, "--state-dir", state_dir])
+        assert p.returncode == 0 and p.stdout.split() == ["job-2"], p.stderr
+        first = status(state_dir)["jobs"][0]
+        assert first["benchmark"] == "" and first["slowdown"] == {}, first
+        assert "no known benchmark" in first["estimate_source"]
+        assert "derived estimate is being sampled" in first["estimate_source"]
+        wait_for(lambda s: s["jobs"][0]["slowdown"], state_dir, 600, "the derived estimate")
+        text = run([HEXO, "status", "--state-dir", state_dir]).stdout     # the sieve runs on
+        st = wait_all_done(state_dir, 900, "both jobs to end", count=2)
+        expected, _ = reference.communicate(timeout=600)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    assert reference.returncode == 0
+    own, ep_job = st["jobs"]
+    estimate = own["slowdown"]["emulated-aarch64"]
+    assert estimate > 1, own                           # the emulated board is slower
+    assert own["estimate_source"].startswith(f"emulated-aarch64 {estimate:.3g}x; derived "
+                                             "(a timed sample, not hardware counters)"), own
+    assert f"estimate: emulated-aarch64 {estimate:.3g}x; derived" in text, text
+    assert [(h["src"], h["dst"], h["outcome"]) for h in own["migrations"]][0] == \
+        ("server", "board0", "done"), own
+    decisions = [d["reason"] for d in st["decisions"] if d["job"] == "job-1"]
+    assert any(f"job-1 has the lowest estimated slowdown on board0 ({estimate:.3g}x)" in d
+               for d in decisions), decisions
+    out = Path(own["output"]).read_text()
+    assert own["outcome"] == "exit 0" and out == expected
+    count, total = primes_below(n)
+    assert out.count(f"{count} primes below {n}, sum {total}\n") == rounds
+    check("ep", "S", Path(ep_job["output"]).read_text())
+    assert len(list((state_dir / "estimates").glob("*.json"))) == 1

@@ -50,11 +50,12 @@ def test_state_round_trip_keeps_every_job_and_migration():
     recs["job-2"].saved = SavedCheckpoint("/state/jobs/job-2/saved-0-1/checkpoint", 0, 2.0,
                                           {"stdout": 9, "stderr": 2})
     recs["job-2"].losses.append({"machine": "b0", "lost_s": 3.0})
+    st.draining.add("b0")
     data = json.loads(json.dumps(dump(st, recs, [{"reason": "x"}], 4)))
     fresh = ClusterState(machines())
     records, decisions, next_id = load_into(data, fresh)
     assert next_id == 4 and decisions == [{"reason": "x"}]
-    assert fresh.queue == st.queue and fresh.now == st.now
+    assert fresh.queue == st.queue and fresh.now == st.now and fresh.draining == {"b0"}
     for jid, j in st.jobs.items():
         assert vars(fresh.jobs[jid]) == vars(j)
     assert records["job-1"].segments == [Segment(0, "server", "run", 1.0)]
@@ -67,7 +68,10 @@ def test_state_round_trip_keeps_every_job_and_migration():
         for seg in e["record"]["segments"]:
             seg.pop("lost"), seg.pop("output_base")
         e["policy"].pop("arrived_at")
-    records, _, _ = load_into(old, ClusterState(machines()))
+    old.pop("draining")
+    older = ClusterState(machines())
+    records, _, _ = load_into(old, older)
+    assert older.draining == set()
     assert records["job-2"].saved is None and records["job-2"].losses == []
     assert records["job-2"].segments[0].output_base == {"stdout": 0, "stderr": 0}
     assert fresh.used("b0") == st.used("b0") and fresh.used("server") == st.used("server")
@@ -124,7 +128,7 @@ def next_ep_job(policy: CostAwarePolicy) -> list:
 
 def test_what_the_policy_learned_survives_the_state_file():
     st, pol, saved = cost_aware_that_learned()
-    assert saved["version"] == [1, 4]
+    assert saved["version"] >= [1, 4]
     restarted = CostAwarePolicy(ClusterState(machines()), idle_after_s=1e9)
     load_into(saved, restarted.state)
     assert load_learned(saved, restarted) == {}
@@ -537,6 +541,29 @@ def test_refused_submits_leave_no_trace_and_status_keeps_working(tmp_path, image
         ["job-1"]
     job = d.handle({"op": "status"})["jobs"][0]
     assert job["id"] == "job-1" and job["mem_mb"] == 64
+
+
+def test_move_and_drain_requests_are_refused_with_the_reason(tmp_path, images):
+    """The daemon's side of `hexo move` and `hexo drain`: a bad request changes nothing."""
+    d = schedd.Daemon(load(server_only_config(tmp_path)))
+    image = str(images.get("hello"))
+    d.handle({"op": "submit", "jobs": [{"image": image}] * 3})     # the server has 2 cores
+    st = d.handle({"op": "status"})
+    running = next(j["id"] for j in st["jobs"] if j["state"] == "running")
+    queued = st["queue"][0]
+    for req, message in [({"op": "move", "job": "job-9", "to": "server"}, "no job 'job-9'"),
+                         ({"op": "move", "job": queued, "to": "b9"}, "no machine 'b9'"),
+                         ({"op": "move", "job": queued, "to": "server"}, "queued, not running"),
+                         ({"op": "move", "job": running, "to": "server"}, "already on server"),
+                         ({"op": "drain", "board": "server"}, "no board 'server'"),
+                         ({"op": "drain", "board": 3}, "no board 3"),
+                         ({"op": "drain", "board": "server", "undo": "yes"},
+                          "undo must be true or false")]:
+        before = d.handle({"op": "status"})
+        with pytest.raises(api.ApiError, match=message):
+            d.handle(req)
+        after = d.handle({"op": "status"})
+        assert (after["jobs"], after["machines"]) == (before["jobs"], before["machines"])
 
 
 def test_finished_job_metric_has_the_outcome_status_shows(tmp_path):

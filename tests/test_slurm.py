@@ -17,7 +17,7 @@ import sshd_fixture
 from conftest import BIN, HEXO, needs_kvm
 from npb_reference import check
 from test_hexo_run import assert_nothing_left
-from test_schedd_live import UHYVE, start_daemon, status, wait_all_done, wait_for
+from test_schedd_live import UHYVE, log_tail, start_daemon, status, wait_all_done, wait_for
 
 from hexo_sched import slurm as bridge
 from hexo_sched.config import load
@@ -182,7 +182,7 @@ def test_a_board_that_does_not_answer_drains_the_node(cluster):
     assert "board board0 does not answer" in cluster.log.read_text()
 
 
-@pytest.mark.daemon(checkpoint_period_s=8, board_lost_after_s=3, idle_after_s=600)
+@pytest.mark.daemon(checkpoint_period_s=3, board_lost_after_s=3, idle_after_s=600)
 def test_a_dead_board_loses_no_slurm_job(cluster, images):
     """EP (class W) is offloaded to make room for a job that stays on the server; once the
     daemon has a saved checkpoint of it, the board dies (its sshd and the job's VM are
@@ -192,10 +192,15 @@ def test_a_dead_board_loses_no_slurm_job(cluster, images):
     first = cluster.submit(ep)
     wait_for(lambda s: len(s["jobs"]) == 1, cluster.state_dir, 120, "the first job")
     second = cluster.submit(chatty, "--", "lines", "40", "2000000")
-    st = wait_for(lambda s: any(j["saved"] and j["saved"]["kind"] == "periodic"
-                                for j in s["jobs"]),
-                  cluster.state_dir, 300, "a saved live checkpoint of EP on the board")
+
+    def saved_or_done(st: dict) -> bool:
+        j = cluster.hexo_job(st, first)
+        return j["state"] == "done" or (j["saved"] or {}).get("kind") == "periodic"
+
+    st = wait_for(saved_or_done, cluster.state_dir, 300, "a saved live checkpoint of EP on the board")
     job = cluster.hexo_job(st, first)
+    assert job["state"] != "done", "EP ended before a live checkpoint of it was saved" + \
+        log_tail(cluster.log)
     assert job["location"] == "board0", st
     vm = cluster.root / "board" / "run" / f"{job['id']}.json"
     sshd_fixture.stop(cluster.ssh)

@@ -207,7 +207,7 @@ def test_a_live_migration_reads_no_metadata_once_the_guest_has_stopped(image, tm
     """Both ISAs' metadata is loaded while the guest still runs; after the stop only the
     transform itself works (and the checkpoint it makes resumes on the other ISA)."""
     from hexo.image import Image
-    from uhyve_ctl.backends.base import Checkpointed
+    from uhyve_ctl.backends import Checkpointed
     from uhyve_ctl.migration import Request
     from uhyve_ctl.vm import VirtualMachine
     real, loads = stackmaps.load, []

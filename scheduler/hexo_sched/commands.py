@@ -1,6 +1,6 @@
-"""The scheduler's subcommands of `hexo` (simulate, submit, status, run, calibrate, board,
-slurm), registered through the `hexo.commands` entry-point group so that the core CLI does not
-import the scheduler."""
+"""The scheduler's subcommands of `hexo` (simulate, submit, status, move, drain, run,
+calibrate, board, slurm), registered through the `hexo.commands` entry-point group so that
+the core CLI does not import the scheduler."""
 
 import os
 import sys
@@ -32,6 +32,20 @@ def register(sub) -> None:
                         "run, estimated slowdowns, migrations")
     st.add_argument("--json", action="store_true")
     st.set_defaults(run=_status, ends_process=True)     # hexo.cli.main: no teardown
+    mv = sub.add_parser("move", parents=[sd], help="move a running job of the scheduler "
+                        "daemon to another machine (a board, or a server)",
+                        description="The job is checkpointed at its next migration point, "
+                                    "moved (through this server) and restored; its source "
+                                    "stays until the target confirms, and it goes on there "
+                                    "if the move fails. hexo status shows how it went.")
+    mv.add_argument("job")
+    mv.add_argument("--to", required=True, metavar="MACHINE")
+    mv.set_defaults(run=_move)
+    dr = sub.add_parser("drain", parents=[sd], help="empty a board for maintenance: its jobs "
+                        "go to other boards (else a server), nothing new goes there")
+    dr.add_argument("board")
+    dr.add_argument("--undo", action="store_true", help="the board takes jobs again")
+    dr.set_defaults(run=_drain)
     r = sub.add_parser("run", add_help=False,
                        help="run one image through the scheduler daemon as if here: its "
                             "output, its exit status; SIGTERM cancels it (hexo run --help)")
@@ -41,7 +55,7 @@ def register(sub) -> None:
                             "(options: hexo calibrate --help)")
     c.set_defaults(run=_calibrate, raw_argv=True)
     from .errors import SchedError
-    for name in ("simulate", "submit", "status"):
+    for name in ("simulate", "submit", "status", "move", "drain"):
         sub.choices[name].set_defaults(errors=(SchedError,))
     from .boards.commands import register as register_boards
     register_boards(sub)
@@ -101,6 +115,26 @@ def _submit(args) -> int:
     return 0
 
 
+def _move(args) -> int:
+    from . import api
+    reply = api.request(args.state_dir or api.default_state_dir(), "move", job=args.job,
+                        to=args.to)
+    print(f"{reply['job']}: moving {reply['from']} -> {reply['to']}")
+    return 0
+
+
+def _drain(args) -> int:
+    from . import api
+    reply = api.request(args.state_dir or api.default_state_dir(), "drain", board=args.board,
+                        undo=args.undo)
+    if not reply["draining"]:
+        print(f"{reply['board']}: takes jobs again")
+        return 0
+    print(f"{reply['board']}: draining; leaving: {' '.join(reply['leaving']) or '-'}; "
+          f"no room elsewhere yet: {' '.join(reply['staying']) or '-'}")
+    return 0
+
+
 def _status(args) -> int:
     from . import api
     st = api.request(args.state_dir or api.default_state_dir(), "status")
@@ -114,6 +148,7 @@ def _status(args) -> int:
     for m in st["machines"]:
         emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
         silent = f"; silent for {m['silent_s']:.0f} s" if m.get("silent_s") is not None else ""
+        silent += "; draining" if m.get("draining") else ""
         print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
               f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
               f"{m['ram_mb']:.0f} MiB{silent}")
@@ -128,6 +163,8 @@ def _status(args) -> int:
         state = j["state"] if not j["outcome"] else f"{j['state']}({j['outcome']})"
         print(f"{j['id']:8} {state:14} {where:16} {(j['benchmark'] or '-'):6} {slow:>12} "
               f"{moves:>10}  {os.path.basename(j['image'])}")
+        if j["state"] != "done":
+            print(f"{'':8} estimate: {j['estimate_source']}")
         for h in j["migrations"]:
             if h["outcome"] != "done":
                 print(f"{'':8} migration {h['src']} -> {h['dst']} {h['outcome']}")

@@ -33,15 +33,18 @@ from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
 from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models
 from .estimates import Estimator
+from .sample import Sampler
 from .hosts import HostError, LocalFiles
 from .jobstore import (JobRecord, MigrationProgress, Segment, StateFile, StateFileError, dump,
                        load_into, load_learned)
 from .metrics import Metrics
 from .policy import (Action, ClusterState, CostAwarePolicy, HexoPolicy, Job, JobState, Migrate,
-                     Run, Wait)
+                     Run, TransitionError, Wait)
 from .errors import SchedError
 
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
+#: The estimate sentence of a job whose derived estimate (sample.py) is still to come.
+SAMPLING = "a derived estimate is being sampled (both builds timed to the same migration point)"
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
 REMOTE_PROBE_S = 1.0         # boards are probed at most this often
@@ -84,8 +87,11 @@ class Daemon:
         self.lock = threading.RLock()
         self.file = StateFile(cfg.state_dir / "state.json")
         self.agents = {m.name: MachineAgent(m) for m in cfg.machines}
+        boards = [m for m in cfg.machines if m.kind == "board"]
         self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
-                                   sorted({m.model for m in cfg.machines if m.kind == "board"}))
+                                   sorted({m.model for m in boards}),
+                                   {m.model for m in boards if m.emulated})
+        self.sampler = Sampler(cfg.state_dir / "estimates", self._sampled)
         self.state = ClusterState([m.policy_machine() for m in cfg.machines])
         self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s,
                                            min_residence_s=cfg.min_residence_s)
@@ -163,6 +169,10 @@ class Daemon:
         with self.lock:
             now = time.time()
             self.seen = {jid: now for jid, rec in self.records.items() if rec.attached}
+            for jid in self.state.active:
+                if self.records[jid].estimate_source.endswith(SAMPLING):
+                    self.sampler.request(jid, self.records[jid].image, self.records[jid].args,
+                                         int(self.state.jobs[jid].mem_mb * MIB))
             self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
@@ -205,6 +215,7 @@ class Daemon:
         self.stopping.set()
         if self.control:
             self.control.close()
+        self.sampler.close()
         self.metrics.close()
         for a in [*self.agents.values(), *self.saver_agents.values()]:
             a.close()
@@ -305,6 +316,12 @@ class Daemon:
             if not isinstance(why, str) or len(why) > 200:
                 raise ApiError("reason must be a string of at most 200 characters")
             return self.cancel(self._job_arg(req), why)
+        if op == "move":
+            return self.move(self._job_arg(req), self._machine_arg(req, "to", "machine"))
+        if op == "drain":
+            if not isinstance(req.get("undo", False), bool):
+                raise ApiError("undo must be true or false")
+            return self.drain(self._machine_arg(req, "board", "board"), not req.get("undo"))
         raise ApiError(f"unknown request {op!r:.80}")
 
     def _job_arg(self, req: dict) -> str:
@@ -312,6 +329,32 @@ class Daemon:
         if not isinstance(jid, str) or jid not in self.records:
             raise ApiError(f"no job {jid!r:.80}")
         return jid
+
+    def _machine_arg(self, req: dict, key: str, kind: str) -> str:
+        name = req.get(key)
+        if not isinstance(name, str) or name not in self.state.machines \
+                or kind == "board" and self.state.machines[name].kind != "board":
+            raise ApiError(f"no {kind} {name!r:.80}")
+        return name
+
+    def move(self, jid: str, dst: str) -> dict:
+        """An operator's move of a running job (`hexo move`): started at once, carried out
+        as any migration; the reply does not wait for it."""
+        with self.lock:
+            try:
+                self._event(self.policy.on_move_request, jid, dst)
+            except TransitionError as e:
+                raise ApiError(str(e)) from None
+            return {"job": jid, "from": self.state.jobs[jid].location, "to": dst}
+
+    def drain(self, board: str, draining: bool) -> dict:
+        """`hexo drain BOARD [--undo]`: the policy moves the board's jobs elsewhere (other
+        boards first) and sends nothing there until it is undrained; the jobs leaving it."""
+        with self.lock:
+            self._event(self.policy.on_drain, board, draining)
+            leaving = sorted(j.id for j in self.state.migrating() if j.location == board)
+            return {"board": board, "draining": draining, "leaving": leaving,
+                    "staying": [j.id for j in self.state.running_on(board)]}
 
     def submit(self, specs: list, **record) -> dict:
         """Check every job first, so that a bad one leaves the queue as it was. `record`:
@@ -340,6 +383,8 @@ class Daemon:
             bench, klass = benchmark_of(img.manifest)
             if "migration" in img.manifest:
                 slow, source = self.estimator.estimate(bench, klass)
+                if not slow and self.estimator.emulated:
+                    source = f"{source}; {SAMPLING}"
             else:
                 slow, source = {}, "no estimate: the image was built with --no-migratable, " \
                                    "so it is never offloaded"
@@ -367,6 +412,8 @@ class Daemon:
                     raise ApiError(str(e)) from None
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
+                if source.endswith(SAMPLING):
+                    self.sampler.request(jid, image, args, int(mem * MIB))
                 ids.append(jid)
         return {"jobs": ids}
 
@@ -381,7 +428,8 @@ class Daemon:
                                  "cores_usable": pm.usable_cores, "cores_used": cores,
                                  "ram_mb": pm.ram_mb, "ram_used_mb": ram,
                                  "silent_s": (round(time.time() - self.silent_since[m.name], 1)
-                                              if m.name in self.silent_since else None)})
+                                              if m.name in self.silent_since else None),
+                                 "draining": m.name in self.state.draining})
             jobs = []
             for jid, rec in self.records.items():
                 j = self.state.jobs[jid]
@@ -548,6 +596,20 @@ class Daemon:
                 "joules_per_job": total / done if done else None}
 
     # -- watching running jobs -----------------------------------------------------------------
+    def _sampled(self, jid: str, result: dict) -> None:
+        """A derived estimate (sample.py) arrived, on the sampler's thread: into the policy,
+        which may now offload the job."""
+        slow, why = self.estimator.from_sample(result)
+        with self.lock:
+            rec, job = self.records.get(jid), self.state.jobs.get(jid)
+            if rec is None or job.state is JobState.DONE:
+                return
+            rec.estimate_source = why
+            log.info("estimate of %s: %s", jid, why)
+            for board, s in slow.items():
+                self._event(self.policy.on_estimate, jid, board, s)
+            self._save()
+
     def sample_counters(self, now: float) -> None:
         """Where the server has hardware counters: each server job's vCPU thread, about once a
         second, through the model into the policy (HEXO §4.3). Elsewhere the calibration
@@ -809,7 +871,7 @@ class Daemon:
                            "checkpoint_period_s": self.cfg.checkpoint_period_s})
         self.metrics.work_lost.inc(lost_s)
         self.metrics.losses.labels("checkpoint" if kept else "start").inc()
-        self._event(self.policy.on_job_failed, jid)
+        self._event(self.policy.on_job_lost, jid)
 
     def _segment_ended(self, jid: str, seg: Segment, p: SegmentProbe) -> None:
         seg.rc, seg.checkpointed = p.rc, p.checkpointed
@@ -996,18 +1058,32 @@ class Daemon:
         """A segment restored from the migration's checkpoint starts at its output counts."""
         return {"output_base": dict(pg.output)} if pg.output else {}
 
+    def _keeps_source(self, dst: MachineAgent) -> bool:
+        """A job moved onto a board keeps its source checkpoint here as its saved state (what
+        it resumes from if the board dies before its first live checkpoint)."""
+        return dst.cfg.kind == "board" and self.cfg.checkpoint_period_s > 0
+
+    def _transfer_dir(self, jid: str, src_seg: int) -> Path:
+        return self.cfg.state_dir / "transfer" / f"{jid}-{src_seg}"
+
     def _keep_or_remove_source(self, jid: str, rec: JobRecord, pg: MigrationProgress,
                                src: MachineAgent, dst: MachineAgent) -> None:
-        """A job that moved from the server onto a board keeps its source checkpoint as its
-        saved state (what it resumes from if the board dies before its first live checkpoint);
-        otherwise the source checkpoint goes, and so does an older saved state."""
-        ck = src.checkpoint_dir(jid, pg.src_seg)
+        """The source checkpoint becomes the job's saved state (_keeps_source: from a board
+        source, the copy the transfer brought here) or goes, and so does an older saved
+        state."""
+        ck, tmp = src.checkpoint_dir(jid, pg.src_seg), self._transfer_dir(jid, pg.src_seg)
         kept = None
-        if dst.cfg.kind == "board" and not src.host.remote and self.cfg.checkpoint_period_s > 0:
+        if self._keeps_source(dst):
             try:
-                kept = saved.adopt(Path(ck), self.cfg.state_dir / "jobs" / jid, pg.src_seg)
-            except (saved.SaveFailed, OSError) as e:
+                here = Path(ck)
+                if src.host.remote:
+                    here = tmp / "source"
+                    if not here.exists():           # a restarted daemon: fetched again
+                        src.host.get_dir(ck, here)
+                kept = saved.adopt(here, self.cfg.state_dir / "jobs" / jid, pg.src_seg)
+            except (saved.SaveFailed, OSError, HostError) as e:
                 log.warning("cannot keep the source checkpoint of %s: %s", jid, e)
+        shutil.rmtree(tmp, ignore_errors=True)
         with self.lock:
             old, rec.saved = rec.saved, kept
             self._save()
@@ -1021,7 +1097,7 @@ class Daemon:
                   dst: MachineAgent) -> str:
         """Source checkpoint -> this machine -> transformed for the target's ISA -> target.
         The source checkpoint itself is never modified."""
-        tmp = self.cfg.state_dir / "transfer" / f"{jid}-{pg.src_seg}"
+        tmp = self._transfer_dir(jid, pg.src_seg)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         src_ck = src.checkpoint_dir(jid, pg.src_seg)
@@ -1044,7 +1120,9 @@ class Daemon:
         if dst.host.remote or str(out) != final:
             dst.remove(final)
             dst.host.put_dir(out, final)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp / "transformed", ignore_errors=True)
+        if not (src.host.remote and self._keeps_source(dst)):
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def _confirm(self, dst: MachineAgent, jid: str, n: int) -> None:
@@ -1125,6 +1203,7 @@ class Daemon:
                 src.restore(jid, resumed.n, ck, src.image_path(Path(rec.image)))
             self._confirm(src, jid, resumed.n)
             why = pg.failure or why
+        shutil.rmtree(self._transfer_dir(jid, pg.src_seg), ignore_errors=True)
         with self.lock:
             rec.progress = None
             rec.history[-1].update(outcome=f"failed: {why}", ended=time.time())

@@ -3,8 +3,11 @@
 A job's first estimate comes from the image's calibration row (the documented fallback of
 counters.py); where the server has hardware counters the daemon replaces it with rates
 sampled on the job's vCPU thread (`predict`). Every estimate carries a sentence saying where
-its rates came from, which `hexo status` shows. A job without a calibration row gets no estimate and is then never a
-candidate for offloading (as in HEXO, a job without a counter sample is not one).
+its rates came from, which `hexo status` shows. A migratable job without a calibration row
+(an operator's own program) gets a derived estimate for emulated boards from a timed sample
+of its image (sample.py, `from_sample`); until it arrives, and for other board models, it has
+none and is not a candidate for offloading (as in HEXO, a job without a counter sample is
+not one).
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ RATES = "per-instruction-log"
 
 
 class Estimator:
-    def __init__(self, calibration: Path, dataset: Path, board_models: list[str]):
+    def __init__(self, calibration: Path, dataset: Path, board_models: list[str],
+                 emulated: list[str] = ()):
+        """`emulated`: the board models whose boards run the emulated backend here, the
+        only ones a sample can time."""
+        self.emulated = sorted(emulated)
+        self.others = sorted(set(board_models) - set(emulated))
         self.hardware, why = hardware_counters()
         self.counters = ("hardware counters: yes; the vCPU threads of jobs on the server are "
                          "sampled about once a second (calibration rates until then)"
@@ -51,6 +59,19 @@ class Estimator:
         except CountersUnavailable as e:
             return {}, f"no estimate: {e}"
         return self.predict(rates)
+
+    def from_sample(self, result: dict) -> tuple[dict[str, float], str]:
+        """({board model: slowdown}, sentence) of a sample.py result: its slowdown for
+        every emulated board model, none for the others."""
+        if "error" in result:
+            return {}, f"no estimate: {result['error']}"
+        s = float(result["slowdown"])
+        if not s > 0:
+            return {}, f"no estimate: the sample timed a slowdown of {s}"
+        notes = [f"{b} {s:.3g}x" for b in self.emulated]
+        notes += [f"{b}: none (only an emulated board's time can be sampled here)"
+                  for b in self.others]
+        return dict.fromkeys(self.emulated, s), f"{'; '.join(notes)}; {result['source']}"
 
     def predict(self, rates: CounterRates) -> tuple[dict[str, float], str]:
         """Slowdown per board model for measured or calibrated rates, and a sentence."""

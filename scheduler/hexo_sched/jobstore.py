@@ -19,7 +19,7 @@ from .policy import ClusterState, Job, JobState, Migration, Policy, TransitionEr
 from .errors import SchedError
 
 FORMAT = "hexo-schedd-state"
-VERSION = (1, 4)
+VERSION = (1, 6)
 LEARNED_SINCE = (1, 4)
 
 
@@ -138,7 +138,8 @@ def dump(state: ClusterState, records: dict[str, JobRecord], decisions: list[dic
             "queue": list(state.queue),
             "jobs": [{"policy": _job_to_json(state.jobs[i]), "record": asdict(records[i])}
                      for i in state.jobs],
-            "decisions": decisions, "learned": learned or {}}
+            "decisions": decisions, "learned": learned or {},
+            "draining": sorted(state.draining)}
 
 
 def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], list[dict], int]:
@@ -158,6 +159,7 @@ def load_into(data: dict, state: ClusterState) -> tuple[dict[str, JobRecord], li
         if {j.id for j in jobs} != set(records):
             raise StateFileError("policy jobs and job records differ")
         state.restore(jobs, data["queue"], float(data["now"]))
+        state.draining = {b for b in data.get("draining", []) if b in state.machines}
         return records, list(data.get("decisions", [])), int(data["next_id"])
     except (KeyError, TypeError, ValueError) as e:
         raise StateFileError(f"malformed state: {e!r}") from None

@@ -83,6 +83,7 @@ class Job:
     finished_at: float | None = None
     migrations: int = 0
     arrived_at: float | None = None  # when it started or last finished moving where it is
+    lost_on: str | None = None       # the board that lost it, while it waits to resume
 
     def speed_on(self, machine: Machine) -> float | None:
         """Work per second on `machine` relative to a server; None if not yet estimated."""
@@ -144,6 +145,8 @@ class ClusterState:
         self.now = 0.0
         self.queue_empty_since: float | None = 0.0
         self.down: set[str] = set()          # boards that do not answer: nothing goes there
+        self.draining: set[str] = set()      # boards an operator empties: their jobs leave,
+                                             # nothing new goes there
         self._reindex()
 
     def _reindex(self) -> None:
@@ -199,7 +202,7 @@ class ClusterState:
 
     def open_boards(self) -> list[Machine]:
         """Boards that answer with a free core and some free RAM, in machine order."""
-        return [self.machines[b] for b in sorted(self._open_boards - self.down,
+        return [self.machines[b] for b in sorted(self._open_boards - self.down - self.draining,
                                                  key=self.order.__getitem__)]
 
     def running_on(self, machine: str) -> list[Job]:
@@ -269,6 +272,7 @@ class ClusterState:
         self._dequeue(j)
         j.state, j.location, j.started_at, j.arrived_at = JobState.RUNNING, machine, self.now, \
             self.now
+        j.lost_on = None
         self._hold(j, machine)
         self._running[machine][j.id] = j
 
@@ -442,6 +446,7 @@ def check_invariants(state: ClusterState) -> None:
         elif j.state is JobState.RUNNING:
             _check(j.location in state.machines and j.migration is None,
                    f"{j.id}: bad placement")
+            _check(j.lost_on is None, f"{j.id}: runs but waits to resume")
         elif j.state is JobState.MIGRATING:
             mg = j.migration
             _check(mg is not None and mg.src == j.location and mg.dst in state.machines,
@@ -527,6 +532,18 @@ class Policy:
         self.state.fail(job_id)
         return self._decide(now)
 
+    def on_job_lost(self, job_id: str, now: float) -> list[Action]:
+        """The machine a job ran on (or left, migrating) lost it: it is queued again at the
+        head, to resume from its saved checkpoint wherever the policy places it (a server, or,
+        when a board lost it, another board: `resume_on_board`)."""
+        self.state.advance(now)
+        j = self.state.jobs.get(job_id)
+        board = j.location if j is not None else None
+        self.state.fail(job_id)
+        if self.state.machines[board].kind == "board":
+            j.lost_on = board
+        return self._decide(now)
+
     def on_job_cancelled(self, job_id: str, now: float) -> list[Action]:
         self.state.advance(now)
         self.state.cancel(job_id)
@@ -544,6 +561,29 @@ class Policy:
 
     def on_tick(self, now: float) -> list[Action]:
         self.state.advance(now)
+        return self._decide(now)
+
+    def on_move_request(self, job_id: str, dst: str, now: float) -> list[Action]:
+        """An operator moves a running job to `dst` (TransitionError says why it cannot)."""
+        self.state.advance(now)
+        for why, boards in (("silent", self.state.down), ("draining", self.state.draining)):
+            if dst in boards:
+                raise TransitionError(f"board {dst} is {why}: nothing goes there")
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            raise TransitionError(f"no job {job_id}")
+        if job.state is not JobState.RUNNING:
+            raise TransitionError(f"job {job_id} is {job.state.value}, not running")
+        move = self.migrate(job, dst, f"an operator moves {job_id} to {dst}")
+        return [move, *self._decide(now)]
+
+    def on_drain(self, board: str, draining: bool, now: float) -> list[Action]:
+        """An operator empties `board` (for maintenance): its jobs go to other boards where
+        they fit, else to a server, and nothing new goes there until it is undrained."""
+        if self.state.machines.get(board) is None or self.state.machines[board].kind != "board":
+            raise TransitionError(f"no board {board}")
+        self.state.advance(now)
+        (self.state.draining.add if draining else self.state.draining.discard)(board)
         return self._decide(now)
 
     # -- for subclasses ------------------------------------------------------------------------
@@ -576,9 +616,27 @@ class Policy:
         return Migrate(job.id, src, dst, reason)
 
     def _decide(self, now: float) -> list[Action]:
-        actions = self.decide(now)
+        actions = self.evacuate() + self.decide(now)
         self.log.extend((now, a) for a in actions)
         return actions
+
+    def evacuate(self) -> list[Action]:
+        """Jobs running on a draining board leave it, each to the first other board of a
+        model it has an estimate for (as offloads: a failed move drops the estimate, so it
+        is not retried there) where it fits, else to a server where it fits (a busy server
+        does not take them all back); one with no room anywhere waits there."""
+        out: list[Action] = []
+        for board in sorted(self.state.draining, key=self.state.order.__getitem__):
+            for j in self.state.running_on(board):
+                boards = [b for b in self.state.open_boards() if b.model in j.slowdown]
+                dst = next((m.name for m in [*boards, *self.state.servers]
+                            if self.state.fits(j, m.name)), None)
+                if dst is None:
+                    out.append(Wait(f"{j.id} waits on draining {board}: no room elsewhere"))
+                    continue
+                out.append(self.migrate(j, dst, f"{board} drains; {j.id} goes to "
+                                                f"{self.state.machines[dst].kind} {dst}"))
+        return out
 
     # -- helpers shared by policies -------------------------------------------------------------
     def place_on_server(self, job: Job) -> Run | None:
@@ -588,6 +646,24 @@ class Policy:
                 return self.run(job, s.name, f"{job.id} fits on server {s.name} "
                                              f"({cores} cores, {ram:.0f} MB free)")
         return None
+
+    def resume_on_board(self, job: Job) -> Run | None:
+        """A job a board lost goes onto another open board of a model it has an estimate for
+        (the choice to offload it was made already; a saved checkpoint taken on an arm64
+        board restores on another arm64 board untransformed), lowest slowdown first, then
+        machine order. Never onto the board that lost it: a silent one is not open anyway,
+        and one that answers but lost the job's VM may lose it again."""
+        if job.lost_on is None:
+            return None
+        fits = [(job.slowdown[b.model], self.state.order[b.name], b)
+                for b in self.state.open_boards()
+                if b.name != job.lost_on and b.model in job.slowdown
+                and self.state.fits(job, b.name)]
+        if not fits:
+            return None
+        s, _, b = min(fits, key=lambda f: f[:2])
+        return self.run(job, b.name, f"{job.id}, lost with {job.lost_on}, does not fit on a "
+                                     f"server; it resumes on board {b.name} ({s:.3g}x there)")
 
     def pending_release(self, job: Job) -> Job | None:
         """A migration already under way whose release of a server would let `job` fit there."""
@@ -623,10 +699,11 @@ class HexoPolicy(Policy):
 
     The queue head J runs on the server if it fits; otherwise the running server job V with the
     lowest estimated slowdown that fits a board is offloaded and J runs once V's checkpoint has
-    freed the server; otherwise J waits for a job to end. When no job has been queued for
-    `idle_after_s`, jobs come back from the boards, largest expected speedup first. Ties between
-    equal estimates go to the job that started first. A job with no estimate yet (no counter
-    sample so far) is not a candidate.
+    freed the server; otherwise J waits for a job to end. A J that a board lost resumes on
+    another open board (`resume_on_board`) before any job is offloaded for it. When no job has
+    been queued for `idle_after_s`, jobs come back from the boards, largest expected speedup
+    first. Ties between equal estimates go to the job that started first. A job with no
+    estimate yet (no counter sample so far) is not a candidate.
     """
 
     name = "hexo"
@@ -640,7 +717,7 @@ class HexoPolicy(Policy):
         actions: list[Action] = []
         while self.state.queue:
             job = self.state.jobs[self.state.queue[0]]
-            run = self.place_on_server(job)
+            run = self.place_on_server(job) or self.resume_on_board(job)
             if run:
                 actions.append(run)
                 continue

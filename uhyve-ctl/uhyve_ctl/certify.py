@@ -19,7 +19,7 @@ import time
 from collections import namedtuple
 
 from .cli import env_option, mount_option
-from .errors import UhyveError
+from . import UhyveError
 
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
@@ -146,7 +146,7 @@ class Runner:
         from hexo.checkpoint import CheckpointError
         from hexo.image import ImageError
 
-        from .backends.base import Checkpointed, Crashed, Exited, TimedOut
+        from .backends import Checkpointed, Crashed, Exited, TimedOut
         from .migration import MigrationError, Request
         from .vm import VirtualMachine
         import tempfile

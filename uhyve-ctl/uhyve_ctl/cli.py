@@ -460,7 +460,7 @@ def _source_lost(vm, server, err) -> int:
 
 def _report(vm, stop) -> tuple[int, str]:
     """Tell the user why the guest stopped; returns (exit status, final state)."""
-    from .backends.base import Checkpointed, Crashed, Exited, TimedOut
+    from .backends import Checkpointed, Crashed, Exited, TimedOut
     if isinstance(stop, Exited):
         code = stop.status & 0xFF            # what a process's exit status keeps, as on Linux
         if code != stop.status or EXIT_SOURCE_LOST <= code <= EXIT_NOSTART:

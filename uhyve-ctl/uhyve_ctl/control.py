@@ -14,7 +14,7 @@ import time
 
 from hexo import jsonc
 
-from .errors import UhyveError
+from . import UhyveError
 
 MAX_REQUEST = 1 << 16
 

@@ -5,7 +5,9 @@ The guest appends bytes to a ring in its own RAM and publishes them by advancing
 fds, in the order the guest wrote it, then advances `tail`. It runs on the vCPU thread before
 every hypercall (so exit, panic, reads, lseek, close and checkpoints see all earlier output),
 after every run (crash, timeout) and on a timer thread while the vCPU runs, so output
-appears within `INTERVAL` without the guest ever exiting.
+appears within `INTERVAL` without the guest ever exiting. A KVM guest whose vCPU is the main
+thread's starts that thread only when it is still running after INTERVAL: until then an
+alarm stands in for it, and a short job (most of `uhyve-ctl run hello`) never starts it.
 
 The host trusts nothing the guest put there: its own copies of tail and switch_tail are
 authoritative, head and every switch entry are checked against them, and a violation
@@ -13,19 +15,20 @@ stops the guest. Bytes the host drained are written exactly once; bytes still in
 when the hypervisor process is killed are lost with the guest, never duplicated.
 """
 
+import _signal
 import _thread
 import os
-import struct
 import time
+from _struct import Struct
 
 from hexo import abi
 from .hypercalls import guest_errno
-from .errors import UhyveError
+from . import UhyveError
 
 INTERVAL = 0.05          # seconds between timer drains: what a watching operator waits at most
 
-_U64 = struct.Struct("<Q")
-_SWITCH = struct.Struct("<QI")
+_U64 = Struct("<Q")
+_SWITCH = Struct("<QI")
 _HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("head")
 _SWITCH_HEAD = abi.IO_RING_ADDR + abi.IO_RING.offset("switch_head")
 _TAIL = abi.IO_RING_ADDR + abi.IO_RING.offset("tail")
@@ -139,9 +142,11 @@ class OutputRing:
         except OSError as e:
             self.deferred.setdefault(guest_fd, guest_errno(e))
 
-    def start(self) -> None:
-        """Drain every INTERVAL while the guest runs."""
-        _drainer.add(self)
+    def start(self, interruptible: bool = False) -> None:
+        """Drain every INTERVAL while the guest runs. `interruptible`: the guest runs on this
+        thread in a call that a signal interrupts (KVM_RUN), so an alarm may start the
+        drainer thread after INTERVAL instead of now."""
+        _drainer.add(self, interruptible)
 
     def stop(self) -> None:
         """No timer drain runs after this returns (guest memory may be unmapped next)."""
@@ -150,10 +155,13 @@ class OutputRing:
 
 class _Drainer:
     """The one thread per process that drains every running guest's ring each INTERVAL.
-    Created with the first run and kept: a thread of its own per run cost a short job
-    ~0.2 ms of CPU to start and join, and a daemon running many guests one thread each.
-    Built on `_thread`: `threading` (with the functools and collections it imports) costs a
-    plain run ~3 ms, as much as the rest of its start-up."""
+    Created with the first run that lasts INTERVAL and kept: a thread of its own per run cost
+    a short job ~0.2 ms of CPU to start and join, and a daemon running many guests one thread
+    each. Until a run has lasted INTERVAL, a one-shot SIGALRM stands in for the thread when
+    that run's vCPU is the main thread and SIGALRM and the real-time interval timer are not
+    otherwise in use: it interrupts KVM_RUN (the vCPU goes on at once) and its handler starts
+    the thread, which drains at once. Built on `_thread`: `threading` (with the functools and
+    collections it imports) costs a plain run ~3 ms, as much as the rest of its start-up."""
 
     def __init__(self):
         self._rings: set[OutputRing] = set()
@@ -161,31 +169,61 @@ class _Drainer:
         self._wake = _thread.allocate_lock()        # the sleeping thread waits to take it
         self._wake.acquire()
         self._asleep = True
+        self._once = _thread.allocate_lock()        # taken by whoever starts the thread
         self._started = False
+        self._alarm_set = False
 
-    def add(self, ring: OutputRing) -> None:
+    def add(self, ring: OutputRing, interruptible: bool = False) -> None:
         with self._lock:
             self._rings.add(ring)
-            if not self._started:
-                _thread.start_new_thread(self._tick, ())
-                self._started = True
             if self._asleep:
                 self._asleep = False
                 self._wake.release()
+            if not self._started and not (interruptible and self._set_alarm()):
+                self._start(INTERVAL)
 
     def remove(self, ring: OutputRing) -> None:
         with self._lock:           # drains run under this lock: none is in progress now
             self._rings.discard(ring)
+            if self._alarm_set and not self._rings:
+                _signal.setitimer(_signal.ITIMER_REAL, 0)
+                self._alarm_set = False
+
+    def _start(self, first_wait: float) -> None:
+        """Start the thread, once: a non-blocking acquire also holds in a signal handler."""
+        if self._once.acquire(False):
+            _thread.start_new_thread(self._tick, (first_wait,))
+            self._started = True
+
+    def _set_alarm(self) -> bool:
+        try:
+            if (_signal.getsignal(_signal.SIGALRM) not in (_signal.SIG_DFL, self._on_alarm)
+                    or _signal.getitimer(_signal.ITIMER_REAL) != (0.0, 0.0)):
+                return False
+            _signal.signal(_signal.SIGALRM, self._on_alarm)
+        except ValueError:          # not the main thread
+            return False
+        _signal.setitimer(_signal.ITIMER_REAL, INTERVAL)
+        self._alarm_set = True
+        return True
+
+    def _on_alarm(self, signum, frame) -> None:
+        """Runs on the main thread between two bytecodes, maybe inside add() or remove():
+        it takes no lock. It stays installed (a late alarm then finds it, not SIGALRM's
+        default action, which ends the process)."""
+        self._alarm_set = False
+        self._start(0.0)
 
     def _forget_thread(self) -> None:
         """In a forked child: the parent's thread does not exist there."""
         self.__init__()
 
-    def _tick(self) -> None:
+    def _tick(self, wait: float) -> None:
         while True:
             self._wake.acquire()            # until a guest runs
             while True:
-                time.sleep(INTERVAL)
+                time.sleep(wait)
+                wait = INTERVAL
                 with self._lock:
                     for ring in list(self._rings):
                         ring.drain()

@@ -2,16 +2,18 @@
 
 Every ioctl number and struct is declared once, here. Objects are created only by their
 parent (Kvm -> Vm -> Vcpu), each ioctl has one method, failures raise KvmError with errno and
-the ioctl name, and a vCPU exit is a typed value. Ioctls go through fcntl.ioctl, which
+the ioctl name, and a vCPU exit is a record. Ioctls go through fcntl.ioctl, which
 releases the GIL around the call (for an integer argument, or a buffer of at most 1 KiB, the
 ones KVM_RUN and the register ioctls pass), so another thread can kick a vCPU that sits in
-KVM_RUN (Vcpu.kick) or drain its output meanwhile. Structs are packed with `struct`: ctypes
-would cost a run ~2 ms to import and ~0.1 ms per Structure class, as much as creating the VM.
+KVM_RUN (Vcpu.kick) or drain its output meanwhile. Structs are records packed with `_struct`:
+ctypes would cost a run ~2 ms to import and ~0.1 ms per Structure class, as much as creating
+the VM. Every class costs a run ~10 us to make, so there are few: the exits a run meets every
+time (doorbell store, kick) have a record each, all others share one.
 
 Ioctl numbers follow the generic _IOC encoding, which x86-64 and arm64 share; the structs
 differ per architecture, so x86-64 registers have their own ioctls (KVM_GET_REGS,
-KVM_GET_SREGS) and arm64 registers go through KVM_GET/SET_ONE_REG with ids built by
-`arm64_core_reg`/`arm64_sys_reg`.
+KVM_GET_SREGS) and arm64 registers go through KVM_GET/SET_ONE_REG with ids that the arm64
+backend (backends/kvm_aarch64.py, which only arm64 hosts load) builds.
 
 Locks and the kick signal come from `_thread` and `_signal`, the C modules under `threading`
 and `signal`: those two bring enum, functools and collections, ~4 ms of imports on a path
@@ -20,16 +22,15 @@ whose whole budget is a few ms.
 
 import _signal
 import _thread
-import errno as _errno
 import fcntl
 import mmap
 import os
-import struct
-import zlib
+from _struct import Struct
 
+from hexo import home_dir
 from hexo.records import record
 
-from .errors import UhyveError
+from . import UhyveError
 
 API_VERSION = 12
 KICK_SIGNAL = _signal.SIGRTMIN
@@ -44,121 +45,45 @@ class KvmError(UhyveError, OSError):
         self.ioctl = ioctl
 
 
-# --- structs (linux/kvm.h; x86 layouts, then arm64 and shared ones) ---------------------------
+# --- structs (linux/kvm.h, x86 layouts) -------------------------------------------------------
+# Register structs are records, each packed by one Struct for its ioctl; a changed value is a
+# copy made with _replace.
 
-class CStruct:
-    """A struct as a mutable object with named fields, packed by one struct.Struct for its
-    ioctl. `_layout` lists (name, code) in order: a code is a struct format item ("Q", "4Q"
-    for an array, held as a tuple), another CStruct (nested), or padding ("6x", name None)."""
-
-    _layout: tuple = ()
-
-    def __init_subclass__(cls):
-        cls.codec = struct.Struct("<" + "".join(
-            code if isinstance(code, str) else code.codec.format[1:] for _, code in cls._layout))
-        cls.size = cls.codec.size
-
-    def __init__(self, **values):
-        for name, code in self._layout:
-            if name is not None:
-                setattr(self, name, values.pop(name) if name in values else
-                        code() if isinstance(code, type) else
-                        (0,) * int(code[:-1]) if code[:-1] else 0)
-        if values:
-            raise TypeError(f"{type(self).__name__} has no fields {sorted(values)}")
-
-    @classmethod
-    def unpack(cls, data) -> "CStruct":
-        return cls._take(cls.codec.unpack(data), 0)[0]
-
-    @classmethod
-    def _take(cls, values: tuple, i: int) -> tuple["CStruct", int]:
-        obj = cls.__new__(cls)
-        for name, code in cls._layout:
-            if isinstance(code, type):
-                value, i = code._take(values, i)
-            elif code[-1] == "x":
-                continue
-            elif code[:-1]:
-                value, i = values[i:i + int(code[:-1])], i + int(code[:-1])
-            else:
-                value, i = values[i], i + 1
-            setattr(obj, name, value)
-        return obj, i
-
-    def _values(self) -> list:
-        out = []
-        for name, code in self._layout:
-            if name is None:
-                continue
-            value = getattr(self, name)
-            if isinstance(code, type):
-                out += value._values()
-            elif code[:-1]:
-                out += value
-            else:
-                out.append(value)
-        return out
-
-    def pack(self) -> bytes:
-        return self.codec.pack(*self._values())
-
-    @classmethod
-    def offset(cls, name: str) -> int:
-        """Byte offset of field `name`."""
-        at = 0
-        for field, code in cls._layout:
-            if field == name:
-                return at
-            at += struct.calcsize("<" + code) if isinstance(code, str) else code.size
-        raise KeyError(name)
+KvmRegs = record("KvmRegs", "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 "
+                 "rip rflags", defaults=(0,) * 18, doc="struct kvm_regs (x86-64).")
+KvmSegment = record("KvmSegment", "base limit selector type present dpl db s l g avl unusable "
+                    "padding", defaults=(0,) * 13, doc="struct kvm_segment.")
+KvmDtable = record("KvmDtable", "base limit", defaults=(0, 0), doc="struct kvm_dtable.")
+KvmSregs = record("KvmSregs", "cs ds es fs gs ss tr ldt gdt idt cr0 cr2 cr3 cr4 cr8 efer "
+                  "apic_base interrupt_bitmap", doc="struct kvm_sregs: eight KvmSegment, two "
+                  "KvmDtable, the control registers, and the interrupt bitmap as 4 u64.")
+_REGS = Struct("<18Q")
+_SEGMENT, _DTABLE = "QIH10B", "QH6x"        # 13 values in 24 bytes; 2 values in 16 bytes
+_SREGS = Struct("<" + _SEGMENT * 8 + _DTABLE * 2 + "11Q")
 
 
-class KvmRegs(CStruct):
-    _layout = tuple((n, "Q") for n in (
-        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"))
+def _unpack_sregs(data) -> KvmSregs:
+    v = _SREGS.unpack(data)
+    segments = [KvmSegment(*v[i:i + 13]) for i in range(0, 104, 13)]
+    return KvmSregs(*segments, KvmDtable(*v[104:106]), KvmDtable(*v[106:108]), *v[108:115],
+                    v[115:119])
 
 
-class KvmSegment(CStruct):
-    _layout = (("base", "Q"), ("limit", "I"), ("selector", "H")) + tuple((n, "B") for n in (
-        "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable", "padding"))
+def _pack_sregs(sregs: KvmSregs) -> bytes:
+    return _SREGS.pack(*[value for segment in sregs[:8] for value in segment], *sregs.gdt,
+                       *sregs.idt, *sregs[10:17], *sregs.interrupt_bitmap)
 
 
-class KvmDtable(CStruct):
-    _layout = (("base", "Q"), ("limit", "H"), (None, "6x"))
+_USER_MEMORY_REGION = Struct("<IIQQQ")  # slot, flags, guest address, size, host address
+_CPUID2_HEADER = Struct("<II")         # nent, padding; then nent entries of:
+_CPUID_ENTRY2_SIZE = 40                # function, index, flags, eax..edx, padding[3]
+_ONE_REG = Struct("<QQ")               # id, address of the value
+_ENABLE_CAP = Struct("<II4Q64x")       # cap, flags, args[4], pad
+_VCPU_INIT = Struct("<I7I")            # arm64 struct kvm_vcpu_init: target, features[7]
 
-
-class KvmSregs(CStruct):
-    _layout = (tuple((n, KvmSegment) for n in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"))
-               + (("gdt", KvmDtable), ("idt", KvmDtable))
-               + tuple((n, "Q") for n in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer",
-                                          "apic_base"))
-               + (("interrupt_bitmap", "4Q"),))
-
-
-class KvmVcpuInit(CStruct):
-    """arm64: the CPU model (target) and optional features of a vCPU."""
-    _layout = (("target", "I"), ("features", "7I"))
-
-
-class Arm64KvmRegs(CStruct):
-    """struct kvm_regs of arm64, only to give the offsets that KVM_REG_ARM_CORE ids encode:
-    regs (user_pt_regs: x0..x30, sp, pc, pstate), then the EL1 registers, then the FP/SIMD
-    registers (v0..v31 are __uint128_t, 16-byte aligned: pairs of u64 after padding)."""
-    _layout = (("regs", "31Q"), ("sp", "Q"), ("pc", "Q"), ("pstate", "Q"), ("sp_el1", "Q"),
-               ("elr_el1", "Q"), ("spsr", "5Q"), (None, "8x"), ("vregs", "64Q"),
-               ("fpsr", "I"), ("fpcr", "I"), (None, "8x"))
-
-
-_USER_MEMORY_REGION = struct.Struct("<IIQQQ")  # slot, flags, guest address, size, host address
-_CPUID2_HEADER = struct.Struct("<II")         # nent, padding; then nent entries of:
-_CPUID_ENTRY2_SIZE = 40                       # function, index, flags, eax..edx, padding[3]
-_ONE_REG = struct.Struct("<QQ")               # id, address of the value
-_ENABLE_CAP = struct.Struct("<II4Q64x")       # cap, flags, args[4], pad
-
-_STATS_HEADER = struct.Struct("<6I")   # flags, name_size, num_desc, id/desc/data offsets
-_STATS_DESC = struct.Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; name
+_STATS_HEADER = Struct("<6I")   # flags, name_size, num_desc, id/desc/data offsets
+_STATS_DESC = Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; name
+_U32, _U64 = Struct("<I"), Struct("<Q")
 
 # --- ioctl numbers -------------------------------------------------------------------------
 
@@ -194,20 +119,25 @@ KVM_CREATE_VCPU = _io(0x41)
 KVM_SET_USER_MEMORY_REGION = _iow(0x46, _USER_MEMORY_REGION.size)
 KVM_SET_TSS_ADDR = _io(0x47)
 KVM_RUN = _io(0x80)
-KVM_GET_REGS = _ior(0x81, KvmRegs.size)
-KVM_SET_REGS = _iow(0x82, KvmRegs.size)
-KVM_GET_SREGS = _ior(0x83, KvmSregs.size)
-KVM_SET_SREGS = _iow(0x84, KvmSregs.size)
+KVM_GET_REGS = _ior(0x81, _REGS.size)
+KVM_SET_REGS = _iow(0x82, _REGS.size)
+KVM_GET_SREGS = _ior(0x83, _SREGS.size)
+KVM_SET_SREGS = _iow(0x84, _SREGS.size)
 KVM_SET_CPUID2 = _iow(0x90, _CPUID2_HEADER.size)
 KVM_GET_STATS_FD = _io(0xCE)
 KVM_ENABLE_CAP = _iow(0xA3, _ENABLE_CAP.size)
 KVM_GET_TSC_KHZ = _io(0xA3)
 KVM_GET_ONE_REG = _iow(0xAB, _ONE_REG.size)
 KVM_SET_ONE_REG = _iow(0xAC, _ONE_REG.size)
-KVM_ARM_VCPU_INIT = _iow(0xAE, KvmVcpuInit.size)
-KVM_ARM_PREFERRED_TARGET = _ior(0xAF, KvmVcpuInit.size)
+KVM_ARM_VCPU_INIT = _iow(0xAE, _VCPU_INIT.size)
+KVM_ARM_PREFERRED_TARGET = _ior(0xAF, _VCPU_INIT.size)
+KVM_CAP_ARM_NISV_TO_USER = 177  # undecodable MMIO accesses exit as EXIT_ARM_NISV, not ENOSYS
 
-_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("KVM_") and isinstance(v, int)}
+
+def _ioctl_name(request: int) -> str:
+    """The KVM_* name of an ioctl number, for an error message."""
+    names = [k for k, v in globals().items() if k.startswith("KVM_") and v == request]
+    return names[0] if names else hex(request)
 
 
 def _ioctl(fd: int, request: int, arg=0):
@@ -217,41 +147,36 @@ def _ioctl(fd: int, request: int, arg=0):
     try:
         return fcntl.ioctl(fd, request, arg)
     except OSError as e:
-        raise KvmError(e.errno, _NAMES.get(request, hex(request))) from None
+        raise KvmError(e.errno, _ioctl_name(request)) from None
 
 
 # --- exits ---------------------------------------------------------------------------------
 
-_EXIT_IO, _EXIT_HLT, _EXIT_MMIO, _EXIT_SHUTDOWN = 2, 5, 6, 8
-_EXIT_FAIL_ENTRY, _EXIT_INTR, _EXIT_INTERNAL_ERROR = 9, 10, 17
-_EXIT_SYSTEM_EVENT, _EXIT_ARM_NISV = 24, 28
+EXIT_IO, EXIT_HLT, EXIT_MMIO, EXIT_SHUTDOWN = 2, 5, 6, 8
+EXIT_FAIL_ENTRY, EXIT_INTR, EXIT_INTERNAL_ERROR = 9, 10, 17
+EXIT_SYSTEM_EVENT, EXIT_ARM_NISV = 24, 28
 _RUN_EXIT_REASON = 8            # offsets into struct kvm_run
 _RUN_IMMEDIATE_EXIT = 1
 _RUN_UNION = 32
-_EXIT_IO_FMT = struct.Struct("<BBHIQ")   # direction, size, port, count, data_offset
-_EXIT_MMIO_FMT = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
-_EXIT_NISV_FMT = struct.Struct("<QQ")     # esr_iss, fault_ipa
+_EXIT_IO_FMT = Struct("<BBHIQ")   # direction, size, port, count, data_offset
+_EXIT_MMIO_FMT = Struct("<Q8sIB")  # phys_addr, data, len, is_write
+_EXIT_NISV_FMT = Struct("<QQ")     # esr_iss, fault_ipa
 
-
-IoExit = record("IoExit", "port size is_out data")
-# data: the stored bytes for a write; the host fills reads (unsupported here)
+# What Vcpu.run() returns. A store to the doorbell is an MmioExit and a kick is Interrupted;
+# any other exit stops the guest, so one record carries them all.
 MmioExit = record("MmioExit", "addr data is_write")
-Shutdown = record("Shutdown", "",
-                  doc="Triple fault, or any exception of a CPL3 guest on PVM.")
-Hlt = record("Hlt", "")
-InternalError = record("InternalError", "suberror")
-FailEntry = record("FailEntry", "reason")
+# data: the stored bytes for a write; the host fills reads (unsupported here)
 Interrupted = record("Interrupted", "",
                      doc="KVM_RUN returned EINTR: a signal or Vcpu.kick() interrupted the guest.")
-SystemEvent = record("SystemEvent", "type", doc="arm64: the guest asked the firmware (PSCI) "
-                     "to power off, reset or report a crash.")
-ArmNisv = record("ArmNisv", "esr_iss fault_ipa", doc="""arm64: an access outside guest RAM whose
-instruction KVM cannot decode (no valid syndrome: load/store pair, register writeback...);
-needs KVM_CAP_ARM_NISV_TO_USER.""")
-UnknownExit = record("UnknownExit", "reason")
+OtherExit = record("OtherExit", "reason detail", doc="""Any other exit: `reason` is its
+KVM_EXIT_* number (EXIT_*), `detail` what kvm_run says about it: EXIT_IO (port, size, is_out,
+data), EXIT_INTERNAL_ERROR its suberror, EXIT_FAIL_ENTRY the hardware reason, EXIT_SYSTEM_EVENT
+(arm64: the guest asked PSCI to power off, reset or report a crash) its type, EXIT_ARM_NISV
+(arm64: an access outside RAM whose instruction KVM cannot decode, such as a store pair;
+needs KVM_CAP_ARM_NISV_TO_USER) (esr_iss, fault_ipa); None for the others (EXIT_SHUTDOWN: a
+triple fault, or any exception of a CPL3 guest on PVM; EXIT_HLT).""")
 
-VcpuExit = (IoExit, MmioExit, Shutdown, Hlt, InternalError, FailEntry, Interrupted, SystemEvent,
-            ArmNisv, UnknownExit)     # what Vcpu.run() returns: one of these
+VcpuExit = (MmioExit, Interrupted, OtherExit)
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -305,14 +230,12 @@ _supported_cpuid: bytes | None = None
 
 
 def _cpuid_cache(kvm_fd: int) -> tuple[str, bytes]:
-    """The file that keeps Kvm.supported_cpuid() in hexo's home ($HEXO_HOME, else the user's
-    cache directory, as hexo.resources.home() says), and the key its first line must hold:
+    """The file that keeps Kvm.supported_cpuid() in hexo's home (hexo.home_dir()), and the
+    key its first line must hold:
     this boot's id and /dev/kvm's inode and change time, which a reloaded KVM module renews.
     Raises OSError when there is no boot id to key it with."""
-    home = os.environ.get("HEXO_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hexo")
-    with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-        boot = f.read().strip()
+    home = home_dir()
+    boot = _read_small("/proc/sys/kernel/random/boot_id").strip()
     st = os.fstat(kvm_fd)
     return (os.path.join(home, "kvm-supported-cpuid"),
             b"%s %d %d" % (boot, st.st_ino, st.st_ctime_ns))
@@ -320,15 +243,31 @@ def _cpuid_cache(kvm_fd: int) -> tuple[str, bytes]:
 
 def _read_cpuid_cache(path: str, key: bytes) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            head, _, cpuid = f.read().partition(b"\n")
+        head, _, cpuid = _read_small(path).partition(b"\n")
     except OSError:
         return None
-    if head != b"%s %08x" % (key, zlib.crc32(cpuid)) or len(cpuid) < _CPUID2_HEADER.size \
-            or len(cpuid) != (_CPUID2_HEADER.size
-                              + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE):
+    if len(cpuid) < _CPUID2_HEADER.size or len(cpuid) != (
+            _CPUID2_HEADER.size + _CPUID2_HEADER.unpack_from(cpuid)[0] * _CPUID_ENTRY2_SIZE) \
+            or head != key + b" " + _checksum(cpuid):
         return None             # another boot or KVM, or damaged: KVM is asked again
     return cpuid
+
+
+def _checksum(cpuid: bytes) -> bytes:
+    """A check of a kvm_cpuid2 (a whole number of 64-bit words) without zlib, which costs a
+    run ~0.3 ms to load: the hash of the tuple of its words. Ints and tuples hash alike in
+    every process (only str and bytes are salted), and a changed word always changes it."""
+    return b"%016x" % (hash(tuple(memoryview(cpuid).cast("Q"))) & (2 ** 64 - 1))
+
+
+def _read_small(path: str) -> bytes:
+    """A file of at most 256 KiB in one read, without the buffered file object open() makes
+    (~10 us)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 18)
+    finally:
+        os.close(fd)
 
 
 def _write_cpuid_cache(path: str, key: bytes, cpuid: bytes) -> None:
@@ -336,7 +275,7 @@ def _write_cpuid_cache(path: str, key: bytes, cpuid: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "wb") as f:
-            f.write(b"%s %08x\n" % (key, zlib.crc32(cpuid)) + cpuid)
+            f.write(key + b" " + _checksum(cpuid) + b"\n" + cpuid)
         os.replace(tmp, path)
     except OSError:
         pass                    # no cache: the next process asks KVM again
@@ -353,7 +292,8 @@ class Kvm(_Fd):
         version = _ioctl(self.fd, KVM_GET_API_VERSION)
         if version != API_VERSION:
             self.close()
-            raise KvmError(_errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
+            import errno
+            raise KvmError(errno.ENOTSUP, "KVM_GET_API_VERSION", f"version {version}")
         ensure_kick_handler(required=False)
 
     def check_extension(self, cap: int) -> int:
@@ -389,7 +329,8 @@ class Kvm(_Fd):
             try:
                 _ioctl(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
             except KvmError as e:
-                if e.errno != _errno.E2BIG or max_entries >= 4096:
+                import errno
+                if e.errno != errno.E2BIG or max_entries >= 4096:
                     raise
                 max_entries *= 2
                 continue
@@ -435,11 +376,12 @@ class Vm(_Fd):
     def enable_cap(self, cap: int, *args: int) -> None:
         _ioctl(self.fd, KVM_ENABLE_CAP, _ENABLE_CAP.pack(cap, 0, *args, *(0,) * (4 - len(args))))
 
-    def arm_preferred_target(self) -> KvmVcpuInit:
-        """arm64: the vCPU model that matches the host CPU, for Vcpu.arm_vcpu_init."""
-        init = bytearray(KvmVcpuInit.size)
+    def arm_preferred_target(self) -> bytes:
+        """arm64: the vCPU model that matches the host CPU, a struct kvm_vcpu_init for
+        Vcpu.arm_vcpu_init."""
+        init = bytearray(_VCPU_INIT.size)
         _ioctl(self.fd, KVM_ARM_PREFERRED_TARGET, init)
-        return KvmVcpuInit.unpack(init)
+        return bytes(init)
 
 
 class Stats:
@@ -466,7 +408,7 @@ class Stats:
         out = {}
         for n in wanted:
             offset, _ = self._fields[n]
-            out[n] = struct.unpack("<Q", os.pread(self.fd, 8, offset))[0]
+            out[n] = _U64.unpack(os.pread(self.fd, 8, offset))[0]
         return out
 
     def close(self) -> None:
@@ -493,20 +435,20 @@ class Vcpu(_Fd):
         super().close()
 
     def get_regs(self) -> KvmRegs:
-        regs = bytearray(KvmRegs.size)
+        regs = bytearray(_REGS.size)
         _ioctl(self.fd, KVM_GET_REGS, regs)
-        return KvmRegs.unpack(regs)
+        return KvmRegs(*_REGS.unpack(regs))
 
     def set_regs(self, regs: KvmRegs) -> None:
-        _ioctl(self.fd, KVM_SET_REGS, regs.pack())
+        _ioctl(self.fd, KVM_SET_REGS, _REGS.pack(*regs))
 
     def get_sregs(self) -> KvmSregs:
-        sregs = bytearray(KvmSregs.size)
+        sregs = bytearray(_SREGS.size)
         _ioctl(self.fd, KVM_GET_SREGS, sregs)
-        return KvmSregs.unpack(sregs)
+        return _unpack_sregs(sregs)
 
     def set_sregs(self, sregs: KvmSregs) -> None:
-        _ioctl(self.fd, KVM_SET_SREGS, sregs.pack())
+        _ioctl(self.fd, KVM_SET_SREGS, _pack_sregs(sregs))
 
     def set_cpuid2(self, cpuid: bytes) -> None:
         """`cpuid`: a struct kvm_cpuid2 with its entries (Kvm.supported_cpuid)."""
@@ -516,12 +458,14 @@ class Vcpu(_Fd):
         """x86: the rate of the guest's TSC."""
         return _ioctl(self.fd, KVM_GET_TSC_KHZ)
 
-    def arm_vcpu_init(self, init: KvmVcpuInit) -> None:
-        """arm64: reset the vCPU to `init`'s model (EL1h, interrupts masked, MMU off)."""
-        _ioctl(self.fd, KVM_ARM_VCPU_INIT, init.pack())
+    def arm_vcpu_init(self, init: bytes) -> None:
+        """arm64: reset the vCPU to `init`'s model (a struct kvm_vcpu_init, as
+        Vm.arm_preferred_target gives it): EL1h, interrupts masked, MMU off."""
+        _ioctl(self.fd, KVM_ARM_VCPU_INIT, init)
 
     def get_one_reg(self, reg_id: int) -> int:
-        """One register by its KVM_REG_* id; its size is encoded in the id."""
+        """One register by its KVM_REG_* id (backends/kvm_aarch64.py builds them); its size
+        is encoded in the id."""
         import ctypes       # ONE_REG passes the value's address; only arm64 uses it
         buf = ctypes.create_string_buffer(_one_reg_size(reg_id))
         _ioctl(self.fd, KVM_GET_ONE_REG, _ONE_REG.pack(reg_id, ctypes.addressof(buf)))
@@ -543,12 +487,12 @@ class Vcpu(_Fd):
         with self._lock:
             self._thread = _thread.get_ident()
         try:
-            _ioctl(self.fd, KVM_RUN)
-        except KvmError as e:
-            if e.errno != _errno.EINTR:
-                raise
+            fcntl.ioctl(self.fd, KVM_RUN)
+        except InterruptedError:        # EINTR: a signal
             self._run[_RUN_IMMEDIATE_EXIT] = 0
             return Interrupted()
+        except OSError as e:
+            raise KvmError(e.errno, "KVM_RUN") from None
         finally:
             with self._lock:
                 self._thread = None
@@ -567,70 +511,24 @@ class Vcpu(_Fd):
 
     def _decode_exit(self) -> VcpuExit:
         run = self._run
-        reason = struct.unpack_from("<I", run, _RUN_EXIT_REASON)[0]
-        if reason == _EXIT_MMIO:
+        reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
+        if reason == EXIT_MMIO:
             addr, data, length, is_write = _EXIT_MMIO_FMT.unpack_from(run, _RUN_UNION)
             return MmioExit(addr, data[:length], bool(is_write))
-        if reason == _EXIT_IO:
-            direction, size, port, count, offset = _EXIT_IO_FMT.unpack_from(run, _RUN_UNION)
-            return IoExit(port, size, direction == 1, bytes(run[offset:offset + size * count]))
-        if reason == _EXIT_SHUTDOWN:
-            return Shutdown()
-        if reason == _EXIT_HLT:
-            return Hlt()
-        if reason == _EXIT_INTR:
+        if reason == EXIT_INTR:
             return Interrupted()
-        if reason == _EXIT_INTERNAL_ERROR:
-            return InternalError(struct.unpack_from("<I", run, _RUN_UNION)[0])
-        if reason == _EXIT_FAIL_ENTRY:
-            return FailEntry(struct.unpack_from("<Q", run, _RUN_UNION)[0])
-        if reason == _EXIT_SYSTEM_EVENT:
-            return SystemEvent(struct.unpack_from("<I", run, _RUN_UNION)[0])
-        if reason == _EXIT_ARM_NISV:
-            return ArmNisv(*_EXIT_NISV_FMT.unpack_from(run, _RUN_UNION))
-        return UnknownExit(reason)
-
-
-# --- arm64 register ids (arch/arm64/include/uapi/asm/kvm.h) ---------------------------------
-
-KVM_CAP_ARM_NISV_TO_USER = 177       # undecodable MMIO accesses exit as ArmNisv, not ENOSYS
-KVM_REG_ARM64 = 0x6000000000000000
-KVM_REG_SIZE_SHIFT = 52
-KVM_REG_SIZE_U32 = 2 << KVM_REG_SIZE_SHIFT
-KVM_REG_SIZE_U64 = 3 << KVM_REG_SIZE_SHIFT
-KVM_REG_SIZE_U128 = 4 << KVM_REG_SIZE_SHIFT
-KVM_REG_ARM_CORE = 0x0010 << 16
-KVM_REG_ARM64_SYSREG = 0x0013 << 16
+        detail = None
+        if reason == EXIT_IO:
+            direction, size, port, count, offset = _EXIT_IO_FMT.unpack_from(run, _RUN_UNION)
+            detail = (port, size, direction == 1, bytes(run[offset:offset + size * count]))
+        elif reason in (EXIT_INTERNAL_ERROR, EXIT_SYSTEM_EVENT):
+            detail = _U32.unpack_from(run, _RUN_UNION)[0]
+        elif reason == EXIT_FAIL_ENTRY:
+            detail = _U64.unpack_from(run, _RUN_UNION)[0]
+        elif reason == EXIT_ARM_NISV:
+            detail = _EXIT_NISV_FMT.unpack_from(run, _RUN_UNION)
+        return OtherExit(reason, detail)
 
 
 def _one_reg_size(reg_id: int) -> int:
-    return 1 << ((reg_id >> KVM_REG_SIZE_SHIFT) & 0xF)
-
-
-def _arm64_core_offset(name: str) -> tuple[int, int]:
-    """Byte offset and size of a kvm_regs field: x0..x30, sp (SP_EL0), pc, pstate, sp_el1,
-    elr_el1, spsr_el1, v0..v31, fpsr, fpcr."""
-    if name[0] == "x" and name[1:].isdigit() and int(name[1:]) < 31:
-        return Arm64KvmRegs.offset("regs") + 8 * int(name[1:]), 8
-    if name in ("sp", "pc", "pstate", "sp_el1", "elr_el1"):
-        return Arm64KvmRegs.offset(name), 8
-    if name == "spsr_el1":
-        return Arm64KvmRegs.offset("spsr"), 8
-    if name[0] == "v" and name[1:].isdigit() and int(name[1:]) < 32:
-        return Arm64KvmRegs.offset("vregs") + 16 * int(name[1:]), 16
-    if name in ("fpsr", "fpcr"):
-        return Arm64KvmRegs.offset(name), 4
-    raise ValueError(f"no arm64 core register {name!r}")
-
-
-def arm64_core_reg(name: str) -> int:
-    """ONE_REG id of a core register (a field of arm64's struct kvm_regs)."""
-    offset, size = _arm64_core_offset(name)
-    width = {4: KVM_REG_SIZE_U32, 8: KVM_REG_SIZE_U64, 16: KVM_REG_SIZE_U128}[size]
-    return KVM_REG_ARM64 | width | KVM_REG_ARM_CORE | offset // 4
-
-
-def arm64_sys_reg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
-    """ONE_REG id of a 64-bit system register by its MRS/MSR encoding."""
-    return (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | (op0 << 14) | (op1 << 11)
-            | (crn << 7) | (crm << 3) | op2)
+    return 1 << ((reg_id >> 52) & 0xF)        # KVM_REG_SIZE_SHIFT

@@ -5,21 +5,27 @@ image on (image, data, heap): a job's first touch of its memory then costs one h
 one shadow-paging fill on PVM hosts) per 2 MiB instead of per 4 KiB, which is what made short
 jobs cost 1.4-1.8x their native CPU. Below the image (boot pages, page tables, I/O ring,
 stack) a job touches a few dozen small pages: there a huge page would cost zeroing 2 MiB each
-(two per job, ~0.3 ms of a short job's CPU) for nothing. The doorbell page is a hole: it is never
+(two per job, ~0.3 ms of a short job's CPU) for nothing. The same holds for the first 2 MiB
+of a program whose text, data and bss all fit in them (hello: a few dozen pages): there the
+huge page cost ~0.2 ms, and ~10 ms in a quarter to a third of the runs on this development
+host, a VM whose free memory goes back to its own host (free page reporting), so that
+zeroing a huge page faults there again. The doorbell page is a hole: it is never
 registered as RAM with a backend, so guest stores to it exit to the host. Every access made on
 a guest's behalf goes through the bounds-checked methods here, so a wild pointer from a guest
 becomes a GuestMemoryError, never a host crash.
 
 The mapping is Python's own mmap; KVM and the emulator also need its address, which Python
-does not give: it is looked up in /proc/self/maps and confirmed through /proc/self/mem
-(ctypes, which would tell it, costs a run ~2 ms to import: a tenth of its whole CPU time).
+does not give: CPython's mmap object keeps it right after its object header, read there
+through /proc/self/mem and confirmed by a marker written to the mapping; when that does not
+confirm, it is looked up in /proc/self/maps (ctypes, which would tell it, costs a run ~2 ms
+to import: a tenth of its whole CPU time; reading the maps, ~50 us).
 """
 
 import mmap
 import os
 
 from hexo import abi
-from .errors import UhyveError
+from . import UhyveError
 
 
 class GuestMemoryError(UhyveError):
@@ -33,18 +39,25 @@ class GuestMemoryError(UhyveError):
 
 def _address_of(mapping: mmap.mmap) -> int:
     """The address of an anonymous `mapping` in this process: where /proc/self/mem shows a
-    marker just written to its start, tried at each end of the anonymous read/write mappings
-    /proc/self/maps lists (madvise may have split it, the kernel merged it with a neighbour).
-    Memory that userfaultfd holds answers such a read with EIO; it is never waited for. The
-    list is read a page at a time (the kernel writes ~1 µs a line, ~100 µs for all of them):
-    a new mapping lies below the others, near the start."""
+    marker just written to its start. Tried first at the data pointer that follows the
+    mmap object's header (PyObject_HEAD: two pointers), then at each end of the anonymous
+    read/write mappings /proc/self/maps lists (madvise may have split it, the kernel merged it
+    with a neighbour). Memory that userfaultfd holds answers such a read with EIO; it is never
+    waited for. The list is read a page at a time (the kernel writes ~1 µs a line, ~100 µs
+    for all of them): a new mapping lies below the others, near the start."""
     size = len(mapping)
     marker = os.urandom(16)
     mapping[:16] = marker
     try:
-        with open("/proc/self/maps", "rb", buffering=0) as maps:
-            mem = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        mem = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
             try:
+                start = int.from_bytes(os.pread(mem, 8, id(mapping) + 16), "little")
+                if os.pread(mem, 16, start) == marker:
+                    return start
+            except (OSError, OverflowError):
+                pass
+            with open("/proc/self/maps", "rb", buffering=0) as maps:
                 rest = b""
                 while chunk := maps.read(4096):
                     *lines, rest = (rest + chunk).split(b"\n")
@@ -60,17 +73,18 @@ def _address_of(mapping: mmap.mmap) -> int:
                                     return start
                             except OSError:
                                 pass
-            finally:
-                os.close(mem)
+        finally:
+            os.close(mem)
     finally:
         mapping[:16] = bytes(16)
     raise OSError("guest memory is not listed in /proc/self/maps")
 
 
 class GuestMemory:
-    """`size` bytes of zeroed guest RAM, lazily backed by the host kernel."""
+    """`size` bytes of zeroed guest RAM, lazily backed by the host kernel; huge pages from
+    `huge_from` (a multiple of 2 MiB, at least IMAGE_BASE) on."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, huge_from: int = abi.IMAGE_BASE):
         if size % abi.MEM_ALIGN or size <= abi.IMAGE_BASE or size > abi.MAX_MEM_SIZE:
             raise ValueError(f"guest memory size 0x{size:x} must be a multiple of 2 MiB, above "
                              f"0x{abi.IMAGE_BASE:x} and at most 0x{abi.MAX_MEM_SIZE:x}")
@@ -82,8 +96,10 @@ class GuestMemory:
                                    f"{os.strerror(e.errno)}") from None
         try:
             # hints: without THP, 4 KiB pages everywhere
-            self._mapping.madvise(mmap.MADV_NOHUGEPAGE, 0, abi.IMAGE_BASE)
-            self._mapping.madvise(mmap.MADV_HUGEPAGE, abi.IMAGE_BASE, size - abi.IMAGE_BASE)
+            huge_from = min(huge_from, size)
+            self._mapping.madvise(mmap.MADV_NOHUGEPAGE, 0, huge_from)
+            if huge_from < size:
+                self._mapping.madvise(mmap.MADV_HUGEPAGE, huge_from, size - huge_from)
         except OSError:
             pass
         self.size = size

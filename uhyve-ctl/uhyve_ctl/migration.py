@@ -26,8 +26,8 @@ from collections.abc import Callable
 from hexo import abi
 from hexo.errors import HexoError, one_line
 
-from .backends.base import Checkpointed
-from .errors import UhyveError
+from .backends import Checkpointed
+from . import UhyveError
 
 _KIND_NAMES = {v: k.removeprefix("AREA_").lower() for k, v in abi.AREA_KINDS.items()}
 

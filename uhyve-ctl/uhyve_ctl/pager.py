@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple, Optional
 from . import pagewire as wire
 from .pagetracker import ARRIVED, FETCHING, MAPPED, MISSING, PageTracker
 from .pagewire import PAGE_SIZE, ProtocolError, Refused, Run
-from .errors import UhyveError
+from . import UhyveError
 
 IO_TIMEOUT = 10.0
 WELCOME_TIMEOUT = 600.0    # the source welcomes a target once its full checkpoint is durable

@@ -18,7 +18,7 @@ import struct
 import zlib
 from typing import NamedTuple
 
-from .errors import UhyveError
+from . import UhyveError
 
 MAGIC = b"HXPG"
 VERSION = (1, 1)

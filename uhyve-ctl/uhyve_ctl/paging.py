@@ -7,7 +7,7 @@ mapped so stores reach the host (device memory on aarch64), all other RAM read/w
 (PVM hosts); on aarch64 the guest loads TTBR0_EL1 itself with the MAIR/TCR values below.
 """
 
-import struct
+from _struct import pack
 
 from hexo import abi
 
@@ -40,18 +40,19 @@ class _Tables:
         self.tables[table][index] = value
 
     def pages(self) -> tuple[tuple[int, bytes], ...]:
-        return tuple((addr, struct.pack("<512Q", *entries))
+        return tuple((addr, pack("<512Q", *entries))
                      for addr, entries in self.tables.items())
 
 
 def _low_pages(t: _Tables, page_flags: int, doorbell_flags: int) -> int:
     """A last-level table for the first 2 MiB: page 0 and the stack guard page absent, the
-    doorbell with its own flags."""
+    doorbell with its own flags. (Entries are address + flags: the flags an entry sets
+    below its page's address bits are that sum, which range() makes without a Python loop.)"""
     table = t.new()
-    t.tables[table][1:] = [0 if addr == abi.STACK_GUARD else
-                           addr | (doorbell_flags if addr == abi.DOORBELL_ADDR else page_flags)
-                           for addr in range(abi.PAGE_SIZE, 512 * abi.PAGE_SIZE,
-                                             abi.PAGE_SIZE)]
+    entries = t.tables[table]
+    entries[1:] = range(abi.PAGE_SIZE + page_flags, 512 * abi.PAGE_SIZE, abi.PAGE_SIZE)
+    entries[abi.STACK_GUARD // abi.PAGE_SIZE] = 0
+    entries[abi.DOORBELL_ADDR // abi.PAGE_SIZE] = abi.DOORBELL_ADDR | doorbell_flags
     return table
 
 
@@ -62,9 +63,10 @@ def _identity(t: _Tables, upper: int, table_flags: int, low: int, low_flags: int
     for gb in range((t.size + _1G - 1) // _1G):
         pd = t.new()
         t.put(upper, gb, pd | table_flags)
-        blocks = range(gb * _1G, min(t.size, (gb + 1) * _1G), _2M)
-        t.tables[pd][:len(blocks)] = [(low | low_flags) if addr == 0 else (addr | block_flags)
-                                      for addr in blocks]
+        blocks = range(gb * _1G + block_flags, min(t.size, (gb + 1) * _1G), _2M)
+        t.tables[pd][:len(blocks)] = blocks
+        if gb == 0:
+            t.put(pd, 0, low | low_flags)
 
 
 def build_x86_64(memory) -> int:

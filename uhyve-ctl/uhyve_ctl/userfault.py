@@ -17,7 +17,7 @@ import struct
 import threading
 from typing import Callable
 
-from .errors import UhyveError
+from . import UhyveError
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

@@ -7,7 +7,7 @@ from hexo import abi
 from hexo.image import Image, ImageError
 
 from . import kvm, paging
-from .backends.base import Backend, BootState, Crashed, StopReason
+from .backends import Backend, BootState, Crashed, StopReason
 from .hypercalls import FileTable, Hypercalls, Mount
 from .ioring import OutputRing
 from .memory import GuestMemory
@@ -73,7 +73,8 @@ class VirtualMachine:
             raise ValueError(f"--mem {mem_size >> 20} MiB is below the {needed >> 20} MiB "
                              f"this image needs")
         self.backend_kind = pick_backend(isa, backend)
-        self.memory = GuestMemory(mem_size)
+        small = self.image_end <= abi.IMAGE_BASE + abi.MEM_ALIGN    # a program in 2 MiB
+        self.memory = GuestMemory(mem_size, abi.IMAGE_BASE + (abi.MEM_ALIGN if small else 0))
         try:
             self._load(image.elf(isa))
             self.files = FileTable(tuple(mounts), stdio)
@@ -256,7 +257,7 @@ class VirtualMachine:
     def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:
             self.pager.start()
-        self.ring.start()
+        self.ring.start(interruptible=self.backend_kind == "kvm")
         try:
             stop = self.backend.run(self.hypercalls, timeout)
         finally:

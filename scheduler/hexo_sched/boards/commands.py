@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _errors() -> tuple:
     """The errors a board command reports in one line (imported only when one is run)."""
-    from uhyve_ctl.errors import UhyveError
+    from uhyve_ctl import UhyveError
 
     from ..hosts import HostError
     from .image import BoardImageError
@@ -45,21 +45,29 @@ def register(sub) -> None:
     e.add_argument("command", nargs="+", metavar="CMD")
     e.set_defaults(run=_exec)
     m = bsub.add_parser("migrate", help="move a Linux-mode process (hexo container run) or "
-                        "podman container to a board, or back to this server",
+                        "podman container between this server and a board, or between boards",
                         description="Checkpoint the job at its next migration point with "
-                                    "CRIU (a container through podman), recode it for the other "
-                                    "ISA, restore it on the other side. The source stays parked "
+                                    "CRIU (a container through podman), recode it when the "
+                                    "ISAs differ, restore it on the other side; a move between "
+                                    "boards goes through this server. The source stays parked "
                                     "at the point until the target runs it; if the restore "
                                     "fails it continues.")
     m.add_argument("target", metavar="PID|CONTAINER",
                    help="the process or container (on the board with --from)")
-    where = m.add_mutually_exclusive_group(required=True)
-    where.add_argument("--to", metavar="BOARD", help="move it from here to BOARD")
-    where.add_argument("--from", dest="from_board", metavar="BOARD",
-                       help="move it from BOARD to here")
+    m.add_argument("--from", dest="from_board", metavar="BOARD",
+                   help="the board it runs on (default: this server)")
+    m.add_argument("--to", metavar="BOARD", help="the board to move it to (default: this "
+                   "server)")
     m.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for a migration point")
     m.set_defaults(run=_migrate)
+    from .ssh import STEP_TIMEOUT
+    e.add_argument("--step-timeout", type=float, metavar="SECONDS",
+                   help="give up on CMD if it has not ended after this long (default: wait)")
+    m.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT, metavar="SECONDS",
+                   help="give up on a board command that has not ended after this long "
+                        f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
+                        "given up on is stopped at the board's next connection")
     for p in (board, b, u, d, ls, e, m):
         p.set_defaults(errors=_errors)
 
@@ -102,25 +110,19 @@ def _ls(args) -> int:
 
 
 def _exec(args) -> int:
-    from .vm import Board
-    with Board.running(args.name).connect() as conn:
-        return conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
-                        stderr=sys.stderr.buffer)
+    from .migrate import OnBoard
+    with OnBoard(args.name, args.step_timeout) as board:      # stops abandoned copies first
+        return board.conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
+                              stderr=sys.stderr.buffer)
 
 
 def _migrate(args) -> int:
-    from . import migrate
-    if not args.target.isdigit():
-        if args.to:
-            where = migrate.container_to_board(args.target, args.to, args.timeout)
-            print(f"container {args.target} runs on {args.to} as {where}")
-        else:
-            where = migrate.container_from_board(args.from_board, args.target, args.timeout)
-            print(f"container {args.target} of {args.from_board} runs here as {where}")
-    elif args.to:
-        print(f"process {args.target} runs on {args.to} as "
-              f"{migrate.to_board(int(args.target), args.to, args.timeout)}")
-    else:
-        print(f"process {args.target} of {args.from_board} runs here as "
-              f"{migrate.from_board(args.from_board, int(args.target), args.timeout)}")
+    from .migrate import Job, MigrationError, move
+    if args.from_board is None and args.to is None:
+        raise MigrationError("say where the job runs (--from BOARD), where it goes (--to "
+                             "BOARD), or both")
+    new = move(args.target, args.from_board, args.to, args.timeout,
+               step_timeout=args.step_timeout)
+    print(f"{Job(args.target).what}{' of ' + args.from_board if args.from_board else ''} runs "
+          f"{'on ' + args.to if args.to else 'here'} as {new}")
     return 0

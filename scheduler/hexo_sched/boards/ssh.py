@@ -12,6 +12,8 @@ import io
 import select
 import shlex
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 from hexo.resources import package_path
@@ -77,13 +79,23 @@ def _tar_of_paths(paths: list[Path]) -> bytes:
     return buf.getvalue()
 
 
-class BoardConnection:
-    """One authenticated SSH connection to a board (host key pinned), reused for all calls."""
+STEP_TIMEOUT = 900.0      # one command on an emulated board: a restore under TCG takes minutes
+SH_TIMEOUT = 300.0        # a short command, when steps have no deadline
 
-    def __init__(self, board):
-        self.board = board
+
+class BoardConnection:
+    """One authenticated SSH connection to a board (host key pinned), reused for all calls.
+
+    Every command has a deadline, `step_timeout` seconds (None: none for the commands `run`
+    and `stream` run, SH_TIMEOUT for `sh`'s): a board that freezes (its qemu stopped) keeps
+    the TCP connection open and sends nothing, and a command waiting on it would wait for
+    ever. Past the deadline the connection is closed and HostError raised."""
+
+    def __init__(self, board, step_timeout: float | None = STEP_TIMEOUT):
+        self.board, self.step_timeout = board, step_timeout
         self.host = SshHost(board.name, "127.0.0.1", board.port, "root", board.image.client_key,
-                            board.known_hosts, connect_timeout=30.0)
+                            board.known_hosts, connect_timeout=30.0,
+                            io_timeout=min(60.0, step_timeout or 60.0))
 
     def __enter__(self):
         return self
@@ -94,7 +106,7 @@ class BoardConnection:
     def sync_code(self) -> None:
         """Install the checkout's hexo code on the board unless it is already there."""
         version, bundle = code_bundle()
-        rc, out, _ = self.host.sh(f"cat {CODE_DIR}/VERSION 2>/dev/null")
+        rc, out, _ = self.sh(f"cat {CODE_DIR}/VERSION 2>/dev/null")
         if out.strip() == version:
             return
         new = f"{CODE_DIR}.new"
@@ -109,7 +121,7 @@ class BoardConnection:
     def run(self, cmd: list[str], puts: list[Path] = (), stdout=None, stderr=None) -> int:
         """Run cmd in a fresh directory holding copies of puts; stream its output; its status."""
         self.sync_code()
-        rc, out, err = self.host.sh("mktemp -d /var/tmp/hexo-exec.XXXXXX")
+        rc, out, err = self.sh("mktemp -d /var/tmp/hexo-exec.XXXXXX")
         if rc != 0:
             raise HostError(f"{self.board.name}: mktemp failed: {err.strip()}")
         work = out.strip()
@@ -120,17 +132,46 @@ class BoardConnection:
         return self.stream(f"cd {work} && {ENV} {shlex.join(cmd)}; st=$?; cd /; rm -rf {work}; "
                            "exit $st", stdout=stdout, stderr=stderr)
 
-    def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None) -> int:
+    def sh(self, script: str) -> tuple[int, str, str]:
+        """A short command's status, stdout and stderr, within the step deadline."""
+        out, err = io.BytesIO(), io.BytesIO()
+        status = self.stream(script, stdout=out, stderr=err,
+                             timeout=self.step_timeout or SH_TIMEOUT)
+        return status, out.getvalue().decode(errors="replace"), err.getvalue().decode(
+            errors="replace")
+
+    def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None,
+               timeout: float | None = None) -> int:
         """Run a shell script on the board, copying its output to the given binary files as
-        it comes; its exit status (128+N when killed by signal N)."""
+        it comes; its exit status (128+N when killed by signal N). HostError once it has
+        run for `timeout` seconds, by default `step_timeout` (the script may still run
+        there)."""
+        import paramiko
+        timeout = timeout or self.step_timeout
+        deadline = time.monotonic() + (timeout or float("inf"))
         chan = self.host.open_channel()
         try:
-            chan.exec_command(script)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
+            chan.settimeout(timeout)
+            # paramiko waits for the command's acceptance without a limit: past the host's
+            # I/O timeout the connection is closed, which ends the wait
+            watchdog = threading.Timer(self.host.io_timeout, self.host.close)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                chan.exec_command(script)
+                watchdog.cancel()
+                if stdin is not None:
+                    chan.sendall(stdin)
+                chan.shutdown_write()
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                self._give_up(f"did not take the command ({e or 'no answer'})")
+            finally:
+                watchdog.cancel()
             while True:
-                select.select([chan], [], [], 1.0)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._give_up(f"no end of the command within {timeout:g} s")
+                select.select([chan], [], [], min(1.0, left))
                 got = False
                 while chan.recv_ready():
                     _write(stdout, chan.recv(65536))
@@ -147,6 +188,10 @@ class BoardConnection:
             return status if status >= 0 else 255
         finally:
             chan.close()
+
+    def _give_up(self, why: str):
+        self.host.close()                      # a later call connects afresh
+        raise HostError(f"{self.board.name}: {why}")
 
     def power_off(self) -> None:
         """Sync, remount read-only and power off (qemu then exits); the command does not

@@ -34,7 +34,7 @@ from unicorn.unicorn_const import (UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_
 
 from hexo import abi
 from ..memory import GuestMemoryError
-from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
+from . import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
 
 _POLL = 0.1              # seconds between the caller thread's looks at deadline and signals
 _NO_EXIT = 1 << 63       # emu_start's `until`: an address no guest reaches

@@ -11,12 +11,12 @@ vCPU set-up, register access and crash reports for arm64 hosts.
 """
 
 import os
-import struct
 import time
+from _struct import pack
 
 from hexo import abi
 from .. import kvm
-from .base import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
+from . import Backend, BootState, Crashed, HypercallHandler, StopReason, TimedOut
 
 MODES = ("auto", "user", "kernel")
 
@@ -107,7 +107,7 @@ class KvmBackend(Backend):
 
     def boot(self, state: BootState) -> None:
         self.memory.write(abi.GDT_ADDR, b"".join(
-            struct.pack("<Q", _GDT.get(i * 8, 0)) for i in range(_GDT_ENTRIES)))
+            pack("<Q", _GDT.get(i * 8, 0)) for i in range(_GDT_ENTRIES)))
         self.vcpu = self.vm.create_vcpu(0)
         self.vcpu.set_cpuid2(self.kvm.supported_cpuid())
         self.vcpu.set_sregs(self._sregs(self.vcpu.get_sregs(), state.page_table_root))
@@ -137,16 +137,12 @@ class KvmBackend(Backend):
                               dpl=dpl, db=0, s=1, l=1, g=1)
         data = kvm.KvmSegment(base=0, limit=0xFFFFFFFF, selector=ds_sel, type=3, present=1,
                               dpl=dpl, db=1, s=1, l=0, g=1)
-        sregs.cs = code
-        for name in ("ds", "es", "fs", "gs", "ss"):
-            setattr(sregs, name, data)
-        sregs.gdt.base, sregs.gdt.limit = abi.GDT_ADDR, _GDT_ENTRIES * 8 - 1
-        sregs.idt.base, sregs.idt.limit = 0, 0
-        sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
-        sregs.cr3 = cr3
-        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
-        sregs.efer = EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE
-        return sregs
+        return sregs._replace(
+            cs=code, ds=data, es=data, fs=data, gs=data, ss=data,
+            gdt=kvm.KvmDtable(abi.GDT_ADDR, _GDT_ENTRIES * 8 - 1), idt=kvm.KvmDtable(0, 0),
+            cr0=CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG, cr3=cr3,
+            cr4=CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
+            efer=EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE)
 
     def run(self, on_hypercall: HypercallHandler, timeout: float | None = None) -> StopReason:
         if self.vcpu is None:
@@ -188,27 +184,29 @@ class KvmBackend(Backend):
 
     def _describe(self, ex: kvm.VcpuExit, rip: int) -> str:
         at = f"at {self._pc_name} 0x{rip:x}"
-        if isinstance(ex, kvm.Shutdown):
+        if isinstance(ex, kvm.MmioExit):
+            kind = "store to" if ex.is_write else "load from"
+            return (f"guest {kind} non-RAM address 0x{ex.addr:x} ({len(ex.data)} bytes) {at}; "
+                    f"only 4-byte stores to the doorbell page are hypercalls")
+        reason, detail = ex.reason, ex.detail
+        if reason == kvm.EXIT_SHUTDOWN:
             why = ("a CPL3 guest on PVM has no exception handling, so a page fault, #GP, #UD, "
                    "hlt or privileged instruction ends it" if self.mode == "user"
                    else "triple fault: the guest has no IDT")
             return (f"guest hit an exception or triple fault {at} ({why}; last page-fault "
                     f"address cr2=0x{self._cr2():x})")
-        if isinstance(ex, kvm.MmioExit):
-            kind = "store to" if ex.is_write else "load from"
-            return (f"guest {kind} non-RAM address 0x{ex.addr:x} ({len(ex.data)} bytes) {at}; "
-                    f"only 4-byte stores to the doorbell page are hypercalls")
-        if isinstance(ex, kvm.IoExit):
-            kind = "out to" if ex.is_out else "in from"
-            return f"guest port I/O ({kind} port 0x{ex.port:x}) {at}; use hypercalls"
-        if isinstance(ex, kvm.Hlt):
+        if reason == kvm.EXIT_IO:
+            port, _, is_out, _ = detail
+            kind = "out to" if is_out else "in from"
+            return f"guest port I/O ({kind} port 0x{port:x}) {at}; use hypercalls"
+        if reason == kvm.EXIT_HLT:
             return f"guest executed hlt {at}; end a guest with the EXIT hypercall"
-        if isinstance(ex, kvm.InternalError):
-            what = _INTERNAL_ERRORS.get(ex.suberror, f"suberror {ex.suberror}")
+        if reason == kvm.EXIT_INTERNAL_ERROR:
+            what = _INTERNAL_ERRORS.get(detail, f"suberror {detail}")
             return f"KVM internal error {at}: {what}"
-        if isinstance(ex, kvm.FailEntry):
-            return f"KVM could not enter the guest {at}: hardware reason 0x{ex.reason:x}"
-        return f"unexpected KVM exit {ex} {at}"
+        if reason == kvm.EXIT_FAIL_ENTRY:
+            return f"KVM could not enter the guest {at}: hardware reason 0x{detail:x}"
+        return f"unexpected KVM exit {reason} {at}"
 
     def _cr2(self) -> int:
         return self.vcpu.get_sregs().cr2 if self.vcpu else 0

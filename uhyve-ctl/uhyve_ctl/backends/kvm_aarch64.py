@@ -15,16 +15,73 @@ interrupts masked blocks in KVM until the run's timeout (or Ctrl-C) kicks the vC
 
 from __future__ import annotations
 
+from _struct import calcsize
+
 from hexo import abi
 from .. import kvm
-from .base import BootState, Crashed
+from . import BootState, Crashed
 from .kvm import KvmBackend
+
+# --- register ids (arch/arm64/include/uapi/asm/kvm.h) ----------------------------------------
+
+KVM_REG_ARM64 = 0x6000000000000000
+KVM_REG_SIZE_SHIFT = 52
+KVM_REG_SIZE_U32 = 2 << KVM_REG_SIZE_SHIFT
+KVM_REG_SIZE_U64 = 3 << KVM_REG_SIZE_SHIFT
+KVM_REG_SIZE_U128 = 4 << KVM_REG_SIZE_SHIFT
+KVM_REG_ARM_CORE = 0x0010 << 16
+KVM_REG_ARM64_SYSREG = 0x0013 << 16
+
+# arm64's struct kvm_regs, only for the offsets that KVM_REG_ARM_CORE ids encode: regs
+# (user_pt_regs: x0..x30, sp, pc, pstate), then the EL1 registers, then the FP/SIMD registers
+# (v0..v31 are __uint128_t, 16-byte aligned: pairs of u64 after padding).
+_KVM_REGS = (("regs", "31Q"), ("sp", "Q"), ("pc", "Q"), ("pstate", "Q"), ("sp_el1", "Q"),
+             ("elr_el1", "Q"), ("spsr", "5Q"), (None, "8x"), ("vregs", "64Q"),
+             ("fpsr", "I"), ("fpcr", "I"), (None, "8x"))
+KVM_REGS_SIZE = calcsize("<" + "".join(code for _, code in _KVM_REGS))
+
+
+def _kvm_regs_offset(field: str) -> int:
+    names = [name for name, _ in _KVM_REGS]
+    return calcsize("<" + "".join(code for _, code in _KVM_REGS[:names.index(field)]))
+
+
+def _core_offset(name: str) -> tuple[int, int]:
+    """Byte offset and size of a kvm_regs field: x0..x30, sp (SP_EL0), pc, pstate, sp_el1,
+    elr_el1, spsr_el1, v0..v31, fpsr, fpcr."""
+    if name[0] == "x" and name[1:].isdigit() and int(name[1:]) < 31:
+        return _kvm_regs_offset("regs") + 8 * int(name[1:]), 8
+    if name in ("sp", "pc", "pstate", "sp_el1", "elr_el1"):
+        return _kvm_regs_offset(name), 8
+    if name == "spsr_el1":
+        return _kvm_regs_offset("spsr"), 8
+    if name[0] == "v" and name[1:].isdigit() and int(name[1:]) < 32:
+        return _kvm_regs_offset("vregs") + 16 * int(name[1:]), 16
+    if name in ("fpsr", "fpcr"):
+        return _kvm_regs_offset(name), 4
+    raise ValueError(f"no arm64 core register {name!r}")
+
+
+def core_reg(name: str) -> int:
+    """ONE_REG id of a core register (a field of arm64's struct kvm_regs)."""
+    offset, size = _core_offset(name)
+    width = {4: KVM_REG_SIZE_U32, 8: KVM_REG_SIZE_U64, 16: KVM_REG_SIZE_U128}[size]
+    return KVM_REG_ARM64 | width | KVM_REG_ARM_CORE | offset // 4
+
+
+def sys_reg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """ONE_REG id of a 64-bit system register by its MRS/MSR encoding."""
+    return (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | (op0 << 14) | (op1 << 11)
+            | (crn << 7) | (crm << 3) | op2)
+
+
+# --- the backend ---------------------------------------------------------------------------
 
 _PSTATE_EL1H_DAIF = 0x3C5      # EL1 on SP_EL1, debug/SError/IRQ/FIQ masked
 
-_ESR_EL1 = kvm.arm64_sys_reg(3, 0, 5, 2, 0)
-_FAR_EL1 = kvm.arm64_sys_reg(3, 0, 6, 0, 0)
-_VBAR_EL1 = kvm.arm64_sys_reg(3, 0, 12, 0, 0)
+_ESR_EL1 = sys_reg(3, 0, 5, 2, 0)
+_FAR_EL1 = sys_reg(3, 0, 6, 0, 0)
+_VBAR_EL1 = sys_reg(3, 0, 12, 0, 0)
 _VECTORS_SIZE = 0x800
 _VECTOR_GROUPS = ("current EL on SP_EL0", "current EL on SP_EL1", "lower EL (AArch64)",
                   "lower EL (AArch32)")
@@ -77,7 +134,7 @@ class Aarch64KvmBackend(KvmBackend):
         return "el1"                     # x86-64 entry modes do not apply
 
     def _configure_vm(self) -> None:
-        """A doorbell store KVM cannot decode (store pair, writeback) then exits as ArmNisv,
+        """A doorbell store KVM cannot decode (store pair, writeback) then exits as ARM_NISV,
         reported as an ABI violation, instead of failing KVM_RUN with ENOSYS."""
         try:
             self.vm.enable_cap(kvm.KVM_CAP_ARM_NISV_TO_USER)
@@ -92,10 +149,10 @@ class Aarch64KvmBackend(KvmBackend):
         self.vcpu.arm_vcpu_init(self.vm.arm_preferred_target())
         for name, value in (("pstate", _PSTATE_EL1H_DAIF), ("sp_el1", state.stack_top),
                             ("x0", state.boot_info), ("pc", state.entry)):
-            self.vcpu.set_one_reg(kvm.arm64_core_reg(name), value)
+            self.vcpu.set_one_reg(core_reg(name), value)
 
     def _reg(self, name: str) -> int:
-        return self.vcpu.get_one_reg(kvm.arm64_core_reg(name))
+        return self.vcpu.get_one_reg(core_reg(name))
 
     def _crash(self, ex: kvm.VcpuExit) -> Crashed:
         pc = self._reg("pc")
@@ -115,12 +172,14 @@ class Aarch64KvmBackend(KvmBackend):
         return Crashed(f"aarch64 {describe_exception(esr, far)} at pc 0x{elr:x}", elr)
 
     def _describe(self, ex: kvm.VcpuExit, pc: int) -> str:
-        if isinstance(ex, kvm.ArmNisv):
+        reason = ex.reason if type(ex) is kvm.OtherExit else None
+        if reason == kvm.EXIT_ARM_NISV:
+            _, fault_ipa = ex.detail
             return (f"hypercall ABI violation at pc 0x{pc:x}: an access to non-RAM address "
-                    f"0x{ex.fault_ipa:x} by an instruction KVM cannot decode (store pair or "
+                    f"0x{fault_ipa:x} by an instruction KVM cannot decode (store pair or "
                     f"register writeback); a hypercall is one 4-byte str to the doorbell")
-        if isinstance(ex, kvm.SystemEvent):
-            what = _SYSTEM_EVENTS.get(ex.type, f"system event {ex.type}")
+        if reason == kvm.EXIT_SYSTEM_EVENT:
+            what = _SYSTEM_EVENTS.get(ex.detail, f"system event {ex.detail}")
             return (f"guest called {what} at pc 0x{pc:x}; end a guest with the EXIT "
                     f"hypercall")
         return super()._describe(ex, pc)

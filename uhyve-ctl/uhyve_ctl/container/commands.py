@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hexo.sizes import parse_size
 
-from ..errors import UhyveError
+from .. import UhyveError
 
 
 def register(sub) -> None:

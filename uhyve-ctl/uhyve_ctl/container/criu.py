@@ -17,7 +17,7 @@ from pathlib import Path
 from hexo.resources import package_path
 from hexo.toolchain.sysroot import home
 
-from ..errors import UhyveError
+from .. import UhyveError
 
 BUILD_SCRIPT = package_path("uhyve_ctl.container", "build-criu.sh")
 TIMEOUT = 120.0     # seconds a dump or restore may take; 0.1-10 s on a loaded emulated board

@@ -21,7 +21,7 @@ from hexo import abi
 from hexo.image import Image
 from hexo.toolchain.sysroot import home
 
-from ..errors import UhyveError
+from .. import UhyveError
 
 LINUX_RUNNING, LINUX_STOPPED = 1, 2     # shared page guest_state (kernel-images/linux)
 IMAGE_COPY = "image.hexo"
