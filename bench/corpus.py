@@ -7,10 +7,10 @@ migratable (statepoints, restricted code generation) and with --auto-points (a t
 every function entry and outer loop head, so nearly every call is a statepoint), and all three
 run side by side in this one run on KVM x86-64. The time compared is the CPU time of the
 guest's run that `uhyve-ctl run --stats` reports (VM set-up excluded): wall time on this
-2-core machine swung by 2x with other load, CPU time by a few per cent. Target: geometric mean of migratable / plain <= 1.05x; auto-points
-has no target of its own, its ratio says what the points cost. Class W by
-default (a fraction of a second to a few seconds per program natively); each run is checked
-to verify itself, so a wrong result cannot pass as a fast one.
+2-core machine swung by 2x with other load, CPU time by a few per cent. Target: geometric
+mean of migratable / plain <= 1.05x; auto-points has no target of its own, its ratio says what
+the points cost. Class W by default (a fraction of a second to a few seconds per program
+natively); each run is checked to verify itself, so a wrong result cannot pass as a fast one.
 """
 
 from __future__ import annotations
