@@ -107,6 +107,12 @@ def board_run(image, args: list[str], mem: int | None, budget_s: float, wall_s: 
 
     entry = _entry(image, "aarch64", POINT)
     vm = _vm(image, "aarch64", "emu", args, mem)
+    # --auto-points' points call hexo_check_migrate only while a request is raised: a request
+    # whose skip count never runs out makes every point call it, as the server run's does.
+    page, at = abi.SHARED_PAGE, abi.SHARED_PAGE_ADDR
+    vm.memory.write(at + page.offset("migrate_skip"), (2**32 - 1).to_bytes(4, "little"))
+    vm.memory.write(at + page.offset("migrate_request"),
+                    abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
     state = {"point": 0, "at": 0.0, "over": False}
 
     def at_point(uc, _address, _size, _data):
