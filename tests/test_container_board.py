@@ -175,7 +175,7 @@ def remove_everywhere(board, name: str, tag: str) -> None:
 
 
 @needs_podman
-@pytest.mark.parametrize("kernel,point", [("ep", 3), ("is", 2), ("cg", 4)])
+@pytest.mark.parametrize("kernel,point", [("is", 2), ("cg", 4)])   # EP: test_board_to_board
 def test_npb_container_there_and_back(board, tmp_path, kernel, point):
     """An x86-64 podman container (podman's default seccomp profile) stopped at a chosen
     point, restored by the board's podman, one step there as an arm64 process, then back to
