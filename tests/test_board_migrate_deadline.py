@@ -171,3 +171,4 @@ def test_a_frozen_restore_is_given_up_the_source_resumes_and_the_copy_is_stopped
         time.sleep(0.05)
     assert not alive(copy)
     assert later._abandoned() == []
+    assert not later._abandoned_file.exists()            # `hexo board down` removes the dir

@@ -185,6 +185,9 @@ class OnBoard:
             return []
 
     def _keep_abandoned(self, moves: list[str]) -> None:
+        if not moves:
+            self._abandoned_file.unlink(missing_ok=True)
+            return
         tmp = self._abandoned_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(moves))
         os.replace(tmp, self._abandoned_file)

@@ -200,6 +200,8 @@ def down(name: str, timeout: float = DOWN_TIMEOUT) -> str:
 
 
 def _remove(b: Board) -> None:
-    for f in ("disk.qcow2", "qemu.pid", "known_hosts", "console.log", "board.json"):
+    """A board's files here; the moves given up on it (migrate.py) go with its disk."""
+    for f in ("disk.qcow2", "qemu.pid", "known_hosts", "console.log", "board.json",
+              "abandoned.json", "abandoned.tmp"):
         (b.dir / f).unlink(missing_ok=True)
     b.dir.rmdir()
