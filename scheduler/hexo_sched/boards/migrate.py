@@ -223,7 +223,7 @@ class OnBoard:
             for kind in ("process", "container"):
                 if f"restored {kind} " in out:
                     target = out.rsplit(f"restored {kind} ", 1)[1].split()[0]
-                    self.conn.sh(f"{_end_command(Job(target))}; rm -f {marker}")
+                    self.conn.sh(_end_command(Job(target)))
                     said.append(f"stopped {kind} {target} {self.at}: its move had been given "
                                 "up on and the job went on at its source")
             self.conn.sh(f"rm -f {marker}")
