@@ -49,7 +49,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hexo import abi
 from hexo.records import record
 
 #: CPU seconds of the emulated aarch64 run: most of a sample's cost (the three x86-64 runs
@@ -109,10 +108,7 @@ def board_run(image, args: list[str], mem: int | None, budget_s: float, wall_s: 
     vm = _vm(image, "aarch64", "emu", args, mem)
     # --auto-points' points call hexo_check_migrate only while a request is raised: a request
     # whose skip count never runs out makes every point call it, as the server run's does.
-    page, at = abi.SHARED_PAGE, abi.SHARED_PAGE_ADDR
-    vm.memory.write(at + page.offset("migrate_skip"), (2**32 - 1).to_bytes(4, "little"))
-    vm.memory.write(at + page.offset("migrate_request"),
-                    abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+    vm.migrator.count_points()
     state = {"point": 0, "at": 0.0, "over": False}
 
     def at_point(uc, _address, _size, _data):
@@ -153,16 +149,12 @@ def server_run(image, args: list[str], mem: int | None, point: int | None, wall_
     from uhyve_ctl.vm import pick_backend
     if pick_backend("x86_64") != "kvm":
         raise SampleFailed(f"no KVM to time the x86-64 build on ({kvm.unavailable()})")
+    from uhyve_ctl.migration import Request
     vm = _vm(image, "x86_64", "kvm", args, mem)
-    page, at = abi.SHARED_PAGE, abi.SHARED_PAGE_ADDR
     try:
         if point is not None:
             vm.hypercalls.on_migrate = lambda *_: Sampled(point)
-            vm.memory.write(at + page.offset("migrate_skip"), (point - 1).to_bytes(4, "little"))
-            vm.memory.write(at + page.offset("migrate_target_isa"),
-                            abi.ISA_IDS["x86_64"].to_bytes(4, "little"))
-            vm.memory.write(at + page.offset("migrate_request"),
-                            abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
+            vm.migrator.arm(Request("", "x86_64", False, mode="probe", skip=point - 1))
         t0 = time.process_time()
         stop = vm.run(timeout=wall_s)
         return stop, time.process_time() - t0
