@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ if qemu_unusable():
     pytest.skip(qemu_unusable(), allow_module_level=True)
 
 from hexo_sched.boards import image as board_image, vm  # noqa: E402
-from hexo_sched.boards.ssh import CODE_DIR, code_bundle  # noqa: E402
+from hexo_sched.boards.console import scan  # noqa: E402
+from hexo_sched.boards.ssh import CODE_DIR, BoardConnection, code_bundle  # noqa: E402
 from hexo_sched.hosts import HostError  # noqa: E402
 
 
@@ -71,9 +73,66 @@ def boot_side_by_side(names) -> dict:
     return started
 
 
+class CheckedBoards(dict):
+    """A module's shared board VMs by name, checked around each test (`checked`). Before it,
+    a board found crashed or failed is booted again; after it, each board must still work (no
+    kernel failure on its console, `echo` over an SSH connection kept open for these checks):
+    one whose kernel failed fails that test with its console's report, and is booted again
+    before the next test uses it. A board whose qemu is gone without a report was killed by
+    the test: it too is booted again, if used."""
+
+    def __init__(self, boards: dict):
+        super().__init__(boards)
+        self.broken: set[str] = set()
+        self.conns: dict = {}
+
+    def _connection(self, b):
+        conn = self.conns.get(b.name)
+        if conn is None or conn.board.port != b.port:
+            if conn is not None:
+                conn.host.close()
+            conn = self.conns[b.name] = BoardConnection(b, vm.CHECK_TIMEOUT)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.host.close()
+
+    @contextmanager
+    def checked(self):
+        for name in sorted(self):
+            self[name] = vm.Board.load(name)       # the test before may have booted it again
+            if name in self.broken or self[name].failure() is not None:
+                vm.down(name)
+                self[name] = vm.up(name)
+        self.broken.clear()
+        yield self
+        problems = []
+        for name in sorted(self):
+            b = vm.Board.load(name)
+            if b.pid() is None and scan(b.console) is None:
+                self.broken.add(name)
+                continue
+            try:
+                vm.check(name, self._connection(b))
+            except vm.BoardError as e:
+                self.broken.add(name)
+                problems.append(str(e))
+        if problems:
+            pytest.fail("; ".join(problems), pytrace=False)
+
+
 @pytest.fixture(scope="module")
-def boards(board_state):
-    return boot_side_by_side(("b0", "b1"))
+def booted(board_state):
+    boards = CheckedBoards(boot_side_by_side(("b0", "b1")))
+    yield boards
+    boards.close()
+
+
+@pytest.fixture
+def boards(booted):
+    with booted.checked() as checked:
+        yield checked
 
 
 def hexo_board(*args, timeout=600):
@@ -194,6 +253,8 @@ def test_npb_is_runs_on_the_board_and_verifies(boards, images):
 
 
 def test_a_crashed_board_is_reported_and_cleaned_up(board_state):
+    """A real kernel crash (sysrq) ends qemu; status and exec say so at once with the panic
+    the kernel wrote on the serial console, naming that log."""
     b = vm.up("crash")
     with b.connect() as conn:
         conn.host.open_channel().exec_command("echo c > /proc/sysrq-trigger")
@@ -203,8 +264,11 @@ def test_a_crashed_board_is_reported_and_cleaned_up(board_state):
     ls = hexo_board("ls")
     row = next(line for line in ls.stdout.splitlines() if line.startswith("crash"))
     assert "crashed" in row, ls.stdout
-    p = hexo_board("exec", "crash", "--", "true")
-    assert p.returncode != 0 and "crashed" in p.stderr
+    for args in (["status", "crash"], ["exec", "crash", "--", "true"]):
+        p = hexo_board(*args)
+        assert p.returncode == 1, p
+        assert "board crash has crashed: Kernel panic - not syncing: sysrq triggered crash | " \
+               "CPU: " in p.stderr and f"(console {b.console};" in p.stderr, p.stderr
     down = hexo_board("down", "crash")
     assert down.returncode == 0 and "crashed" in down.stdout
     assert not (Path(board_state) / "crash").exists()

@@ -2,9 +2,10 @@
 arm64 boards, each behind its own sshd on loopback, and a one-core KVM server kept busy by a
 job that stays there (a plain image: never offloaded). HEXO's policy offloads EP to board0 to
 make room for that job; after a live checkpoint of EP was saved there, board0 freezes and drops
-off the network. EP resumes on board1 from that checkpoint (taken on arm64, restored on arm64
-from the state kept beside the server's); when board0 answers again its frozen copy is stopped;
-EP verifies and its output holds every line once."""
+off the network, or (as a board VM whose kernel oopsed) its console shows a kernel oops while it
+still answers. EP resumes on board1 from that checkpoint (taken on arm64, restored on arm64
+from the state kept beside the server's); when board0 answers again (with a new console: booted
+again) its copy is stopped; EP verifies and its output holds every line once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sshd_fixture
 from conftest import HEXO, needs_kvm
 from hexo_sched import api
 from npb_reference import check
+from test_board_console import OOPS
 from test_board_silent_midway import board_processes, kill, live_vm
 from test_schedd_live import UHYVE, log_tail, start_daemon, wait_for, wait_for_log
 
@@ -27,14 +29,20 @@ pytestmark = [needs_kvm, pytest.mark.slow,
                                  reason=str(sshd_fixture.usable()))]
 
 
-def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, sshd):
+@pytest.mark.parametrize("how", ["silent", "oops"])
+def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, sshd, how):
+    """`silent`: lost after board_lost_after_s (3 s) of silence; `oops`: at once (that delay is
+    an hour), although its sshd answers. Each board has a console log, a stand-in for a board
+    VM's serial console."""
     other_sshd = sshd_fixture.start(tmp_path / "ssh1")
     boards = {"board0": (sshd, tmp_path / "board0"), "board1": (other_sshd, tmp_path / "board1")}
+    consoles = {name: tmp_path / f"{name}.console" for name in boards}
     sections = "".join(sshd_fixture.board_section(name, s.port, s.user_key, s.known_hosts, d,
-                                                  UHYVE) for name, (s, d) in boards.items())
+                                                  UHYVE, console=str(consoles[name]))
+                       for name, (s, d) in boards.items())
     cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
                                      idle_after_s=3600, poll_s=0.2, checkpoint_period_s=1,
-                                     board_lost_after_s=3)
+                                     board_lost_after_s=3 if how == "silent" else 3600)
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
     jobs = [{"image": str(images.get("npb-ep", "S"))},
@@ -45,10 +53,17 @@ def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, 
                       state_dir, 600, "a live checkpoint of EP taken on its board")
         assert st["jobs"][0]["location"] == "board0", st
         frozen = live_vm(boards["board0"][1] / "run", "job-1", 60)
-        os.kill(frozen, signal.SIGSTOP)
-        sshd_fixture.stop(sshd)
+        if how == "silent":
+            os.kill(frozen, signal.SIGSTOP)
+            sshd_fixture.stop(sshd)
+        else:
+            consoles["board0"].write_text(OOPS)
         wait_for_log(log, "it resumes on board board1", 120)
-        sshd_fixture.restart(sshd)
+        if how == "silent":
+            sshd_fixture.restart(sshd)
+        else:
+            consoles["board0"].unlink()                      # booted again: a new console
+            consoles["board0"].write_text("[    0.000000] Booting Linux on physical CPU 0x0\n")
         wait_for_log(log, "stopped job-1 on board0: it resumed elsewhere", 120)
         st = wait_for(lambda s: s["jobs"][0]["state"] == "done", state_dir, 600, "EP to end")
         assert st["jobs"][1]["state"] == "running"          # the server's job is still there
@@ -77,6 +92,9 @@ def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, 
     assert kept == [("server", "run"), ("board0", "restore"), ("board1", "restore")], ep
     assert [s["machine"] for s in server_job["segments"]] == ["server"], server_job
     assert "it resumes on board board1" in log.read_text()
+    if how == "oops":
+        assert "board board0 has failed: its kernel reported Unable to handle kernel NULL " \
+               "pointer dereference" in log.read_text(), log_tail(log)
     placed = json.loads((tmp_path / "board1" / "work" / "job-1" / f"ck{len(ep['segments']) - 1}"
                          "-saved" / "checkpoint.json").read_text())
     # the server's state with the board's kept beside it: board1 restored the arm64 one as it

@@ -24,10 +24,12 @@ pytestmark = [pytest.mark.timeout(300),              # a hang is what these test
 
 
 def loopback_board(s, directory: Path) -> SimpleNamespace:
-    """What a board connection needs of a board, for the sshd `s`."""
+    """What a board connection needs of a board, for the sshd `s` (its console log a file no
+    kernel writes)."""
     directory.mkdir(parents=True, exist_ok=True)
     return SimpleNamespace(name="lb", port=s.port, image=SimpleNamespace(client_key=s.user_key),
-                           known_hosts=s.known_hosts, dir=directory)
+                           known_hosts=s.known_hosts, dir=directory,
+                           console=directory / "console.log")
 
 
 def wait_for_file(path: Path, text: str = "", timeout: float = 60) -> str:

@@ -18,7 +18,7 @@ import pytest
 import npb_reference
 from conftest import HEXO, run
 from test_board import board_state  # noqa: F401 (a fixture)
-from test_board import board_cluster, boot_side_by_side, qemu_unusable
+from test_board import CheckedBoards, board_cluster, boot_side_by_side, qemu_unusable
 from test_container import needs_podman
 from test_container_board import linux_image, on_board, podman_here, run_container
 
@@ -31,10 +31,18 @@ NAMES = ("bb0", "bb1")
 
 
 @pytest.fixture(scope="module")
-def boards(board_state):  # noqa: F811
+def booted(board_state):  # noqa: F811
     from uhyve_ctl.container import criu
     criu.ensure()
-    return boot_side_by_side(NAMES)
+    boards = CheckedBoards(boot_side_by_side(NAMES))
+    yield boards
+    boards.close()
+
+
+@pytest.fixture
+def boards(booted):
+    with booted.checked() as checked:
+        yield checked
 
 
 def on(board, script: str) -> tuple[int, str]:

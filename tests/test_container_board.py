@@ -18,7 +18,7 @@ import pytest
 from hexo import workloads
 from hexo.image import Image
 from hexo.toolchain.build import BuildRequest, build
-from test_board import qemu_unusable
+from test_board import CheckedBoards, qemu_unusable
 from test_container import PODMAN, ULIMITS, needs_podman
 from uhyve_ctl.container import checkpoint as ckpt, criu, oci, process
 
@@ -34,21 +34,30 @@ BOARD = "ct-b0"
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def booted(tmp_path_factory):
     from hexo_sched.boards import image as board_image, vm
     old = os.environ.get("HEXO_BOARD_STATE")
     os.environ["HEXO_BOARD_STATE"] = str(tmp_path_factory.mktemp("boards"))
     board_image.build()
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
     criu.ensure()
+    boards = CheckedBoards({})
     try:
-        yield vm.up(BOARD)
+        boards[BOARD] = vm.up(BOARD)
+        yield boards
     finally:
+        boards.close()
         vm.down(BOARD)
         if old is None:
             del os.environ["HEXO_BOARD_STATE"]
         else:
             os.environ["HEXO_BOARD_STATE"] = old
+
+
+@pytest.fixture
+def board(booted):
+    with booted.checked() as checked:
+        yield checked[BOARD]
 
 
 def linux_image(tmp: Path, name: str, sources, defines=()) -> Image:

@@ -57,6 +57,7 @@ class MachineConfig:
     key: Path | None = None
     known_hosts: Path | None = None
     emulated: bool = False        # a stand-in for a physical board (unicorn on this host)
+    console: Path | None = None   # a board VM's serial console log on this server (failures)
     power_model: str = "xeon-e5-2637"   # energy.table1_models() key used for its power
 
     def policy_machine(self) -> Machine:
@@ -129,6 +130,7 @@ def _machine(base: Path, kind: str, d: dict) -> MachineConfig:
                       link_mbit=d.get("link_mbit"), host=d.get("host"),
                       port=int(d.get("port", 22)), user=d.get("user", "root"),
                       key=_path(base, d.get("key")), known_hosts=_path(base, d.get("known_hosts")),
+                      console=_path(base, d.get("console")) if kind == "board" else None,
                       emulated=(kind == "board" and backend == "emu"),
                       power_model=d.get("power_model",
                                         "xeon-e5-2637" if kind == "server" else "potato"))

@@ -9,7 +9,8 @@ the job's cores and its checkpoint until the target reports that the restored VM
 migration point (or ended normally); if any step fails, the job resumes from that checkpoint
 where it was. A board involved that stays silent for `board_lost_after_s` ends the migration:
 a silent target as a failed step, a silent source as a board that lost the job (it resumes from
-its saved checkpoint, as in _job_lost).
+its saved checkpoint, as in _job_lost). A board VM whose serial console (`console` in its
+section) shows a kernel oops or panic is that silent board at once, whether or not it answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from . import relay, saved
 from .agents import MachineAgent, SegmentProbe, first_report
+from .boards.console import ConsoleWatch
 from .api import ApiError, ControlServer, parse_job_spec
 from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
@@ -120,6 +122,8 @@ class Daemon:
         self.snapshots: dict[tuple, tuple[float, relay.Snapshot]] = {}
         self.unreachable: dict[str, str] = {}    # board -> why, while it does not answer
         self.reached: set[str] = set()           # boards that have answered at least once
+        self.consoles = {m.name: ConsoleWatch(m.console) for m in cfg.machines
+                         if m.kind == "board" and m.console is not None}
         self.silent_since: dict[str, float] = {}  # board -> since when it has not answered
         self.left_behind: dict[str, set[str]] = {}   # board -> jobs it lost (stopped there
                                                       # once it answers again)
@@ -656,8 +660,10 @@ class Daemon:
                     seg = self.records[j.id].current
                     wanted.setdefault(j.location, []).append((j.id, seg.n))
             self._cancel_due()
-        results = {}
+        results, failed = {}, self._failed_boards()
         for machine, segs in wanted.items():
+            if machine in failed:
+                continue
             agent = self.agents[machine]
             if agent.host.remote and now - self.last_probe.get(machine, 0) < REMOTE_PROBE_S:
                 continue
@@ -669,7 +675,7 @@ class Daemon:
                 log.warning("cannot probe %s: %s", machine, e)
                 self._board_answers(machine, str(e))
         for m in self.cfg.machines:
-            if m.kind == "board" and m.name not in wanted \
+            if m.kind == "board" and m.name not in wanted and m.name not in failed \
                     and now - self.last_probe.get(m.name, 0) >= BOARD_CHECK_S:
                 self.last_probe[m.name] = now
                 try:
@@ -690,6 +696,23 @@ class Daemon:
             self._event(self.policy.on_tick)
 
     # -- board failure -------------------------------------------------------------------------
+    def _failed_boards(self) -> set[str]:
+        """Boards whose console shows a kernel oops or panic. Such a board has lost its jobs
+        now, not after `board_lost_after_s` of silence (its sshd may still answer while the
+        kernel hangs), so they resume from their saved checkpoints; it is not probed until its
+        console is a new one (the board booted again)."""
+        failed = set()
+        for name, watch in self.consoles.items():
+            report = watch.check()
+            if report is None or not report.fatal:
+                continue
+            failed.add(name)
+            self._board_answers(name, f"its kernel reported {report.summary()} (console "
+                                      f"{watch.path})", what="has failed")
+            lost_at = time.time() - self.cfg.board_lost_after_s
+            self.silent_since[name] = min(self.silent_since.get(name, lost_at), lost_at)
+        return failed
+
     def _resume_lost_jobs(self, now: float) -> None:
         """Jobs on a board that has not answered for `board_lost_after_s` resume elsewhere
         (lock held); the board stops them when it answers again."""
@@ -756,7 +779,8 @@ class Daemon:
         if t is not None:
             t.join()
 
-    def _board_answers(self, board: str, error: str | None) -> None:
+    def _board_answers(self, board: str, error: str | None, what: str = "does not answer"
+                       ) -> None:
         """Track which boards answer; with `slurm_node` set, the Slurm node is drained while
         one does not (Slurm cannot shrink a node, slurm.py) and resumed when all answer."""
         if self.cfg.machine(board).kind != "board":
@@ -780,7 +804,7 @@ class Daemon:
             with self.lock:                 # only now may the policy send jobs there again
                 self.state.down.discard(board)
         else:
-            log.error("board %s does not answer: %s", board, error)
+            log.error("board %s %s: %s", board, what, error)
             self.unreachable[board] = error
             self.silent_since[board] = time.time()
             with self.lock:

@@ -18,7 +18,7 @@ def _errors() -> tuple:
 
 def register(sub) -> None:
     board = sub.add_parser("board", help="arm64 board VMs (qemu-system-aarch64 with KVM inside): "
-                                         "build, up, exec, ls, down",
+                                         "build, up, exec, ls, status, down",
                            description="Arm64 Linux boards emulated by qemu-system-aarch64 "
                                        "(EL2, so the board has /dev/kvm), driven over SSH.")
     bsub = board.add_subparsers(dest="board_command", required=True)
@@ -35,6 +35,14 @@ def register(sub) -> None:
     d.set_defaults(run=_down)
     ls = bsub.add_parser("ls", help="boards and their state (running, crashed, ...)")
     ls.set_defaults(run=_ls)
+    st = bsub.add_parser("status", help="check boards: qemu, the kernel's console, a command "
+                                        "over SSH",
+                         description="Check each board: its qemu runs, its serial console "
+                                     "shows no kernel oops, panic or (with SSH silent) lockup, "
+                                     "and it runs a command over SSH. Fails, naming the console "
+                                     "log, on the first board that does not.")
+    st.add_argument("names", nargs="+", metavar="name")
+    st.set_defaults(run=_status)
     e = bsub.add_parser("exec", help="run a command in a fresh directory on a board",
                         usage="hexo board exec [-h] NAME [--put PATH]... -- CMD [ARG...]",
                         description="Copy each --put file or directory into a fresh working "
@@ -68,7 +76,7 @@ def register(sub) -> None:
                    help="give up on a board command that has not ended after this long "
                         f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
                         "given up on is stopped at the board's next connection")
-    for p in (board, b, u, d, ls, e, m):
+    for p in (board, b, u, d, ls, st, e, m):
         p.set_defaults(errors=_errors)
 
 
@@ -106,6 +114,13 @@ def _ls(args) -> int:
         print("no boards")
     for b in boards:
         print(f"{b.name:10} {b.state():34} 127.0.0.1:{b.port:<6} cpus {b.cpus} mem {b.mem}")
+    return 0
+
+
+def _status(args) -> int:
+    from .vm import check
+    for name in args.names:
+        print(f"{name}: works (a command over SSH took {check(name):.1f} s)")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from hexo.resources import package_path
 
 from ..hosts import HostError, SshHost
+from .console import ConsoleWatch
 
 CODE_DIR = "/opt/hexo"
 PACKAGES = {name: package_path(name) for name in ("hexo", "uhyve_ctl", "hexo_sched")}
@@ -81,6 +82,7 @@ def _tar_of_paths(paths: list[Path]) -> bytes:
 
 STEP_TIMEOUT = 900.0      # one command on an emulated board: a restore under TCG takes minutes
 SH_TIMEOUT = 300.0        # a short command, when steps have no deadline
+CONSOLE_EVERY_S = 2.0     # how often a command's wait reads the board's console
 
 
 class BoardConnection:
@@ -89,10 +91,14 @@ class BoardConnection:
     Every command has a deadline, `step_timeout` seconds (None: none for the commands `run`
     and `stream` run, SH_TIMEOUT for `sh`'s): a board that freezes (its qemu stopped) keeps
     the TCP connection open and sends nothing, and a command waiting on it would wait for
-    ever. Past the deadline the connection is closed and HostError raised."""
+    ever. Past the deadline the connection is closed and HostError raised. A board whose
+    console (if it has one) shows a kernel oops or panic fails each command at once: its kernel
+    may have died holding a lock the command waits for."""
 
     def __init__(self, board, step_timeout: float | None = STEP_TIMEOUT):
         self.board, self.step_timeout = board, step_timeout
+        console = getattr(board, "console", None)
+        self.console = ConsoleWatch(console) if console is not None else None
         self.host = SshHost(board.name, "127.0.0.1", board.port, "root", board.image.client_key,
                             board.known_hosts, connect_timeout=30.0,
                             io_timeout=min(60.0, step_timeout or 60.0))
@@ -149,6 +155,8 @@ class BoardConnection:
         import paramiko
         timeout = timeout or self.step_timeout
         deadline = time.monotonic() + (timeout or float("inf"))
+        self._check_console()
+        console_due = time.monotonic() + CONSOLE_EVERY_S
         chan = self.host.open_channel()
         try:
             chan.settimeout(timeout)
@@ -184,10 +192,18 @@ class BoardConnection:
                     break
                 if not got and chan.closed:
                     break
+                if time.monotonic() >= console_due:
+                    self._check_console()
+                    console_due = time.monotonic() + CONSOLE_EVERY_S
             status = chan.recv_exit_status()
             return status if status >= 0 else 255
         finally:
             chan.close()
+
+    def _check_console(self) -> None:
+        report = self.console.check() if self.console is not None else None
+        if report is not None and report.fatal:
+            self._give_up(f"its kernel failed: {report.summary()} (console {self.console.path})")
 
     def _give_up(self, why: str):
         self.host.close()                      # a later call connects afresh

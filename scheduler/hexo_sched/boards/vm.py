@@ -3,11 +3,13 @@
 Each board has a state directory (`$HEXO_HOME/boards/NAME`): its qcow2 overlay over the cached
 image (so several boards share one image and none changes it), its serial console log, qemu's
 pid file and a known_hosts file pinning the image's host key to the board's forwarded port. A
-board whose qemu is gone without `down` has crashed (a guest panic ends qemu too).
+board whose qemu is gone without `down` has crashed (a guest panic ends qemu too); one whose
+console shows a kernel failure (console.py) has failed although qemu runs on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,11 +21,14 @@ from pathlib import Path
 
 from hexo.toolchain.sysroot import home
 
+from .console import scan
 from .image import BoardImage, require
 from .qemu import qemu_argv
 
 BOOT_TIMEOUT = 300.0          # to SSH answering; ~15 s on an idle host, TCG under load is slower
 DOWN_TIMEOUT = 60.0
+STALL_ANSWER_S = 30.0         # a board whose kernel reported a stall fails if sshd is this slow
+CHECK_TIMEOUT = 120.0         # `check`'s SSH command; minutes only on a wedged or swamped host
 
 
 class BoardError(RuntimeError):
@@ -68,11 +73,24 @@ class Board:
 
     @classmethod
     def running(cls, name: str) -> "Board":
+        """Board NAME, unless it has crashed or failed (BoardError saying how)."""
         b = cls.load(name)
-        if b.pid() is None:
-            raise BoardError(f"board {name} has crashed: {b.last_console_line()} "
-                             f"(console {b.console}; hexo board down {name} cleans up)")
+        why = b.failure()
+        if why is not None:
+            raise BoardError(f"board {name} has {why} (console {b.console}; hexo board "
+                             f"down {name} cleans up)")
         return b
+
+    def failure(self) -> str | None:
+        """How the board is unusable, from its qemu and its console (no SSH log-in): qemu
+        gone, a kernel oops or panic, or a kernel stall on a board whose sshd is silent:
+        'crashed: DETAIL' or 'failed: DETAIL'."""
+        report = scan(self.console)
+        if self.pid() is None:
+            return f"crashed: {report.summary() if report else self.last_console_line()}"
+        if report is not None and (report.fatal or not self.ssh_answers(STALL_ANSWER_S)):
+            return f"failed: its kernel reported {report.summary()}"
+        return None
 
     def pid(self) -> int | None:
         """qemu's pid while it runs, else None."""
@@ -94,8 +112,10 @@ class Board:
             return False
 
     def state(self) -> str:
-        if self.pid() is None:
-            return f"crashed ({self.last_console_line()[:60]})"
+        why = self.failure()
+        if why is not None:
+            state, detail = why.split(": ", 1)
+            return f"{state} ({detail[:60]})"
         return "running" if self.ssh_answers() else "running, SSH not answering"
 
     def last_console_line(self) -> str:
@@ -159,11 +179,31 @@ def up(name: str, cpus: int = 2, mem: str = "2G", timeout: float = BOOT_TIMEOUT)
     return b
 
 
+def check(name: str, conn=None, timeout: float = CHECK_TIMEOUT) -> float:
+    """Whether board NAME works: its qemu runs, its console shows no kernel failure and one
+    command runs over SSH (on `conn`, an open BoardConnection to it, if given); that command's
+    seconds, or BoardError saying what is wrong."""
+    from ..hosts import HostError
+    from .ssh import BoardConnection
+    b = Board.running(name)
+    t0 = time.monotonic()
+    try:
+        with contextlib.nullcontext(conn) if conn else BoardConnection(b, timeout) as c:
+            status, out, _ = c.sh("echo ok")
+    except HostError as e:
+        Board.running(name)                           # failed meanwhile: that, not a timeout
+        raise BoardError(f"board {name} does not answer: {e} (console {b.console})") from None
+    if (status, out) != (0, "ok\n"):
+        raise BoardError(f"board {name}: 'echo ok' gave {status} {out!r}")
+    return time.monotonic() - t0
+
+
 def _wait_for_ssh(b: Board, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if b.pid() is None:
-            raise BoardError(f"board {b.name} crashed while booting: {b.last_console_line()} "
+        why = b.failure()
+        if why is not None:
+            raise BoardError(f"board {b.name} {why.replace(':', ' while booting:', 1)} "
                              f"(console {b.console})")
         if b.ssh_answers():
             with b.connect() as conn:
@@ -176,19 +216,25 @@ def _wait_for_ssh(b: Board, timeout: float) -> None:
 
 def down(name: str, timeout: float = DOWN_TIMEOUT) -> str:
     """Power the board off from inside (file systems synced and read-only first), wait for
-    qemu to exit, remove its state. A crashed board is only cleaned up."""
+    qemu to exit, remove its state. A crashed board is only cleaned up; one whose kernel
+    failed is not logged in to: its qemu is terminated."""
     b = Board.load(name)
-    pid = b.pid()
+    pid, why = b.pid(), b.failure()
     if pid is None:
         _remove(b)
-        return f"had crashed ({b.last_console_line()}); cleaned up"
+        return f"had crashed ({why.split(': ', 1)[1]}); cleaned up"
     how = "shut down"
-    try:
-        with b.connect() as conn:
-            conn.power_off()
-    except Exception as e:                            # unreachable: end qemu from outside
-        how = f"unreachable over SSH ({e}); qemu terminated"
-        os.kill(pid, signal.SIGTERM)
+    if why is not None:                               # its kernel cannot be trusted to
+        how = f"{why}; qemu terminated"               # power off
+    else:
+        try:
+            with b.connect() as conn:
+                conn.power_off()
+        except Exception as e:                        # unreachable: end qemu from outside
+            how = f"unreachable over SSH ({e}); qemu terminated"
+    if how != "shut down":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while b.pid() is not None and time.monotonic() < deadline:
         time.sleep(0.2)
