@@ -16,17 +16,20 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
 
 STAMP = re.compile(r"\[\s*\d+\.\d+\]\s?")
 FATAL = re.compile(r"Unable to handle kernel |Internal error: |Kernel panic - not syncing|"
-                   r"kernel BUG at |BUG: (?!soft lockup)|general protection fault")
-STALL = re.compile(r"BUG: soft lockup|Watchdog detected hard LOCKUP|detected stalls? on CPU|"
+                   r"kernel BUG at |BUG: (?!soft lockup|workqueue lockup)|general protection fault")
+STALL = re.compile(r"BUG: (soft|workqueue) lockup|Watchdog detected hard LOCKUP|"
+                   r"detected stalls? on CPU|"
                    r"rcu_\w+ self-detected stall|INFO: task \S+ blocked for more than")
 KEPT = 40                           # lines of a report kept after its first one
 SHOWN = re.compile(r"Internal error: .*|Kernel panic - not syncing.*|CPU: \d+ PID: \d+ Comm: \S+|"
                    r"pc : .*|RIP: .*")
 FRAMES = 4                          # call trace lines shown in a summary
+DUMPERS = {"dump_backtrace", "show_stack", "dump_stack_lvl", "dump_stack", "panic"}
 HEAD = 4096                         # a log's first bytes, which tell one boot's from another's
 
 
@@ -41,11 +44,13 @@ class KernelFailure:
         """One line: the report's first line, the faulting task and place, the first frames
         of its call trace."""
         head, *rest = self.lines
-        shown = [m.group(0) for m in map(SHOWN.match, rest) if m and m.string != head]
+        shown = [m.group(0) for m in map(SHOWN.match, rest) if m]
         if "Call trace:" in rest:
             at = rest.index("Call trace:") + 1
-            frames = [f.split("+")[0] for f in rest[at:at + FRAMES] if f.startswith(" ")]
-            shown.append("call trace: " + " < ".join(f.strip() for f in frames))
+            frames = [f.split("+")[0].strip()
+                      for f in takewhile(lambda line: line.startswith(" "), rest[at:])]
+            frames = [f for f in frames if f not in DUMPERS][:FRAMES]
+            shown.append("call trace: " + " < ".join(frames))
         return " | ".join([head, *shown])
 
 
