@@ -94,7 +94,10 @@ class CheckedBoards(dict):
             conn = self.conns[b.name] = BoardConnection(b, vm.CHECK_TIMEOUT)
         return conn
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         for conn in self.conns.values():
             conn.host.close()
 
@@ -124,9 +127,8 @@ class CheckedBoards(dict):
 
 @pytest.fixture(scope="module")
 def booted(board_state):
-    boards = CheckedBoards(boot_side_by_side(("b0", "b1")))
-    yield boards
-    boards.close()
+    with CheckedBoards(boot_side_by_side(("b0", "b1"))) as boards:
+        yield boards
 
 
 @pytest.fixture
@@ -288,12 +290,13 @@ def test_down_powers_off_and_removes_the_board(board_state):
 
 def board_cluster(boards: dict, tmp_path: Path, **daemon) -> Path:
     """cluster.toml of hexo-schedd (policy hexo) with a one-core KVM server and `boards` as
-    its boards, their jobs on the boards' KVM; `daemon`: more [daemon] settings."""
+    its boards (their consoles watched), their jobs on the boards' KVM; `daemon`: more
+    [daemon] settings."""
     from test_schedd_live import UHYVE
     sections = "".join(
         sshd_fixture.board_section(name, b.port, b.image.client_key, b.known_hosts,
                                    "/var/tmp/hexo", "uhyve-ctl", backend="kvm",
-                                   model="emulated-aarch64")
+                                   model="emulated-aarch64", console=str(b.console))
         for name, b in sorted(boards.items()))
     return sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
                                       poll_s=0.5, confirm_timeout_s=900,

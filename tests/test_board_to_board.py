@@ -17,7 +17,7 @@ import pytest
 
 import npb_reference
 from conftest import HEXO, run
-from test_board import board_state  # noqa: F401 (a fixture)
+from test_board import board_state, boards  # noqa: F401 (fixtures)
 from test_board import CheckedBoards, board_cluster, boot_side_by_side, qemu_unusable
 from test_container import needs_podman
 from test_container_board import linux_image, on_board, podman_here, run_container
@@ -34,15 +34,8 @@ NAMES = ("bb0", "bb1")
 def booted(board_state):  # noqa: F811
     from uhyve_ctl.container import criu
     criu.ensure()
-    boards = CheckedBoards(boot_side_by_side(NAMES))
-    yield boards
-    boards.close()
-
-
-@pytest.fixture
-def boards(booted):
-    with booted.checked() as checked:
-        yield checked
+    with CheckedBoards(boot_side_by_side(NAMES)) as boards:
+        yield boards
 
 
 def on(board, script: str) -> tuple[int, str]:
@@ -50,7 +43,7 @@ def on(board, script: str) -> tuple[int, str]:
 
 
 @needs_podman
-def test_container_moves_board_to_board_and_keeps_its_state(boards, tmp_path):
+def test_container_moves_board_to_board_and_keeps_its_state(boards, tmp_path):  # noqa: F811
     """An EP.S container parked at a point on bb0 moves to bb1 with `hexo board migrate
     --from bb0 --to bb1` (bb1 had never seen its image: it comes from bb0's store through
     this server, and bb1 keeps it by digest); it finishes there with NPB's verification
@@ -88,7 +81,7 @@ def test_container_moves_board_to_board_and_keeps_its_state(boards, tmp_path):
 
 @needs_podman
 def test_a_target_board_that_dies_during_the_move_loses_nothing(boards, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch):  # noqa: F811
     """bb1's qemu is killed as the checkpoint from bb0 is about to be restored there: the
     move fails in one line saying the job continues on bb0, where it ends with the output of
     a run never moved."""
@@ -119,7 +112,7 @@ def test_a_target_board_that_dies_during_the_move_loses_nothing(boards, tmp_path
 
 
 def test_drained_unikernel_job_moves_to_the_other_board_and_survives_its_death(
-        boards, images, tmp_path):
+        boards, images, tmp_path):  # noqa: F811
     """hexo-schedd with a one-core server and both boards (bb1 booted again: the test
     before killed it): of two EP.W jobs one is offloaded to bb0; `hexo drain bb0` sends it
     to bb1, not back to the busy server. The checkpoint bb0 wrote becomes its saved state,

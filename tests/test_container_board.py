@@ -41,12 +41,10 @@ def booted(tmp_path_factory):
     board_image.build()
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
     criu.ensure()
-    boards = CheckedBoards({})
     try:
-        boards[BOARD] = vm.up(BOARD)
-        yield boards
+        with CheckedBoards({BOARD: vm.up(BOARD)}) as boards:
+            yield boards
     finally:
-        boards.close()
         vm.down(BOARD)
         if old is None:
             del os.environ["HEXO_BOARD_STATE"]
