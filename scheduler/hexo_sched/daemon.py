@@ -29,8 +29,8 @@ from pathlib import Path
 
 from . import relay, saved
 from .agents import MachineAgent, SegmentProbe, first_report
-from .boards.console import ConsoleWatch
 from .api import ApiError, ControlServer, parse_job_spec
+from .boards.console import ConsoleWatch
 from .config import ConfigError, DaemonConfig, load
 from .counters import CountersUnavailable, PerfEventSource
 from .energy import EnergyMeter, RaplReader, RaplUnavailable, table1_models

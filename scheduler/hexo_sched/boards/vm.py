@@ -81,14 +81,15 @@ class Board:
                              f"down {name} cleans up)")
         return b
 
-    def failure(self) -> str | None:
+    def failure(self, stalls: bool = True) -> str | None:
         """How the board is unusable, from its qemu and its console (no SSH log-in): qemu
-        gone, a kernel oops or panic, or a kernel stall on a board whose sshd is silent:
-        'crashed: DETAIL' or 'failed: DETAIL'."""
+        gone, a kernel oops or panic, or (`stalls`) a kernel stall on a board whose sshd is
+        silent: 'crashed: DETAIL' or 'failed: DETAIL'."""
         report = scan(self.console)
         if self.pid() is None:
             return f"crashed: {report.summary() if report else self.last_console_line()}"
-        if report is not None and (report.fatal or not self.ssh_answers(STALL_ANSWER_S)):
+        if report is not None and (report.fatal or stalls
+                                   and not self.ssh_answers(STALL_ANSWER_S)):
             return f"failed: its kernel reported {report.summary()}"
         return None
 
@@ -201,7 +202,7 @@ def check(name: str, conn=None, timeout: float = CHECK_TIMEOUT) -> float:
 def _wait_for_ssh(b: Board, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        why = b.failure()
+        why = b.failure(stalls=False)                  # sshd is not up yet anyway
         if why is not None:
             raise BoardError(f"board {b.name} {why.replace(':', ' while booting:', 1)} "
                              f"(console {b.console})")
