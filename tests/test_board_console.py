@@ -114,6 +114,11 @@ def test_a_board_whose_console_shows_an_oops_is_reported_failed(tmp_path):
             assert "pc : list_lru_add+0x98/0x1a0" in line
         ls = run([HEXO, "board", "ls"], env=env, timeout=60)
         assert ls.stdout.split()[:2] == ["oopsed", "failed"], ls.stdout
+        wedged = stand_in_board(tmp_path, "wedged", BOOT + LOCKUP)   # its sshd is silent
+        p = run([HEXO, "board", "status", "wedged"], env=env, timeout=120)
+        wedged.kill()
+        assert p.returncode == 1 and "board wedged has failed: its kernel reported watchdog: " \
+                                     "BUG: soft lockup - CPU#0 stuck for 22s!" in p.stderr, p
         down = run([HEXO, "board", "down", "oopsed"], env=env, timeout=120)
         assert down.returncode == 0, down.stderr
         assert down.stdout.startswith("oopsed: failed: its kernel reported Unable to handle")
