@@ -9,7 +9,8 @@
      spin   N   pairs, then loop forever without exits
      stream     numbered lines to stdout until killed
      file   N   N 4 KiB fwrite()s to PATH, read back with fread(); prints size and checksum
-     fstat  N   N calls of fstat(1): N hypercall exits and nothing else (clocks exit no more)
+     fstat  N   N calls of fstat(1): with stdout a regular file (whose size only the host
+                knows), N hypercall exits and nothing else
      read       echoes the lines of stdin with a running count, after a prompt on stderr */
 #include <stdio.h>
 #include <stdlib.h>
