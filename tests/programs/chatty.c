@@ -17,15 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#if defined(__has_include)
-#if __has_include(<hexo.h>)
-#include <hexo.h>
-#define HAVE_HEXO 1
-#endif
-#endif
-#ifndef HAVE_HEXO
-static void hexo_check_migrate(void) {}
-#endif
+#include "migration_point.h"
 
 static void lines(long n, long work, int flush)
 {

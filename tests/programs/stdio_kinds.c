@@ -5,15 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#if __has_include(<hexo.h>)
-#include <hexo.h>
-#define HAVE_HEXO 1
-#endif
-#endif
-#ifndef HAVE_HEXO
-static void hexo_check_migrate(void) {}
-#endif
+#include "migration_point.h"
 
 static void report(int fd)
 {
