@@ -60,6 +60,10 @@ def register(sub) -> None:
                         "point continue")
     c.add_argument("target", metavar="PID|CONTAINER")
     c.set_defaults(run=_resume)
+    p = csub.add_parser("parked", help="exit 0 if a process or container waits at its "
+                        "migration point, else 1")
+    p.add_argument("target", metavar="PID|CONTAINER")
+    p.set_defaults(run=_parked)
     o = csub.add_parser("image", help="an OCI image for podman with the executables of both "
                         "ISAs, from a local root file system tarball")
     o.add_argument("image", type=Path)
@@ -125,9 +129,9 @@ def _restore(args) -> int:
                       timeout=args.timeout, held=held)
         job, go, discard, end = (f"process {pid}", lambda: resume(pid),
                                  lambda: os.kill(pid, signal.SIGKILL), lambda: wait(pid))
-    print(f"restored {job}", flush=True)
+    from .handover import hold, say
+    say(f"restored {job}")          # a mover that has gone meanwhile ends a held copy below
     if held:
-        from .handover import hold
         status = hold(job, go, discard, args.held, args.hold_limit)
         if status != 0:
             return status
@@ -143,6 +147,15 @@ def _resume(args) -> int:
         from .process import resume
         resume(pid)
     return 0
+
+
+def _parked(args) -> int:
+    pid = _pid(args.target)
+    if pid is None:
+        from .podman import parked
+        return 0 if parked(args.target) else 1
+    from .process import parked
+    return 0 if parked(pid) else 1
 
 
 def _image(args) -> int:

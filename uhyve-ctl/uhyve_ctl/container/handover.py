@@ -34,7 +34,7 @@ def hold(job: str, go: Callable[[], None], discard: Callable[[], None], record: 
     """Hold the restored `job` ("process PID" / "container NAME") until `go` or its end; the
     exit status (0: it runs, 1: it was ended)."""
     _decide(record, f"held {job}")
-    _say(f"held {job}")
+    say(f"held {job}")
     answer = _read_line(limit)
     if answer == GO:
         _decide(record, f"running {job}")
@@ -43,7 +43,7 @@ def hold(job: str, go: Callable[[], None], discard: Callable[[], None], record: 
         except BaseException:
             _end(job, discard, record)
             raise
-        _say(f"running {job}")
+        say(f"running {job}")
         return 0
     _end(job, discard, record)
     return 1
@@ -52,7 +52,7 @@ def hold(job: str, go: Callable[[], None], discard: Callable[[], None], record: 
 def _end(job: str, discard: Callable[[], None], record: Path) -> None:
     discard()
     _decide(record, f"discarded {job}")
-    _say(f"discarded {job}")
+    say(f"discarded {job}")
 
 
 def _decide(record: Path, line: str) -> None:
@@ -65,7 +65,7 @@ def _decide(record: Path, line: str) -> None:
     os.replace(tmp, record)
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     try:
         print(line, flush=True)
     except OSError:                     # the mover is gone: the record still says it

@@ -310,6 +310,14 @@ def resume(name: str) -> None:
     process.resume(running_pid(name))
 
 
+def parked(name: str) -> bool:
+    """Container `name`'s job waits at its migration point."""
+    try:
+        return process.parked(running_pid(name))
+    except ProcessError:
+        return False
+
+
 def remove(name: str) -> None:
     """Remove container `name` at once (its parked init ignores podman's SIGTERM)."""
     podman(["rm", "--force", "--time", "0", name], f"podman rm {name}")
