@@ -181,7 +181,7 @@ class BoardConnection:
                     data = chan.recv(65536)
                     _write(stdout, data)
                     if reply is not None and data:
-                        chan.sendall(reply(data))
+                        self._send(chan, reply(data))
                     got = True
                 while chan.recv_stderr_ready():
                     _write(stderr, chan.recv_stderr(65536))
@@ -195,6 +195,13 @@ class BoardConnection:
             return status if status >= 0 else 255
         finally:
             chan.close()
+
+    def _send(self, chan, data: bytes) -> None:
+        import paramiko
+        try:
+            chan.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._give_up(f"did not take the answer ({e or 'connection lost'})")
 
     def _give_up(self, why: str):
         self.host.close()                      # a later call connects afresh
