@@ -142,10 +142,6 @@ class Pending:
             yield True
 
 
-def pending_on(board: str) -> Pending:
-    return Pending(state_root() / board)
-
-
 class Here:
     """This server as one end of a move."""
 
@@ -333,7 +329,8 @@ class OnBoard:
         job, source = Job(entry["job"]), entry["source"]
         done = {"end": "ended", "resume": "continued"}[do]
         if source is not None:
-            pending_on(source).add({"move": entry["move"], "do": do, "job": job.target})
+            Pending(state_root() / source).add({"move": entry["move"], "do": do,
+                                                "job": job.target})
             return f"{why}: {job.what} on {source} is {done} at its next connection"
         try:
             getattr(machine(None), do)(job)
@@ -403,10 +400,11 @@ class OnBoard:
                  checkpoint.name, "--held", record, "--hold-limit",
                  f"{self.step_timeout or STEP_TIMEOUT:g}",
                  *(["--until-point"] if until_point else [])], puts=[checkpoint], reply=reply)
-        except HostError as e:
+        except BaseException as e:              # an interrupt after the go is in doubt too
             if went:
-                raise InDoubt(str(e)) from None
-            self.pending.add({"move": move_id, "do": "stop"})
+                raise InDoubt(str(e) or type(e).__name__) from None
+            if isinstance(e, HostError):
+                self.pending.add({"move": move_id, "do": "stop"})
             raise
         kind = "container" if job.container else "process"
         if status == 0 and f"running {kind} " in out:
