@@ -11,7 +11,8 @@
    holds the page already marked running, so a restore on the same ISA leaves the nap by
    itself, and a process recoded for the other ISA starts in hexo_linux_resume() on the
    context the tool rewrote there. A restore held for a handover leaves the page stopped:
-   either way the job then waits at its point until the tool writes running. HEXO_STOP_AT_POINT raises the request from the start. */
+   either way the job then waits at its point until the tool writes running.
+   HEXO_STOP_AT_POINT raises the request from the start. */
 #include <errno.h>
 #include <fcntl.h>
 #include <reent.h>
