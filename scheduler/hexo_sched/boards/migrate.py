@@ -329,6 +329,8 @@ class OnBoard:
         job, source = Job(entry["job"]), entry["source"]
         done = {"end": "ended", "resume": "continued"}[do]
         if source is not None:
+            if not (state_root() / source).is_dir():
+                return f"{why}: board {source}, where {job.what} was parked, is gone"
             Pending(state_root() / source).add({"move": entry["move"], "do": do,
                                                 "job": job.target})
             return f"{why}: {job.what} on {source} is {done} at its next connection"
