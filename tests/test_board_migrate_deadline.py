@@ -108,7 +108,7 @@ class Source:
 
 # The board's `hexo`: `container restore CK --held RECORD ...` logs its pid, takes a second,
 # brings up a stand-in copy held (a stopped sleep), records and reports it, then reads one
-# line: `go` records running, continues the copy ($AFTER_GO first: a freeze between the two)
+# line: `go` records running, continues the copy (`after_go` first: a freeze between the two)
 # and reports it; anything else or the end of input ends the copy. Checkpoint, parked and
 # resume are logged and succeed. Like the real one it outlives the loss of its output.
 FAKE_HEXO = """#!/bin/sh
