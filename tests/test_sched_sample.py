@@ -265,3 +265,25 @@ def test_the_daemon_samples_a_board_model_on_its_idle_board(images, tmp_path, ss
     assert f"estimate: loopback-kvm {estimate:.3g}x; derived on board lb0" in text, text
     assert abs(estimate - 1) <= 0.30, source
     assert not d.state.sampling                 # the board was given back
+
+
+def test_a_board_answer_in_another_format_is_refused(tmp_path, monkeypatch):
+    """`uhyve-ctl time`'s JSON crosses from a board to the server (docs/formats.md §5): an
+    answer without this server's format is one line naming both, not a misread sample."""
+    from hexo_sched.agents import MachineAgent
+    from hexo_sched.config import load
+    from hexo_sched.hosts import HostError
+    from uhyve_ctl.timed import FORMAT
+    (tmp_path / "ssh").mkdir()
+    sshd = SimpleNamespace(port=1, user_key=tmp_path / "ssh/key",
+                           known_hosts=tmp_path / "ssh/known_hosts")
+    agent = MachineAgent(load(loopback_cluster(tmp_path, sshd)).machine("lb0"))
+    image = tmp_path / "job.hexo"
+    image.write_bytes(b"an image")
+    monkeypatch.setattr(agent, "image_path", lambda local: "/images/job.hexo")
+    for answer, found in (({"format": FORMAT + 1, "points": 3}, FORMAT + 1),
+                          ({"points": 3}, None), ([3], None)):
+        monkeypatch.setattr(agent.host, "sh", lambda *a, **k: (0, json.dumps(answer), ""))
+        with pytest.raises(HostError, match=f"lb0: uhyve-ctl time answered in format {found}, "
+                                            f"this server reads format {FORMAT}$"):
+            agent.timed(str(image), [], None, budget_s=1.0, wall_s=10.0)

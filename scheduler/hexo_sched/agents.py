@@ -141,10 +141,16 @@ class MachineAgent:
                         *mem_option, "--budget", f"{budget_s:g}", "--wall", f"{wall_s:g}",
                         "--", *guest_args), timeout=wall_s + 120)
         try:
-            return json.loads(out.splitlines()[-1])
+            result = json.loads(out.splitlines()[-1])
         except (ValueError, IndexError):
             why = (err.strip().splitlines() or [f"status {rc}"])[-1]
             raise HostError(f"{self.name}: uhyve-ctl time failed: {why[:200]}") from None
+        from uhyve_ctl.timed import FORMAT
+        if not isinstance(result, dict) or result.get("format") != FORMAT:
+            found = result.get("format") if isinstance(result, dict) else None
+            raise HostError(f"{self.name}: uhyve-ctl time answered in format {found}, this "
+                            f"server reads format {FORMAT}")
+        return result
 
     def run(self, job: str, n: int, image: str, mem_mb: float, guest_args=()) -> None:
         self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"], guest_args)

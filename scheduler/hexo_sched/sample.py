@@ -4,15 +4,21 @@ image timed up to the same migration point.
 An operator's own program names no calibrated benchmark, and this machine has no hardware
 counters to sample it with; without an estimate no policy ever offloads it. The .hexo file is
 all the daemon has: both unikernel builds at one layout, and migration points that both
-builds pass in the same order (one optimized IR). So the sample runs the aarch64 build on the
-emulator (unicorn, what an emulated board runs) for a CPU budget, counting every migration
-point with a hook on the entry of hexo_check_migrate (points may come a thousand times faster
-in a program's initialisation than in its main loop, so only a count is exact), then the
-x86-64 build on KVM (what the server runs) three times to the last point the aarch64 run
-passed (its guest counts the points down itself and exits to the host only there). The
-slowdown is the ratio of the two CPU times from the start to that point, as calibrate.py
-measures whole runs (boot and initialisation included); a run that ends within the budget is
-timed whole.
+builds pass in the same order (one optimized IR). So the sample runs the board's build for a
+CPU budget where that board model runs it (for an emulated model, the aarch64 build on the
+emulator here; for another, on an idle board of the model, by that board's own uhyve-ctl
+over SSH), then the x86-64 build on KVM (what the server runs) three times to the last point
+the board's run passed. Both sides count points the same way (uhyve_ctl/timed.py): the guest
+counts them down itself and exits to the host only at the end, so a point costs each side a
+decrement, not an exit or a host callback (a hook at every point inflated the emulated side
+of point-dense programs; a board's KVM has no hook at all). The slowdown is the ratio of the
+two CPU times from the start to that point, as calibrate.py measures whole runs (boot and
+initialisation included).
+
+A job short enough to end within the budget is timed whole on both sides: an exact ratio,
+said so. One whose whole x86-64 run is too short to time (MIN_SERVER_S) gets "the job ends
+before sampling": it stays on the server, where it has ended by the time a sample could
+move it.
 
 Why this design, measured on the calibration corpus' class W workloads: timed from the start,
 the estimate was within 30 % of the emulated board's measured slowdown for 12 of 13 (median
@@ -22,14 +28,13 @@ second half of the sample only (leaving out boot and first translations), for 10
 instruction mix through the fitted model (insn_mix, model.py's "aarch64-cost" set) was the
 alternative: a counting block hook made unicorn 5.5x slower on EP.S (2.6 M blocks: 0.33 s CPU
 without it, 1.8 s with it), and the model's features include software-TLB refills and
-last-level cache misses, which would need a hook on every load and store; for an emulated
-board the emulator's own time over the same progress *is* the board's time. Other board
-models get no derived estimate (their time cannot be sampled here), and the sentence says so.
+last-level cache misses, which would need a hook on every load and store; a board's own time
+over the same progress *is* the board's time.
 
 The numbers come from a prefix of the run, not hardware counters: a program whose prefix is
 unlike the rest of its run gets its prefix's estimate. `python -m hexo_sched.sample [--budget
-S] IMAGE [ARG...]` prints the estimate, or why there is none, as JSON; the daemon runs it in a
-subprocess (Sampler) under a CPU-time limit.
+S] [--config CLUSTER.TOML --board NAME] IMAGE [ARG...]` prints the estimate, or why there is
+none, as JSON; the daemon runs it in a subprocess (Sampler) with a deadline.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from hexo.records import record
 
 from .backends import Crashed, Exited
 
+#: The version of the result's JSON, which a board sends the server (docs/formats.md §5).
+FORMAT = 1
 #: How often a budget run reads the guest's count (a wake-up costs the host ~20 µs).
 POLL_S = 0.005
 
@@ -87,7 +89,7 @@ def timed_run(vm, *, budget_s: float | None = None, point: int | None = None,
         stop = vm.run(timeout=wall_s)
     finally:
         finished.set()
-    out = {**seen, "end_s": time.process_time() - t0, "stop": "capped", "status": None,
+    out = {"format": FORMAT, **seen, "end_s": time.process_time() - t0, "stop": "capped", "status": None,
            "reason": None}
     if capped[0]:               # the emulator stopped from outside may report anything
         pass
