@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import threading
 import time
-
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -160,7 +161,7 @@ needs_sshd = pytest.mark.skipif(sshd_fixture.usable() is not None,
                                 reason=str(sshd_fixture.usable()))
 
 
-def loopback_cluster(tmp_path, sshd, boards=("lb0",)) -> "Path":
+def loopback_cluster(tmp_path, sshd, boards=("lb0",)) -> Path:
     """cluster.toml with loopback boards of model "loopback-kvm": the real sshd `sshd` on
     this machine, whose uhyve-ctl runs the x86-64 build on KVM (a stand-in for an arm64
     board of a model that is no emulator, named as such)."""
@@ -184,8 +185,8 @@ def test_a_board_model_is_timed_on_a_board_of_that_model(images, tmp_path, sshd)
     whole runs of one build on one machine (~1), measured here beside the samples. EP.W
     (~1.5 s on KVM) is timed over a 1 s prefix, EP.S (~0.1 s) ends within the budget on
     both sides and is timed whole: an exact ratio, said so. Bound: 30 % (CPU times of
-    short KVM runs on this loaded machine vary by ~10 %; a board's points are counted by
-    the guest, so the sample's prefix is exact)."""
+    short KVM runs on this loaded machine vary by ~10 %, more under a load of 8 on 2 cores;
+    the board's points are counted by the guest, so the sample's prefix is exact)."""
     from hexo_sched.agents import MachineAgent
     from hexo_sched.config import load
     cfg = loopback_cluster(tmp_path, sshd)
@@ -199,11 +200,14 @@ def test_a_board_model_is_timed_on_a_board_of_that_model(images, tmp_path, sshd)
                                                 "hardware counters): "), derived
             assert ("an exact ratio" in derived["source"]) is whole, derived
             assert "the x86_64 build on board lb0's kvm" in derived["source"], derived
-            rc, _, err = board.host.sh(f"{UHYVE} run {board.image_path(ep)} --stats "
-                                       ">/dev/null")
-            assert rc == 0, err
-            here = run([UHYVE, "run", ep, "--stats"], timeout=300)
-            measured = cpu_seconds(err) / cpu_seconds(here.stderr)
+            there, here = [], []
+            for _ in range(3):                 # medians: one short run varies more
+                rc, _, err = board.host.sh(f"{UHYVE} run {board.image_path(ep)} --stats "
+                                           ">/dev/null")
+                assert rc == 0, err
+                there.append(cpu_seconds(err))
+                here.append(cpu_seconds(run([UHYVE, "run", ep, "--stats"], timeout=300).stderr))
+            measured = statistics.median(there) / statistics.median(here)
             print(f"EP.{klass} on loopback board lb0: derived {derived['slowdown']:.3g}x, "
                   f"measured whole runs {measured:.3g}x")
             assert abs(derived["slowdown"] / measured - 1) <= 0.30, (derived, measured)

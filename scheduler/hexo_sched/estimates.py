@@ -26,7 +26,6 @@ class Estimator:
         """`emulated`: the board models whose boards run the emulated backend here: a
         sample times them on the emulator, the others on a board of the model."""
         self.emulated = sorted(emulated)
-        self.others = sorted(set(board_models) - set(emulated))
         self.hardware, why = hardware_counters()
         self.counters = ("hardware counters: yes; the vCPU threads of jobs on the server are "
                          "sampled about once a second (calibration rates until then)"

@@ -226,7 +226,7 @@ class Sampler:
     failure reaches the daemon. A request names a board model: an emulated one is timed on
     the emulator here; another on a board of that model, which `claim(job, model)` names
     when one is idle (and keeps free of jobs until `release(board)`; None: none is idle
-    now, asked again every BOARD_RETRY_S while `wanted(job)`). Results, estimates and the
+    now, asked again every BOARD_RETRY_S while `wanted(job)`, the job not ended). Results, estimates and the
     sentences of failures alike, are kept in `cache_dir` by the image's content digest, the
     job's arguments, its RAM and the board model: the same job submitted again is not
     sampled again. `done(job, model, result)` is called on the worker thread with
@@ -271,13 +271,13 @@ class Sampler:
         waiting: list[tuple] = []          # board samples with no idle board yet
         while True:
             try:
-                item = self.queue.get(timeout=BOARD_RETRY_S if waiting else None)
+                new = [self.queue.get(timeout=BOARD_RETRY_S if waiting else None)]
             except queue.Empty:
-                item = ()
-            if item is None:
+                new = []
+            if new == [None]:
                 return
-            for item in [*waiting, item] if item else waiting:
-                waiting = [w for w in waiting if w is not item]
+            todo, waiting = [*waiting, *new], []
+            for item in todo:
                 result = self._try(*item)
                 if self.closed:
                     return
@@ -292,8 +292,9 @@ class Sampler:
 
     def _try(self, job: str, image: str, args: list[str], mem: int, model: str,
              on_board: bool) -> dict | bool | None:
-        """The result; False while no board of the model is idle; None when the job no
-        longer wants it."""
+        """The result; False while no board of the model is idle; None once the job no
+        longer wants a board's time (the emulator's is spent all the same: a job that ended
+        within the sample gets its exact ratio cached for its next submission)."""
         try:
             path = self.cached(image, args, mem, model)
         except OSError as e:
@@ -302,10 +303,10 @@ class Sampler:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             pass
-        if not self.wanted(job):
-            return None
         if not on_board:
             return self._sample(path, image, args, mem, [])
+        if not self.wanted(job):
+            return None
         board = self.claim(job, model)
         if board is None:
             return False
