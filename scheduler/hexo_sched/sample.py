@@ -24,7 +24,10 @@ Why this design, measured on the calibration corpus' class W workloads: timed fr
 the estimate was within 30 % of the emulated board's measured slowdown for 12 of 13 (median
 error 8 %; 13 of 15, median 13 %, in a later run on a more loaded machine); timed over the
 second half of the sample only (leaving out boot and first translations), for 10 of 13 (median
-15 %): a program's phases and a short server span weigh more than translation. An
+15 %): a program's phases and a short server span weigh more than translation. With the
+guest's own count, 9 of the accuracy test's 10 within 30 % (median error 9 %), and a
+point-dense program (tests/programs/point_dense.c) within 7 %, where a hook's callbacks had
+left a span too short to time. An
 instruction mix through the fitted model (insn_mix, model.py's "aarch64-cost" set) was the
 alternative: a counting block hook made unicorn 5.5x slower on EP.S (2.6 M blocks: 0.33 s CPU
 without it, 1.8 s with it), and the model's features include software-TLB refills and
