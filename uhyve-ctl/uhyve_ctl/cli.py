@@ -638,6 +638,8 @@ def _main(argv) -> tuple[int, str]:
     if args.cmd in ("run", "restore") and args.checkpoint_at is not None \
             and args.checkpoint_at < 1:
         _parser().error("--checkpoint-at counts from 1")
+    if args.cmd == "time" and args.point is not None and args.point < 1:
+        _parser().error("--point counts from 1")
     command = {"run": _execute, "restore": _restore, "checkpoint": _checkpoint,
                "migrate": _checkpoint, "ps": _ps, "time": _time}[args.cmd]
     try:
