@@ -229,10 +229,10 @@ class Sampler:
     failure reaches the daemon. A request names a board model: an emulated one is timed on
     the emulator here; another on a board of that model, which `claim(job, model)` names
     when one is idle (and keeps free of jobs until `release(board)`; None: none is idle
-    now, asked again every BOARD_RETRY_S while `wanted(job)`, the job not ended). Results, estimates and the
-    sentences of failures alike, are kept in `cache_dir` by the image's content digest, the
-    job's arguments, its RAM and the board model: the same job submitted again is not
-    sampled again. `done(job, model, result)` is called on the worker thread with
+    now, asked again every BOARD_RETRY_S while `wanted(job)`, the job not ended). Results,
+    estimates and the sentences of failures alike, are kept in `cache_dir` by the image's
+    content digest, the job's arguments, its RAM and the board model: the same job
+    submitted again is not sampled again. `done(job, model, result)` is called on the worker thread with
     estimate()'s dict or {"error": why}."""
 
     def __init__(self, cache_dir: Path, done: Callable[[str, str, dict], None],
@@ -353,10 +353,10 @@ def main(argv=None) -> int:
     ap.add_argument("image")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="the job's arguments")
     ap.add_argument("--budget", type=float, default=BUDGET_S,
-                    help=f"CPU seconds of the aarch64 run (default {BUDGET_S:g})")
+                    help=f"CPU seconds of the board's run (default {BUDGET_S:g})")
     ap.add_argument("--mem", type=int, help="guest RAM in bytes (default: the image's)")
-    ap.add_argument("--board", help="time the aarch64 build on this board of --config "
-                    "(default: on the emulator here)")
+    ap.add_argument("--board", help="time the board's build on this board of --config "
+                    "(default: the aarch64 build on the emulator here)")
     ap.add_argument("--config", help="the daemon's cluster.toml (with --board)")
     a = ap.parse_args(argv)
     if (a.board is None) != (a.config is None):
