@@ -232,8 +232,8 @@ class Sampler:
     now, asked again every BOARD_RETRY_S while `wanted(job)`, the job not ended). Results,
     estimates and the sentences of failures alike, are kept in `cache_dir` by the image's
     content digest, the job's arguments, its RAM and the board model: the same job
-    submitted again is not sampled again. `done(job, model, result)` is called on the worker thread with
-    estimate()'s dict or {"error": why}."""
+    submitted again is not sampled again. `done(job, model, result)` is called on the
+    worker thread with estimate()'s dict or {"error": why}."""
 
     def __init__(self, cache_dir: Path, done: Callable[[str, str, dict], None],
                  budget_s: float = BUDGET_S, config: Path | None = None,

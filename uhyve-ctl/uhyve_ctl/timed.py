@@ -89,8 +89,8 @@ def timed_run(vm, *, budget_s: float | None = None, point: int | None = None,
         stop = vm.run(timeout=wall_s)
     finally:
         finished.set()
-    out = {"format": FORMAT, **seen, "end_s": time.process_time() - t0, "stop": "capped", "status": None,
-           "reason": None}
+    out = {"format": FORMAT, **seen, "end_s": time.process_time() - t0, "stop": "capped",
+           "status": None, "reason": None}
     if capped[0]:               # the emulator stopped from outside may report anything
         pass
     elif isinstance(stop, Reached):
