@@ -242,32 +242,44 @@ def test_a_board_sample_waits_for_an_idle_board_and_keeps_it_free(tmp_path):
 
 @needs_sshd
 def test_the_daemon_samples_a_board_model_on_its_idle_board(images, tmp_path, sshd):
-    """hexo-schedd with one loopback board of a model that is no emulator: an operator's own
-    program (a point at every function entry and loop head: point-dense) is sampled on that
-    board while it runs on the server; the estimate (~1: one build, one machine; bound 30 %,
-    as above) reaches the policy and `hexo status` says on which board it was derived."""
+    """hexo-schedd with one loopback board of a model that is no emulator. An operator's own
+    program (the sieve) is sampled on that board while it runs on the server; the estimate
+    (~1: one build, one machine; bound 30 %, as above) reaches the policy, which offloads the
+    sieve to make room for a short job, and `hexo status` says on which board the estimate
+    was derived. The short job's own sample waits for an idle board (the sieve holds the
+    only one), and the job ends on the server first: its sentence says so."""
     from hexo_sched import daemon as schedd
     from hexo_sched.config import load
+    from hexo_sched.policy import JobState
     sieve = str(images.program("prime_sieve", auto_points=True))
+    dense = str(images.program("point_dense", auto_points=True))
     d = schedd.Daemon(load(loopback_cluster(tmp_path, sshd)))
     d.start()
+    loop = threading.Thread(target=d.loop, daemon=True)
+    loop.start()
     try:
-        [jid] = d.handle({"op": "submit", "jobs": [{"image": sieve,
-                                                     "args": ["10000000", "100"]}]})["jobs"]
-        deadline = time.time() + 300
-        while d.records[jid].estimate_source.endswith(schedd.SAMPLING):
-            assert time.time() < deadline, "no estimate arrived"
+        long_job, short_job = d.handle({"op": "submit", "jobs": [
+            {"image": sieve, "args": ["10000000", "3000"]},
+            {"image": dense, "args": ["1000"]}]})["jobs"]
+        deadline = time.time() + 600
+        while d.state.jobs[short_job].state is not JobState.DONE:
+            assert time.time() < deadline, "the short job did not end"
             time.sleep(0.2)
         text = run([HEXO, "status", "--state-dir", tmp_path / "state"]).stdout
-        d.handle({"op": "cancel", "job": jid})
+        d.handle({"op": "cancel", "job": long_job})
     finally:
         d.stop()
-    source = d.records[jid].estimate_source
-    estimate = d.state.jobs[jid].slowdown["loopback-kvm"]
+        loop.join(60)
+    source = d.records[long_job].estimate_source
+    estimate = d.state.jobs[long_job].slowdown["loopback-kvm"]
     assert source.startswith(f"loopback-kvm {estimate:.3g}x; derived on board lb0 (a timed "
                              "sample, not hardware counters)"), source
     assert f"estimate: loopback-kvm {estimate:.3g}x; derived on board lb0" in text, text
     assert abs(estimate - 1) <= 0.30, source
+    assert [(h["src"], h["dst"]) for h in d.records[long_job].history][:1] == \
+        [("server", "lb0")], d.records[long_job].history
+    assert d.records[short_job].estimate_source == f"loopback-kvm: {schedd.ENDED_FIRST}"
+    assert d.records[short_job].outcome == "exit 0"
     assert not d.state.sampling                 # the board was given back
 
 
