@@ -71,9 +71,8 @@ def test_a_guest_that_crashes_ends_early_or_reaches_no_point_gets_no_estimate(im
         crashed
     short = sample(chatty, "format", "2", budget=1.0)
     assert short["error"].startswith("the job ends before sampling: its whole x86-64 run "
-                                     "took ") and short["error"].endswith("too short to time; "
-                                                                         "it stays on the "
-                                                                         "server"), short
+                                     "took "), short
+    assert short["error"].endswith("too short to time; it stays on the server"), short
     spinning = sample(chatty, "spin", "0", budget=0.5)
     assert spinning["error"].startswith("the aarch64 build passed no migration point in "), \
         spinning
