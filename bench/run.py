@@ -19,7 +19,8 @@ still keeps each interleaved series (`-o`: benchmarks "startup <command> cpu|wal
 `python -m pyperf stats`). `--startup-only` measures these alone, `--startup-rounds N` sets
 the rounds (200). Measured on 2 shared cores at load 8.5-11: `uhyve-ctl run hello` 1.47x
 by CPU (95 % 1.45-1.49; 18.97 vs 12.91 ms) and 1.53x by wall time (1.39-1.64); `hexo inspect`
-1.33x, the `hexo status` client 1.18x; ABI 1.6 against a 1.5 host running the same image in
+1.33x, the `hexo status` client 1.18x (another batch at load 7.5-8.4: 1.45x by CPU, 1.43x by
+wall time, 1.32x, 1.16x); ABI 1.6 against a 1.5 host running the same image in
 the same rounds: 0.98x of its CPU time (0.96-0.99, 0.43 ms less: three exits fewer).
 Then pyperf pairs: VM creation -> hello's EXIT on KVM, in-process (target <= 10 ms); NPB
 kernels in the KVM guest vs the same kernels built natively (target <= 1.05x), by NPB's own
