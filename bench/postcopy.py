@@ -24,6 +24,9 @@ areas and the pull had one request in flight; now 1.79 s vs 3.61 s = 0.50x (0.54
 load 13; all of it: 3.49 vs 4.59 s = 0.76x; downtime 0.37 s vs 3.3 s; bulk pull 91% of the
 link). Of post-copy's time, ~1.5 s is pulling 17 MiB (16 needed); the migrate command
 (0.2 s), the checkpoint copy (0.15 s) and the target's start (0.1 s) are the rest.
+Later, at load 7-10 from other work: 0.74x and 0.65x with ABI 1.6, 0.61x with the tree before
+it in the same hour (post-copy 2.86-2.89 s both; stop-and-copy 4.4-5.0 s); its migrate
+command, checkpoint copy and target start, Python processes each, took 2-4x as long.
 """
 
 from __future__ import annotations

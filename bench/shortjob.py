@@ -22,11 +22,11 @@ job, against ~0.8 ms to exec a native binary.
 - First touch of guest RAM, ~0.3 ms: the 2 MiB huge page the image and heap start in is
   zeroed by the host kernel (slow under nested virtualization). Small pages there cost more:
   each is a shadow-paging fault (IS.S 1.59x, CG.S 1.37x measured).
-- Three exits (the clock's calibrating CLOCK, the C library's FSTAT of stdout, EXIT), ~0.15
-  ms; Python between the ioctls, ~0.2 ms.
+- One exit, EXIT; Python between the ioctls, ~0.2 ms.
 Already removed: huge pages below the image (two 2 MiB zeroings per job for a few dozen pages
-used, ~0.3 ms), every clock exit (three per NPB job; timer loops now make none), the library
-OS's own FSTAT of stdout (the host says in the boot info), a second /dev/kvm open per job.
+used, ~0.3 ms), every clock exit (three per NPB job; timer loops now make none; the boot's
+calibrating CLOCK, ABI 1.6), the C library's FSTATs of stdout (the host gives each stdio
+file's type in the boot info), a second /dev/kvm open per job.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ emulator, an arm64 board's KVM) uses it unchanged because it lives in guest RAM.
 import _struct
 
 ABI_MAJOR = 1
-ABI_MINOR = 5
+ABI_MINOR = 6
 ABI_VERSION = (ABI_MAJOR << 16) | ABI_MINOR
 
 PAGE_SIZE = 0x1000
@@ -116,13 +116,21 @@ BOOT_INFO = Struct("hexo_boot_info", (
     ("argc", "u64"), ("argv", "u64"),
     ("app_data_start", "u64"), ("app_data_end", "u64"),
     ("restore_context", "u64"), ("restore_kernel", "u64"),
+    ("stdio_types", "u32"), ("reserved", "u32"),
+    ("clock_monotonic_ns", "u64"), ("clock_realtime_ns", "u64"), ("clock_counter", "u64"),
 ), "Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first "
-   "argument register).")
+   "argument register). From 1.6: stdio_types, byte i the STDIO_* type of guest fd i (0-2); "
+   "the host's clocks at the instant the guest's counter read clock_counter (0 without one)")
 
 # Boot info flags (1.5). STDOUT_TERMINAL: the host's fd 1 is a terminal (or could not be
 # examined), so the C library keeps stdout line-buffered; otherwise it buffers fully. The
 # host answers with an fstat of its own, which saves the guest an exit at every boot.
 BOOT_STDOUT_TERMINAL = 1
+
+# stdio_types (1.6): what each of guest fds 0-2 is on the host, so that the C library picks
+# its buffering and answers fstat and isatty of them without an exit. UNKNOWN: ask with FSTAT.
+STDIO_TYPES = {"STDIO_UNKNOWN": 0, "STDIO_TERMINAL": 1, "STDIO_CHARDEV": 2, "STDIO_FILE": 3,
+               "STDIO_PIPE": 4}
 
 # A restored guest finds its saved CPU context and kernel state here (boot info page).
 RESTORE_CONTEXT_ADDR = BOOT_INFO_ADDR + 0x400
@@ -233,7 +241,8 @@ NR = {name: nr for name, (nr, _) in HYPERCALLS.items()}
 # Open flags and file types of the ABI (not the host's, not newlib's).
 OPEN_FLAGS = {"O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2, "O_ACCMODE": 3,
               "O_CREAT": 0x100, "O_TRUNC": 0x200, "O_APPEND": 0x400, "O_EXCL": 0x800}
-FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000}
+FILE_TYPES = {"S_IFREG": 0o100000, "S_IFDIR": 0o040000, "S_IFCHR": 0o020000,
+              "S_IFIFO": 0o010000}     # S_IFIFO (1.6): a pipe or a socket; before, S_IFREG
 
 # errno values as the guest's C library (newlib) numbers them.
 ERRNO = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
@@ -262,7 +271,7 @@ def _constants() -> list[tuple[str, int]]:
     out = [(n, g[n]) for n in names]
     out += [(f"HC_{name}", nr) for name, nr in NR.items()]
     out += sorted(OPEN_FLAGS.items(), key=lambda kv: kv[1])
-    out += list(FILE_TYPES.items()) + list(AREA_KINDS.items())
+    out += list(FILE_TYPES.items()) + list(STDIO_TYPES.items()) + list(AREA_KINDS.items())
     out += [(f"E_{k[1:]}", v) for k, v in ERRNO.items()]
     return out
 

@@ -114,7 +114,7 @@ def test_cross_isa_recode_there_and_back(migratable, tmp_path, monkeypatch):
     meta = load_metadata(migratable.payload("meta.aarch64"))
     info = criu_images.summary(d)
     assert info["core_mtype"] == "AARCH64"
-    assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_resume")
+    assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_linux_resume")
     assert info["executable"] == str(process.executable(migratable, "aarch64"))
     assert not any(v["status"] & criu_images.DROPPED_VMAS for v in info["vmas"])
     pages = criu_images.Pages(d, state["pid"])
@@ -231,7 +231,7 @@ def test_podman_cross_isa_there_and_back(migratable, oci_tag, tmp_path, monkeypa
         assert state["isa"] == "aarch64" and state["transformed"]["from"] == "x86_64"
         info = podman.summary(arm)
         assert info["core_mtype"] == "AARCH64" and info["executable"] == "/hexo/aarch64"
-        assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_resume")
+        assert info["thread_pc"] == criu_images.symbol(migratable, "aarch64", "hexo_linux_resume")
         with pytest.raises(process.ProcessError, match="aarch64 container"):
             podman.restore(arm)
         # The source, checkpointed by podman, restores here and finishes.

@@ -108,17 +108,17 @@ def test_estimates_use_the_best_held_out_features_and_a_samples_rates():
         sample.inputs(model.MIX_FEATURES)
 
 
-def test_a_derived_estimate_goes_to_emulated_board_models_only():
-    """sample.py times the emulated board: its slowdown is every emulated model's estimate;
-    a board model it cannot time gets none, and the sentence says why; a failed sample is
-    one 'no estimate' sentence."""
+def test_a_derived_estimate_goes_to_the_board_model_it_was_timed_for():
+    """A sample is timed for one board model (on the emulator, or on a board of the model):
+    its slowdown is that model's estimate only, and a failed sample is one 'no estimate'
+    sentence for that model."""
     from hexo_sched.estimates import Estimator
     est = Estimator(model.CORPUS_DATASET, model.CORPUS_DATASET,
                     ["emulated-aarch64", "board-vm-kvm"], {"emulated-aarch64"})
     slow, why = est.from_sample({"slowdown": 42.0, "point": 7, "board_s": 4.2,
-                                 "server_s": 0.1, "source": "derived (a timed sample)"})
-    assert slow == {"emulated-aarch64": 42.0}
-    assert why == ("emulated-aarch64 42x; board-vm-kvm: none (only an emulated board's time "
-                   "can be sampled here); derived (a timed sample)")
-    assert est.from_sample({"error": "the aarch64 build crashed"}) == \
-        ({}, "no estimate: the aarch64 build crashed")
+                                 "server_s": 0.1, "source": "derived on board b0 (a timed "
+                                 "sample)"}, "board-vm-kvm")
+    assert slow == {"board-vm-kvm": 42.0}
+    assert why == "board-vm-kvm 42x; derived on board b0 (a timed sample)"
+    assert est.from_sample({"error": "the aarch64 build crashed"}, "emulated-aarch64") == \
+        ({}, "emulated-aarch64: no estimate: the aarch64 build crashed")

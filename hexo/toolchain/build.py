@@ -222,9 +222,9 @@ def build(req: BuildRequest, keep: Path | None = None) -> dict:
         for isa in ISAS:
             objs[isa] += [split.objects[isa]] if split else []
         keep_debug = (".debug_frame",) if req.migratable else ()
-        # A Linux-mode process recoded for another ISA enters hexo_resume(), which nothing
-        # in the program calls.
-        keep = ("-u", "hexo_resume") if req.linux else ()
+        # A Linux-mode process recoded for another ISA enters hexo_linux_resume(), which
+        # nothing in the program calls.
+        keep = ("-u", "hexo_linux_resume") if req.linux else ()
         maps = {}
         pass1 = work / "pass1.ld"
         pass1.write_text(_PASS1 % (abi.IMAGE_BASE, " ".join(f"*({d}*)" for d in layout.DISCARD)))

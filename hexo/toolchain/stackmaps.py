@@ -186,7 +186,8 @@ def isa_metadata(elf_path, isa: str, side_table: dict) -> dict:
         names, ends = _functions(elf)
         frames = FrameRules(elf)
         symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()
-                   if s.name in ("hexo_check_migrate", "hexo_main_return", "hexo_resume", "main")}
+                   if s.name in ("hexo_check_migrate", "hexo_main_return", "hexo_resume",
+                                  "hexo_linux_resume", "main")}
     out = []
     for rec in sm.records:
         fn = sm.functions[rec.function]

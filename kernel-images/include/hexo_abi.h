@@ -6,8 +6,8 @@
 #endif
 
 #define HEXO_ABI_MAJOR 1
-#define HEXO_ABI_MINOR 5
-#define HEXO_ABI_VERSION 0x10005
+#define HEXO_ABI_MINOR 6
+#define HEXO_ABI_VERSION 0x10006
 #define HEXO_PAGE_SIZE 0x1000
 #define HEXO_BOOT_INFO_ADDR 0x1000
 #define HEXO_BOOT_STDOUT_TERMINAL 1
@@ -65,6 +65,12 @@
 #define HEXO_S_IFREG 0x8000
 #define HEXO_S_IFDIR 0x4000
 #define HEXO_S_IFCHR 0x2000
+#define HEXO_S_IFIFO 0x1000
+#define HEXO_STDIO_UNKNOWN 0
+#define HEXO_STDIO_TERMINAL 1
+#define HEXO_STDIO_CHARDEV 2
+#define HEXO_STDIO_FILE 3
+#define HEXO_STDIO_PIPE 4
 #define HEXO_AREA_DATA 1
 #define HEXO_AREA_HEAP 2
 #define HEXO_AREA_STACK 3
@@ -108,6 +114,11 @@
 #define HEXO_OFF_BOOT_INFO_APP_DATA_END 112
 #define HEXO_OFF_BOOT_INFO_RESTORE_CONTEXT 120
 #define HEXO_OFF_BOOT_INFO_RESTORE_KERNEL 128
+#define HEXO_OFF_BOOT_INFO_STDIO_TYPES 136
+#define HEXO_OFF_BOOT_INFO_RESERVED 140
+#define HEXO_OFF_BOOT_INFO_CLOCK_MONOTONIC_NS 144
+#define HEXO_OFF_BOOT_INFO_CLOCK_REALTIME_NS 152
+#define HEXO_OFF_BOOT_INFO_CLOCK_COUNTER 160
 #define HEXO_OFF_CPU_CONTEXT_ISA 0
 #define HEXO_OFF_CPU_CONTEXT_RESERVED 4
 #define HEXO_OFF_CPU_CONTEXT_PC 8
@@ -143,7 +154,7 @@
 
 #ifndef __ASSEMBLER__
 
-/* Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first argument register). */
+/* Hand-off from the hypervisor; the guest finds it at BOOT_INFO_ADDR (and in the first argument register). From 1.6: stdio_types, byte i the STDIO_* type of guest fd i (0-2); the host's clocks at the instant the guest's counter read clock_counter (0 without one) */
 struct hexo_boot_info {
     uint32_t magic;
     uint32_t abi_version;
@@ -164,8 +175,13 @@ struct hexo_boot_info {
     uint64_t app_data_end;
     uint64_t restore_context;
     uint64_t restore_kernel;
+    uint32_t stdio_types;
+    uint32_t reserved;
+    uint64_t clock_monotonic_ns;
+    uint64_t clock_realtime_ns;
+    uint64_t clock_counter;
 };
-_Static_assert(sizeof(struct hexo_boot_info) == 136, "ABI size");
+_Static_assert(sizeof(struct hexo_boot_info) == 168, "ABI size");
 
 /* Flags the host sets atomically and the guest polls at migration points; while a request is raised, the guest lets `migrate_skip` points pass (counting it down) before acting. counter_hz (1.5), written before the guest runs: the rate of the counter the guest may read for its clocks without exiting (x86-64: the TSC; aarch64: non-zero means CNTVCT_EL0, at the rate CNTFRQ_EL0 gives), 0 when it has none and must make CLOCK. */
 struct hexo_shared_page {

@@ -62,11 +62,18 @@ _Noreturn void hexo_kernel_main(const struct hexo_boot_info *bi)
     atexit(__libc_fini_array);
     /* newlib without fcntl makes stdout line-buffered everywhere; C says: only on a
        terminal. Elsewhere buffer it fully in st_blksize chunks (setvbuf's size 0), as other
-       C libraries do. A 1.5 host says which it is; an older one is asked. */
+       C libraries do. A 1.6 host gives each stdio file's type (what it could not examine
+       counts as a terminal), a 1.5 host says whether stdout is a character device, an older
+       one is asked. */
     struct stat st;
-    if ((bi->abi_version & 0xFFFF) >= 5 ? !(bi->flags & HEXO_BOOT_STDOUT_TERMINAL)
-                                        : fstat(1, &st) == 0 && !S_ISCHR(st.st_mode))
+    unsigned minor = bi->abi_version & 0xFFFF, out = hexo_stdio_type(1);
+    if (minor >= 6 ? out != HEXO_STDIO_TERMINAL && out != HEXO_STDIO_UNKNOWN
+        : minor == 5 ? !(bi->flags & HEXO_BOOT_STDOUT_TERMINAL)
+                     : fstat(1, &st) == 0 && !S_ISCHR(st.st_mode)) {
+        hexo_stdio_setup = 1;
         setvbuf(stdout, NULL, _IOFBF, 0);
+        hexo_stdio_setup = 0;
+    }
     char **argv = (char **)(uintptr_t)bi->argv;
     environ = argv + bi->argc + 1;
     __libc_init_array();

@@ -31,7 +31,8 @@ static int64_t result(int64_t ret)
    the guest reads a free-running counter (x86-64: the TSC; aarch64: CNTVCT_EL0, rate from
    CNTFRQ_EL0) and converts it to the host's clocks with one CLOCK hypercall of calibration,
    made at boot and again at every restore (the counter of another machine, or of the same
-   one after a pause, has its own origin). Without a counter every read makes CLOCK.
+   one after a pause, has its own origin; a 1.6 host gives that calibration in the boot
+   info instead). Without a counter every read makes CLOCK.
    Guest monotonic time = host monotonic time - base (mod 2^64): the base is set at boot,
    and at restore so that the guest's clock continues where it stopped on the source; it
    never goes back, even if the counter of another core or machine lags. Realtime is the
@@ -75,15 +76,23 @@ static struct hexo_args_clock host_clocks(void)
     return a;
 }
 
-/* One CLOCK between two counter reads: the counter's midpoint is taken as the instant the
-   host read its clocks. Returns the host's monotonic time. */
+/* A 1.6 host read its clocks and the guest's counter together before the guest ran (boot
+   info); an older one is asked with one CLOCK between two counter reads, whose midpoint is
+   taken as the instant the host read its clocks. Returns the host's monotonic time. */
 static uint64_t clock_calibrate(void)
 {
     uint64_t hz = counter_hz();
-    uint64_t before = read_counter();
-    struct hexo_args_clock a = host_clocks();
-    uint64_t after = read_counter();
-    counter_at = before + (after - before) / 2;
+    struct hexo_args_clock a;
+    if ((hexo_boot.abi_version & 0xFFFF) >= 6) {
+        a.monotonic_ns = hexo_boot.clock_monotonic_ns;
+        a.realtime_ns = hexo_boot.clock_realtime_ns;
+        counter_at = hexo_boot.clock_counter;
+    } else {
+        uint64_t before = read_counter();
+        a = host_clocks();
+        uint64_t after = read_counter();
+        counter_at = before + (after - before) / 2;
+    }
     host_ns_at = a.monotonic_ns;
     realtime_offset_ns = (int64_t)(a.realtime_ns - a.monotonic_ns);
     /* 10^9 * 2^32 < 2^64: the quotient needs no 128-bit division */
@@ -175,9 +184,23 @@ int _open(const char *path, int flags, ...)
     return (int)result(a.ret);
 }
 
+/* What guest fd 0-2 is on the host (boot info, 1.6): C's buffering, fstat and isatty of them
+   need no exit. STDIO_UNKNOWN for other fds, on an older host, and once the guest closed it. */
+static unsigned stdio_closed;       /* bit fd: the guest closed stdio fd `fd` */
+int hexo_stdio_setup;
+
+unsigned hexo_stdio_type(int fd)
+{
+    if (fd < 0 || fd > 2 || (hexo_boot.abi_version & 0xFFFF) < 6 || stdio_closed & (1u << fd))
+        return HEXO_STDIO_UNKNOWN;
+    return (hexo_boot.stdio_types >> (8 * fd)) & 0xFF;
+}
+
 int _close(int fd)
 {
     hexo_readahead_drop(fd, 0);
+    if (fd >= 0 && fd <= 2)
+        stdio_closed |= 1u << fd;
     if (hexo_exiting)
         return 0;
     struct hexo_args_close a = { fd, 0 };
@@ -195,16 +218,26 @@ off_t _lseek(int fd, off_t offset, int whence)
     return (off_t)result(a.ret);
 }
 
+/* A terminal, a device or a pipe on stdio has no size: its type is the whole answer. A
+   file's size changes as it is written, so only the boot's setvbuf (which wants the type
+   and block size) is answered without asking. */
 int _fstat(int fd, struct stat *st)
 {
+    unsigned type = hexo_stdio_type(fd);
+    memset(st, 0, sizeof *st);
+    st->st_blksize = 4096;
+    if (type != HEXO_STDIO_UNKNOWN && (type != HEXO_STDIO_FILE || hexo_stdio_setup)) {
+        st->st_mode = type == HEXO_STDIO_FILE ? S_IFREG : type == HEXO_STDIO_PIPE ? S_IFIFO
+                                                                                : S_IFCHR;
+        return 0;
+    }
     struct hexo_args_fstat a = { fd, 0, 0, 0, 0 };
     hexo_hypercall(HEXO_HC_FSTAT, &a);
     if (result(a.ret) < 0)
         return -1;
-    memset(st, 0, sizeof *st);
     st->st_size = a.size;
-    st->st_mode = (a.mode & HEXO_S_IFDIR) ? S_IFDIR : (a.mode & HEXO_S_IFCHR) ? S_IFCHR : S_IFREG;
-    st->st_blksize = 4096;
+    st->st_mode = (a.mode & HEXO_S_IFDIR) ? S_IFDIR : (a.mode & HEXO_S_IFCHR) ? S_IFCHR
+                : (a.mode & HEXO_S_IFIFO) ? S_IFIFO : S_IFREG;
     return 0;
 }
 
@@ -222,6 +255,9 @@ int _stat(const char *path, struct stat *st)
 
 int _isatty(int fd)
 {
+    unsigned type = hexo_stdio_type(fd);
+    if (type != HEXO_STDIO_UNKNOWN)
+        return type == HEXO_STDIO_TERMINAL;
     struct stat st;
     if (_fstat(fd, &st) < 0)
         return 0;

@@ -9,8 +9,10 @@
    works for a container's init (pid 1 of its namespace ignores its own SIGSTOP) and under a
    container runtime's freezer. The tool continues it by writing guest_state; a checkpoint
    holds the page already marked running, so a restore on the same ISA leaves the nap by
-   itself, and a process recoded for the other ISA starts in hexo_resume() on the context the
-   tool rewrote there. HEXO_STOP_AT_POINT raises the request from the start. */
+   itself, and a process recoded for the other ISA starts in hexo_linux_resume() on the
+   context the tool rewrote there. A restore held for a handover leaves the page stopped:
+   either way the job then waits at its point until the tool writes running.
+   HEXO_STOP_AT_POINT raises the request from the start. */
 #include <errno.h>
 #include <fcntl.h>
 #include <reent.h>
@@ -28,6 +30,7 @@ extern int errno;
 
 long hexo_linux_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
 _Noreturn void hexo_linux_switch(uintptr_t sp, int argc, char **argv, char **envp);
+_Noreturn void hexo_resume(const struct hexo_cpu_context *ctx);
 
 #ifdef __x86_64__
 enum { NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8, NR_MMAP = 9,
@@ -105,15 +108,34 @@ _Noreturn void hexo_linux_start(long *sp)
     hexo_linux_switch(HEXO_STACK_TOP - 64, argc, argv, envp);
 }
 
+/* Naps while the page says stopped (global: a static one could be inlined on one ISA only). */
+void hexo_linux_park(void)
+{
+    struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_LINUX_PAGE_ADDR;
+    static const int64_t nap[2] = { 0, PARK_NAP_NS };
+    while (__atomic_load_n(&page->guest_state, __ATOMIC_ACQUIRE) == HEXO_LINUX_STOPPED)
+        SYS(NR_NANOSLEEP, nap, 0, 0, 0, 0, 0);
+}
+
 void hexo_migrate_checkpoint(struct hexo_cpu_context *ctx)
 {
     struct hexo_shared_page *page = (struct hexo_shared_page *)HEXO_LINUX_PAGE_ADDR;
     memcpy((void *)HEXO_LINUX_CONTEXT_ADDR, ctx, sizeof *ctx);
     page->migrate_request = 0;
     __atomic_store_n(&page->guest_state, HEXO_LINUX_STOPPED, __ATOMIC_RELEASE);
-    static const int64_t nap[2] = { 0, PARK_NAP_NS };
-    while (__atomic_load_n(&page->guest_state, __ATOMIC_ACQUIRE) == HEXO_LINUX_STOPPED)
-        SYS(NR_NANOSLEEP, nap, 0, 0, 0, 0, 0);
+    hexo_linux_park();
+}
+
+/* Where a process recoded for the other ISA starts: parked like one restored on its own ISA
+   (a restore held for a handover leaves the page stopped), then back at its point. The
+   recode enters it with sp 16-byte aligned, not as a call would on x86-64. */
+#ifdef __x86_64__
+__attribute__((force_align_arg_pointer))
+#endif
+_Noreturn void hexo_linux_resume(const struct hexo_cpu_context *ctx)
+{
+    hexo_linux_park();
+    hexo_resume(ctx);
 }
 
 int _write(int fd, const void *buf, size_t len)

@@ -130,6 +130,28 @@ class MachineAgent:
             raise HostError(f"{self.name}: {image} exited {rc}: {err.strip()[-300:]}")
         return seconds
 
+    def timed(self, local_image: str, guest_args: list[str], mem: int | None, budget_s: float,
+              wall_s: float) -> dict:
+        """This machine's build of the image run here for about `budget_s` of CPU, counting
+        migration points (`uhyve-ctl time`, uhyve_ctl/timed.py): its result."""
+        image = self.image_path(Path(local_image))
+        mem_option = ("--mem", f"{-(-mem // 1024)}K") if mem else ()
+        rc, out, err = self.host.sh(
+            self._uhyve("time", image, "--isa", self.cfg.isa, "--backend", self.cfg.backend,
+                        *mem_option, "--budget", f"{budget_s:g}", "--wall", f"{wall_s:g}",
+                        "--", *guest_args), timeout=wall_s + 120)
+        try:
+            result = json.loads(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            why = (err.strip().splitlines() or [f"status {rc}"])[-1]
+            raise HostError(f"{self.name}: uhyve-ctl time failed: {why[:200]}") from None
+        from uhyve_ctl.timed import FORMAT
+        if not isinstance(result, dict) or result.get("format") != FORMAT:
+            found = result.get("format") if isinstance(result, dict) else None
+            raise HostError(f"{self.name}: uhyve-ctl time answered in format {found}, this "
+                            f"server reads format {FORMAT}")
+        return result
+
     def run(self, job: str, n: int, image: str, mem_mb: float, guest_args=()) -> None:
         self.launch(job, n, ["run", image, "--mem", f"{math.ceil(mem_mb * 1024)}K"], guest_args)
 

@@ -149,6 +149,7 @@ def _status(args) -> int:
         emu = " (emulated: a stand-in for a physical board)" if m["emulated"] else ""
         silent = f"; silent for {m['silent_s']:.0f} s" if m.get("silent_s") is not None else ""
         silent += "; draining" if m.get("draining") else ""
+        silent += "; timing a sample (no job goes there meanwhile)" if m.get("sampling") else ""
         print(f"{m['kind']:6} {m['name']:10} {m['model']:18} {m['isa']} on {m['backend']}{emu}; "
               f"cores {m['cores_used']}/{m['cores_usable']}, RAM {m['ram_used_mb']:.0f}/"
               f"{m['ram_mb']:.0f} MiB{silent}")

@@ -47,6 +47,8 @@ from .errors import SchedError
 POLICIES = {"hexo": HexoPolicy, "cost-aware": CostAwarePolicy}
 #: The estimate sentence of a job whose derived estimate (sample.py) is still to come.
 SAMPLING = "a derived estimate is being sampled (both builds timed to the same migration point)"
+#: What a job that ended before its derived estimate came says of the board models it lacks.
+ENDED_FIRST = "none (the job ended before its sample did)"
 LAUNCH_GRACE_S = 20.0        # a segment with no files and no VM after this was never launched
 VANISHED_GRACE_S = 15.0      # a launched segment with no VM and no exit status after this died
 REMOTE_PROBE_S = 1.0         # boards are probed at most this often
@@ -93,7 +95,11 @@ class Daemon:
         self.estimator = Estimator(cfg.calibration, cfg.model_dataset,
                                    sorted({m.model for m in boards}),
                                    {m.model for m in boards if m.emulated})
-        self.sampler = Sampler(cfg.state_dir / "estimates", self._sampled)
+        self.sampler = Sampler(cfg.state_dir / "estimates", self._sampled, config=cfg.path,
+                               claim=self._claim_board, release=self._release_board,
+                               wanted=lambda jid: jid in self.state.active)
+        self.derived: dict[str, dict[str, str | None]] = {}  # job -> board model -> sentence
+                                                              # of its derived estimate
         self.state = ClusterState([m.policy_machine() for m in cfg.machines])
         self.policy = POLICIES[cfg.policy](self.state, idle_after_s=cfg.idle_after_s,
                                            min_residence_s=cfg.min_residence_s)
@@ -175,8 +181,7 @@ class Daemon:
             self.seen = {jid: now for jid, rec in self.records.items() if rec.attached}
             for jid in self.state.active:
                 if self.records[jid].estimate_source.endswith(SAMPLING):
-                    self.sampler.request(jid, self.records[jid].image, self.records[jid].args,
-                                         int(self.state.jobs[jid].mem_mb * MIB))
+                    self._request_samples(jid)
             self._finish_interrupted_actions()
             for jid, rec in self.records.items():
                 if rec.progress is not None:
@@ -387,7 +392,7 @@ class Daemon:
             bench, klass = benchmark_of(img.manifest)
             if "migration" in img.manifest:
                 slow, source = self.estimator.estimate(bench, klass)
-                if not slow and self.estimator.emulated:
+                if not slow and self.state.boards:
                     source = f"{source}; {SAMPLING}"
             else:
                 slow, source = {}, "no estimate: the image was built with --no-migratable, " \
@@ -417,7 +422,7 @@ class Daemon:
                 log.info("submitted %s: %s, %d vCPU, %.0f MiB; estimate: %s", jid, image, vcpus,
                          mem, source)
                 if source.endswith(SAMPLING):
-                    self.sampler.request(jid, image, args, int(mem * MIB))
+                    self._request_samples(jid)
                 ids.append(jid)
         return {"jobs": ids}
 
@@ -433,7 +438,8 @@ class Daemon:
                                  "ram_mb": pm.ram_mb, "ram_used_mb": ram,
                                  "silent_s": (round(time.time() - self.silent_since[m.name], 1)
                                               if m.name in self.silent_since else None),
-                                 "draining": m.name in self.state.draining})
+                                 "draining": m.name in self.state.draining,
+                                 "sampling": m.name in self.state.sampling})
             jobs = []
             for jid, rec in self.records.items():
                 j = self.state.jobs[jid]
@@ -600,19 +606,60 @@ class Daemon:
                 "joules_per_job": total / done if done else None}
 
     # -- watching running jobs -----------------------------------------------------------------
-    def _sampled(self, jid: str, result: dict) -> None:
+    def _request_samples(self, jid: str) -> None:
+        """A derived estimate of the job for every board model (sample.py): on the emulator
+        for an emulated model, on an idle board of the model for another."""
+        rec = self.records[jid]
+        models = sorted({b.model for b in self.state.boards})
+        self.derived[jid] = dict.fromkeys(models)
+        for model in models:
+            self.sampler.request(jid, rec.image, rec.args, int(self.state.jobs[jid].mem_mb * MIB),
+                                 model, on_board=model not in self.estimator.emulated)
+
+    def _derived_source(self, jid: str) -> str:
+        """The job's estimate sentence: each board model's derived estimate, then the models
+        still waiting for theirs (or, once the job has ended, that it ended first)."""
+        parts = self.derived[jid]
+        done = [why for _, why in sorted(parts.items()) if why is not None]
+        waiting = [model for model, why in sorted(parts.items()) if why is None]
+        if waiting:
+            ended = self.state.jobs[jid].state is JobState.DONE
+            done.append(f"{', '.join(waiting)}: {ENDED_FIRST if ended else SAMPLING}")
+        return "; ".join(done)
+
+    def _sampled(self, jid: str, model: str, result: dict) -> None:
         """A derived estimate (sample.py) arrived, on the sampler's thread: into the policy,
-        which may now offload the job."""
-        slow, why = self.estimator.from_sample(result)
+        which may now offload the job to boards of `model`."""
+        slow, why = self.estimator.from_sample(result, model)
         with self.lock:
             rec, job = self.records.get(jid), self.state.jobs.get(jid)
-            if rec is None or job.state is JobState.DONE:
+            if rec is None or jid not in self.derived:
                 return
-            rec.estimate_source = why
+            self.derived[jid][model] = why
+            rec.estimate_source = self._derived_source(jid)
             log.info("estimate of %s: %s", jid, why)
-            for board, s in slow.items():
-                self._event(self.policy.on_estimate, jid, board, s)
+            if job.state is not JobState.DONE:
+                for board, s in slow.items():
+                    self._event(self.policy.on_estimate, jid, board, s)
             self._save()
+
+    def _claim_board(self, jid: str, model: str) -> str | None:
+        """An idle board of `model` to time a sample on, kept free of jobs until it is
+        released; None while every one holds a job, is silent, draining or sampling."""
+        with self.lock:
+            for m in self.cfg.machines:
+                if m.kind == "board" and m.model == model and not self.state.holders(m.name) \
+                        and m.name not in (self.state.down | self.state.draining
+                                           | self.state.sampling | set(self.unreachable)):
+                    self.state.sampling.add(m.name)
+                    log.info("timing a sample of %s on board %s (nothing goes there "
+                             "meanwhile)", jid, m.name)
+                    return m.name
+        return None
+
+    def _release_board(self, board: str) -> None:
+        with self.lock:
+            self.state.sampling.discard(board)
 
     def sample_counters(self, now: float) -> None:
         """Where the server has hardware counters: each server job's vCPU thread, about once a
@@ -861,6 +908,9 @@ class Daemon:
         log.info("%s ended on %s with status %d after %d segment(s); output in %s", jid,
                  seg.machine, p.rc, len(rec.segments), rec.output)
         self._event(event, jid)
+        if jid in self.derived and rec.estimate_source.endswith(SAMPLING):
+            rec.estimate_source = self._derived_source(jid)     # it ended before sampling
+            self._save()
 
     def _job_failed(self, jid: str) -> None:
         for s in self.records[jid].segments:

@@ -4,10 +4,10 @@ A job's first estimate comes from the image's calibration row (the documented fa
 counters.py); where the server has hardware counters the daemon replaces it with rates
 sampled on the job's vCPU thread (`predict`). Every estimate carries a sentence saying where
 its rates came from, which `hexo status` shows. A migratable job without a calibration row
-(an operator's own program) gets a derived estimate for emulated boards from a timed sample
-of its image (sample.py, `from_sample`); until it arrives, and for other board models, it has
-none and is not a candidate for offloading (as in HEXO, a job without a counter sample is
-not one).
+(an operator's own program) gets a derived estimate per board model from a timed sample of
+its image (sample.py, `from_sample`): on the emulator for emulated boards, on an idle board of
+the model for the others; until it arrives it has none for that model and is not a candidate
+for its boards (as in HEXO, a job without a counter sample is not one).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ RATES = "per-instruction-log"
 class Estimator:
     def __init__(self, calibration: Path, dataset: Path, board_models: list[str],
                  emulated: list[str] = ()):
-        """`emulated`: the board models whose boards run the emulated backend here, the
-        only ones a sample can time."""
+        """`emulated`: the board models whose boards run the emulated backend here: a
+        sample times them on the emulator, the others on a board of the model."""
         self.emulated = sorted(emulated)
-        self.others = sorted(set(board_models) - set(emulated))
         self.hardware, why = hardware_counters()
         self.counters = ("hardware counters: yes; the vCPU threads of jobs on the server are "
                          "sampled about once a second (calibration rates until then)"
@@ -60,18 +59,15 @@ class Estimator:
             return {}, f"no estimate: {e}"
         return self.predict(rates)
 
-    def from_sample(self, result: dict) -> tuple[dict[str, float], str]:
-        """({board model: slowdown}, sentence) of a sample.py result: its slowdown for
-        every emulated board model, none for the others."""
+    def from_sample(self, result: dict, model: str) -> tuple[dict[str, float], str]:
+        """({model: slowdown}, sentence) of a sample.py result for boards of `model`: timed
+        on the emulator for an emulated model, on a board of the model for another."""
         if "error" in result:
-            return {}, f"no estimate: {result['error']}"
+            return {}, f"{model}: no estimate: {result['error']}"
         s = float(result["slowdown"])
         if not s > 0:
-            return {}, f"no estimate: the sample timed a slowdown of {s}"
-        notes = [f"{b} {s:.3g}x" for b in self.emulated]
-        notes += [f"{b}: none (only an emulated board's time can be sampled here)"
-                  for b in self.others]
-        return dict.fromkeys(self.emulated, s), f"{'; '.join(notes)}; {result['source']}"
+            return {}, f"{model}: no estimate: the sample timed a slowdown of {s}"
+        return {model: s}, f"{model} {s:.3g}x; {result['source']}"
 
     def predict(self, rates: CounterRates) -> tuple[dict[str, float], str]:
         """Slowdown per board model for measured or calibrated rates, and a sentence."""

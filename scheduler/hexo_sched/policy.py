@@ -147,6 +147,8 @@ class ClusterState:
         self.down: set[str] = set()          # boards that do not answer: nothing goes there
         self.draining: set[str] = set()      # boards an operator empties: their jobs leave,
                                              # nothing new goes there
+        self.sampling: set[str] = set()      # idle boards timing a sample (sample.py):
+                                             # nothing goes there meanwhile
         self._reindex()
 
     def _reindex(self) -> None:
@@ -202,8 +204,8 @@ class ClusterState:
 
     def open_boards(self) -> list[Machine]:
         """Boards that answer with a free core and some free RAM, in machine order."""
-        return [self.machines[b] for b in sorted(self._open_boards - self.down - self.draining,
-                                                 key=self.order.__getitem__)]
+        return [self.machines[b] for b in sorted(self._open_boards - self.down - self.draining
+                                                 - self.sampling, key=self.order.__getitem__)]
 
     def running_on(self, machine: str) -> list[Job]:
         """Jobs computing on `machine` (not migrating), oldest start first."""
@@ -566,7 +568,8 @@ class Policy:
     def on_move_request(self, job_id: str, dst: str, now: float) -> list[Action]:
         """An operator moves a running job to `dst` (TransitionError says why it cannot)."""
         self.state.advance(now)
-        for why, boards in (("silent", self.state.down), ("draining", self.state.draining)):
+        for why, boards in (("silent", self.state.down), ("draining", self.state.draining),
+                            ("timing a sample", self.state.sampling)):
             if dst in boards:
                 raise TransitionError(f"board {dst} is {why}: nothing goes there")
         job = self.state.jobs.get(job_id)

@@ -9,22 +9,15 @@
      spin   N   pairs, then loop forever without exits
      stream     numbered lines to stdout until killed
      file   N   N 4 KiB fwrite()s to PATH, read back with fread(); prints size and checksum
-     fstat  N   N calls of fstat(1): N hypercall exits and nothing else (clocks exit no more)
+     fstat  N   N calls of fstat(1): with stdout a regular file (whose size only the host
+                knows), N hypercall exits and nothing else
      read       echoes the lines of stdin with a running count, after a prompt on stderr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#if defined(__has_include)
-#if __has_include(<hexo.h>)
-#include <hexo.h>
-#define HAVE_HEXO 1
-#endif
-#endif
-#ifndef HAVE_HEXO
-static void hexo_check_migrate(void) {}
-#endif
+#include "migration_point.h"
 
 static void lines(long n, long work, int flush)
 {

@@ -97,6 +97,11 @@ def _checkpoint_options(c) -> None:
     c.add_argument("--compress", action="store_true", help="zlib-compress memory areas")
 
 
+def _time(args) -> int:
+    from .timed import main
+    return main(args)
+
+
 def _parser():
     import argparse
     p = argparse.ArgumentParser(prog="uhyve-ctl", description=__doc__.split("\n\n")[0])
@@ -145,6 +150,25 @@ def _parser():
     _checkpoint_options(m)
     m.add_argument("--mode", choices=("stopcopy", "postcopy"), default="stopcopy")
     m.add_argument("--serve", metavar="HOST:PORT", help="postcopy: where to serve pages")
+    t = sub.add_parser("time", help="time a build to migration points (for the scheduler's "
+                       "derived estimates)",
+                       description="Run IMAGE counting migration points in the guest, for a "
+                       "CPU budget, to one point or to its end; print one JSON line "
+                       "(uhyve_ctl.timed). "
+                       "Arguments after -- go to the guest, whose output is dropped.")
+    t.add_argument("image")
+    t.add_argument("--isa", choices=("x86_64", "aarch64"), help="which build to run "
+                   "(default: this host's ISA)")
+    t.add_argument("--backend", choices=("auto", "kvm", "emu"), default="auto")
+    t.add_argument("--mem", help="guest RAM, e.g. 512M (default: 256M or what the image needs)")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--budget", type=_seconds, help="CPU seconds to run for, then stop at "
+                      "the next point (default: run to the end)")
+    mode.add_argument("--point", type=int, metavar="N", help="stop at the Nth migration point")
+    t.add_argument("--cap", type=_seconds, help="stop an emulated guest after this much CPU "
+                   "(default: twice the budget, or twice --wall)")
+    t.add_argument("--wall", type=_seconds, default=600.0,
+                   help="stop the guest after this many seconds (default 600)")
     ps = sub.add_parser("ps", help="list named VMs")
     ps.add_argument("--json", action="store_true", help="print the state files as a JSON list "
                     "(for the scheduler daemon)")
@@ -614,8 +638,10 @@ def _main(argv) -> tuple[int, str]:
     if args.cmd in ("run", "restore") and args.checkpoint_at is not None \
             and args.checkpoint_at < 1:
         _parser().error("--checkpoint-at counts from 1")
+    if args.cmd == "time" and args.point is not None and args.point < 1:
+        _parser().error("--point counts from 1")
     command = {"run": _execute, "restore": _restore, "checkpoint": _checkpoint,
-               "migrate": _checkpoint, "ps": _ps}[args.cmd]
+               "migrate": _checkpoint, "ps": _ps, "time": _time}[args.cmd]
     try:
         return command(args), args.cmd
     except Exception as e:            # the boundary: a defect is one sentence, not a traceback

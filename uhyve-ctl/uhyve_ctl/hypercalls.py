@@ -126,13 +126,21 @@ class FileTable:
             os.lseek(entry[0], f["offset"], os.SEEK_SET)
             self.fds[f["fd"]] = entry
 
-    def stdout_is_terminal(self) -> bool:
-        """Guest fd 1 is a terminal (a character device, or nothing we can ask): C then
-        line-buffers it, elsewhere it buffers it fully."""
-        try:
-            return stat.S_ISCHR(os.fstat(self.fds[1][0]).st_mode)
-        except (KeyError, OSError):
-            return True
+    def stdio_types(self) -> tuple[int, int, int]:
+        """The boot info's STDIO_* type of guest fds 0-2: C line-buffers stdout only on a
+        terminal, and the guest answers fstat and isatty of them itself."""
+        def kind(guest_fd: int) -> int:
+            try:
+                fd = self.fds[guest_fd][0]
+                mode = os.fstat(fd).st_mode
+            except (KeyError, OSError):
+                return abi.STDIO_TYPES["STDIO_UNKNOWN"]
+            name = ("STDIO_FILE" if stat.S_ISREG(mode) else
+                    "STDIO_PIPE" if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else
+                    ("STDIO_TERMINAL" if os.isatty(fd) else "STDIO_CHARDEV")
+                    if stat.S_ISCHR(mode) else "STDIO_UNKNOWN")
+            return abi.STDIO_TYPES[name]
+        return kind(0), kind(1), kind(2)
 
     def writable(self) -> dict[int, int]:
         """Guest fds open for writing -> host fds: stdout, stderr and files opened so."""
@@ -254,13 +262,13 @@ class Hypercalls:
         return None, {"ret": self._io(fd, 0, lambda h, _: os.lseek(h, offset, whence))}
 
     def _fstat(self, fd, ret, size, mode, reserved):
-        def stat(h, _):
-            return os.fstat(h)
-        st = self._io(fd, 0, stat)
+        st = self._io(fd, 0, lambda h, _: os.fstat(h))
         if isinstance(st, int):
             return None, {"ret": st}
-        kind = ("S_IFDIR" if os.path.stat.S_ISDIR(st.st_mode) else
-                "S_IFCHR" if os.path.stat.S_ISCHR(st.st_mode) else "S_IFREG")
+        kind = ("S_IFDIR" if stat.S_ISDIR(st.st_mode) else
+                "S_IFCHR" if stat.S_ISCHR(st.st_mode) else
+                "S_IFIFO" if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) else
+                "S_IFREG")
         return None, {"ret": 0, "size": st.st_size, "mode": abi.FILE_TYPES[kind]}
 
     def _clock(self, monotonic_ns, realtime_ns):

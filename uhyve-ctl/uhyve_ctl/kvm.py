@@ -80,6 +80,8 @@ _CPUID_ENTRY2_SIZE = 40                # function, index, flags, eax..edx, paddi
 _ONE_REG = Struct("<QQ")               # id, address of the value
 _ENABLE_CAP = Struct("<II4Q64x")       # cap, flags, args[4], pad
 _VCPU_INIT = Struct("<I7I")            # arm64 struct kvm_vcpu_init: target, features[7]
+# struct kvm_msrs asking for one MSR, IA32_TSC (0x10): nmsrs, pad, then index, reserved, data
+_MSR_TSC = Struct("<IIIIQ").pack(1, 0, 0x10, 0, 0)
 
 _STATS_HEADER = Struct("<6I")   # flags, name_size, num_desc, id/desc/data offsets
 _STATS_DESC = Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; name
@@ -127,6 +129,7 @@ KVM_SET_CPUID2 = _iow(0x90, _CPUID2_HEADER.size)
 KVM_GET_STATS_FD = _io(0xCE)
 KVM_ENABLE_CAP = _iow(0xA3, _ENABLE_CAP.size)
 KVM_GET_TSC_KHZ = _io(0xA3)
+KVM_GET_MSRS = _iowr(0x88, 8)     # struct kvm_msrs: nmsrs, pad; then the entries
 KVM_GET_ONE_REG = _iow(0xAB, _ONE_REG.size)
 KVM_SET_ONE_REG = _iow(0xAC, _ONE_REG.size)
 KVM_ARM_VCPU_INIT = _iow(0xAE, _VCPU_INIT.size)
@@ -457,6 +460,12 @@ class Vcpu(_Fd):
     def tsc_khz(self) -> int:
         """x86: the rate of the guest's TSC."""
         return _ioctl(self.fd, KVM_GET_TSC_KHZ)
+
+    def tsc(self) -> int:
+        """x86: the guest's TSC now, as it would read it (MSR IA32_TSC)."""
+        msrs = bytearray(_MSR_TSC)
+        _ioctl(self.fd, KVM_GET_MSRS, msrs)
+        return int.from_bytes(msrs[16:], "little")
 
     def arm_vcpu_init(self, init: bytes) -> None:
         """arm64: reset the vCPU to `init`'s model (a struct kvm_vcpu_init, as

@@ -2,6 +2,7 @@
 
 import _thread
 import os
+import time
 
 from hexo import abi
 from hexo.image import Image, ImageError
@@ -93,7 +94,6 @@ class VirtualMachine:
             self.env = list(meta.get("env", env))
             argv_addr = self._write_args([image.index.name] + self.argv,
                                          self.env)
-            self._write_boot_info(root, argv_addr, len(self.argv) + 1, restore is not None)
             if restore is not None:
                 self._restore(restore)
             self.ring.reset()
@@ -106,9 +106,12 @@ class VirtualMachine:
                 self.memory.on_access = self.pager.ensure
             self.backend.boot(BootState(self.build.entry, self._boot_stack(restore),
                                         abi.BOOT_INFO_ADDR, root))
+            counter_hz = self.backend.counter_hz()
+            self._write_boot_info(root, argv_addr, len(self.argv) + 1, restore is not None,
+                                  counter_hz)
             self.memory.write(abi.SHARED_PAGE_ADDR, abi.SHARED_PAGE.pack(
                 magic=abi.SHARED_PAGE_MAGIC, abi_version=abi.ABI_VERSION,
-                counter_hz=self.backend.counter_hz()))
+                counter_hz=counter_hz))
         except BaseException:
             if self.pager is not None:
                 self.pager.demand_link.close()
@@ -243,16 +246,32 @@ class VirtualMachine:
                            self.memory.read, self.memory.fill)
         self.pager.connect()
 
-    def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool) -> None:
+    def _write_boot_info(self, root: int, argv: int, argc: int, restoring: bool,
+                         counter_hz: int) -> None:
+        """Written once the vCPU exists: its counter is read between two readings of the
+        host's clock, whose midpoint the guest takes as the counter's instant (a restored
+        guest so gets the clocks of the machine it resumes on)."""
+        types = self.files.stdio_types()
+        before = time.monotonic_ns()
+        counter = self.backend.read_counter() if counter_hz else 0
+        after = time.monotonic_ns()
+        realtime = time.time_ns()
+        monotonic = (before + after) // 2
+        # a 1.5 guest line-buffers stdout on a character device or what could not be examined
+        stdout_terminal = types[1] not in (abi.STDIO_TYPES["STDIO_FILE"],
+                                           abi.STDIO_TYPES["STDIO_PIPE"])
         self.memory.write(abi.BOOT_INFO_ADDR, abi.BOOT_INFO.pack(
             magic=abi.BOOT_INFO_MAGIC, abi_version=abi.ABI_VERSION, isa=abi.ISA_IDS[self.isa],
-            flags=abi.BOOT_STDOUT_TERMINAL if self.files.stdout_is_terminal() else 0,
+            flags=abi.BOOT_STDOUT_TERMINAL if stdout_terminal else 0,
             mem_size=self.memory.size, image_start=abi.IMAGE_BASE, image_end=self.image_end,
             heap_start=self.image_end, heap_end=self.memory.size, stack_bottom=abi.STACK_BOTTOM,
             stack_top=abi.STACK_TOP, page_table_root=root, shared_page=abi.SHARED_PAGE_ADDR,
             argc=argc, argv=argv, app_data_start=self.app_data[0], app_data_end=self.app_data[1],
             restore_context=abi.RESTORE_CONTEXT_ADDR if restoring else 0,
-            restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0))
+            restore_kernel=abi.RESTORE_KERNEL_ADDR if restoring else 0,
+            stdio_types=types[0] | types[1] << 8 | types[2] << 16,
+            clock_monotonic_ns=monotonic, clock_realtime_ns=realtime - (after - monotonic),
+            clock_counter=counter))
 
     def run(self, timeout: float | None = None) -> StopReason:
         if self.pager is not None:

@@ -58,8 +58,9 @@ def register(sub) -> None:
                                     "CRIU (a container through podman), recode it when the "
                                     "ISAs differ, restore it on the other side; a move between "
                                     "boards goes through this server. The source stays parked "
-                                    "at the point until the target runs it; if the restore "
-                                    "fails it continues.")
+                                    "at the point; the target restores it held and runs it "
+                                    "only on this server's go, then the source ends; if "
+                                    "anything fails before the go the source continues.")
     m.add_argument("target", metavar="PID|CONTAINER",
                    help="the process or container (on the board with --from)")
     m.add_argument("--from", dest="from_board", metavar="BOARD",
@@ -74,8 +75,9 @@ def register(sub) -> None:
                    help="give up on CMD if it has not ended after this long (default: wait)")
     m.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT, metavar="SECONDS",
                    help="give up on a board command that has not ended after this long "
-                        f"(default {STEP_TIMEOUT:g}: emulated boards are slow); a restore "
-                        "given up on is stopped at the board's next connection")
+                        f"(default {STEP_TIMEOUT:g}: emulated boards are slow); what a "
+                        "board that did not answer is left to do, it does at its next "
+                        "connection")
     for p in (board, b, u, d, ls, st, e, m):
         p.set_defaults(errors=_errors)
 
@@ -126,7 +128,7 @@ def _status(args) -> int:
 
 def _exec(args) -> int:
     from .migrate import OnBoard
-    with OnBoard(args.name, args.step_timeout) as board:      # stops abandoned copies first
+    with OnBoard(args.name, args.step_timeout) as board:      # what is pending there first
         return board.conn.run(args.command, puts=args.put, stdout=sys.stdout.buffer,
                               stderr=sys.stderr.buffer)
 

@@ -13,24 +13,30 @@ the server (qemu's user network here, a private link to the server on real hardw
 still trade jobs. The cost is a second copy over the server's link, small beside the run
 time of a job worth moving.
 
+No moment has two copies of one job computing: the move is a two-phase handover. The source
+is parked at its point by the checkpoint; the target restores the job held, parked too
+(`hexo container restore --held`, handover.py), and reports it held; the server confirms that
+the source is still parked, records its decision, and only then says `go`; the target writes
+`running` to the move's record on the board and lets the job continue; the source is ended
+once the server has read that. Before the `go`, any failure or deadline ends the target's
+copy (the end of its input is its signal: a target that comes back from a freeze finds its
+connection gone) and the source continues. A `go` that gets no answer leaves the outcome in
+doubt: the source stays parked (never discarded, never resumed) until the next connection to
+the target reads from the record what it did.
+
 A board that freezes (its qemu stopped, a hung kernel) keeps its connection open and answers
 nothing: every command on a board has a deadline (`step_timeout`, generous for emulated
-boards), after which the move gives up and the source resumes. A restore given up on may
-still bring the job up on the target once it runs again, so the target is marked: its
-restore writes what it restored to a file named by the move (the copy's pid or container
-name, known only there), the server records the move in the board's `abandoned` list, and
-every later connection to the board stops what such a file names before doing anything else.
-The alternative, a target that restores the job stopped and starts it only on a go from the
-server, cannot be sound either: a target that freezes after the go and before its answer
-leaves the server unable to tell whether the job runs there, so the source could never
-resume; and a job recoded for another ISA does not wait at its point on restore. The window
-left is the time from the board thawing to its next connection from this server (`hexo board
-exec` or `hexo board migrate`).
+boards). What is left to do on a board that did not answer, the server keeps in the board's
+pending list (`Pending`) and does at the next connection to it (`hexo board exec` or `hexo
+board migrate`) before anything else: a copy restored by a move given up on is stopped,
+a move in doubt is settled, a parked source whose job runs elsewhere is ended, one whose
+move failed continues.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -42,12 +48,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from uhyve_ctl.container import checkpoint as ckpt, images, podman
-from uhyve_ctl.container.process import host_isa, resume
+from uhyve_ctl.container import checkpoint as ckpt, images, podman, process
+from uhyve_ctl.container.handover import GO
 
 from ..hosts import HostError
+from . import ssh
 from .ssh import STEP_TIMEOUT, BoardConnection
-from .vm import Board
+from .vm import Board, state_root
 
 BOARD_ISA = "aarch64"
 REMOTE_DIR = "/var/tmp/hexo-migrate"
@@ -55,6 +62,10 @@ REMOTE_DIR = "/var/tmp/hexo-migrate"
 
 class MigrationError(HostError):
     """The job could not be moved; the message says where it runs now."""
+
+
+class InDoubt(MigrationError):
+    """The target was told to run the job and did not answer: it may run it, or not."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +88,67 @@ class Job:
         return f"container-{self.target}.tar" if self.container else f"process-{self.target}"
 
 
+class Pending:
+    """What the server still has to do on board `name` when it next answers: a JSON list in
+    the board's directory here, one entry per move ({"move", "do", "job", "source"}; `do`
+    is stop, settle, end or resume). Concurrent `hexo board migrate` commands share it, so
+    every change is a read-modify-write under an exclusive lock of a file beside it."""
+
+    def __init__(self, directory: Path):
+        self.file = Path(directory) / "pending.json"
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.file.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _read(self) -> list[dict]:
+        try:
+            return json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return []
+
+    def entries(self) -> list[dict]:
+        with self._locked():
+            return self._read()
+
+    def add(self, entry: dict) -> None:
+        self._change(lambda entries: [*entries, entry])
+
+    def remove(self, done: list[dict]) -> None:
+        self._change(lambda entries: [e for e in entries if e not in done])
+
+    def _change(self, how) -> None:
+        with self._locked():
+            entries = how(self._read())
+            if not entries:                       # `hexo board down` removes the directory
+                self.file.unlink(missing_ok=True)
+                return
+            tmp = self.file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(entries))
+            os.replace(tmp, self.file)
+
+    @contextlib.contextmanager
+    def carried_out(self):
+        """Whether this process may carry the entries out now (one at a time per board; a
+        second connection meanwhile leaves them to the first)."""
+        with open(self.file.with_suffix(".busy"), "a") as busy:
+            try:
+                fcntl.flock(busy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+
 class Here:
     """This server as one end of a move."""
 
     at = "here"
 
     def __init__(self):
-        self.isa = host_isa()
+        self.isa = process.host_isa()
 
     def __enter__(self):
         return self
@@ -105,17 +170,23 @@ class Here:
     def fetch(self, checkpoint: Path, tmp: Path) -> Path:
         return checkpoint
 
-    def abandon(self, move_id: str) -> None:
-        """Nothing to mark: a restore here has ended when it returns or raises."""
+    def confirm_parked(self, job: Job) -> None:
+        parked = podman.parked(job.target) if job.container else process.parked(int(job.target))
+        if not parked:
+            raise MigrationError(f"{job.what} is no longer parked {self.at}")
 
-    def forget(self, move_id: str) -> None:
-        """Nothing was recorded."""
+    def defer(self, move_id: str, do: str, job: Job) -> bool:
+        """Nothing to defer here: this server always answers itself."""
+        return False
+
+    def going(self, move_id: str, job: Job, source: str | None) -> None:
+        """Nothing to keep: a restore here cannot leave its outcome in doubt."""
 
     def resume(self, job: Job) -> None:
         if job.container:
             podman.resume(job.target)
         else:
-            resume(int(job.target))
+            process.resume(int(job.target))
 
     def end(self, job: Job) -> None:
         if job.container:
@@ -124,10 +195,22 @@ class Here:
             os.kill(int(job.target), signal.SIGKILL)
 
     def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool,
-                move_id: str) -> str:
+                move_id: str, commit) -> str:
+        """Restored held, let go once `commit(new)` has returned."""
         if job.container:
-            return podman.restore(checkpoint, until_point=until_point)
-        return str(ckpt.restore(checkpoint, reap=reap, until_point=until_point))
+            new = podman.restore(checkpoint, until_point=until_point, held=True)
+        else:
+            new = str(ckpt.restore(checkpoint, reap=reap, until_point=until_point, held=True))
+        try:
+            commit(new)
+        except BaseException:
+            self.end(Job(new))
+            raise
+        self.resume(Job(new))
+        return new
+
+    def forget(self, move_id: str) -> None:
+        """Nothing was recorded."""
 
     def has_image(self, image: dict) -> bool:
         """An intact copy in the store (a damaged one is removed) or the image in podman."""
@@ -153,12 +236,13 @@ class OnBoard:
         self.name, self.at = name, f"on {name}"
         self.board = board or Board.running(name)
         self.step_timeout = step_timeout
+        self.pending = Pending(self.board.dir)
         self.conn = None
 
     def __enter__(self):
         self.conn = BoardConnection(self.board, self.step_timeout)
         self.conn.sh("true")            # reachable, before any job is touched
-        for line in self.stop_abandoned():
+        for line in self.carry_out_pending():
             print(line, file=sys.stderr)
         return self
 
@@ -168,68 +252,93 @@ class OnBoard:
     def _hexo(self, args: list[str], puts: list[Path] = ()) -> tuple[int, str, str]:
         return self._run(["hexo", *args], puts)
 
-    def _run(self, cmd: list[str], puts: list[Path] = ()) -> tuple[int, str, str]:
+    def _run(self, cmd: list[str], puts: list[Path] = (), reply=None) -> tuple[int, str, str]:
         out, err = io.BytesIO(), io.BytesIO()
-        status = self.conn.run(cmd, puts=puts, stdout=out, stderr=err)
+        status = self.conn.run(cmd, puts=puts, stdout=out, stderr=err, reply=reply)
         return status, out.getvalue().decode(errors="replace"), err.getvalue().decode(
             errors="replace")
 
-    @property
-    def _abandoned_file(self) -> Path:
-        return Path(self.board.dir) / "abandoned.json"
-
-    def _abandoned(self) -> list[str]:
-        try:
-            return json.loads(self._abandoned_file.read_text())
-        except FileNotFoundError:
-            return []
-
-    def _keep_abandoned(self, moves: list[str]) -> None:
-        if not moves:
-            self._abandoned_file.unlink(missing_ok=True)
-            return
-        tmp = self._abandoned_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(moves))
-        os.replace(tmp, self._abandoned_file)
-
-    def _restored(self, move_id: str) -> str:
-        """Where the restore of move `move_id` writes what it restored."""
+    def _record(self, move_id: str) -> str:
+        """Where the held restore of move `move_id` writes its decisions."""
         return f"{REMOTE_DIR}/restored-{move_id}"
 
-    def abandon(self, move_id: str) -> None:
-        """The move's restore was given up on: whatever it restored is stopped at the next
-        connection (a file here: the board may not answer now)."""
-        self._keep_abandoned([*self._abandoned(), move_id])
+    def defer(self, move_id: str, do: str, job: Job) -> bool:
+        """`do` (end or resume) the parked `job` at the next connection."""
+        self.pending.add({"move": move_id, "do": do, "job": job.target})
+        return True
+
+    def going(self, move_id: str, job: Job, source: str | None) -> None:
+        """The go is about to be sent: should its answer not come, the next connection
+        settles the move (from board `source`, None: this server)."""
+        self.pending.add({"move": move_id, "do": "settle", "job": job.target,
+                          "source": source})
 
     def forget(self, move_id: str) -> None:
-        """The move is over: its restore's record goes (if the board answers)."""
+        """The move is over: its record goes (if the board answers), and so does whatever
+        the server kept for it."""
+        self.pending.remove([e for e in self.pending.entries() if e["move"] == move_id])
         with contextlib.suppress(HostError):
-            self.conn.sh(f"rm -f {shlex.quote(self._restored(move_id))}")
+            self.conn.sh(f"rm -f {shlex.quote(self._record(move_id))}")
 
-    def stop_abandoned(self) -> list[str]:
-        """Stop the copies restored by moves given up on; what was done, one line each. A
-        restore still running keeps its move on the list, one that never restored anything
-        leaves it."""
-        moves, said = self._abandoned(), []
-        pending = []
-        for move_id in moves:
-            marker = shlex.quote(self._restored(move_id))
-            if _running_restore(self.conn, move_id):       # before reading what it wrote
-                pending.append(move_id)
-                said.append(f"a restore given up on is still running {self.at}; it is stopped "
-                            "at the next connection")
-                continue
-            _, out, _ = self.conn.sh(f"cat {marker} 2>/dev/null")
-            for kind in ("process", "container"):
-                if f"restored {kind} " in out:
-                    target = out.rsplit(f"restored {kind} ", 1)[1].split()[0]
-                    self.conn.sh(_end_command(Job(target)))
-                    said.append(f"stopped {kind} {target} {self.at}: its move had been given "
-                                "up on and the job went on at its source")
-            self.conn.sh(f"rm -f {marker}")
-        if moves != pending:
-            self._keep_abandoned(pending)
+    def carry_out_pending(self) -> list[str]:
+        """Do what the pending list says (Pending); what was done, one line each. A move
+        whose restore still runs there keeps its entry, as does one this server could not
+        finish (another board not answering)."""
+        said = []
+        with self.pending.carried_out() as mine:
+            if not mine:
+                return said
+            entries = self.pending.entries()
+            done = [e for e in entries if self._carry_out(e, said)]
+            if done:
+                self.pending.remove(done)
         return said
+
+    def _carry_out(self, entry: dict, said: list[str]) -> bool:
+        do, move_id = entry["do"], entry["move"]
+        if do in ("end", "resume"):
+            job = Job(entry["job"])
+            if do == "end":
+                self.end(job)
+                said.append(f"ended the parked {job.what} {self.at}: it runs elsewhere")
+            else:
+                self.resume(job)
+                said.append(f"{job.what} continues {self.at}: its move failed")
+            return True
+        if _running_restore(self.conn, move_id):       # before reading what it wrote
+            said.append(f"a restore given up on is still running {self.at}; it is stopped "
+                        "at the next connection")
+            return False
+        _, out, _ = self.conn.sh(f"cat {shlex.quote(self._record(move_id))} 2>/dev/null")
+        decision, _, copy = out.strip().partition(" ")
+        if decision == "running" and do == "settle":
+            said.append(self._settled(entry, "end", f"the move of {copy} {self.at} went "
+                                                    "through"))
+        else:
+            if decision in ("held", "running"):
+                self.conn.sh(_end_command(Job(copy.split()[1])))
+                said.append(f"stopped {copy} {self.at}: its move had been given up on")
+            if do == "settle":
+                said.append(self._settled(entry, "resume", f"the move of {entry['job']} to "
+                                                           f"{self.name} did not happen"))
+        self.conn.sh(f"rm -f {shlex.quote(self._record(move_id))}")
+        return True
+
+    def _settled(self, entry: dict, do: str, why: str) -> str:
+        """The source of a move in doubt told what became of it: `do` (end or resume)."""
+        job, source = Job(entry["job"]), entry["source"]
+        done = {"end": "ended", "resume": "continued"}[do]
+        if source is not None:
+            if not (state_root() / source).is_dir():
+                return f"{why}: board {source}, where {job.what} was parked, is gone"
+            Pending(state_root() / source).add({"move": entry["move"], "do": do,
+                                                "job": job.target})
+            return f"{why}: {job.what} on {source} is {done} at its next connection"
+        try:
+            getattr(machine(None), do)(job)
+        except Exception as e:                  # gone meanwhile: nothing is left to do
+            return f"{why}: {job.what} here could not be {done} ({e})"
+        return f"{why}: {job.what} here {done}"
 
     def _remote(self, job: Job) -> str:
         return f"{REMOTE_DIR}/{job.file_name}"
@@ -254,6 +363,13 @@ class OnBoard:
             self.conn.host.get_dir(remote, local)
         return local
 
+    def confirm_parked(self, job: Job) -> None:
+        status, _, err = self.conn.sh(f"{ssh.ENV} hexo container parked "
+                                      f"{shlex.quote(job.target)}")
+        if status != 0:
+            raise MigrationError(f"{job.what} is no longer parked {self.at} "
+                                 f"({err.strip() or status})")
+
     def resume(self, job: Job) -> None:
         self._hexo(["container", "resume", job.target])
         self.conn.sh(f"rm -rf {shlex.quote(self._remote(job))}")
@@ -262,18 +378,42 @@ class OnBoard:
         self.conn.sh(f"{_end_command(job)}; rm -rf {shlex.quote(self._remote(job))}")
 
     def restore(self, job: Job, checkpoint: Path, until_point: bool, reap: bool,
-                move_id: str) -> str:
-        """Restored by `hexo container restore`, its report kept in the move's file too (what
-        `stop_abandoned` reads)."""
-        script = 'mkdir -p "${0%/*}"; hexo container restore "$@" > "$0"; st=$?; cat "$0"; exit $st'
-        status, out, err = self._run(["sh", "-c", script, self._restored(move_id),
-                                      checkpoint.name,
-                                      *(["--until-point"] if until_point else [])],
-                                     puts=[checkpoint])
-        if status != 0:
-            raise MigrationError(err.strip() or f"status {status}")
+                move_id: str, commit) -> str:
+        """Restored held by `hexo container restore --held` (its decisions in the move's
+        record there), let go once `commit(new)` has returned. Should this connection give
+        up before the go, the restore ends its copy when its input ends, and the move is
+        kept pending (stop) in case it does not; after the go, InDoubt."""
+        said, went = bytearray(), []
+
+        def reply(data: bytes) -> bytes:
+            said.extend(data)
+            held = [ln for ln in said.decode(errors="replace").split("\n")[:-1]
+                    if ln.startswith("held ")]
+            if went or not held:
+                return b""
+            commit(held[0].split()[-1])
+            went.append(True)
+            return f"{GO}\n".encode()
+
+        record = self._record(move_id)
+        try:
+            status, out, err = self._run(
+                ["sh", "-c", 'mkdir -p "$0" && exec hexo container restore "$@"', REMOTE_DIR,
+                 checkpoint.name, "--held", record, "--hold-limit",
+                 f"{self.step_timeout or STEP_TIMEOUT:g}",
+                 *(["--until-point"] if until_point else [])], puts=[checkpoint], reply=reply)
+        except BaseException as e:              # an interrupt after the go is in doubt too
+            if went:
+                raise InDoubt(str(e) or type(e).__name__) from None
+            if isinstance(e, HostError):
+                self.pending.add({"move": move_id, "do": "stop"})
+            raise
         kind = "container" if job.container else "process"
-        return out.rsplit(f"restored {kind} ", 1)[1].split()[0]
+        if status == 0 and f"running {kind} " in out:
+            return out.rsplit(f"running {kind} ", 1)[1].split()[0]
+        self.forget(move_id)
+        raise MigrationError(err.strip().splitlines()[-1] if err.strip() else
+                             f"status {status}{', its copy ended there' if went else ''}")
 
     def _store(self) -> str:
         return f"d={images.STORE_IN_SHELL}; "
@@ -311,7 +451,7 @@ def _end_command(job: Job) -> str:
 
 
 def _running_restore(conn: BoardConnection, move_id: str) -> bool:
-    """The move's restore script runs there (the bracket keeps pgrep's own shell out)."""
+    """The move's restore runs there (the bracket keeps pgrep's own shell out)."""
     status, _, _ = conn.sh(f"pgrep -f 'restored-[{move_id[0]}]{move_id[1:]}' >/dev/null")
     return status == 0
 
@@ -336,11 +476,11 @@ def move(target: str, src: str | None = None, dst: str | None = None, timeout: f
          step_timeout: float = STEP_TIMEOUT) -> str:
     """Move process (pid) or container (name) `target` from board `src` to board `dst` (None:
     this server); its pid or name there. The target is reached before the job is touched;
-    the source job stays parked at its point until the target runs it, then it ends there.
-    With `until_point` the job stops again at its next point on the target; with `reap` a
-    process restored here is a child of the caller (see checkpoint.restore). A board command
-    that has not ended after `step_timeout` seconds fails the move (the module's docstring
-    says what becomes of a restore given up on)."""
+    the source job stays parked at its point until the target runs it, then it ends there
+    (the module's docstring says how the two never both run). With `until_point` the job
+    stops again at its next point on the target; with `reap` a process restored here is a
+    child of the caller (see checkpoint.restore). A board command that has not ended after
+    `step_timeout` seconds fails the move."""
     job = Job(target)
     if src == dst:
         raise MigrationError(f"{job.what}: the source and the target are the same machine")
@@ -348,17 +488,22 @@ def move(target: str, src: str | None = None, dst: str | None = None, timeout: f
     with tempfile.TemporaryDirectory(prefix="hexo-migrate.") as tmp, \
             machine(dst, step_timeout) as there, machine(src, step_timeout) as here:
         parked = here.checkpoint(job, there.isa, timeout, Path(tmp))
-        restoring = False
+
+        def commit(new: str) -> None:
+            """Phase two: the source still parked and the decision kept before the go."""
+            here.confirm_parked(job)
+            there.going(move_id, job, src)
         try:
             local = here.fetch(parked, Path(tmp))
             if job.container:
                 copy_image(here, there, podman.load_state(local)["image"], Path(tmp))
-            restoring = True
-            new = there.restore(job, local, until_point, reap, move_id)
+            new = there.restore(job, local, until_point, reap, move_id, commit)
+        except InDoubt as e:
+            raise MigrationError(f"{job.what} may run {there.at} or not: told to run it, the "
+                                 f"target did not answer ({e}); it stays parked {here.at} "
+                                 f"until the next connection to {dst} settles it") from None
         except BaseException as e:
-            if restoring:
-                there.abandon(move_id)
-            here.resume(job)
+            _resume(here, job, move_id)
             if isinstance(e, Exception):
                 raise MigrationError(f"restore {there.at} failed ({e}); {job.what} continues "
                                      f"{here.at}") from None
@@ -367,7 +512,19 @@ def move(target: str, src: str | None = None, dst: str | None = None, timeout: f
         try:
             here.end(job)
         except HostError as e:
-            raise MigrationError(f"{job.what} runs {there.at} as {new}, but its copy {here.at} "
-                                 f"could not be ended ({e}); it stays parked there: end it "
-                                 "once the machine answers") from None
+            if not here.defer(move_id, "end", job):
+                raise MigrationError(f"{job.what} runs {there.at} as {new}, but its copy "
+                                     f"{here.at} could not be ended ({e}); it stays parked "
+                                     "there: end it once the machine answers") from None
+            print(f"{job.what} runs {there.at} as {new}; its parked copy {here.at} did not "
+                  f"answer ({e}) and is ended at the next connection", file=sys.stderr)
         return new
+
+
+def _resume(here, job: Job, move_id: str) -> None:
+    """The source continues, now or (a board not answering) at its next connection."""
+    try:
+        here.resume(job)
+    except HostError:
+        if not here.defer(move_id, "resume", job):
+            raise

@@ -124,8 +124,10 @@ class BoardConnection:
         if status != 0:
             raise HostError(f"{self.board.name}: installing hexo's code failed ({status})")
 
-    def run(self, cmd: list[str], puts: list[Path] = (), stdout=None, stderr=None) -> int:
-        """Run cmd in a fresh directory holding copies of puts; stream its output; its status."""
+    def run(self, cmd: list[str], puts: list[Path] = (), stdout=None, stderr=None,
+            reply=None) -> int:
+        """Run cmd in a fresh directory holding copies of puts; stream its output (answered
+        by `reply`, see stream); its status."""
         self.sync_code()
         rc, out, err = self.sh("mktemp -d /var/tmp/hexo-exec.XXXXXX")
         if rc != 0:
@@ -136,7 +138,7 @@ class BoardConnection:
             if status != 0:
                 raise HostError(f"{self.board.name}: copying --put files failed ({status})")
         return self.stream(f"cd {work} && {ENV} {shlex.join(cmd)}; st=$?; cd /; rm -rf {work}; "
-                           "exit $st", stdout=stdout, stderr=stderr)
+                           "exit $st", stdout=stdout, stderr=stderr, reply=reply)
 
     def sh(self, script: str) -> tuple[int, str, str]:
         """A short command's status, stdout and stderr, within the step deadline."""
@@ -147,11 +149,12 @@ class BoardConnection:
             errors="replace")
 
     def stream(self, script: str, stdin: bytes | None = None, stdout=None, stderr=None,
-               timeout: float | None = None) -> int:
+               timeout: float | None = None, reply=None) -> int:
         """Run a shell script on the board, copying its output to the given binary files as
         it comes; its exit status (128+N when killed by signal N). HostError once it has
         run for `timeout` seconds, by default `step_timeout` (the script may still run
-        there)."""
+        there). With `reply` (instead of `stdin`) the script's input stays open: each piece
+        of its output goes to reply(), and what that returns is sent to it."""
         import paramiko
         timeout = timeout or self.step_timeout
         deadline = time.monotonic() + (timeout or float("inf"))
@@ -170,7 +173,8 @@ class BoardConnection:
                 watchdog.cancel()
                 if stdin is not None:
                     chan.sendall(stdin)
-                chan.shutdown_write()
+                if reply is None:
+                    chan.shutdown_write()
             except (paramiko.SSHException, OSError, EOFError) as e:
                 self._give_up(f"did not take the command ({e or 'no answer'})")
             finally:
@@ -182,7 +186,10 @@ class BoardConnection:
                 select.select([chan], [], [], min(1.0, left))
                 got = False
                 while chan.recv_ready():
-                    _write(stdout, chan.recv(65536))
+                    data = chan.recv(65536)
+                    _write(stdout, data)
+                    if reply is not None and data:
+                        self._send(chan, reply(data))
                     got = True
                 while chan.recv_stderr_ready():
                     _write(stderr, chan.recv_stderr(65536))
@@ -204,6 +211,13 @@ class BoardConnection:
         report = self.console.check() if self.console is not None else None
         if report is not None and report.fatal:
             self._give_up(f"its kernel failed: {report.summary()} (console {self.console.path})")
+
+    def _send(self, chan, data: bytes) -> None:
+        import paramiko
+        try:
+            chan.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._give_up(f"did not take the answer ({e or 'connection lost'})")
 
     def _give_up(self, why: str):
         self.host.close()                      # a later call connects afresh

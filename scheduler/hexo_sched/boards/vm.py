@@ -247,8 +247,8 @@ def down(name: str, timeout: float = DOWN_TIMEOUT) -> str:
 
 
 def _remove(b: Board) -> None:
-    """A board's files here; the moves given up on it (migrate.py) go with its disk."""
+    """A board's files here; what was pending on it (migrate.Pending) goes with its disk."""
     for f in ("disk.qcow2", "qemu.pid", "known_hosts", "console.log", "board.json",
-              "abandoned.json", "abandoned.tmp"):
+              "pending.json", "pending.tmp", "pending.lock", "pending.busy"):
         (b.dir / f).unlink(missing_ok=True)
     b.dir.rmdir()

@@ -62,6 +62,10 @@ class Backend:
         for its clocks without exiting (hexo/abi.py SHARED_PAGE); 0 when it has none."""
         return 0
 
+    def read_counter(self) -> int:
+        """That counter now, as the guest would read it (the boot info's clock_counter)."""
+        return 0
+
     def registers(self) -> dict[str, int]:
         """General-purpose registers, pc and sp, by their ISA names (for reports)."""
         raise NotImplementedError

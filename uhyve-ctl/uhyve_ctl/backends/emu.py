@@ -55,6 +55,7 @@ _A64_EXC = {_A64_PABT: "instruction abort (fetch from an unmapped or non-executa
 _A64_WFI = 0xD503207F
 _SCR_EL3 = (3, 6, 1, 1, 0)   # op0, op1, CRn, CRm, op2
 _HCR_EL2 = (3, 4, 1, 1, 0)
+_CNTVCT_EL0 = (3, 3, 14, 0, 2)
 _SCR_NS, _SCR_RW, _HCR_RW = 1 << 0, 1 << 10, 1 << 31
 _A64_REGS = [(f"x{i}", getattr(a64, f"UC_ARM64_REG_X{i}")) for i in range(31)] + [
     ("sp", a64.UC_ARM64_REG_SP), ("pc", a64.UC_ARM64_REG_PC), ("nzcv", a64.UC_ARM64_REG_NZCV),
@@ -183,6 +184,11 @@ class EmuBackend(Backend):
         """unicorn's aarch64 CNTVCT_EL0 follows the host's clock at its CNTFRQ_EL0 rate, as the
         architecture says; its x86-64 TSC is not tied to time, so that guest makes CLOCK."""
         return abi.AARCH64_COUNTER if self.isa == "aarch64" else 0
+
+    def read_counter(self) -> int:
+        if self.isa != "aarch64":
+            return 0
+        return self._uc().cpr_read(*_CNTVCT_EL0)
 
     def run(self, on_hypercall: HypercallHandler, timeout: Optional[float] = None) -> StopReason:
         """Emulate in a worker thread, so that this thread sees the deadline and Ctrl-C."""

@@ -127,6 +127,9 @@ class KvmBackend(Backend):
         except OSError:
             return 0
 
+    def read_counter(self) -> int:
+        return self.vcpu.tsc()
+
     def _sregs(self, sregs: kvm.KvmSregs, cr3: int) -> kvm.KvmSregs:
         """Long mode with paging, SSE enabled, flat segments at the mode's privilege level."""
         user = self.mode == "user"

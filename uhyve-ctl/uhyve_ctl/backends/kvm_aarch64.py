@@ -82,6 +82,9 @@ _PSTATE_EL1H_DAIF = 0x3C5      # EL1 on SP_EL1, debug/SError/IRQ/FIQ masked
 _ESR_EL1 = sys_reg(3, 0, 5, 2, 0)
 _FAR_EL1 = sys_reg(3, 0, 6, 0, 0)
 _VBAR_EL1 = sys_reg(3, 0, 12, 0, 0)
+# KVM_REG_ARM_TIMER_CNT, the guest's CNTVCT_EL0: KVM's uapi gives it the encoding of
+# CNTV_CVAL_EL0 (the two were swapped, and kept so for compatibility)
+_CNTVCT_EL0 = sys_reg(3, 3, 14, 3, 2)
 _VECTORS_SIZE = 0x800
 _VECTOR_GROUPS = ("current EL on SP_EL0", "current EL on SP_EL1", "lower EL (AArch64)",
                   "lower EL (AArch32)")
@@ -143,6 +146,9 @@ class Aarch64KvmBackend(KvmBackend):
 
     def counter_hz(self) -> int:
         return abi.AARCH64_COUNTER
+
+    def read_counter(self) -> int:
+        return self.vcpu.get_one_reg(_CNTVCT_EL0)
 
     def boot(self, state: BootState) -> None:
         self.vcpu = self.vm.create_vcpu(0)

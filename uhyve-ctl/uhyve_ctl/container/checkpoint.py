@@ -138,16 +138,17 @@ def _place_files(directory: Path, state: dict) -> None:
 
 
 def restore(directory: Path, reap: bool = False, until_point: bool = False,
-            timeout: float = criu.TIMEOUT) -> int:
+            timeout: float = criu.TIMEOUT, held: bool = False) -> int:
     """Restore the process of `directory` on this machine and let it run; its pid. With
     `reap` the caller becomes its parent (a subreaper), so that it can wait for its end; with
-    `until_point` it stops again at its next migration point (one step on this machine)."""
+    `until_point` it stops again at its next migration point (one step on this machine); with
+    `held` it waits at its point until resumed (process.resume)."""
     state = load_state(directory)
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{directory} holds an {state['isa']} process; this machine is "
                            f"{process.host_isa()}")
     _place_files(directory, state)
-    criu_images.mark_running(directory, state["pid"], until_point)
+    criu_images.mark_running(directory, state["pid"], until_point, held)
     _wait_pid_free(state["pid"])
     if reap:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -46,6 +46,12 @@ def register(sub) -> None:
                    help="wait for the job to end and exit with its status")
     s.add_argument("--until-point", action="store_true",
                    help="stop the job again at its next migration point (one step here)")
+    s.add_argument("--held", type=Path, metavar="RECORD",
+                   help="a handover: keep the job at its point and wait for a line on stdin, "
+                        "'go' to let it continue, anything else or the end of input to end "
+                        "it; each decision is written to RECORD before it is carried out")
+    s.add_argument("--hold-limit", type=float, default=900.0, metavar="SECONDS",
+                   help="with --held, end the job if no line has come after this long")
     s.add_argument("--name", help="a container's new name (default: its own)")
     s.add_argument("--timeout", type=float, default=120.0,
                    help="seconds CRIU may take to restore a process (then it is ended)")
@@ -54,6 +60,10 @@ def register(sub) -> None:
                         "point continue")
     c.add_argument("target", metavar="PID|CONTAINER")
     c.set_defaults(run=_resume)
+    p = csub.add_parser("parked", help="exit 0 if a process or container waits at its "
+                        "migration point, else 1")
+    p.add_argument("target", metavar="PID|CONTAINER")
+    p.set_defaults(run=_parked)
     o = csub.add_parser("image", help="an OCI image for podman with the executables of both "
                         "ISAs, from a local root file system tarball")
     o.add_argument("image", type=Path)
@@ -105,16 +115,27 @@ def _checkpoint(args) -> int:
 
 
 def _restore(args) -> int:
+    held = args.held is not None
     if args.checkpoint.is_file():
-        from .podman import restore, wait
-        name = restore(args.checkpoint, args.name, args.until_point)
-        print(f"restored container {name}", flush=True)
-        return wait(name) if args.wait else 0
-    from .checkpoint import restore, wait
-    pid = restore(args.checkpoint, reap=args.wait, until_point=args.until_point,
-                  timeout=args.timeout)
-    print(f"restored process {pid}", flush=True)
-    return wait(pid) if args.wait else 0
+        from .podman import remove, restore, resume, wait
+        name = restore(args.checkpoint, args.name, args.until_point, held)
+        job, go, discard, end = (f"container {name}", lambda: resume(name),
+                                 lambda: remove(name), lambda: wait(name))
+    else:
+        import signal
+        from .checkpoint import restore, wait
+        from .process import resume
+        pid = restore(args.checkpoint, reap=args.wait, until_point=args.until_point,
+                      timeout=args.timeout, held=held)
+        job, go, discard, end = (f"process {pid}", lambda: resume(pid),
+                                 lambda: os.kill(pid, signal.SIGKILL), lambda: wait(pid))
+    from .handover import hold, say
+    say(f"restored {job}")          # a mover that has gone meanwhile ends a held copy below
+    if held:
+        status = hold(job, go, discard, args.held, args.hold_limit)
+        if status != 0:
+            return status
+    return end() if args.wait else 0
 
 
 def _resume(args) -> int:
@@ -126,6 +147,15 @@ def _resume(args) -> int:
         from .process import resume
         resume(pid)
     return 0
+
+
+def _parked(args) -> int:
+    pid = _pid(args.target)
+    if pid is None:
+        from .podman import parked
+        return 0 if parked(args.target) else 1
+    from .process import parked
+    return 0 if parked(pid) else 1
 
 
 def _image(args) -> int:

@@ -3,8 +3,8 @@
 What changes (docs/formats.md, section 8): the stack pages
 [sp, STACK_TOP) are rewritten by hexo.retarget (the very function VM checkpoints go through);
 the transformed hexo_cpu_context is stored at LINUX_CONTEXT_ADDR and the thread's registers
-in core-PID.img are replaced by the other ISA's, entering hexo_resume() with that address as
-its argument; the vdso, vvar and vsyscall areas are dropped (the runtime never calls them);
+in core-PID.img are replaced by the other ISA's, entering hexo_linux_resume() with that address
+as its argument; the vdso, vvar and vsyscall areas are dropped (the runtime never calls them);
 the executable in files.img becomes the other ISA's build of the same image. Globals and the
 heap stay as they are: both ISAs share one layout. Images are read and written with pycriu.
 """
@@ -114,7 +114,7 @@ def symbol(image, isa: str, name: str) -> int:
 
 
 def _thread_info(isa: str, pc: int, sp: int, arg: int, old: dict) -> dict:
-    """Registers that enter hexo_resume(arg) at `pc` on `isa`; everything else zero."""
+    """Registers that enter hexo_linux_resume(arg) at `pc` on `isa`; everything else zero."""
     if isa == "aarch64":
         regs = [0] * 31
         regs[0] = arg
@@ -157,16 +157,18 @@ def drop_mounts(directory: Path, dropped) -> list[str]:
     return gone
 
 
-def mark_running(directory: Path, pid: int, until_point: bool = False) -> None:
-    """Say `running` in the dumped shared page: a process restored on the same ISA leaves its
-    park at the point by itself (kernel-images/linux/runtime.c), one recoded for the other ISA
-    enters hexo_resume() and never looks. With `until_point` the migration request is raised
-    in the page too: the restored job stops at its very next point, however soon it gets
-    there (a request written after the restore could come too late)."""
+def mark_running(directory: Path, pid: int, until_point: bool = False,
+                 held: bool = False) -> None:
+    """Say `running` in the dumped shared page: a restored process leaves its park at the
+    point by itself (kernel-images/linux/runtime.c; one recoded for the other ISA parks in
+    hexo_linux_resume()). With `held` the page says `stopped` instead: the job waits at its
+    point until a tool continues it (process.resume). With `until_point` the migration
+    request is raised in the page too: the restored job stops at its very next point, however
+    soon it gets there (a request written after the restore could come too late)."""
     pages = Pages(directory, pid)
     shared = abi.SHARED_PAGE
-    pages.write(abi.LINUX_PAGE_ADDR + shared.offset("guest_state"),
-                process.LINUX_RUNNING.to_bytes(4, "little"))
+    state = process.LINUX_STOPPED if held else process.LINUX_RUNNING
+    pages.write(abi.LINUX_PAGE_ADDR + shared.offset("guest_state"), state.to_bytes(4, "little"))
     if until_point:
         pages.write(abi.LINUX_PAGE_ADDR + shared.offset("migrate_request"),
                     abi.MIGRATE_REQUESTED.to_bytes(4, "little"))
@@ -224,7 +226,7 @@ def recode(directory: Path, state: dict, image, to_isa: str, exe: Path | None = 
     c.pop("ti_aarch64", None)
     c["mtype"] = _MTYPE[to_isa]
     c["tc"]["comm"] = to_isa                # the executable's name, as exec would have set it
-    resume = symbol(image, to_isa, "hexo_resume")
+    resume = symbol(image, to_isa, "hexo_linux_resume")
     ti = _thread_info(to_isa, resume, (low - 256) & ~0xF, abi.LINUX_CONTEXT_ADDR, old)
     c["ti_aarch64" if to_isa == "aarch64" else "thread_info"] = ti
     dump_image(directory, core_name, core)

@@ -246,9 +246,11 @@ def _ensure_image(archive: Path, work: Path, image: dict) -> None:
     images.prune(spare={sha})
 
 
-def restore(archive: Path, name: str | None = None, until_point: bool = False) -> str:
+def restore(archive: Path, name: str | None = None, until_point: bool = False,
+            held: bool = False) -> str:
     """Restore the container of `archive` with podman on this machine and let it run; its
-    name. With `until_point` its job stops again at its next migration point."""
+    name. With `until_point` its job stops again at its next migration point; with `held`
+    it waits at its point until resumed (resume())."""
     state = load_state(archive)
     if state["isa"] != process.host_isa():
         raise ProcessError(f"{archive} holds an {state['isa']} container; this machine is "
@@ -259,7 +261,7 @@ def restore(archive: Path, name: str | None = None, until_point: bool = False) -
         _ensure_image(archive, work, state["image"])
         _fit_masks(work)
         _fit_cgroups(work, renamed=name is not None)
-        criu_images.mark_running(work / IMAGES_DIR, INIT_PID, until_point)
+        criu_images.mark_running(work / IMAGES_DIR, INIT_PID, until_point, held)
         fitted = Path(tmp) / "fitted.tar"
         _pack(work, fitted)
         podman(["container", "restore", "--import", str(fitted),
@@ -306,6 +308,14 @@ def _fit_cgroups(work: Path, renamed: bool) -> None:
 def resume(name: str) -> None:
     """Let container `name`'s job, parked at its migration point, continue."""
     process.resume(running_pid(name))
+
+
+def parked(name: str) -> bool:
+    """Container `name`'s job waits at its migration point."""
+    try:
+        return process.parked(running_pid(name))
+    except ProcessError:
+        return False
 
 
 def remove(name: str) -> None:

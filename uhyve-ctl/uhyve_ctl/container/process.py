@@ -153,6 +153,15 @@ def resume(pid: int) -> None:
         raise ProcessError(f"no process {pid}") from None
 
 
+def parked(pid: int) -> bool:
+    """Process `pid` waits at a migration point (its shared page says stopped)."""
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            return _at_point(mem)
+    except (FileNotFoundError, ProcessError):
+        return False
+
+
 def stop_at_point(pid: int, isa: str, timeout: float) -> dict:
     """Arm the migration point of `pid` (unless it already waits at one: HEXO_STOP_AT_POINT,
     restore --until-point) and wait until it has stopped there; its registers at the point
