@@ -8,9 +8,10 @@ once it has confirmed that the source is parked and recorded its decision, so a 
 comes back after a freeze finds its input gone and ends its copy instead of running a job
 that continues elsewhere.
 
-Each decision is written to RECORD (atomically) before it is carried out, so that the mover,
-should it lose the answer, can learn from RECORD on its next connection what the target did:
-`held`, `running` or `discarded`, followed by `process PID` or `container NAME`.
+Each step is written to RECORD (atomically, on disk) so that the mover, should it lose the
+answer, can learn on its next connection what the target did: `held`, `running` (written before
+the job continues) or `discarded` (written once the copy has ended), followed by `process PID`
+or `container NAME`. Anything but `running` means the copy never ran past its point.
 """
 
 from __future__ import annotations
