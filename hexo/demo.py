@@ -18,7 +18,7 @@ RUNS = [("x86_64", "kvm"), ("aarch64", "emu")]
 # (workload, class, source ISA, target ISA, seconds to run before the checkpoint)
 MIGRATIONS = [("npb-cg", "W", "x86_64", "x86_64", 0.02), ("npb-cg", "S", "aarch64", "aarch64", 0.5),
               ("npb-ep", "S", "x86_64", "aarch64", 0.2), ("npb-ep", "S", "aarch64", "x86_64", 1.0),
-              ("npb-is", "W", "x86_64", "aarch64", 0.0), ("npb-cg", "W", "x86_64", "aarch64", 0.05)]
+              ("npb-is", "W", "aarch64", "x86_64", 1.0), ("npb-cg", "W", "x86_64", "aarch64", 0.05)]
 # A job moved back and forth at chosen migration points: (ISA, checkpoint at point N).
 ROUND_TRIP = ("npb-cg", "S", [("x86_64", 100), ("aarch64", 100), ("x86_64", 100),
                               ("aarch64", 60), ("x86_64", None)])
