@@ -31,6 +31,17 @@ STALL_ANSWER_S = 30.0         # a board whose kernel reported a stall fails if s
 CHECK_TIMEOUT = 120.0         # `check`'s SSH command; minutes only on a wedged or swamped host
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a board is unusable: `kind` 'crashed' (qemu gone) or 'failed' (its kernel)."""
+
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
 class BoardError(RuntimeError):
     """A board cannot be started, reached or found."""
 
@@ -81,16 +92,16 @@ class Board:
                              f"down {name} cleans up)")
         return b
 
-    def failure(self, stalls: bool = True) -> str | None:
+    def failure(self, stalls: bool = True) -> "Failure | None":
         """How the board is unusable, from its qemu and its console (no SSH log-in): qemu
-        gone, a kernel oops or panic, or (`stalls`) a kernel stall on a board whose sshd is
-        silent: 'crashed: DETAIL' or 'failed: DETAIL'."""
+        gone ('crashed'), a kernel oops or panic, or (`stalls`) a kernel stall on a board
+        whose sshd is silent ('failed')."""
         report = scan(self.console)
         if self.pid() is None:
-            return f"crashed: {report.summary() if report else self.last_console_line()}"
+            return Failure("crashed", report.summary() if report else self.last_console_line())
         if report is not None and (report.fatal or stalls
                                    and not self.ssh_answers(STALL_ANSWER_S)):
-            return f"failed: its kernel reported {report.summary()}"
+            return Failure("failed", f"its kernel reported {report.summary()}")
         return None
 
     def pid(self) -> int | None:
@@ -115,8 +126,7 @@ class Board:
     def state(self) -> str:
         why = self.failure()
         if why is not None:
-            state, detail = why.split(": ", 1)
-            return f"{state} ({detail[:60]})"
+            return f"{why.kind} ({why.detail[:60]})"
         return "running" if self.ssh_answers() else "running, SSH not answering"
 
     def last_console_line(self) -> str:
@@ -204,7 +214,7 @@ def _wait_for_ssh(b: Board, timeout: float) -> None:
     while time.monotonic() < deadline:
         why = b.failure(stalls=False)                  # sshd is not up yet anyway
         if why is not None:
-            raise BoardError(f"board {b.name} {why.replace(':', ' while booting:', 1)} "
+            raise BoardError(f"board {b.name} {why.kind} while booting: {why.detail} "
                              f"(console {b.console})")
         if b.ssh_answers():
             with b.connect() as conn:
@@ -223,7 +233,7 @@ def down(name: str, timeout: float = DOWN_TIMEOUT) -> str:
     pid, why = b.pid(), b.failure()
     if pid is None:
         _remove(b)
-        return f"had crashed ({why.split(': ', 1)[1]}); cleaned up"
+        return f"had crashed ({why.detail}); cleaned up"
     how = "shut down"
     if why is not None:                               # its kernel cannot be trusted to
         how = f"{why}; qemu terminated"               # power off
