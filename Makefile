@@ -46,8 +46,10 @@ slurm-demo: deps
 board-image: deps
 	$(VENV)/bin/hexo board build
 
+# Tests marked `alone` time against a stored measurement: they run after the rest, serially.
 test: deps board-image
-	$(PY) -m pytest $(PYTEST_ARGS)
+	status=0; $(PY) -m pytest $(PYTEST_ARGS) -m 'not alone' || status=$$?; \
+	$(PY) -m pytest -p no:xdist -m alone || status=$$?; exit $$status
 
 bench: deps board-image
 	$(PY) bench/run.py

@@ -32,20 +32,25 @@ def sample(image, *args, budget: float = 3.0, where=()) -> dict:
     return json.loads(p.stdout)
 
 
+@pytest.mark.alone
 def test_derived_estimates_agree_with_the_measured_slowdowns(images):
     """The sample's slowdown for calibrated workloads, against the emulated board's measured
     slowdown (whole runs, in the corpus dataset) and the calibration-row estimate (the fitted
-    model with the row's own counts, which an operator's program does not have). The bound:
-    for these ten, three runs on this loaded machine put 9 (of 9 timed), 9 and 9 within
-    30 % of the measured slowdown (the worst: JACOBI2D, -21 % in one run, +36 % in another;
-    README); 8 of 10 within 30 % is what the calibration model itself manages held out (12
-    of 15 class W runs, median error 14 %, SPMV -53 %, IS +47 %)."""
+    model with the row's own counts, which an operator's program does not have).
+
+    The reference was measured on a quiet machine, so the test runs alone (marker `alone`):
+    beside the board tests' qemu (CI) the emulator's CPU time grew by up to 74 % for the
+    memory-bound CG and SORT against 3 % for NBODY, which no estimator can correct. Alone,
+    runs gave median errors of 9 % and 12.5 % (the worst: JACOBI2D +52 %, STREAM +49 %: a
+    3 s prefix weighs first translations). The bound is what the calibration model itself
+    manages held out (median error 14 %, worst SPMV -53 %, IS +47 %), with a margin: median
+    within 25 %, none off by a factor of 2."""
     from hexo_sched.calibrate import workload_of
     from hexo_sched.estimates import Estimator
     from hexo_sched.model import CORPUS_DATASET, load_dataset
     rows = load_dataset(CORPUS_DATASET).labelled("emulated-aarch64")
     calibrated = Estimator(CORPUS_DATASET, CORPUS_DATASET, ["emulated-aarch64"])
-    report, close = [], 0
+    report, errors = [], []
     for r in rows[rows["npb_class"] == "W"].itertuples():
         if workload_of(r.benchmark) not in ACCURACY_RUNS:
             continue
@@ -53,14 +58,14 @@ def test_derived_estimates_agree_with_the_measured_slowdowns(images):
         assert "slowdown" in derived, (r.benchmark, derived)
         assert derived["source"].startswith("derived (a timed sample, not hardware counters)")
         model = calibrated.estimate(r.benchmark, "W")[0]["emulated-aarch64"]
-        error = derived["slowdown"] / r.slowdown - 1
-        close += abs(error) <= 0.30
+        errors.append(derived["slowdown"] / r.slowdown - 1)
         report.append(f"{r.benchmark}.W measured {r.slowdown:.3g}x derived "
-                      f"{derived['slowdown']:.3g}x ({100 * error:+.0f} %) calibration model "
-                      f"{model:.3g}x")
+                      f"{derived['slowdown']:.3g}x ({100 * errors[-1]:+.0f} %) calibration "
+                      f"model {model:.3g}x")
     print("\n".join(report))
     assert len(report) == len(ACCURACY_RUNS), report
-    assert close >= 8, report
+    assert statistics.median(abs(e) for e in errors) <= 0.25, report
+    assert all(0.5 <= 1 + e <= 2 for e in errors), report
 
 
 def test_a_guest_that_crashes_ends_early_or_reaches_no_point_gets_no_estimate(images):
