@@ -332,6 +332,39 @@ def test_file_in_a_mount_written_and_read_back(chatty, isa, tmp_path):
 
 
 @pytest.mark.parametrize("isa", BACKENDS)
+def test_reads_of_odd_sizes_with_seeks_see_every_byte_where_the_native_run_does(chatty, isa,
+                                                                                tmp_path):
+    """Read-ahead windows grow to 1 MiB on sequential reads and are given back at a seek; the
+    guest checks every byte and every offset it is told against the pattern it wrote, and no
+    read returns less than it asked for before the end (its count of reads is the native
+    run's)."""
+    kib = 3000 if isa == "x86_64" else 1200
+    (tmp_path / "g").mkdir()
+    guest = run([UHYVE, "run", chatty / "chatty.hexo", "--isa", isa, "--mount",
+                 f"{tmp_path / 'g'}:/data", "--", "scan", kib, "/data/scan.bin"])
+    native = run([chatty / "chatty.native", "scan", kib, tmp_path / "scan.bin"])
+    assert guest.returncode == native.returncode == 0, guest.stdout + guest.stderr
+    assert guest.stdout == native.stdout and " 0 wrong" in native.stdout
+
+
+@needs_kvm
+def test_a_checkpoint_mid_read_resumes_at_the_guests_offset_on_the_other_isa(chatty, tmp_path):
+    """The checkpoint gives the unread part of the read-ahead window back to the host file,
+    whose offset it records: the aarch64 run reads on from the byte the guest had reached."""
+    (tmp_path / "g").mkdir()
+    mount = ("--mount", f"{tmp_path / 'g'}:/data")
+    ck = tmp_path / "ck"
+    first = run([UHYVE, "run", chatty / "chatty.migratable.hexo", *mount, "--checkpoint-at",
+                 300, "--checkpoint-dir", ck, "--to", "aarch64", "--", "scan", 1500,
+                 "/data/scan.bin"])
+    assert first.returncode == 0 and "checkpointed to" in first.stderr, first.stderr
+    second = run([UHYVE, "restore", ck, "--isa", "aarch64", *mount])
+    assert second.returncode == 0, second.stderr
+    native = run([chatty / "chatty.native", "scan", 1500, tmp_path / "scan.bin"])
+    assert first.stdout + second.stdout == native.stdout and " 0 wrong" in native.stdout
+
+
+@pytest.mark.parametrize("isa", BACKENDS)
 def test_reads_see_the_prompt_first_and_every_line(chatty, isa):
     proc = subprocess.Popen([str(c) for c in _guest(chatty, isa, "read")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,

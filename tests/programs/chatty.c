@@ -9,13 +9,18 @@
      spin   N   pairs, then loop forever without exits
      stream     numbered lines to stdout until killed
      file   N   N 4 KiB fwrite()s to PATH, read back with fread(); prints size and checksum
+     scan   N   writes N KiB of a known pattern to PATH, reads it back with read()s of odd
+                sizes, seeking back and forth and asking the offset, with a migration point
+                after each read; prints what it did and how many bytes or offsets were wrong
      fstat  N   N calls of fstat(1): with stdout a regular file (whose size only the host
                 knows), N hypercall exits and nothing else
      read       echoes the lines of stdin with a running count, after a prompt on stderr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "migration_point.h"
 
@@ -79,6 +84,60 @@ static int file(long n, const char *path)
     return wrote != read_back;
 }
 
+static unsigned char pattern(long off)
+{
+    return (unsigned char)(off * 131 + (off >> 12));
+}
+
+static int scan(long kib, const char *path)
+{
+    static unsigned char buf[8192];
+    long size = kib << 10, off = 0, reads = 0, seeks = 0, bad = 0;
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        return 1;
+    }
+    for (long at = 0; at < size; at += 4096) {
+        for (long j = 0; j < 4096; j++)
+            buf[j] = pattern(at + j);
+        fwrite(buf, 1, 4096, f);
+    }
+    if (fclose(f) != 0) {
+        perror("fclose");
+        return 1;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        perror(path);
+        return 1;
+    }
+    while (off < size) {
+        long got = read(fd, buf, (size_t)(1 + (reads * 7919) % 6000));
+        if (got <= 0) {
+            bad++;
+            break;
+        }
+        for (long i = 0; i < got; i++)
+            bad += buf[i] != pattern(off + i);
+        off += got;
+        reads++;
+        if (reads % 37 == 0) {
+            long to = off + (reads % 3 == 0 ? -5000 : 3000);
+            to = to < 0 ? 0 : to > size ? size : to;
+            bad += lseek(fd, to, SEEK_SET) != to;
+            off = to;
+            seeks++;
+        }
+        if (reads % 101 == 0)
+            bad += lseek(fd, 0, SEEK_CUR) != off;
+        hexo_check_migrate();
+    }
+    close(fd);
+    printf("scanned %ld bytes in %ld reads and %ld seeks, %ld wrong\n", size, reads, seeks, bad);
+    return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "lines";
@@ -113,6 +172,8 @@ int main(int argc, char **argv)
             printf("%09ld\n", i);
     } else if (!strcmp(mode, "file")) {
         return file(n, argc > 3 ? argv[3] : "out.bin");
+    } else if (!strcmp(mode, "scan")) {
+        return scan(n, argc > 3 ? argv[3] : "scan.bin");
     } else if (!strcmp(mode, "read")) {
         char line[256];
         long count = 0;
