@@ -27,6 +27,9 @@ link). Of post-copy's time, ~1.5 s is pulling 17 MiB (16 needed); the migrate co
 Later, at load 7-10 from other work: 0.74x and 0.65x with ABI 1.6, 0.61x with the tree before
 it in the same hour (post-copy 2.86-2.89 s both; stop-and-copy 4.4-5.0 s); its migrate
 command, checkpoint copy and target start, Python processes each, took 2-4x as long.
+At load 1.5-2: 2.05 vs 3.48 s = 0.59x (all: 0.93x; downtime 0.52 vs 3.5 s; bulk pull 90 %);
+post-copy's target run, 1.75 s, is the 16 MiB the job reads at the link's rate (1.47 s) plus
+the restore; the floor of the ratio is the link's, (16 MiB + fixed) / (32 MiB + fixed).
 """
 
 from __future__ import annotations
