@@ -49,7 +49,7 @@ board-image: deps
 # Tests marked `alone` time against a stored measurement: they run after the rest, serially.
 test: deps board-image
 	status=0; $(PY) -m pytest $(PYTEST_ARGS) -m 'not alone' || status=$$?; \
-	$(PY) -m pytest -p no:xdist -m alone || status=$$?; exit $$status
+	$(PY) -m pytest -n 0 -m alone || status=$$?; exit $$status
 
 bench: deps board-image
 	$(PY) bench/run.py
