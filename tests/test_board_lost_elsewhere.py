@@ -41,7 +41,7 @@ def test_a_job_lost_with_its_board_resumes_on_the_other_board(images, tmp_path, 
                                                   UHYVE, console=str(consoles[name]))
                        for name, (s, d) in boards.items())
     cfg = sshd_fixture.server_config(tmp_path, HEXO, UHYVE, sections, policy="hexo",
-                                     idle_after_s=3600, poll_s=0.2, checkpoint_period_s=1,
+                                     idle_after_s=3600, poll_s=0.2, checkpoint_period_s=3,
                                      board_lost_after_s=3 if how == "silent" else 3600)
     state_dir, log = tmp_path / "state", tmp_path / "schedd.log"
     daemon = start_daemon(cfg, log)
