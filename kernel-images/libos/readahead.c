@@ -5,7 +5,7 @@
    bytes back by seeking the host file back; close simply drops them. One buffer, for the
    file read last: sequential reads of one file are the case that matters. The window starts
    at 64 KiB for a file and doubles, up to 1 MiB, at each refill that follows a wholly read
-   window (a seek keeps it): a READ exit costs ~50 us on a nested hypervisor, so 64 KiB
+   window (a seek keeps it): a READ exit costs ~70 us on a nested hypervisor, so 64 KiB
    windows made reading 16 MiB back 1.2x slower than native, while the first read of a file
    still fetches only 64 KiB. */
 #include <string.h>
