@@ -178,12 +178,13 @@ _COMPARES = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe", "fccmp", "fcc
 
 def access(isa: str, insn) -> tuple[set[int], set[int]]:
     """DWARF numbers of the registers `insn` reads and writes, correcting capstone where
-    it is wrong (zeroing idioms read nothing; aarch64 compares write only flags)."""
+    it is wrong (idioms whose result does not depend on their operands read nothing;
+    aarch64 compares write only flags)."""
     import capstone
     read, written = insn.regs_access()
     if isa == "aarch64" and not read and not written and _A64_REG.search(insn.op_str):
         return _a64_operands(insn)
-    if _zeroing(insn) or insn.group(capstone.CS_GRP_RET):
+    if _breaks_dependency(insn) or insn.group(capstone.CS_GRP_RET):
         read = ()                           # a return hands registers back to the caller
     elif isa == "aarch64":
         read = _a64_reads(insn, read)
@@ -344,10 +345,11 @@ def _a64_reads(insn, read):
     return [r for r in read if insn.reg_name(r) not in dest - other]
 
 
-def _zeroing(insn) -> bool:
-    """`xor eax, eax` and the like: they write a register without reading it."""
+def _breaks_dependency(insn) -> bool:
+    """`xor eax, eax`, `sbb r13, r13` (0 or -1 by the carry flag: LLVM's select of -1) and
+    the like: they write a register without reading it."""
     ops = insn.op_str.split(", ")
-    return (insn.mnemonic in ("xor", "sub", "pxor", "xorps", "xorpd", "eor")
+    return (insn.mnemonic in ("xor", "sub", "sbb", "pxor", "xorps", "xorpd", "eor")
             and len(set(ops)) == 1 and len(ops) >= 2)
 
 
