@@ -145,16 +145,18 @@ def test_unknown_return_address_is_a_clear_error(image):
         transform(src, dst, {"pc": 0x123456, "sp": 0x7fff00}, 0x7fff00, bytes(256))
 
 
-@pytest.mark.parametrize("kernel,klass,delay", [("is", "W", 0.0), ("cg", "W", 0.05)])
-def test_npb_checkpointed_by_name_resumes_on_aarch64(images, env, tmp_path, kernel, klass,
-                                                     delay):
-    """The operator's path: a running named VM, `uhyve-ctl checkpoint NAME --to aarch64`."""
+@pytest.mark.parametrize("kernel,klass", [("is", "W"), ("cg", "W")])
+def test_npb_checkpointed_by_name_resumes_on_aarch64(images, env, tmp_path, kernel, klass):
+    """The operator's path: a running named VM, `uhyve-ctl checkpoint NAME --to aarch64`.
+    The x86-64 source runs on the emulated CPU: on KVM these jobs end in 0.11-0.16 s, which
+    a checkpoint command starting on a loaded machine could miss (the KVM source's named
+    checkpoint is the EP round trip's below)."""
     from npb_reference import check
     image = images.get(f"npb-{kernel}", klass)
-    proc = subprocess.Popen([UHYVE, "run", image, "--name", "job"], env=env,
+    proc = subprocess.Popen([UHYVE, "run", image, "--name", "job", "--isa", "x86_64",
+                             "--backend", "emu"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_running(env, "job", proc)
-    time.sleep(delay)
     ck = run([UHYVE, "checkpoint", "job", "-o", tmp_path / "ck", "--to", "aarch64"], env=env)
     out, err = proc.communicate(timeout=300)
     assert ck.returncode == 0, ck.stderr
