@@ -6,9 +6,10 @@ Pairs: an output-heavy job (100,000 fprintf(stderr) lines and 100,000 printf lin
 files) run whole by `uhyve-ctl run` on KVM vs the same program built natively (target
 <= 1.5x); 1 MiB written with fwrite in 4 KiB chunks to a mounted directory and read back,
 KVM vs native (target <= 1.5x), and 16 MiB the same way (the I/O path with start-up
-amortised: the 1 MiB job ends in ~5 ms natively, less than the interpreter takes to
-start `uhyve-ctl`, whose own target is `bench/run.py`'s); the same output-heavy job on the emulated arm64 CPU vs its
-own compute-only variant, which formats the same lines into memory (target <= 3x). Also
+amortised: the 1 MiB job ends in ~5 ms natively, less than the interpreter takes to start
+`uhyve-ctl`, whose own target is `bench/run.py`'s); the same output-heavy job on the
+emulated arm64 CPU vs its own compute-only variant, which formats the same lines into
+memory (target <= 3x). Also
 the cost of one hypercall exit (KVM_RUN return -> handler -> KVM_RUN), in µs, from a guest
 making 20,000 FSTAT hypercalls (of its stdout, a regular file) vs none, by the run time
 `uhyve-ctl run --stats` reports.
