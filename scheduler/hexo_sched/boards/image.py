@@ -45,6 +45,7 @@ IMAGE_SIZE = "4G"
 HOSTNAME = "hexo-board"
 BOARD_SCRIPTS = ["initramfs-init.sh", "board-init.sh", "stage2.sh"]
 STAGE2_TIMEOUT = 90 * 60.0                     # ~9 min on an idle 2-core host, more when loaded
+FINAL_GRACE = 30.0                             # for qemu to power off after the result line
 
 
 class BoardImageError(RuntimeError):
@@ -288,22 +289,26 @@ def _write_initramfs(work: Path, kroot: Path, kver: str, busybox: Path) -> None:
 
 
 def _stream(cmd: list, on_line, what: str, timeout: float | None = None) -> list[str]:
-    """Run cmd, giving each output line to on_line; the last lines explain a failure."""
+    """Run cmd, giving each output line to on_line; the last lines explain a failure. When
+    on_line returns True the command has said its last word: it gets FINAL_GRACE seconds to
+    exit, then is terminated (qemu quits cleanly on SIGTERM, flushing its disk cache)."""
     tail: list[str] = []
     p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    timer = threading.Timer(timeout, p.kill) if timeout else None
-    if timer:
-        timer.start()
+    timers = [threading.Timer(timeout, p.kill)] if timeout else []
+    for t in timers:
+        t.start()
     try:
         for raw in p.stdout:
             line = raw.decode(errors="replace").rstrip("\r\n")
             tail = (tail + [line])[-40:]
-            on_line(line)
+            if on_line(line) and len(timers) < 2:
+                timers.append(threading.Timer(FINAL_GRACE, p.terminate))
+                timers[-1].start()
         rc = p.wait()
     finally:
-        if timer:
-            timer.cancel()
+        for t in timers:
+            t.cancel()
     if rc != 0:
         raise BoardImageError(f"{what} failed ({rc}):\n" + "\n".join(tail[-25:]))
     return tail
@@ -326,6 +331,7 @@ def _second_stage(work: Path, say, packages: int) -> dict[str, bool]:
         elif line.startswith("hexo-stage2: "):
             result.append(line.split(": ", 1)[1])
         say("second stage", min(done / steps, 1.0), line)
+        return bool(result) and (result[-1] == "OK" or result[-1].startswith("FAILED"))
 
     argv = qemu_argv(BoardImage(work), disk=work / "rootfs.img", disk_format="raw", cpus=2,
                      mem="2G", init="/hexo-setup/stage2.sh", cache="unsafe")

@@ -5,10 +5,12 @@
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# The result line comes last, once the file system is synced and read-only: the host may end
+# qemu from outside after it, when the power-off does not (seen with a bookworm kernel).
 finish() {
-    echo "hexo-stage2: $1"
     sync
     mount -o remount,ro / 2>/dev/null
+    echo "hexo-stage2: $1"
     echo o > /proc/sysrq-trigger                  # needs /proc: it stays mounted
     while :; do sleep 1; done
 }
