@@ -79,6 +79,7 @@ class Struct:
         self.fields = fields
         self.doc = doc
         self.codec = _struct.Struct("<" + "".join(_CTYPES[t][0] for _, t in fields))
+        self.names = tuple(f for f, _ in fields)
         offset = 0
         for fname, ftype in self.fields:
             size = _CTYPES[ftype][2]
@@ -100,11 +101,11 @@ class Struct:
             off += _CTYPES[ftype][2]
         raise KeyError(name)
 
-    def unpack(self, data) -> dict[str, int]:
-        return dict(zip((f for f, _ in self.fields), self.codec.unpack(data)))
+    def unpack(self, data, offset: int = 0) -> dict[str, int]:
+        return dict(zip(self.names, self.codec.unpack_from(data, offset)))
 
     def pack(self, **values: int) -> bytes:
-        return self.codec.pack(*(values.get(f, 0) for f, _ in self.fields))
+        return self.codec.pack(*[values.get(f, 0) for f in self.names])
 
 
 BOOT_INFO = Struct("hexo_boot_info", (

@@ -190,12 +190,16 @@ class Hypercalls:
         if entry is None:
             return Crashed(f"guest made unknown hypercall {nr} (ABI {abi.ABI_MAJOR}.{abi.ABI_MINOR})")
         args_struct, handler, name, what_args, what_results = entry
+        memory = self.memory
         try:
-            args = args_struct.unpack(self.memory.read(arg, args_struct.size, what_args))
+            # checked once, read and written in place: the struct's bytes are not copied
+            memory.check(arg, args_struct.size, what_args)
+            args = args_struct.unpack(memory.view, arg)
             stop, results = handler(**args)
             if results:
                 args.update(results)
-                self.memory.write(arg, args_struct.pack(**args), what_results)
+                args_struct.codec.pack_into(memory.view, arg,
+                                            *map(args.__getitem__, args_struct.names))
             return stop
         except GuestMemoryError as e:
             return Crashed(f"hypercall {name} rejected: {e}")

@@ -180,6 +180,7 @@ needs KVM_CAP_ARM_NISV_TO_USER) (esr_iss, fault_ipa); None for the others (EXIT_
 triple fault, or any exception of a CPL3 guest on PVM; EXIT_HLT).""")
 
 VcpuExit = (MmioExit, Interrupted, OtherExit)
+_new_exit = tuple.__new__      # a record from all its fields, without the checks of its __new__
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -523,7 +524,7 @@ class Vcpu(_Fd):
         reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
         if reason == EXIT_MMIO:
             addr, data, length, is_write = _EXIT_MMIO_FMT.unpack_from(run, _RUN_UNION)
-            return MmioExit(addr, data[:length], bool(is_write))
+            return _new_exit(MmioExit, (addr, data[:length], bool(is_write)))
         if reason == EXIT_INTR:
             return Interrupted()
         detail = None
