@@ -3,6 +3,7 @@ what the library OS gives them (files, directories, arguments, environment)."""
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -134,6 +135,29 @@ def test_sched_answers_do_not_change_with_a_migration(images):
     assert p.returncode == 0, p.stdout + p.stderr
     result = json.loads(p.stdout)
     assert result["points_total"] == 200 and len(result["runs"]) == 5
+
+
+def test_posix_memalign_in_unikernel_and_linux_builds(images, tmp_path):
+    """PolyBench/C allocates every array with posix_memalign, which newlib leaves to the OS:
+    the library OS had it, the Linux-mode runtime did not (`hexo build --linux` failed with
+    "undefined symbol: posix_memalign"). Both builds print what the native build prints."""
+    from uhyve_ctl.container import process
+    src = ROOT / "tests" / "programs" / "aligned_heap.c"
+    p = run([HEXO, "build", src, "--native", "-o", tmp_path / "native"])
+    assert p.returncode == 0, p.stderr
+    native = run([tmp_path / "native"])
+    assert native.returncode == 0 and "aligned: yes" in native.stdout, native.stderr
+    for isa in ("x86_64", "aarch64"):
+        p = run([UHYVE, "run", images.program("aligned_heap"), "--isa", isa])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    p = run([HEXO, "build", src, "--linux", "-o", tmp_path / "linux.hexo"])
+    assert p.returncode == 0, p.stderr
+    image = process.open_image(tmp_path / "linux.hexo")
+    p = run([process.executable(image, "x86_64")])
+    assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    if shutil.which("qemu-aarch64-static"):         # user-mode emulation of arm64 Linux
+        p = run(["qemu-aarch64-static", process.executable(image, "aarch64")])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
 
 
 def test_hello_arguments_reach_the_guest(images):
