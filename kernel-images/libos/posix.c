@@ -1,9 +1,9 @@
 /* POSIX functions that HPC programs call and newlib leaves to the OS: clocks, sleeps,
-   resource usage, sysconf, posix_memalign, popen, scheduling. The unikernel runs one single-threaded
-   process on one virtual CPU, so its CPU time is the time since boot (continued across
-   checkpoints like the monotonic clock). Sleeping waits on the monotonic clock: there is
-   nothing else to run. The application calls these directly, so errno here is the C
-   library's (not the global that syscalls.c hands to newlib's reentrant wrappers). */
+   resource usage, sysconf, posix_memalign, popen, scheduling. The unikernel runs one
+   single-threaded process on one virtual CPU, so its CPU time is the time since boot
+   (continued across checkpoints like the monotonic clock). Sleeping waits on the monotonic
+   clock: there is nothing else to run. The application calls these directly, so errno here
+   is the C library's (not the global that syscalls.c hands to newlib's reentrant wrappers). */
 #define _GNU_SOURCE         /* the Linux clock ids */
 #include <errno.h>
 #include <malloc.h>

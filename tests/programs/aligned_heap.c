@@ -35,13 +35,14 @@ int main(void)
     printf("aligned: %s\n", aligned ? "yes" : "no");
     printf("alignment 24: %s, pointer %s\n", posix_memalign(&p, 24, 16) == EINVAL ? "EINVAL"
            : "other", p == keep ? "kept" : "changed");
-    for (int t = 0; t < 10; t++)
+    for (int t = 0; t < 10; t++) {
+        double *in = a[t % 4], *out = a[(t + 1) % 4];
         for (int i = 1; i < N - 1; i++)
             for (int j = 1; j < N - 1; j++)
-                a[(t + 1) % 4][i * N + j] = 0.2 * (a[t % 4][i * N + j] + a[t % 4][(i - 1) * N + j]
-                                                   + a[t % 4][(i + 1) * N + j]
-                                                   + a[t % 4][i * N + j - 1]
-                                                   + a[t % 4][i * N + j + 1]);
+                out[i * N + j] = 0.2 * (in[i * N + j] + in[(i - 1) * N + j]
+                                        + in[(i + 1) * N + j] + in[i * N + j - 1]
+                                        + in[i * N + j + 1]);
+    }
     double sum = 0;
     for (int k = 0; k < 4; k++) {
         for (int i = 0; i < N * N; i++)
