@@ -136,6 +136,12 @@ def _build(args) -> int:
         mig = m["migration"]
         print(f"migratable: {mig['call_sites']} call sites, {mig['live_values']} live values "
               f"recorded")
+        if not mig["call_sites"]:
+            # Nothing reaches hexo_check_migrate(): checkpoint, migrate and certify could
+            # only wait for a point the job never passes.
+            print("no migration point: nothing calls hexo_check_migrate(), so a run cannot "
+                  "be checkpointed or moved; --auto-points puts one at every function entry "
+                  "and outer loop head")
     return 0
 
 

@@ -14,7 +14,7 @@ import pytest
 from hexo.image import Image
 from hexo.toolchain import livevalues, stackmaps
 
-from conftest import HEXO, UHYVE, needs_kvm, run
+from conftest import HEXO, ROOT, UHYVE, needs_kvm, run
 
 ISAS = ("x86_64", "aarch64")
 
@@ -633,3 +633,17 @@ def test_migratable_programs_print_what_the_native_build_prints(prog, auto, tmp_
     for b in (prog, auto):
         for isa in ISAS:
             assert _run(b.image, isa) == expect, isa
+
+
+def test_a_build_without_migration_points_says_how_to_get_them(tmp_path):
+    """A kernel that does all its work in loops and calls no hexo function (PolyBench, STREAM)
+    is migratable by default yet reaches no point: certify and checkpoint can only refuse or
+    wait, so the build says so and names --auto-points, which gives it points."""
+    src = ROOT / "tests" / "programs" / "loop_points.c"
+    p = run([HEXO, "build", src, "-o", tmp_path / "plain.hexo"])
+    assert p.returncode == 0, p.stderr
+    assert "migratable: 0 call sites" in p.stdout
+    assert "no migration point" in p.stdout and "--auto-points" in p.stdout
+    p = run([HEXO, "build", src, "--auto-points", "-o", tmp_path / "auto.hexo"])
+    assert p.returncode == 0, p.stderr
+    assert "migratable: 0 call sites" not in p.stdout and "no migration point" not in p.stdout

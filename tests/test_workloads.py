@@ -1,7 +1,9 @@
 """Built-in workloads, built by `hexo build`, verified on KVM, on the emulated CPUs and natively;
 what the library OS gives them (files, directories, arguments, environment)."""
 
+import json
 import os
+import shutil
 
 import pytest
 
@@ -101,6 +103,61 @@ def test_popen_links_and_fails_as_where_no_shell_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     p = run([UHYVE, "run", tmp_path / "popen.hexo", "--isa", "aarch64"])
     assert (p.stdout, p.returncode) == ("popen: NULL, errno ENOSYS\n", 0), p.stderr
+
+
+SCHED_FIFO_OUTPUT = """FIFO priorities 1-99, RR 1-99, OTHER 0-0
+FIFO at 99: EPERM
+sum 43.999829
+policy OTHER, priority 0 (ok)
+FIFO at 0: EINVAL
+policy 42: EINVAL (max -1)
+no such process: ESRCH
+OTHER at 0: ok, setparam 0: ok, setparam 5: EINVAL
+cpu 0
+"""
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
+def test_sched_calls_link_and_answer_as_for_an_unprivileged_process(images, isa):
+    """PolyBench's POLYBENCH_LINUX_FIFO_SCHEDULER asks for SCHED_FIFO at the top priority:
+    newlib declares the <sched.h> calls and nothing defined them, so such a program did not
+    link. The answers are Linux's to a process without the right to a real-time policy (what
+    the program's native build prints run as nobody)."""
+    p = run([UHYVE, "run", images.program("sched_fifo", migratable=True), "--isa", isa])
+    assert (p.stdout, p.returncode) == (SCHED_FIFO_OUTPUT, 0), p.stderr
+
+
+def test_sched_answers_do_not_change_with_a_migration(images):
+    """No scheduling state is kept in the library OS, whose memory does not move: a job
+    migrated either way reads back what it would have unmigrated."""
+    p = run([HEXO, "certify", images.program("sched_fifo", migratable=True), "--points",
+             "50%", "--json"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    result = json.loads(p.stdout)
+    assert result["points_total"] == 200 and len(result["runs"]) == 5
+
+
+def test_posix_memalign_in_unikernel_and_linux_builds(images, tmp_path):
+    """PolyBench/C allocates every array with posix_memalign, which newlib leaves to the OS:
+    the library OS had it, the Linux-mode runtime did not (`hexo build --linux` failed with
+    "undefined symbol: posix_memalign"). Both builds print what the native build prints."""
+    from uhyve_ctl.container import process
+    src = ROOT / "tests" / "programs" / "aligned_heap.c"
+    p = run([HEXO, "build", src, "--native", "-o", tmp_path / "native"])
+    assert p.returncode == 0, p.stderr
+    native = run([tmp_path / "native"])
+    assert native.returncode == 0 and "aligned: yes" in native.stdout, native.stderr
+    for isa in ("x86_64", "aarch64"):
+        p = run([UHYVE, "run", images.program("aligned_heap"), "--isa", isa])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    p = run([HEXO, "build", src, "--linux", "-o", tmp_path / "linux.hexo"])
+    assert p.returncode == 0, p.stderr
+    image = process.open_image(tmp_path / "linux.hexo")
+    p = run([process.executable(image, "x86_64")])
+    assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    if shutil.which("qemu-aarch64-static"):         # user-mode emulation of arm64 Linux
+        p = run(["qemu-aarch64-static", process.executable(image, "aarch64")])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
 
 
 def test_hello_arguments_reach_the_guest(images):

@@ -1,12 +1,13 @@
 /* POSIX functions that HPC programs call and newlib leaves to the OS: clocks, sleeps,
-   resource usage, sysconf, posix_memalign, popen. The unikernel runs one single-threaded
-   process on one virtual CPU, so its CPU time is the time since boot (continued across
-   checkpoints like the monotonic clock). Sleeping waits on the monotonic clock: there is
-   nothing else to run. The application calls these directly, so errno here is the C
-   library's (not the global that syscalls.c hands to newlib's reentrant wrappers). */
+   resource usage, sysconf, posix_memalign, popen, scheduling. The unikernel runs one
+   single-threaded process on one virtual CPU, so its CPU time is the time since boot
+   (continued across checkpoints like the monotonic clock). Sleeping waits on the monotonic
+   clock: there is nothing else to run. The application calls these directly, so errno here
+   is the C library's (not the global that syscalls.c hands to newlib's reentrant wrappers). */
 #define _GNU_SOURCE         /* the Linux clock ids */
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,4 +211,96 @@ int pclose(FILE *stream)
     (void)stream;
     errno = ECHILD;
     return -1;
+}
+
+/* Scheduling (newlib's <sched.h> declares it, nothing defined it, so a benchmark asking for
+   SCHED_FIFO did not link). The only thread runs alone on its virtual CPU, so no policy would
+   change anything. The job is treated as an unprivileged Linux process (RLIMIT_RTPRIO 0): the
+   real-time policies are refused with EPERM after Linux's own checks, and the policy stays
+   SCHED_OTHER at priority 0. Nothing is kept that a migration would have to carry: the
+   answers are the same on every ISA, before and after a move. */
+static int sched_check_pid(pid_t pid)
+{
+    if (pid < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (pid != 0 && pid != getpid()) {
+        errno = ESRCH;
+        return -1;
+    }
+    return 0;
+}
+
+int sched_get_priority_max(int policy)
+{
+    if (policy == SCHED_FIFO || policy == SCHED_RR)
+        return 99;
+    if (policy == SCHED_OTHER)
+        return 0;
+    errno = EINVAL;
+    return -1;
+}
+
+int sched_get_priority_min(int policy)
+{
+    if (policy == SCHED_FIFO || policy == SCHED_RR)
+        return 1;
+    if (policy == SCHED_OTHER)
+        return 0;
+    errno = EINVAL;
+    return -1;
+}
+
+int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param)
+{
+    if (!param) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (sched_check_pid(pid))
+        return -1;
+    if (sched_get_priority_min(policy) < 0
+            || param->sched_priority < sched_get_priority_min(policy)
+            || param->sched_priority > sched_get_priority_max(policy)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (policy != SCHED_OTHER) {
+        errno = EPERM;
+        return -1;
+    }
+    return 0;
+}
+
+int sched_getscheduler(pid_t pid)
+{
+    return sched_check_pid(pid) ? -1 : SCHED_OTHER;
+}
+
+int sched_setparam(pid_t pid, const struct sched_param *param)
+{
+    return sched_setscheduler(pid, SCHED_OTHER, param);
+}
+
+int sched_getparam(pid_t pid, struct sched_param *param)
+{
+    if (!param) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (sched_check_pid(pid))
+        return -1;
+    param->sched_priority = 0;
+    return 0;
+}
+
+int sched_yield(void)
+{
+    return 0;
+}
+
+int sched_getcpu(void)
+{
+    return 0;
 }
