@@ -1,12 +1,11 @@
 /* POSIX functions that HPC programs call and newlib leaves to the OS: clocks, sleeps,
-   resource usage, sysconf, posix_memalign, popen, scheduling. The unikernel runs one
+   resource usage, sysconf, popen, scheduling. The unikernel runs one
    single-threaded process on one virtual CPU, so its CPU time is the time since boot
    (continued across checkpoints like the monotonic clock). Sleeping waits on the monotonic
    clock: there is nothing else to run. The application calls these directly, so errno here
    is the C library's (not the global that syscalls.c hands to newlib's reentrant wrappers). */
 #define _GNU_SOURCE         /* the Linux clock ids */
 #include <errno.h>
-#include <malloc.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -183,19 +182,6 @@ long sysconf(int name)
 int getpagesize(void)
 {
     return PAGE_SIZE;
-}
-
-int posix_memalign(void **out, size_t alignment, size_t size)
-{
-    void *p;
-
-    if (alignment < sizeof(void *) || (alignment & (alignment - 1)) != 0)
-        return EINVAL;
-    p = memalign(alignment, size ? size : 1);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
 }
 
 /* A unikernel runs no other program: popen fails as it does where no shell can start. */

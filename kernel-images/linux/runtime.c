@@ -15,7 +15,6 @@
    HEXO_STOP_AT_POINT raises the request from the start. */
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <reent.h>
 #include <stdint.h>
 #include <string.h>
@@ -261,18 +260,3 @@ clock_t _times(struct tms *t)
 int _getpid(void) { return (int)SYS(NR_GETPID, 0, 0, 0, 0, 0, 0); }
 
 int _kill(int pid, int sig) { return (int)result(SYS(NR_KILL, pid, sig, 0, 0, 0, 0)); }
-
-/* newlib leaves posix_memalign to the OS (the library OS has it too): benchmark harnesses
-   such as PolyBench/C allocate every array with it, and did not link in Linux mode. */
-int posix_memalign(void **out, size_t alignment, size_t size)
-{
-    void *p;
-
-    if (alignment < sizeof(void *) || (alignment & (alignment - 1)) != 0)
-        return EINVAL;
-    p = memalign(alignment, size ? size : 1);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
