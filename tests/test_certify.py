@@ -10,7 +10,7 @@ TIMINGS = "Time in seconds|Mop/s"        # what NPB prints that no two runs shar
 @needs_kvm
 def test_npb_is_certifies_at_default_points_both_ways_and_a_round_trip(images):
     image = images.get("npb-is", "S")
-    p = run([HEXO, "certify", image, "--json", "--ignore", TIMINGS])
+    p = run([HEXO, "certify", image, "--json", "--ignore", TIMINGS, "--by", "points"])
     assert p.returncode == 0, p.stdout + p.stderr
     result = json.loads(p.stdout)
     assert result["ok"] and result["points_total"] == 10 and result["points"] == [1, 5, 9]
@@ -20,7 +20,8 @@ def test_npb_is_certifies_at_default_points_both_ways_and_a_round_trip(images):
         assert all([[src, p], [dst, None]] in legs for p in (1, 5, 9))
     assert [["x86_64", 1], ["aarch64", 8], ["x86_64", None]] in legs
     assert all(r["identical"] and r["exit_status"] == 0 for r in result["runs"])
-    table = run([HEXO, "certify", image, "--points", "50%", "--ignore", TIMINGS])
+    table = run([HEXO, "certify", image, "--points", "50%", "--by", "points", "--ignore",
+                 TIMINGS])
     assert table.returncode == 0, table.stderr
     assert "aarch64 -> x86_64 at 5" in table.stdout and "identical" in table.stdout
     assert "every migrated run is identical" in table.stdout
@@ -85,7 +86,8 @@ def test_guest_arguments_and_both_output_streams_are_compared(tmp_path):
     b = run([HEXO, "build", ROOT / "tests" / "programs" / "chatty.c", "--migratable", "-o",
              image])
     assert b.returncode == 0, b.stderr
-    p = run([HEXO, "certify", image, "--points", "1,50%,12", "--json", "--", "lines", "12"])
+    p = run([HEXO, "certify", image, "--points", "1,50%,12", "--by", "points", "--json", "--",
+             "lines", "12"])
     assert p.returncode == 0, p.stdout + p.stderr
     result = json.loads(p.stdout)
     assert result["args"] == ["lines", "12"] and result["points_total"] == 12
@@ -115,3 +117,18 @@ def test_a_job_that_writes_files_and_reads_its_environment_certifies(tmp_path):
     assert p.returncode == 0 and result["ok"] and result["points_total"] == 13, p.stderr
     p = run([HEXO, "certify", env_image, "--mount", str(tmp_path / "missing")])
     assert p.returncode == 2 and "is not a directory" in p.stderr
+
+
+@needs_kvm
+def test_percentages_are_of_the_run_time_by_default(images):
+    """phases.c passes 400 points in a quick set-up and 400 in a quick print-out, and 10 in
+    the compute phase between them, where it spends nearly all its time (as PolyBench/C
+    does): by time, 10 %, 50 % and 90 % all land in the compute phase (points 401-410); by
+    points, they land in the set-up, the middle and the print-out."""
+    image = images.program("phases", migratable=True)
+    by_time = json.loads(run([HEXO, "certify", image, "--json", "--", "10"]).stdout)
+    assert by_time["ok"] and by_time["by"] == "time" and by_time["points_total"] == 810
+    assert len(by_time["points"]) == 3 and all(401 <= p <= 410 for p in by_time["points"])
+    by_points = json.loads(run([HEXO, "certify", image, "--by", "points", "--json", "--",
+                                "10"]).stdout)
+    assert by_points["ok"] and by_points["points"] == [81, 405, 729]

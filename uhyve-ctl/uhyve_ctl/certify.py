@@ -1,8 +1,12 @@
 """`hexo certify IMAGE [-- args]`: the operator's pre-flight check of a migratable job.
 
-It runs the job unmigrated on both ISAs (counting the migration points a full run reaches),
-then migrated at chosen points in both directions and once there and back, and compares each
-run's whole output (stdout and stderr) and exit status with the unmigrated x86-64 run. Every
+It runs the job unmigrated on both ISAs (counting the migration points a full run reaches,
+and on x86-64 when it passed them), then migrated at chosen points in both directions and once
+there and back, and compares each run's whole output (stdout and stderr) and exit status with
+the unmigrated x86-64 run. A percentage in --points is of that run's time by default: many
+programs pass most of their points in a quick set-up and a quick print-out of results
+(PolyBench/C: 10 % of gemm's points is still initialising its arrays, 90 % printing them),
+while a job is migrated in practice where it spends its time. Every
 VM runs in this process (KVM for x86-64 where usable, the emulator otherwise), each checkpoint
 in a temporary directory. Exit status 0: every run identical; 1: a difference; 2: the check
 could not be made. Registered as a `hexo` subcommand through the `hexo.commands` entry-point
@@ -24,14 +28,18 @@ from . import UhyveError
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 DEFAULT_POINTS = "10%,50%,90%"
+POLL_S = 0.002          # how often the counting run's progress is sampled for the timeline
 
 
 class CertifyError(UhyveError):
     """The check cannot be made (bad arguments, an image that does not run)."""
 
 
-class Outcome(namedtuple("Outcome", "stdout stderr status failure points", defaults=(0,))):
-    """What one run printed and how it ended; `failure` says why it did not end normally."""
+class Outcome(namedtuple("Outcome", "stdout stderr status failure points timeline",
+                         defaults=(0, ()))):
+    """What one run printed and how it ended; `failure` says why it did not end normally.
+    A counting run's `timeline`: (CPU seconds of the guest's thread since it started, points
+    passed) samples, from (0, 0) to its end."""
     __slots__ = ()
 
 
@@ -56,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
                     "all identical; 1: a difference; 2: the check could not be made.")
     p.add_argument("image")
     p.add_argument("--points", default=DEFAULT_POINTS,
-                   help="where to migrate: percentages of the points a full run reaches "
-                        "and/or point numbers, e.g. 10%%,50%%,90%% (default) or 1,40,300")
+                   help="where to migrate: percentages of a full run (see --by) and/or "
+                        "point numbers, e.g. 10%%,50%%,90%% (default) or 1,40,300")
+    p.add_argument("--by", choices=("time", "points"), default="time",
+                   help="what a percentage counts: the unmigrated x86-64 run's time "
+                        "(default: the point it passed then) or the points it passed")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX",
                    help="leave out of the comparison the output lines this matches, e.g. "
                         "the timings a benchmark prints (repeatable)")
@@ -70,13 +81,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_points(text: str, total: int) -> list[int]:
-    """'10%,50%,90%' or '1,40' -> sorted distinct point numbers in 1..total."""
+def point_at(timeline, share: float) -> int:
+    """The first point the run passed after `share` of its time; the count is interpolated
+    between the two samples around that moment (a run shorter than a sample interval is thus
+    counted by its points)."""
+    end, total = timeline[-1]
+    when = share * end
+    for (t0, c0), (t1, c1) in zip(timeline, timeline[1:]):
+        if t1 >= when:
+            return max(1, min(total, int(c0 + (c1 - c0) * (when - t0) / (t1 - t0 or 1)) + 1))
+    return max(1, total)
+
+
+def parse_points(text: str, total: int, timeline=None) -> list[int]:
+    """'10%,50%,90%' or '1,40' -> sorted distinct point numbers in 1..total; a percentage
+    is of the run's time when its `timeline` is given, else of its points."""
     points = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         try:
-            n = (max(1, round(total * float(item[:-1]) / 100)) if item.endswith("%")
-                 else int(item))
+            if item.endswith("%"):
+                share = float(item[:-1]) / 100
+                n = (point_at(timeline, share) if timeline else max(1, round(total * share)))
+            else:
+                n = int(item)
         except ValueError:
             raise CertifyError(f"--points: '{item}' is neither a percentage nor a point "
                                f"number") from None
@@ -171,8 +198,12 @@ class Runner:
                 except MigrationError as e:
                     return Outcome(b"", b"", None, str(e)), None
                 started = time.perf_counter()
-                stop = vm.run(self.timeout)
-                points = vm.migrator.points_counted if count else 0
+                timeline = _Timeline(vm.migrator) if count else None
+                try:
+                    stop = vm.run(self.timeout)
+                finally:
+                    points = vm.migrator.points_counted if count else 0
+                    samples = timeline.end(points) if timeline else ()
                 why = vm.migrator.outcome()
             out.seek(0)
             err.seek(0)
@@ -182,13 +213,41 @@ class Runner:
         if isinstance(stop, Exited):
             failure = None if at is None else (
                 f"no checkpoint at point {at} on {isa}: " + (why or "the job ended first"))
-            return Outcome(stdout, stderr, stop.status & 0xFF, failure, points), None
+            return Outcome(stdout, stderr, stop.status & 0xFF, failure, points, samples), None
         if isinstance(stop, TimedOut):
             return Outcome(stdout, stderr, None, f"{isa} run timed out after "
                                                  f"{time.perf_counter() - started:.0f} s"), None
         assert isinstance(stop, Crashed)
         pc = f" at pc 0x{stop.pc:x}" if stop.pc is not None else ""
         return Outcome(stdout, stderr, None, f"{isa} guest stopped: {stop.reason}{pc}"), None
+
+
+class _Timeline:
+    """Samples, from another thread, a guest's count of the points it has passed against the
+    CPU time of the thread that runs it (created there): time the machine's load takes from
+    the job (waiting for a core) is not counted."""
+
+    def __init__(self, migrator):
+        import threading
+        self._clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._migrator, self._started = migrator, time.clock_gettime(self._clock)
+        self.samples = [(0.0, 0)]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _now(self) -> float:
+        return time.clock_gettime(self._clock) - self._started
+
+    def _sample(self) -> None:
+        while not self._done.wait(POLL_S):
+            self.samples.append((self._now(), self._migrator.points_counted))
+
+    def end(self, points: int) -> list:
+        """The samples, with the run's end and the points it passed in all."""
+        self._done.set()
+        self._thread.join()
+        return self.samples + [(self._now(), points)]
 
 
 def _clip(line: bytes) -> str:
@@ -244,7 +303,8 @@ def certify(args, argv: list[str], progress=None) -> dict:
         if total == 0:
             raise CertifyError(f"{args.image} reaches no migration point (call "
                                f"hexo_check_migrate, or build it with --auto-points)")
-        chosen = parse_points(args.points, total)
+        chosen = parse_points(args.points, total,
+                              reference.timeline if args.by == "time" else None)
         migrated = plans(chosen, total)
         for plan in migrated:
             step(plan.name, len(unmigrated) + len(migrated))
@@ -259,14 +319,14 @@ def certify(args, argv: list[str], progress=None) -> dict:
                      "difference": diff, "reference": got is reference,
                      "seconds": round(seconds, 3)})
     return {"image": os.path.abspath(args.image), "args": argv, "points_total": total,
-            "points": chosen, "ignored": args.ignore, "runs": rows, "ok": all(r["identical"] for r in rows)}
+            "points": chosen, "by": args.by, "ignored": args.ignore, "runs": rows, "ok": all(r["identical"] for r in rows)}
 
 
 def _table(result: dict):
     from rich.table import Table
     t = Table(title=f"hexo certify {os.path.basename(result['image'])}: "
                     f"{result['points_total']} migration points in a full run, migrated at "
-                    f"{', '.join(map(str, result['points']))}")
+                    f"{', '.join(map(str, result['points']))} (--points by {result['by']})")
     for col in ("run", "exit", "output", "seconds"):
         t.add_column(col, justify="right" if col in ("exit", "seconds") else "left")
     for r in result["runs"]:
