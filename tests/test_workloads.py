@@ -160,6 +160,30 @@ def test_posix_memalign_in_unikernel_and_linux_builds(images, tmp_path):
         assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
 
 
+def test_posix_extras_answer_alike_native_unikernel_and_linux_mode(images, tmp_path):
+    """Sleeps, clock resolution, resource usage, sysconf and scheduling: Linux mode had none
+    of them (a program calling usleep or sysconf did not link with --linux), and passed
+    newlib's clock ids to Linux unchanged (newlib's CLOCK_REALTIME is Linux's MONOTONIC:
+    time() counted from the boot). Every build answers as the native one does."""
+    from uhyve_ctl.container import process
+    src = ROOT / "tests" / "programs" / "posix_extras.c"
+    p = run([HEXO, "build", src, "--native", "-o", tmp_path / "native"])
+    assert p.returncode == 0, p.stderr
+    native = run([tmp_path / "native"])
+    assert native.returncode == 0 and "NO" not in native.stdout, native.stdout
+    for isa in ("x86_64", "aarch64"):
+        p = run([UHYVE, "run", images.program("posix_extras"), "--isa", isa])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    p = run([HEXO, "build", src, "--linux", "-o", tmp_path / "linux.hexo"])
+    assert p.returncode == 0, p.stderr
+    image = process.open_image(tmp_path / "linux.hexo")
+    p = run([process.executable(image, "x86_64")])
+    assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    if shutil.which("qemu-aarch64-static"):         # user-mode emulation of arm64 Linux
+        p = run(["qemu-aarch64-static", process.executable(image, "aarch64")])
+        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+
+
 def test_hello_arguments_reach_the_guest(images):
     p = run([UHYVE, "run", images.get("hello"), "--", "one", "two words"])
     assert p.returncode == 0, p.stderr

@@ -24,31 +24,22 @@
 #include <time.h>
 #include "hexo_abi.h"
 #include "hexo_linux.h"
+#include "syscalls.h"
 
 #undef errno
 extern int errno;
 
-long hexo_linux_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
 _Noreturn void hexo_linux_switch(uintptr_t sp, int argc, char **argv, char **envp);
 _Noreturn void hexo_resume(const struct hexo_cpu_context *ctx);
 
 #ifdef __x86_64__
-enum { NR_READ = 0, NR_WRITE = 1, NR_CLOSE = 3, NR_FSTAT = 5, NR_LSEEK = 8, NR_MMAP = 9,
-       NR_BRK = 12, NR_NANOSLEEP = 35, NR_GETPID = 39, NR_KILL = 62, NR_CLOCK_GETTIME = 228, NR_EXIT_GROUP = 231,
-       NR_OPENAT = 257, NR_MKDIRAT = 258, NR_UNLINKAT = 263, NR_LINKAT = 265 };
 enum { STAT_MODE = 24, STAT_SIZE = 48 };
 #else
-enum { NR_READ = 63, NR_WRITE = 64, NR_CLOSE = 57, NR_FSTAT = 80, NR_LSEEK = 62,
-       NR_MMAP = 222, NR_BRK = 214, NR_NANOSLEEP = 101, NR_GETPID = 172, NR_KILL = 129, NR_CLOCK_GETTIME = 113,
-       NR_EXIT_GROUP = 94, NR_OPENAT = 56, NR_MKDIRAT = 34, NR_UNLINKAT = 35, NR_LINKAT = 37 };
 enum { STAT_MODE = 16, STAT_SIZE = 48 };
 #endif
 enum { L_PROT_RW = 3, L_MAP_PRIVATE = 2, L_MAP_ANONYMOUS = 0x20,
        L_MAP_FIXED_NOREPLACE = 0x100000, L_AT_FDCWD = -100 };
 enum { PARK_NAP_NS = 10000000 };   /* how soon a parked process sees that it may continue */
-
-#define SYS(nr, a, b, c, d, e, f) hexo_linux_syscall(nr, (long)(a), (long)(b), (long)(c), \
-                                                     (long)(d), (long)(e), (long)(f))
 
 static long result(long ret)
 {
@@ -228,7 +219,7 @@ void *_sbrk(ptrdiff_t incr)
 int clock_gettime(clockid_t clock, struct timespec *ts)
 {
     int64_t raw[2];
-    if (result(SYS(NR_CLOCK_GETTIME, clock, raw, 0, 0, 0, 0)) < 0)
+    if (result(SYS(NR_CLOCK_GETTIME, linux_clock(clock), raw, 0, 0, 0, 0)) < 0)
         return -1;
     ts->tv_sec = raw[0];
     ts->tv_nsec = raw[1];
