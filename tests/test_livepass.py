@@ -1,7 +1,7 @@
 """The live-value pass (LLVM pass plugin) on program shapes that the regex pass it replaced got
 wrong or refused: a switch whose cases share a successor and local arrays used across calls
 (CoreMark-like), K&R declarations across files, VLAs and alloca() on the path to migration
-points. Each program prints what its
+points, a local buffer whose address a callee keeps in the heap (bzip2's stream state). Each program prints what its
 native build prints, on both ISAs, and after migrations at early, middle and late points in
 both directions and a round trip."""
 
@@ -21,6 +21,7 @@ CASES = {
     "knr": ([PROGRAMS / "knr_main.c", PROGRAMS / "knr_solver.c"], "100"),
     "vla": ([PROGRAMS / "vla.c"], "24"),
     "local_arrays": ([PROGRAMS / "local_arrays.c"], "100"),
+    "escaping_buffer": ([PROGRAMS / "escaping_buffer.c"], "4"),
 }
 POINTS = (3, 20, 60)
 

@@ -1,5 +1,5 @@
 /* POSIX functions that HPC programs call and newlib leaves to the OS: clocks, sleeps,
-   resource usage, sysconf, popen, scheduling. The unikernel runs one
+   resource usage, sysconf, popen, scheduling, file attributes. The unikernel runs one
    single-threaded process on one virtual CPU, so its CPU time is the time since boot
    (continued across checkpoints like the monotonic clock). Sleeping waits on the monotonic
    clock: there is nothing else to run. The application calls these directly, so errno here
@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <utime.h>
 #include "kernel.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -289,4 +291,57 @@ int sched_yield(void)
 int sched_getcpu(void)
 {
     return 0;
+}
+
+/* File attributes. The host resolves every symbolic link in a mounted path before the guest
+   sees the file, so the guest has none: lstat is stat. The guest has no users and its files
+   keep the owner, mode and times the host gives them (as on a file system that cannot store
+   them, mounted to ignore such changes): chmod, chown and utime check that the file exists
+   and change nothing. Tools that copy attributes to what they write (compressors, archivers)
+   fail on an error from these. */
+int lstat(const char *path, struct stat *st)
+{
+    return stat(path, st);
+}
+
+static int path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st);
+}
+
+static int fd_open(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st);
+}
+
+int chmod(const char *path, mode_t mode)
+{
+    (void)mode;
+    return path_exists(path);
+}
+
+int fchmod(int fd, mode_t mode)
+{
+    (void)mode;
+    return fd_open(fd);
+}
+
+int chown(const char *path, uid_t owner, gid_t group)
+{
+    (void)owner; (void)group;
+    return path_exists(path);
+}
+
+int fchown(int fd, uid_t owner, gid_t group)
+{
+    (void)owner; (void)group;
+    return fd_open(fd);
+}
+
+int utime(const char *path, const struct utimbuf *times)
+{
+    (void)times;
+    return path_exists(path);
 }

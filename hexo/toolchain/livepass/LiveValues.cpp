@@ -15,8 +15,9 @@
 //   that reaches one, or makes an indirect call while an address-taken function reaches one.
 //   Call sites in reaching functions whose callee may reach become statepoints.
 // - Unprototyped (K&R) calls are resolved against the linked definition. Dynamic stack
-//   allocations (VLAs, alloca()) in reaching functions move to the per-job region of the
-//   hexo_dyn_* runtime (dynstack.c), which lies at the same address on both ISAs.
+//   allocations (VLAs, alloca()) in reaching functions, and the stack objects whose address
+//   may be captured (stored anywhere, or kept by a callee), move to the per-job region of
+//   the hexo_dyn_* runtime (dynstack.c), which lies at the same address on both ISAs.
 // - Each SSA value live after a site travels through a stack slot of its own (stored
 //   before, reloaded after), so the record names the one place the code reads it from;
 //   static stack objects are recorded while they may be within their lifetime. Each site
@@ -28,6 +29,7 @@
 
 #include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/Analysis/CaptureTracking.h"
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/DebugInfoMetadata.h"
@@ -730,12 +732,14 @@ private:
   // stacksave/stackrestore become the region's mark/release, and every return releases
   // what the function took.
   void moveDynamicAllocations(Function &F) {
-    std::vector<AllocaInst *> Dynamic;
+    std::vector<AllocaInst *> Dynamic, Escaping;
     std::vector<IntrinsicInst *> Saves, Restores;
     for (Instruction &I : instructions(F)) {
       if (auto *AI = dyn_cast<AllocaInst>(&I)) {
         if (!AI->isStaticAlloca())
           Dynamic.push_back(AI);
+        else if (PointerMayBeCaptured(AI, /*ReturnCaptures=*/true, /*StoreCaptures=*/true))
+          Escaping.push_back(AI);
       } else if (auto *II = dyn_cast<IntrinsicInst>(&I)) {
         if (II->getIntrinsicID() == Intrinsic::stacksave)
           Saves.push_back(II);
@@ -743,7 +747,7 @@ private:
           Restores.push_back(II);
       }
     }
-    if (Dynamic.empty() && Saves.empty())
+    if (Dynamic.empty() && Saves.empty() && Escaping.empty())
       return;
     Type *I8P = Type::getInt8PtrTy(Ctx), *I64 = Type::getInt64Ty(Ctx);
     FunctionCallee Mark = M.getOrInsertFunction("hexo_dyn_mark", I8P);
@@ -772,21 +776,39 @@ private:
       Located(CallInst::Create(Release, {R->getArgOperand(0)}, "", R), R);
       R->eraseFromParent();
     }
+    // A stack object whose address may be kept where the transform cannot see it (stored
+    // in the heap or a global, in another stack object, or by a callee: bzip2's input
+    // buffer in its stream state) would move on the other ISA and leave that copy pointing
+    // at the old place. It takes its memory from the region too, once per call, after the
+    // mark that the function's returns release to.
+    for (AllocaInst *AI : Escaping) {
+      IRBuilder<> B(Start->getNextNode());
+      CallInst *C = Located(B.CreateCall(Alloc, {B.getInt64(DL.getTypeAllocSize(
+                                                     AI->getAllocatedType()) *
+                                                 cast<ConstantInt>(AI->getArraySize())
+                                                     ->getZExtValue()),
+                                                 B.getInt64(AI->getAlign().value())}),
+                            AI);
+      replaceAlloca(AI, B.CreateBitCast(C, AI->getType()));
+    }
     for (AllocaInst *AI : Dynamic) {
       IRBuilder<> B(AI);
       Value *Count = B.CreateZExtOrTrunc(AI->getArraySize(), I64);
       Value *Bytes = B.CreateMul(Count, B.getInt64(DL.getTypeAllocSize(AI->getAllocatedType())));
       CallInst *C = Located(B.CreateCall(Alloc, {Bytes, B.getInt64(AI->getAlign().value())}), AI);
-      Value *P = B.CreateBitCast(C, AI->getType());
-      std::vector<Instruction *> Markers;
-      for (User *U : AI->users())
-        collectMarkers(U, Markers);
-      for (Instruction *I : Markers)
-        I->eraseFromParent();
-      AI->replaceAllUsesWith(P);
-      P->takeName(AI);
-      AI->eraseFromParent();
+      replaceAlloca(AI, B.CreateBitCast(C, AI->getType()));
     }
+  }
+
+  static void replaceAlloca(AllocaInst *AI, Value *P) {
+    std::vector<Instruction *> Markers;
+    for (User *U : AI->users())
+      collectMarkers(U, Markers);
+    for (Instruction *I : Markers)
+      I->eraseFromParent();
+    AI->replaceAllUsesWith(P);
+    P->takeName(AI);
+    AI->eraseFromParent();
   }
 
   static void collectMarkers(User *U, std::vector<Instruction *> &Out) {
