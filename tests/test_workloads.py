@@ -137,51 +137,42 @@ def test_sched_answers_do_not_change_with_a_migration(images):
     assert result["points_total"] == 200 and len(result["runs"]) == 5
 
 
-def test_posix_memalign_in_unikernel_and_linux_builds(images, tmp_path):
-    """PolyBench/C allocates every array with posix_memalign, which newlib leaves to the OS:
-    the library OS had it, the Linux-mode runtime did not (`hexo build --linux` failed with
-    "undefined symbol: posix_memalign"). Both builds print what the native build prints."""
+def _prints_alike_everywhere(images, tmp_path, name: str) -> str:
+    """tests/programs/NAME.c's native output, after checking that the unikernel on both ISAs
+    and the Linux-mode build on both (arm64 under user-mode emulation) print the same."""
     from uhyve_ctl.container import process
-    src = ROOT / "tests" / "programs" / "aligned_heap.c"
+    src = ROOT / "tests" / "programs" / f"{name}.c"
     p = run([HEXO, "build", src, "--native", "-o", tmp_path / "native"])
     assert p.returncode == 0, p.stderr
     native = run([tmp_path / "native"])
-    assert native.returncode == 0 and "aligned: yes" in native.stdout, native.stderr
+    assert native.returncode == 0, native.stderr
     for isa in ("x86_64", "aarch64"):
-        p = run([UHYVE, "run", images.program("aligned_heap"), "--isa", isa])
+        p = run([UHYVE, "run", images.program(name), "--isa", isa])
         assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
     p = run([HEXO, "build", src, "--linux", "-o", tmp_path / "linux.hexo"])
     assert p.returncode == 0, p.stderr
     image = process.open_image(tmp_path / "linux.hexo")
     p = run([process.executable(image, "x86_64")])
     assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
-    if shutil.which("qemu-aarch64-static"):         # user-mode emulation of arm64 Linux
+    if shutil.which("qemu-aarch64-static"):
         p = run(["qemu-aarch64-static", process.executable(image, "aarch64")])
         assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    return native.stdout
+
+
+def test_posix_memalign_in_unikernel_and_linux_builds(images, tmp_path):
+    """PolyBench/C allocates every array with posix_memalign, which newlib leaves to the OS:
+    the library OS had it, the Linux-mode runtime did not (`hexo build --linux` failed with
+    "undefined symbol: posix_memalign")."""
+    assert "aligned: yes" in _prints_alike_everywhere(images, tmp_path, "aligned_heap")
 
 
 def test_posix_extras_answer_alike_native_unikernel_and_linux_mode(images, tmp_path):
     """Sleeps, clock resolution, resource usage, sysconf and scheduling: Linux mode had none
     of them (a program calling usleep or sysconf did not link with --linux), and passed
     newlib's clock ids to Linux unchanged (newlib's CLOCK_REALTIME is Linux's MONOTONIC:
-    time() counted from the boot). Every build answers as the native one does."""
-    from uhyve_ctl.container import process
-    src = ROOT / "tests" / "programs" / "posix_extras.c"
-    p = run([HEXO, "build", src, "--native", "-o", tmp_path / "native"])
-    assert p.returncode == 0, p.stderr
-    native = run([tmp_path / "native"])
-    assert native.returncode == 0 and "NO" not in native.stdout, native.stdout
-    for isa in ("x86_64", "aarch64"):
-        p = run([UHYVE, "run", images.program("posix_extras"), "--isa", isa])
-        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
-    p = run([HEXO, "build", src, "--linux", "-o", tmp_path / "linux.hexo"])
-    assert p.returncode == 0, p.stderr
-    image = process.open_image(tmp_path / "linux.hexo")
-    p = run([process.executable(image, "x86_64")])
-    assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
-    if shutil.which("qemu-aarch64-static"):         # user-mode emulation of arm64 Linux
-        p = run(["qemu-aarch64-static", process.executable(image, "aarch64")])
-        assert (p.stdout, p.returncode) == (native.stdout, 0), p.stderr
+    time() counted from the boot). Every check holds natively, and every build agrees."""
+    assert "NO" not in _prints_alike_everywhere(images, tmp_path, "posix_extras")
 
 
 def test_hello_arguments_reach_the_guest(images):
