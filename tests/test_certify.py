@@ -132,3 +132,13 @@ def test_percentages_are_of_the_run_time_by_default(images):
     by_points = json.loads(run([HEXO, "certify", image, "--by", "points", "--json", "--",
                                 "10"]).stdout)
     assert by_points["ok"] and by_points["points"] == [81, 405, 729]
+
+
+def test_an_image_without_migration_points_is_refused_before_any_run(images):
+    """Its manifest says so (0 call sites): refused at once, not after two full runs (bzip2
+    took 27 s to be told). The guest memory asked for is too small for any run to start, so
+    the message shows that no run was made."""
+    image = images.program("loop_points", migratable=True)
+    p = run([HEXO, "certify", image, "--mem", "2M"])
+    assert p.returncode == 2 and "reaches no migration point" in p.stderr, p.stderr
+    assert "--auto-points" in p.stderr and "could not start" not in p.stderr

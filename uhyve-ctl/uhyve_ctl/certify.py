@@ -28,6 +28,8 @@ from . import UhyveError
 ISAS = ("x86_64", "aarch64")
 OTHER = {"x86_64": "aarch64", "aarch64": "x86_64"}
 DEFAULT_POINTS = "10%,50%,90%"
+NO_POINT = ("{} reaches no migration point (call hexo_check_migrate, or build it with "
+            "--auto-points)")
 POLL_S = 0.002          # how often the counting run's progress is sampled for the timeline
 
 
@@ -143,6 +145,8 @@ class Runner:
         if missing:
             raise CertifyError(f"{image_path} has no {' or '.join(missing)} migration "
                                f"metadata: it was built with --no-migratable")
+        if self.image.manifest.get("migration", {}).get("call_sites") == 0:
+            raise CertifyError(NO_POINT.format(image_path))     # known without running it
         self.argv, self.mem, self.timeout, self.workdir = argv, mem, timeout, workdir
         from .hypercalls import Mount
         try:
@@ -301,8 +305,7 @@ def certify(args, argv: list[str], progress=None) -> dict:
             raise CertifyError(f"the unmigrated run failed: {reference.failure}")
         total = reference.points
         if total == 0:
-            raise CertifyError(f"{args.image} reaches no migration point (call "
-                               f"hexo_check_migrate, or build it with --auto-points)")
+            raise CertifyError(NO_POINT.format(args.image))
         chosen = parse_points(args.points, total,
                               reference.timeline if args.by == "time" else None)
         migrated = plans(chosen, total)
