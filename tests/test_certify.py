@@ -142,3 +142,17 @@ def test_an_image_without_migration_points_is_refused_before_any_run(images):
     p = run([HEXO, "certify", image, "--mem", "2M"])
     assert p.returncode == 2 and "reaches no migration point" in p.stderr, p.stderr
     assert "--auto-points" in p.stderr and "could not start" not in p.stderr
+
+
+def test_a_binary_difference_is_shown_by_byte_and_a_text_one_by_line():
+    """bzip2 -c writes a compressed stream: its differing 'line' was raw bytes in the table."""
+    from uhyve_ctl.certify import Outcome, compare
+    ref = Outcome(b"BZh91AY&SY\x8f\x00\x01\nend\n", b"", 0, None)
+    got = Outcome(b"BZh91AY&SY\x8f\x00\x02\nend\n", b"", 0, None)
+    assert compare(ref, got) == "stdout byte 12: 0x02, unmigrated 0x01 (18 and 18 bytes)"
+    assert compare(ref, got._replace(stdout=ref.stdout[:11])) == \
+        "stdout byte 11: (end), unmigrated 0x00 (11 and 18 bytes)"
+    text = Outcome(b"a\n\tresult 1\n", b"", 0, None)
+    assert compare(text, text._replace(stdout=b"a\n\tresult 2\n")) == \
+        "stdout line 2: 'result 2', unmigrated 'result 1'"
+    assert compare(ref, ref._replace(stdout=ref.stdout)) is None

@@ -254,6 +254,18 @@ class _Timeline:
         return self.samples + [(self._now(), points)]
 
 
+def _is_text(lines: list) -> bool:
+    """No line, or one that reads as text: binary output (bzip2 -c) is shown by byte."""
+    try:
+        return all(ln.decode().replace("\t", " ").isprintable() for ln in lines)
+    except UnicodeDecodeError:
+        return False
+
+
+def _byte(data: bytes, at: int) -> str:
+    return f"0x{data[at]:02x}" if at < len(data) else "(end)"
+
+
 def _clip(line: bytes) -> str:
     text = " ".join(line.decode(errors="replace").split())
     return text if len(text) <= 60 else text[:57] + "..."
@@ -273,6 +285,11 @@ def compare(reference: Outcome, got: Outcome, ignore=()) -> str | None:
         if la != lb:
             n = next((i for i, (x, y) in enumerate(zip(la, lb)) if x != y),
                      min(len(la), len(lb)))
+            if not (_is_text(la[n:n + 1]) and _is_text(lb[n:n + 1])):
+                at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y),
+                          min(len(a), len(b)))
+                return (f"{name} byte {at}: {_byte(b, at)}, unmigrated {_byte(a, at)} "
+                        f"({len(b)} and {len(a)} bytes)")
             return (f"{name} line {n + 1}: '{_clip(lb[n]) if n < len(lb) else '(end)'}', "
                     f"unmigrated '{_clip(la[n]) if n < len(la) else '(end)'}'")
     return None
