@@ -156,3 +156,35 @@ def test_a_binary_difference_is_shown_by_byte_and_a_text_one_by_line():
     assert compare(text, text._replace(stdout=b"a\n\tresult 2\n")) == \
         "stdout line 2: 'result 2', unmigrated 'result 1'"
     assert compare(ref, ref._replace(stdout=ref.stdout)) is None
+
+
+STEP_TIMES = r"^ +\d+ +[\d.]+( +[\d.]+) "      # the us/step column of step_table's lines
+
+
+def test_groups_in_an_ignore_pattern_blank_only_a_column_of_a_line():
+    """CoMD prints each step's energies and its time per atom on one line: left out whole, the
+    energies were not compared at all. A pattern with groups leaves out only what they match
+    (every match in the line; a group that took no part blanks nothing); one without groups
+    still leaves out the line."""
+    import re
+    from uhyve_ctl.certify import Outcome, compare
+    ignore = [re.compile(STEP_TIMES.encode()), re.compile(rb"^Time")]
+    ref = Outcome(b"     10   0.5   12.3456   0.25\nTime 3\n", b"", 0, None)
+    assert compare(ref, ref._replace(stdout=b"     10   0.5  123.4567   0.25\nTime 4\n"),
+                   ignore) is None
+    assert compare(ref, ref._replace(stdout=b"     10   0.6   12.3456   0.25\nTime 3\n"),
+                   ignore) == "stdout line 1: '10 0.6 0.25', unmigrated '10 0.5 0.25'"
+    several = [re.compile(rb"t=(\d+)(x)?")]
+    assert compare(Outcome(b"a t=1 b t=22\n", b"", 0, None),
+                   Outcome(b"a t=9 b t=3\n", b"", 0, None), several) is None
+
+
+@needs_kvm
+def test_a_step_table_certifies_with_its_timing_column_left_out(images):
+    image = images.program("step_table", migratable=True)
+    p = run([HEXO, "certify", image, "--points", "50%", "--by", "points", "--json",
+             "--ignore", STEP_TIMES])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["points_total"] == 40
+    p = run([HEXO, "certify", image, "--points", "50%", "--by", "points", "--json"])
+    assert p.returncode == 1, p.stdout + p.stderr         # the times, compared, differ

@@ -230,3 +230,19 @@ def test_misbehaving_guest_is_stopped_with_a_report(wild_image, isa, what, messa
 def test_well_behaved_run_of_the_same_image(wild_image):
     p = run([UHYVE, "run", wild_image, "--", "nothing"])
     assert p.returncode == 0 and p.stdout == "survived nothing\n"
+
+
+@pytest.mark.parametrize("isa", ["x86_64", "aarch64"])
+def test_a_crash_report_names_the_open_no_mount_allowed(images, tmp_path, isa):
+    """CoMD opens its YAML report in the working directory and uses the stream unchecked:
+    without a mount the guest died at address 0xc with nothing pointing at the file. The
+    report names the last refused open; with a mount at / the same run writes the file."""
+    image = images.program("report_file")
+    p = run([UHYVE, "run", image, "--isa", isa])
+    assert p.returncode == 125, p.stdout + p.stderr
+    assert ("the guest's last refused open: 'run-report.yaml' (not under any mounted "
+            "directory)") in p.stderr and "--mount DIR:/" in p.stderr
+    p = run([UHYVE, "run", image, "--isa", isa, "--mount", f"{tmp_path}:/"])
+    assert (p.returncode, p.stdout) == (0, "report written\n"), p.stderr
+    assert (tmp_path / "run-report.yaml").read_text() == "steps: 20\n"
+    assert "refused open" not in p.stderr

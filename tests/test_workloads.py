@@ -175,6 +175,20 @@ def test_posix_extras_answer_alike_native_unikernel_and_linux_mode(images, tmp_p
     assert "NO" not in _prints_alike_everywhere(images, tmp_path, "posix_extras")
 
 
+def test_rand_draws_the_native_sequence_everywhere_and_across_a_migration(images, tmp_path):
+    """Rodinia's nw and pathfinder make their input with srand(7) and rand(): newlib's rand()
+    is another generator than the one of a Linux machine's C library, so their images printed
+    other numbers than their native builds (identical on both ISAs, so only a comparison with
+    the native build showed it). The runtimes draw the native sequence, and a job migrated
+    between two draws goes on with it."""
+    out = _prints_alike_everywhere(images, tmp_path, "seeded_rand")
+    assert out.startswith("unseeded: 1804289383 846930886 1681692777\n"), out
+    p = run([HEXO, "certify", images.program("seeded_rand", migratable=True), "--points",
+             "50%", "--by", "points", "--json"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["points_total"] == 1200
+
+
 def test_hello_arguments_reach_the_guest(images):
     p = run([UHYVE, "run", images.get("hello"), "--", "one", "two words"])
     assert p.returncode == 0, p.stderr

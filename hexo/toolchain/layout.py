@@ -23,6 +23,10 @@ from ..errors import HexoError
 
 PAGE = abi.PAGE_SIZE
 KERNEL_ARCHIVE = "libhexo-os.a"
+# Library OS objects whose data is the program's own state (rand()'s generator): it goes with
+# the application's data, which a checkpoint carries to the other ISA, not on the kernel's
+# pages, which stay behind.
+APP_STATE = ("rand.o",)
 DISCARD = (".comment", ".note", ".eh_frame", ".llvm_addrsig", ".debug", ".ARM.attributes",
            ".llvm_stackmaps_discard")
 ARRAYS = (".preinit_array", ".init_array", ".fini_array")
@@ -58,6 +62,10 @@ class Unit:
         return self.file.startswith(KERNEL_ARCHIVE + "(")
 
     @property
+    def kernel_state(self) -> bool:
+        return self.kernel and self.file[len(KERNEL_ARCHIVE) + 1:-1] not in APP_STATE
+
+    @property
     def region(self) -> str:
         n = self.name
         if n.startswith(".text"):
@@ -67,9 +75,9 @@ class Unit:
         if n.startswith(ARRAYS):
             return "arrays"
         if n.startswith((".data", ".sdata")):
-            return "kdata" if self.kernel else "data"
+            return "kdata" if self.kernel_state else "data"
         if n.startswith((".bss", ".sbss", ".tbss")):
-            return "kbss" if self.kernel else "bss"
+            return "kbss" if self.kernel_state else "bss"
         raise LayoutError(f"no place for section {n} of {self.file}")
 
     @property

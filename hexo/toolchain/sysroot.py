@@ -79,9 +79,10 @@ def _newlib_recipe() -> str:
 
 def _runtime_sources(sr: Sysroot) -> tuple[Path, list[Path]]:
     """The runtime's directory and sources; Linux mode shares the migration point and
-    resume code (context.S), setjmp/longjmp and posix_memalign with the library OS."""
+    resume code (context.S), setjmp/longjmp, posix_memalign and rand with the library OS."""
     if sr.linux:
-        return LINUX_RUNTIME, (sorted(LINUX_RUNTIME.glob("*.c")) + [LIBOS / "memalign.c"]
+        return LINUX_RUNTIME, (sorted(LINUX_RUNTIME.glob("*.c"))
+                               + [LIBOS / "memalign.c", LIBOS / "rand.c"]
                                + sorted((LINUX_RUNTIME / "arch" / sr.isa).glob("*.S"))
                                + [LIBOS / "arch" / sr.isa / f for f in ("context.S", "setjmp.S")])
     return LIBOS, sorted(LIBOS.glob("*.c")) + sorted((LIBOS / "arch" / sr.isa).glob("*.S"))

@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: the point it passed then) or the points it passed")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX",
                    help="leave out of the comparison the output lines this matches, e.g. "
-                        "the timings a benchmark prints (repeatable)")
+                        "the timings a benchmark prints; with (groups), only what the groups "
+                        "match is left out of the line (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each VM may run (default 900)")
@@ -271,6 +272,27 @@ def _clip(line: bytes) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _compared_lines(text: bytes, ignore) -> list[bytes]:
+    """The lines of `text` that are compared: a line an `ignore` pattern without groups
+    matches is left out; a pattern with groups blanks only what its groups match, wherever it
+    matches, and the rest of the line is compared (the timing column of a line that also holds
+    a step's energies)."""
+    out = []
+    for line in text.splitlines():
+        for p in ignore:
+            if not p.groups:
+                if p.search(line):
+                    break
+                continue
+            drop = {i for m in p.finditer(line) for g in range(1, p.groups + 1)
+                    for i in range(*m.span(g))}           # (-1, -1): a group that took no part
+            if drop:
+                line = bytes(c for i, c in enumerate(line) if i not in drop)
+        else:
+            out.append(line)
+    return out
+
+
 def compare(reference: Outcome, got: Outcome, ignore=()) -> str | None:
     """None when `got` is identical to the reference (lines matching an `ignore` pattern
     left out), else what differs, in a few words."""
@@ -280,8 +302,7 @@ def compare(reference: Outcome, got: Outcome, ignore=()) -> str | None:
         return f"exit status {got.status}, unmigrated {reference.status}"
     for name, a, b in (("stdout", reference.stdout, got.stdout),
                        ("stderr", reference.stderr, got.stderr)):
-        la, lb = ([ln for ln in text.splitlines() if not any(p.search(ln) for p in ignore)]
-                  for text in (a, b))
+        la, lb = (_compared_lines(text, ignore) for text in (a, b))
         if la != lb:
             n = next((i for i, (x, y) in enumerate(zip(la, lb)) if x != y),
                      min(len(la), len(lb)))

@@ -61,6 +61,9 @@ class FileTable:
         # restore goes on from its checkpoint's counts): a reader of the output streams
         # knows from a checkpoint's counts which output the resumed job produces again
         self.output = {"stdout": 0, "stderr": 0}
+        # the last open no mount allowed, (guest path, why): a crash report names it, since a
+        # program that does not check fopen() dies at the NULL stream soon after
+        self.refused: tuple[str, str] | None = None
 
     def wrote(self, guest_fd: int, n: int) -> None:
         """Count `n` bytes written through guest fd `guest_fd`."""
@@ -102,6 +105,10 @@ class FileTable:
             return -abi.ERRNO["EMFILE"]
         try:
             host = self.resolve(guest_path, writing)
+        except OSError as e:
+            self.refused = (guest_path, e.strerror)
+            return guest_errno(e)
+        try:
             fd = os.open(host, host_flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode & 0o777)
         except OSError as e:
             return guest_errno(e)
