@@ -120,6 +120,31 @@ def test_a_job_that_writes_files_and_reads_its_environment_certifies(tmp_path):
 
 
 @needs_kvm
+def test_a_filter_reading_stdin_certifies_with_its_input(tmp_path):
+    """--stdin feeds the job's input (a Benchmarks Game filter such as k-nucleotide had only
+    /dev/null): one open file for all the legs of a run, so a migrated job reads on where it
+    stopped instead of reading its input again or not at all. The input (180 KB) spans
+    read-ahead windows: a checkpoint gives what the guest had not read back to the file."""
+    image = tmp_path / "stdin_filter.hexo"
+    p = run([HEXO, "build", ROOT / "tests" / "programs" / "stdin_filter.c", "--auto-points",
+             "-o", image])
+    assert p.returncode == 0, p.stderr
+    data = tmp_path / "input.txt"
+    data.write_text("".join(f"line {i} " + "ACGT" * (i % 40) + "\n" for i in range(2000)))
+    p = run([HEXO, "certify", image, "--stdin", data, "--by", "points", "--json"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    result = json.loads(p.stdout)
+    assert result["ok"] and result["points_total"] == 2001
+    assert all(r["exit_status"] == 0 for r in result["runs"])
+    # without --stdin the job reads an empty input (exit 3, its main's point only)
+    p = run([HEXO, "certify", image, "--json"])
+    result = json.loads(p.stdout)
+    assert result["points_total"] == 1 and result["runs"][0]["exit_status"] == 3
+    p = run([HEXO, "certify", image, "--stdin", tmp_path / "missing"])
+    assert p.returncode == 2 and "--stdin" in p.stderr
+
+
+@needs_kvm
 def test_percentages_are_of_the_run_time_by_default(images):
     """phases.c passes 400 points in a quick set-up and 400 in a quick print-out, and 10 in
     the compute phase between them, where it spends nearly all its time (as PolyBench/C

@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each VM may run (default 900)")
     p.add_argument("--mem", help="guest RAM, e.g. 512M (default: what the image needs)")
+    p.add_argument("--stdin", metavar="FILE",
+                   help="the job's standard input (default: empty); a migrated run's "
+                        "legs read on from where the one before stopped, as a job moved "
+                        "with its input stream does")
     env_option(p)
     mount_option(p)
     return p
@@ -136,8 +140,12 @@ class Runner:
     """Runs legs of a job in this process with its output captured."""
 
     def __init__(self, image_path: str, argv: list[str], mem: int | None, timeout: float,
-                 workdir: str, env: list[str] = (), mounts: list[str] = ()):
+                 workdir: str, env: list[str] = (), mounts: list[str] = (),
+                 stdin: str | None = None):
         from hexo.image import Image, ImageError
+        if stdin is not None and not os.path.isfile(stdin):
+            raise CertifyError(f"--stdin: {stdin} is not a readable file")
+        self.stdin = stdin
         try:
             self.image = Image(image_path)
         except (ImageError, OSError) as e:
@@ -162,17 +170,20 @@ class Runner:
         from hexo.checkpoint import Checkpoint
         stdout = stderr = b""
         ckpt = None
-        for n, (isa, at) in enumerate(plan.legs):
-            target = plan.legs[n + 1][0] if at is not None else None
-            leg, path = self.leg(isa, ckpt, at, target, count=len(plan.legs) == 1)
-            stdout, stderr = stdout + leg.stdout, stderr + leg.stderr
-            if path is None:
-                return leg._replace(stdout=stdout, stderr=stderr)
-            ckpt = Checkpoint(path)
+        # one open input for every leg: each reads on from the offset the one before left
+        with open(self.stdin or os.devnull, "rb") as stdin:
+            for n, (isa, at) in enumerate(plan.legs):
+                target = plan.legs[n + 1][0] if at is not None else None
+                leg, path = self.leg(isa, ckpt, at, target, count=len(plan.legs) == 1,
+                                     stdin=stdin.fileno())
+                stdout, stderr = stdout + leg.stdout, stderr + leg.stderr
+                if path is None:
+                    return leg._replace(stdout=stdout, stderr=stderr)
+                ckpt = Checkpoint(path)
         raise AssertionError("a plan ends with a leg that runs to the end")
 
     def leg(self, isa: str, restore, at: int | None, target: str | None,
-            count: bool) -> tuple[Outcome, str | None]:
+            count: bool, stdin: int) -> tuple[Outcome, str | None]:
         """One VM: fresh or restored, to its end or to a checkpoint at point `at` for
         `target`; returns its outcome and the checkpoint it wrote."""
         from hexo.checkpoint import CheckpointError
@@ -182,12 +193,11 @@ class Runner:
         from .migration import MigrationError, Request
         from .vm import VirtualMachine
         import tempfile
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-                open(os.devnull, "rb") as stdin:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 vm = VirtualMachine(self.image, isa, mem_size=self.mem, argv=self.argv,
                                     env=self.env, mounts=self.mounts,
-                                    stdio=(stdin.fileno(), out.fileno(), err.fileno()),
+                                    stdio=(stdin, out.fileno(), err.fileno()),
                                     restore=restore)
             except (ImageError, CheckpointError, ValueError, OSError) as e:
                 return Outcome(b"", b"", None, f"{isa} VM could not start: {e}"), None
@@ -330,7 +340,8 @@ def certify(args, argv: list[str], progress=None) -> dict:
         raise CertifyError(f"--ignore: bad pattern: {e}") from None
     rows = []
     with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
-        runner = Runner(args.image, argv, mem, args.timeout, work, args.env, args.mount)
+        runner = Runner(args.image, argv, mem, args.timeout, work, args.env, args.mount,
+                        getattr(args, "stdin", None))
         unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
         step = progress or (lambda name, runs: None)
         results = []
