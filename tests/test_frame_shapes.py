@@ -335,3 +335,21 @@ def test_frame_of_run_time_size_is_refused_with_its_reason(large_frame, env, tmp
     dst = stackmaps.load(stackmaps.dumps(raw))
     with pytest.raises(TransformError, match="only known at run time"):
         transform(src, dst, saved.meta["context"], stack.start, saved.read(stack))
+
+
+def test_a_frame_base_set_in_the_prologue_holds_in_a_switch_tables_cases(tmp_path):
+    """zlib's inflate on aarch64 keeps a frame address in x28, set once in the prologue, and
+    reads it after calls in the cases of its switch, reached only through the jump table's
+    indirect branch: with no successors to follow there, the call sites looked as if nothing
+    set x28, which stayed 0 after a migration to arm64 (a data abort at the next load)."""
+    asm = _asm_function("""
+    add x28, sp, #624
+    adr x9, 1f
+    br x9
+1:
+    str w0, [x28, #8]
+    bl g
+    ldr w0, [x28, #8]""")
+    site, problems = _analyse_asm(tmp_path, "", asm, ra=0x20)
+    assert problems == []
+    assert site["frame_bases"] == [[28, -32 + 624]]     # sp = CFA - 32 after the stp

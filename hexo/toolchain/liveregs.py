@@ -111,6 +111,49 @@ def _evaluate(isa: str, insn, known: dict[int, int]) -> tuple[int, int] | None:
     return target, value
 
 
+def predecessors(succ: list[list[int]]) -> list[list[int]]:
+    pred = [[] for _ in succ]
+    for i, s in enumerate(succ):
+        for j in s:
+            pred[j].append(i)
+    return pred
+
+
+def definitions_before(insns, writes: list[set[int]], pred: list[list[int]], at: int,
+                       reg: int) -> set[int]:
+    """Addresses of the instructions whose write of `reg` (`writes`: each instruction's
+    written registers) may reach instruction `at` (-1: the caller's value), found by walking
+    back over `pred` from it. For functions with an indirect jump (a switch table), whose jump
+    gets every block start as a successor: a forward dataflow over that many edges does not
+    end in useful time (zlib's inflate), one walk per question does."""
+    found, seen, work = set(), {at}, list(pred[at])
+    if at == 0:
+        found.add(-1)
+    while work:
+        i = work.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        if reg in writes[i]:
+            found.add(insns[i].address)
+            continue
+        if i == 0:
+            found.add(-1)
+        work.extend(pred[i])
+    return found
+
+
+def with_switch_targets(insns, succ: list[list[int]]) -> list[list[int]]:
+    """`succ` with every block start made a successor of each indirect jump: the cases of a
+    switch table are reached only through one, whose targets the machine code does not name."""
+    import capstone
+    starts = {0} | {j for s in succ for j in s if j != 0} | {
+        i + 1 for i, insn in enumerate(insns) if _ends_block(insn) and i + 1 < len(insns)}
+    starts = sorted(starts)
+    return [sorted(set(s) | set(starts)) if insn.group(capstone.CS_GRP_JUMP)
+            and _branch_target(insn) is None else s for insn, s in zip(insns, succ)]
+
+
 def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
     """Instructions that set a register to an address in the frame: {instruction address:
     (DWARF register, offset from the CFA)}. The stack pointer is followed through the
@@ -391,6 +434,9 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
         live = live_before(isa, insns, succ, callee_saved)
         defs = reaching(isa, insns, succ, callee_saved)
         addresses = frame_addresses(isa, insns)
+        if not checked:
+            full = predecessors(with_switch_targets(insns, succ))
+            writes = [access(isa, insn)[1] for insn in insns]
         copies = sret_copies(isa, insns)
         realign = realignment(isa, insns)
         for s in fsites:
@@ -411,6 +457,9 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
                 # -1: the caller's value, untouched here; read after the call only where
                 # the IR reads an undefined value (a phi with an undef input).
                 sources = {d for r, d in defs[i] if r == reg and d != -1}
+                if not checked:
+                    # behind an indirect jump the dataflow misses paths: walk back over all
+                    sources = definitions_before(insns, writes, full, i, reg) - {-1}
                 values = {addresses.get(d, (None, None))[1] for d in sources}
                 if len(values) == 1 and None not in values:
                     bases.append([reg, values.pop()])
