@@ -144,14 +144,13 @@ def definitions_before(insns, writes: list[set[int]], pred: list[list[int]], at:
 
 
 def with_switch_targets(insns, succ: list[list[int]]) -> list[list[int]]:
-    """`succ` with every block start made a successor of each indirect jump: the cases of a
-    switch table are reached only through one, whose targets the machine code does not name."""
+    """`succ` with every instruction made a successor of each indirect jump: the cases of a
+    switch table are reached only through one, whose targets the machine code does not name
+    (a case that C lets fall into the next need not start a block the code shows)."""
     import capstone
-    starts = {0} | {j for s in succ for j in s if j != 0} | {
-        i + 1 for i, insn in enumerate(insns) if _ends_block(insn) and i + 1 < len(insns)}
-    starts = sorted(starts)
-    return [sorted(set(s) | set(starts)) if insn.group(capstone.CS_GRP_JUMP)
-            and _branch_target(insn) is None else s for insn, s in zip(insns, succ)]
+    every = list(range(len(insns)))
+    return [every if insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None
+            else s for insn, s in zip(insns, succ)]
 
 
 def frame_addresses(isa: str, insns) -> dict[int, tuple[int, int]]:
@@ -432,11 +431,12 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
         checked = not any(insn.group(capstone.CS_GRP_JUMP) and _branch_target(insn) is None
                           for insn in insns)
         live = live_before(isa, insns, succ, callee_saved)
-        defs = reaching(isa, insns, succ, callee_saved)
-        addresses = frame_addresses(isa, insns)
-        if not checked:
+        if checked:
+            defs = reaching(isa, insns, succ, callee_saved)
+        else:       # behind an indirect jump the dataflow misses paths: walk back over all
             full = predecessors(with_switch_targets(insns, succ))
             writes = [access(isa, insn)[1] for insn in insns]
+        addresses = frame_addresses(isa, insns)
         copies = sret_copies(isa, insns)
         realign = realignment(isa, insns)
         for s in fsites:
@@ -456,10 +456,8 @@ def analyse(elf, isa: str, sites: list[dict], function_ends: dict[int, int],
             for reg in sorted(live[i] - recorded):
                 # -1: the caller's value, untouched here; read after the call only where
                 # the IR reads an undefined value (a phi with an undef input).
-                sources = {d for r, d in defs[i] if r == reg and d != -1}
-                if not checked:
-                    # behind an indirect jump the dataflow misses paths: walk back over all
-                    sources = definitions_before(insns, writes, full, i, reg) - {-1}
+                sources = ({d for r, d in defs[i] if r == reg} if checked else
+                           definitions_before(insns, writes, full, i, reg)) - {-1}
                 values = {addresses.get(d, (None, None))[1] for d in sources}
                 if len(values) == 1 and None not in values:
                     bases.append([reg, values.pop()])
