@@ -165,7 +165,7 @@ class Runner:
         self.env = list(env)
         self.checkpoints = 0
 
-    def run(self, plan: Plan) -> Outcome:
+    def run(self, plan: Plan, timed: bool = False) -> Outcome:
         """Every leg of the plan in turn; the output is what all legs printed together."""
         from hexo.checkpoint import Checkpoint
         stdout = stderr = b""
@@ -175,7 +175,7 @@ class Runner:
             for n, (isa, at) in enumerate(plan.legs):
                 target = plan.legs[n + 1][0] if at is not None else None
                 leg, path = self.leg(isa, ckpt, at, target, count=len(plan.legs) == 1,
-                                     stdin=stdin.fileno())
+                                     stdin=stdin.fileno(), timed=timed)
                 stdout, stderr = stdout + leg.stdout, stderr + leg.stderr
                 if path is None:
                     return leg._replace(stdout=stdout, stderr=stderr)
@@ -183,9 +183,10 @@ class Runner:
         raise AssertionError("a plan ends with a leg that runs to the end")
 
     def leg(self, isa: str, restore, at: int | None, target: str | None,
-            count: bool, stdin: int) -> tuple[Outcome, str | None]:
+            count: bool, stdin: int, timed: bool = False) -> tuple[Outcome, str | None]:
         """One VM: fresh or restored, to its end or to a checkpoint at point `at` for
-        `target`; returns its outcome and the checkpoint it wrote."""
+        `target`; returns its outcome and the checkpoint it wrote. `timed`: a counting run
+        also samples its count against its CPU time (the outcome's timeline)."""
         from hexo.checkpoint import CheckpointError
         from hexo.image import ImageError
 
@@ -213,7 +214,7 @@ class Runner:
                 except MigrationError as e:
                     return Outcome(b"", b"", None, str(e)), None
                 started = time.perf_counter()
-                timeline = _Timeline(vm.migrator) if count else None
+                timeline = _Timeline(vm.migrator) if count and timed else None
                 try:
                     stop = vm.run(self.timeout)
                 finally:
@@ -341,22 +342,23 @@ def certify(args, argv: list[str], progress=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hexo-certify-") as work:
         runner = Runner(args.image, argv, mem, args.timeout, work, args.env, args.mount,
-                        getattr(args, "stdin", None))
+                        args.stdin)
         unmigrated = [Plan(f"{isa} unmigrated", ((isa, None),)) for isa in ISAS]
         step = progress or (lambda name, runs: None)
         results = []
         for plan in unmigrated:
             step(plan.name, None)
             t0 = time.perf_counter()
-            results.append((plan, runner.run(plan), time.perf_counter() - t0))
+            # only the reference run's timeline places percentages of its time
+            timed = plan is unmigrated[0] and args.by == "time"
+            results.append((plan, runner.run(plan, timed), time.perf_counter() - t0))
         reference = results[0][1]
         if reference.failure:
             raise CertifyError(f"the unmigrated run failed: {reference.failure}")
         total = reference.points
         if total == 0:
             raise CertifyError(NO_POINT.format(args.image))
-        chosen = parse_points(args.points, total,
-                              reference.timeline if args.by == "time" else None)
+        chosen = parse_points(args.points, total, reference.timeline)
         migrated = plans(chosen, total)
         for plan in migrated:
             step(plan.name, len(unmigrated) + len(migrated))

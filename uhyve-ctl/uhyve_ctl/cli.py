@@ -504,9 +504,8 @@ def _report(vm, stop) -> tuple[int, str]:
     regs = vm.backend.registers()
     print("uhyve-ctl: registers: " + " ".join(f"{k}={v:#x}" for k, v in regs.items()),
           file=sys.stderr)
-    refused = getattr(getattr(vm, "files", None), "refused", None)
-    if refused:
-        path, why = refused
+    if vm.files.refused:
+        path, why = vm.files.refused
         print(f"uhyve-ctl: the guest's last refused open: '{path}' ({why}); a program that "
               f"goes on with fopen()'s NULL crashes (relative paths are under /: "
               f"--mount DIR:/ gives it a working directory)", file=sys.stderr)
